@@ -1,0 +1,228 @@
+// Package store is Lumen's embedded storage: Badger, partitioned by arrival
+// time, with every record reachable from its trace id. FORMAT.md describes
+// the layout on disk.
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// DB is the store. It is safe for concurrent use.
+type DB struct {
+	opts  Options
+	log   *zap.Logger
+	root  string
+	codec *codec
+
+	mu     sync.RWMutex
+	parts  []*partition // ordered by start time, oldest first
+	head   *partition   // the partition being written; also in parts
+	closed bool
+
+	lastSeq atomic.Uint64
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// Open opens the store in o.Dir, creating it when missing, and starts the
+// retention loop. Close releases it.
+func Open(o Options) (*DB, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	c, err := newCodec()
+	if err != nil {
+		return nil, err
+	}
+	db := &DB{
+		opts:  o,
+		log:   o.Logger,
+		root:  filepath.Join(o.Dir, "partitions"),
+		codec: c,
+		stop:  make(chan struct{}),
+	}
+	if err := os.MkdirAll(db.root, 0o750); err != nil {
+		return nil, fmt.Errorf("create data dir %q: %w", db.root, err)
+	}
+	if err := db.openPartitions(); err != nil {
+		db.closePartitions()
+		return nil, err
+	}
+	db.wg.Add(1)
+	go db.retentionLoop()
+	return db, nil
+}
+
+// openPartitions opens every partition on disk: the current one writable,
+// the others read-only.
+func (db *DB) openPartitions() error {
+	entries, err := os.ReadDir(db.root)
+	if err != nil {
+		return fmt.Errorf("list partitions in %q: %w", db.root, err)
+	}
+	// The head is the partition for now, or a newer one if the clock went
+	// back since it was made: partitions only ever roll forward.
+	var starts []time.Time
+	head := db.partitionStart(db.opts.Now())
+	for _, e := range entries {
+		start, ok := parsePartitionName(e.Name())
+		if !e.IsDir() || !ok {
+			db.log.Warn("ignoring unknown entry in partitions directory", zap.String("name", e.Name()))
+			continue
+		}
+		starts = append(starts, start)
+		if start.After(head) {
+			head = start
+		}
+	}
+	for _, start := range starts {
+		p, err := openPartition(db.root, start, db.opts, !start.Equal(head))
+		if err != nil {
+			return err
+		}
+		db.parts = append(db.parts, p)
+		if start.Equal(head) {
+			db.head = p
+		}
+	}
+	slices.SortFunc(db.parts, func(a, b *partition) int { return a.start.Compare(b.start) })
+	for _, p := range db.parts {
+		if err := db.restoreSeq(p); err != nil {
+			return err
+		}
+	}
+	db.log.Info("store opened", zap.String("dir", db.opts.Dir), zap.Int("partitions", len(db.parts)))
+	return nil
+}
+
+func (db *DB) partitionStart(t time.Time) time.Time {
+	return t.UTC().Truncate(db.opts.PartitionDuration)
+}
+
+// nextSeq returns a batch sequence number: unique, increasing, and close to
+// the arrival time in unix nanoseconds, so frames sort by arrival.
+func (db *DB) nextSeq() uint64 {
+	now := uint64(db.opts.Now().UnixNano())
+	for {
+		last := db.lastSeq.Load()
+		next := max(now, last+1)
+		if db.lastSeq.CompareAndSwap(last, next) {
+			return next
+		}
+	}
+}
+
+// acquireHead returns the partition to write now, read-locked; the caller
+// must RUnlock it. It rolls over to a new partition when the head's time is up.
+func (db *DB) acquireHead() (*partition, error) {
+	now := db.opts.Now()
+	for {
+		db.mu.RLock()
+		if db.closed {
+			db.mu.RUnlock()
+			return nil, ErrClosed
+		}
+		h := db.head
+		db.mu.RUnlock()
+		// A writer whose clock reading is older than the head (the head moved
+		// on while it waited) writes to the head: partitions never go back.
+		if h == nil || !now.Before(h.end) {
+			if err := db.rollover(now); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		h.mu.RLock()
+		if h.db == nil || h.readOnly {
+			// Sealed or dropped between the two locks: look again.
+			h.mu.RUnlock()
+			continue
+		}
+		return h, nil
+	}
+}
+
+// rollover makes a new partition for now the head, if now is past the
+// head's start, and seals the previous head.
+func (db *DB) rollover(now time.Time) error {
+	start := db.partitionStart(now)
+	db.mu.Lock()
+	if db.closed {
+		db.mu.Unlock()
+		return ErrClosed
+	}
+	if db.head != nil && !start.After(db.head.start) {
+		db.mu.Unlock()
+		return nil
+	}
+	p, err := openPartition(db.root, start, db.opts, false)
+	if err != nil {
+		db.mu.Unlock()
+		return err
+	}
+	db.parts = append(db.parts, p)
+	old := db.head
+	db.head = p
+	db.mu.Unlock()
+	db.log.Info("new partition", zap.String("partition", p.name))
+	if old != nil {
+		if err := old.seal(db.opts); err != nil {
+			db.log.Error("seal partition", zap.String("partition", old.name), zap.Error(err))
+		}
+	}
+	return nil
+}
+
+// snapshot returns the partitions, newest first.
+func (db *DB) snapshot() ([]*partition, error) {
+	db.mu.RLock()
+	defer db.mu.RUnlock()
+	if db.closed {
+		return nil, ErrClosed
+	}
+	out := slices.Clone(db.parts)
+	slices.Reverse(out)
+	return out, nil
+}
+
+// Close stops the retention loop and closes every partition. Safe to call
+// more than once.
+func (db *DB) Close() error {
+	db.mu.Lock()
+	if db.closed {
+		db.mu.Unlock()
+		return nil
+	}
+	db.closed = true
+	db.mu.Unlock()
+	close(db.stop)
+	db.wg.Wait()
+	err := db.closePartitions()
+	db.codec.close()
+	db.log.Info("store closed")
+	return err
+}
+
+func (db *DB) closePartitions() error {
+	var errs []error
+	for _, p := range db.parts {
+		errs = append(errs, p.close())
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,81 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Options configures a DB. Start from DefaultOptions.
+type Options struct {
+	// Dir is the data directory; partitions live under Dir/partitions.
+	Dir string
+	// PartitionDuration is the arrival-time span of one partition. Retention
+	// drops whole partitions, so this is also the granularity of retention.
+	PartitionDuration time.Duration
+	// Retention is how long data is kept, by arrival time. 0 keeps everything.
+	Retention time.Duration
+	// MaxDiskBytes bounds the bytes the store keeps on disk: past it, the oldest
+	// partitions are dropped. The partition being written is never dropped.
+	// 0 means no bound.
+	MaxDiskBytes int64
+	// RetentionInterval is how often retention and the disk budget are enforced.
+	RetentionInterval time.Duration
+	// FrameItems is how many spans or log records go into one compressed frame.
+	// Larger frames compress better; smaller ones make trace reads cheaper.
+	FrameItems int
+	// SyncWrites makes every write durable (fsync) before it returns. Writes
+	// that arrive together share one fsync.
+	SyncWrites bool
+	// MemTableBytes is the size of one Badger memtable of the partition being
+	// written. Sealed partitions are opened read-only and hold none.
+	MemTableBytes int64
+	// IndexCacheBytes bounds the memory Badger keeps for table indexes and
+	// bloom filters, per partition.
+	IndexCacheBytes int64
+	// Logger receives the store's logs; nil logs nothing.
+	Logger *zap.Logger
+	// Now returns the current time; nil means time.Now. Tests set it.
+	Now func() time.Time
+}
+
+// DefaultOptions returns the options `lumen serve` runs with for a data dir.
+func DefaultOptions(dir string) Options {
+	return Options{
+		Dir:               dir,
+		PartitionDuration: 24 * time.Hour,
+		Retention:         7 * 24 * time.Hour,
+		RetentionInterval: time.Minute,
+		FrameItems:        256,
+		SyncWrites:        true,
+		MemTableBytes:     16 << 20,
+		IndexCacheBytes:   16 << 20,
+	}
+}
+
+// Validate reports the first option that cannot work.
+func (o Options) Validate() error {
+	switch {
+	case o.Dir == "":
+		return errors.New("store: data dir is empty")
+	case o.PartitionDuration < time.Minute:
+		return fmt.Errorf("store: partition duration %s is shorter than a minute", o.PartitionDuration)
+	case o.Retention < 0:
+		return fmt.Errorf("store: retention %s is negative", o.Retention)
+	case o.Retention > 0 && o.Retention < o.PartitionDuration:
+		return fmt.Errorf("store: retention %s is shorter than one partition (%s)", o.Retention, o.PartitionDuration)
+	case o.MaxDiskBytes < 0:
+		return fmt.Errorf("store: max disk bytes %d is negative", o.MaxDiskBytes)
+	case o.RetentionInterval <= 0:
+		return fmt.Errorf("store: retention interval %s is not positive", o.RetentionInterval)
+	case o.FrameItems < 1 || o.FrameItems > 1<<16:
+		return fmt.Errorf("store: frame items %d is outside 1..65536", o.FrameItems)
+	case o.MemTableBytes < 1<<20:
+		return fmt.Errorf("store: memtable size %d is below 1 MiB", o.MemTableBytes)
+	case o.IndexCacheBytes < 0:
+		return fmt.Errorf("store: index cache size %d is negative", o.IndexCacheBytes)
+	}
+	return nil
+}

@@ -1,0 +1,137 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/lumenobs/lumen/internal/model"
+)
+
+// Trace is everything stored for one trace id.
+type Trace struct {
+	// Spans holds the trace's spans, grouped as they were received.
+	Spans ptrace.Traces
+	// Logs holds the log records that carry the trace id.
+	Logs plog.Logs
+}
+
+var (
+	tracesUnmarshaler ptrace.ProtoUnmarshaler
+	logsUnmarshaler   plog.ProtoUnmarshaler
+)
+
+// Trace returns the spans and log records stored for id, from every
+// partition. It returns ErrNotFound when there are none.
+func (db *DB) Trace(ctx context.Context, id model.TraceID) (Trace, error) {
+	parts, err := db.snapshot()
+	if err != nil {
+		return Trace{}, err
+	}
+	out := Trace{Spans: ptrace.NewTraces(), Logs: plog.NewLogs()}
+	for _, p := range parts {
+		if err := ctx.Err(); err != nil {
+			return Trace{}, fmt.Errorf("read trace %s: %w", id, err)
+		}
+		if err := db.readTrace(p, id, out); err != nil {
+			return Trace{}, err
+		}
+	}
+	if out.Spans.ResourceSpans().Len() == 0 && out.Logs.ResourceLogs().Len() == 0 {
+		return Trace{}, fmt.Errorf("trace %s: %w", id, ErrNotFound)
+	}
+	return out, nil
+}
+
+// readTrace appends what partition p holds for id to out: one prefix scan of
+// the trace's index keys, then one read per frame they name.
+func (db *DB) readTrace(p *partition, id model.TraceID, out Trace) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.db == nil {
+		return nil // dropped since the snapshot
+	}
+	err := p.db.View(func(txn *badger.Txn) error {
+		var refs []frameRef
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: tracePrefix(id)})
+		for it.Rewind(); it.Valid(); it.Next() {
+			_, ref, err := parseTraceIndexKey(it.Item().Key())
+			if err != nil {
+				it.Close()
+				return err
+			}
+			refs = append(refs, ref)
+		}
+		it.Close()
+		for _, ref := range refs {
+			item, err := txn.Get(frameKey(ref))
+			if err != nil {
+				return fmt.Errorf("%w: frame %c/%d/%d named by trace %s: %v", ErrCorrupt, ref.Kind, ref.Seq, ref.Frame, id, err) //nolint:errorlint // Badger errors stay inside the store
+			}
+			val, err := item.ValueCopy(nil)
+			if err != nil {
+				return fmt.Errorf("%w: read frame: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
+			}
+			payload, err := db.codec.decode(val)
+			if err != nil {
+				return err
+			}
+			switch ref.Kind {
+			case KindSpans:
+				err = appendTraceSpans(payload, id, out.Spans)
+			case KindLogs:
+				err = appendTraceLogs(payload, id, out.Logs)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrUnavailable) {
+			return fmt.Errorf("partition %s: %w", p.name, err)
+		}
+		return fmt.Errorf("%w: partition %s: %v", ErrUnavailable, p.name, err) //nolint:errorlint // Badger errors stay inside the store
+	}
+	return nil
+}
+
+func appendTraceSpans(payload []byte, id model.TraceID, dst ptrace.Traces) error {
+	td, err := tracesUnmarshaler.UnmarshalTraces(payload)
+	if err != nil {
+		return fmt.Errorf("%w: span frame: %w", ErrCorrupt, err)
+	}
+	want := pcommon.TraceID(id)
+	td.ResourceSpans().RemoveIf(func(rs ptrace.ResourceSpans) bool {
+		rs.ScopeSpans().RemoveIf(func(ss ptrace.ScopeSpans) bool {
+			ss.Spans().RemoveIf(func(s ptrace.Span) bool { return s.TraceID() != want })
+			return ss.Spans().Len() == 0
+		})
+		return rs.ScopeSpans().Len() == 0
+	})
+	td.ResourceSpans().MoveAndAppendTo(dst.ResourceSpans())
+	return nil
+}
+
+func appendTraceLogs(payload []byte, id model.TraceID, dst plog.Logs) error {
+	ld, err := logsUnmarshaler.UnmarshalLogs(payload)
+	if err != nil {
+		return fmt.Errorf("%w: log frame: %w", ErrCorrupt, err)
+	}
+	want := pcommon.TraceID(id)
+	ld.ResourceLogs().RemoveIf(func(rl plog.ResourceLogs) bool {
+		rl.ScopeLogs().RemoveIf(func(sl plog.ScopeLogs) bool {
+			sl.LogRecords().RemoveIf(func(r plog.LogRecord) bool { return r.TraceID() != want })
+			return sl.LogRecords().Len() == 0
+		})
+		return rl.ScopeLogs().Len() == 0
+	})
+	ld.ResourceLogs().MoveAndAppendTo(dst.ResourceLogs())
+	return nil
+}
