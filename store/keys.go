@@ -13,7 +13,7 @@ import (
 
 // Namespaces: the first byte of every key.
 const (
-	nsMeta       byte = 0x00 // KEY: 0x00 'm'                                     -> partition metadata (JSON)
+	nsMeta byte = 0x00 // KEY: 0x00 'm'                                     -> partition metadata (JSON)
 	//                          KEY: 0x00 'b' seq[8]                              -> event-time bounds of a batch
 	nsTraceIndex byte = 0x01 // KEY: 0x01 trace_id[16] kind[1] seq[8] frame[2]    -> index value
 	nsFrame      byte = 0x02 // KEY: 0x02 kind[1] seq[8] frame[2]                 -> frame value

@@ -1,0 +1,55 @@
+# Lumen: one binary for traces, logs and metrics.
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+BIN       := bin/lumen
+FUZZTIME  ?= 20s
+BENCHTIME ?= 1x
+PKGS      := ./...
+
+.PHONY: all build run test test-race vet fmt lint fuzz bench load clean
+
+all: build
+
+## build: the static lumen binary in bin/
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/lumen
+
+## run: lumen serve with its defaults (data in ./data, UI and APIs on :4320, OTLP on :4317/:4318)
+run: build
+	./$(BIN) serve
+
+## test: vet, formatting, and every test (fuzz seeds included)
+test: vet lint
+	$(GO) test -count=1 -timeout 15m $(PKGS)
+
+## test-race: the tests under the race detector
+test-race:
+	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt:
+	gofmt -w $$(find . -name '*.go' -not -path './ui/node_modules/*')
+
+## lint: fails when a file is not gofmt-formatted
+lint:
+	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './ui/node_modules/*')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+## fuzz: every fuzz target for FUZZTIME each
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseTraceID$$' -fuzztime $(FUZZTIME) ./internal/model/
+	$(GO) test -run '^$$' -fuzz '^FuzzTraceIndexKey$$' -fuzztime $(FUZZTIME) ./store/
+	$(GO) test -run '^$$' -fuzz '^FuzzFrameDecode$$' -fuzztime $(FUZZTIME) ./store/
+
+## bench: the Go benchmarks, in benchstat's format (bench.txt)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./store/ | tee bench.txt
+
+## load: spans/s through OTLP gRPC into a running lumen serve (see BENCHMARKS.md)
+load:
+	$(GO) run ./cmd/lumen-load $(LOADFLAGS)
+
+clean:
+	rm -rf bin bench.txt

@@ -1,0 +1,241 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/lumenobs/lumen/ingest/otlp"
+)
+
+// Config is everything `lumen serve` can be told. Sources apply in order:
+// defaults, the YAML file (--config or LUMEN_CONFIG), LUMEN_* environment
+// variables, flags.
+type Config struct {
+	DataDir           string      `yaml:"data_dir"`
+	HTTPAddr          string      `yaml:"http_addr"`
+	Retention         Duration    `yaml:"retention"`
+	PartitionDuration Duration    `yaml:"partition_duration"`
+	MaxDiskBytes      ByteSize    `yaml:"max_disk_bytes"`
+	OTLP              otlp.Config `yaml:"otlp"`
+	Log               LogConfig   `yaml:"log"`
+	Pprof             bool        `yaml:"pprof"`
+	ShutdownTimeout   Duration    `yaml:"shutdown_timeout"`
+}
+
+// LogConfig configures Lumen's own logs.
+type LogConfig struct {
+	Format string `yaml:"format"` // console or json
+	Level  string `yaml:"level"`  // debug, info, warn, error
+}
+
+// DefaultHTTPAddr is the port of the UI and every query API. It collides with
+// none of Grafana (3000), Loki (3100), Tempo (3200), Prometheus (9090) and
+// Jaeger (16686), so Lumen can run beside them.
+const DefaultHTTPAddr = "0.0.0.0:4320"
+
+// DefaultConfig is what `lumen serve` runs with when told nothing.
+func DefaultConfig() Config {
+	return Config{
+		DataDir:           "./data",
+		HTTPAddr:          DefaultHTTPAddr,
+		Retention:         Duration(7 * 24 * time.Hour),
+		PartitionDuration: Duration(24 * time.Hour),
+		OTLP:              otlp.DefaultConfig(),
+		Log:               LogConfig{Format: "console", Level: "info"},
+		ShutdownTimeout:   Duration(30 * time.Second),
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case c.DataDir == "":
+		return errors.New("data_dir is empty")
+	case c.HTTPAddr == "":
+		return errors.New("http_addr is empty")
+	case c.Retention < 0:
+		return fmt.Errorf("retention %s is negative", c.Retention)
+	case c.ShutdownTimeout <= 0:
+		return fmt.Errorf("shutdown_timeout %s is not positive", c.ShutdownTimeout)
+	}
+	return c.OTLP.Validate()
+}
+
+// setting is one option that an environment variable and a flag can set.
+type setting struct {
+	flag, env, usage string
+	set              func(*Config, string) error
+}
+
+func settings() []setting {
+	str := func(f func(*Config) *string) func(*Config, string) error {
+		return func(c *Config, v string) error { *f(c) = v; return nil }
+	}
+	return []setting{
+		{"data-dir", "LUMEN_DATA_DIR", "directory of the store", str(func(c *Config) *string { return &c.DataDir })},
+		{"http-addr", "LUMEN_HTTP_ADDR", "address of the UI and the query APIs", str(func(c *Config) *string { return &c.HTTPAddr })},
+		{"otlp-grpc-addr", "LUMEN_OTLP_GRPC_ADDR", "OTLP gRPC address (empty disables)", str(func(c *Config) *string { return &c.OTLP.GRPCAddr })},
+		{"otlp-http-addr", "LUMEN_OTLP_HTTP_ADDR", "OTLP HTTP address (empty disables)", str(func(c *Config) *string { return &c.OTLP.HTTPAddr })},
+		{"retention", "LUMEN_RETENTION", "how long data is kept, e.g. 7d, 36h (0 keeps everything)", func(c *Config, v string) error { return c.Retention.parse(v) }},
+		{"partition-duration", "LUMEN_PARTITION_DURATION", "arrival-time span of one store partition, the unit retention drops", func(c *Config, v string) error { return c.PartitionDuration.parse(v) }},
+		{"max-disk-bytes", "LUMEN_MAX_DISK_BYTES", "disk budget of the store, e.g. 50GiB (0: none); past it the oldest partitions are dropped", func(c *Config, v string) error { return c.MaxDiskBytes.parse(v) }},
+		{"log-format", "LUMEN_LOG_FORMAT", "console or json", str(func(c *Config) *string { return &c.Log.Format })},
+		{"log-level", "LUMEN_LOG_LEVEL", "debug, info, warn or error", str(func(c *Config) *string { return &c.Log.Level })},
+		{"pprof", "LUMEN_PPROF", "serve /debug/pprof on the HTTP port", func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			c.Pprof = b
+			return err
+		}},
+	}
+}
+
+// loadConfig builds the configuration from defaults, the YAML file, the
+// environment and the command line, in that order.
+func loadConfig(args []string, env func(string) string, name string) (Config, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(new(bytes.Buffer))
+	configPath := fs.String("config", env("LUMEN_CONFIG"), "YAML configuration file (env LUMEN_CONFIG)")
+	type given struct {
+		s setting
+		v string
+	}
+	var flags []given
+	all := settings()
+	for _, s := range all {
+		fs.Func(s.flag, s.usage+" (env "+s.env+")", func(v string) error {
+			flags = append(flags, given{s, v})
+			return nil
+		})
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return Config{}, usageError{usage(fs, name)}
+		}
+		return Config{}, fmt.Errorf("%w\n%s", err, usage(fs, name))
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q\n%s", fs.Arg(0), usage(fs, name))
+	}
+	cfg := DefaultConfig()
+	if *configPath != "" {
+		if err := readYAML(*configPath, &cfg); err != nil {
+			return Config{}, err
+		}
+	}
+	for _, s := range all {
+		if v, ok := lookupEnv(env, s.env); ok {
+			if err := s.set(&cfg, v); err != nil {
+				return Config{}, fmt.Errorf("%s=%q: %w", s.env, v, err)
+			}
+		}
+	}
+	for _, g := range flags {
+		if err := g.s.set(&cfg, g.v); err != nil {
+			return Config{}, fmt.Errorf("--%s=%q: %w", g.s.flag, g.v, err)
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("configuration: %w", err)
+	}
+	return cfg, nil
+}
+
+func lookupEnv(env func(string) string, key string) (string, bool) {
+	v := env(key)
+	return v, v != ""
+}
+
+func readYAML(path string, cfg *Config) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+type usageError struct{ text string }
+
+func (u usageError) Error() string { return u.text }
+
+func usage(fs *flag.FlagSet, name string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Usage: lumen %s [flags]\n\nFlags:\n", name)
+	fs.SetOutput(&b)
+	fs.PrintDefaults()
+	fs.SetOutput(new(bytes.Buffer))
+	return b.String()
+}
+
+// Duration is a time.Duration that also accepts a days suffix ("7d") and
+// reads and writes as a string in YAML.
+type Duration time.Duration
+
+func (d *Duration) parse(s string) error {
+	s = strings.TrimSpace(s)
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseFloat(days, 64)
+		if err != nil {
+			return fmt.Errorf("duration %q: %w", s, err)
+		}
+		*d = Duration(n * float64(24*time.Hour))
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration %q: want e.g. 30s, 36h or 7d", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// UnmarshalYAML reads a duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error { return d.parse(n.Value) }
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// ByteSize is a size in bytes that accepts units: 500MB, 50GiB, 1TB.
+type ByteSize int64
+
+var byteUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
+}
+
+func (b *ByteSize) parse(s string) error {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range byteUnits {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = strings.TrimSpace(num), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseFloat(s, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("size %q: want a number of bytes with an optional unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB)", s)
+	}
+	*b = ByteSize(n * float64(mult))
+	return nil
+}
+
+// UnmarshalYAML reads a size: a number of bytes or a string with a unit.
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error { return b.parse(n.Value) }

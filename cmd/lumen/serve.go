@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/lumenobs/lumen/ingest/otlp"
+	"github.com/lumenobs/lumen/internal/telemetry"
+	"github.com/lumenobs/lumen/query"
+	"github.com/lumenobs/lumen/store"
+	"github.com/lumenobs/lumen/ui"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		cfg, err := loadConfig(args, os.Getenv, "serve")
+		if err != nil {
+			return helpOK(err, stdout)
+		}
+		return serve(ctx, cfg, stderr, nil)
+	case "check-config":
+		cfg, err := loadConfig(args, os.Getenv, "check-config")
+		if err != nil {
+			return helpOK(err, stdout)
+		}
+		fmt.Fprintf(stdout, "configuration is valid: data dir %s, HTTP %s, OTLP gRPC %s, OTLP HTTP %s, retention %s\n",
+			cfg.DataDir, cfg.HTTPAddr, cfg.OTLP.GRPCAddr, cfg.OTLP.HTTPAddr, cfg.Retention)
+		return nil
+	case "version":
+		fmt.Fprintf(stdout, "lumen %s (%s)\n", version, goVersion())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, topUsage)
+		return nil
+	default:
+		return fmt.Errorf("unknown command %q\n%s", cmd, topUsage)
+	}
+}
+
+const topUsage = `Usage: lumen [command] [flags]
+
+Commands:
+  serve          ingest, store and query traces, logs and metrics (the default)
+  check-config   load the configuration, report what is wrong, and exit
+  version        print the version
+
+Run 'lumen serve -h' for the flags.
+`
+
+func helpOK(err error, stdout io.Writer) error {
+	var u usageError
+	if errors.As(err, &u) {
+		fmt.Fprint(stdout, u.text)
+		return nil
+	}
+	return err
+}
+
+func goVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		return bi.GoVersion
+	}
+	return "unknown go version"
+}
+
+// serve runs `lumen serve` until ctx is done. started, if not nil, is called
+// once every listener is open.
+func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) error {
+	log, err := telemetry.NewLogger(cfg.Log.Format, cfg.Log.Level)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	log.Info("starting lumen", zap.String("version", version), zap.String("data_dir", cfg.DataDir),
+		zap.String("http_addr", cfg.HTTPAddr), zap.String("otlp_grpc_addr", cfg.OTLP.GRPCAddr), zap.String("otlp_http_addr", cfg.OTLP.HTTPAddr))
+
+	so := store.DefaultOptions(cfg.DataDir)
+	so.Retention = time.Duration(cfg.Retention)
+	so.PartitionDuration = time.Duration(cfg.PartitionDuration)
+	so.MaxDiskBytes = int64(cfg.MaxDiskBytes)
+	so.Logger = log.Named("store")
+	db, err := store.Open(so)
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer func() {
+		if err := db.Close(); err != nil {
+			log.Error("close store", zap.Error(err))
+		}
+	}()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerStoreMetrics(reg, db)
+	ingestMetrics := telemetry.NewIngest(reg)
+
+	rcv, err := otlp.New(cfg.OTLP, db, log, ingestMetrics, version)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	var ready atomic.Bool
+	srv := &http.Server{
+		Handler:           newMux(cfg, db, reg, log, &ready),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
+	if err := rcv.Start(ctx); err != nil {
+		_ = ln.Close()
+		return err
+	}
+	httpErr := make(chan error, 1)
+	go func() { httpErr <- srv.Serve(ln) }()
+	ready.Store(true)
+	log.Info("lumen is ready", zap.String("http", ln.Addr().String()))
+	if started != nil {
+		started()
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err := <-httpErr:
+		runErr = fmt.Errorf("http server: %w", err)
+	}
+	// Stop accepting, let requests in progress finish (and be stored), then
+	// the deferred Close flushes the store.
+	ready.Store(false)
+	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.ShutdownTimeout))
+	defer cancel()
+	if err := rcv.Shutdown(sctx); err != nil {
+		log.Error("stop otlp receiver", zap.Error(err))
+	}
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error("stop http server", zap.Error(err))
+	}
+	return runErr
+}
+
+func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger, ready *atomic.Bool) *http.ServeMux {
+	mux := http.NewServeMux()
+	durations := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "lumen_http_request_duration_seconds",
+		Help:    "Time to answer HTTP API requests, by route and status code.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+	}, []string{"handler", "code"})
+	reg.MustRegister(durations)
+	wrap := func(route string, h http.Handler) http.Handler {
+		return promhttp.InstrumentHandlerDuration(durations.MustCurryWith(prometheus.Labels{"handler": route}), h)
+	}
+	query.New(db, log).Register(mux, wrap)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "Lumen is Healthy.\n")
+	})
+	mux.HandleFunc("GET /-/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "Lumen is not ready.", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "Lumen is Ready.\n")
+	})
+	if cfg.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
+	mux.Handle("GET /", ui.Handler())
+	return mux
+}
+
+// registerStoreMetrics exposes the store's size, read when scraped.
+func registerStoreMetrics(reg prometheus.Registerer, db *store.DB) {
+	stats := func() store.Stats { s, _ := db.Stats(); return s }
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "lumen_store_disk_bytes",
+			Help: "Bytes the store's files take on disk.",
+		}, func() float64 { return float64(stats().DiskBytes) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "lumen_store_partitions",
+			Help: "Time partitions in the store.",
+		}, func() float64 { return float64(len(stats().Partitions)) }),
+	)
+}

@@ -1,0 +1,236 @@
+// Package otlp runs the OpenTelemetry Collector's OTLP receiver in-process
+// (gRPC and HTTP, protobuf and JSON, gzip) and writes what it receives to the
+// store before the client is answered.
+package otlp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/config/configgrpc"
+	"go.opentelemetry.io/collector/config/configoptional"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/otlpreceiver"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+	"go.uber.org/zap"
+	"golang.org/x/sync/semaphore"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/lumenobs/lumen/internal/telemetry"
+	"github.com/lumenobs/lumen/store"
+)
+
+// Writer is the part of the store the receiver writes to.
+type Writer interface {
+	WriteTraces(ctx context.Context, td ptrace.Traces) error
+	WriteLogs(ctx context.Context, ld plog.Logs) error
+}
+
+// Config configures the OTLP endpoints.
+type Config struct {
+	// GRPCAddr is the gRPC listen address; empty disables gRPC.
+	GRPCAddr string `yaml:"grpc_addr"`
+	// HTTPAddr is the HTTP listen address; empty disables HTTP.
+	HTTPAddr string `yaml:"http_addr"`
+	// MaxRequestBytes bounds one request's size, after decompression for HTTP.
+	MaxRequestBytes int64 `yaml:"max_request_bytes"`
+	// MaxInFlightItems bounds the spans and log records being written at
+	// once. Past it, requests wait up to QueueWait, then are refused with
+	// RESOURCE_EXHAUSTED / HTTP 429 and a retry hint.
+	MaxInFlightItems int64 `yaml:"max_in_flight_items"`
+	// QueueWait is how long a request may wait for room before it is refused.
+	QueueWait time.Duration `yaml:"queue_wait"`
+}
+
+// DefaultConfig returns the standard OTLP ports on all interfaces.
+func DefaultConfig() Config {
+	return Config{
+		GRPCAddr:         "0.0.0.0:4317",
+		HTTPAddr:         "0.0.0.0:4318",
+		MaxRequestBytes:  32 << 20,
+		MaxInFlightItems: 200_000,
+		QueueWait:        2 * time.Second,
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case c.GRPCAddr == "" && c.HTTPAddr == "":
+		return errors.New("otlp: both the gRPC and the HTTP address are empty")
+	case c.MaxRequestBytes < 1024:
+		return fmt.Errorf("otlp: max request bytes %d is below 1 KiB", c.MaxRequestBytes)
+	case c.MaxInFlightItems < 1:
+		return fmt.Errorf("otlp: max in-flight items %d is not positive", c.MaxInFlightItems)
+	case c.QueueWait < 0:
+		return fmt.Errorf("otlp: queue wait %s is negative", c.QueueWait)
+	}
+	return nil
+}
+
+// Receiver is the embedded OTLP receiver.
+type Receiver struct {
+	traces receiver.Traces
+	logs   receiver.Logs
+}
+
+// New builds the Collector's OTLP receiver with consumers that write to w.
+func New(cfg Config, w Writer, log *zap.Logger, m *telemetry.Ingest, version string) (*Receiver, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	log = log.Named("ingest.otlp")
+	f := otlpreceiver.NewFactory()
+	rc := f.CreateDefaultConfig().(*otlpreceiver.Config)
+	if cfg.GRPCAddr != "" {
+		g := rc.Protocols.GRPC.GetOrInsertDefault()
+		g.NetAddr.Endpoint = cfg.GRPCAddr
+		g.MaxRecvMsgSizeMiB = int((cfg.MaxRequestBytes + 1<<20 - 1) >> 20)
+	} else {
+		rc.Protocols.GRPC = configoptional.None[configgrpc.ServerConfig]()
+	}
+	if cfg.HTTPAddr != "" {
+		h := rc.Protocols.HTTP.GetOrInsertDefault()
+		h.ServerConfig.NetAddr.Endpoint = cfg.HTTPAddr
+		h.ServerConfig.MaxRequestBodySize = cfg.MaxRequestBytes
+	} else {
+		rc.Protocols.HTTP = configoptional.None[otlpreceiver.HTTPConfig]()
+	}
+	if err := rc.Validate(); err != nil {
+		return nil, fmt.Errorf("otlp receiver config: %w", err)
+	}
+	set := receiver.Settings{
+		ID: component.NewID(f.Type()),
+		TelemetrySettings: component.TelemetrySettings{
+			Logger:         log.Named("collector"),
+			TracerProvider: tracenoop.NewTracerProvider(),
+			MeterProvider:  metricnoop.NewMeterProvider(),
+			Resource:       pcommon.NewResource(),
+		},
+		BuildInfo: component.BuildInfo{Command: "lumen", Description: "Lumen", Version: version},
+	}
+	if m == nil {
+		m = telemetry.NewIngest(nil)
+	}
+	c := &sink{w: w, log: log, m: m, sem: semaphore.NewWeighted(cfg.MaxInFlightItems), max: cfg.MaxInFlightItems, wait: cfg.QueueWait}
+	tc, err := consumer.NewTraces(c.consumeTraces, consumer.WithCapabilities(consumer.Capabilities{MutatesData: true}))
+	if err != nil {
+		return nil, fmt.Errorf("traces consumer: %w", err)
+	}
+	lc, err := consumer.NewLogs(c.consumeLogs, consumer.WithCapabilities(consumer.Capabilities{MutatesData: true}))
+	if err != nil {
+		return nil, fmt.Errorf("logs consumer: %w", err)
+	}
+	ctx := context.Background()
+	r := &Receiver{}
+	if r.traces, err = f.CreateTraces(ctx, set, rc, tc); err != nil {
+		return nil, fmt.Errorf("otlp traces receiver: %w", err)
+	}
+	// The factory shares one receiver per config: this registers the logs
+	// consumer on the same servers.
+	if r.logs, err = f.CreateLogs(ctx, set, rc, lc); err != nil {
+		return nil, fmt.Errorf("otlp logs receiver: %w", err)
+	}
+	return r, nil
+}
+
+// Start opens the listeners. It fails if an address cannot be bound.
+func (r *Receiver) Start(ctx context.Context) error {
+	if err := r.traces.Start(ctx, host{}); err != nil {
+		return fmt.Errorf("start otlp receiver: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting requests and waits for those in progress. Safe
+// without Start.
+func (r *Receiver) Shutdown(ctx context.Context) error {
+	if err := r.traces.Shutdown(ctx); err != nil {
+		return fmt.Errorf("stop otlp receiver: %w", err)
+	}
+	return nil
+}
+
+type host struct{}
+
+func (host) GetExtensions() map[component.ID]component.Component { return nil }
+
+// sink writes what the receiver decoded to the store and turns store errors
+// into the gRPC statuses the receiver maps to HTTP codes (400, 429, 503).
+type sink struct {
+	w    Writer
+	log  *zap.Logger
+	m    *telemetry.Ingest
+	sem  *semaphore.Weighted
+	max  int64
+	wait time.Duration
+}
+
+const retryDelay = time.Second
+
+func (s *sink) consumeTraces(ctx context.Context, td ptrace.Traces) error {
+	n := td.SpanCount()
+	return s.consume(ctx, "traces", n, func(ctx context.Context) error { return s.w.WriteTraces(ctx, td) })
+}
+
+func (s *sink) consumeLogs(ctx context.Context, ld plog.Logs) error {
+	n := ld.LogRecordCount()
+	return s.consume(ctx, "logs", n, func(ctx context.Context) error { return s.w.WriteLogs(ctx, ld) })
+}
+
+func (s *sink) consume(ctx context.Context, signal string, n int, write func(context.Context) error) error {
+	s.m.Received.WithLabelValues(signal).Add(float64(n))
+	if n == 0 {
+		return nil
+	}
+	weight := min(int64(n), s.max)
+	if !s.sem.TryAcquire(weight) {
+		wctx, cancel := context.WithTimeout(ctx, s.wait)
+		err := s.sem.Acquire(wctx, weight)
+		cancel()
+		if err != nil {
+			s.m.Rejected.WithLabelValues(signal, "overload").Add(float64(n))
+			s.log.Warn("overloaded: request refused", zap.String("signal", signal), zap.Int("items", n))
+			return retryable(codes.ResourceExhausted, fmt.Sprintf("lumen is overloaded: more than %d items are being written; retry later", s.max))
+		}
+	}
+	defer s.sem.Release(weight)
+	err := write(ctx)
+	switch {
+	case err == nil:
+		s.m.Stored.WithLabelValues(signal).Add(float64(n))
+		return nil
+	case errors.Is(err, store.ErrInvalid):
+		s.m.Rejected.WithLabelValues(signal, "invalid").Add(float64(n))
+		s.log.Debug("invalid request refused", zap.String("signal", signal), zap.Error(err))
+		return status.Error(codes.InvalidArgument, err.Error())
+	default:
+		s.m.Rejected.WithLabelValues(signal, "unavailable").Add(float64(n))
+		s.log.Error("write failed", zap.String("signal", signal), zap.Int("items", n), zap.Error(err))
+		return retryable(codes.Unavailable, err.Error())
+	}
+}
+
+// retryable returns a status that tells OTLP clients when to retry: a
+// RetryInfo detail over gRPC, a Retry-After header over HTTP.
+func retryable(code codes.Code, msg string) error {
+	st := status.New(code, msg)
+	if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(retryDelay)}); err == nil {
+		st = d
+	}
+	return st.Err()
+}

@@ -1,0 +1,53 @@
+package query
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/lumenobs/lumen/internal/model"
+	"github.com/lumenobs/lumen/store"
+)
+
+// The error types of the JSON error envelope, as Prometheus names them.
+const (
+	errBadData     = "bad_data"
+	errNotFound    = "not_found"
+	errUnavailable = "unavailable"
+	errInternal    = "internal"
+	errCanceled    = "canceled"
+)
+
+type errorBody struct {
+	Status    string `json:"status"`
+	ErrorType string `json:"errorType"`
+	Error     string `json:"error"`
+}
+
+// writeError is the one place where errors become HTTP statuses.
+func writeError(w http.ResponseWriter, err error) {
+	code, typ := http.StatusInternalServerError, errInternal
+	switch {
+	case errors.Is(err, model.ErrInvalidTraceID), errors.Is(err, errBadRequest):
+		code, typ = http.StatusBadRequest, errBadData
+	case errors.Is(err, store.ErrNotFound):
+		code, typ = http.StatusNotFound, errNotFound
+	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrClosed):
+		code, typ = http.StatusServiceUnavailable, errUnavailable
+		w.Header().Set("Retry-After", "1")
+	case errors.Is(err, errCanceledRequest):
+		code, typ = 499, errCanceled
+	}
+	writeJSON(w, code, errorBody{Status: "error", ErrorType: typ, Error: err.Error()})
+}
+
+var (
+	errBadRequest      = errors.New("bad request")
+	errCanceledRequest = errors.New("request canceled")
+)
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v) // the client went away; nothing to do
+}

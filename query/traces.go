@@ -1,0 +1,243 @@
+package query
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.uber.org/zap"
+
+	"github.com/lumenobs/lumen/internal/model"
+)
+
+// TraceResponse is the body of GET /api/v1/traces/{trace_id}.
+type TraceResponse struct {
+	TraceID string `json:"traceId"`
+	// StartTime and EndTime bound the trace's spans (or, for a trace known
+	// only from logs, its log records), RFC 3339 with nanoseconds.
+	StartTime         time.Time `json:"startTime"`
+	EndTime           time.Time `json:"endTime"`
+	StartTimeUnixNano string    `json:"startTimeUnixNano"`
+	EndTimeUnixNano   string    `json:"endTimeUnixNano"`
+	DurationNanos     int64     `json:"durationNanos"`
+	SpanCount         int       `json:"spanCount"`
+	LogCount          int       `json:"logCount"`
+	Services          []string  `json:"services"`
+	// Trace is an OTLP/JSON TracesData: spans grouped by resource and scope,
+	// each group in start-time order.
+	Trace json.RawMessage `json:"trace,omitempty"`
+	// Logs is an OTLP/JSON LogsData of the records that carry the trace id,
+	// grouped by resource and scope, in time order.
+	Logs json.RawMessage `json:"logs,omitempty"`
+}
+
+var (
+	tracesJSON ptrace.JSONMarshaler
+	logsJSON   plog.JSONMarshaler
+)
+
+// parts lists what include= may name.
+var parts = []string{"trace", "logs"}
+
+func parseInclude(q string) (map[string]bool, error) {
+	inc := map[string]bool{}
+	if q == "" {
+		for _, p := range parts {
+			inc[p] = true
+		}
+		return inc, nil
+	}
+	for p := range strings.SplitSeq(q, ",") {
+		p = strings.TrimSpace(p)
+		if !slices.Contains(parts, p) {
+			return nil, fmt.Errorf("%w: include=%q: unknown part %q; known parts: %s", errBadRequest, q, p, strings.Join(parts, ", "))
+		}
+		inc[p] = true
+	}
+	return inc, nil
+}
+
+func (a *API) trace(w http.ResponseWriter, r *http.Request) {
+	id, err := model.ParseTraceID(r.PathValue("trace_id"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	inc, err := parseInclude(r.URL.Query().Get("include"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	t, err := a.r.Trace(r.Context(), id)
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			err = fmt.Errorf("%w: %w", errCanceledRequest, err)
+		}
+		a.log.Debug("trace lookup failed", zap.Stringer("trace_id", id), zap.Error(err))
+		writeError(w, err)
+		return
+	}
+	normalizeSpans(t.Spans)
+	normalizeLogs(t.Logs)
+	resp := TraceResponse{
+		TraceID:   id.String(),
+		SpanCount: t.Spans.SpanCount(),
+		LogCount:  t.Logs.LogRecordCount(),
+		Services:  services(t.Spans, t.Logs),
+	}
+	lo, hi := timeRange(t.Spans, t.Logs)
+	resp.StartTime, resp.EndTime = time.Unix(0, int64(lo)).UTC(), time.Unix(0, int64(hi)).UTC()
+	resp.StartTimeUnixNano, resp.EndTimeUnixNano = strconv.FormatUint(lo, 10), strconv.FormatUint(hi, 10)
+	resp.DurationNanos = int64(hi - lo)
+	if inc["trace"] {
+		if resp.Trace, err = tracesJSON.MarshalTraces(t.Spans); err != nil {
+			writeError(w, fmt.Errorf("encode trace %s: %w", id, err))
+			return
+		}
+	}
+	if inc["logs"] {
+		if resp.Logs, err = logsJSON.MarshalLogs(t.Logs); err != nil {
+			writeError(w, fmt.Errorf("encode logs of trace %s: %w", id, err))
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// groupKey identifies a (resource, scope) pair, so that spans received in
+// different requests from the same source are shown together.
+func groupKey(res pcommon.Resource, resSchema string, scope pcommon.InstrumentationScope, scopeSchema string) string {
+	return fmt.Sprint(res.Attributes().AsRaw(), "\x00", resSchema, "\x00", scope.Name(), "\x00", scope.Version(), "\x00",
+		scope.Attributes().AsRaw(), "\x00", scopeSchema)
+}
+
+// normalizeSpans merges groups of the same resource and scope, sorts spans by
+// start time within a group and groups by their first span.
+func normalizeSpans(td ptrace.Traces) {
+	merged := ptrace.NewTraces()
+	index := map[string]ptrace.SpanSlice{}
+	for _, rs := range td.ResourceSpans().All() {
+		for _, ss := range rs.ScopeSpans().All() {
+			k := groupKey(rs.Resource(), rs.SchemaUrl(), ss.Scope(), ss.SchemaUrl())
+			dst, ok := index[k]
+			if !ok {
+				nrs := merged.ResourceSpans().AppendEmpty()
+				rs.Resource().MoveTo(nrs.Resource())
+				nrs.SetSchemaUrl(rs.SchemaUrl())
+				nss := nrs.ScopeSpans().AppendEmpty()
+				ss.Scope().MoveTo(nss.Scope())
+				nss.SetSchemaUrl(ss.SchemaUrl())
+				dst = nss.Spans()
+				index[k] = dst
+			}
+			ss.Spans().MoveAndAppendTo(dst)
+		}
+	}
+	for _, dst := range index {
+		dst.Sort(func(a, b ptrace.Span) bool {
+			if a.StartTimestamp() != b.StartTimestamp() {
+				return a.StartTimestamp() < b.StartTimestamp()
+			}
+			return a.EndTimestamp() > b.EndTimestamp()
+		})
+	}
+	merged.ResourceSpans().Sort(func(a, b ptrace.ResourceSpans) bool {
+		return a.ScopeSpans().At(0).Spans().At(0).StartTimestamp() < b.ScopeSpans().At(0).Spans().At(0).StartTimestamp()
+	})
+	merged.MoveTo(td)
+}
+
+// normalizeLogs does for log records what normalizeSpans does for spans.
+func normalizeLogs(ld plog.Logs) {
+	merged := plog.NewLogs()
+	index := map[string]plog.LogRecordSlice{}
+	for _, rl := range ld.ResourceLogs().All() {
+		for _, sl := range rl.ScopeLogs().All() {
+			k := groupKey(rl.Resource(), rl.SchemaUrl(), sl.Scope(), sl.SchemaUrl())
+			dst, ok := index[k]
+			if !ok {
+				nrl := merged.ResourceLogs().AppendEmpty()
+				rl.Resource().MoveTo(nrl.Resource())
+				nrl.SetSchemaUrl(rl.SchemaUrl())
+				nsl := nrl.ScopeLogs().AppendEmpty()
+				sl.Scope().MoveTo(nsl.Scope())
+				nsl.SetSchemaUrl(sl.SchemaUrl())
+				dst = nsl.LogRecords()
+				index[k] = dst
+			}
+			sl.LogRecords().MoveAndAppendTo(dst)
+		}
+	}
+	for _, dst := range index {
+		dst.Sort(func(a, b plog.LogRecord) bool { return logTime(a) < logTime(b) })
+	}
+	merged.ResourceLogs().Sort(func(a, b plog.ResourceLogs) bool {
+		return logTime(a.ScopeLogs().At(0).LogRecords().At(0)) < logTime(b.ScopeLogs().At(0).LogRecords().At(0))
+	})
+	merged.MoveTo(ld)
+}
+
+func logTime(lr plog.LogRecord) uint64 {
+	if ts := lr.Timestamp(); ts != 0 {
+		return uint64(ts)
+	}
+	return uint64(lr.ObservedTimestamp())
+}
+
+func timeRange(td ptrace.Traces, ld plog.Logs) (lo, hi uint64) {
+	widen := func(a, b uint64) {
+		if a != 0 && (lo == 0 || a < lo) {
+			lo = a
+		}
+		hi = max(hi, b)
+	}
+	for _, rs := range td.ResourceSpans().All() {
+		for _, ss := range rs.ScopeSpans().All() {
+			for _, sp := range ss.Spans().All() {
+				widen(uint64(sp.StartTimestamp()), uint64(sp.EndTimestamp()))
+			}
+		}
+	}
+	if lo == 0 {
+		for _, rl := range ld.ResourceLogs().All() {
+			for _, sl := range rl.ScopeLogs().All() {
+				for _, lr := range sl.LogRecords().All() {
+					widen(logTime(lr), logTime(lr))
+				}
+			}
+		}
+	}
+	return lo, max(hi, lo)
+}
+
+// services lists the service.name of every resource in the trace, sorted.
+func services(td ptrace.Traces, ld plog.Logs) []string {
+	seen := map[string]bool{}
+	add := func(res pcommon.Resource) {
+		if v, ok := res.Attributes().Get("service.name"); ok && v.Str() != "" {
+			seen[v.Str()] = true
+		}
+	}
+	for _, rs := range td.ResourceSpans().All() {
+		add(rs.Resource())
+	}
+	for _, rl := range ld.ResourceLogs().All() {
+		add(rl.Resource())
+	}
+	out := make([]string, 0, len(seen))
+	for s := range seen {
+		out = append(out, s)
+	}
+	slices.SortFunc(out, cmp.Compare[string])
+	return out
+}
