@@ -15,7 +15,7 @@ import (
 const (
 	nsMeta byte = 0x00 // KEY: 0x00 'm'                                     -> partition metadata (JSON)
 	//                          KEY: 0x00 'b' seq[8]                              -> event-time bounds of a batch
-	nsTraceIndex byte = 0x01 // KEY: 0x01 trace_id[16] kind[1] seq[8] frame[2]    -> index value
+	nsTraceIndex byte = 0x01 // KEY: 0x01 trace_id[16] kind[1] seq[8] frame[2]    -> empty
 	nsFrame      byte = 0x02 // KEY: 0x02 kind[1] seq[8] frame[2]                 -> frame value
 )
 
@@ -123,44 +123,4 @@ func parseFrameKey(k []byte) (frameRef, error) {
 		return frameRef{}, fmt.Errorf("%w: frame key with kind %#x", ErrCorrupt, k[1])
 	}
 	return ref, nil
-}
-
-// indexValue is what a trace index key points at besides its frame: how many
-// of the trace's items the frame holds and the time they cover (unix ns).
-type indexValue struct {
-	Count    uint64
-	MinNanos uint64
-	MaxNanos uint64
-}
-
-func (v indexValue) encode() []byte {
-	b := make([]byte, 0, 3*binary.MaxVarintLen64)
-	b = binary.AppendUvarint(b, v.Count)
-	b = binary.AppendUvarint(b, v.MinNanos)
-	return binary.AppendUvarint(b, v.MaxNanos)
-}
-
-func parseIndexValue(b []byte) (indexValue, error) {
-	var v indexValue
-	for _, dst := range []*uint64{&v.Count, &v.MinNanos, &v.MaxNanos} {
-		x, n := binary.Uvarint(b)
-		if n <= 0 {
-			return indexValue{}, fmt.Errorf("%w: index value", ErrCorrupt)
-		}
-		*dst, b = x, b[n:]
-	}
-	if len(b) != 0 {
-		return indexValue{}, fmt.Errorf("%w: index value has %d trailing bytes", ErrCorrupt, len(b))
-	}
-	return v, nil
-}
-
-func (v *indexValue) add(start, end uint64) {
-	if v.Count == 0 || start < v.MinNanos {
-		v.MinNanos = start
-	}
-	if end > v.MaxNanos {
-		v.MaxNanos = end
-	}
-	v.Count++
 }

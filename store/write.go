@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -21,18 +22,17 @@ type batch struct {
 	seq      uint64
 	frames   [][]byte
 	index    []indexEntry
-	lo, hi   uint64 // event-time bounds of the whole batch
-	perFrame map[model.TraceID]*indexValue
+	lo, hi   uint64                     // event-time bounds of the whole batch
+	perFrame map[model.TraceID]struct{} // traces in the frame being built
 }
 
 type indexEntry struct {
 	id    model.TraceID
 	frame uint16
-	val   indexValue
 }
 
 func newBatch(kind Kind, seq uint64) *batch {
-	return &batch{kind: kind, seq: seq, perFrame: map[model.TraceID]*indexValue{}}
+	return &batch{kind: kind, seq: seq, perFrame: map[model.TraceID]struct{}{}}
 }
 
 // item records one item of the frame being built.
@@ -41,15 +41,9 @@ func (b *batch) item(id model.TraceID, start, end uint64) {
 		b.lo = start
 	}
 	b.hi = max(b.hi, end)
-	if id.IsEmpty() {
-		return
+	if !id.IsEmpty() {
+		b.perFrame[id] = struct{}{}
 	}
-	v := b.perFrame[id]
-	if v == nil {
-		v = &indexValue{}
-		b.perFrame[id] = v
-	}
-	v.add(start, end)
 }
 
 // endFrame closes the frame being built with its encoded value.
@@ -57,20 +51,12 @@ func (b *batch) endFrame(val []byte) {
 	frame := uint16(len(b.frames))
 	b.frames = append(b.frames, val)
 	start := len(b.index)
-	for id, v := range b.perFrame {
-		b.index = append(b.index, indexEntry{id: id, frame: frame, val: *v})
+	for id := range b.perFrame {
+		b.index = append(b.index, indexEntry{id: id, frame: frame})
 	}
 	// Sorted keys make Badger's write cheaper and the result deterministic.
 	slices.SortFunc(b.index[start:], func(x, y indexEntry) int { return bytes.Compare(x.id[:], y.id[:]) })
 	clear(b.perFrame)
-}
-
-func (b *batch) items() int {
-	n := 0
-	for _, e := range b.index {
-		n += int(e.val.Count)
-	}
-	return n
 }
 
 var (
@@ -91,7 +77,7 @@ func (db *DB) WriteTraces(ctx context.Context, td ptrace.Traces) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("write traces: %w", err)
 	}
-	b, err := db.spanBatch(td, db.nextSeq())
+	b, err := db.buildBatch(KindSpans, db.nextSeq(), &spanSource{td: td})
 	if err != nil {
 		return err
 	}
@@ -114,64 +100,6 @@ func validateTraces(td ptrace.Traces) error {
 	return nil
 }
 
-func (db *DB) spanBatch(td ptrace.Traces, seq uint64) (*batch, error) {
-	b := newBatch(KindSpans, seq)
-	var (
-		cur ptrace.Traces
-		dst ptrace.SpanSlice
-		n   int
-		has bool // dst is the current (resource, scope) in the current frame
-	)
-	flush := func() error {
-		if n == 0 {
-			return nil
-		}
-		payload, err := tracesMarshaler.MarshalTraces(cur)
-		if err != nil {
-			return fmt.Errorf("encode span frame: %w", err)
-		}
-		b.endFrame(db.codec.encode(payload))
-		n, has = 0, false
-		return nil
-	}
-	for _, rs := range td.ResourceSpans().All() {
-		for _, ss := range rs.ScopeSpans().All() {
-			spans := ss.Spans()
-			spans.Sort(func(x, y ptrace.Span) bool {
-				a, b := x.TraceID(), y.TraceID()
-				if c := bytes.Compare(a[:], b[:]); c != 0 {
-					return c < 0
-				}
-				return x.StartTimestamp() < y.StartTimestamp()
-			})
-			has = false
-			for _, sp := range spans.All() {
-				if n >= db.opts.FrameItems {
-					if err := flush(); err != nil {
-						return nil, err
-					}
-				}
-				if n == 0 {
-					cur = ptrace.NewTraces()
-				}
-				if !has {
-					nrs := cur.ResourceSpans().AppendEmpty()
-					rs.Resource().CopyTo(nrs.Resource())
-					nrs.SetSchemaUrl(rs.SchemaUrl())
-					nss := nrs.ScopeSpans().AppendEmpty()
-					ss.Scope().CopyTo(nss.Scope())
-					nss.SetSchemaUrl(ss.SchemaUrl())
-					dst, has = nss.Spans(), true
-				}
-				b.item(model.TraceID(sp.TraceID()), uint64(sp.StartTimestamp()), uint64(sp.EndTimestamp()))
-				sp.MoveTo(dst.AppendEmpty())
-				n++
-			}
-		}
-	}
-	return b, flush()
-}
-
 // WriteLogs stores the log records of ld and returns once they are durable.
 // It takes ownership of ld. Records that carry a trace id are indexed by it.
 func (db *DB) WriteLogs(ctx context.Context, ld plog.Logs) error {
@@ -181,7 +109,7 @@ func (db *DB) WriteLogs(ctx context.Context, ld plog.Logs) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("write logs: %w", err)
 	}
-	b, err := db.logBatch(ld, db.nextSeq())
+	b, err := db.buildBatch(KindLogs, db.nextSeq(), &logSource{ld: ld})
 	if err != nil {
 		return err
 	}
@@ -197,63 +125,165 @@ func logTime(lr plog.LogRecord) uint64 {
 	return uint64(lr.ObservedTimestamp())
 }
 
-func (db *DB) logBatch(ld plog.Logs, seq uint64) (*batch, error) {
-	b := newBatch(KindLogs, seq)
-	var (
-		cur plog.Logs
-		dst plog.LogRecordSlice
-		n   int
-		has bool
-	)
+// itemRef locates one span or log record of a request: its trace, its
+// time range, and its resource, scope and position.
+type itemRef struct {
+	id         model.TraceID
+	start, end uint64
+	rs, ss, i  int
+}
+
+// frameSource is a request being cut into frames: spans or log records.
+type frameSource interface {
+	// refs lists every item of the request.
+	refs() []itemRef
+	// move moves an item into the frame being built, starting a frame
+	// when none is open.
+	move(r itemRef)
+	// marshal encodes the frame being built as OTLP protobuf and closes it.
+	marshal() ([]byte, error)
+}
+
+// buildBatch cuts a request into frames. Items are ordered by trace id across
+// the whole request, whatever resource they come from, so a trace's items
+// share as few frames as possible; inside a frame they keep their resource
+// and scope.
+func (db *DB) buildBatch(kind Kind, seq uint64, src frameSource) (*batch, error) {
+	refs := src.refs()
+	slices.SortFunc(refs, func(a, b itemRef) int {
+		if c := bytes.Compare(a.id[:], b.id[:]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.start, b.start)
+	})
+	b := newBatch(kind, seq)
+	n := 0
 	flush := func() error {
 		if n == 0 {
 			return nil
 		}
-		payload, err := logsMarshaler.MarshalLogs(cur)
+		payload, err := src.marshal()
 		if err != nil {
-			return fmt.Errorf("encode log frame: %w", err)
+			return fmt.Errorf("encode frame: %w", err)
 		}
 		b.endFrame(db.codec.encode(payload))
-		n, has = 0, false
+		n = 0
 		return nil
 	}
-	for _, rl := range ld.ResourceLogs().All() {
-		for _, sl := range rl.ScopeLogs().All() {
-			recs := sl.LogRecords()
-			recs.Sort(func(x, y plog.LogRecord) bool {
-				a, b := x.TraceID(), y.TraceID()
-				if c := bytes.Compare(a[:], b[:]); c != 0 {
-					return c < 0
-				}
-				return logTime(x) < logTime(y)
-			})
-			has = false
-			for _, lr := range recs.All() {
-				if n >= db.opts.FrameItems {
-					if err := flush(); err != nil {
-						return nil, err
-					}
-				}
-				if n == 0 {
-					cur = plog.NewLogs()
-				}
-				if !has {
-					nrl := cur.ResourceLogs().AppendEmpty()
-					rl.Resource().CopyTo(nrl.Resource())
-					nrl.SetSchemaUrl(rl.SchemaUrl())
-					nsl := nrl.ScopeLogs().AppendEmpty()
-					sl.Scope().CopyTo(nsl.Scope())
-					nsl.SetSchemaUrl(sl.SchemaUrl())
-					dst, has = nsl.LogRecords(), true
-				}
-				ts := logTime(lr)
-				b.item(model.TraceID(lr.TraceID()), ts, ts)
-				lr.MoveTo(dst.AppendEmpty())
-				n++
+	for i, r := range refs {
+		if db.frameFull(n, i > 0 && refs[i-1].id == r.id) {
+			if err := flush(); err != nil {
+				return nil, err
+			}
+		}
+		b.item(r.id, r.start, r.end)
+		src.move(r)
+		n++
+	}
+	return b, flush()
+}
+
+// frameFull reports whether the frame being built, holding n items, should
+// be closed before the next item. A frame is not cut inside a trace until it
+// holds twice its size, so that most traces sit in one frame.
+func (db *DB) frameFull(n int, sameTrace bool) bool {
+	if n >= 2*db.opts.FrameItems {
+		return true
+	}
+	return n >= db.opts.FrameItems && !sameTrace
+}
+
+// spanSource cuts ptrace.Traces into frames.
+type spanSource struct {
+	td     ptrace.Traces
+	cur    ptrace.Traces
+	open   bool
+	groups map[[2]int]ptrace.SpanSlice // (resource, scope) -> spans of the open frame
+}
+
+func (s *spanSource) refs() []itemRef {
+	out := make([]itemRef, 0, s.td.SpanCount())
+	for i, rs := range s.td.ResourceSpans().All() {
+		for j, ss := range rs.ScopeSpans().All() {
+			for k, sp := range ss.Spans().All() {
+				out = append(out, itemRef{id: model.TraceID(sp.TraceID()), start: uint64(sp.StartTimestamp()), end: uint64(sp.EndTimestamp()), rs: i, ss: j, i: k})
 			}
 		}
 	}
-	return b, flush()
+	return out
+}
+
+func (s *spanSource) move(r itemRef) {
+	if !s.open {
+		s.cur, s.open = ptrace.NewTraces(), true
+		s.groups = map[[2]int]ptrace.SpanSlice{}
+	}
+	rs := s.td.ResourceSpans().At(r.rs)
+	ss := rs.ScopeSpans().At(r.ss)
+	dst, ok := s.groups[[2]int{r.rs, r.ss}]
+	if !ok {
+		nrs := s.cur.ResourceSpans().AppendEmpty()
+		rs.Resource().CopyTo(nrs.Resource())
+		nrs.SetSchemaUrl(rs.SchemaUrl())
+		nss := nrs.ScopeSpans().AppendEmpty()
+		ss.Scope().CopyTo(nss.Scope())
+		nss.SetSchemaUrl(ss.SchemaUrl())
+		dst = nss.Spans()
+		s.groups[[2]int{r.rs, r.ss}] = dst
+	}
+	ss.Spans().At(r.i).MoveTo(dst.AppendEmpty())
+}
+
+func (s *spanSource) marshal() ([]byte, error) {
+	s.open = false
+	return tracesMarshaler.MarshalTraces(s.cur)
+}
+
+// logSource cuts plog.Logs into frames.
+type logSource struct {
+	ld     plog.Logs
+	cur    plog.Logs
+	open   bool
+	groups map[[2]int]plog.LogRecordSlice
+}
+
+func (s *logSource) refs() []itemRef {
+	out := make([]itemRef, 0, s.ld.LogRecordCount())
+	for i, rl := range s.ld.ResourceLogs().All() {
+		for j, sl := range rl.ScopeLogs().All() {
+			for k, lr := range sl.LogRecords().All() {
+				ts := logTime(lr)
+				out = append(out, itemRef{id: model.TraceID(lr.TraceID()), start: ts, end: ts, rs: i, ss: j, i: k})
+			}
+		}
+	}
+	return out
+}
+
+func (s *logSource) move(r itemRef) {
+	if !s.open {
+		s.cur, s.open = plog.NewLogs(), true
+		s.groups = map[[2]int]plog.LogRecordSlice{}
+	}
+	rl := s.ld.ResourceLogs().At(r.rs)
+	sl := rl.ScopeLogs().At(r.ss)
+	dst, ok := s.groups[[2]int{r.rs, r.ss}]
+	if !ok {
+		nrl := s.cur.ResourceLogs().AppendEmpty()
+		rl.Resource().CopyTo(nrl.Resource())
+		nrl.SetSchemaUrl(rl.SchemaUrl())
+		nsl := nrl.ScopeLogs().AppendEmpty()
+		sl.Scope().CopyTo(nsl.Scope())
+		nsl.SetSchemaUrl(sl.SchemaUrl())
+		dst = nsl.LogRecords()
+		s.groups[[2]int{r.rs, r.ss}] = dst
+	}
+	sl.LogRecords().At(r.i).MoveTo(dst.AppendEmpty())
+}
+
+func (s *logSource) marshal() ([]byte, error) {
+	s.open = false
+	return logsMarshaler.MarshalLogs(s.cur)
 }
 
 // commit writes a batch to the head partition in one Badger write batch.
@@ -277,7 +307,7 @@ func (db *DB) commit(b *batch) error {
 		}
 	}
 	for _, e := range b.index {
-		if err := set(traceIndexKey(e.id, frameRef{Kind: b.kind, Seq: b.seq, Frame: e.frame}), e.val.encode()); err != nil {
+		if err := set(traceIndexKey(e.id, frameRef{Kind: b.kind, Seq: b.seq, Frame: e.frame}), nil); err != nil {
 			return err
 		}
 	}

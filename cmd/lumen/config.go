@@ -73,6 +73,7 @@ func (c Config) Validate() error {
 type setting struct {
 	flag, env, usage string
 	set              func(*Config, string) error
+	boolean          bool // a flag that needs no value: --pprof means --pprof=true
 }
 
 func settings() []setting {
@@ -80,20 +81,20 @@ func settings() []setting {
 		return func(c *Config, v string) error { *f(c) = v; return nil }
 	}
 	return []setting{
-		{"data-dir", "LUMEN_DATA_DIR", "directory of the store", str(func(c *Config) *string { return &c.DataDir })},
-		{"http-addr", "LUMEN_HTTP_ADDR", "address of the UI and the query APIs", str(func(c *Config) *string { return &c.HTTPAddr })},
-		{"otlp-grpc-addr", "LUMEN_OTLP_GRPC_ADDR", "OTLP gRPC address (empty disables)", str(func(c *Config) *string { return &c.OTLP.GRPCAddr })},
-		{"otlp-http-addr", "LUMEN_OTLP_HTTP_ADDR", "OTLP HTTP address (empty disables)", str(func(c *Config) *string { return &c.OTLP.HTTPAddr })},
-		{"retention", "LUMEN_RETENTION", "how long data is kept, e.g. 7d, 36h (0 keeps everything)", func(c *Config, v string) error { return c.Retention.parse(v) }},
-		{"partition-duration", "LUMEN_PARTITION_DURATION", "arrival-time span of one store partition, the unit retention drops", func(c *Config, v string) error { return c.PartitionDuration.parse(v) }},
-		{"max-disk-bytes", "LUMEN_MAX_DISK_BYTES", "disk budget of the store, e.g. 50GiB (0: none); past it the oldest partitions are dropped", func(c *Config, v string) error { return c.MaxDiskBytes.parse(v) }},
-		{"log-format", "LUMEN_LOG_FORMAT", "console or json", str(func(c *Config) *string { return &c.Log.Format })},
-		{"log-level", "LUMEN_LOG_LEVEL", "debug, info, warn or error", str(func(c *Config) *string { return &c.Log.Level })},
+		{"data-dir", "LUMEN_DATA_DIR", "directory of the store", str(func(c *Config) *string { return &c.DataDir }), false},
+		{"http-addr", "LUMEN_HTTP_ADDR", "address of the UI and the query APIs", str(func(c *Config) *string { return &c.HTTPAddr }), false},
+		{"otlp-grpc-addr", "LUMEN_OTLP_GRPC_ADDR", "OTLP gRPC address (empty disables)", str(func(c *Config) *string { return &c.OTLP.GRPCAddr }), false},
+		{"otlp-http-addr", "LUMEN_OTLP_HTTP_ADDR", "OTLP HTTP address (empty disables)", str(func(c *Config) *string { return &c.OTLP.HTTPAddr }), false},
+		{"retention", "LUMEN_RETENTION", "how long data is kept, e.g. 7d, 36h (0 keeps everything)", func(c *Config, v string) error { return c.Retention.parse(v) }, false},
+		{"partition-duration", "LUMEN_PARTITION_DURATION", "arrival-time span of one store partition, the unit retention drops", func(c *Config, v string) error { return c.PartitionDuration.parse(v) }, false},
+		{"max-disk-bytes", "LUMEN_MAX_DISK_BYTES", "disk budget of the store, e.g. 50GiB (0: none); past it the oldest partitions are dropped", func(c *Config, v string) error { return c.MaxDiskBytes.parse(v) }, false},
+		{"log-format", "LUMEN_LOG_FORMAT", "console or json", str(func(c *Config) *string { return &c.Log.Format }), false},
+		{"log-level", "LUMEN_LOG_LEVEL", "debug, info, warn or error", str(func(c *Config) *string { return &c.Log.Level }), false},
 		{"pprof", "LUMEN_PPROF", "serve /debug/pprof on the HTTP port", func(c *Config, v string) error {
 			b, err := strconv.ParseBool(v)
 			c.Pprof = b
 			return err
-		}},
+		}, true},
 	}
 }
 
@@ -110,10 +111,15 @@ func loadConfig(args []string, env func(string) string, name string) (Config, er
 	var flags []given
 	all := settings()
 	for _, s := range all {
-		fs.Func(s.flag, s.usage+" (env "+s.env+")", func(v string) error {
+		record := func(v string) error {
 			flags = append(flags, given{s, v})
 			return nil
-		})
+		}
+		if s.boolean {
+			fs.BoolFunc(s.flag, s.usage+" (env "+s.env+")", record)
+		} else {
+			fs.Func(s.flag, s.usage+" (env "+s.env+")", record)
+		}
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

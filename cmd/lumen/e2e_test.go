@@ -578,7 +578,7 @@ func TestConfigSources(t *testing.T) {
 	file := filepath.Join(dir, "lumen.yaml")
 	require.NoError(t, os.WriteFile(file, []byte("data_dir: /from/yaml\nhttp_addr: 127.0.0.1:1111\nretention: 3d\nmax_disk_bytes: 2GiB\notlp:\n  grpc_addr: 127.0.0.1:2222\nlog:\n  format: json\n"), 0o600))
 	env := map[string]string{"LUMEN_CONFIG": file, "LUMEN_HTTP_ADDR": "127.0.0.1:3333", "LUMEN_RETENTION": "36h"}
-	cfg, err := loadConfig([]string{"--retention", "48h", "--otlp-http-addr", ""}, func(k string) string { return env[k] }, "serve")
+	cfg, err := loadConfig([]string{"--retention", "48h", "--otlp-http-addr", "", "--pprof"}, func(k string) string { return env[k] }, "serve")
 	require.NoError(t, err)
 	require.Equal(t, "/from/yaml", cfg.DataDir, "yaml over default")
 	require.Equal(t, "127.0.0.1:3333", cfg.HTTPAddr, "env over yaml")
@@ -588,6 +588,7 @@ func TestConfigSources(t *testing.T) {
 	require.Empty(t, cfg.OTLP.HTTPAddr, "a flag can disable OTLP HTTP")
 	require.Equal(t, "json", cfg.Log.Format)
 	require.Equal(t, "info", cfg.Log.Level, "default kept")
+	require.True(t, cfg.Pprof, "a bare --pprof turns it on")
 
 	none := func(string) string { return "" }
 	def, err := loadConfig(nil, none, "serve")
@@ -604,6 +605,7 @@ func TestConfigSources(t *testing.T) {
 		{"unknown flag", []string{"--nope"}, "", "flag provided but not defined: -nope"},
 		{"bad retention", []string{"--retention", "soon"}, "", `--retention="soon": duration "soon"`},
 		{"bad size", []string{"--max-disk-bytes", "lots"}, "", `size "lots"`},
+		{"bad boolean", []string{"--pprof=maybe"}, "", `--pprof="maybe"`},
 		{"no OTLP at all", []string{"--otlp-grpc-addr", "", "--otlp-http-addr", ""}, "", "both the gRPC and the HTTP address are empty"},
 		{"unknown yaml key", nil, "data_dirr: x\n", "field data_dirr not found"},
 		{"stray argument", []string{"extra"}, "", `unexpected argument "extra"`},

@@ -1,0 +1,295 @@
+// Command lumen-load drives a running `lumen serve` with OTLP trace batches
+// over gRPC, then reads trace ids back through the HTTP API, and reports
+// throughput, the server's CPU time per million spans, its memory and disk,
+// and trace-by-id latency. Every loop is bounded in count and time.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding/gzip"
+
+	"github.com/lumenobs/lumen/internal/otlptest"
+)
+
+type options struct {
+	grpcAddr, httpAddr string
+	batch, perTrace    int
+	concurrency        int
+	total              int
+	duration           time.Duration
+	lookups            int
+	pid                int
+	compress           bool
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.grpcAddr, "grpc", "127.0.0.1:4317", "OTLP gRPC address of the server (loopback only)")
+	flag.StringVar(&o.httpAddr, "http", "127.0.0.1:4320", "HTTP API address of the server")
+	flag.IntVar(&o.batch, "batch", 1000, "spans per request")
+	flag.IntVar(&o.perTrace, "spans-per-trace", 10, "spans per trace")
+	flag.IntVar(&o.concurrency, "concurrency", 4, "concurrent senders")
+	flag.IntVar(&o.total, "total", 1_000_000, "spans to send at most")
+	flag.DurationVar(&o.duration, "duration", 2*time.Minute, "longest time to send for")
+	flag.IntVar(&o.lookups, "lookups", 2000, "trace-by-id requests after the load")
+	flag.IntVar(&o.pid, "pid", 0, "server process id, to report its peak RSS (VmHWM) and CPU time from /proc")
+	flag.BoolVar(&o.compress, "gzip", false, "gzip-compress requests")
+	flag.Parse()
+	if err := run(o, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "lumen-load:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options, out io.Writer) error {
+	if !strings.HasPrefix(o.grpcAddr, "127.") && !strings.HasPrefix(o.grpcAddr, "[::1]") && !strings.HasPrefix(o.grpcAddr, "localhost") {
+		return fmt.Errorf("refusing to send load to %s: loopback addresses only", o.grpcAddr)
+	}
+	if err := waitReady(o.httpAddr, 10*time.Second); err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(o.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", o.grpcAddr, err)
+	}
+	defer conn.Close()
+	client := ptraceotlp.NewGRPCClient(conn)
+	var callOpts []grpc.CallOption
+	if o.compress {
+		callOpts = append(callOpts, grpc.UseCompressor(gzip.Name))
+	}
+
+	// Payloads are built before the clock starts: the generator's work is
+	// not the server's.
+	const distinct = 64
+	reqs := make([]ptrace.Traces, distinct)
+	g := otlptest.New(uint64(time.Now().UnixNano()))
+	for i := range reqs {
+		reqs[i] = g.Traces(o.batch/o.perTrace, o.perTrace)
+	}
+	cpu0, _ := procCPUSeconds(o.pid)
+	ctx, cancel := context.WithTimeout(context.Background(), o.duration)
+	defer cancel()
+	var (
+		sent, refused atomic.Int64
+		next          atomic.Int64
+		idsMu         sync.Mutex
+		ids           []pcommon.TraceID
+		wg            sync.WaitGroup
+		firstErr      atomic.Value
+	)
+	requests := int64(o.total / o.batch)
+	start := time.Now()
+	for w := range o.concurrency {
+		wg.Go(func() {
+			rnd := rand.New(rand.NewPCG(uint64(w), 7))
+			for ctx.Err() == nil {
+				i := next.Add(1) - 1
+				if i >= requests {
+					return
+				}
+				// Fresh trace ids for every request: copy a template and
+				// rewrite ids, so the server sees new traces throughout.
+				td := ptrace.NewTraces()
+				reqs[i%distinct].CopyTo(td)
+				first := renumber(td, rnd)
+				if _, err := client.Export(ctx, ptraceotlp.NewExportRequestFromTraces(td), callOpts...); err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					refused.Add(int64(o.batch))
+					firstErr.CompareAndSwap(nil, err)
+					time.Sleep(100 * time.Millisecond)
+					continue
+				}
+				sent.Add(int64(o.batch))
+				if i%10 == 0 {
+					idsMu.Lock()
+					ids = append(ids, first)
+					idsMu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	cpu1, cpuErr := procCPUSeconds(o.pid)
+	fmt.Fprintf(out, "sent %d spans in %s: %.0f spans/s (batch %d, %d spans/trace, %d senders)\n",
+		sent.Load(), elapsed.Round(time.Millisecond), float64(sent.Load())/elapsed.Seconds(), o.batch, o.perTrace, o.concurrency)
+	if n := refused.Load(); n > 0 {
+		fmt.Fprintf(out, "refused %d spans; first error: %v\n", n, firstErr.Load())
+	}
+	if cpuErr == nil && sent.Load() > 0 {
+		fmt.Fprintf(out, "server CPU: %.1f s, %.1f CPU-seconds per million spans\n", cpu1-cpu0, (cpu1-cpu0)/float64(sent.Load())*1e6)
+	}
+	if rss, err := procStatus(o.pid, "VmHWM"); err == nil {
+		anon, _ := procStatus(o.pid, "RssAnon")
+		file, _ := procStatus(o.pid, "RssFile")
+		fmt.Fprintf(out, "server peak RSS: %s (now: %s anonymous, %s file-backed: Badger's memory-mapped files)\n", rss, anon, file)
+	}
+	if m, err := scrape(o.httpAddr); err == nil {
+		disk := m["lumen_store_disk_bytes"]
+		fmt.Fprintf(out, "server RSS now: %.0f MiB; store on disk: %.1f MiB", m["process_resident_memory_bytes"]/(1<<20), disk/(1<<20))
+		if s := m[`lumen_ingest_items_stored_total{signal="traces"}`]; s > 0 {
+			fmt.Fprintf(out, ", %.1f bytes per stored span (%.0f spans stored in all)", disk/s, s)
+		}
+		fmt.Fprintln(out)
+	}
+	return lookups(o, ids, out)
+}
+
+// waitReady waits for the server's /-/ready, so a load run does not start
+// against a server that is not there.
+func waitReady(addr string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		resp, err := http.Get("http://" + addr + "/-/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("server at %s is not ready after %s: %v", addr, limit, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// renumber gives every trace in td a new random trace id and returns one.
+func renumber(td ptrace.Traces, rnd *rand.Rand) pcommon.TraceID {
+	remap := map[pcommon.TraceID]pcommon.TraceID{}
+	var first pcommon.TraceID
+	for _, rs := range td.ResourceSpans().All() {
+		for _, ss := range rs.ScopeSpans().All() {
+			for _, sp := range ss.Spans().All() {
+				id, ok := remap[sp.TraceID()]
+				if !ok {
+					var b [16]byte
+					for i := range b {
+						b[i] = byte(rnd.Uint32())
+					}
+					b[15] |= 1
+					id = pcommon.TraceID(b)
+					remap[sp.TraceID()] = id
+					if first.IsEmpty() {
+						first = id
+					}
+				}
+				sp.SetTraceID(id)
+			}
+		}
+	}
+	return first
+}
+
+func lookups(o options, ids []pcommon.TraceID, out io.Writer) error {
+	if o.lookups == 0 || len(ids) == 0 {
+		return nil
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	lat := make([]time.Duration, 0, o.lookups)
+	rnd := rand.New(rand.NewPCG(3, 4))
+	deadline := time.Now().Add(time.Minute)
+	for range o.lookups {
+		if time.Now().After(deadline) {
+			break
+		}
+		id := ids[rnd.IntN(len(ids))]
+		t0 := time.Now()
+		resp, err := client.Get("http://" + o.httpAddr + "/api/v1/traces/" + id.String())
+		if err != nil {
+			return fmt.Errorf("trace by id: %w", err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		lat = append(lat, time.Since(t0))
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("trace %s: HTTP %d", id, resp.StatusCode)
+		}
+	}
+	slices.Sort(lat)
+	fmt.Fprintf(out, "trace by id over HTTP (%d lookups): p50 %s, p99 %s, max %s\n", len(lat),
+		lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)*99/100].Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond))
+	return nil
+}
+
+// procCPUSeconds is the user+system CPU time of process pid.
+func procCPUSeconds(pid int) (float64, error) {
+	if pid == 0 {
+		return 0, errors.New("no pid")
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which is in parentheses.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100, nil // USER_HZ is 100 on Linux
+}
+
+func procStatus(pid int, key string) (string, error) {
+	if pid == 0 {
+		return "", errors.New("no pid")
+	}
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), key+":"); ok {
+			return strings.TrimSpace(v), nil
+		}
+	}
+	return "", fmt.Errorf("%s not in /proc/%d/status", key, pid)
+}
+
+// scrape reads the server's own metrics as name{labels} -> value.
+func scrape(addr string) (map[string]float64, error) {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	m := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			m[line[:i]] = v
+		}
+	}
+	return m, sc.Err()
+}
