@@ -21,7 +21,7 @@ run: build
 
 ## test: vet, formatting, and every test (fuzz seeds included)
 test: vet lint
-	$(GO) test -count=1 -timeout 15m $(PKGS)
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
 ## test-race: the tests under the race detector
 test-race:

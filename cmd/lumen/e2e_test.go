@@ -46,11 +46,7 @@ const childEnv = "LUMEN_TEST_RUN_AS_LUMEN"
 
 func TestMain(m *testing.M) {
 	if args := os.Getenv(childEnv); args != "" {
-		if err := run(context.Background(), strings.Fields(args), os.Stdout, os.Stderr); err != nil {
-			fmt.Fprintln(os.Stderr, "lumen:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
+		os.Exit(mainExit(strings.Fields(args)))
 	}
 	os.Exit(m.Run())
 }
@@ -383,22 +379,22 @@ func TestJSONOverPlainHTTPAndRestart(t *testing.T) {
 	check(s)
 }
 
-func TestAcknowledgedDataSurvivesSIGKILL(t *testing.T) {
-	dir := t.TempDir()
-	cfg := testConfig(t, dir)
-	args := fmt.Sprintf("serve --data-dir %s --http-addr %s --otlp-grpc-addr %s --otlp-http-addr %s --log-level warn",
-		dir, cfg.HTTPAddr, cfg.OTLP.GRPCAddr, cfg.OTLP.HTTPAddr)
+// startChild runs `lumen serve` in a child process (this test binary, told
+// by childEnv to be lumen) and waits until it is ready.
+func startChild(t *testing.T, cfg Config, stderr io.Writer) *exec.Cmd {
+	t.Helper()
+	args := fmt.Sprintf("serve --data-dir %s --http-addr %s --otlp-grpc-addr %s --otlp-http-addr %s --log-level info",
+		cfg.DataDir, cfg.HTTPAddr, cfg.OTLP.GRPCAddr, cfg.OTLP.HTTPAddr)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+args)
-	cmd.Stderr = os.Stderr
+	cmd.Stderr = stderr
 	require.NoError(t, cmd.Start())
-	killed := false
-	defer func() {
-		if !killed {
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
 		}
-	}()
+	})
 	require.Eventually(t, func() bool {
 		resp, err := http.Get("http://" + cfg.HTTPAddr + "/-/ready")
 		if err != nil {
@@ -407,6 +403,12 @@ func TestAcknowledgedDataSurvivesSIGKILL(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}, 20*time.Second, 50*time.Millisecond)
+	return cmd
+}
+
+func TestAcknowledgedDataSurvivesSIGKILL(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cmd := startChild(t, cfg, io.Discard)
 
 	// Batches acknowledged over both transports, then SIGKILL at once.
 	g := otlptest.New(42)
@@ -425,7 +427,6 @@ func TestAcknowledgedDataSurvivesSIGKILL(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, body)
 	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
 	_ = cmd.Wait()
-	killed = true
 
 	s := startServer(t, cfg)
 	for _, id := range ids {
@@ -433,6 +434,25 @@ func TestAcknowledgedDataSurvivesSIGKILL(t *testing.T) {
 		require.Equal(t, 4, got.SpanCount)
 	}
 	require.Equal(t, 2, getTrace(t, s, "5b8efff798038103d269b633813fc60c").LogCount)
+}
+
+func TestSIGTERMShutsDownCleanly(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	var logs bytes.Buffer
+	cmd := startChild(t, cfg, &logs)
+	code, body := post(t, "http://"+cfg.OTLP.HTTPAddr+"/v1/traces", "application/json", []byte(jsonTrace))
+	require.Equal(t, http.StatusOK, code, body)
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, cmd.Wait(), "exit status 0 after SIGTERM")
+	out := logs.String()
+	require.Contains(t, out, "shutting down")
+	require.Contains(t, out, "store closed")
+	// A clean close flushes every memtable: no write-ahead files are left.
+	mems, err := filepath.Glob(filepath.Join(cfg.DataDir, "partitions", "*", "*.mem"))
+	require.NoError(t, err)
+	require.Empty(t, mems)
+	s := startServer(t, cfg)
+	require.Equal(t, 2, getTrace(t, s, "5b8efff798038103d269b633813fc60c").SpanCount)
 }
 
 func TestBadInputIsRefusedClearlyAndTheServerKeepsServing(t *testing.T) {

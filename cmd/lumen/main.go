@@ -11,12 +11,16 @@ import (
 	"syscall"
 )
 
-func main() {
+func main() { os.Exit(mainExit(os.Args[1:])) }
+
+// mainExit runs a command until it finishes or SIGINT/SIGTERM asks it to
+// stop, and returns the process exit code.
+func mainExit(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+	if err := run(ctx, args, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "lumen:", err)
-		stop()
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
