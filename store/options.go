@@ -33,8 +33,12 @@ type Options struct {
 	// written. Sealed partitions are opened read-only and hold none.
 	MemTableBytes int64
 	// IndexCacheBytes bounds the memory Badger keeps for table indexes and
-	// bloom filters, per partition.
+	// bloom filters in the partition being written; sealed partitions get a
+	// quarter of it.
 	IndexCacheBytes int64
+	// BlockCacheBytes is Badger's cache of decompressed table blocks in the
+	// partition being written; sealed partitions get a quarter of it.
+	BlockCacheBytes int64
 	// Logger receives the store's logs; nil logs nothing.
 	Logger *zap.Logger
 	// Now returns the current time; nil means time.Now. Tests set it.
@@ -52,6 +56,7 @@ func DefaultOptions(dir string) Options {
 		SyncWrites:        true,
 		MemTableBytes:     16 << 20,
 		IndexCacheBytes:   16 << 20,
+		BlockCacheBytes:   8 << 20,
 	}
 }
 
@@ -76,6 +81,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("store: memtable size %d is below 1 MiB", o.MemTableBytes)
 	case o.IndexCacheBytes < 0:
 		return fmt.Errorf("store: index cache size %d is negative", o.IndexCacheBytes)
+	case o.BlockCacheBytes < 0:
+		return fmt.Errorf("store: block cache size %d is negative", o.BlockCacheBytes)
 	}
 	return nil
 }

@@ -36,7 +36,8 @@ func benchWrite(b *testing.B, batch, spansPerTrace int) {
 	db, err := store.Open(store.DefaultOptions(dir))
 	require.NoError(b, err)
 	const writers = 4
-	// Prebuild payloads: generating them is not the store's work.
+	// Prebuild payloads: generating them is not the store's work. Copies
+	// get fresh trace ids, so no trace repeats.
 	pool := make([]ptrace.Traces, 64)
 	g := otlptest.New(1)
 	for i := range pool {
@@ -49,8 +50,9 @@ func benchWrite(b *testing.B, batch, spansPerTrace int) {
 		next int
 	)
 	var wg sync.WaitGroup
-	for range writers {
+	for w := range writers {
 		wg.Go(func() {
+			rnd := rand.New(rand.NewPCG(uint64(w), 11))
 			for {
 				mu.Lock()
 				if next >= b.N {
@@ -62,6 +64,7 @@ func benchWrite(b *testing.B, batch, spansPerTrace int) {
 				mu.Unlock()
 				td := ptrace.NewTraces()
 				pool[i%len(pool)].CopyTo(td)
+				otlptest.Renumber(td, rnd) // new traces every time, as in production
 				if err := db.WriteTraces(context.Background(), td); err != nil {
 					b.Error(err)
 					return

@@ -112,7 +112,7 @@ func run(o options, out io.Writer) error {
 				// rewrite ids, so the server sees new traces throughout.
 				td := ptrace.NewTraces()
 				reqs[i%distinct].CopyTo(td)
-				first := renumber(td, rnd)
+				first := otlptest.Renumber(td, rnd)
 				if _, err := client.Export(ctx, ptraceotlp.NewExportRequestFromTraces(td), callOpts...); err != nil {
 					if ctx.Err() != nil {
 						return
@@ -175,33 +175,6 @@ func waitReady(addr string, limit time.Duration) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// renumber gives every trace in td a new random trace id and returns one.
-func renumber(td ptrace.Traces, rnd *rand.Rand) pcommon.TraceID {
-	remap := map[pcommon.TraceID]pcommon.TraceID{}
-	var first pcommon.TraceID
-	for _, rs := range td.ResourceSpans().All() {
-		for _, ss := range rs.ScopeSpans().All() {
-			for _, sp := range ss.Spans().All() {
-				id, ok := remap[sp.TraceID()]
-				if !ok {
-					var b [16]byte
-					for i := range b {
-						b[i] = byte(rnd.Uint32())
-					}
-					b[15] |= 1
-					id = pcommon.TraceID(b)
-					remap[sp.TraceID()] = id
-					if first.IsEmpty() {
-						first = id
-					}
-				}
-				sp.SetTraceID(id)
-			}
-		}
-	}
-	return first
 }
 
 func lookups(o options, ids []pcommon.TraceID, out io.Writer) error {

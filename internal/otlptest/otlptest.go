@@ -217,3 +217,27 @@ func FilterTrace(td ptrace.Traces, id pcommon.TraceID) ptrace.Traces {
 	})
 	return out
 }
+
+// Renumber gives every trace in td a new random trace id, so that a payload
+// built once can be sent many times as new traces. It returns the first new id.
+func Renumber(td ptrace.Traces, rnd *rand.Rand) pcommon.TraceID {
+	remap := map[pcommon.TraceID]pcommon.TraceID{}
+	var first pcommon.TraceID
+	for _, rs := range td.ResourceSpans().All() {
+		for _, ss := range rs.ScopeSpans().All() {
+			for _, sp := range ss.Spans().All() {
+				id, ok := remap[sp.TraceID()]
+				if !ok {
+					binary.BigEndian.PutUint64(id[:8], rnd.Uint64())
+					binary.BigEndian.PutUint64(id[8:], rnd.Uint64()|1)
+					remap[sp.TraceID()] = id
+					if first.IsEmpty() {
+						first = id
+					}
+				}
+				sp.SetTraceID(id)
+			}
+		}
+	}
+	return first
+}
