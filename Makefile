@@ -42,6 +42,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseTraceID$$' -fuzztime $(FUZZTIME) ./internal/model/
 	$(GO) test -run '^$$' -fuzz '^FuzzTraceIndexKey$$' -fuzztime $(FUZZTIME) ./store/
 	$(GO) test -run '^$$' -fuzz '^FuzzFrameDecode$$' -fuzztime $(FUZZTIME) ./store/
+	$(GO) test -run '^$$' -fuzz '^FuzzSpanFrame$$' -fuzztime $(FUZZTIME) ./store/
 
 ## bench: the Go benchmarks, in benchstat's format (bench.txt)
 bench:

@@ -8,7 +8,8 @@ import (
 
 // A frame value is one codec byte followed by the payload.
 const (
-	codecZstdOTLP byte = 1 // zstd-compressed OTLP protobuf (ExportTraceServiceRequest / ExportLogsServiceRequest)
+	codecZstdOTLP    byte = 1 // zstd-compressed OTLP protobuf (ExportTraceServiceRequest / ExportLogsServiceRequest)
+	codecZstdColumns byte = 2 // zstd-compressed span frame: id and time columns, then OTLP protobuf (spancodec.go)
 )
 
 // maxFrameBytes bounds a frame's decompressed size, so that a corrupt value
@@ -34,27 +35,27 @@ func newCodec() (*codec, error) {
 
 func (c *codec) close() { c.dec.Close() }
 
-// encode compresses an OTLP protobuf payload into a frame value.
-func (c *codec) encode(payload []byte) []byte {
+// encode compresses a payload into a frame value of the given codec.
+func (c *codec) encode(codec byte, payload []byte) []byte {
 	dst := make([]byte, 1, 1+len(payload)/3)
-	dst[0] = codecZstdOTLP
+	dst[0] = codec
 	return c.enc.EncodeAll(payload, dst)
 }
 
-// decode returns the OTLP protobuf payload of a frame value.
-func (c *codec) decode(val []byte) ([]byte, error) {
+// decode returns the codec and the decompressed payload of a frame value.
+func (c *codec) decode(val []byte) (byte, []byte, error) {
 	if len(val) < 2 {
-		return nil, fmt.Errorf("%w: frame of %d bytes", ErrCorrupt, len(val))
+		return 0, nil, fmt.Errorf("%w: frame of %d bytes", ErrCorrupt, len(val))
 	}
-	if val[0] != codecZstdOTLP {
-		return nil, fmt.Errorf("%w: frame codec %#x", ErrCorrupt, val[0])
+	if val[0] != codecZstdOTLP && val[0] != codecZstdColumns {
+		return 0, nil, fmt.Errorf("%w: frame codec %#x", ErrCorrupt, val[0])
 	}
 	out, err := c.dec.DecodeAll(val[1:], nil)
 	if err != nil {
-		return nil, fmt.Errorf("%w: frame: %w", ErrCorrupt, err)
+		return 0, nil, fmt.Errorf("%w: frame: %w", ErrCorrupt, err)
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("%w: frame with an empty payload", ErrCorrupt)
+		return 0, nil, fmt.Errorf("%w: frame with an empty payload", ErrCorrupt)
 	}
-	return out, nil
+	return val[0], out, nil
 }

@@ -62,16 +62,17 @@ func FuzzFrameDecode(f *testing.F) {
 	c, err := newCodec()
 	require.NoError(f, err)
 	defer c.close()
-	f.Add(c.encode([]byte("hello frames")))
+	f.Add(c.encode(codecZstdOTLP, []byte("hello frames")))
+	f.Add(c.encode(codecZstdColumns, []byte("columns")))
 	f.Add([]byte{codecZstdOTLP})
 	f.Add([]byte{9, 1, 2, 3})
 	f.Fuzz(func(t *testing.T, val []byte) {
-		out, err := c.decode(val)
+		codec, out, err := c.decode(val)
 		if err != nil {
 			require.ErrorIs(t, err, ErrCorrupt)
 			return
 		}
-		again, err := c.decode(c.encode(out))
+		_, again, err := c.decode(c.encode(codec, out))
 		require.NoError(t, err)
 		require.Equal(t, out, again)
 	})

@@ -77,13 +77,13 @@ func (db *DB) readTrace(p *partition, id model.TraceID, out Trace) error {
 			if err != nil {
 				return fmt.Errorf("%w: read frame: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
 			}
-			payload, err := db.codec.decode(val)
+			codec, payload, err := db.codec.decode(val)
 			if err != nil {
 				return err
 			}
 			switch ref.Kind {
 			case KindSpans:
-				err = appendTraceSpans(payload, id, out.Spans)
+				err = appendTraceSpans(codec, payload, id, out.Spans)
 			case KindLogs:
 				err = appendTraceLogs(payload, id, out.Logs)
 			}
@@ -102,10 +102,10 @@ func (db *DB) readTrace(p *partition, id model.TraceID, out Trace) error {
 	return nil
 }
 
-func appendTraceSpans(payload []byte, id model.TraceID, dst ptrace.Traces) error {
-	td, err := tracesUnmarshaler.UnmarshalTraces(payload)
+func appendTraceSpans(codec byte, payload []byte, id model.TraceID, dst ptrace.Traces) error {
+	td, err := decodeSpans(codec, payload)
 	if err != nil {
-		return fmt.Errorf("%w: span frame: %w", ErrCorrupt, err)
+		return err
 	}
 	want := pcommon.TraceID(id)
 	td.ResourceSpans().RemoveIf(func(rs ptrace.ResourceSpans) bool {
@@ -117,6 +117,18 @@ func appendTraceSpans(payload []byte, id model.TraceID, dst ptrace.Traces) error
 	})
 	td.ResourceSpans().MoveAndAppendTo(dst.ResourceSpans())
 	return nil
+}
+
+// decodeSpans decodes a span frame of either codec.
+func decodeSpans(codec byte, payload []byte) (ptrace.Traces, error) {
+	if codec == codecZstdColumns {
+		return decodeSpanFrame(payload)
+	}
+	td, err := tracesUnmarshaler.UnmarshalTraces(payload)
+	if err != nil {
+		return ptrace.Traces{}, fmt.Errorf("%w: span frame: %w", ErrCorrupt, err)
+	}
+	return td, nil
 }
 
 func appendTraceLogs(payload []byte, id model.TraceID, dst plog.Logs) error {

@@ -140,8 +140,9 @@ type frameSource interface {
 	// move moves an item into the frame being built, starting a frame
 	// when none is open.
 	move(r itemRef)
-	// marshal encodes the frame being built as OTLP protobuf and closes it.
-	marshal() ([]byte, error)
+	// marshal encodes the frame being built and closes it, returning the
+	// frame codec and the payload to compress.
+	marshal() (byte, []byte, error)
 }
 
 // buildBatch cuts a request into frames. Items are ordered by trace id across
@@ -162,11 +163,11 @@ func (db *DB) buildBatch(kind Kind, seq uint64, src frameSource) (*batch, error)
 		if n == 0 {
 			return nil
 		}
-		payload, err := src.marshal()
+		codec, payload, err := src.marshal()
 		if err != nil {
 			return fmt.Errorf("encode frame: %w", err)
 		}
-		b.endFrame(db.codec.encode(payload))
+		b.endFrame(db.codec.encode(codec, payload))
 		n = 0
 		return nil
 	}
@@ -234,9 +235,10 @@ func (s *spanSource) move(r itemRef) {
 	ss.Spans().At(r.i).MoveTo(dst.AppendEmpty())
 }
 
-func (s *spanSource) marshal() ([]byte, error) {
+func (s *spanSource) marshal() (byte, []byte, error) {
 	s.open = false
-	return tracesMarshaler.MarshalTraces(s.cur)
+	payload, err := encodeSpanFrame(s.cur)
+	return codecZstdColumns, payload, err
 }
 
 // logSource cuts plog.Logs into frames.
@@ -281,9 +283,10 @@ func (s *logSource) move(r itemRef) {
 	sl.LogRecords().At(r.i).MoveTo(dst.AppendEmpty())
 }
 
-func (s *logSource) marshal() ([]byte, error) {
+func (s *logSource) marshal() (byte, []byte, error) {
 	s.open = false
-	return logsMarshaler.MarshalLogs(s.cur)
+	payload, err := logsMarshaler.MarshalLogs(s.cur)
+	return codecZstdOTLP, payload, err
 }
 
 // commit writes a batch to the head partition in one Badger write batch.

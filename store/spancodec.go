@@ -1,0 +1,273 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+// Span frames (codec 0x02) keep a span's ids and times apart from the rest of
+// it, so that the compressor sees like next to like: the OTLP protobuf holds
+// everything but trace id, span id, parent span id, start and end time, event
+// times and link ids, which go in columns ahead of it. See FORMAT.md.
+//
+//	payload := uvarint(spans) traceIDs spanIDs parents starts durations uvarint(len(proto)) proto eventTimes linkIDs
+//	traceIDs   := uvarint(runs) { id[16] uvarint(run length) }   in span order
+//	spanIDs    := { id[8] }
+//	parents    := { uvarint(p) }   0: none; 1: id[8] follows; p>=2: the span at index p-2 of this frame
+//	starts     := { varint(start - previous start) }              first against 0
+//	durations  := { varint(end - start) }
+//	proto      := an ExportTraceServiceRequest with all these fields zeroed
+//	eventTimes := { varint(event time - span start) }             for every event of every span
+//	linkIDs    := { trace_id[16] span_id[8] }                     for every link of every span
+//
+// Differences are taken modulo 2^64 and zigzag-encoded, so any uint64 times
+// survive the round trip.
+
+var errSpanFrame = errors.New("span frame")
+
+// encodeSpanFrame encodes td as a span frame payload. It zeroes the columnar
+// fields in td.
+func encodeSpanFrame(td ptrace.Traces) ([]byte, error) {
+	n := td.SpanCount()
+	spans := make([]ptrace.Span, 0, n)
+	for _, rs := range td.ResourceSpans().All() {
+		for _, ss := range rs.ScopeSpans().All() {
+			for _, sp := range ss.Spans().All() {
+				spans = append(spans, sp)
+			}
+		}
+	}
+	index := make(map[pcommon.SpanID]int, n)
+	for i, sp := range spans {
+		if _, dup := index[sp.SpanID()]; !dup {
+			index[sp.SpanID()] = i
+		}
+	}
+	b := make([]byte, 0, 64*n)
+	b = binary.AppendUvarint(b, uint64(n))
+
+	// Trace ids, run-length encoded.
+	var runs [][2]int // first span, length
+	for i, sp := range spans {
+		if i > 0 && sp.TraceID() == spans[runs[len(runs)-1][0]].TraceID() {
+			runs[len(runs)-1][1]++
+			continue
+		}
+		runs = append(runs, [2]int{i, 1})
+	}
+	b = binary.AppendUvarint(b, uint64(len(runs)))
+	for _, r := range runs {
+		id := spans[r[0]].TraceID()
+		b = append(b, id[:]...)
+		b = binary.AppendUvarint(b, uint64(r[1]))
+	}
+	for _, sp := range spans {
+		id := sp.SpanID()
+		b = append(b, id[:]...)
+	}
+	for _, sp := range spans {
+		p := sp.ParentSpanID()
+		switch i, ok := index[p]; {
+		case p.IsEmpty():
+			b = append(b, 0)
+		case ok:
+			b = binary.AppendUvarint(b, uint64(i)+2)
+		default:
+			b = append(b, 1)
+			b = append(b, p[:]...)
+		}
+	}
+	var prev uint64
+	for _, sp := range spans {
+		start := uint64(sp.StartTimestamp())
+		b = binary.AppendVarint(b, int64(start-prev))
+		prev = start
+	}
+	for _, sp := range spans {
+		b = binary.AppendVarint(b, int64(uint64(sp.EndTimestamp())-uint64(sp.StartTimestamp())))
+	}
+	// Event times and link ids are read before the spans are cleared.
+	var tail []byte
+	for _, sp := range spans {
+		for _, ev := range sp.Events().All() {
+			tail = binary.AppendVarint(tail, int64(uint64(ev.Timestamp())-uint64(sp.StartTimestamp())))
+		}
+	}
+	for _, sp := range spans {
+		for _, l := range sp.Links().All() {
+			tid, sid := l.TraceID(), l.SpanID()
+			tail = append(tail, tid[:]...)
+			tail = append(tail, sid[:]...)
+		}
+	}
+
+	for _, sp := range spans {
+		sp.SetTraceID(pcommon.TraceID{})
+		sp.SetSpanID(pcommon.SpanID{})
+		sp.SetParentSpanID(pcommon.SpanID{})
+		sp.SetStartTimestamp(0)
+		sp.SetEndTimestamp(0)
+		for _, ev := range sp.Events().All() {
+			ev.SetTimestamp(0)
+		}
+		for _, l := range sp.Links().All() {
+			l.SetTraceID(pcommon.TraceID{})
+			l.SetSpanID(pcommon.SpanID{})
+		}
+	}
+	proto, err := tracesMarshaler.MarshalTraces(td)
+	if err != nil {
+		return nil, err
+	}
+	b = binary.AppendUvarint(b, uint64(len(proto)))
+	b = append(b, proto...)
+	return append(b, tail...), nil
+}
+
+// columnReader reads the columns of a span frame, remembering the first error.
+type columnReader struct {
+	b   []byte
+	err error
+}
+
+func (r *columnReader) fail(what string) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: %w: truncated or malformed %s", ErrCorrupt, errSpanFrame, what)
+	}
+	r.b = nil
+}
+
+func (r *columnReader) uvarint(what string) uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail(what)
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *columnReader) varint(what string) int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail(what)
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *columnReader) bytes(n int, what string) []byte {
+	if len(r.b) < n {
+		r.fail(what)
+		return make([]byte, n)
+	}
+	out := r.b[:n]
+	r.b = r.b[n:]
+	return out
+}
+
+// decodeSpanFrame decodes a span frame payload.
+func decodeSpanFrame(payload []byte) (ptrace.Traces, error) {
+	r := &columnReader{b: payload}
+	n := r.uvarint("span count")
+	// Every span takes at least 8 bytes of span id: a count beyond that is
+	// corrupt, and must not size an allocation.
+	if r.err != nil || n > uint64(len(r.b))/8 {
+		return ptrace.Traces{}, fmt.Errorf("%w: %w: span count %d for %d bytes", ErrCorrupt, errSpanFrame, n, len(payload))
+	}
+	traceIDs := make([]pcommon.TraceID, 0, n)
+	runs := r.uvarint("trace id runs")
+	for i := uint64(0); i < runs && r.err == nil; i++ {
+		id := pcommon.TraceID(r.bytes(16, "trace id"))
+		l := r.uvarint("trace id run")
+		if l > n-uint64(len(traceIDs)) {
+			r.fail("trace id run")
+			break
+		}
+		for range l {
+			traceIDs = append(traceIDs, id)
+		}
+	}
+	if r.err == nil && uint64(len(traceIDs)) != n {
+		r.fail("trace id runs")
+	}
+	spanIDs := make([]pcommon.SpanID, n)
+	for i := range spanIDs {
+		spanIDs[i] = pcommon.SpanID(r.bytes(8, "span id"))
+	}
+	parents := make([]pcommon.SpanID, n)
+	for i := range parents {
+		switch p := r.uvarint("parent"); {
+		case p == 0:
+		case p == 1:
+			parents[i] = pcommon.SpanID(r.bytes(8, "parent span id"))
+		case p-2 < n:
+			parents[i] = spanIDs[p-2]
+		default:
+			r.fail("parent index")
+		}
+	}
+	starts := make([]uint64, n)
+	var prev uint64
+	for i := range starts {
+		prev += uint64(r.varint("start"))
+		starts[i] = prev
+	}
+	ends := make([]uint64, n)
+	for i := range ends {
+		ends[i] = starts[i] + uint64(r.varint("duration"))
+	}
+	if r.err != nil {
+		return ptrace.Traces{}, r.err
+	}
+	plen := r.uvarint("protobuf length")
+	proto := r.bytes(int(min(plen, uint64(len(r.b))+1)), "protobuf")
+	if r.err != nil {
+		return ptrace.Traces{}, r.err
+	}
+	td, err := tracesUnmarshaler.UnmarshalTraces(proto)
+	if err != nil {
+		return ptrace.Traces{}, fmt.Errorf("%w: %w: %w", ErrCorrupt, errSpanFrame, err)
+	}
+	var all []ptrace.Span
+	for _, rs := range td.ResourceSpans().All() {
+		for _, ss := range rs.ScopeSpans().All() {
+			for _, sp := range ss.Spans().All() {
+				all = append(all, sp)
+			}
+		}
+	}
+	if uint64(len(all)) != n {
+		return ptrace.Traces{}, fmt.Errorf("%w: %w: protobuf holds %d spans, columns %d", ErrCorrupt, errSpanFrame, len(all), n)
+	}
+	for i, sp := range all {
+		sp.SetTraceID(traceIDs[i])
+		sp.SetSpanID(spanIDs[i])
+		sp.SetParentSpanID(parents[i])
+		sp.SetStartTimestamp(pcommon.Timestamp(starts[i]))
+		sp.SetEndTimestamp(pcommon.Timestamp(ends[i]))
+	}
+	for _, sp := range all {
+		for _, ev := range sp.Events().All() {
+			ev.SetTimestamp(pcommon.Timestamp(uint64(sp.StartTimestamp()) + uint64(r.varint("event time"))))
+		}
+	}
+	for _, sp := range all {
+		for _, l := range sp.Links().All() {
+			l.SetTraceID(pcommon.TraceID(r.bytes(16, "link trace id")))
+			l.SetSpanID(pcommon.SpanID(r.bytes(8, "link span id")))
+		}
+	}
+	if r.err != nil {
+		return ptrace.Traces{}, r.err
+	}
+	if len(r.b) != 0 {
+		return ptrace.Traces{}, fmt.Errorf("%w: %w: %d trailing bytes", ErrCorrupt, errSpanFrame, len(r.b))
+	}
+	return td, nil
+}
