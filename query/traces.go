@@ -151,9 +151,13 @@ func normalizeSpans(td ptrace.Traces) {
 			return a.EndTimestamp() > b.EndTimestamp()
 		})
 	}
-	merged.ResourceSpans().Sort(func(a, b ptrace.ResourceSpans) bool {
-		return a.ScopeSpans().At(0).Spans().At(0).StartTimestamp() < b.ScopeSpans().At(0).Spans().At(0).StartTimestamp()
-	})
+	first := func(rs ptrace.ResourceSpans) pcommon.Timestamp {
+		if spans := rs.ScopeSpans().At(0).Spans(); spans.Len() > 0 {
+			return spans.At(0).StartTimestamp()
+		}
+		return 0
+	}
+	merged.ResourceSpans().Sort(func(a, b ptrace.ResourceSpans) bool { return first(a) < first(b) })
 	merged.MoveTo(td)
 }
 
@@ -181,9 +185,13 @@ func normalizeLogs(ld plog.Logs) {
 	for _, dst := range index {
 		dst.Sort(func(a, b plog.LogRecord) bool { return logTime(a) < logTime(b) })
 	}
-	merged.ResourceLogs().Sort(func(a, b plog.ResourceLogs) bool {
-		return logTime(a.ScopeLogs().At(0).LogRecords().At(0)) < logTime(b.ScopeLogs().At(0).LogRecords().At(0))
-	})
+	first := func(rl plog.ResourceLogs) uint64 {
+		if recs := rl.ScopeLogs().At(0).LogRecords(); recs.Len() > 0 {
+			return logTime(recs.At(0))
+		}
+		return 0
+	}
+	merged.ResourceLogs().Sort(func(a, b plog.ResourceLogs) bool { return first(a) < first(b) })
 	merged.MoveTo(ld)
 }
 

@@ -39,6 +39,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/lumenobs/lumen/internal/otlptest"
+	"github.com/lumenobs/lumen/query"
 )
 
 // childEnv makes the test binary run `lumen` itself, for the crash test.
@@ -107,24 +108,12 @@ func (s *server) stop() {
 
 func (s *server) api(path string) string { return "http://" + s.cfg.HTTPAddr + path }
 
-// traceResponse is the API's answer, decoded with pdata's own OTLP/JSON decoders.
+// traceResponse is the API's answer, with its OTLP/JSON parts decoded by
+// pdata's own decoders.
 type traceResponse struct {
-	TraceResponseFields
+	query.TraceResponse
 	Spans ptrace.Traces
 	Logs  plog.Logs
-}
-
-// TraceResponseFields are the plain fields of the answer.
-type TraceResponseFields struct {
-	TraceID           string          `json:"traceId"`
-	StartTimeUnixNano string          `json:"startTimeUnixNano"`
-	EndTimeUnixNano   string          `json:"endTimeUnixNano"`
-	DurationNanos     int64           `json:"durationNanos"`
-	SpanCount         int             `json:"spanCount"`
-	LogCount          int             `json:"logCount"`
-	Services          []string        `json:"services"`
-	Trace             json.RawMessage `json:"trace"`
-	LogsRaw           json.RawMessage `json:"logs"`
 }
 
 func getTrace(t *testing.T, s *server, id string) traceResponse {
@@ -137,10 +126,10 @@ func getTrace(t *testing.T, s *server, id string) traceResponse {
 	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
 	require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
 	var out traceResponse
-	require.NoError(t, json.Unmarshal(body, &out.TraceResponseFields))
+	require.NoError(t, json.Unmarshal(body, &out.TraceResponse))
 	out.Spans, err = (&ptrace.JSONUnmarshaler{}).UnmarshalTraces(out.Trace)
 	require.NoError(t, err)
-	out.Logs, err = (&plog.JSONUnmarshaler{}).UnmarshalLogs(out.LogsRaw)
+	out.Logs, err = (&plog.JSONUnmarshaler{}).UnmarshalLogs(out.TraceResponse.Logs)
 	require.NoError(t, err)
 	return out
 }

@@ -1,0 +1,76 @@
+package query
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+)
+
+func TestNormalizeSpansMergesGroupsAndSorts(t *testing.T) {
+	td := ptrace.NewTraces()
+	add := func(service string, names ...string) {
+		rs := td.ResourceSpans().AppendEmpty()
+		rs.Resource().Attributes().PutStr("service.name", service)
+		ss := rs.ScopeSpans().AppendEmpty()
+		ss.Scope().SetName("lib")
+		for _, n := range names {
+			sp := ss.Spans().AppendEmpty()
+			sp.SetName(n)
+			sp.SetStartTimestamp(pcommon.Timestamp(len(n)))
+		}
+	}
+	add("b", "bbbb", "bb")
+	add("a", "aaa")
+	add("b", "b")
+	// An empty group (a resource with no spans) must not upset the sort.
+	td.ResourceSpans().AppendEmpty().ScopeSpans().AppendEmpty()
+	normalizeSpans(td)
+
+	var got [][]string
+	for _, rs := range td.ResourceSpans().All() {
+		var names []string
+		for _, ss := range rs.ScopeSpans().All() {
+			for _, sp := range ss.Spans().All() {
+				names = append(names, sp.Name())
+			}
+		}
+		got = append(got, names)
+	}
+	require.Equal(t, [][]string{nil, {"b", "bb", "bbbb"}, {"aaa"}}, got)
+}
+
+func TestNormalizeLogsSortsByTime(t *testing.T) {
+	ld := plog.NewLogs()
+	recs := ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
+	for _, ts := range []uint64{30, 10, 0, 20} {
+		lr := recs.AppendEmpty()
+		lr.SetTimestamp(pcommon.Timestamp(ts))
+		lr.SetObservedTimestamp(5) // used when the record has no time of its own
+	}
+	ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty()
+	normalizeLogs(ld)
+	var got []uint64
+	for _, rl := range ld.ResourceLogs().All() {
+		for _, sl := range rl.ScopeLogs().All() {
+			for _, lr := range sl.LogRecords().All() {
+				got = append(got, logTime(lr))
+			}
+		}
+	}
+	require.Equal(t, []uint64{5, 10, 20, 30}, got)
+}
+
+func TestParseInclude(t *testing.T) {
+	inc, err := parseInclude("")
+	require.NoError(t, err)
+	require.Equal(t, map[string]bool{"trace": true, "logs": true}, inc)
+	inc, err = parseInclude("logs")
+	require.NoError(t, err)
+	require.Equal(t, map[string]bool{"logs": true}, inc)
+	_, err = parseInclude("trace,metrics")
+	require.ErrorIs(t, err, errBadRequest)
+	require.ErrorContains(t, err, `unknown part "metrics"`)
+}
