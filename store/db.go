@@ -30,6 +30,8 @@ type DB struct {
 
 	lastSeq atomic.Uint64
 
+	metrics *metricsHead
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -61,7 +63,14 @@ func Open(o Options) (*DB, error) {
 		return nil, fmt.Errorf("create data dir %q: %w", db.root, err)
 	}
 	if err := db.openPartitions(); err != nil {
-		db.closePartitions()
+		_ = db.closePartitions()
+		return nil, err
+	}
+	if err := db.openMetrics(); err != nil {
+		if db.metrics != nil && db.metrics.wal != nil {
+			_ = db.metrics.wal.Close()
+		}
+		_ = db.closePartitions()
 		return nil, err
 	}
 	db.wg.Add(1)
@@ -204,6 +213,9 @@ func (db *DB) snapshot() ([]*partition, error) {
 // Close stops the retention loop and closes every partition. Safe to call
 // more than once.
 func (db *DB) Close() error {
+	// The metrics head writes its open chunks first, while partitions are
+	// still writable.
+	metricsErr := db.closeMetrics()
 	db.mu.Lock()
 	if db.closed {
 		db.mu.Unlock()
@@ -213,7 +225,7 @@ func (db *DB) Close() error {
 	db.mu.Unlock()
 	close(db.stop)
 	db.wg.Wait()
-	err := db.closePartitions()
+	err := errors.Join(metricsErr, db.closePartitions())
 	db.codec.close()
 	db.log.Info("store closed")
 	return err

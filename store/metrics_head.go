@@ -1,0 +1,324 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/prometheus/model/exemplar"
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/metadata"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"go.uber.org/zap"
+)
+
+// chunkSamples is how many samples a head chunk takes before it is cut and
+// written to the day partition.
+const chunkSamples = 120
+
+// ErrUnsupported is returned (wrapped) for kinds of data the store does not
+// keep yet.
+var ErrUnsupported = errors.New("not supported")
+
+// metricsHead holds every series' open chunk in memory; the WAL makes it
+// durable; full chunks go to the day partition.
+type metricsHead struct {
+	db  *DB
+	log *zap.Logger
+
+	mu     sync.RWMutex
+	byHash map[uint64][]*memSeries
+	byRef  map[uint64]*memSeries
+
+	nextRef atomic.Uint64
+	walSeq  atomic.Uint64
+	wal     *badger.DB
+
+	// closeMu: commits hold it shared; close holds it to stop them.
+	closeMu sync.RWMutex
+	closed  bool
+}
+
+type memSeries struct {
+	ref  uint64
+	lset labels.Labels
+
+	mu    sync.Mutex
+	chunk *chunkenc.XORChunk
+	app   chunkenc.Appender
+	mint  int64 // of the open chunk
+	maxt  int64
+	lastT int64 // newest sample accepted, noTime when none
+	lastV float64
+	// partition names the partition holding this series' labels and
+	// postings, so they are written once per partition.
+	partition string
+}
+
+func newMemSeries(ref uint64, lset labels.Labels) *memSeries {
+	return &memSeries{ref: ref, lset: lset, lastT: noTime}
+}
+
+func (h *metricsHead) get(lset labels.Labels, hash uint64) *memSeries {
+	for _, s := range h.byHash[hash] {
+		if labels.Equal(s.lset, lset) {
+			return s
+		}
+	}
+	return nil
+}
+
+// getOrCreate returns the series for lset, creating it with a new ref.
+func (h *metricsHead) getOrCreate(lset labels.Labels) (*memSeries, bool) {
+	hash := lset.Hash()
+	h.mu.RLock()
+	s := h.get(lset, hash)
+	h.mu.RUnlock()
+	if s != nil {
+		return s, false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s := h.get(lset, hash); s != nil {
+		return s, false
+	}
+	s = newMemSeries(h.nextRef.Add(1), lset)
+	h.byHash[hash] = append(h.byHash[hash], s)
+	h.byRef[s.ref] = s
+	return s, true
+}
+
+// add appends a sample to the series' open chunk, cutting the chunk when it
+// is full. It returns the cut chunk, if any, and whether the sample was taken
+// (a sample not newer than the last one is not).
+func (s *memSeries) add(t int64, v float64) (cut *cutChunk, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t <= s.lastT {
+		return nil, false
+	}
+	if s.chunk != nil && s.chunk.NumSamples() >= chunkSamples {
+		cut = s.cutLocked()
+	}
+	if s.chunk == nil {
+		s.chunk = chunkenc.NewXORChunk()
+		app, err := s.chunk.Appender()
+		if err != nil { // a new XOR chunk always has an appender
+			panic(fmt.Sprintf("xor appender: %v", err))
+		}
+		s.app, s.mint = app, t
+	}
+	s.app.Append(0, t, v)
+	s.maxt, s.lastT, s.lastV = t, t, v
+	return cut, true
+}
+
+type cutChunk struct {
+	s          *memSeries
+	mint, maxt int64
+	data       []byte
+}
+
+func (s *memSeries) cutLocked() *cutChunk {
+	if s.chunk == nil || s.chunk.NumSamples() == 0 {
+		return nil
+	}
+	c := &cutChunk{s: s, mint: s.mint, maxt: s.maxt, data: append([]byte(nil), s.chunk.Bytes()...)}
+	s.chunk, s.app = nil, nil
+	return c
+}
+
+// openChunk returns a copy of the open chunk if it overlaps [mint, maxt].
+func (s *memSeries) openChunk(mint, maxt int64) chunkenc.Chunk {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.chunk == nil || s.chunk.NumSamples() == 0 || s.maxt < mint || s.mint > maxt {
+		return nil
+	}
+	c, err := chunkenc.FromData(chunkenc.EncXOR, append([]byte(nil), s.chunk.Bytes()...))
+	if err != nil {
+		return nil
+	}
+	return c
+}
+
+// writeChunks writes cut chunks, with the labels and postings of series the
+// partition does not hold yet, to the head partition.
+func (db *DB) writeChunks(chunks []*cutChunk) error {
+	if len(chunks) == 0 {
+		return nil
+	}
+	p, err := db.acquireHead()
+	if err != nil {
+		return err
+	}
+	defer p.mu.RUnlock()
+	wb := p.db.NewWriteBatch()
+	defer wb.Cancel()
+	var lo, hi int64 = math.MaxInt64, math.MinInt64
+	var fresh []*memSeries
+	for _, c := range chunks {
+		c.s.mu.Lock()
+		known := c.s.partition == p.name
+		c.s.mu.Unlock()
+		if !known {
+			if err := wb.Set(seriesKey(c.s.ref), encodeLabels(nil, c.s.lset)); err != nil {
+				return fmt.Errorf("%w: write series: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
+			}
+			var perr error
+			c.s.lset.Range(func(l labels.Label) {
+				if perr == nil {
+					perr = wb.Set(postingKey(l.Name, l.Value, c.s.ref), nil)
+				}
+			})
+			if perr != nil {
+				return fmt.Errorf("%w: write postings: %v", ErrUnavailable, perr) //nolint:errorlint // Badger errors stay inside the store
+			}
+			fresh = append(fresh, c.s)
+		}
+		val := make([]byte, 0, 1+10+len(c.data))
+		val = append(val, byte(chunkenc.EncXOR))
+		val = binary.AppendUvarint(val, uint64(c.maxt-c.mint))
+		val = append(val, c.data...)
+		if err := wb.Set(chunkKey(c.s.ref, c.mint), val); err != nil {
+			return fmt.Errorf("%w: write chunk: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
+		}
+		lo, hi = min(lo, c.mint), max(hi, c.maxt)
+	}
+	if bounds := p.widen(msToNanos(lo), msToNanos(hi)); bounds != nil {
+		if err := wb.Set(boundsKey(db.nextSeq()), bounds); err != nil {
+			return fmt.Errorf("%w: write bounds: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("%w: partition %s: commit chunks: %v", ErrUnavailable, p.name, err) //nolint:errorlint // Badger errors stay inside the store
+	}
+	for _, s := range fresh {
+		s.mu.Lock()
+		s.partition = p.name
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+func msToNanos(ms int64) uint64 {
+	if ms <= 0 {
+		return 1
+	}
+	return uint64(ms) * 1e6
+}
+
+// Appender returns an appender for one request: samples are checked as they
+// are added and written, durably, on Commit. It implements storage.Appendable.
+func (db *DB) Appender(ctx context.Context) storage.Appender {
+	return &appender{db: db, ctx: ctx, pending: map[uint64]int64{}}
+}
+
+type appender struct {
+	db      *DB
+	ctx     context.Context
+	series  []*memSeries // parallel to samples
+	samples []walSample
+	created []walSeries
+	pending map[uint64]int64 // newest time per series in this request
+}
+
+// Append adds a float sample. A sample older than the series' newest is
+// refused with storage.ErrOutOfOrderSample; one at the same time with the
+// same value is ignored, with another value refused with
+// storage.ErrDuplicateSampleForTimestamp.
+func (a *appender) Append(_ storage.SeriesRef, lset labels.Labels, t int64, v float64) (storage.SeriesRef, error) {
+	if lset.IsEmpty() {
+		return 0, fmt.Errorf("%w: empty label set", ErrInvalid)
+	}
+	if name, dup := lset.HasDuplicateLabelNames(); dup {
+		return 0, fmt.Errorf("%w: label %q appears twice in %s", ErrInvalid, name, lset)
+	}
+	s, created := a.db.metrics.getOrCreate(lset)
+	if created {
+		a.created = append(a.created, walSeries{ref: s.ref, lset: lset})
+	}
+	last, ok := a.pending[s.ref]
+	if !ok {
+		s.mu.Lock()
+		last = s.lastT
+		lastV := s.lastV
+		s.mu.Unlock()
+		if t == last {
+			if math.Float64bits(v) == math.Float64bits(lastV) {
+				return storage.SeriesRef(s.ref), nil
+			}
+			return 0, storage.ErrDuplicateSampleForTimestamp
+		}
+	}
+	if t < last || (ok && t == last) {
+		return 0, storage.ErrOutOfOrderSample
+	}
+	a.pending[s.ref] = t
+	a.series = append(a.series, s)
+	a.samples = append(a.samples, walSample{ref: s.ref, t: t, v: v})
+	return storage.SeriesRef(s.ref), nil
+}
+
+// Commit writes the request's samples to the WAL (fsynced), then to the head.
+func (a *appender) Commit() error {
+	if len(a.samples) == 0 && len(a.created) == 0 {
+		return nil
+	}
+	h := a.db.metrics
+	h.closeMu.RLock()
+	defer h.closeMu.RUnlock()
+	if h.closed {
+		return ErrClosed
+	}
+	rec := a.db.codec.encode(codecZstdOTLP, encodeWALRecord(a.created, a.samples))
+	err := h.wal.Update(func(txn *badger.Txn) error { return txn.Set(walKey(h.walSeq.Add(1)), rec) })
+	if err != nil {
+		return fmt.Errorf("%w: metrics WAL: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
+	}
+	var cut []*cutChunk
+	for i, s := range a.series {
+		if c, _ := s.add(a.samples[i].t, a.samples[i].v); c != nil {
+			cut = append(cut, c)
+		}
+	}
+	a.series, a.samples, a.created = nil, nil, nil
+	return a.db.writeChunks(cut)
+}
+
+// Rollback drops the request's samples. Series it created stay, empty.
+func (a *appender) Rollback() error {
+	a.series, a.samples, a.created = nil, nil, nil
+	return nil
+}
+
+func (a *appender) SetOptions(*storage.AppendOptions) {}
+
+func (a *appender) AppendExemplar(storage.SeriesRef, labels.Labels, exemplar.Exemplar) (storage.SeriesRef, error) {
+	return 0, fmt.Errorf("%w: exemplars", ErrUnsupported)
+}
+
+func (a *appender) AppendHistogram(storage.SeriesRef, labels.Labels, int64, *histogram.Histogram, *histogram.FloatHistogram) (storage.SeriesRef, error) {
+	return 0, fmt.Errorf("%w: native histograms", ErrUnsupported)
+}
+
+func (a *appender) AppendHistogramSTZeroSample(storage.SeriesRef, labels.Labels, int64, int64, *histogram.Histogram, *histogram.FloatHistogram) (storage.SeriesRef, error) {
+	return 0, fmt.Errorf("%w: native histograms", ErrUnsupported)
+}
+
+// UpdateMetadata accepts metadata and, for now, does not keep it.
+func (a *appender) UpdateMetadata(ref storage.SeriesRef, _ labels.Labels, _ metadata.Metadata) (storage.SeriesRef, error) {
+	return ref, nil
+}
+
+// AppendSTZeroSample accepts start timestamps and, for now, does not keep them.
+func (a *appender) AppendSTZeroSample(ref storage.SeriesRef, _ labels.Labels, _, _ int64) (storage.SeriesRef, error) {
+	return ref, nil
+}

@@ -1,0 +1,355 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/prometheus/prometheus/util/annotations"
+)
+
+// Querier returns a querier over the samples in [mint, maxt] (ms). It
+// implements storage.Queryable.
+func (db *DB) Querier(mint, maxt int64) (storage.Querier, error) {
+	if db.metrics == nil {
+		return nil, ErrClosed
+	}
+	return &querier{db: db, mint: mint, maxt: maxt}, nil
+}
+
+type querier struct {
+	db         *DB
+	mint, maxt int64
+}
+
+// found is one series with the chunks that overlap the query.
+type found struct {
+	lset   labels.Labels
+	chunks []chunkenc.Chunk
+}
+
+// collect gathers every series matching ms with its chunks in [mint, maxt],
+// from the partitions whose sample times overlap and from the head. Series
+// with the same labels (new refs after a restart, several partitions) are
+// merged.
+func (q *querier) collect(ctx context.Context, ms []*labels.Matcher) (map[string]*found, error) {
+	out := map[string]*found{}
+	add := func(lset labels.Labels, c chunkenc.Chunk) {
+		k := lset.String()
+		f := out[k]
+		if f == nil {
+			f = &found{lset: lset}
+			out[k] = f
+		}
+		if c != nil {
+			f.chunks = append(f.chunks, c)
+		}
+	}
+	parts, err := q.db.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	lo, hi := msToNanos(q.mint), msToNanos(q.maxt)
+	for _, p := range parts {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		pmin, pmax := p.bounds()
+		if pmin == 0 || pmax < lo || pmin > hi {
+			continue
+		}
+		if err := q.collectPartition(p, ms, add); err != nil {
+			return nil, err
+		}
+	}
+	h := q.db.metrics
+	h.mu.RLock()
+	head := make([]*memSeries, 0, len(h.byRef))
+	for _, s := range h.byRef {
+		if matchesAll(s.lset, ms) {
+			head = append(head, s)
+		}
+	}
+	h.mu.RUnlock()
+	for _, s := range head {
+		add(s.lset, s.openChunk(q.mint, q.maxt))
+	}
+	return out, nil
+}
+
+func matchesAll(lset labels.Labels, ms []*labels.Matcher) bool {
+	for _, m := range ms {
+		if !m.Matches(lset.Get(m.Name)) {
+			return false
+		}
+	}
+	return true
+}
+
+func (q *querier) collectPartition(p *partition, ms []*labels.Matcher, add func(labels.Labels, chunkenc.Chunk)) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.db == nil {
+		return nil
+	}
+	err := p.db.View(func(txn *badger.Txn) error {
+		refs, err := candidateRefs(txn, ms)
+		if err != nil {
+			return err
+		}
+		var sb labels.ScratchBuilder
+		for _, ref := range refs {
+			item, err := txn.Get(seriesKey(ref))
+			if err != nil {
+				return fmt.Errorf("%w: series %d named by a posting: %v", ErrCorrupt, ref, err) //nolint:errorlint // Badger errors stay inside the store
+			}
+			var lset labels.Labels
+			if err := item.Value(func(v []byte) error {
+				var derr error
+				lset, _, derr = decodeLabels(v, &sb)
+				return derr
+			}); err != nil {
+				return err
+			}
+			if !matchesAll(lset, ms) {
+				continue
+			}
+			chunks, err := q.chunks(txn, ref)
+			if err != nil {
+				return err
+			}
+			for _, c := range chunks {
+				add(lset, c)
+			}
+			if len(chunks) == 0 {
+				add(lset, nil)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("partition %s: %w", p.name, err)
+	}
+	return nil
+}
+
+// chunks returns the series' chunks that overlap [mint, maxt].
+func (q *querier) chunks(txn *badger.Txn, ref uint64) ([]chunkenc.Chunk, error) {
+	var out []chunkenc.Chunk
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: chunkPrefix(ref)})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		_, cmint, err := parseChunkKey(it.Item().Key())
+		if err != nil {
+			return nil, err
+		}
+		if cmint > q.maxt {
+			break
+		}
+		val, err := it.Item().ValueCopy(nil)
+		if err != nil {
+			return nil, fmt.Errorf("%w: read chunk: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
+		}
+		if len(val) < 2 {
+			return nil, fmt.Errorf("%w: chunk of %d bytes", ErrCorrupt, len(val))
+		}
+		span, w := binary.Uvarint(val[1:])
+		if w <= 0 {
+			return nil, fmt.Errorf("%w: chunk time span", ErrCorrupt)
+		}
+		if cmint+int64(span) < q.mint {
+			continue
+		}
+		c, err := chunkenc.FromData(chunkenc.Encoding(val[0]), val[1+w:])
+		if err != nil {
+			return nil, fmt.Errorf("%w: chunk: %w", ErrCorrupt, err)
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// candidateRefs returns the refs of series that may match ms, from the
+// postings of the matchers that do not match the empty value (those cannot
+// select series that lack the label). With no such matcher, every series.
+func candidateRefs(txn *badger.Txn, ms []*labels.Matcher) ([]uint64, error) {
+	var result []uint64
+	first := true
+	for _, m := range ms {
+		if m.Matches("") {
+			continue
+		}
+		set, err := postingsFor(txn, m)
+		if err != nil {
+			return nil, err
+		}
+		if first {
+			result, first = set, false
+			continue
+		}
+		result = intersect(result, set)
+	}
+	if first {
+		return allRefs(txn)
+	}
+	return result, nil
+}
+
+func postingsFor(txn *badger.Txn, m *labels.Matcher) ([]uint64, error) {
+	prefix := postingPrefix(m.Name)
+	if m.Type == labels.MatchEqual {
+		prefix = postingValuePrefix(m.Name, m.Value)
+	}
+	namePrefixLen := len(postingPrefix(m.Name))
+	var refs []uint64
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		value, ref, err := parsePostingKey(it.Item().Key(), namePrefixLen)
+		if err != nil {
+			return nil, err
+		}
+		if m.Matches(value) {
+			refs = append(refs, ref)
+		}
+	}
+	slices.Sort(refs)
+	return slices.Compact(refs), nil
+}
+
+func allRefs(txn *badger.Txn) ([]uint64, error) {
+	var refs []uint64
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{nsSeries}, PrefetchValues: false})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		k := it.Item().Key()
+		if len(k) != 9 {
+			return nil, fmt.Errorf("%w: series key of %d bytes", ErrCorrupt, len(k))
+		}
+		refs = append(refs, binary.BigEndian.Uint64(k[1:]))
+	}
+	return refs, nil
+}
+
+func intersect(a, b []uint64) []uint64 {
+	out := a[:0:0]
+	for i, j := 0, 0; i < len(a) && j < len(b); {
+		switch {
+		case a[i] < b[j]:
+			i++
+		case a[i] > b[j]:
+			j++
+		default:
+			out = append(out, a[i])
+			i, j = i+1, j+1
+		}
+	}
+	return out
+}
+
+// Select returns the matching series with their samples in the querier's
+// range (or the hints' narrower one).
+func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
+	if hints != nil {
+		q = &querier{db: q.db, mint: max(q.mint, hints.Start), maxt: min(q.maxt, hints.End)}
+	}
+	fs, err := q.collect(ctx, ms)
+	if err != nil {
+		return storage.ErrSeriesSet(err)
+	}
+	set := make([]storage.Series, 0, len(fs))
+	for _, f := range fs {
+		if len(f.chunks) == 0 {
+			continue
+		}
+		set = append(set, &chunkSeries{lset: f.lset, chunks: f.chunks, mint: q.mint, maxt: q.maxt})
+	}
+	// Sorted whether or not sortSeries asks: the merge above leaves a map
+	// order, and PromQL results should not depend on it.
+	slices.SortFunc(set, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })
+	if hints != nil && hints.Limit > 0 && len(set) > hints.Limit {
+		set = set[:hints.Limit]
+	}
+	return &seriesSet{series: set, i: -1}
+}
+
+// LabelValues returns the values of name among matching series with samples
+// in the range, sorted.
+func (q *querier) LabelValues(ctx context.Context, name string, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
+	fs, err := q.collect(ctx, ms)
+	if err != nil {
+		return nil, nil, err
+	}
+	seen := map[string]struct{}{}
+	for _, f := range fs {
+		if v := f.lset.Get(name); v != "" && len(f.chunks) > 0 {
+			seen[v] = struct{}{}
+		}
+	}
+	return sortedLimited(seen, hints), nil, nil
+}
+
+// LabelNames returns the label names of matching series with samples in the
+// range, sorted.
+func (q *querier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
+	fs, err := q.collect(ctx, ms)
+	if err != nil {
+		return nil, nil, err
+	}
+	seen := map[string]struct{}{}
+	for _, f := range fs {
+		if len(f.chunks) > 0 {
+			f.lset.Range(func(l labels.Label) { seen[l.Name] = struct{}{} })
+		}
+	}
+	return sortedLimited(seen, hints), nil, nil
+}
+
+func sortedLimited(seen map[string]struct{}, hints *storage.LabelHints) []string {
+	out := make([]string, 0, len(seen))
+	for v := range seen {
+		out = append(out, v)
+	}
+	slices.SortFunc(out, strings.Compare)
+	if hints != nil && hints.Limit > 0 && len(out) > hints.Limit {
+		out = out[:hints.Limit]
+	}
+	return out
+}
+
+func (q *querier) Close() error { return nil }
+
+type seriesSet struct {
+	series []storage.Series
+	i      int
+}
+
+func (s *seriesSet) Next() bool                        { s.i++; return s.i < len(s.series) }
+func (s *seriesSet) At() storage.Series                { return s.series[s.i] }
+func (s *seriesSet) Err() error                        { return nil }
+func (s *seriesSet) Warnings() annotations.Annotations { return nil }
+
+// chunkSeries iterates a series' chunks as one sorted sequence of samples;
+// overlapping chunks (a WAL replayed after its chunks were written) are
+// merged, equal timestamps once.
+type chunkSeries struct {
+	lset       labels.Labels
+	chunks     []chunkenc.Chunk
+	mint, maxt int64
+}
+
+func (s *chunkSeries) Labels() labels.Labels { return s.lset }
+
+func (s *chunkSeries) Iterator(it chunkenc.Iterator) chunkenc.Iterator {
+	its := make([]chunkenc.Iterator, len(s.chunks))
+	for i, c := range s.chunks {
+		its[i] = c.Iterator(nil)
+	}
+	return storage.ChainSampleIteratorFromIterators(it, its)
+}
