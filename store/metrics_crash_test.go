@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -67,4 +68,31 @@ func TestMetricsWALReplayAfterCrash(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, a.Commit())
 	require.Len(t, db.metrics.byRef, 3)
+}
+
+func FuzzWALRecord(f *testing.F) {
+	f.Add(encodeWALRecord([]walSeries{{ref: 1, lset: labels.FromStrings("__name__", "up", "job", "x")}}, []walSample{{ref: 1, t: 5, v: 1.5}, {ref: 1, t: -3, v: 0}}))
+	f.Add(encodeWALRecord(nil, nil))
+	f.Add([]byte{walRecordSamples, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var sb labels.ScratchBuilder
+		series, samples, err := decodeWALRecord(b, &sb)
+		if err != nil {
+			require.ErrorIs(t, err, ErrCorrupt)
+			return
+		}
+		s2, smp2, err := decodeWALRecord(encodeWALRecord(series, samples), &sb)
+		require.NoError(t, err)
+		require.Equal(t, len(series), len(s2))
+		for i := range series {
+			require.Equal(t, series[i].ref, s2[i].ref)
+			require.True(t, labels.Equal(series[i].lset, s2[i].lset))
+		}
+		require.Len(t, smp2, len(samples))
+		for i := range samples {
+			require.Equal(t, samples[i].ref, smp2[i].ref)
+			require.Equal(t, samples[i].t, smp2[i].t)
+			require.Equal(t, math.Float64bits(samples[i].v), math.Float64bits(smp2[i].v))
+		}
+	})
 }

@@ -353,3 +353,29 @@ func (s *chunkSeries) Iterator(it chunkenc.Iterator) chunkenc.Iterator {
 	}
 	return storage.ChainSampleIteratorFromIterators(it, its)
 }
+
+// ChunkQuerier returns a querier that answers in chunks (remote read). It
+// implements storage.ChunkQueryable.
+func (db *DB) ChunkQuerier(mint, maxt int64) (storage.ChunkQuerier, error) {
+	q, err := db.Querier(mint, maxt)
+	if err != nil {
+		return nil, err
+	}
+	return chunkQuerier{q: q.(*querier)}, nil
+}
+
+type chunkQuerier struct{ q *querier }
+
+func (c chunkQuerier) Select(ctx context.Context, sortSeries bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.ChunkSeriesSet {
+	return storage.NewSeriesSetToChunkSet(c.q.Select(ctx, sortSeries, hints, ms...))
+}
+
+func (c chunkQuerier) LabelValues(ctx context.Context, name string, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
+	return c.q.LabelValues(ctx, name, hints, ms...)
+}
+
+func (c chunkQuerier) LabelNames(ctx context.Context, hints *storage.LabelHints, ms ...*labels.Matcher) ([]string, annotations.Annotations, error) {
+	return c.q.LabelNames(ctx, hints, ms...)
+}
+
+func (c chunkQuerier) Close() error { return nil }

@@ -13,21 +13,25 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/lumenobs/lumen/ingest/otlp"
+	"github.com/lumenobs/lumen/ingest/promrw"
+	"github.com/lumenobs/lumen/query"
 )
 
 // Config is everything `lumen serve` can be told. Sources apply in order:
 // defaults, the YAML file (--config or LUMEN_CONFIG), LUMEN_* environment
 // variables, flags.
 type Config struct {
-	DataDir           string      `yaml:"data_dir"`
-	HTTPAddr          string      `yaml:"http_addr"`
-	Retention         Duration    `yaml:"retention"`
-	PartitionDuration Duration    `yaml:"partition_duration"`
-	MaxDiskBytes      ByteSize    `yaml:"max_disk_bytes"`
-	OTLP              otlp.Config `yaml:"otlp"`
-	Log               LogConfig   `yaml:"log"`
-	Pprof             bool        `yaml:"pprof"`
-	ShutdownTimeout   Duration    `yaml:"shutdown_timeout"`
+	DataDir           string           `yaml:"data_dir"`
+	HTTPAddr          string           `yaml:"http_addr"`
+	Retention         Duration         `yaml:"retention"`
+	PartitionDuration Duration         `yaml:"partition_duration"`
+	MaxDiskBytes      ByteSize         `yaml:"max_disk_bytes"`
+	OTLP              otlp.Config      `yaml:"otlp"`
+	RemoteWrite       promrw.Config    `yaml:"remote_write"`
+	PromQL            query.PromConfig `yaml:"promql"`
+	Log               LogConfig        `yaml:"log"`
+	Pprof             bool             `yaml:"pprof"`
+	ShutdownTimeout   Duration         `yaml:"shutdown_timeout"`
 }
 
 // LogConfig configures Lumen's own logs.
@@ -49,6 +53,8 @@ func DefaultConfig() Config {
 		Retention:         Duration(7 * 24 * time.Hour),
 		PartitionDuration: Duration(24 * time.Hour),
 		OTLP:              otlp.DefaultConfig(),
+		RemoteWrite:       promrw.DefaultConfig(),
+		PromQL:            query.DefaultPromConfig(),
 		Log:               LogConfig{Format: "console", Level: "info"},
 		ShutdownTimeout:   Duration(30 * time.Second),
 	}
@@ -65,6 +71,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("retention %s is negative", c.Retention)
 	case c.ShutdownTimeout <= 0:
 		return fmt.Errorf("shutdown_timeout %s is not positive", c.ShutdownTimeout)
+	}
+	if c.PromQL.Timeout <= 0 || c.PromQL.MaxSamples <= 0 || c.PromQL.LookbackDelta <= 0 {
+		return fmt.Errorf("promql: timeout %s, max_samples %d and lookback_delta %s must be positive", c.PromQL.Timeout, c.PromQL.MaxSamples, c.PromQL.LookbackDelta)
+	}
+	if err := c.RemoteWrite.Validate(); err != nil {
+		return err
 	}
 	return c.OTLP.Validate()
 }

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lumenobs/lumen/ingest/otlp"
+	"github.com/lumenobs/lumen/ingest/promrw"
 	"github.com/lumenobs/lumen/internal/telemetry"
 	"github.com/lumenobs/lumen/query"
 	"github.com/lumenobs/lumen/store"
@@ -125,8 +126,13 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
 	}
 	var ready atomic.Bool
+	mux, err := newMux(cfg, db, reg, log, ingestMetrics, &ready)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
 	srv := &http.Server{
-		Handler:           newMux(cfg, db, reg, log, &ready),
+		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          zap.NewStdLog(log.Named("http")),
 	}
@@ -163,7 +169,7 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 	return runErr
 }
 
-func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger, ready *atomic.Bool) *http.ServeMux {
+func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger, im *telemetry.Ingest, ready *atomic.Bool) (*http.ServeMux, error) {
 	mux := http.NewServeMux()
 	durations := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "lumen_http_request_duration_seconds",
@@ -175,6 +181,16 @@ func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger,
 		return promhttp.InstrumentHandlerDuration(durations.MustCurryWith(prometheus.Labels{"handler": route}), h)
 	}
 	query.New(db, log).Register(mux, wrap)
+	rw, err := promrw.New(cfg.RemoteWrite, db, log, reg, im)
+	if err != nil {
+		return nil, err
+	}
+	mux.Handle("POST /api/v1/write", wrap("/api/v1/write", rw))
+	// Every other /api/v1 route is Prometheus' own API; the more specific
+	// routes above take precedence.
+	promAPI := wrap("/api/v1 (prometheus)", query.NewPromAPI(cfg.PromQL, db, log, reg, reg, version))
+	mux.Handle("GET /api/v1/", promAPI)
+	mux.Handle("POST /api/v1/", promAPI)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "Lumen is Healthy.\n")
@@ -194,7 +210,7 @@ func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger,
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	mux.Handle("GET /", ui.Handler())
-	return mux
+	return mux, nil
 }
 
 // registerStoreMetrics exposes the store's size, read when scraped.

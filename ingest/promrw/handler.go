@@ -1,0 +1,200 @@
+// Package promrw receives Prometheus remote-write (1.0 and 2.0) through
+// Prometheus' own write handler, with size and concurrency limits in front.
+package promrw
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/klauspost/compress/snappy"
+	remoteapi "github.com/prometheus/client_golang/exp/api/remote"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/storage/remote"
+	"go.uber.org/zap"
+
+	"github.com/lumenobs/lumen/internal/telemetry"
+)
+
+// Config bounds what one request may cost.
+type Config struct {
+	// MaxRequestBytes bounds a request body as sent (snappy-compressed).
+	MaxRequestBytes int64 `yaml:"max_request_bytes"`
+	// MaxDecodedBytes bounds a request body after snappy decoding.
+	MaxDecodedBytes int64 `yaml:"max_decoded_bytes"`
+	// MaxInFlight bounds the requests being written at once; past it, a
+	// request waits up to QueueWait, then gets 429 with Retry-After.
+	MaxInFlight int           `yaml:"max_in_flight"`
+	QueueWait   time.Duration `yaml:"queue_wait"`
+}
+
+// DefaultConfig returns limits well above what Prometheus sends (its queue
+// manager sends at most a few MiB per request).
+func DefaultConfig() Config {
+	return Config{MaxRequestBytes: 16 << 20, MaxDecodedBytes: 64 << 20, MaxInFlight: 16, QueueWait: 2 * time.Second}
+}
+
+// Validate reports the first limit that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case c.MaxRequestBytes < 1024 || c.MaxDecodedBytes < c.MaxRequestBytes:
+		return fmt.Errorf("remote write: request limits %d (sent) and %d (decoded) must be at least 1 KiB and in that order", c.MaxRequestBytes, c.MaxDecodedBytes)
+	case c.MaxInFlight < 1:
+		return fmt.Errorf("remote write: max in flight %d is not positive", c.MaxInFlight)
+	case c.QueueWait < 0:
+		return fmt.Errorf("remote write: queue wait %s is negative", c.QueueWait)
+	}
+	return nil
+}
+
+// Handler serves POST /api/v1/write.
+type Handler struct {
+	cfg   Config
+	next  http.Handler
+	slots chan struct{}
+	m     *telemetry.Ingest
+	log   *zap.Logger
+}
+
+// New returns the remote-write handler over app: Prometheus' write handler,
+// accepting 1.0 (prometheus.WriteRequest) and 2.0 (io.prometheus.write.v2.Request).
+func New(cfg Config, app storage.Appendable, log *zap.Logger, reg prometheus.Registerer, m *telemetry.Ingest) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	log = log.Named("ingest.promrw")
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	if m == nil {
+		m = telemetry.NewIngest(nil)
+	}
+	next := remote.NewWriteHandler(telemetry.Slog(log), reg, countingAppendable{app, m},
+		remoteapi.MessageTypes{remoteapi.WriteV1MessageType, remoteapi.WriteV2MessageType}, false, false, false)
+	return &Handler{cfg: cfg, next: next, slots: make(chan struct{}, cfg.MaxInFlight), m: m, log: log}, nil
+}
+
+var errTooLarge = errors.New("request too large")
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	select {
+	case h.slots <- struct{}{}:
+	default:
+		t := time.NewTimer(h.cfg.QueueWait)
+		select {
+		case h.slots <- struct{}{}:
+			t.Stop()
+		case <-t.C:
+			h.m.Rejected.WithLabelValues("metrics", "overload").Inc()
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, fmt.Sprintf("lumen is overloaded: %d remote-write requests are being written; retry later", h.cfg.MaxInFlight), http.StatusTooManyRequests)
+			return
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		}
+	}
+	defer func() { <-h.slots }()
+
+	body, err := h.readBody(r)
+	if err != nil {
+		h.m.Rejected.WithLabelValues("metrics", "invalid").Inc()
+		code := http.StatusBadRequest
+		if errors.Is(err, errTooLarge) {
+			code = http.StatusRequestEntityTooLarge
+		}
+		http.Error(w, err.Error(), code)
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+	h.next.ServeHTTP(rec, r)
+	if rec.code >= 300 {
+		reason := "invalid"
+		if rec.code >= 500 {
+			reason = "unavailable"
+		}
+		h.m.Rejected.WithLabelValues("metrics", reason).Inc()
+	}
+}
+
+// readBody reads the snappy body within the sent limit and checks the size
+// it claims to decode to, so a small body cannot make the decoder allocate
+// without bound.
+func (h *Handler) readBody(r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, h.cfg.MaxRequestBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read request body: %w", err)
+	}
+	if int64(len(body)) > h.cfg.MaxRequestBytes {
+		return nil, fmt.Errorf("%w: body over %d bytes", errTooLarge, h.cfg.MaxRequestBytes)
+	}
+	n, err := snappy.DecodedLen(body)
+	if err != nil {
+		return nil, fmt.Errorf("body is not snappy-compressed (block format): %w", err)
+	}
+	if int64(n) > h.cfg.MaxDecodedBytes {
+		return nil, fmt.Errorf("%w: body decodes to %d bytes, over %d", errTooLarge, n, h.cfg.MaxDecodedBytes)
+	}
+	// A length header can look right on any bytes: decode once (snappy
+	// decodes at GB/s) so that a body that is not snappy gets an error that
+	// says so.
+	if _, err := snappy.Decode(make([]byte, n), body); err != nil {
+		return nil, fmt.Errorf("body is not snappy-compressed (block format): %w", err)
+	}
+	return body, nil
+}
+
+// countingAppendable counts the samples offered and the samples committed.
+type countingAppendable struct {
+	app storage.Appendable
+	m   *telemetry.Ingest
+}
+
+func (c countingAppendable) Appender(ctx context.Context) storage.Appender {
+	return &countingAppender{Appender: c.app.Appender(ctx), m: c.m}
+}
+
+type countingAppender struct {
+	storage.Appender
+	m *telemetry.Ingest
+	n int
+}
+
+func (a *countingAppender) Append(ref storage.SeriesRef, l labels.Labels, t int64, v float64) (storage.SeriesRef, error) {
+	a.m.Received.WithLabelValues("metrics").Inc()
+	ref, err := a.Appender.Append(ref, l, t, v)
+	if err == nil {
+		a.n++
+	}
+	return ref, err
+}
+
+func (a *countingAppender) Commit() error {
+	err := a.Appender.Commit()
+	if err == nil {
+		a.m.Stored.WithLabelValues("metrics").Add(float64(a.n))
+	}
+	a.n = 0
+	return err
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.code = code
+	s.ResponseWriter.WriteHeader(code)
+}
