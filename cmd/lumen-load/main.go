@@ -40,6 +40,8 @@ type options struct {
 	lookups            int
 	pid                int
 	compress           bool
+	signal             string
+	series             int
 }
 
 func main() {
@@ -54,6 +56,8 @@ func main() {
 	flag.IntVar(&o.lookups, "lookups", 2000, "trace-by-id requests after the load")
 	flag.IntVar(&o.pid, "pid", 0, "server process id, to report its peak RSS (VmHWM) and CPU time from /proc")
 	flag.BoolVar(&o.compress, "gzip", false, "gzip-compress requests")
+	flag.StringVar(&o.signal, "signal", "traces", "traces (OTLP gRPC) or metrics (remote write 1.0 to --http)")
+	flag.IntVar(&o.series, "series", 100_000, "metrics: active series")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "lumen-load:", err)
@@ -62,6 +66,9 @@ func main() {
 }
 
 func run(o options, out io.Writer) error {
+	if o.signal == "metrics" {
+		return runMetrics(o, out)
+	}
 	if !strings.HasPrefix(o.grpcAddr, "127.") && !strings.HasPrefix(o.grpcAddr, "[::1]") && !strings.HasPrefix(o.grpcAddr, "localhost") {
 		return fmt.Errorf("refusing to send load to %s: loopback addresses only", o.grpcAddr)
 	}
