@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -39,7 +40,8 @@ type metricsHead struct {
 
 	nextRef atomic.Uint64
 	walSeq  atomic.Uint64
-	wal     *badger.DB
+	wal     *badger.DB // the current generation; swapped under closeMu
+	walGen  uint64
 
 	// closeMu: commits hold it shared; close holds it to stop them.
 	closeMu sync.RWMutex
@@ -55,8 +57,11 @@ type memSeries struct {
 	app   chunkenc.Appender
 	mint  int64 // of the open chunk
 	maxt  int64
-	lastT int64 // newest sample accepted, noTime when none
-	lastV float64
+	// pending holds chunks cut but not yet written to a partition: queries
+	// read them from here until they are.
+	pending []*cutChunk
+	lastT   int64 // newest sample accepted, noTime when none
+	lastV   float64
 	// partition names the partition holding this series' labels and
 	// postings, so they are written once per partition.
 	partition string
@@ -126,27 +131,48 @@ type cutChunk struct {
 	data       []byte
 }
 
+// cutLocked closes the open chunk and returns it; it stays in pending until
+// written.
 func (s *memSeries) cutLocked() *cutChunk {
 	if s.chunk == nil || s.chunk.NumSamples() == 0 {
 		return nil
 	}
 	c := &cutChunk{s: s, mint: s.mint, maxt: s.maxt, data: append([]byte(nil), s.chunk.Bytes()...)}
 	s.chunk, s.app = nil, nil
+	s.pending = append(s.pending, c)
 	return c
 }
 
-// openChunk returns a copy of the open chunk if it overlaps [mint, maxt].
-func (s *memSeries) openChunk(mint, maxt int64) chunkenc.Chunk {
+// written drops c from pending: it is in a partition now.
+func (s *memSeries) written(c *cutChunk) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.chunk == nil || s.chunk.NumSamples() == 0 || s.maxt < mint || s.mint > maxt {
-		return nil
+	if i := slices.Index(s.pending, c); i >= 0 {
+		s.pending = slices.Delete(s.pending, i, i+1)
 	}
-	c, err := chunkenc.FromData(chunkenc.EncXOR, append([]byte(nil), s.chunk.Bytes()...))
-	if err != nil {
-		return nil
+}
+
+// headChunks returns copies of the chunks only the head holds (pending and
+// open) that overlap [mint, maxt].
+func (s *memSeries) headChunks(mint, maxt int64) []chunkenc.Chunk {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []chunkenc.Chunk
+	add := func(data []byte, cmint, cmaxt int64) {
+		if cmaxt < mint || cmint > maxt {
+			return
+		}
+		if c, err := chunkenc.FromData(chunkenc.EncXOR, append([]byte(nil), data...)); err == nil {
+			out = append(out, c)
+		}
 	}
-	return c
+	for _, c := range s.pending {
+		add(c.data, c.mint, c.maxt)
+	}
+	if s.chunk != nil && s.chunk.NumSamples() > 0 {
+		add(s.chunk.Bytes(), s.mint, s.maxt)
+	}
+	return out
 }
 
 // writeChunks writes cut chunks, with the labels and postings of series the
@@ -199,6 +225,9 @@ func (db *DB) writeChunks(chunks []*cutChunk) error {
 	}
 	if err := wb.Flush(); err != nil {
 		return fmt.Errorf("%w: partition %s: commit chunks: %v", ErrUnavailable, p.name, err) //nolint:errorlint // Badger errors stay inside the store
+	}
+	for _, c := range chunks {
+		c.s.written(c)
 	}
 	for _, s := range fresh {
 		s.mu.Lock()

@@ -78,7 +78,13 @@ func (q *querier) collect(ctx context.Context, ms []*labels.Matcher) (map[string
 	}
 	h.mu.RUnlock()
 	for _, s := range head {
-		add(s.lset, s.openChunk(q.mint, q.maxt))
+		chunks := s.headChunks(q.mint, q.maxt)
+		for _, c := range chunks {
+			add(s.lset, c)
+		}
+		if len(chunks) == 0 {
+			add(s.lset, nil)
+		}
 	}
 	return out, nil
 }

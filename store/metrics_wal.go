@@ -2,17 +2,21 @@ package store
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/prometheus/model/labels"
 )
 
 // The metrics write-ahead log: one key per append request in a Badger
-// database of its own (data/wal/current), written with SyncWrites so that a
+// database of its own (a generation under data/wal), written with SyncWrites so that a
 // request is durable before it is acknowledged. See docs/metrics-store.md.
 //
 //	KEY: 0x30 seq[8] -> zstd(record)
@@ -107,10 +111,36 @@ func walKey(seq uint64) []byte {
 	return k
 }
 
-func walDir(root string) string { return filepath.Join(root, "wal", "current") }
+// The WAL lives in generations, data/wal/<generation as 16 hex digits>: a
+// checkpoint starts a new generation and deletes the old one once the head's
+// chunks are written, so disk comes back at once.
+func walGenDir(root string, gen uint64) string {
+	return filepath.Join(root, "wal", fmt.Sprintf("%016x", gen))
+}
 
-func openWAL(root string, o Options) (*badger.DB, error) {
-	dir := walDir(root)
+// listWALGens returns the generations on disk, oldest first.
+func listWALGens(root string) ([]uint64, error) {
+	entries, err := os.ReadDir(filepath.Join(root, "wal"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list metrics WAL: %w", err)
+	}
+	var gens []uint64
+	for _, e := range entries {
+		gen, err := strconv.ParseUint(e.Name(), 16, 64)
+		if !e.IsDir() || err != nil || len(e.Name()) != 16 {
+			continue
+		}
+		gens = append(gens, gen)
+	}
+	slices.Sort(gens)
+	return gens, nil
+}
+
+func openWALGen(root string, gen uint64, o Options) (*badger.DB, error) {
+	dir := walGenDir(root, gen)
 	bo := badgerOptions(dir, o, false).
 		WithSyncWrites(true).
 		WithCompression(0).
@@ -123,9 +153,9 @@ func openWAL(root string, o Options) (*badger.DB, error) {
 	return db, nil
 }
 
-func removeWAL(root string) error {
-	if err := os.RemoveAll(walDir(root)); err != nil {
-		return fmt.Errorf("remove metrics WAL: %w", err)
+func removeWALGen(root string, gen uint64) error {
+	if err := os.RemoveAll(walGenDir(root, gen)); err != nil {
+		return fmt.Errorf("remove metrics WAL generation %d: %w", gen, err)
 	}
 	return nil
 }

@@ -39,6 +39,9 @@ type Options struct {
 	// BlockCacheBytes is Badger's cache of decompressed table blocks in the
 	// partition being written; sealed partitions get a quarter of it.
 	BlockCacheBytes int64
+	// MetricsCheckpointInterval is how often the metrics head writes its open
+	// chunks and starts a new WAL generation, which bounds the WAL on disk.
+	MetricsCheckpointInterval time.Duration
 	// Logger receives the store's logs; nil logs nothing.
 	Logger *zap.Logger
 	// Now returns the current time; nil means time.Now. Tests set it.
@@ -57,6 +60,8 @@ func DefaultOptions(dir string) Options {
 		MemTableBytes:     16 << 20,
 		IndexCacheBytes:   16 << 20,
 		BlockCacheBytes:   8 << 20,
+
+		MetricsCheckpointInterval: 15 * time.Minute,
 	}
 }
 
@@ -81,6 +86,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("store: memtable size %d is below 1 MiB", o.MemTableBytes)
 	case o.IndexCacheBytes < 0:
 		return fmt.Errorf("store: index cache size %d is negative", o.IndexCacheBytes)
+	case o.MetricsCheckpointInterval <= 0:
+		return fmt.Errorf("store: metrics checkpoint interval %s is not positive", o.MetricsCheckpointInterval)
 	case o.BlockCacheBytes < 0:
 		return fmt.Errorf("store: block cache size %d is negative", o.BlockCacheBytes)
 	}

@@ -42,7 +42,7 @@ func runMetrics(o options, out io.Writer) error {
 		firstErr            atomic.Value
 		wg                  sync.WaitGroup
 		mu                  sync.Mutex
-		done                = map[int64]bool{}
+		done                      = map[int64]bool{}
 		doneUpTo            int64 = -1
 	)
 	deadline := time.Now().Add(o.duration)
