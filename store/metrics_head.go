@@ -351,3 +351,24 @@ func (a *appender) UpdateMetadata(ref storage.SeriesRef, _ labels.Labels, _ meta
 func (a *appender) AppendSTZeroSample(ref storage.SeriesRef, _ labels.Labels, _, _ int64) (storage.SeriesRef, error) {
 	return ref, nil
 }
+
+// AppenderV2 returns the same per-request appender in Prometheus' AppenderV2
+// form, which the OTLP translator writes to. It implements
+// storage.AppendableV2.
+func (db *DB) AppenderV2(ctx context.Context) storage.AppenderV2 {
+	return appenderV2{db.Appender(ctx).(*appender)}
+}
+
+type appenderV2 struct{ a *appender }
+
+// Append adds a float sample. Native histograms are refused with
+// ErrUnsupported; exemplars and metadata in opts are not kept yet.
+func (v appenderV2) Append(ref storage.SeriesRef, ls labels.Labels, _, t int64, val float64, h *histogram.Histogram, fh *histogram.FloatHistogram, _ storage.AppendV2Options) (storage.SeriesRef, error) {
+	if h != nil || fh != nil {
+		return 0, fmt.Errorf("%w: native histograms (series %s)", ErrUnsupported, ls)
+	}
+	return v.a.Append(ref, ls, t, val)
+}
+
+func (v appenderV2) Commit() error   { return v.a.Commit() }
+func (v appenderV2) Rollback() error { return v.a.Rollback() }

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -59,9 +60,10 @@ remote_write:
 		"--storage.tsdb.path="+filepath.Join(dir, "tsdb"), "--web.listen-address="+promAddr, "--log.level=warn")
 	cmd.Stderr, cmd.Stdout = &logs, &logs
 	require.NoError(t, cmd.Start())
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); _ = cmd.Wait() }) }
 	defer func() {
-		cancel()
-		_ = cmd.Wait()
+		stop()
 		if t.Failed() {
 			t.Logf("prometheus output:\n%s", logs.String())
 		}
@@ -104,5 +106,6 @@ remote_write:
 		require.Equal(t, want, got, "promtool query %v", q)
 		require.NotEmpty(t, strings.TrimSpace(want), "promtool query %v", q)
 	}
+	stop() // the log is read once Prometheus has stopped writing it
 	require.NotContains(t, logs.String(), "Failed to send batch", "Prometheus reports no remote-write errors")
 }

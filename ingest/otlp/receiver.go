@@ -9,12 +9,15 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/storage/remote/otlptranslator/prometheusremotewrite"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/config/configgrpc"
 	"go.opentelemetry.io/collector/config/configoptional"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/otlpreceiver"
@@ -31,10 +34,12 @@ import (
 	"github.com/lumenobs/lumen/store"
 )
 
-// Writer is the part of the store the receiver writes to.
+// Writer is the part of the store the receiver writes to. Metrics go
+// through Prometheus' OTLP translator into an AppenderV2.
 type Writer interface {
 	WriteTraces(ctx context.Context, td ptrace.Traces) error
 	WriteLogs(ctx context.Context, ld plog.Logs) error
+	AppenderV2(ctx context.Context) storage.AppenderV2
 }
 
 // Config configures the OTLP endpoints.
@@ -81,8 +86,9 @@ func (c Config) Validate() error {
 
 // Receiver is the embedded OTLP receiver.
 type Receiver struct {
-	traces receiver.Traces
-	logs   receiver.Logs
+	traces  receiver.Traces
+	logs    receiver.Logs
+	metrics receiver.Metrics
 }
 
 // New builds the Collector's OTLP receiver with consumers that write to w.
@@ -135,6 +141,10 @@ func New(cfg Config, w Writer, log *zap.Logger, m *telemetry.Ingest, version str
 	if err != nil {
 		return nil, fmt.Errorf("logs consumer: %w", err)
 	}
+	mc, err := consumer.NewMetrics(c.consumeMetrics)
+	if err != nil {
+		return nil, fmt.Errorf("metrics consumer: %w", err)
+	}
 	ctx := context.Background()
 	r := &Receiver{}
 	if r.traces, err = f.CreateTraces(ctx, set, rc, tc); err != nil {
@@ -144,6 +154,9 @@ func New(cfg Config, w Writer, log *zap.Logger, m *telemetry.Ingest, version str
 	// consumer on the same servers.
 	if r.logs, err = f.CreateLogs(ctx, set, rc, lc); err != nil {
 		return nil, fmt.Errorf("otlp logs receiver: %w", err)
+	}
+	if r.metrics, err = f.CreateMetrics(ctx, set, rc, mc); err != nil {
+		return nil, fmt.Errorf("otlp metrics receiver: %w", err)
 	}
 	return r, nil
 }
@@ -190,6 +203,60 @@ func (s *sink) consumeTraces(ctx context.Context, td ptrace.Traces) error {
 func (s *sink) consumeLogs(ctx context.Context, ld plog.Logs) error {
 	n := ld.LogRecordCount()
 	return s.consume(ctx, "logs", n, func(ctx context.Context) error { return s.w.WriteLogs(ctx, ld) })
+}
+
+// promSettings are Prometheus' defaults for OTLP ingestion: metric names
+// with unit and type suffixes, escaped to the classic character set;
+// service.name and service.instance.id become job and instance, the other
+// resource attributes go to target_info.
+var promSettings = prometheusremotewrite.Settings{AddMetricSuffixes: true, LookbackDelta: 5 * time.Minute}
+
+func (s *sink) consumeMetrics(ctx context.Context, md pmetric.Metrics) error {
+	n := md.DataPointCount()
+	return s.consume(ctx, "metrics", n, func(ctx context.Context) error {
+		app := s.w.AppenderV2(ctx)
+		_, convErr := prometheusremotewrite.NewPrometheusConverter(app).FromMetrics(ctx, md, promSettings)
+		refused, other := splitAppendErrors(convErr)
+		if other != nil {
+			_ = app.Rollback()
+			return fmt.Errorf("%w: convert OTLP metrics: %w", store.ErrUnavailable, other)
+		}
+		if err := app.Commit(); err != nil {
+			return err
+		}
+		if len(refused) > 0 {
+			return fmt.Errorf("%w: %d of %d data points refused, the rest stored; first: %w", store.ErrInvalid, len(refused), n, refused[0])
+		}
+		return nil
+	})
+}
+
+// splitAppendErrors separates the errors a client must fix (native
+// histograms, out-of-order or duplicate samples, invalid series) from the
+// others.
+func splitAppendErrors(err error) (refused []error, other error) {
+	var others []error
+	var walk func(error)
+	walk = func(e error) {
+		if e == nil {
+			return
+		}
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range j.Unwrap() {
+				walk(x)
+			}
+			return
+		}
+		switch {
+		case errors.Is(e, store.ErrUnsupported), errors.Is(e, store.ErrInvalid),
+			errors.Is(e, storage.ErrOutOfOrderSample), errors.Is(e, storage.ErrDuplicateSampleForTimestamp):
+			refused = append(refused, e)
+		default:
+			others = append(others, e)
+		}
+	}
+	walk(err)
+	return refused, errors.Join(others...)
 }
 
 func (s *sink) consume(ctx context.Context, signal string, n int, write func(context.Context) error) error {
