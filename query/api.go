@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 
+	"github.com/prometheus/prometheus/model/exemplar"
 	"go.uber.org/zap"
 
 	"github.com/lumenobs/lumen/internal/model"
@@ -14,6 +15,7 @@ import (
 // Reader is the part of the store the query APIs read.
 type Reader interface {
 	Trace(ctx context.Context, id model.TraceID) (store.Trace, error)
+	TraceExemplars(ctx context.Context, id model.TraceID) ([]exemplar.QueryResult, error)
 }
 
 // API serves the query endpoints.

@@ -11,8 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/route"
 	"github.com/prometheus/prometheus/config"
-	"github.com/prometheus/prometheus/model/exemplar"
-	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/rules"
@@ -54,7 +52,7 @@ type PromAPI struct {
 
 // NewPromAPI builds the API over q. version is Lumen's, reported by
 // /api/v1/status/buildinfo.
-func NewPromAPI(cfg PromConfig, q storage.SampleAndChunkQueryable, log *zap.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer, version string) *PromAPI {
+func NewPromAPI(cfg PromConfig, q storage.SampleAndChunkQueryable, eq storage.ExemplarQueryable, log *zap.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer, version string) *PromAPI {
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -74,7 +72,7 @@ func NewPromAPI(cfg PromConfig, q storage.SampleAndChunkQueryable, log *zap.Logg
 		engine,
 		q,
 		nil, nil, // appendables: remote write is served by ingest/promrw
-		noExemplars{},
+		eq,
 		func(context.Context) v1.ScrapePoolsRetriever { return noTargets{} },
 		func(context.Context) v1.TargetRetriever { return noTargets{} },
 		func(context.Context) v1.AlertmanagerRetriever { return noTargets{} },
@@ -136,14 +134,3 @@ func (noTargets) Alertmanagers() []*url.URL                             { return
 func (noTargets) DroppedAlertmanagers() []*url.URL                      { return nil }
 func (noTargets) RuleGroups() []*rules.Group                            { return nil }
 func (noTargets) AlertingRules() []*rules.AlertingRule                  { return nil }
-
-// noExemplars answers exemplar queries until the store keeps exemplars.
-type noExemplars struct{}
-
-func (noExemplars) ExemplarQuerier(context.Context) (storage.ExemplarQuerier, error) {
-	return noExemplars{}, nil
-}
-
-func (noExemplars) Select(int64, int64, ...[]*labels.Matcher) ([]exemplar.QueryResult, error) {
-	return []exemplar.QueryResult{}, nil
-}

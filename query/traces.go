@@ -12,12 +12,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/prometheus/model/exemplar"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.uber.org/zap"
 
 	"github.com/lumenobs/lumen/internal/model"
+	"github.com/lumenobs/lumen/store"
 )
 
 // TraceResponse is the body of GET /api/v1/traces/{trace_id}.
@@ -39,6 +41,46 @@ type TraceResponse struct {
 	// Logs is an OTLP/JSON LogsData of the records that carry the trace id,
 	// grouped by resource and scope, in time order.
 	Logs json.RawMessage `json:"logs,omitempty"`
+	// Metrics holds what the metrics store links to the trace.
+	Metrics *TraceMetrics `json:"metrics,omitempty"`
+}
+
+// TraceMetrics is the metrics part of a trace's answer.
+type TraceMetrics struct {
+	// Exemplars are the exemplars whose trace_id is the trace's, by
+	// series, in Prometheus' query_exemplars shape.
+	Exemplars []ExemplarSeries `json:"exemplars"`
+}
+
+// ExemplarSeries is one series' exemplars, as Prometheus' query_exemplars
+// answers them.
+type ExemplarSeries struct {
+	SeriesLabels map[string]string `json:"seriesLabels"`
+	Exemplars    []Exemplar        `json:"exemplars"`
+}
+
+// Exemplar is one exemplar: its labels, its value as a string and its time
+// in seconds, as Prometheus writes them.
+type Exemplar struct {
+	Labels    map[string]string `json:"labels"`
+	Value     string            `json:"value"`
+	Timestamp float64           `json:"timestamp"`
+}
+
+func exemplarSeries(in []exemplar.QueryResult) []ExemplarSeries {
+	out := make([]ExemplarSeries, 0, len(in))
+	for _, qr := range in {
+		es := ExemplarSeries{SeriesLabels: qr.SeriesLabels.Map()}
+		for _, e := range qr.Exemplars {
+			es.Exemplars = append(es.Exemplars, Exemplar{
+				Labels:    e.Labels.Map(),
+				Value:     strconv.FormatFloat(e.Value, 'f', -1, 64),
+				Timestamp: float64(e.Ts) / 1000,
+			})
+		}
+		out = append(out, es)
+	}
+	return out
 }
 
 var (
@@ -47,7 +89,7 @@ var (
 )
 
 // parts lists what include= may name.
-var parts = []string{"trace", "logs"}
+var parts = []string{"trace", "logs", "metrics"}
 
 func parseInclude(q string) (map[string]bool, error) {
 	inc := map[string]bool{}
@@ -79,6 +121,16 @@ func (a *API) trace(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t, err := a.r.Trace(r.Context(), id)
+	var exemplars []exemplar.QueryResult
+	if err == nil || errors.Is(err, store.ErrNotFound) {
+		// A trace known only from exemplars is still an answer.
+		var exErr error
+		if exemplars, exErr = a.r.TraceExemplars(r.Context(), id); exErr != nil {
+			err = exErr
+		} else if err != nil && len(exemplars) > 0 {
+			t, err = store.Trace{Spans: ptrace.NewTraces(), Logs: plog.NewLogs()}, nil
+		}
+	}
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			err = fmt.Errorf("%w: %w", errCanceledRequest, err)
@@ -96,6 +148,9 @@ func (a *API) trace(w http.ResponseWriter, r *http.Request) {
 		Services:  services(t.Spans, t.Logs),
 	}
 	lo, hi := timeRange(t.Spans, t.Logs)
+	if lo == 0 {
+		lo, hi = exemplarRange(exemplars)
+	}
 	resp.StartTime, resp.EndTime = time.Unix(0, int64(lo)).UTC(), time.Unix(0, int64(hi)).UTC()
 	resp.StartTimeUnixNano, resp.EndTimeUnixNano = strconv.FormatUint(lo, 10), strconv.FormatUint(hi, 10)
 	resp.DurationNanos = int64(hi - lo)
@@ -111,7 +166,25 @@ func (a *API) trace(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if inc["metrics"] {
+		resp.Metrics = &TraceMetrics{Exemplars: exemplarSeries(exemplars)}
+	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// exemplarRange is the time range (unix ns) of exemplars, for a trace known
+// only from them.
+func exemplarRange(in []exemplar.QueryResult) (lo, hi uint64) {
+	for _, qr := range in {
+		for _, e := range qr.Exemplars {
+			ns := uint64(e.Ts) * 1e6
+			if lo == 0 || ns < lo {
+				lo = ns
+			}
+			hi = max(hi, ns)
+		}
+	}
+	return lo, hi
 }
 
 // groupKey identifies a (resource, scope) pair, so that spans received in

@@ -66,11 +66,11 @@ func TestNormalizeLogsSortsByTime(t *testing.T) {
 func TestParseInclude(t *testing.T) {
 	inc, err := parseInclude("")
 	require.NoError(t, err)
-	require.Equal(t, map[string]bool{"trace": true, "logs": true}, inc)
+	require.Equal(t, map[string]bool{"trace": true, "logs": true, "metrics": true}, inc)
 	inc, err = parseInclude("logs")
 	require.NoError(t, err)
 	require.Equal(t, map[string]bool{"logs": true}, inc)
-	_, err = parseInclude("trace,metrics")
+	_, err = parseInclude("trace,spans")
 	require.ErrorIs(t, err, errBadRequest)
-	require.ErrorContains(t, err, `unknown part "metrics"`)
+	require.ErrorContains(t, err, `unknown part "spans"`)
 }

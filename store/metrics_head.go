@@ -177,8 +177,13 @@ func (s *memSeries) headChunks(mint, maxt int64) []chunkenc.Chunk {
 
 // writeChunks writes cut chunks, with the labels and postings of series the
 // partition does not hold yet, to the head partition.
-func (db *DB) writeChunks(chunks []*cutChunk) error {
-	if len(chunks) == 0 {
+func (db *DB) writeChunks(chunks []*cutChunk) error { return db.writePartition(chunks, nil) }
+
+// writePartition writes cut chunks and exemplars, with the labels and
+// postings of series the partition does not hold yet, to the head partition
+// in one batch.
+func (db *DB) writePartition(chunks []*cutChunk, exemplars []pendingExemplar) error {
+	if len(chunks) == 0 && len(exemplars) == 0 {
 		return nil
 	}
 	p, err := db.acquireHead()
@@ -190,24 +195,49 @@ func (db *DB) writeChunks(chunks []*cutChunk) error {
 	defer wb.Cancel()
 	var lo, hi int64 = math.MaxInt64, math.MinInt64
 	var fresh []*memSeries
+	seen := map[*memSeries]bool{}
+	// ensureSeries writes the series' labels and postings unless the
+	// partition has them.
+	ensureSeries := func(s *memSeries) error {
+		if seen[s] {
+			return nil
+		}
+		seen[s] = true
+		s.mu.Lock()
+		known := s.partition == p.name
+		s.mu.Unlock()
+		if known {
+			return nil
+		}
+		if err := wb.Set(seriesKey(s.ref), encodeLabels(nil, s.lset)); err != nil {
+			return fmt.Errorf("%w: write series: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
+		}
+		var perr error
+		s.lset.Range(func(l labels.Label) {
+			if perr == nil {
+				perr = wb.Set(postingKey(l.Name, l.Value, s.ref), nil)
+			}
+		})
+		if perr != nil {
+			return fmt.Errorf("%w: write postings: %v", ErrUnavailable, perr) //nolint:errorlint // Badger errors stay inside the store
+		}
+		fresh = append(fresh, s)
+		return nil
+	}
+	for _, pe := range exemplars {
+		if err := ensureSeries(pe.s); err != nil {
+			return err
+		}
+		for _, kv := range exemplarKeys(pe.s.ref, pe.e) {
+			if err := wb.Set(kv[0], kv[1]); err != nil {
+				return fmt.Errorf("%w: write exemplar: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
+			}
+		}
+		lo, hi = min(lo, pe.e.Ts), max(hi, pe.e.Ts)
+	}
 	for _, c := range chunks {
-		c.s.mu.Lock()
-		known := c.s.partition == p.name
-		c.s.mu.Unlock()
-		if !known {
-			if err := wb.Set(seriesKey(c.s.ref), encodeLabels(nil, c.s.lset)); err != nil {
-				return fmt.Errorf("%w: write series: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
-			}
-			var perr error
-			c.s.lset.Range(func(l labels.Label) {
-				if perr == nil {
-					perr = wb.Set(postingKey(l.Name, l.Value, c.s.ref), nil)
-				}
-			})
-			if perr != nil {
-				return fmt.Errorf("%w: write postings: %v", ErrUnavailable, perr) //nolint:errorlint // Badger errors stay inside the store
-			}
-			fresh = append(fresh, c.s)
+		if err := ensureSeries(c.s); err != nil {
+			return err
 		}
 		val := make([]byte, 0, 1+10+len(c.data))
 		val = append(val, byte(chunkenc.EncXOR))
@@ -251,12 +281,18 @@ func (db *DB) Appender(ctx context.Context) storage.Appender {
 }
 
 type appender struct {
-	db      *DB
-	ctx     context.Context
-	series  []*memSeries // parallel to samples
-	samples []walSample
-	created []walSeries
-	pending map[uint64]int64 // newest time per series in this request
+	db        *DB
+	ctx       context.Context
+	series    []*memSeries // parallel to samples
+	samples   []walSample
+	created   []walSeries
+	exemplars []pendingExemplar
+	pending   map[uint64]int64 // newest time per series in this request
+}
+
+type pendingExemplar struct {
+	s *memSeries
+	e exemplar.Exemplar
 }
 
 // Append adds a float sample. A sample older than the series' newest is
@@ -298,7 +334,7 @@ func (a *appender) Append(_ storage.SeriesRef, lset labels.Labels, t int64, v fl
 
 // Commit writes the request's samples to the WAL (fsynced), then to the head.
 func (a *appender) Commit() error {
-	if len(a.samples) == 0 && len(a.created) == 0 {
+	if len(a.samples) == 0 && len(a.created) == 0 && len(a.exemplars) == 0 {
 		return nil
 	}
 	h := a.db.metrics
@@ -318,20 +354,31 @@ func (a *appender) Commit() error {
 			cut = append(cut, c)
 		}
 	}
-	a.series, a.samples, a.created = nil, nil, nil
-	return a.db.writeChunks(cut)
+	exemplars := a.exemplars
+	a.series, a.samples, a.created, a.exemplars = nil, nil, nil, nil
+	return a.db.writePartition(cut, exemplars)
 }
 
 // Rollback drops the request's samples. Series it created stay, empty.
 func (a *appender) Rollback() error {
-	a.series, a.samples, a.created = nil, nil, nil
+	a.series, a.samples, a.created, a.exemplars = nil, nil, nil, nil
 	return nil
 }
 
 func (a *appender) SetOptions(*storage.AppendOptions) {}
 
-func (a *appender) AppendExemplar(storage.SeriesRef, labels.Labels, exemplar.Exemplar) (storage.SeriesRef, error) {
-	return 0, fmt.Errorf("%w: exemplars", ErrUnsupported)
+// AppendExemplar keeps an exemplar of a series; it is written with the
+// request's commit, indexed by the trace id in its labels.
+func (a *appender) AppendExemplar(_ storage.SeriesRef, lset labels.Labels, e exemplar.Exemplar) (storage.SeriesRef, error) {
+	if lset.IsEmpty() {
+		return 0, fmt.Errorf("%w: exemplar of an empty label set", ErrInvalid)
+	}
+	s, created := a.db.metrics.getOrCreate(lset)
+	if created {
+		a.created = append(a.created, walSeries{ref: s.ref, lset: lset})
+	}
+	a.exemplars = append(a.exemplars, pendingExemplar{s: s, e: e})
+	return storage.SeriesRef(s.ref), nil
 }
 
 func (a *appender) AppendHistogram(storage.SeriesRef, labels.Labels, int64, *histogram.Histogram, *histogram.FloatHistogram) (storage.SeriesRef, error) {
@@ -361,13 +408,22 @@ func (db *DB) AppenderV2(ctx context.Context) storage.AppenderV2 {
 
 type appenderV2 struct{ a *appender }
 
-// Append adds a float sample. Native histograms are refused with
-// ErrUnsupported; exemplars and metadata in opts are not kept yet.
-func (v appenderV2) Append(ref storage.SeriesRef, ls labels.Labels, _, t int64, val float64, h *histogram.Histogram, fh *histogram.FloatHistogram, _ storage.AppendV2Options) (storage.SeriesRef, error) {
+// Append adds a float sample and its exemplars. Native histograms are
+// refused with ErrUnsupported; metadata in opts is not kept yet.
+func (v appenderV2) Append(ref storage.SeriesRef, ls labels.Labels, _, t int64, val float64, h *histogram.Histogram, fh *histogram.FloatHistogram, opts storage.AppendV2Options) (storage.SeriesRef, error) {
 	if h != nil || fh != nil {
 		return 0, fmt.Errorf("%w: native histograms (series %s)", ErrUnsupported, ls)
 	}
-	return v.a.Append(ref, ls, t, val)
+	r, err := v.a.Append(ref, ls, t, val)
+	if err != nil {
+		return r, err
+	}
+	for _, e := range opts.Exemplars {
+		if _, err := v.a.AppendExemplar(r, ls, e); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
 }
 
 func (v appenderV2) Commit() error   { return v.a.Commit() }

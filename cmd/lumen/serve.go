@@ -188,7 +188,7 @@ func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger,
 	mux.Handle("POST /api/v1/write", wrap("/api/v1/write", rw))
 	// Every other /api/v1 route is Prometheus' own API; the more specific
 	// routes above take precedence.
-	promAPI := wrap("/api/v1 (prometheus)", query.NewPromAPI(cfg.PromQL, db, log, reg, reg, version))
+	promAPI := wrap("/api/v1 (prometheus)", query.NewPromAPI(cfg.PromQL, db, db, log, reg, reg, version))
 	mux.Handle("GET /api/v1/", promAPI)
 	mux.Handle("POST /api/v1/", promAPI)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))

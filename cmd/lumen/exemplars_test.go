@@ -1,0 +1,93 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/snappy"
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/stretchr/testify/require"
+
+	"github.com/lumenobs/lumen/query"
+)
+
+// TestExemplarsLinkMetricsToTraces: a histogram bucket's exemplar, sent by
+// remote write, names a trace; the trace's view lists it, and Prometheus'
+// query_exemplars finds it.
+func TestExemplarsLinkMetricsToTraces(t *testing.T) {
+	s := startServer(t, testConfig(t, t.TempDir()))
+	const traceID = "5b8efff798038103d269b633813fc60c"
+	code, body := post(t, "http://"+s.cfg.OTLP.HTTPAddr+"/v1/traces", "application/json", []byte(jsonTrace))
+	require.Equal(t, http.StatusOK, code, body)
+
+	now := time.Now().Truncate(time.Second)
+	series := []prompb.Label{{Name: "__name__", Value: "http_request_duration_seconds_bucket"}, {Name: "job", Value: "cart"}, {Name: "le", Value: "0.5"}}
+	req := prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
+		Labels:    series,
+		Samples:   []prompb.Sample{{Timestamp: now.UnixMilli(), Value: 17}},
+		Exemplars: []prompb.Exemplar{{Labels: []prompb.Label{{Name: "trace_id", Value: traceID}, {Name: "span_id", Value: "eee19b7ec3c1b174"}}, Value: 0.42, Timestamp: now.UnixMilli()}},
+	}, {
+		// An exemplar with no trace id is kept for query_exemplars only.
+		Labels:    []prompb.Label{{Name: "__name__", Value: "queue_depth"}, {Name: "job", Value: "cart"}},
+		Samples:   []prompb.Sample{{Timestamp: now.UnixMilli(), Value: 3}},
+		Exemplars: []prompb.Exemplar{{Labels: []prompb.Label{{Name: "request", Value: "r-1"}}, Value: 3, Timestamp: now.UnixMilli()}},
+	}}}
+	pb, err := req.Marshal()
+	require.NoError(t, err)
+	code, _, body = remoteWrite(t, s, snappy.Encode(nil, pb), 1)
+	require.Equal(t, http.StatusNoContent, code, body)
+
+	check := func(s *server) {
+		got := getTrace(t, s, traceID)
+		require.NotNil(t, got.TraceResponse.Metrics)
+		ex := got.TraceResponse.Metrics.Exemplars
+		require.Equal(t, []query.ExemplarSeries{{
+			SeriesLabels: map[string]string{"__name__": "http_request_duration_seconds_bucket", "job": "cart", "le": "0.5"},
+			Exemplars: []query.Exemplar{{
+				Labels:    map[string]string{"trace_id": traceID, "span_id": "eee19b7ec3c1b174"},
+				Value:     "0.42",
+				Timestamp: float64(now.UnixMilli()) / 1000,
+			}},
+		}}, ex)
+		require.Equal(t, 2, got.SpanCount, "spans and exemplars in one answer")
+
+		code, r := promGet(t, s, "/api/v1/query_exemplars", url.Values{"query": {`{job="cart"}`}, "start": {fmt.Sprint(now.Add(-time.Minute).Unix())}, "end": {fmt.Sprint(now.Add(time.Minute).Unix())}})
+		require.Equal(t, http.StatusOK, code, r.Error)
+		var qe []struct {
+			SeriesLabels map[string]string `json:"seriesLabels"`
+			Exemplars    []struct {
+				Labels map[string]string `json:"labels"`
+				Value  string            `json:"value"`
+			} `json:"exemplars"`
+		}
+		require.NoError(t, json.Unmarshal(r.Data, &qe))
+		require.Len(t, qe, 2, "%s", r.Data)
+		values := map[string]string{}
+		for _, q := range qe {
+			values[q.SeriesLabels["__name__"]] = q.Exemplars[0].Value
+		}
+		require.Equal(t, map[string]string{"http_request_duration_seconds_bucket": "0.42", "queue_depth": "3"}, values)
+	}
+	check(s)
+	s.stop()
+	check(startServer(t, s.cfg))
+
+	// A trace known only by an exemplar answers with its metrics.
+	only := "0af7651916cd43dd8448eb211c80319c"
+	req.Timeseries = req.Timeseries[:1]
+	req.Timeseries[0].Samples[0].Timestamp = now.Add(time.Second).UnixMilli()
+	req.Timeseries[0].Exemplars[0].Labels[0].Value = only
+	req.Timeseries[0].Exemplars[0].Timestamp = now.Add(time.Second).UnixMilli()
+	pb, err = req.Marshal()
+	require.NoError(t, err)
+	s2 := &server{cfg: s.cfg}
+	code, _, body = remoteWrite(t, s2, snappy.Encode(nil, pb), 1)
+	require.Equal(t, http.StatusNoContent, code, body)
+	got := getTrace(t, s2, only)
+	require.Equal(t, 0, got.SpanCount)
+	require.Len(t, got.TraceResponse.Metrics.Exemplars, 1)
+}
