@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/prometheus/prometheus/model/exemplar"
+	"github.com/prometheus/prometheus/storage"
 	"go.uber.org/zap"
 
 	"github.com/lumenobs/lumen/internal/model"
@@ -16,6 +17,7 @@ import (
 type Reader interface {
 	Trace(ctx context.Context, id model.TraceID) (store.Trace, error)
 	TraceExemplars(ctx context.Context, id model.TraceID) ([]exemplar.QueryResult, error)
+	storage.Queryable
 }
 
 // API serves the query endpoints.

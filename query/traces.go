@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/prometheus/model/exemplar"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -50,6 +52,71 @@ type TraceMetrics struct {
 	// Exemplars are the exemplars whose trace_id is the trace's, by
 	// series, in Prometheus' query_exemplars shape.
 	Exemplars []ExemplarSeries `json:"exemplars"`
+	// Series are, for each service in the trace, the series whose job,
+	// service_name or service label names it, with their samples over the
+	// trace's time range ± 5 minutes, in Prometheus' matrix shape.
+	Series []ServiceSeries `json:"series"`
+	// From and To are the window the series cover.
+	From time.Time `json:"from"`
+	To   time.Time `json:"to"`
+}
+
+// ServiceSeries is one series of a service in the trace.
+type ServiceSeries struct {
+	Service string            `json:"service"`
+	Metric  map[string]string `json:"metric"`
+	// Values are [unix seconds, "value"] pairs, as Prometheus writes them.
+	Values [][2]any `json:"values"`
+}
+
+// serviceLabels are the series labels that name a service, as Prometheus'
+// OTLP translation (job) and common exporters (service_name, service) write it.
+var serviceLabels = []string{"job", "service_name", "service"}
+
+// seriesWindow is how far around the trace the service series reach.
+const seriesWindow = 5 * time.Minute
+
+// maxSeriesPerService bounds the series returned for one service.
+const maxSeriesPerService = 50
+
+func (a *API) serviceSeries(ctx context.Context, services []string, from, to time.Time) ([]ServiceSeries, error) {
+	q, err := a.r.Querier(from.UnixMilli(), to.UnixMilli())
+	if err != nil {
+		return nil, err
+	}
+	defer q.Close()
+	out := []ServiceSeries{}
+	for _, svc := range services {
+		seen := map[string]bool{}
+		for _, name := range serviceLabels {
+			set := q.Select(ctx, true, nil, labels.MustNewMatcher(labels.MatchEqual, name, svc))
+			for set.Next() && len(seen) < maxSeriesPerService {
+				series := set.At()
+				k := series.Labels().String()
+				if seen[k] {
+					continue
+				}
+				seen[k] = true
+				ss := ServiceSeries{Service: svc, Metric: series.Labels().Map(), Values: [][2]any{}}
+				it := series.Iterator(nil)
+				for it.Next() == chunkenc.ValFloat {
+					t, v := it.At()
+					if t < from.UnixMilli() || t > to.UnixMilli() {
+						continue
+					}
+					ss.Values = append(ss.Values, [2]any{float64(t) / 1000, strconv.FormatFloat(v, 'f', -1, 64)})
+				}
+				if err := it.Err(); err != nil {
+					return nil, err
+				}
+				out = append(out, ss)
+			}
+			if err := set.Err(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
 }
 
 // ExemplarSeries is one series' exemplars, as Prometheus' query_exemplars
@@ -167,7 +234,13 @@ func (a *API) trace(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if inc["metrics"] {
-		resp.Metrics = &TraceMetrics{Exemplars: exemplarSeries(exemplars)}
+		from, to := resp.StartTime.Add(-seriesWindow), resp.EndTime.Add(seriesWindow)
+		series, err := a.serviceSeries(r.Context(), resp.Services, from, to)
+		if err != nil {
+			writeError(w, fmt.Errorf("%w: series of the trace's services: %w", store.ErrUnavailable, err))
+			return
+		}
+		resp.Metrics = &TraceMetrics{Exemplars: exemplarSeries(exemplars), Series: series, From: from, To: to}
 	}
 	writeJSON(w, http.StatusOK, resp)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,4 +91,55 @@ func TestExemplarsLinkMetricsToTraces(t *testing.T) {
 	got := getTrace(t, s2, only)
 	require.Equal(t, 0, got.SpanCount)
 	require.Len(t, got.TraceResponse.Metrics.Exemplars, 1)
+}
+
+func TestTraceShowsItsServicesSeries(t *testing.T) {
+	s := startServer(t, testConfig(t, t.TempDir()))
+	now := time.Now().Truncate(time.Second).Add(-time.Hour)
+	trace := strings.NewReplacer(
+		`"1763800000000000000"`, fmt.Sprintf(`"%d"`, now.UnixNano()),
+		`"1763800000100000000"`, fmt.Sprintf(`"%d"`, now.Add(100*time.Millisecond).UnixNano()),
+		`"1763800000010000000"`, fmt.Sprintf(`"%d"`, now.Add(10*time.Millisecond).UnixNano()),
+		`"1763800000020000000"`, fmt.Sprintf(`"%d"`, now.Add(20*time.Millisecond).UnixNano()),
+	).Replace(jsonTrace)
+	code, body := post(t, "http://"+s.cfg.OTLP.HTTPAddr+"/v1/traces", "application/json", []byte(trace))
+	require.Equal(t, http.StatusOK, code, body)
+
+	ts := func(name, label, value string, times ...time.Duration) prompb.TimeSeries {
+		out := prompb.TimeSeries{Labels: []prompb.Label{{Name: "__name__", Value: name}, {Name: label, Value: value}}}
+		for i, d := range times {
+			out.Samples = append(out.Samples, prompb.Sample{Timestamp: now.Add(d).UnixMilli(), Value: float64(i + 1)})
+		}
+		return out
+	}
+	req := prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		ts("cart_requests_total", "job", "cart", -20*time.Minute, -4*time.Minute, time.Minute, 4*time.Minute, 20*time.Minute),
+		ts("cart_queue", "service_name", "cart", 2*time.Minute),
+		ts("other_total", "job", "checkout", time.Minute),
+	}}
+	pb, err := req.Marshal()
+	require.NoError(t, err)
+	code, _, body = remoteWrite(t, s, snappy.Encode(nil, pb), 1)
+	require.Equal(t, http.StatusNoContent, code, body)
+
+	got := getTrace(t, s, "5b8efff798038103d269b633813fc60c")
+	m := got.TraceResponse.Metrics
+	require.NotNil(t, m)
+	require.Equal(t, now.Add(-5*time.Minute).UTC(), m.From.UTC())
+	byName := map[string]query.ServiceSeries{}
+	for _, ss := range m.Series {
+		require.Equal(t, "cart", ss.Service)
+		byName[ss.Metric["__name__"]] = ss
+	}
+	require.Len(t, byName, 2, "the other service's series is not there: %+v", m.Series)
+	// Only the samples within the trace's window ± 5 minutes.
+	values := func(ss query.ServiceSeries) []string {
+		var out []string
+		for _, v := range ss.Values {
+			out = append(out, v[1].(string))
+		}
+		return out
+	}
+	require.Equal(t, []string{"2", "3", "4"}, values(byName["cart_requests_total"]))
+	require.Equal(t, []string{"1"}, values(byName["cart_queue"]))
 }
