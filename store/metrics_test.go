@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -48,6 +49,20 @@ func scrapeData(start time.Time) [][]sample {
 				}
 			}
 		}
+		// A classic histogram per job: cumulative buckets, _sum, _count.
+		for j, job := range []string{"api", "web"} {
+			var cum float64
+			for b, le := range []string{"0.05", "0.1", "0.5", "1", "+Inf"} {
+				cum += float64((i*(b+1)+j)%5 + b)
+				key := job + le
+				counters[key] += cum
+				round = append(round, sample{labels.FromStrings("__name__", "request_duration_seconds_bucket", "job", job, "le", le), t, counters[key]})
+			}
+			counters[job+"sum"] += cum * 0.3
+			round = append(round,
+				sample{labels.FromStrings("__name__", "request_duration_seconds_sum", "job", job), t, counters[job+"sum"]},
+				sample{labels.FromStrings("__name__", "request_duration_seconds_count", "job", job), t, counters[job+"+Inf"]})
+		}
 		rounds = append(rounds, round)
 	}
 	return rounds
@@ -84,6 +99,12 @@ var promqlCases = []string{
 	`count({__name__=~"http.*|temp.*", instance!~"10.0.0.[0-4]:.*"})`,
 	`temperature_celsius{job!="api"} / ignoring (job) group_left temperature_celsius{job="api"}`,
 	`count(temperature_celsius)`,
+	`histogram_quantile(0.9, sum by (le, job) (rate(request_duration_seconds_bucket[5m])))`,
+	`histogram_quantile(0.5, rate(request_duration_seconds_bucket{job="api"}[10m]))`,
+	`rate(request_duration_seconds_sum[5m]) / rate(request_duration_seconds_count[5m])`,
+	`quantile_over_time(0.9, temperature_celsius[15m])`,
+	`deriv(temperature_celsius[10m])`,
+	`sort_desc(avg_over_time(temperature_celsius[30m]))`,
 }
 
 // TestPromQLAgreesWithPrometheus loads the same samples into Lumen and into
@@ -132,7 +153,11 @@ func instant(t *testing.T, e *promql.Engine, q storage.Queryable, expr string, a
 	defer qry.Close()
 	res := qry.Exec(context.Background())
 	require.NoError(t, res.Err)
-	return res.String()
+	// PromQL does not order the elements of an instant vector (aggregations
+	// come out in hash order): compare them as a set.
+	lines := strings.Split(res.String(), "\n")
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
 }
 
 func rangeQuery(t *testing.T, e *promql.Engine, q storage.Queryable, expr string, from, to time.Time) string {
