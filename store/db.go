@@ -73,8 +73,7 @@ func Open(o Options) (*DB, error) {
 		_ = db.closePartitions()
 		return nil, err
 	}
-	db.wg.Add(1)
-	go db.retentionLoop()
+	db.every(o.RetentionInterval, func() { db.EnforceRetention() })
 	return db, nil
 }
 

@@ -32,42 +32,18 @@ func TestMetricsWALReplayAfterCrash(t *testing.T) {
 	start := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC).UnixMilli()
 	// 3 series x 300 samples: two full chunks written per series, the rest
 	// only in the head and the WAL.
-	for i := range 300 {
-		a := db.Appender(context.Background())
-		for s := range 3 {
-			_, err := a.Append(0, labels.FromStrings("__name__", "jobs_done_total", "worker", fmt.Sprint(s)), start+int64(i)*1000, float64(i*(s+1)))
-			require.NoError(t, err)
-		}
-		require.NoError(t, a.Commit())
-	}
+	appendSeries(t, db, 0, 300, start)
 	db.abandon(t)
 
 	db, err = Open(o)
 	require.NoError(t, err)
 	defer db.Close()
 	require.Len(t, db.metrics.byRef, 3, "series come back from the WAL")
-	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e6, Timeout: time.Minute, LookbackDelta: 5 * time.Minute})
-	qry, err := engine.NewRangeQuery(context.Background(), db, nil, `jobs_done_total`, time.UnixMilli(start), time.UnixMilli(start+299_000), time.Second)
-	require.NoError(t, err)
-	res := qry.Exec(context.Background())
-	require.NoError(t, res.Err)
-	m, err := res.Matrix()
-	require.NoError(t, err)
-	require.Len(t, m, 3)
-	for _, s := range m {
-		require.Len(t, s.Floats, 300, "every acknowledged sample, once: %s", s.Metric)
-		w := s.Metric.Get("worker")
-		for i, p := range s.Floats {
-			require.Equal(t, start+int64(i)*1000, p.T)
-			require.Equal(t, float64(i*(int(w[0]-'0')+1)), p.F)
-		}
-	}
+	requireSamples(t, db, start, 300)
 	// New samples after the replay continue the same series.
-	a := db.Appender(context.Background())
-	_, err = a.Append(0, labels.FromStrings("__name__", "jobs_done_total", "worker", "0"), start+300_000, 300)
-	require.NoError(t, err)
-	require.NoError(t, a.Commit())
+	appendSeries(t, db, 300, 301, start)
 	require.Len(t, db.metrics.byRef, 3)
+	requireSamples(t, db, start, 301)
 }
 
 func FuzzWALRecord(f *testing.F) {

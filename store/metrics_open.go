@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/prometheus/model/labels"
@@ -56,8 +55,11 @@ func (db *DB) openMetrics() error {
 	if err := h.writeSeriesRecord(h.wal); err != nil {
 		return err
 	}
-	db.wg.Add(1)
-	go db.checkpointLoop()
+	db.every(db.opts.MetricsCheckpointInterval, func() {
+		if err := db.CheckpointMetrics(); err != nil && !errors.Is(err, ErrClosed) {
+			db.log.Error("metrics checkpoint", zap.Error(err))
+		}
+	})
 	return nil
 }
 
@@ -193,22 +195,6 @@ func (h *metricsHead) writeSeriesRecord(wal *badger.DB) error {
 		return fmt.Errorf("%w: metrics WAL series record: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
 	}
 	return nil
-}
-
-func (db *DB) checkpointLoop() {
-	defer db.wg.Done()
-	t := time.NewTicker(db.opts.MetricsCheckpointInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-db.stop:
-			return
-		case <-t.C:
-			if err := db.CheckpointMetrics(); err != nil && !errors.Is(err, ErrClosed) {
-				db.log.Error("metrics checkpoint", zap.Error(err))
-			}
-		}
-	}
 }
 
 // CheckpointMetrics bounds the WAL: new requests go to a new generation, every

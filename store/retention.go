@@ -7,18 +7,22 @@ import (
 	"go.uber.org/zap"
 )
 
-func (db *DB) retentionLoop() {
-	defer db.wg.Done()
-	t := time.NewTicker(db.opts.RetentionInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-db.stop:
-			return
-		case <-t.C:
-			db.EnforceRetention()
+// every runs f every interval until the store closes; Close waits for it.
+func (db *DB) every(interval time.Duration, f func()) {
+	db.wg.Add(1)
+	go func() {
+		defer db.wg.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-db.stop:
+				return
+			case <-t.C:
+				f()
+			}
 		}
-	}
+	}()
 }
 
 // EnforceRetention drops the partitions that are past the retention period,
