@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/prometheus/model/exemplar"
@@ -60,8 +61,11 @@ type memSeries struct {
 	// pending holds chunks cut but not yet written to a partition: queries
 	// read them from here until they are.
 	pending []*cutChunk
-	lastT   int64 // newest sample accepted, noTime when none
-	lastV   float64
+	// ooo holds out-of-order samples (older than lastT, within the
+	// window), sorted by time, until they make a chunk of their own.
+	ooo   []oooSample
+	lastT int64 // newest sample accepted, noTime when none
+	lastV float64
 	// partition names the partition holding this series' labels and
 	// postings, so they are written once per partition.
 	partition string
@@ -103,11 +107,11 @@ func (h *metricsHead) getOrCreate(lset labels.Labels) (*memSeries, bool) {
 // add appends a sample to the series' open chunk, cutting the chunk when it
 // is full. It returns the cut chunk, if any, and whether the sample was taken
 // (a sample not newer than the last one is not).
-func (s *memSeries) add(t int64, v float64) (cut *cutChunk, ok bool) {
+func (s *memSeries) add(t int64, v float64, oooWindow int64) (cut *cutChunk, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if t <= s.lastT {
-		return nil, false
+		return s.addOutOfOrderLocked(t, v, oooWindow)
 	}
 	if s.chunk != nil && s.chunk.NumSamples() >= chunkSamples {
 		cut = s.cutLocked()
@@ -125,10 +129,81 @@ func (s *memSeries) add(t int64, v float64) (cut *cutChunk, ok bool) {
 	return cut, true
 }
 
+// addOutOfOrderLocked keeps a sample older than the newest if it is within
+// the window and not already in the head; a full buffer becomes a chunk.
+func (s *memSeries) addOutOfOrderLocked(t int64, v float64, window int64) (*cutChunk, bool) {
+	if window <= 0 || t < s.lastT-window || t == s.lastT {
+		return nil, false
+	}
+	i, found := slices.BinarySearchFunc(s.ooo, t, func(x oooSample, t int64) int { return cmpInt64(x.t, t) })
+	if found || s.inOpenChunkLocked(t) {
+		return nil, false
+	}
+	s.ooo = slices.Insert(s.ooo, i, oooSample{t, v})
+	if len(s.ooo) >= chunkSamples {
+		return s.cutOOOLocked(), true
+	}
+	return nil, true
+}
+
+func cmpInt64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// inOpenChunkLocked reports whether the open chunk has a sample at t.
+func (s *memSeries) inOpenChunkLocked(t int64) bool {
+	if s.chunk == nil || t < s.mint || t > s.maxt {
+		return false
+	}
+	it := s.chunk.Iterator(nil)
+	for it.Next() == chunkenc.ValFloat {
+		switch ct := it.AtT(); {
+		case ct == t:
+			return true
+		case ct > t:
+			return false
+		}
+	}
+	return false
+}
+
+func oooChunk(samples []oooSample) *chunkenc.XORChunk {
+	c := chunkenc.NewXORChunk()
+	app, _ := c.Appender() // a new XOR chunk always has one
+	for _, x := range samples {
+		app.Append(0, x.t, x.v)
+	}
+	return c
+}
+
+// cutOOOLocked turns the out-of-order buffer into a chunk, pending until
+// written.
+func (s *memSeries) cutOOOLocked() *cutChunk {
+	if len(s.ooo) == 0 {
+		return nil
+	}
+	c := &cutChunk{s: s, mint: s.ooo[0].t, maxt: s.ooo[len(s.ooo)-1].t, data: oooChunk(s.ooo).Bytes(), ooo: true}
+	s.ooo = nil
+	s.pending = append(s.pending, c)
+	return c
+}
+
 type cutChunk struct {
 	s          *memSeries
 	mint, maxt int64
 	data       []byte
+	ooo        bool // a chunk of out-of-order samples: key namespace 0x25
+}
+
+type oooSample struct {
+	t int64
+	v float64
 }
 
 // cutLocked closes the open chunk and returns it; it stays in pending until
@@ -171,6 +246,9 @@ func (s *memSeries) headChunks(mint, maxt int64) []chunkenc.Chunk {
 	}
 	if s.chunk != nil && s.chunk.NumSamples() > 0 {
 		add(s.chunk.Bytes(), s.mint, s.maxt)
+	}
+	if len(s.ooo) > 0 {
+		add(oooChunk(s.ooo).Bytes(), s.ooo[0].t, s.ooo[len(s.ooo)-1].t)
 	}
 	return out
 }
@@ -243,7 +321,11 @@ func (db *DB) writePartition(chunks []*cutChunk, exemplars []pendingExemplar) er
 		val = append(val, byte(chunkenc.EncXOR))
 		val = binary.AppendUvarint(val, uint64(c.maxt-c.mint))
 		val = append(val, c.data...)
-		if err := wb.Set(chunkKey(c.s.ref, c.mint), val); err != nil {
+		key := chunkKey(c.s.ref, c.mint)
+		if c.ooo {
+			key[0] = nsChunkOOO
+		}
+		if err := wb.Set(key, val); err != nil {
 			return fmt.Errorf("%w: write chunk: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
 		}
 		lo, hi = min(lo, c.mint), max(hi, c.maxt)
@@ -324,9 +406,17 @@ func (a *appender) Append(_ storage.SeriesRef, lset labels.Labels, t int64, v fl
 		}
 	}
 	if t < last || (ok && t == last) {
-		return 0, storage.ErrOutOfOrderSample
+		window := a.db.opts.MetricsOutOfOrderWindow.Milliseconds()
+		switch {
+		case window <= 0 || (ok && t == last):
+			return 0, storage.ErrOutOfOrderSample
+		case t < last-window:
+			return 0, fmt.Errorf("%w: %s is older than the series' newest sample by more than the out-of-order window (%s)",
+				storage.ErrTooOldSample, time.UnixMilli(t).UTC().Format(time.RFC3339Nano), a.db.opts.MetricsOutOfOrderWindow)
+		}
+	} else {
+		a.pending[s.ref] = t
 	}
-	a.pending[s.ref] = t
 	a.series = append(a.series, s)
 	a.samples = append(a.samples, walSample{ref: s.ref, t: t, v: v})
 	return storage.SeriesRef(s.ref), nil
@@ -349,8 +439,9 @@ func (a *appender) Commit() error {
 		return fmt.Errorf("%w: metrics WAL: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
 	}
 	var cut []*cutChunk
+	window := a.db.opts.MetricsOutOfOrderWindow.Milliseconds()
 	for i, s := range a.series {
-		if c, _ := s.add(a.samples[i].t, a.samples[i].v); c != nil {
+		if c, _ := s.add(a.samples[i].t, a.samples[i].v, window); c != nil {
 			cut = append(cut, c)
 		}
 	}

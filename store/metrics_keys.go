@@ -17,6 +17,8 @@ const (
 	nsSeries  byte = 0x20
 	nsPosting byte = 0x21
 	nsChunk   byte = 0x22
+	// KEY: 0x25 ref[8] mint[8] -> a chunk of out-of-order samples, same value
+	nsChunkOOO byte = 0x25
 )
 
 func seriesKey(ref uint64) []byte {
@@ -69,7 +71,7 @@ func chunkKey(ref uint64, mint int64) []byte {
 func chunkPrefix(ref uint64) []byte { return chunkKey(ref, 0)[:9:9] }
 
 func parseChunkKey(k []byte) (ref uint64, mint int64, err error) {
-	if len(k) != 17 || k[0] != nsChunk {
+	if len(k) != 17 || (k[0] != nsChunk && k[0] != nsChunkOOO) {
 		return 0, 0, fmt.Errorf("%w: chunk key of %d bytes", ErrCorrupt, len(k))
 	}
 	return binary.BigEndian.Uint64(k[1:9]), int64(binary.BigEndian.Uint64(k[9:17]) ^ (1 << 63)), nil

@@ -132,7 +132,7 @@ func (h *metricsHead) replay(gen uint64) error {
 				if s == nil {
 					return fmt.Errorf("%w: WAL sample for unknown series %d", ErrCorrupt, smp.ref)
 				}
-				if c, _ := s.add(smp.t, smp.v); c != nil {
+				if c, _ := s.add(smp.t, smp.v, h.db.opts.MetricsOutOfOrderWindow.Milliseconds()); c != nil {
 					cut = append(cut, c)
 				}
 			}
@@ -171,6 +171,9 @@ func (h *metricsHead) cutAll() []*cutChunk {
 	for _, s := range all {
 		s.mu.Lock()
 		if c := s.cutLocked(); c != nil {
+			cut = append(cut, c)
+		}
+		if c := s.cutOOOLocked(); c != nil {
 			cut = append(cut, c)
 		}
 		s.mu.Unlock()

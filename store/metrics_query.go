@@ -145,10 +145,20 @@ func (q *querier) collectPartition(p *partition, ms []*labels.Matcher, add func(
 	return nil
 }
 
-// chunks returns the series' chunks that overlap [mint, maxt].
+// chunks returns the series' chunks, in-order and out-of-order, that overlap
+// [mint, maxt].
 func (q *querier) chunks(txn *badger.Txn, ref uint64) ([]chunkenc.Chunk, error) {
-	var out []chunkenc.Chunk
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: chunkPrefix(ref)})
+	out, err := q.chunksUnder(txn, chunkPrefix(ref), nil)
+	if err != nil {
+		return nil, err
+	}
+	ooo := chunkPrefix(ref)
+	ooo[0] = nsChunkOOO
+	return q.chunksUnder(txn, ooo, out)
+}
+
+func (q *querier) chunksUnder(txn *badger.Txn, prefix []byte, out []chunkenc.Chunk) ([]chunkenc.Chunk, error) {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
 		_, cmint, err := parseChunkKey(it.Item().Key())

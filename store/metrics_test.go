@@ -193,7 +193,7 @@ func TestMetricsAfterReopen(t *testing.T) {
 }
 
 func TestAppendRefusesOutOfOrderAndDuplicates(t *testing.T) {
-	db := openStore(t, t.TempDir())
+	db := openStore(t, t.TempDir(), func(o *store.Options) { o.MetricsOutOfOrderWindow = 0 })
 	defer db.Close()
 	ls := labels.FromStrings("__name__", "up", "job", "x")
 	a := db.Appender(context.Background())
@@ -203,7 +203,7 @@ func TestAppendRefusesOutOfOrderAndDuplicates(t *testing.T) {
 
 	a = db.Appender(context.Background())
 	_, err = a.Append(0, ls, 1000, 1)
-	require.ErrorIs(t, err, storage.ErrOutOfOrderSample)
+	require.ErrorIs(t, err, storage.ErrOutOfOrderSample, "with no window, every older sample is refused")
 	_, err = a.Append(0, ls, 2000, 1)
 	require.NoError(t, err, "the same sample again is ignored")
 	_, err = a.Append(0, ls, 2000, 5)
@@ -215,4 +215,62 @@ func TestAppendRefusesOutOfOrderAndDuplicates(t *testing.T) {
 	_, err = a.Append(0, labels.EmptyLabels(), 3000, 2)
 	require.ErrorIs(t, err, store.ErrInvalid)
 	require.NoError(t, a.Commit())
+}
+
+// TestOutOfOrderWithinTheWindow: late samples within the window are kept,
+// merged in time order with the rest, through flushes and restarts; older
+// ones are refused as too old.
+func TestOutOfOrderWithinTheWindow(t *testing.T) {
+	dir := t.TempDir()
+	db := openStore(t, dir, func(o *store.Options) { o.MetricsOutOfOrderWindow = 10 * time.Minute })
+	ls := labels.FromStrings("__name__", "late_total", "job", "x")
+	start := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	at := func(i int) int64 { return start.Add(time.Duration(i) * time.Second).UnixMilli() }
+	write := func(is ...int) {
+		a := db.Appender(context.Background())
+		for _, i := range is {
+			_, err := a.Append(0, ls, at(i), float64(i))
+			require.NoError(t, err, "sample %d", i)
+		}
+		require.NoError(t, a.Commit())
+	}
+	// Even seconds in order (0..1198), then the odd ones of the last 10
+	// minutes (601..1199) late, in reverse: 300 late samples make two full
+	// out-of-order chunks and a partial one.
+	var even, odd []int
+	for i := 0; i < 1200; i += 2 {
+		even = append(even, i)
+	}
+	for i := 1199; i > 600; i -= 2 {
+		odd = append(odd, i)
+	}
+	write(even...)
+	write(odd...)
+	a := db.Appender(context.Background())
+	_, err := a.Append(0, ls, at(595), 595)
+	require.ErrorIs(t, err, storage.ErrTooOldSample, "older than the window")
+	require.ErrorContains(t, err, "out-of-order window (10m0s)")
+	require.NoError(t, a.Rollback())
+
+	check := func(db *store.DB) {
+		t.Helper()
+		engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e6, Timeout: time.Minute, LookbackDelta: 5 * time.Minute})
+		q, err := engine.NewRangeQuery(context.Background(), db, nil, `late_total`, time.UnixMilli(at(600)), time.UnixMilli(at(1199)), time.Second)
+		require.NoError(t, err)
+		res := q.Exec(context.Background())
+		require.NoError(t, res.Err)
+		m, err := res.Matrix()
+		require.NoError(t, err)
+		require.Len(t, m, 1)
+		require.Len(t, m[0].Floats, 600)
+		for k, p := range m[0].Floats {
+			require.Equal(t, at(600+k), p.T)
+			require.Equal(t, float64(600+k), p.F, "sample %d", 600+k)
+		}
+	}
+	check(db)
+	require.NoError(t, db.Close())
+	db = openStore(t, dir)
+	defer db.Close()
+	check(db)
 }

@@ -42,6 +42,10 @@ type Options struct {
 	// MetricsCheckpointInterval is how often the metrics head writes its open
 	// chunks and starts a new WAL generation, which bounds the WAL on disk.
 	MetricsCheckpointInterval time.Duration
+	// MetricsOutOfOrderWindow is how much older than a series' newest
+	// sample a sample may be and still be accepted; older ones are refused
+	// as too old. 0 refuses every out-of-order sample.
+	MetricsOutOfOrderWindow time.Duration
 	// Logger receives the store's logs; nil logs nothing.
 	Logger *zap.Logger
 	// Now returns the current time; nil means time.Now. Tests set it.
@@ -62,6 +66,7 @@ func DefaultOptions(dir string) Options {
 		BlockCacheBytes:   8 << 20,
 
 		MetricsCheckpointInterval: 15 * time.Minute,
+		MetricsOutOfOrderWindow:   10 * time.Minute,
 	}
 }
 
@@ -86,6 +91,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("store: memtable size %d is below 1 MiB", o.MemTableBytes)
 	case o.IndexCacheBytes < 0:
 		return fmt.Errorf("store: index cache size %d is negative", o.IndexCacheBytes)
+	case o.MetricsOutOfOrderWindow < 0:
+		return fmt.Errorf("store: out-of-order window %s is negative", o.MetricsOutOfOrderWindow)
 	case o.MetricsCheckpointInterval <= 0:
 		return fmt.Errorf("store: metrics checkpoint interval %s is not positive", o.MetricsCheckpointInterval)
 	case o.BlockCacheBytes < 0:

@@ -21,17 +21,20 @@ import (
 // defaults, the YAML file (--config or LUMEN_CONFIG), LUMEN_* environment
 // variables, flags.
 type Config struct {
-	DataDir           string           `yaml:"data_dir"`
-	HTTPAddr          string           `yaml:"http_addr"`
-	Retention         Duration         `yaml:"retention"`
-	PartitionDuration Duration         `yaml:"partition_duration"`
-	MaxDiskBytes      ByteSize         `yaml:"max_disk_bytes"`
-	OTLP              otlp.Config      `yaml:"otlp"`
-	RemoteWrite       promrw.Config    `yaml:"remote_write"`
-	PromQL            query.PromConfig `yaml:"promql"`
-	Log               LogConfig        `yaml:"log"`
-	Pprof             bool             `yaml:"pprof"`
-	ShutdownTimeout   Duration         `yaml:"shutdown_timeout"`
+	DataDir           string   `yaml:"data_dir"`
+	HTTPAddr          string   `yaml:"http_addr"`
+	Retention         Duration `yaml:"retention"`
+	PartitionDuration Duration `yaml:"partition_duration"`
+	MaxDiskBytes      ByteSize `yaml:"max_disk_bytes"`
+	// OutOfOrderWindow is how late a metric sample may arrive (relative to
+	// its series' newest) and still be stored.
+	OutOfOrderWindow Duration         `yaml:"out_of_order_window"`
+	OTLP             otlp.Config      `yaml:"otlp"`
+	RemoteWrite      promrw.Config    `yaml:"remote_write"`
+	PromQL           query.PromConfig `yaml:"promql"`
+	Log              LogConfig        `yaml:"log"`
+	Pprof            bool             `yaml:"pprof"`
+	ShutdownTimeout  Duration         `yaml:"shutdown_timeout"`
 }
 
 // LogConfig configures Lumen's own logs.
@@ -52,6 +55,7 @@ func DefaultConfig() Config {
 		HTTPAddr:          DefaultHTTPAddr,
 		Retention:         Duration(7 * 24 * time.Hour),
 		PartitionDuration: Duration(24 * time.Hour),
+		OutOfOrderWindow:  Duration(10 * time.Minute),
 		OTLP:              otlp.DefaultConfig(),
 		RemoteWrite:       promrw.DefaultConfig(),
 		PromQL:            query.DefaultPromConfig(),
@@ -69,6 +73,8 @@ func (c Config) Validate() error {
 		return errors.New("http_addr is empty")
 	case c.Retention < 0:
 		return fmt.Errorf("retention %s is negative", c.Retention)
+	case c.OutOfOrderWindow < 0:
+		return fmt.Errorf("out_of_order_window %s is negative", c.OutOfOrderWindow)
 	case c.ShutdownTimeout <= 0:
 		return fmt.Errorf("shutdown_timeout %s is not positive", c.ShutdownTimeout)
 	}

@@ -159,7 +159,7 @@ func TestRemoteWriteAndPrometheusAPI(t *testing.T) {
 		}{
 			{"not snappy", []byte("definitely not snappy"), 1, http.StatusBadRequest, "snappy"},
 			{"truncated protobuf", snappy.Encode(nil, raw[:len(raw)-3]), 1, http.StatusBadRequest, ""},
-			{"out of order", v1Request(t, map[string]string{"up": "a:9100"}, "node", start, 1, time.Second), 1, http.StatusBadRequest, "out of order"},
+			{"older than the out-of-order window", v1Request(t, map[string]string{"up": "a:9100"}, "node", start, 1, time.Second), 1, http.StatusBadRequest, "too old sample"},
 			{"v2 symbol out of range", func() []byte {
 				req := writev2.Request{Symbols: []string{"", "__name__", "x"}, Timeseries: []writev2.TimeSeries{{LabelsRefs: []uint32{1, 7}, Samples: []writev2.Sample{{Value: 1, Timestamp: start.UnixMilli()}}}}}
 				pb, err := req.Marshal()

@@ -101,6 +101,7 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 	so.Retention = time.Duration(cfg.Retention)
 	so.PartitionDuration = time.Duration(cfg.PartitionDuration)
 	so.MaxDiskBytes = int64(cfg.MaxDiskBytes)
+	so.MetricsOutOfOrderWindow = time.Duration(cfg.OutOfOrderWindow)
 	so.Logger = log.Named("store")
 	db, err := store.Open(so)
 	if err != nil {
