@@ -21,6 +21,11 @@ import (
 	"go.uber.org/zap"
 )
 
+// maxFutureSkew is how far ahead of the server's clock a sample may be:
+// further is a client with a broken clock, refused so that it cannot block
+// its series (every later sample would be out of order).
+const maxFutureSkew = 10 * time.Minute
+
 // chunkSamples is how many samples a head chunk takes before it is cut and
 // written to the day partition.
 const chunkSamples = 120
@@ -387,6 +392,10 @@ func (a *appender) Append(_ storage.SeriesRef, lset labels.Labels, t int64, v fl
 	}
 	if name, dup := lset.HasDuplicateLabelNames(); dup {
 		return 0, fmt.Errorf("%w: label %q appears twice in %s", ErrInvalid, name, lset)
+	}
+	if limit := a.db.opts.Now().Add(maxFutureSkew).UnixMilli(); t > limit {
+		return 0, fmt.Errorf("%w: sample at %s is more than %s ahead of the server's clock",
+			storage.ErrOutOfBounds, time.UnixMilli(t).UTC().Format(time.RFC3339Nano), maxFutureSkew)
 	}
 	s, created := a.db.metrics.getOrCreate(lset)
 	if created {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/util/teststorage"
@@ -214,6 +215,14 @@ func TestAppendRefusesOutOfOrderAndDuplicates(t *testing.T) {
 	require.ErrorIs(t, err, storage.ErrOutOfOrderSample, "twice in one request")
 	_, err = a.Append(0, labels.EmptyLabels(), 3000, 2)
 	require.ErrorIs(t, err, store.ErrInvalid)
+	_, err = a.Append(0, ls, time.Now().Add(time.Hour).UnixMilli(), 1)
+	require.ErrorIs(t, err, storage.ErrOutOfBounds)
+	require.ErrorContains(t, err, "ahead of the server's clock")
+	// Staleness markers and infinities are values Prometheus sends.
+	_, err = a.Append(0, ls, 4000, math.Float64frombits(value.StaleNaN))
+	require.NoError(t, err)
+	_, err = a.Append(0, ls, 5000, math.Inf(1))
+	require.NoError(t, err)
 	require.NoError(t, a.Commit())
 }
 

@@ -166,6 +166,7 @@ func TestRemoteWriteAndPrometheusAPI(t *testing.T) {
 				require.NoError(t, err)
 				return snappy.Encode(nil, pb)
 			}(), 2, http.StatusBadRequest, ""},
+			{"far in the future", v1Request(t, map[string]string{"future": "c:1"}, "clock", time.Now().Add(24*time.Hour), 1, time.Second), 1, http.StatusBadRequest, "too far in the future"},
 			{"oversize", snappy.Encode(nil, bytes.Repeat([]byte{0}, 200<<10)), 1, http.StatusRequestEntityTooLarge, "over"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
