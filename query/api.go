@@ -3,9 +3,12 @@ package query
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"strconv"
 
 	"github.com/prometheus/prometheus/model/exemplar"
+	"github.com/prometheus/prometheus/model/metadata"
 	"github.com/prometheus/prometheus/storage"
 	"go.uber.org/zap"
 
@@ -17,6 +20,7 @@ import (
 type Reader interface {
 	Trace(ctx context.Context, id model.TraceID) (store.Trace, error)
 	TraceExemplars(ctx context.Context, id model.TraceID) ([]exemplar.QueryResult, error)
+	Metadata(metric string, limit int) map[string][]metadata.Metadata
 	storage.Queryable
 }
 
@@ -41,4 +45,33 @@ func (a *API) Register(mux *http.ServeMux, wrap func(route string, h http.Handle
 		wrap = func(_ string, h http.Handler) http.Handler { return h }
 	}
 	mux.Handle("GET /api/v1/traces/{trace_id}", wrap("/api/v1/traces/{trace_id}", http.HandlerFunc(a.trace)))
+	// Prometheus answers metadata from its scrape targets; Lumen from what
+	// remote write and OTLP sent.
+	mux.Handle("GET /api/v1/metadata", wrap("/api/v1/metadata", http.HandlerFunc(a.metadata)))
+}
+
+type metadataEntry struct {
+	Type string `json:"type"`
+	Help string `json:"help"`
+	Unit string `json:"unit"`
+}
+
+// metadata answers /api/v1/metadata in Prometheus' shape.
+func (a *API) metadata(w http.ResponseWriter, r *http.Request) {
+	limit := 0
+	if s := r.URL.Query().Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			writeError(w, fmt.Errorf("%w: limit=%q is not a number", errBadRequest, s))
+			return
+		}
+		limit = n
+	}
+	data := map[string][]metadataEntry{}
+	for name, ms := range a.r.Metadata(r.URL.Query().Get("metric"), limit) {
+		for _, m := range ms {
+			data[name] = append(data[name], metadataEntry{Type: string(m.Type), Help: m.Help, Unit: m.Unit})
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "success", "data": data})
 }

@@ -30,7 +30,8 @@ type DB struct {
 
 	lastSeq atomic.Uint64
 
-	metrics *metricsHead
+	metrics  *metricsHead
+	metadata metadataStore
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -63,6 +64,10 @@ func Open(o Options) (*DB, error) {
 		return nil, fmt.Errorf("create data dir %q: %w", db.root, err)
 	}
 	if err := db.openPartitions(); err != nil {
+		_ = db.closePartitions()
+		return nil, err
+	}
+	if err := db.loadMetadata(); err != nil {
 		_ = db.closePartitions()
 		return nil, err
 	}

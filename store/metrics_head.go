@@ -260,13 +260,13 @@ func (s *memSeries) headChunks(mint, maxt int64) []chunkenc.Chunk {
 
 // writeChunks writes cut chunks, with the labels and postings of series the
 // partition does not hold yet, to the head partition.
-func (db *DB) writeChunks(chunks []*cutChunk) error { return db.writePartition(chunks, nil) }
+func (db *DB) writeChunks(chunks []*cutChunk) error { return db.writePartition(chunks, nil, nil) }
 
 // writePartition writes cut chunks and exemplars, with the labels and
 // postings of series the partition does not hold yet, to the head partition
 // in one batch.
-func (db *DB) writePartition(chunks []*cutChunk, exemplars []pendingExemplar) error {
-	if len(chunks) == 0 && len(exemplars) == 0 {
+func (db *DB) writePartition(chunks []*cutChunk, exemplars []pendingExemplar, meta []pendingMetadata) error {
+	if len(chunks) == 0 && len(exemplars) == 0 && len(meta) == 0 {
 		return nil
 	}
 	p, err := db.acquireHead()
@@ -307,6 +307,12 @@ func (db *DB) writePartition(chunks []*cutChunk, exemplars []pendingExemplar) er
 		fresh = append(fresh, s)
 		return nil
 	}
+	for _, pm := range meta {
+		k, v := metadataKV(pm)
+		if err := wb.Set(k, v); err != nil {
+			return fmt.Errorf("%w: write metadata: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
+		}
+	}
 	for _, pe := range exemplars {
 		if err := ensureSeries(pe.s); err != nil {
 			return err
@@ -346,6 +352,7 @@ func (db *DB) writePartition(chunks []*cutChunk, exemplars []pendingExemplar) er
 	for _, c := range chunks {
 		c.s.written(c)
 	}
+	db.metadata.written(meta, p.name)
 	for _, s := range fresh {
 		s.mu.Lock()
 		s.partition = p.name
@@ -374,6 +381,7 @@ type appender struct {
 	samples   []walSample
 	created   []walSeries
 	exemplars []pendingExemplar
+	meta      []pendingMetadata
 	pending   map[uint64]int64 // newest time per series in this request
 }
 
@@ -433,7 +441,7 @@ func (a *appender) Append(_ storage.SeriesRef, lset labels.Labels, t int64, v fl
 
 // Commit writes the request's samples to the WAL (fsynced), then to the head.
 func (a *appender) Commit() error {
-	if len(a.samples) == 0 && len(a.created) == 0 && len(a.exemplars) == 0 {
+	if len(a.samples) == 0 && len(a.created) == 0 && len(a.exemplars) == 0 && len(a.meta) == 0 {
 		return nil
 	}
 	h := a.db.metrics
@@ -454,14 +462,14 @@ func (a *appender) Commit() error {
 			cut = append(cut, c)
 		}
 	}
-	exemplars := a.exemplars
-	a.series, a.samples, a.created, a.exemplars = nil, nil, nil, nil
-	return a.db.writePartition(cut, exemplars)
+	exemplars, meta := a.exemplars, a.meta
+	a.series, a.samples, a.created, a.exemplars, a.meta = nil, nil, nil, nil, nil
+	return a.db.writePartition(cut, exemplars, meta)
 }
 
 // Rollback drops the request's samples. Series it created stay, empty.
 func (a *appender) Rollback() error {
-	a.series, a.samples, a.created, a.exemplars = nil, nil, nil, nil
+	a.series, a.samples, a.created, a.exemplars, a.meta = nil, nil, nil, nil, nil
 	return nil
 }
 
@@ -489,9 +497,17 @@ func (a *appender) AppendHistogramSTZeroSample(storage.SeriesRef, labels.Labels,
 	return 0, fmt.Errorf("%w: native histograms", ErrUnsupported)
 }
 
-// UpdateMetadata accepts metadata and, for now, does not keep it.
-func (a *appender) UpdateMetadata(ref storage.SeriesRef, _ labels.Labels, _ metadata.Metadata) (storage.SeriesRef, error) {
+// UpdateMetadata records the metadata of the series' metric name; it is
+// written with the request's commit if it changed.
+func (a *appender) UpdateMetadata(ref storage.SeriesRef, lset labels.Labels, m metadata.Metadata) (storage.SeriesRef, error) {
+	a.addMetadata(lset.Get(labels.MetricName), m)
 	return ref, nil
+}
+
+func (a *appender) addMetadata(name string, m metadata.Metadata) {
+	if name != "" && m != (metadata.Metadata{}) && a.db.metadata.changed(name, m, a.db.headName()) {
+		a.meta = append(a.meta, pendingMetadata{name, m})
+	}
 }
 
 // AppendSTZeroSample accepts start timestamps and, for now, does not keep them.
@@ -509,7 +525,7 @@ func (db *DB) AppenderV2(ctx context.Context) storage.AppenderV2 {
 type appenderV2 struct{ a *appender }
 
 // Append adds a float sample and its exemplars. Native histograms are
-// refused with ErrUnsupported; metadata in opts is not kept yet.
+// refused with ErrUnsupported. Metadata in opts is kept by metric family.
 func (v appenderV2) Append(ref storage.SeriesRef, ls labels.Labels, _, t int64, val float64, h *histogram.Histogram, fh *histogram.FloatHistogram, opts storage.AppendV2Options) (storage.SeriesRef, error) {
 	if h != nil || fh != nil {
 		return 0, fmt.Errorf("%w: native histograms (series %s)", ErrUnsupported, ls)
@@ -518,6 +534,11 @@ func (v appenderV2) Append(ref storage.SeriesRef, ls labels.Labels, _, t int64, 
 	if err != nil {
 		return r, err
 	}
+	name := opts.MetricFamilyName
+	if name == "" {
+		name = ls.Get(labels.MetricName)
+	}
+	v.a.addMetadata(name, opts.Metadata)
 	for _, e := range opts.Exemplars {
 		if _, err := v.a.AppendExemplar(r, ls, e); err != nil {
 			return r, err

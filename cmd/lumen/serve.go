@@ -182,7 +182,7 @@ func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger,
 		return promhttp.InstrumentHandlerDuration(durations.MustCurryWith(prometheus.Labels{"handler": route}), h)
 	}
 	query.New(db, log).Register(mux, wrap)
-	rw, err := promrw.New(cfg.RemoteWrite, db, log, reg, im)
+	rw, err := promrw.New(cfg.RemoteWrite, db, db, log, reg, im)
 	if err != nil {
 		return nil, err
 	}

@@ -9,15 +9,20 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/klauspost/compress/snappy"
 	remoteapi "github.com/prometheus/client_golang/exp/api/remote"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/metadata"
+	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/storage/remote"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/lumenobs/lumen/internal/telemetry"
 )
@@ -53,10 +58,16 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// MetadataSetter keeps metric metadata (type, unit, help) by metric name.
+type MetadataSetter interface {
+	SetMetadata(byName map[string]metadata.Metadata) error
+}
+
 // Handler serves POST /api/v1/write.
 type Handler struct {
 	cfg   Config
 	next  http.Handler
+	meta  MetadataSetter
 	slots chan struct{}
 	m     *telemetry.Ingest
 	log   *zap.Logger
@@ -64,7 +75,9 @@ type Handler struct {
 
 // New returns the remote-write handler over app: Prometheus' write handler,
 // accepting 1.0 (prometheus.WriteRequest) and 2.0 (io.prometheus.write.v2.Request).
-func New(cfg Config, app storage.Appendable, log *zap.Logger, reg prometheus.Registerer, m *telemetry.Ingest) (*Handler, error) {
+// Metadata of 1.0 requests, which Prometheus' handler does not pass on, goes
+// to meta; 2.0 metadata reaches the store through the appender.
+func New(cfg Config, app storage.Appendable, meta MetadataSetter, log *zap.Logger, reg prometheus.Registerer, m *telemetry.Ingest) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -79,8 +92,8 @@ func New(cfg Config, app storage.Appendable, log *zap.Logger, reg prometheus.Reg
 		m = telemetry.NewIngest(nil)
 	}
 	next := remote.NewWriteHandler(telemetry.Slog(log), reg, countingAppendable{app, m},
-		remoteapi.MessageTypes{remoteapi.WriteV1MessageType, remoteapi.WriteV2MessageType}, false, false, false)
-	return &Handler{cfg: cfg, next: next, slots: make(chan struct{}, cfg.MaxInFlight), m: m, log: log}, nil
+		remoteapi.MessageTypes{remoteapi.WriteV1MessageType, remoteapi.WriteV2MessageType}, false, false, true)
+	return &Handler{cfg: cfg, next: next, meta: meta, slots: make(chan struct{}, cfg.MaxInFlight), m: m, log: log}, nil
 }
 
 var errTooLarge = errors.New("request too large")
@@ -105,7 +118,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer func() { <-h.slots }()
 
-	body, err := h.readBody(r)
+	body, decoded, err := h.readBody(r)
 	if err != nil {
 		h.m.Rejected.WithLabelValues("metrics", "invalid").Inc()
 		code := http.StatusBadRequest
@@ -119,6 +132,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.ContentLength = int64(len(body))
 	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 	h.next.ServeHTTP(rec, r)
+	if rec.code < 300 && h.meta != nil && !strings.Contains(r.Header.Get("Content-Type"), "io.prometheus.write.v2") {
+		if md := v1Metadata(decoded); len(md) > 0 {
+			if err := h.meta.SetMetadata(md); err != nil {
+				h.log.Warn("metric metadata not stored", zap.Int("metrics", len(md)), zap.Error(err))
+			}
+		}
+	}
 	if rec.code >= 300 {
 		reason := "invalid"
 		if rec.code >= 500 {
@@ -131,28 +151,59 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // readBody reads the snappy body within the sent limit and checks the size
 // it claims to decode to, so a small body cannot make the decoder allocate
 // without bound.
-func (h *Handler) readBody(r *http.Request) ([]byte, error) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, h.cfg.MaxRequestBytes+1))
+func (h *Handler) readBody(r *http.Request) (body, decoded []byte, err error) {
+	body, err = io.ReadAll(io.LimitReader(r.Body, h.cfg.MaxRequestBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("read request body: %w", err)
+		return nil, nil, fmt.Errorf("read request body: %w", err)
 	}
 	if int64(len(body)) > h.cfg.MaxRequestBytes {
-		return nil, fmt.Errorf("%w: body over %d bytes", errTooLarge, h.cfg.MaxRequestBytes)
+		return nil, nil, fmt.Errorf("%w: body over %d bytes", errTooLarge, h.cfg.MaxRequestBytes)
 	}
 	n, err := snappy.DecodedLen(body)
 	if err != nil {
-		return nil, fmt.Errorf("body is not snappy-compressed (block format): %w", err)
+		return nil, nil, fmt.Errorf("body is not snappy-compressed (block format): %w", err)
 	}
 	if int64(n) > h.cfg.MaxDecodedBytes {
-		return nil, fmt.Errorf("%w: body decodes to %d bytes, over %d", errTooLarge, n, h.cfg.MaxDecodedBytes)
+		return nil, nil, fmt.Errorf("%w: body decodes to %d bytes, over %d", errTooLarge, n, h.cfg.MaxDecodedBytes)
 	}
 	// A length header can look right on any bytes: decode once (snappy
 	// decodes at GB/s) so that a body that is not snappy gets an error that
-	// says so.
-	if _, err := snappy.Decode(make([]byte, n), body); err != nil {
-		return nil, fmt.Errorf("body is not snappy-compressed (block format): %w", err)
+	// says so; the decoded bytes serve the metadata scan.
+	if decoded, err = snappy.Decode(make([]byte, n), body); err != nil {
+		return nil, nil, fmt.Errorf("body is not snappy-compressed (block format): %w", err)
 	}
-	return body, nil
+	return body, decoded, nil
+}
+
+// v1Metadata reads the metadata (field 3) of a decoded 1.0 WriteRequest,
+// skipping its time series without decoding them.
+func v1Metadata(b []byte) map[string]metadata.Metadata {
+	out := map[string]metadata.Metadata{}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return out
+		}
+		b = b[n:]
+		if num == 3 && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return out
+			}
+			var mm prompb.MetricMetadata
+			if err := mm.Unmarshal(v); err == nil && mm.MetricFamilyName != "" {
+				out[mm.MetricFamilyName] = metadata.Metadata{Type: model.MetricType(strings.ToLower(mm.Type.String())), Unit: mm.Unit, Help: mm.Help}
+			}
+			b = b[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return out
+		}
+		b = b[n:]
+	}
+	return out
 }
 
 // countingAppendable counts the samples offered and the samples committed.

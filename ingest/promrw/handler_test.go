@@ -87,7 +87,7 @@ func TestOverloadGets429(t *testing.T) {
 	slow := slowAppendable{db: db, gate: make(chan struct{}), in: make(chan struct{}, 4)}
 	cfg := promrw.DefaultConfig()
 	cfg.MaxInFlight, cfg.QueueWait = 1, 20*time.Millisecond
-	h, err := promrw.New(cfg, slow, nil, nil, nil)
+	h, err := promrw.New(cfg, slow, slow.db, nil, nil, nil)
 	require.NoError(t, err)
 	var wg sync.WaitGroup
 	wg.Go(func() { require.Equal(t, http.StatusNoContent, post(h, v1Body(t, 5), false).Code) })
@@ -119,7 +119,7 @@ func FuzzRemoteWrite(f *testing.F) {
 	f.Add([]byte("not snappy"), false)
 	f.Add(snappy.Encode(nil, []byte{0x0a, 0xff, 0xff}), true)
 	db := openStore(f)
-	h, err := promrw.New(promrw.DefaultConfig(), db, nil, nil, nil)
+	h, err := promrw.New(promrw.DefaultConfig(), db, db, nil, nil, nil)
 	require.NoError(f, err)
 	f.Fuzz(func(t *testing.T, body []byte, v2 bool) {
 		rec := post(h, body, v2)
