@@ -187,19 +187,6 @@ func (db *DB) TraceExemplars(ctx context.Context, id model.TraceID) ([]exemplar.
 	return res.list(), nil
 }
 
-// view runs f in a read transaction of the partition, unless it was dropped.
-func (p *partition) view(f func(*badger.Txn) error) error {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.db == nil {
-		return nil
-	}
-	if err := p.db.View(f); err != nil {
-		return fmt.Errorf("partition %s: %w", p.name, err)
-	}
-	return nil
-}
-
 // ExemplarQuerier answers Prometheus' query_exemplars. It implements
 // storage.ExemplarQueryable.
 func (db *DB) ExemplarQuerier(ctx context.Context) (storage.ExemplarQuerier, error) {

@@ -23,12 +23,21 @@ func (db *DB) abandon(t *testing.T) {
 	db.codec.close()
 }
 
-func TestMetricsWALReplayAfterCrash(t *testing.T) {
-	dir := t.TempDir()
+// openMetricsStore opens a store in dir that keeps everything, and returns
+// the options to reopen it with.
+func openMetricsStore(t *testing.T, dir string) (*DB, Options) {
+	t.Helper()
 	o := DefaultOptions(dir)
 	o.Retention = 0
 	db, err := Open(o)
 	require.NoError(t, err)
+	return db, o
+}
+
+func TestMetricsWALReplayAfterCrash(t *testing.T) {
+	dir := t.TempDir()
+	db, o := openMetricsStore(t, dir)
+	var err error
 	start := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC).UnixMilli()
 	// 3 series x 300 samples: two full chunks written per series, the rest
 	// only in the head and the WAL.
@@ -109,10 +118,8 @@ func requireSamples(t *testing.T, db *DB, start int64, n int) {
 
 func TestMetricsCheckpointBoundsTheWAL(t *testing.T) {
 	dir := t.TempDir()
-	o := DefaultOptions(dir)
-	o.Retention = 0
-	db, err := Open(o)
-	require.NoError(t, err)
+	db, o := openMetricsStore(t, dir)
+	var err error
 	start := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC).UnixMilli()
 	appendSeries(t, db, 0, 200, start)
 	first := db.metrics.walGen

@@ -269,93 +269,64 @@ func (db *DB) writePartition(chunks []*cutChunk, exemplars []pendingExemplar, me
 	if len(chunks) == 0 && len(exemplars) == 0 && len(meta) == 0 {
 		return nil
 	}
-	p, err := db.acquireHead()
+	var fresh []*memSeries
+	name, err := db.writeHead(func(p *partition, set func(k, v []byte)) {
+		seen := map[*memSeries]bool{}
+		// ensureSeries writes the series' labels and postings unless the
+		// partition has them.
+		ensureSeries := func(s *memSeries) {
+			if seen[s] {
+				return
+			}
+			seen[s] = true
+			s.mu.Lock()
+			known := s.partition == p.name
+			s.mu.Unlock()
+			if known {
+				return
+			}
+			set(seriesKey(s.ref), encodeLabels(nil, s.lset))
+			s.lset.Range(func(l labels.Label) { set(postingKey(l.Name, l.Value, s.ref), nil) })
+			fresh = append(fresh, s)
+		}
+		var lo, hi int64 = math.MaxInt64, math.MinInt64
+		for _, pm := range meta {
+			set(metadataKV(pm))
+		}
+		for _, pe := range exemplars {
+			ensureSeries(pe.s)
+			for _, kv := range exemplarKeys(pe.s.ref, pe.e) {
+				set(kv[0], kv[1])
+			}
+			lo, hi = min(lo, pe.e.Ts), max(hi, pe.e.Ts)
+		}
+		for _, c := range chunks {
+			ensureSeries(c.s)
+			val := make([]byte, 0, 1+10+len(c.data))
+			val = append(val, byte(chunkenc.EncXOR))
+			val = binary.AppendUvarint(val, uint64(c.maxt-c.mint))
+			val = append(val, c.data...)
+			key := chunkKey(c.s.ref, c.mint)
+			if c.ooo {
+				key[0] = nsChunkOOO
+			}
+			set(key, val)
+			lo, hi = min(lo, c.mint), max(hi, c.maxt)
+		}
+		if bounds := p.widen(msToNanos(lo), msToNanos(hi)); bounds != nil {
+			set(boundsKey(db.nextSeq()), bounds)
+		}
+	})
 	if err != nil {
 		return err
-	}
-	defer p.mu.RUnlock()
-	wb := p.db.NewWriteBatch()
-	defer wb.Cancel()
-	var lo, hi int64 = math.MaxInt64, math.MinInt64
-	var fresh []*memSeries
-	seen := map[*memSeries]bool{}
-	// ensureSeries writes the series' labels and postings unless the
-	// partition has them.
-	ensureSeries := func(s *memSeries) error {
-		if seen[s] {
-			return nil
-		}
-		seen[s] = true
-		s.mu.Lock()
-		known := s.partition == p.name
-		s.mu.Unlock()
-		if known {
-			return nil
-		}
-		if err := wb.Set(seriesKey(s.ref), encodeLabels(nil, s.lset)); err != nil {
-			return fmt.Errorf("%w: write series: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
-		}
-		var perr error
-		s.lset.Range(func(l labels.Label) {
-			if perr == nil {
-				perr = wb.Set(postingKey(l.Name, l.Value, s.ref), nil)
-			}
-		})
-		if perr != nil {
-			return fmt.Errorf("%w: write postings: %v", ErrUnavailable, perr) //nolint:errorlint // Badger errors stay inside the store
-		}
-		fresh = append(fresh, s)
-		return nil
-	}
-	for _, pm := range meta {
-		k, v := metadataKV(pm)
-		if err := wb.Set(k, v); err != nil {
-			return fmt.Errorf("%w: write metadata: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
-		}
-	}
-	for _, pe := range exemplars {
-		if err := ensureSeries(pe.s); err != nil {
-			return err
-		}
-		for _, kv := range exemplarKeys(pe.s.ref, pe.e) {
-			if err := wb.Set(kv[0], kv[1]); err != nil {
-				return fmt.Errorf("%w: write exemplar: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
-			}
-		}
-		lo, hi = min(lo, pe.e.Ts), max(hi, pe.e.Ts)
-	}
-	for _, c := range chunks {
-		if err := ensureSeries(c.s); err != nil {
-			return err
-		}
-		val := make([]byte, 0, 1+10+len(c.data))
-		val = append(val, byte(chunkenc.EncXOR))
-		val = binary.AppendUvarint(val, uint64(c.maxt-c.mint))
-		val = append(val, c.data...)
-		key := chunkKey(c.s.ref, c.mint)
-		if c.ooo {
-			key[0] = nsChunkOOO
-		}
-		if err := wb.Set(key, val); err != nil {
-			return fmt.Errorf("%w: write chunk: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
-		}
-		lo, hi = min(lo, c.mint), max(hi, c.maxt)
-	}
-	if bounds := p.widen(msToNanos(lo), msToNanos(hi)); bounds != nil {
-		if err := wb.Set(boundsKey(db.nextSeq()), bounds); err != nil {
-			return fmt.Errorf("%w: write bounds: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
-		}
-	}
-	if err := wb.Flush(); err != nil {
-		return fmt.Errorf("%w: partition %s: commit chunks: %v", ErrUnavailable, p.name, err) //nolint:errorlint // Badger errors stay inside the store
 	}
 	for _, c := range chunks {
 		c.s.written(c)
 	}
-	db.metadata.written(meta, p.name)
+	db.metadata.written(meta, name)
 	for _, s := range fresh {
 		s.mu.Lock()
-		s.partition = p.name
+		s.partition = name
 		s.mu.Unlock()
 	}
 	return nil

@@ -99,12 +99,7 @@ func matchesAll(lset labels.Labels, ms []*labels.Matcher) bool {
 }
 
 func (q *querier) collectPartition(p *partition, ms []*labels.Matcher, add func(labels.Labels, chunkenc.Chunk)) error {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.db == nil {
-		return nil
-	}
-	err := p.db.View(func(txn *badger.Txn) error {
+	return p.view(func(txn *badger.Txn) error {
 		refs, err := candidateRefs(txn, ms)
 		if err != nil {
 			return err
@@ -139,10 +134,6 @@ func (q *querier) collectPartition(p *partition, ms []*labels.Matcher, add func(
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("partition %s: %w", p.name, err)
-	}
-	return nil
 }
 
 // chunks returns the series' chunks, in-order and out-of-order, that overlap

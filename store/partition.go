@@ -224,6 +224,19 @@ func (p *partition) bounds() (lo, hi uint64) {
 	return p.minNanos, p.maxNanos
 }
 
+// view runs f in a read transaction of the partition, unless it was dropped.
+func (p *partition) view(f func(*badger.Txn) error) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.db == nil {
+		return nil
+	}
+	if err := p.db.View(f); err != nil {
+		return fmt.Errorf("partition %s: %w", p.name, err)
+	}
+	return nil
+}
+
 // seal closes the writable partition and reopens it read-only, which flushes
 // its memtables and frees their memory.
 func (p *partition) seal(o Options) error {

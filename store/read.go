@@ -51,12 +51,7 @@ func (db *DB) Trace(ctx context.Context, id model.TraceID) (Trace, error) {
 // readTrace appends what partition p holds for id to out: one prefix scan of
 // the trace's index keys, then one read per frame they name.
 func (db *DB) readTrace(p *partition, id model.TraceID, out Trace) error {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.db == nil {
-		return nil // dropped since the snapshot
-	}
-	err := p.db.View(func(txn *badger.Txn) error {
+	err := p.view(func(txn *badger.Txn) error {
 		var refs []frameRef
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: tracePrefix(id)})
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -93,13 +88,10 @@ func (db *DB) readTrace(p *partition, id model.TraceID, out Trace) error {
 		}
 		return nil
 	})
-	if err != nil {
-		if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrUnavailable) {
-			return fmt.Errorf("partition %s: %w", p.name, err)
-		}
-		return fmt.Errorf("%w: partition %s: %v", ErrUnavailable, p.name, err) //nolint:errorlint // Badger errors stay inside the store
+	if err != nil && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrUnavailable) {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
 	}
-	return nil
+	return err
 }
 
 func appendTraceSpans(codec byte, payload []byte, id model.TraceID, dst ptrace.Traces) error {

@@ -289,40 +289,46 @@ func (s *logSource) marshal() (byte, []byte, error) {
 	return codecZstdOTLP, payload, err
 }
 
-// commit writes a batch to the head partition in one Badger write batch.
-func (db *DB) commit(b *batch) error {
+// writeHead runs fill on one Badger write batch of the head partition and
+// commits it, durably when SyncWrites is on. fill's writes are checked once:
+// the first that fails fails the whole batch. It returns the partition's name.
+func (db *DB) writeHead(fill func(p *partition, set func(k, v []byte))) (string, error) {
 	p, err := db.acquireHead()
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer p.mu.RUnlock()
 	wb := p.db.NewWriteBatch()
 	defer wb.Cancel()
-	set := func(k, v []byte) error {
-		if err := wb.Set(k, v); err != nil {
-			return fmt.Errorf("%w: partition %s: write: %v", ErrUnavailable, p.name, err) //nolint:errorlint // Badger errors stay inside the store
+	var setErr error
+	fill(p, func(k, v []byte) {
+		if setErr == nil {
+			setErr = wb.Set(k, v)
 		}
-		return nil
-	}
-	for i, f := range b.frames {
-		if err := set(frameKey(frameRef{Kind: b.kind, Seq: b.seq, Frame: uint16(i)}), f); err != nil {
-			return err
-		}
-	}
-	for _, e := range b.index {
-		if err := set(traceIndexKey(e.id, frameRef{Kind: b.kind, Seq: b.seq, Frame: e.frame}), nil); err != nil {
-			return err
-		}
-	}
-	if bounds := p.widen(b.lo, b.hi); bounds != nil {
-		if err := set(boundsKey(b.seq), bounds); err != nil {
-			return err
-		}
+	})
+	if setErr != nil {
+		return "", fmt.Errorf("%w: partition %s: write: %v", ErrUnavailable, p.name, setErr) //nolint:errorlint // Badger errors stay inside the store
 	}
 	if err := wb.Flush(); err != nil {
-		return fmt.Errorf("%w: partition %s: commit: %v", ErrUnavailable, p.name, err) //nolint:errorlint // Badger errors stay inside the store
+		return "", fmt.Errorf("%w: partition %s: commit: %v", ErrUnavailable, p.name, err) //nolint:errorlint // Badger errors stay inside the store
 	}
-	return nil
+	return p.name, nil
+}
+
+// commit writes a batch of frames and its index to the head partition.
+func (db *DB) commit(b *batch) error {
+	_, err := db.writeHead(func(p *partition, set func(k, v []byte)) {
+		for i, f := range b.frames {
+			set(frameKey(frameRef{Kind: b.kind, Seq: b.seq, Frame: uint16(i)}), f)
+		}
+		for _, e := range b.index {
+			set(traceIndexKey(e.id, frameRef{Kind: b.kind, Seq: b.seq, Frame: e.frame}), nil)
+		}
+		if bounds := p.widen(b.lo, b.hi); bounds != nil {
+			set(boundsKey(b.seq), bounds)
+		}
+	})
+	return err
 }
 
 // restoreSeq makes the next batch sequence number larger than any stored in p.
