@@ -45,6 +45,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzSpanFrame$$' -fuzztime $(FUZZTIME) ./store/
 	$(GO) test -run '^$$' -fuzz '^FuzzWALRecord$$' -fuzztime $(FUZZTIME) ./store/
 	$(GO) test -run '^$$' -fuzz '^FuzzRemoteWrite$$' -fuzztime $(FUZZTIME) ./ingest/promrw/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecimalChunk$$' -fuzztime $(FUZZTIME) ./store/
 
 ## bench: the Go benchmarks, in benchstat's format (bench.txt)
 bench:

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
@@ -67,6 +68,9 @@ type ServiceSeries struct {
 	Metric  map[string]string `json:"metric"`
 	// Values are [unix seconds, "value"] pairs, as Prometheus writes them.
 	Values [][2]any `json:"values"`
+	// Histograms are the native histogram samples, [unix seconds,
+	// {count, sum, buckets}] as Prometheus writes them in a matrix.
+	Histograms []json.RawMessage `json:"histograms,omitempty"`
 }
 
 // serviceLabels are the series labels that name a service, as Prometheus'
@@ -99,12 +103,22 @@ func (a *API) serviceSeries(ctx context.Context, services []string, from, to tim
 				seen[k] = true
 				ss := ServiceSeries{Service: svc, Metric: series.Labels().Map(), Values: [][2]any{}}
 				it := series.Iterator(nil)
-				for it.Next() == chunkenc.ValFloat {
-					t, v := it.At()
-					if t < from.UnixMilli() || t > to.UnixMilli() {
+				for vt := it.Next(); vt != chunkenc.ValNone; vt = it.Next() {
+					if t := it.AtT(); t < from.UnixMilli() || t > to.UnixMilli() {
 						continue
 					}
-					ss.Values = append(ss.Values, [2]any{float64(t) / 1000, strconv.FormatFloat(v, 'f', -1, 64)})
+					switch vt {
+					case chunkenc.ValFloat:
+						t, v := it.At()
+						ss.Values = append(ss.Values, [2]any{float64(t) / 1000, strconv.FormatFloat(v, 'f', -1, 64)})
+					case chunkenc.ValHistogram, chunkenc.ValFloatHistogram:
+						t, h := it.AtFloatHistogram(nil)
+						b, err := promql.HPoint{T: t, H: h}.MarshalJSON()
+						if err != nil {
+							return nil, fmt.Errorf("histogram of %s at %d: %w", series.Labels(), t, err)
+						}
+						ss.Histograms = append(ss.Histograms, b)
+					}
 				}
 				if err := it.Err(); err != nil {
 					return nil, err

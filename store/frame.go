@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"runtime"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -17,8 +18,9 @@ const (
 const maxFrameBytes = 256 << 20
 
 type codec struct {
-	enc *zstd.Encoder
-	dec *zstd.Decoder
+	enc  *zstd.Encoder
+	fast *zstd.Encoder // for short-lived values (the metrics write-ahead log): speed over ratio
+	dec  *zstd.Decoder
 }
 
 func newCodec() (*codec, error) {
@@ -26,11 +28,15 @@ func newCodec() (*codec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("zstd encoder: %w", err)
 	}
+	fast, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithLowerEncoderMem(true))
+	if err != nil {
+		return nil, fmt.Errorf("zstd encoder: %w", err)
+	}
 	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(maxFrameBytes))
 	if err != nil {
 		return nil, fmt.Errorf("zstd decoder: %w", err)
 	}
-	return &codec{enc: enc, dec: dec}, nil
+	return &codec{enc: enc, fast: fast, dec: dec}, nil
 }
 
 func (c *codec) close() { c.dec.Close() }
@@ -40,6 +46,15 @@ func (c *codec) encode(codec byte, payload []byte) []byte {
 	dst := make([]byte, 1, 1+len(payload)/3)
 	dst[0] = codec
 	return c.enc.EncodeAll(payload, dst)
+}
+
+// encodeFast is encode at zstd's fastest level, for values that live only
+// until the next flush: the write-ahead log is on every acknowledged request's
+// path and is deleted once its samples are in chunks.
+func (c *codec) encodeFast(codec byte, payload []byte) []byte {
+	dst := make([]byte, 1, 1+len(payload)/3)
+	dst[0] = codec
+	return c.fast.EncodeAll(payload, dst)
 }
 
 // decode returns the codec and the decompressed payload of a frame value.

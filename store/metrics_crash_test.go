@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/stretchr/testify/require"
@@ -56,7 +57,12 @@ func TestMetricsWALReplayAfterCrash(t *testing.T) {
 }
 
 func FuzzWALRecord(f *testing.F) {
-	f.Add(encodeWALRecord([]walSeries{{ref: 1, lset: labels.FromStrings("__name__", "up", "job", "x")}}, []walSample{{ref: 1, t: 5, v: 1.5}, {ref: 1, t: -3, v: 0}}))
+	f.Add(encodeWALRecord([]walSeries{{ref: 1, lset: labels.FromStrings("__name__", "up", "job", "x")}}, []walSample{{ref: 1, point: point{t: 5, v: 1.5}}, {ref: 1, point: point{t: -3}}}))
+	f.Add(encodeWALRecord([]walSeries{{ref: 2, lset: labels.FromStrings("__name__", "rpc_seconds")}}, []walSample{
+		{ref: 2, point: point{t: 7, h: &histogram.Histogram{Schema: 1, Count: 3, Sum: 2, PositiveSpans: []histogram.Span{{Offset: -1, Length: 2}}, PositiveBuckets: []int64{1, 1}}}},
+		{ref: 2, point: point{t: 8, v: 4}},
+		{ref: 2, point: point{t: 9, fh: &histogram.FloatHistogram{CounterResetHint: histogram.GaugeType, Count: 2.5, Sum: 1, PositiveSpans: []histogram.Span{{Length: 1}}, PositiveBuckets: []float64{2.5}}}},
+	}))
 	f.Add(encodeWALRecord(nil, nil))
 	f.Add([]byte{walRecordSamples, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -78,6 +84,8 @@ func FuzzWALRecord(f *testing.F) {
 			require.Equal(t, samples[i].ref, smp2[i].ref)
 			require.Equal(t, samples[i].t, smp2[i].t)
 			require.Equal(t, math.Float64bits(samples[i].v), math.Float64bits(smp2[i].v))
+			require.Equal(t, samples[i].h, smp2[i].h)
+			require.Equal(t, samples[i].fh, smp2[i].fh)
 		}
 	})
 }
@@ -129,7 +137,7 @@ func TestMetricsCheckpointBoundsTheWAL(t *testing.T) {
 	require.Equal(t, []uint64{first + 1}, gens, "the old generation is gone")
 	for _, s := range db.metrics.byRef {
 		require.Empty(t, s.pending, "cut chunks are written")
-		require.Nil(t, s.chunk)
+		require.Nil(t, s.open.chunk)
 	}
 	requireSamples(t, db, start, 200)
 

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -30,10 +29,6 @@ const maxFutureSkew = 10 * time.Minute
 // written to the day partition.
 const chunkSamples = 120
 
-// ErrUnsupported is returned (wrapped) for kinds of data the store does not
-// keep yet.
-var ErrUnsupported = errors.New("not supported")
-
 // metricsHead holds every series' open chunk in memory; the WAL makes it
 // durable; full chunks go to the day partition.
 type metricsHead struct {
@@ -58,26 +53,23 @@ type memSeries struct {
 	ref  uint64
 	lset labels.Labels
 
-	mu    sync.Mutex
-	chunk *chunkenc.XORChunk
-	app   chunkenc.Appender
-	mint  int64 // of the open chunk
-	maxt  int64
+	mu   sync.Mutex
+	open chunkBuilder
 	// pending holds chunks cut but not yet written to a partition: queries
 	// read them from here until they are.
 	pending []*cutChunk
-	// ooo holds out-of-order samples (older than lastT, within the
+	// ooo holds out-of-order samples (older than last, within the
 	// window), sorted by time, until they make a chunk of their own.
-	ooo   []oooSample
-	lastT int64 // newest sample accepted, noTime when none
-	lastV float64
+	ooo []point
+	// last is the newest sample accepted; last.t is noTime when none.
+	last point
 	// partition names the partition holding this series' labels and
 	// postings, so they are written once per partition.
 	partition string
 }
 
 func newMemSeries(ref uint64, lset labels.Labels) *memSeries {
-	return &memSeries{ref: ref, lset: lset, lastT: noTime}
+	return &memSeries{ref: ref, lset: lset, last: point{t: noTime}}
 }
 
 func (h *metricsHead) get(lset labels.Labels, hash uint64) *memSeries {
@@ -109,42 +101,33 @@ func (h *metricsHead) getOrCreate(lset labels.Labels) (*memSeries, bool) {
 	return s, true
 }
 
-// add appends a sample to the series' open chunk, cutting the chunk when it
-// is full. It returns the cut chunk, if any, and whether the sample was taken
-// (a sample not newer than the last one is not).
-func (s *memSeries) add(t int64, v float64, oooWindow int64) (cut *cutChunk, ok bool) {
+// add appends a sample to the series' open chunk, cutting chunks as they
+// fill. It returns the cut chunks and whether the sample was taken (one not
+// newer than the newest is kept only within the out-of-order window).
+func (s *memSeries) add(p point, oooWindow int64) (cut []*cutChunk, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if t <= s.lastT {
-		return s.addOutOfOrderLocked(t, v, oooWindow)
+	if p.t <= s.last.t {
+		return s.addOutOfOrderLocked(p, oooWindow)
 	}
-	if s.chunk != nil && s.chunk.NumSamples() >= chunkSamples {
-		cut = s.cutLocked()
+	for _, c := range s.open.add(p) {
+		cut = append(cut, s.pendLocked(c, false))
 	}
-	if s.chunk == nil {
-		s.chunk = chunkenc.NewXORChunk()
-		app, err := s.chunk.Appender()
-		if err != nil { // a new XOR chunk always has an appender
-			panic(fmt.Sprintf("xor appender: %v", err))
-		}
-		s.app, s.mint = app, t
-	}
-	s.app.Append(0, t, v)
-	s.maxt, s.lastT, s.lastV = t, t, v
+	s.last = p
 	return cut, true
 }
 
 // addOutOfOrderLocked keeps a sample older than the newest if it is within
-// the window and not already in the head; a full buffer becomes a chunk.
-func (s *memSeries) addOutOfOrderLocked(t int64, v float64, window int64) (*cutChunk, bool) {
-	if window <= 0 || t < s.lastT-window || t == s.lastT {
+// the window and not already in the head; a full buffer becomes chunks.
+func (s *memSeries) addOutOfOrderLocked(p point, window int64) ([]*cutChunk, bool) {
+	if window <= 0 || p.t < s.last.t-window || p.t == s.last.t {
 		return nil, false
 	}
-	i, found := slices.BinarySearchFunc(s.ooo, t, func(x oooSample, t int64) int { return cmpInt64(x.t, t) })
-	if found || s.inOpenChunkLocked(t) {
+	i, found := slices.BinarySearchFunc(s.ooo, p.t, func(x point, t int64) int { return cmpInt64(x.t, t) })
+	if found || s.open.has(p.t) {
 		return nil, false
 	}
-	s.ooo = slices.Insert(s.ooo, i, oooSample{t, v})
+	s.ooo = slices.Insert(s.ooo, i, p)
 	if len(s.ooo) >= chunkSamples {
 		return s.cutOOOLocked(), true
 	}
@@ -161,66 +144,37 @@ func cmpInt64(a, b int64) int {
 	return 0
 }
 
-// inOpenChunkLocked reports whether the open chunk has a sample at t.
-func (s *memSeries) inOpenChunkLocked(t int64) bool {
-	if s.chunk == nil || t < s.mint || t > s.maxt {
-		return false
-	}
-	it := s.chunk.Iterator(nil)
-	for it.Next() == chunkenc.ValFloat {
-		switch ct := it.AtT(); {
-		case ct == t:
-			return true
-		case ct > t:
-			return false
-		}
-	}
-	return false
-}
-
-func oooChunk(samples []oooSample) *chunkenc.XORChunk {
-	c := chunkenc.NewXORChunk()
-	app, _ := c.Appender() // a new XOR chunk always has one
-	for _, x := range samples {
-		app.Append(0, x.t, x.v)
-	}
-	return c
-}
-
-// cutOOOLocked turns the out-of-order buffer into a chunk, pending until
+// cutOOOLocked turns the out-of-order buffer into chunks, pending until
 // written.
-func (s *memSeries) cutOOOLocked() *cutChunk {
-	if len(s.ooo) == 0 {
-		return nil
+func (s *memSeries) cutOOOLocked() []*cutChunk {
+	var cut []*cutChunk
+	for _, c := range buildChunks(s.ooo) {
+		cut = append(cut, s.pendLocked(c, true))
 	}
-	c := &cutChunk{s: s, mint: s.ooo[0].t, maxt: s.ooo[len(s.ooo)-1].t, data: oooChunk(s.ooo).Bytes(), ooo: true}
 	s.ooo = nil
-	s.pending = append(s.pending, c)
-	return c
+	return cut
+}
+
+// pendLocked keeps a finished chunk in pending until it is written.
+func (s *memSeries) pendLocked(c *builtChunk, ooo bool) *cutChunk {
+	cc := &cutChunk{s: s, builtChunk: *c, ooo: ooo}
+	s.pending = append(s.pending, cc)
+	return cc
 }
 
 type cutChunk struct {
-	s          *memSeries
-	mint, maxt int64
-	data       []byte
-	ooo        bool // a chunk of out-of-order samples: key namespace 0x25
-}
-
-type oooSample struct {
-	t int64
-	v float64
+	s *memSeries
+	builtChunk
+	ooo bool // a chunk of out-of-order samples: key namespace 0x25
 }
 
 // cutLocked closes the open chunk and returns it; it stays in pending until
 // written.
 func (s *memSeries) cutLocked() *cutChunk {
-	if s.chunk == nil || s.chunk.NumSamples() == 0 {
-		return nil
+	if c := s.open.finish(); c != nil {
+		return s.pendLocked(c, false)
 	}
-	c := &cutChunk{s: s, mint: s.mint, maxt: s.maxt, data: append([]byte(nil), s.chunk.Bytes()...)}
-	s.chunk, s.app = nil, nil
-	s.pending = append(s.pending, c)
-	return c
+	return nil
 }
 
 // written drops c from pending: it is in a partition now.
@@ -238,22 +192,24 @@ func (s *memSeries) headChunks(mint, maxt int64) []chunkenc.Chunk {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []chunkenc.Chunk
-	add := func(data []byte, cmint, cmaxt int64) {
+	add := func(enc chunkenc.Encoding, data []byte, cmint, cmaxt int64) {
 		if cmaxt < mint || cmint > maxt {
 			return
 		}
-		if c, err := chunkenc.FromData(chunkenc.EncXOR, append([]byte(nil), data...)); err == nil {
+		if c, err := chunkenc.FromData(enc, slices.Clone(data)); err == nil {
 			out = append(out, c)
 		}
 	}
 	for _, c := range s.pending {
-		add(c.data, c.mint, c.maxt)
+		add(c.enc, c.data, c.mint, c.maxt)
 	}
-	if s.chunk != nil && s.chunk.NumSamples() > 0 {
-		add(s.chunk.Bytes(), s.mint, s.maxt)
+	if b := &s.open; b.chunk != nil && b.chunk.NumSamples() > 0 {
+		add(b.chunk.Encoding(), b.chunk.Bytes(), b.mint, b.maxt)
 	}
-	if len(s.ooo) > 0 {
-		add(oooChunk(s.ooo).Bytes(), s.ooo[0].t, s.ooo[len(s.ooo)-1].t)
+	if len(s.ooo) > 0 && s.ooo[len(s.ooo)-1].t >= mint && s.ooo[0].t <= maxt {
+		for _, c := range buildChunks(s.ooo) {
+			add(c.enc, c.data, c.mint, c.maxt)
+		}
 	}
 	return out
 }
@@ -302,10 +258,11 @@ func (db *DB) writePartition(chunks []*cutChunk, exemplars []pendingExemplar, me
 		}
 		for _, c := range chunks {
 			ensureSeries(c.s)
-			val := make([]byte, 0, 1+10+len(c.data))
-			val = append(val, byte(chunkenc.EncXOR))
+			enc, data := compactChunk(c.builtChunk)
+			val := make([]byte, 0, 1+10+len(data))
+			val = append(val, byte(enc))
 			val = binary.AppendUvarint(val, uint64(c.maxt-c.mint))
-			val = append(val, c.data...)
+			val = append(val, data...)
 			key := chunkKey(c.s.ref, c.mint)
 			if c.ooo {
 				key[0] = nsChunkOOO
@@ -362,16 +319,42 @@ type pendingExemplar struct {
 }
 
 // Append adds a float sample. A sample older than the series' newest is
-// refused with storage.ErrOutOfOrderSample; one at the same time with the
-// same value is ignored, with another value refused with
+// refused with storage.ErrOutOfOrderSample unless it is within the
+// out-of-order window (older: storage.ErrTooOldSample); one at the same time
+// with the same value is ignored, with another value refused with
 // storage.ErrDuplicateSampleForTimestamp.
 func (a *appender) Append(_ storage.SeriesRef, lset labels.Labels, t int64, v float64) (storage.SeriesRef, error) {
+	return a.appendPoint(lset, point{t: t, v: v})
+}
+
+// AppendHistogram adds a native histogram sample, integer (h) or float (fh),
+// with the same rules as Append. An invalid histogram is refused with an
+// error that wraps both ErrInvalid and Prometheus' histogram.Error.
+func (a *appender) AppendHistogram(_ storage.SeriesRef, lset labels.Labels, t int64, h *histogram.Histogram, fh *histogram.FloatHistogram) (storage.SeriesRef, error) {
+	var err error
+	switch {
+	case h != nil:
+		err = h.Validate()
+		fh = nil
+	case fh != nil:
+		err = fh.Validate()
+	default:
+		return 0, fmt.Errorf("%w: histogram sample of %s without a histogram", ErrInvalid, lset)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%w: native histogram of %s at %s: %w", ErrInvalid, lset, time.UnixMilli(t).UTC().Format(time.RFC3339Nano), err)
+	}
+	return a.appendPoint(lset, point{t: t, h: h, fh: fh})
+}
+
+func (a *appender) appendPoint(lset labels.Labels, p point) (storage.SeriesRef, error) {
 	if lset.IsEmpty() {
 		return 0, fmt.Errorf("%w: empty label set", ErrInvalid)
 	}
 	if name, dup := lset.HasDuplicateLabelNames(); dup {
 		return 0, fmt.Errorf("%w: label %q appears twice in %s", ErrInvalid, name, lset)
 	}
+	t := p.t
 	if limit := a.db.opts.Now().Add(maxFutureSkew).UnixMilli(); t > limit {
 		return 0, fmt.Errorf("%w: sample at %s is more than %s ahead of the server's clock",
 			storage.ErrOutOfBounds, time.UnixMilli(t).UTC().Format(time.RFC3339Nano), maxFutureSkew)
@@ -383,11 +366,11 @@ func (a *appender) Append(_ storage.SeriesRef, lset labels.Labels, t int64, v fl
 	last, ok := a.pending[s.ref]
 	if !ok {
 		s.mu.Lock()
-		last = s.lastT
-		lastV := s.lastV
+		newest := s.last
 		s.mu.Unlock()
+		last = newest.t
 		if t == last {
-			if math.Float64bits(v) == math.Float64bits(lastV) {
+			if p.same(newest) {
 				return storage.SeriesRef(s.ref), nil
 			}
 			return 0, storage.ErrDuplicateSampleForTimestamp
@@ -406,7 +389,7 @@ func (a *appender) Append(_ storage.SeriesRef, lset labels.Labels, t int64, v fl
 		a.pending[s.ref] = t
 	}
 	a.series = append(a.series, s)
-	a.samples = append(a.samples, walSample{ref: s.ref, t: t, v: v})
+	a.samples = append(a.samples, walSample{ref: s.ref, point: p})
 	return storage.SeriesRef(s.ref), nil
 }
 
@@ -421,7 +404,7 @@ func (a *appender) Commit() error {
 	if h.closed {
 		return ErrClosed
 	}
-	rec := a.db.codec.encode(codecZstdOTLP, encodeWALRecord(a.created, a.samples))
+	rec := a.db.codec.encodeFast(codecZstdOTLP, encodeWALRecord(a.created, a.samples))
 	err := h.wal.Update(func(txn *badger.Txn) error { return txn.Set(walKey(h.walSeq.Add(1)), rec) })
 	if err != nil {
 		return fmt.Errorf("%w: metrics WAL: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
@@ -429,9 +412,8 @@ func (a *appender) Commit() error {
 	var cut []*cutChunk
 	window := a.db.opts.MetricsOutOfOrderWindow.Milliseconds()
 	for i, s := range a.series {
-		if c, _ := s.add(a.samples[i].t, a.samples[i].v, window); c != nil {
-			cut = append(cut, c)
-		}
+		c, _ := s.add(a.samples[i].point, window)
+		cut = append(cut, c...)
 	}
 	exemplars, meta := a.exemplars, a.meta
 	a.series, a.samples, a.created, a.exemplars, a.meta = nil, nil, nil, nil, nil
@@ -460,12 +442,10 @@ func (a *appender) AppendExemplar(_ storage.SeriesRef, lset labels.Labels, e exe
 	return storage.SeriesRef(s.ref), nil
 }
 
-func (a *appender) AppendHistogram(storage.SeriesRef, labels.Labels, int64, *histogram.Histogram, *histogram.FloatHistogram) (storage.SeriesRef, error) {
-	return 0, fmt.Errorf("%w: native histograms", ErrUnsupported)
-}
-
-func (a *appender) AppendHistogramSTZeroSample(storage.SeriesRef, labels.Labels, int64, int64, *histogram.Histogram, *histogram.FloatHistogram) (storage.SeriesRef, error) {
-	return 0, fmt.Errorf("%w: native histograms", ErrUnsupported)
+// AppendHistogramSTZeroSample accepts start timestamps and, as
+// AppendSTZeroSample, does not keep them.
+func (a *appender) AppendHistogramSTZeroSample(ref storage.SeriesRef, _ labels.Labels, _, _ int64, _ *histogram.Histogram, _ *histogram.FloatHistogram) (storage.SeriesRef, error) {
+	return ref, nil
 }
 
 // UpdateMetadata records the metadata of the series' metric name; it is
@@ -495,13 +475,18 @@ func (db *DB) AppenderV2(ctx context.Context) storage.AppenderV2 {
 
 type appenderV2 struct{ a *appender }
 
-// Append adds a float sample and its exemplars. Native histograms are
-// refused with ErrUnsupported. Metadata in opts is kept by metric family.
+// Append adds a float or native histogram sample and its exemplars.
+// Metadata in opts is kept by metric family.
 func (v appenderV2) Append(ref storage.SeriesRef, ls labels.Labels, _, t int64, val float64, h *histogram.Histogram, fh *histogram.FloatHistogram, opts storage.AppendV2Options) (storage.SeriesRef, error) {
+	var (
+		r   storage.SeriesRef
+		err error
+	)
 	if h != nil || fh != nil {
-		return 0, fmt.Errorf("%w: native histograms (series %s)", ErrUnsupported, ls)
+		r, err = v.a.AppendHistogram(ref, ls, t, h, fh)
+	} else {
+		r, err = v.a.Append(ref, ls, t, val)
 	}
-	r, err := v.a.Append(ref, ls, t, val)
 	if err != nil {
 		return r, err
 	}

@@ -132,9 +132,8 @@ func (h *metricsHead) replay(gen uint64) error {
 				if s == nil {
 					return fmt.Errorf("%w: WAL sample for unknown series %d", ErrCorrupt, smp.ref)
 				}
-				if c, _ := s.add(smp.t, smp.v, h.db.opts.MetricsOutOfOrderWindow.Milliseconds()); c != nil {
-					cut = append(cut, c)
-				}
+				c, _ := s.add(smp.point, h.db.opts.MetricsOutOfOrderWindow.Milliseconds())
+				cut = append(cut, c...)
 			}
 			records++
 			samples += len(smpls)
@@ -173,9 +172,7 @@ func (h *metricsHead) cutAll() []*cutChunk {
 		if c := s.cutLocked(); c != nil {
 			cut = append(cut, c)
 		}
-		if c := s.cutOOOLocked(); c != nil {
-			cut = append(cut, c)
-		}
+		cut = append(cut, s.cutOOOLocked()...)
 		s.mu.Unlock()
 	}
 	return cut
@@ -193,7 +190,7 @@ func (h *metricsHead) writeSeriesRecord(wal *badger.DB) error {
 	if len(series) == 0 {
 		return nil
 	}
-	rec := h.db.codec.encode(codecZstdOTLP, encodeWALRecord(series, nil))
+	rec := h.db.codec.encodeFast(codecZstdOTLP, encodeWALRecord(series, nil))
 	if err := wal.Update(func(txn *badger.Txn) error { return txn.Set(walKey(h.walSeq.Add(1)), rec) }); err != nil {
 		return fmt.Errorf("%w: metrics WAL series record: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
 	}

@@ -173,7 +173,12 @@ func (q *querier) chunksUnder(txn *badger.Txn, prefix []byte, out []chunkenc.Chu
 		if cmint+int64(span) < q.mint {
 			continue
 		}
-		c, err := chunkenc.FromData(chunkenc.Encoding(val[0]), val[1+w:])
+		var c chunkenc.Chunk
+		if enc := chunkenc.Encoding(val[0]); enc == encDecimal {
+			c, err = decimalAsXOR(val[1+w:])
+		} else {
+			c, err = chunkenc.FromData(enc, val[1+w:])
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: chunk: %w", ErrCorrupt, err)
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/promql"
@@ -24,11 +25,15 @@ type sample struct {
 	lset labels.Labels
 	t    int64
 	v    float64
+	h    *histogram.Histogram
+	fh   *histogram.FloatHistogram
 }
 
 // scrapeData is 2 hours of 15 s scrapes of 40 series: counters of HTTP
 // requests by job and instance, gauges of temperature, with a counter reset
-// and a series that stops (staleness) half-way.
+// and a series that stops (staleness) half-way; classic histograms; native
+// histograms (integer counters whose buckets grow and that reset, float
+// gauge histograms) and a series that turns from floats into histograms.
 func scrapeData(start time.Time) [][]sample {
 	var rounds [][]sample
 	counters := map[string]float64{}
@@ -43,10 +48,10 @@ func scrapeData(start time.Time) [][]sample {
 				if job == "web" && inst == 3 && i == 200 {
 					counters[k] = 0 // a counter reset
 				}
-				round = append(round, sample{ls, t, counters[k]})
+				round = append(round, sample{lset: ls, t: t, v: counters[k]})
 				if !(job == "api" && inst == 9 && i > 240) { // a target that goes away
 					g := labels.FromStrings("__name__", "temperature_celsius", "job", job, "instance", fmt.Sprintf("10.0.0.%d:9090", inst))
-					round = append(round, sample{g, t, 20 + 10*math.Sin(float64(i+inst)/30)})
+					round = append(round, sample{lset: g, t: t, v: 20 + 10*math.Sin(float64(i+inst)/30)})
 				}
 			}
 		}
@@ -57,16 +62,71 @@ func scrapeData(start time.Time) [][]sample {
 				cum += float64((i*(b+1)+j)%5 + b)
 				key := job + le
 				counters[key] += cum
-				round = append(round, sample{labels.FromStrings("__name__", "request_duration_seconds_bucket", "job", job, "le", le), t, counters[key]})
+				round = append(round, sample{lset: labels.FromStrings("__name__", "request_duration_seconds_bucket", "job", job, "le", le), t: t, v: counters[key]})
 			}
 			counters[job+"sum"] += cum * 0.3
 			round = append(round,
-				sample{labels.FromStrings("__name__", "request_duration_seconds_sum", "job", job), t, counters[job+"sum"]},
-				sample{labels.FromStrings("__name__", "request_duration_seconds_count", "job", job), t, counters[job+"+Inf"]})
+				sample{lset: labels.FromStrings("__name__", "request_duration_seconds_sum", "job", job), t: t, v: counters[job+"sum"]},
+				sample{lset: labels.FromStrings("__name__", "request_duration_seconds_count", "job", job), t: t, v: counters[job+"+Inf"]})
 		}
+		round = append(round, nativeHistograms(t, i)...)
 		rounds = append(rounds, round)
 	}
 	return rounds
+}
+
+// nativeHistograms returns round i's native histogram samples.
+func nativeHistograms(t int64, i int) []sample {
+	var out []sample
+	for j, job := range []string{"api", "web"} {
+		// An exponential (schema 1) counter histogram. Its observations
+		// spread to a higher bucket after round 100 (the chunk is recoded
+		// with a new bucket) and web's restarts at round 300.
+		n := i
+		if job == "web" && i >= 300 {
+			n = i - 300
+		}
+		buckets := []int64{int64(n * (j + 1)), int64(n * 2), int64(n)}
+		spans := []histogram.Span{{Offset: -2, Length: 3}}
+		if i >= 100 {
+			buckets = append(buckets, int64(n/3))
+			spans = []histogram.Span{{Offset: -2, Length: 3}, {Offset: 2, Length: 1}}
+		}
+		var count, abs int64
+		deltas := make([]int64, len(buckets))
+		for k, b := range buckets {
+			deltas[k] = b - abs
+			abs = b
+			count += b
+		}
+		h := &histogram.Histogram{
+			Schema: 1, ZeroThreshold: 0.001, ZeroCount: uint64(n / 4),
+			Count: uint64(count) + uint64(n/4), Sum: float64(count) * 0.37,
+			PositiveSpans: spans, PositiveBuckets: deltas,
+		}
+		out = append(out, sample{lset: labels.FromStrings("__name__", "rpc_duration_seconds", "job", job), t: t, h: h})
+		// A float gauge histogram that goes up and down.
+		fill := 5 + 4*math.Sin(float64(i+j*7)/20)
+		fh := &histogram.FloatHistogram{
+			CounterResetHint: histogram.GaugeType, Schema: 0,
+			Count: fill * 3, Sum: fill * 11.5,
+			PositiveSpans:   []histogram.Span{{Offset: 0, Length: 3}},
+			PositiveBuckets: []float64{fill, fill, fill},
+		}
+		out = append(out, sample{lset: labels.FromStrings("__name__", "queue_fill", "job", job), t: t, fh: fh})
+	}
+	// One series that is a float gauge for the first hour, then a
+	// histogram.
+	mixed := labels.FromStrings("__name__", "changing_kind", "job", "api")
+	if i < 240 {
+		out = append(out, sample{lset: mixed, t: t, v: float64(i % 13)})
+	} else {
+		out = append(out, sample{lset: mixed, t: t, h: &histogram.Histogram{
+			Schema: 0, Count: uint64(i), Sum: float64(i),
+			PositiveSpans: []histogram.Span{{Offset: 1, Length: 1}}, PositiveBuckets: []int64{int64(i)},
+		}})
+	}
+	return out
 }
 
 func appendRounds(t *testing.T, app storage.Appendable, rounds [][]sample) {
@@ -74,8 +134,13 @@ func appendRounds(t *testing.T, app storage.Appendable, rounds [][]sample) {
 	for _, round := range rounds {
 		a := app.Appender(context.Background())
 		for _, s := range round {
-			_, err := a.Append(0, s.lset, s.t, s.v)
-			require.NoError(t, err)
+			var err error
+			if s.h != nil || s.fh != nil {
+				_, err = a.AppendHistogram(0, s.lset, s.t, s.h, s.fh)
+			} else {
+				_, err = a.Append(0, s.lset, s.t, s.v)
+			}
+			require.NoError(t, err, "%s at %d", s.lset, s.t)
 		}
 		require.NoError(t, a.Commit())
 	}
@@ -106,6 +171,20 @@ var promqlCases = []string{
 	`quantile_over_time(0.9, temperature_celsius[15m])`,
 	`deriv(temperature_celsius[10m])`,
 	`sort_desc(avg_over_time(temperature_celsius[30m]))`,
+	// Native histograms.
+	`rpc_duration_seconds`,
+	`histogram_quantile(0.9, sum by (job) (rate(rpc_duration_seconds[5m])))`,
+	`histogram_quantile(0.99, rate(rpc_duration_seconds{job="web"}[10m]))`,
+	`histogram_count(increase(rpc_duration_seconds[10m]))`,
+	`histogram_sum(rate(rpc_duration_seconds[5m])) / histogram_count(rate(rpc_duration_seconds[5m]))`,
+	`histogram_fraction(0, 2, rate(rpc_duration_seconds[5m]))`,
+	`resets(rpc_duration_seconds[30m])`,
+	`queue_fill`,
+	`histogram_quantile(0.5, queue_fill)`,
+	`histogram_avg(avg_over_time(queue_fill[10m]))`,
+	`max by (job) (histogram_count(queue_fill))`,
+	`changing_kind`,
+	`count_over_time(changing_kind[20m])`,
 }
 
 // TestPromQLAgreesWithPrometheus loads the same samples into Lumen and into
@@ -134,6 +213,10 @@ func checkAgainst(t *testing.T, lumen, prom storage.Queryable, start time.Time) 
 			if q == "http_requests_total" {
 				got := instant(t, engine, lumen, q, start.Add(time.Hour))
 				require.Equal(t, 20, strings.Count(got, `__name__="http_requests_total"`), "every series answers:\n%s", got)
+			}
+			if q == "rpc_duration_seconds" || q == "queue_fill" {
+				got := instant(t, engine, lumen, q, start.Add(time.Hour))
+				require.Equal(t, 2, strings.Count(got, "{count:"), "both histograms answer:\n%s", got)
 			}
 			for _, at := range []time.Duration{30 * time.Minute, 61 * time.Minute, 90 * time.Minute, 119 * time.Minute} {
 				want := instant(t, engine, prom, q, start.Add(at))
@@ -169,6 +252,25 @@ func rangeQuery(t *testing.T, e *promql.Engine, q storage.Queryable, expr string
 	res := qry.Exec(context.Background())
 	require.NoError(t, res.Err)
 	return res.String()
+}
+
+// TestMetricsReplayedAfterACrash: every kind of sample (floats, integer and
+// float native histograms, a series that changes kind) comes back from the
+// WAL after a crash, with the same PromQL answers.
+func TestMetricsReplayedAfterACrash(t *testing.T) {
+	start := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	rounds := scrapeData(start)
+	dir := t.TempDir()
+	db := openStore(t, dir, func(o *store.Options) { o.Retention = 0 })
+	appendRounds(t, db, rounds)
+	db.Abandon(t)
+
+	db = openStore(t, dir, func(o *store.Options) { o.Retention = 0 })
+	defer db.Close()
+	ref := teststorage.New(t)
+	defer ref.Close()
+	appendRounds(t, ref, rounds)
+	checkAgainst(t, db, ref, start)
 }
 
 func TestMetricsAfterReopen(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/prompb"
 )
 
 // The metrics write-ahead log: one key per append request in a Badger
@@ -20,17 +21,24 @@ import (
 // request is durable before it is acknowledged. See docs/metrics-store.md.
 //
 //	KEY: 0x30 seq[8] -> zstd(record)
-//	record := 0x01 uvarint(new series) { uvarint(ref) labels }
-//	               uvarint(samples) { uvarint(ref) varint(t) float64bits[8] }
+//	record := 0x02 uvarint(new series) { uvarint(ref) labels }
+//	               uvarint(samples) { uvarint(ref) sample }
+//	sample := 0x00 varint(t) float64bits[8]
+//	        | 0x01 uvarint(len) prompb.Histogram
+//
+// Samples keep the request's order. Histograms are Prometheus' remote-write
+// protobuf message (prompb.Histogram, timestamp inside), integer or float.
+// Type 0x01, written before native histograms were kept, has float samples
+// only and no kind byte.
 const (
 	nsWAL            byte = 0x30
 	walRecordSamples byte = 0x01
+	walRecordV2      byte = 0x02
 )
 
 type walSample struct {
 	ref uint64
-	t   int64
-	v   float64
+	point
 }
 
 type walSeries struct {
@@ -38,9 +46,14 @@ type walSeries struct {
 	lset labels.Labels
 }
 
+const (
+	walFloat     byte = 0x00
+	walHistogram byte = 0x01
+)
+
 func encodeWALRecord(series []walSeries, samples []walSample) []byte {
-	b := make([]byte, 0, 16+len(series)*64+len(samples)*14)
-	b = append(b, walRecordSamples)
+	b := make([]byte, 0, 16+len(series)*64+len(samples)*15)
+	b = append(b, walRecordV2)
 	b = binary.AppendUvarint(b, uint64(len(series)))
 	for _, s := range series {
 		b = binary.AppendUvarint(b, s.ref)
@@ -49,17 +62,33 @@ func encodeWALRecord(series []walSeries, samples []walSample) []byte {
 	b = binary.AppendUvarint(b, uint64(len(samples)))
 	for _, s := range samples {
 		b = binary.AppendUvarint(b, s.ref)
-		b = binary.AppendVarint(b, s.t)
-		b = binary.BigEndian.AppendUint64(b, math.Float64bits(s.v))
+		var hp prompb.Histogram
+		switch {
+		case s.h != nil:
+			hp = prompb.FromIntHistogram(s.t, s.h)
+		case s.fh != nil:
+			hp = prompb.FromFloatHistogram(s.t, s.fh)
+		default:
+			b = append(b, walFloat)
+			b = binary.AppendVarint(b, s.t)
+			b = binary.BigEndian.AppendUint64(b, math.Float64bits(s.v))
+			continue
+		}
+		b = append(b, walHistogram)
+		b = binary.AppendUvarint(b, uint64(hp.Size()))
+		n := len(b)
+		b = append(b, make([]byte, hp.Size())...)
+		_, _ = hp.MarshalToSizedBuffer(b[n:]) // sized above: cannot fail
 	}
 	return b
 }
 
 func decodeWALRecord(b []byte, sb *labels.ScratchBuilder) ([]walSeries, []walSample, error) {
 	bad := func(what string) error { return fmt.Errorf("%w: metrics WAL record: %s", ErrCorrupt, what) }
-	if len(b) == 0 || b[0] != walRecordSamples {
+	if len(b) == 0 || (b[0] != walRecordSamples && b[0] != walRecordV2) {
 		return nil, nil, bad("type")
 	}
+	typ := b[0]
 	b = b[1:]
 	n, w := binary.Uvarint(b)
 	if w <= 0 || n > uint64(len(b)) {
@@ -86,17 +115,47 @@ func decodeWALRecord(b []byte, sb *labels.ScratchBuilder) ([]walSeries, []walSam
 	b = b[w:]
 	samples := make([]walSample, 0, n)
 	for range n {
-		ref, w1 := binary.Uvarint(b)
-		if w1 <= 0 {
+		ref, w := binary.Uvarint(b)
+		if w <= 0 {
 			return nil, nil, bad("sample ref")
 		}
-		t, w2 := binary.Varint(b[w1:])
-		if w2 <= 0 || len(b) < w1+w2+8 {
-			return nil, nil, bad("sample")
+		b = b[w:]
+		kind := walFloat
+		if typ == walRecordV2 {
+			if len(b) == 0 {
+				return nil, nil, bad("sample kind")
+			}
+			kind, b = b[0], b[1:]
 		}
-		v := math.Float64frombits(binary.BigEndian.Uint64(b[w1+w2:]))
-		samples = append(samples, walSample{ref: ref, t: t, v: v})
-		b = b[w1+w2+8:]
+		switch kind {
+		case walFloat:
+			t, w := binary.Varint(b)
+			if w <= 0 || len(b) < w+8 {
+				return nil, nil, bad("sample")
+			}
+			v := math.Float64frombits(binary.BigEndian.Uint64(b[w:]))
+			samples = append(samples, walSample{ref: ref, point: point{t: t, v: v}})
+			b = b[w+8:]
+		case walHistogram:
+			l, w := binary.Uvarint(b)
+			if w <= 0 || l > uint64(len(b)-w) {
+				return nil, nil, bad("histogram length")
+			}
+			var hp prompb.Histogram
+			if err := hp.Unmarshal(b[w : w+int(l)]); err != nil {
+				return nil, nil, bad("histogram: " + err.Error())
+			}
+			p := point{t: hp.Timestamp}
+			if hp.IsFloatHistogram() {
+				p.fh = hp.ToFloatHistogram()
+			} else {
+				p.h = hp.ToIntHistogram()
+			}
+			samples = append(samples, walSample{ref: ref, point: p})
+			b = b[w+int(l):]
+		default:
+			return nil, nil, bad("sample kind")
+		}
 	}
 	if len(b) != 0 {
 		return nil, nil, bad("trailing bytes")

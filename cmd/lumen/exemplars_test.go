@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/snappy"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/stretchr/testify/require"
 
@@ -116,6 +117,12 @@ func TestTraceShowsItsServicesSeries(t *testing.T) {
 		ts("cart_requests_total", "job", "cart", -20*time.Minute, -4*time.Minute, time.Minute, 4*time.Minute, 20*time.Minute),
 		ts("cart_queue", "service_name", "cart", 2*time.Minute),
 		ts("other_total", "job", "checkout", time.Minute),
+		{
+			Labels: []prompb.Label{{Name: "__name__", Value: "cart_latency_seconds"}, {Name: "job", Value: "cart"}},
+			Histograms: []prompb.Histogram{prompb.FromIntHistogram(now.Add(time.Minute).UnixMilli(), &histogram.Histogram{
+				Count: 3, Sum: 1.25, PositiveSpans: []histogram.Span{{Offset: 0, Length: 2}}, PositiveBuckets: []int64{1, 1},
+			})},
+		},
 	}}
 	pb, err := req.Marshal()
 	require.NoError(t, err)
@@ -131,7 +138,7 @@ func TestTraceShowsItsServicesSeries(t *testing.T) {
 		require.Equal(t, "cart", ss.Service)
 		byName[ss.Metric["__name__"]] = ss
 	}
-	require.Len(t, byName, 2, "the other service's series is not there: %+v", m.Series)
+	require.Len(t, byName, 3, "the other service's series is not there: %+v", m.Series)
 	// Only the samples within the trace's window ± 5 minutes.
 	values := func(ss query.ServiceSeries) []string {
 		var out []string
@@ -142,4 +149,8 @@ func TestTraceShowsItsServicesSeries(t *testing.T) {
 	}
 	require.Equal(t, []string{"2", "3", "4"}, values(byName["cart_requests_total"]))
 	require.Equal(t, []string{"1"}, values(byName["cart_queue"]))
+	// Native histograms as Prometheus writes them in a matrix.
+	h := byName["cart_latency_seconds"].Histograms
+	require.Len(t, h, 1)
+	require.JSONEq(t, fmt.Sprintf(`[%d,{"count":"3","sum":"1.25","buckets":[[0,"0.5","1","1"],[0,"1","2","2"]]}]`, now.Add(time.Minute).Unix()), string(h[0]))
 }

@@ -49,6 +49,8 @@ scrape_configs:
     static_configs: [{targets: [%q]}]
 remote_write:
   - url: http://%s/api/v1/write
+    send_exemplars: true
+    send_native_histograms: true
     queue_config: {batch_send_deadline: 200ms, max_shards: 2}
     metadata_config: {send_interval: 1s}
 `, s.cfg.HTTPAddr, promAddr, s.cfg.HTTPAddr)
@@ -57,7 +59,8 @@ remote_write:
 	defer cancel()
 	var logs bytes.Buffer
 	cmd := exec.CommandContext(ctx, prom, "--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "tsdb"), "--web.listen-address="+promAddr, "--log.level=warn")
+		"--storage.tsdb.path="+filepath.Join(dir, "tsdb"), "--web.listen-address="+promAddr, "--log.level=warn",
+		"--enable-feature=native-histograms,exemplar-storage")
 	cmd.Stderr, cmd.Stdout = &logs, &logs
 	require.NoError(t, cmd.Start())
 	var once sync.Once
@@ -100,6 +103,11 @@ remote_write:
 		{"instant", `count by (job) (prometheus_build_info or lumen_store_partitions)`, "--time=" + ts},
 		{"range", `sum by (job) (up)`, "--start=" + fmt.Sprint(start.Add(-2*time.Second).Unix()), "--end=" + ts, "--step=1s"},
 		{"instant", `max by (job) (up{job=~"lum.*"})`, "--time=" + ts},
+		// Lumen's own request durations, scraped as native histograms.
+		// (Not histogram_quantile: Debian's Prometheus 2.x interpolates
+		// within native buckets linearly, the 3.x engine exponentially.)
+		{"instant", `histogram_count(sum by (handler) (lumen_http_request_duration_seconds{handler="/api/v1/write"}))`, "--time=" + ts},
+		{"instant", `histogram_sum(sum(increase(lumen_http_request_duration_seconds{handler="/api/v1/write"}[5s])))`, "--time=" + ts},
 	} {
 		want := query(promAddr, q...)
 		got := query(s.cfg.HTTPAddr, q...)

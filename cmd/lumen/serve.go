@@ -176,6 +176,10 @@ func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger,
 		Name:    "lumen_http_request_duration_seconds",
 		Help:    "Time to answer HTTP API requests, by route and status code.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		// Also a native histogram, for scrapers that ask for protobuf.
+		NativeHistogramBucketFactor:     1.1,
+		NativeHistogramMaxBucketNumber:  100,
+		NativeHistogramMinResetDuration: time.Hour,
 	}, []string{"handler", "code"})
 	reg.MustRegister(durations)
 	wrap := func(route string, h http.Handler) http.Handler {

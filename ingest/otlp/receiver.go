@@ -7,8 +7,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/storage/remote/otlptranslator/prometheusremotewrite"
 	"go.opentelemetry.io/collector/component"
@@ -231,7 +233,7 @@ func (s *sink) consumeMetrics(ctx context.Context, md pmetric.Metrics) error {
 	})
 }
 
-// splitAppendErrors separates the errors a client must fix (native
+// splitAppendErrors separates the errors a client must fix (invalid
 // histograms, out-of-order or duplicate samples, invalid series) from the
 // others.
 func splitAppendErrors(err error) (refused []error, other error) {
@@ -241,14 +243,15 @@ func splitAppendErrors(err error) (refused []error, other error) {
 		if e == nil {
 			return
 		}
-		if j, ok := e.(interface{ Unwrap() []error }); ok {
-			for _, x := range j.Unwrap() {
+		if parts, ok := joined(e); ok {
+			for _, x := range parts {
 				walk(x)
 			}
 			return
 		}
+		var invalidHistogram histogram.Error
 		switch {
-		case errors.Is(e, store.ErrUnsupported), errors.Is(e, store.ErrInvalid),
+		case errors.As(e, &invalidHistogram), errors.Is(e, store.ErrInvalid),
 			errors.Is(e, storage.ErrOutOfOrderSample), errors.Is(e, storage.ErrDuplicateSampleForTimestamp):
 			refused = append(refused, e)
 		default:
@@ -257,6 +260,22 @@ func splitAppendErrors(err error) (refused []error, other error) {
 	}
 	walk(err)
 	return refused, errors.Join(others...)
+}
+
+// joined returns the parts of an error made by errors.Join (whose message is
+// its parts' messages, one per line) — not those of an error that wraps
+// several with fmt.Errorf, which is one error with several causes.
+func joined(e error) ([]error, bool) {
+	j, ok := e.(interface{ Unwrap() []error })
+	if !ok {
+		return nil, false
+	}
+	parts := j.Unwrap()
+	msgs := make([]string, len(parts))
+	for i, p := range parts {
+		msgs[i] = p.Error()
+	}
+	return parts, e.Error() == strings.Join(msgs, "\n")
 }
 
 func (s *sink) consume(ctx context.Context, signal string, n int, write func(context.Context) error) error {

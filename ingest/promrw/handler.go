@@ -16,6 +16,7 @@ import (
 	remoteapi "github.com/prometheus/client_golang/exp/api/remote"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/metadata"
 	"github.com/prometheus/prometheus/prompb"
@@ -225,6 +226,15 @@ type countingAppender struct {
 func (a *countingAppender) Append(ref storage.SeriesRef, l labels.Labels, t int64, v float64) (storage.SeriesRef, error) {
 	a.m.Received.WithLabelValues("metrics").Inc()
 	ref, err := a.Appender.Append(ref, l, t, v)
+	if err == nil {
+		a.n++
+	}
+	return ref, err
+}
+
+func (a *countingAppender) AppendHistogram(ref storage.SeriesRef, l labels.Labels, t int64, h *histogram.Histogram, fh *histogram.FloatHistogram) (storage.SeriesRef, error) {
+	a.m.Received.WithLabelValues("metrics").Inc()
+	ref, err := a.Appender.AppendHistogram(ref, l, t, h, fh)
 	if err == nil {
 		a.n++
 	}
