@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"go.opentelemetry.io/collector/pdata/pcommon"
-	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.uber.org/zap"
 
@@ -41,11 +40,28 @@ type TraceResponse struct {
 	// Trace is an OTLP/JSON TracesData: spans grouped by resource and scope,
 	// each group in start-time order.
 	Trace json.RawMessage `json:"trace,omitempty"`
-	// Logs is an OTLP/JSON LogsData of the records that carry the trace id,
-	// grouped by resource and scope, in time order.
-	Logs json.RawMessage `json:"logs,omitempty"`
+	// Logs are the log lines that carry the trace id, from OTLP and Loki
+	// pushes alike, in time order, each with its stream's labels.
+	Logs []TraceLog `json:"logs,omitempty"`
 	// Metrics holds what the metrics store links to the trace.
 	Metrics *TraceMetrics `json:"metrics,omitempty"`
+}
+
+// TraceLog is one log line of a trace.
+type TraceLog struct {
+	// Time is the line's time, RFC 3339 with nanoseconds; TimeUnixNano the
+	// same as a decimal string, as OTLP/JSON and Loki write it.
+	Time         time.Time `json:"time"`
+	TimeUnixNano string    `json:"timeUnixNano"`
+	// Stream is the labels of the line's stream (for OTLP records, their
+	// resource mapped as Loki maps it).
+	Stream map[string]string `json:"stream"`
+	Line   string            `json:"line"`
+	// StructuredMetadata is the line's structured metadata (for OTLP
+	// records: attributes, severity, scope, ids).
+	StructuredMetadata map[string]string `json:"structuredMetadata,omitempty"`
+	// SpanID is the span the line belongs to, when known.
+	SpanID string `json:"spanId,omitempty"`
 }
 
 // TraceMetrics is the metrics part of a trace's answer.
@@ -164,10 +180,7 @@ func exemplarSeries(in []exemplar.QueryResult) []ExemplarSeries {
 	return out
 }
 
-var (
-	tracesJSON ptrace.JSONMarshaler
-	logsJSON   plog.JSONMarshaler
-)
+var tracesJSON ptrace.JSONMarshaler
 
 // parts lists what include= may name.
 var parts = []string{"trace", "logs", "metrics"}
@@ -209,7 +222,7 @@ func (a *API) trace(w http.ResponseWriter, r *http.Request) {
 		if exemplars, exErr = a.r.TraceExemplars(r.Context(), id); exErr != nil {
 			err = exErr
 		} else if err != nil && len(exemplars) > 0 {
-			t, err = store.Trace{Spans: ptrace.NewTraces(), Logs: plog.NewLogs()}, nil
+			t, err = store.Trace{Spans: ptrace.NewTraces()}, nil
 		}
 	}
 	if err != nil {
@@ -221,14 +234,14 @@ func (a *API) trace(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	normalizeSpans(t.Spans)
-	normalizeLogs(t.Logs)
+	logs := traceLogs(t.Logs)
 	resp := TraceResponse{
 		TraceID:   id.String(),
 		SpanCount: t.Spans.SpanCount(),
-		LogCount:  t.Logs.LogRecordCount(),
+		LogCount:  len(logs),
 		Services:  services(t.Spans, t.Logs),
 	}
-	lo, hi := timeRange(t.Spans, t.Logs)
+	lo, hi := timeRange(t.Spans, logs)
 	if lo == 0 {
 		lo, hi = exemplarRange(exemplars)
 	}
@@ -242,10 +255,7 @@ func (a *API) trace(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if inc["logs"] {
-		if resp.Logs, err = logsJSON.MarshalLogs(t.Logs); err != nil {
-			writeError(w, fmt.Errorf("encode logs of trace %s: %w", id, err))
-			return
-		}
+		resp.Logs = logs
 	}
 	if inc["metrics"] {
 		from, to := resp.StartTime.Add(-seriesWindow), resp.EndTime.Add(seriesWindow)
@@ -321,48 +331,32 @@ func normalizeSpans(td ptrace.Traces) {
 	merged.MoveTo(td)
 }
 
-// normalizeLogs does for log records what normalizeSpans does for spans.
-func normalizeLogs(ld plog.Logs) {
-	merged := plog.NewLogs()
-	index := map[string]plog.LogRecordSlice{}
-	for _, rl := range ld.ResourceLogs().All() {
-		for _, sl := range rl.ScopeLogs().All() {
-			k := groupKey(rl.Resource(), rl.SchemaUrl(), sl.Scope(), sl.SchemaUrl())
-			dst, ok := index[k]
-			if !ok {
-				nrl := merged.ResourceLogs().AppendEmpty()
-				rl.Resource().MoveTo(nrl.Resource())
-				nrl.SetSchemaUrl(rl.SchemaUrl())
-				nsl := nrl.ScopeLogs().AppendEmpty()
-				sl.Scope().MoveTo(nsl.Scope())
-				nsl.SetSchemaUrl(sl.SchemaUrl())
-				dst = nsl.LogRecords()
-				index[k] = dst
+// traceLogs flattens a trace's streams into one list of lines in time order.
+func traceLogs(streams []store.LogStream) []TraceLog {
+	var out []TraceLog
+	for _, st := range streams {
+		stream := st.Labels.Map()
+		for _, e := range st.Entries {
+			l := TraceLog{
+				Time:         time.Unix(0, e.T).UTC(),
+				TimeUnixNano: strconv.FormatInt(e.T, 10),
+				Stream:       stream,
+				Line:         e.Line,
 			}
-			sl.LogRecords().MoveAndAppendTo(dst)
+			if !e.Metadata.IsEmpty() {
+				l.StructuredMetadata = e.Metadata.Map()
+			}
+			if !e.SpanID.IsEmpty() {
+				l.SpanID = e.SpanID.String()
+			}
+			out = append(out, l)
 		}
 	}
-	for _, dst := range index {
-		dst.Sort(func(a, b plog.LogRecord) bool { return logTime(a) < logTime(b) })
-	}
-	first := func(rl plog.ResourceLogs) uint64 {
-		if recs := rl.ScopeLogs().At(0).LogRecords(); recs.Len() > 0 {
-			return logTime(recs.At(0))
-		}
-		return 0
-	}
-	merged.ResourceLogs().Sort(func(a, b plog.ResourceLogs) bool { return first(a) < first(b) })
-	merged.MoveTo(ld)
+	slices.SortStableFunc(out, func(a, b TraceLog) int { return a.Time.Compare(b.Time) })
+	return out
 }
 
-func logTime(lr plog.LogRecord) uint64 {
-	if ts := lr.Timestamp(); ts != 0 {
-		return uint64(ts)
-	}
-	return uint64(lr.ObservedTimestamp())
-}
-
-func timeRange(td ptrace.Traces, ld plog.Logs) (lo, hi uint64) {
+func timeRange(td ptrace.Traces, logs []TraceLog) (lo, hi uint64) {
 	widen := func(a, b uint64) {
 		if a != 0 && (lo == 0 || a < lo) {
 			lo = a
@@ -377,19 +371,17 @@ func timeRange(td ptrace.Traces, ld plog.Logs) (lo, hi uint64) {
 		}
 	}
 	if lo == 0 {
-		for _, rl := range ld.ResourceLogs().All() {
-			for _, sl := range rl.ScopeLogs().All() {
-				for _, lr := range sl.LogRecords().All() {
-					widen(logTime(lr), logTime(lr))
-				}
-			}
+		for _, l := range logs {
+			t := uint64(max(l.Time.UnixNano(), 0))
+			widen(t, t)
 		}
 	}
 	return lo, max(hi, lo)
 }
 
-// services lists the service.name of every resource in the trace, sorted.
-func services(td ptrace.Traces, ld plog.Logs) []string {
+// services lists the service.name of every resource in the trace, and the
+// service_name of its log streams, sorted.
+func services(td ptrace.Traces, logs []store.LogStream) []string {
 	seen := map[string]bool{}
 	add := func(res pcommon.Resource) {
 		if v, ok := res.Attributes().Get("service.name"); ok && v.Str() != "" {
@@ -399,8 +391,10 @@ func services(td ptrace.Traces, ld plog.Logs) []string {
 	for _, rs := range td.ResourceSpans().All() {
 		add(rs.Resource())
 	}
-	for _, rl := range ld.ResourceLogs().All() {
-		add(rl.Resource())
+	for _, st := range logs {
+		if v := st.Labels.Get("service_name"); v != "" && v != "unknown_service" {
+			seen[v] = true
+		}
 	}
 	out := make([]string, 0, len(seen))
 	for s := range seen {

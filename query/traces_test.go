@@ -5,7 +5,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
-	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
@@ -40,27 +39,6 @@ func TestNormalizeSpansMergesGroupsAndSorts(t *testing.T) {
 		got = append(got, names)
 	}
 	require.Equal(t, [][]string{nil, {"b", "bb", "bbbb"}, {"aaa"}}, got)
-}
-
-func TestNormalizeLogsSortsByTime(t *testing.T) {
-	ld := plog.NewLogs()
-	recs := ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty().LogRecords()
-	for _, ts := range []uint64{30, 10, 0, 20} {
-		lr := recs.AppendEmpty()
-		lr.SetTimestamp(pcommon.Timestamp(ts))
-		lr.SetObservedTimestamp(5) // used when the record has no time of its own
-	}
-	ld.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty()
-	normalizeLogs(ld)
-	var got []uint64
-	for _, rl := range ld.ResourceLogs().All() {
-		for _, sl := range rl.ScopeLogs().All() {
-			for _, lr := range sl.LogRecords().All() {
-				got = append(got, logTime(lr))
-			}
-		}
-	}
-	require.Equal(t, []uint64{5, 10, 20, 30}, got)
 }
 
 func TestParseInclude(t *testing.T) {

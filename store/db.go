@@ -31,6 +31,7 @@ type DB struct {
 	lastSeq atomic.Uint64
 
 	metrics  *metricsHead
+	logs     *logHead
 	metadata metadataStore
 
 	stop chan struct{}
@@ -73,8 +74,16 @@ func Open(o Options) (*DB, error) {
 	}
 	if err := db.openMetrics(); err != nil {
 		if db.metrics != nil && db.metrics.wal != nil {
-			_ = db.metrics.wal.Close()
+			_ = db.metrics.wal.close(true)
 		}
+		_ = db.closePartitions()
+		return nil, err
+	}
+	if err := db.openLogs(); err != nil {
+		if db.logs != nil && db.logs.wal != nil {
+			_ = db.logs.wal.close(true)
+		}
+		_ = db.closeMetrics()
 		_ = db.closePartitions()
 		return nil, err
 	}
@@ -217,9 +226,9 @@ func (db *DB) snapshot() ([]*partition, error) {
 // Close stops the retention loop and closes every partition. Safe to call
 // more than once.
 func (db *DB) Close() error {
-	// The metrics head writes its open chunks first, while partitions are
-	// still writable.
-	metricsErr := db.closeMetrics()
+	// The metrics and log heads write their open chunks and blocks first,
+	// while partitions are still writable.
+	metricsErr := errors.Join(db.closeMetrics(), db.closeLogs())
 	db.mu.Lock()
 	if db.closed {
 		db.mu.Unlock()

@@ -62,7 +62,7 @@ func (c *codec) decode(val []byte) (byte, []byte, error) {
 	if len(val) < 2 {
 		return 0, nil, fmt.Errorf("%w: frame of %d bytes", ErrCorrupt, len(val))
 	}
-	if val[0] != codecZstdOTLP && val[0] != codecZstdColumns {
+	if val[0] != codecZstdOTLP && val[0] != codecZstdColumns && val[0] != codecZstdLogBlock {
 		return 0, nil, fmt.Errorf("%w: frame codec %#x", ErrCorrupt, val[0])
 	}
 	out, err := c.dec.DecodeAll(val[1:], nil)

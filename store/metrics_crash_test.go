@@ -19,7 +19,8 @@ func (db *DB) abandon(t *testing.T) {
 	t.Helper()
 	close(db.stop)
 	db.wg.Wait()
-	require.NoError(t, db.metrics.wal.Close())
+	require.NoError(t, db.metrics.wal.close(true))
+	require.NoError(t, db.logs.wal.close(true))
 	require.NoError(t, db.closePartitions())
 	db.codec.close()
 }
@@ -130,9 +131,9 @@ func TestMetricsCheckpointBoundsTheWAL(t *testing.T) {
 	var err error
 	start := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC).UnixMilli()
 	appendSeries(t, db, 0, 200, start)
-	first := db.metrics.walGen
+	first := db.metrics.wal.gen
 	require.NoError(t, db.CheckpointMetrics())
-	gens, err := listWALGens(dir)
+	gens, err := listWALGens(dir, metricsWALDir)
 	require.NoError(t, err)
 	require.Equal(t, []uint64{first + 1}, gens, "the old generation is gone")
 	for _, s := range db.metrics.byRef {
@@ -149,7 +150,7 @@ func TestMetricsCheckpointBoundsTheWAL(t *testing.T) {
 	require.NoError(t, err)
 	defer db.Close()
 	requireSamples(t, db, start, 330)
-	gens, err = listWALGens(dir)
+	gens, err = listWALGens(dir, metricsWALDir)
 	require.NoError(t, err)
 	require.Len(t, gens, 1, "replayed generations are deleted once their chunks are written")
 	require.Greater(t, gens[0], first+1)

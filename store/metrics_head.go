@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
@@ -40,13 +39,9 @@ type metricsHead struct {
 	byRef  map[uint64]*memSeries
 
 	nextRef atomic.Uint64
-	walSeq  atomic.Uint64
-	wal     *badger.DB // the current generation; swapped under closeMu
-	walGen  uint64
+	wal     *walLog // appended under state.mu shared, rotated under it exclusive
 
-	// closeMu: commits hold it shared; close holds it to stop them.
-	closeMu sync.RWMutex
-	closed  bool
+	state headState
 }
 
 type memSeries struct {
@@ -399,15 +394,13 @@ func (a *appender) Commit() error {
 		return nil
 	}
 	h := a.db.metrics
-	h.closeMu.RLock()
-	defer h.closeMu.RUnlock()
-	if h.closed {
+	h.state.mu.RLock()
+	defer h.state.mu.RUnlock()
+	if h.state.closed {
 		return ErrClosed
 	}
-	rec := a.db.codec.encodeFast(codecZstdOTLP, encodeWALRecord(a.created, a.samples))
-	err := h.wal.Update(func(txn *badger.Txn) error { return txn.Set(walKey(h.walSeq.Add(1)), rec) })
-	if err != nil {
-		return fmt.Errorf("%w: metrics WAL: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
+	if _, err := h.wal.append(encodeWALRecord(a.created, a.samples)); err != nil {
+		return err
 	}
 	var cut []*cutChunk
 	window := a.db.opts.MetricsOutOfOrderWindow.Milliseconds()

@@ -21,28 +21,42 @@ const (
 	nsChunkOOO byte = 0x25
 )
 
-func seriesKey(ref uint64) []byte {
-	k := make([]byte, 9)
-	k[0] = nsSeries
-	binary.BigEndian.PutUint64(k[1:], ref)
-	return k
+func seriesKey(ref uint64) []byte { return seriesIndex.setKey(ref) }
+
+// labelIndex names the two namespaces of a label index: metric series
+// (0x20/0x21) or log streams (0x40/0x41) share the same key shapes.
+type labelIndex struct{ sets, postings byte }
+
+var seriesIndex = labelIndex{sets: nsSeries, postings: nsPosting}
+
+func postingPrefix(name string) []byte { return seriesIndex.postingPrefix(name) }
+
+func postingKey(name, value string, ref uint64) []byte {
+	return seriesIndex.postingKey(name, value, ref)
 }
 
-func postingPrefix(name string) []byte {
+func (ix labelIndex) postingPrefix(name string) []byte {
 	k := make([]byte, 0, 1+binary.MaxVarintLen64+len(name))
-	k = append(k, nsPosting)
+	k = append(k, ix.postings)
 	k = binary.AppendUvarint(k, uint64(len(name)))
 	return append(k, name...)
 }
 
-func postingValuePrefix(name, value string) []byte {
-	k := postingPrefix(name)
+func (ix labelIndex) postingValuePrefix(name, value string) []byte {
+	k := ix.postingPrefix(name)
 	k = binary.AppendUvarint(k, uint64(len(value)))
 	return append(k, value...)
 }
 
-func postingKey(name, value string, ref uint64) []byte {
-	return binary.BigEndian.AppendUint64(postingValuePrefix(name, value), ref)
+func (ix labelIndex) postingKey(name, value string, ref uint64) []byte {
+	return binary.BigEndian.AppendUint64(ix.postingValuePrefix(name, value), ref)
+}
+
+func (ix labelIndex) setKey(ref uint64) []byte {
+	k := make([]byte, 9)
+	k[0] = ix.sets
+	binary.BigEndian.PutUint64(k[1:], ref)
+	return k
 }
 
 // parsePostingKey returns the value and ref of a posting key under the

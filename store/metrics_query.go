@@ -191,13 +191,18 @@ func (q *querier) chunksUnder(txn *badger.Txn, prefix []byte, out []chunkenc.Chu
 // postings of the matchers that do not match the empty value (those cannot
 // select series that lack the label). With no such matcher, every series.
 func candidateRefs(txn *badger.Txn, ms []*labels.Matcher) ([]uint64, error) {
+	return seriesIndex.candidateRefs(txn, ms)
+}
+
+// candidateRefs is candidateRefs over the index ix.
+func (ix labelIndex) candidateRefs(txn *badger.Txn, ms []*labels.Matcher) ([]uint64, error) {
 	var result []uint64
 	first := true
 	for _, m := range ms {
 		if m.Matches("") {
 			continue
 		}
-		set, err := postingsFor(txn, m)
+		set, err := ix.postingsFor(txn, m)
 		if err != nil {
 			return nil, err
 		}
@@ -208,17 +213,17 @@ func candidateRefs(txn *badger.Txn, ms []*labels.Matcher) ([]uint64, error) {
 		result = intersect(result, set)
 	}
 	if first {
-		return allRefs(txn)
+		return ix.allRefs(txn)
 	}
 	return result, nil
 }
 
-func postingsFor(txn *badger.Txn, m *labels.Matcher) ([]uint64, error) {
-	prefix := postingPrefix(m.Name)
+func (ix labelIndex) postingsFor(txn *badger.Txn, m *labels.Matcher) ([]uint64, error) {
+	prefix := ix.postingPrefix(m.Name)
 	if m.Type == labels.MatchEqual {
-		prefix = postingValuePrefix(m.Name, m.Value)
+		prefix = ix.postingValuePrefix(m.Name, m.Value)
 	}
-	namePrefixLen := len(postingPrefix(m.Name))
+	namePrefixLen := len(ix.postingPrefix(m.Name))
 	var refs []uint64
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
 	defer it.Close()
@@ -235,14 +240,14 @@ func postingsFor(txn *badger.Txn, m *labels.Matcher) ([]uint64, error) {
 	return slices.Compact(refs), nil
 }
 
-func allRefs(txn *badger.Txn) ([]uint64, error) {
+func (ix labelIndex) allRefs(txn *badger.Txn) ([]uint64, error) {
 	var refs []uint64
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{nsSeries}, PrefetchValues: false})
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{ix.sets}, PrefetchValues: false})
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
 		k := it.Item().Key()
 		if len(k) != 9 {
-			return nil, fmt.Errorf("%w: series key of %d bytes", ErrCorrupt, len(k))
+			return nil, fmt.Errorf("%w: label set key of %d bytes", ErrCorrupt, len(k))
 		}
 		refs = append(refs, binary.BigEndian.Uint64(k[1:]))
 	}

@@ -173,18 +173,24 @@ func walKey(seq uint64) []byte {
 // The WAL lives in generations, data/wal/<generation as 16 hex digits>: a
 // checkpoint starts a new generation and deletes the old one once the head's
 // chunks are written, so disk comes back at once.
-func walGenDir(root string, gen uint64) string {
-	return filepath.Join(root, "wal", fmt.Sprintf("%016x", gen))
+// The log WAL keeps its generations the same way under data/logwal.
+func walGenDir(root, sub string, gen uint64) string {
+	return filepath.Join(root, sub, fmt.Sprintf("%016x", gen))
 }
 
+const (
+	metricsWALDir = "wal"
+	logsWALDir    = "logwal"
+)
+
 // listWALGens returns the generations on disk, oldest first.
-func listWALGens(root string) ([]uint64, error) {
-	entries, err := os.ReadDir(filepath.Join(root, "wal"))
+func listWALGens(root, sub string) ([]uint64, error) {
+	entries, err := os.ReadDir(filepath.Join(root, sub))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("list metrics WAL: %w", err)
+		return nil, fmt.Errorf("list WAL %s: %w", sub, err)
 	}
 	var gens []uint64
 	for _, e := range entries {
@@ -198,8 +204,8 @@ func listWALGens(root string) ([]uint64, error) {
 	return gens, nil
 }
 
-func openWALGen(root string, gen uint64, o Options) (*badger.DB, error) {
-	dir := walGenDir(root, gen)
+func openWALGen(root, sub string, gen uint64, o Options) (*badger.DB, error) {
+	dir := walGenDir(root, sub, gen)
 	bo := badgerOptions(dir, o, false).
 		WithSyncWrites(true).
 		WithCompression(0).
@@ -207,14 +213,14 @@ func openWALGen(root string, gen uint64, o Options) (*badger.DB, error) {
 		WithValueThreshold(1 << 10)
 	db, err := badger.Open(bo)
 	if err != nil {
-		return nil, fmt.Errorf("open metrics WAL %q: %w", dir, err)
+		return nil, fmt.Errorf("open WAL %q: %w", dir, err)
 	}
 	return db, nil
 }
 
-func removeWALGen(root string, gen uint64) error {
-	if err := os.RemoveAll(walGenDir(root, gen)); err != nil {
-		return fmt.Errorf("remove metrics WAL generation %d: %w", gen, err)
+func removeWALGen(root, sub string, gen uint64) error {
+	if err := os.RemoveAll(walGenDir(root, sub, gen)); err != nil {
+		return fmt.Errorf("remove WAL %s generation %d: %w", sub, gen, err)
 	}
 	return nil
 }

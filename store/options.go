@@ -46,6 +46,15 @@ type Options struct {
 	// sample a sample may be and still be accepted; older ones are refused
 	// as too old. 0 refuses every out-of-order sample.
 	MetricsOutOfOrderWindow time.Duration
+	// LogBlockBytes is how many bytes of log lines a stream gathers in the
+	// head before they are compressed into one block.
+	LogBlockBytes int
+	// LogCheckpointInterval is how often every stream's open block is
+	// written and the log WAL starts a new generation.
+	LogCheckpointInterval time.Duration
+	// LogWALBytes starts a log checkpoint early once the WAL generation
+	// holds this many bytes, which bounds the log WAL on disk.
+	LogWALBytes int64
 	// Logger receives the store's logs; nil logs nothing.
 	Logger *zap.Logger
 	// Now returns the current time; nil means time.Now. Tests set it.
@@ -67,6 +76,10 @@ func DefaultOptions(dir string) Options {
 
 		MetricsCheckpointInterval: 15 * time.Minute,
 		MetricsOutOfOrderWindow:   10 * time.Minute,
+
+		LogBlockBytes:         512 << 10,
+		LogCheckpointInterval: 15 * time.Minute,
+		LogWALBytes:           256 << 20,
 	}
 }
 
@@ -95,6 +108,12 @@ func (o Options) Validate() error {
 		return fmt.Errorf("store: out-of-order window %s is negative", o.MetricsOutOfOrderWindow)
 	case o.MetricsCheckpointInterval <= 0:
 		return fmt.Errorf("store: metrics checkpoint interval %s is not positive", o.MetricsCheckpointInterval)
+	case o.LogBlockBytes < 1<<10 || o.LogBlockBytes > 64<<20:
+		return fmt.Errorf("store: log block size %d is outside 1 KiB..64 MiB", o.LogBlockBytes)
+	case o.LogCheckpointInterval <= 0:
+		return fmt.Errorf("store: log checkpoint interval %s is not positive", o.LogCheckpointInterval)
+	case o.LogWALBytes < 1<<20:
+		return fmt.Errorf("store: log WAL size %d is below 1 MiB", o.LogWALBytes)
 	case o.BlockCacheBytes < 0:
 		return fmt.Errorf("store: block cache size %d is negative", o.BlockCacheBytes)
 	}

@@ -17,8 +17,9 @@ import (
 type Trace struct {
 	// Spans holds the trace's spans, grouped as they were received.
 	Spans ptrace.Traces
-	// Logs holds the log records that carry the trace id.
-	Logs plog.Logs
+	// Logs holds the log lines that carry the trace id, by stream, each
+	// stream's lines sorted by time.
+	Logs []LogStream
 }
 
 var (
@@ -33,24 +34,39 @@ func (db *DB) Trace(ctx context.Context, id model.TraceID) (Trace, error) {
 	if err != nil {
 		return Trace{}, err
 	}
-	out := Trace{Spans: ptrace.NewTraces(), Logs: plog.NewLogs()}
+	out := Trace{Spans: ptrace.NewTraces()}
+	legacy := plog.NewLogs()
 	for _, p := range parts {
 		if err := ctx.Err(); err != nil {
 			return Trace{}, fmt.Errorf("read trace %s: %w", id, err)
 		}
-		if err := db.readTrace(p, id, out); err != nil {
+		if err := db.readTrace(p, id, out.Spans, legacy); err != nil {
 			return Trace{}, err
 		}
 	}
-	if out.Spans.ResourceSpans().Len() == 0 && out.Logs.ResourceLogs().Len() == 0 {
+	if out.Logs, err = db.traceLogs(ctx, parts, id); err != nil {
+		return Trace{}, err
+	}
+	if legacy.LogRecordCount() > 0 {
+		g := &logGather{byHash: map[uint64][]*LogStream{}}
+		for _, st := range append(OTLPLogStreams(legacy), out.Logs...) {
+			dst := g.stream(st.Labels)
+			for _, e := range st.Entries {
+				_ = g.add(dst, e)
+			}
+		}
+		out.Logs = g.result()
+	}
+	if out.Spans.ResourceSpans().Len() == 0 && len(out.Logs) == 0 {
 		return Trace{}, fmt.Errorf("trace %s: %w", id, ErrNotFound)
 	}
 	return out, nil
 }
 
-// readTrace appends what partition p holds for id to out: one prefix scan of
-// the trace's index keys, then one read per frame they name.
-func (db *DB) readTrace(p *partition, id model.TraceID, out Trace) error {
+// readTrace appends the spans partition p holds for id to spans: one prefix
+// scan of the trace's index keys, then one read per frame they name. Log
+// frames, written by builds before the log store, go to logs.
+func (db *DB) readTrace(p *partition, id model.TraceID, spans ptrace.Traces, logs plog.Logs) error {
 	err := p.view(func(txn *badger.Txn) error {
 		var refs []frameRef
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: tracePrefix(id)})
@@ -78,9 +94,9 @@ func (db *DB) readTrace(p *partition, id model.TraceID, out Trace) error {
 			}
 			switch ref.Kind {
 			case KindSpans:
-				err = appendTraceSpans(codec, payload, id, out.Spans)
+				err = appendTraceSpans(codec, payload, id, spans)
 			case KindLogs:
-				err = appendTraceLogs(payload, id, out.Logs)
+				err = appendTraceLogs(payload, id, logs)
 			}
 			if err != nil {
 				return err

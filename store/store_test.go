@@ -10,7 +10,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
-	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.uber.org/goleak"
 
@@ -98,7 +97,7 @@ func TestWriteAndReadTraces(t *testing.T) {
 				require.NoError(t, err)
 				require.Equal(t, tc.spans, got.Spans.SpanCount())
 				requireSameSpans(t, otlptest.FilterTrace(want, id), got.Spans)
-				require.Equal(t, 0, got.Logs.LogRecordCount())
+				require.Empty(t, got.Logs)
 			}
 		})
 	}
@@ -154,21 +153,22 @@ func TestLogsReachableFromTheirTrace(t *testing.T) {
 		got, err := db.Trace(context.Background(), model.TraceID(id))
 		require.NoError(t, err)
 		if i == 3 {
-			require.Equal(t, 0, got.Logs.LogRecordCount(), "trace without logs")
+			require.Empty(t, got.Logs, "trace without logs")
 			continue
 		}
-		require.Equal(t, 5, got.Logs.LogRecordCount())
-		for _, rl := range got.Logs.ResourceLogs().All() {
-			sv, _ := rl.Resource().Attributes().Get("service.name")
-			require.Equal(t, "svc-0", sv.Str())
-			for _, sl := range rl.ScopeLogs().All() {
-				require.Equal(t, "app.logger", sl.Scope().Name())
-				for _, lr := range sl.LogRecords().All() {
-					require.Equal(t, id, lr.TraceID())
-					require.False(t, lr.SpanID().IsEmpty())
-					require.Equal(t, plog.SeverityNumberInfo, lr.SeverityNumber())
-					require.Contains(t, lr.Body().Str(), "handled request")
-				}
+		require.Equal(t, 5, logLines(got.Logs))
+		for _, st := range got.Logs {
+			// OTLP resources map to streams as Loki maps them.
+			require.Equal(t, `{k8s_pod_name="svc-0-7d9f8c6b5-x0", service_name="svc-0"}`, st.Labels.String())
+			for _, e := range st.Entries {
+				require.Equal(t, model.TraceID(id), e.TraceID)
+				require.False(t, e.SpanID.IsEmpty())
+				require.Equal(t, "app.logger", e.Metadata.Get("scope_name"))
+				require.Equal(t, "9", e.Metadata.Get("severity_number"))
+				require.Equal(t, "INFO", e.Metadata.Get("severity_text"))
+				require.Equal(t, "http", e.Metadata.Get("logger"))
+				require.Equal(t, id.String(), e.Metadata.Get("trace_id"))
+				require.Contains(t, e.Line, "handled request")
 			}
 		}
 	}
@@ -179,7 +179,15 @@ func TestLogsReachableFromTheirTrace(t *testing.T) {
 	got, err := db.Trace(context.Background(), model.TraceID(orphan))
 	require.NoError(t, err)
 	require.Equal(t, 0, got.Spans.SpanCount())
-	require.Equal(t, 2, got.Logs.LogRecordCount())
+	require.Equal(t, 2, logLines(got.Logs))
+}
+
+func logLines(streams []store.LogStream) int {
+	n := 0
+	for _, st := range streams {
+		n += len(st.Entries)
+	}
+	return n
 }
 
 func TestUnknownTraceIsNotFound(t *testing.T) {
@@ -233,7 +241,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 		require.NoError(t, err)
 		requireSameSpans(t, otlptest.FilterTrace(want, id), got.Spans)
 		if i < 10 {
-			require.Equal(t, 3, got.Logs.LogRecordCount())
+			require.Equal(t, 3, logLines(got.Logs))
 		}
 	}
 	// New writes after a reopen do not collide with the old batches.

@@ -8,7 +8,6 @@ import (
 	"slices"
 
 	"github.com/dgraph-io/badger/v4"
-	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/lumenobs/lumen/internal/model"
@@ -59,10 +58,7 @@ func (b *batch) endFrame(val []byte) {
 	clear(b.perFrame)
 }
 
-var (
-	tracesMarshaler ptrace.ProtoMarshaler
-	logsMarshaler   plog.ProtoMarshaler
-)
+var tracesMarshaler ptrace.ProtoMarshaler
 
 // WriteTraces stores the spans of td and returns once they are durable. It
 // takes ownership of td: spans are moved out of it. A span whose trace id is
@@ -98,31 +94,6 @@ func validateTraces(td ptrace.Traces) error {
 		}
 	}
 	return nil
-}
-
-// WriteLogs stores the log records of ld and returns once they are durable.
-// It takes ownership of ld. Records that carry a trace id are indexed by it.
-func (db *DB) WriteLogs(ctx context.Context, ld plog.Logs) error {
-	if ld.LogRecordCount() == 0 {
-		return nil
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("write logs: %w", err)
-	}
-	b, err := db.buildBatch(KindLogs, db.nextSeq(), &logSource{ld: ld})
-	if err != nil {
-		return err
-	}
-	return db.commit(b)
-}
-
-// logTime is the time a record is filed under: when it happened, or when it
-// was observed if the source did not say.
-func logTime(lr plog.LogRecord) uint64 {
-	if ts := lr.Timestamp(); ts != 0 {
-		return uint64(ts)
-	}
-	return uint64(lr.ObservedTimestamp())
 }
 
 // itemRef locates one span or log record of a request: its trace, its
@@ -239,54 +210,6 @@ func (s *spanSource) marshal() (byte, []byte, error) {
 	s.open = false
 	payload, err := encodeSpanFrame(s.cur)
 	return codecZstdColumns, payload, err
-}
-
-// logSource cuts plog.Logs into frames.
-type logSource struct {
-	ld     plog.Logs
-	cur    plog.Logs
-	open   bool
-	groups map[[2]int]plog.LogRecordSlice
-}
-
-func (s *logSource) refs() []itemRef {
-	out := make([]itemRef, 0, s.ld.LogRecordCount())
-	for i, rl := range s.ld.ResourceLogs().All() {
-		for j, sl := range rl.ScopeLogs().All() {
-			for k, lr := range sl.LogRecords().All() {
-				ts := logTime(lr)
-				out = append(out, itemRef{id: model.TraceID(lr.TraceID()), start: ts, end: ts, rs: i, ss: j, i: k})
-			}
-		}
-	}
-	return out
-}
-
-func (s *logSource) move(r itemRef) {
-	if !s.open {
-		s.cur, s.open = plog.NewLogs(), true
-		s.groups = map[[2]int]plog.LogRecordSlice{}
-	}
-	rl := s.ld.ResourceLogs().At(r.rs)
-	sl := rl.ScopeLogs().At(r.ss)
-	dst, ok := s.groups[[2]int{r.rs, r.ss}]
-	if !ok {
-		nrl := s.cur.ResourceLogs().AppendEmpty()
-		rl.Resource().CopyTo(nrl.Resource())
-		nrl.SetSchemaUrl(rl.SchemaUrl())
-		nsl := nrl.ScopeLogs().AppendEmpty()
-		sl.Scope().CopyTo(nsl.Scope())
-		nsl.SetSchemaUrl(sl.SchemaUrl())
-		dst = nsl.LogRecords()
-		s.groups[[2]int{r.rs, r.ss}] = dst
-	}
-	sl.LogRecords().At(r.i).MoveTo(dst.AppendEmpty())
-}
-
-func (s *logSource) marshal() (byte, []byte, error) {
-	s.open = false
-	payload, err := logsMarshaler.MarshalLogs(s.cur)
-	return codecZstdOTLP, payload, err
 }
 
 // writeHead runs fill on one Badger write batch of the head partition and

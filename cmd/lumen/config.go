@@ -12,6 +12,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/lumenobs/lumen/ingest/loki"
 	"github.com/lumenobs/lumen/ingest/otlp"
 	"github.com/lumenobs/lumen/ingest/promrw"
 	"github.com/lumenobs/lumen/query"
@@ -31,6 +32,7 @@ type Config struct {
 	OutOfOrderWindow Duration         `yaml:"out_of_order_window"`
 	OTLP             otlp.Config      `yaml:"otlp"`
 	RemoteWrite      promrw.Config    `yaml:"remote_write"`
+	LokiPush         loki.Config      `yaml:"loki_push"`
 	PromQL           query.PromConfig `yaml:"promql"`
 	Log              LogConfig        `yaml:"log"`
 	Pprof            bool             `yaml:"pprof"`
@@ -58,6 +60,7 @@ func DefaultConfig() Config {
 		OutOfOrderWindow:  Duration(10 * time.Minute),
 		OTLP:              otlp.DefaultConfig(),
 		RemoteWrite:       promrw.DefaultConfig(),
+		LokiPush:          loki.DefaultConfig(),
 		PromQL:            query.DefaultPromConfig(),
 		Log:               LogConfig{Format: "console", Level: "info"},
 		ShutdownTimeout:   Duration(30 * time.Second),
@@ -82,6 +85,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("promql: timeout %s, max_samples %d and lookback_delta %s must be positive", c.PromQL.Timeout, c.PromQL.MaxSamples, c.PromQL.LookbackDelta)
 	}
 	if err := c.RemoteWrite.Validate(); err != nil {
+		return err
+	}
+	if err := c.LokiPush.Validate(); err != nil {
 		return err
 	}
 	return c.OTLP.Validate()

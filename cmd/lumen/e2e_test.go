@@ -19,7 +19,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
-	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"go.opentelemetry.io/otel/attribute"
@@ -108,12 +107,11 @@ func (s *server) stop() {
 
 func (s *server) api(path string) string { return "http://" + s.cfg.HTTPAddr + path }
 
-// traceResponse is the API's answer, with its OTLP/JSON parts decoded by
-// pdata's own decoders.
+// traceResponse is the API's answer, with its OTLP/JSON trace decoded by
+// pdata's own decoder.
 type traceResponse struct {
 	query.TraceResponse
 	Spans ptrace.Traces
-	Logs  plog.Logs
 }
 
 func getTrace(t *testing.T, s *server, id string) traceResponse {
@@ -128,8 +126,6 @@ func getTrace(t *testing.T, s *server, id string) traceResponse {
 	var out traceResponse
 	require.NoError(t, json.Unmarshal(body, &out.TraceResponse))
 	out.Spans, err = (&ptrace.JSONUnmarshaler{}).UnmarshalTraces(out.Trace)
-	require.NoError(t, err)
-	out.Logs, err = (&plog.JSONUnmarshaler{}).UnmarshalLogs(out.TraceResponse.Logs)
 	require.NoError(t, err)
 	return out
 }
@@ -271,15 +267,16 @@ func exportAndCheck(t *testing.T, s *server, ex sdkExporters, transport string) 
 	require.Equal(t, "payment provider said no", c.Span.Status().Message())
 	require.Greater(t, c.Span.EndTimestamp(), c.Span.StartTimestamp())
 
-	lr := got.Logs.ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0)
-	require.Equal(t, "checkout-"+transport, attr(t, got.Logs.ResourceLogs().At(0).Resource().Attributes(), "service.name").Str())
-	require.Equal(t, "charge failed for order 1234", lr.Body().Str())
-	require.Equal(t, plog.SeverityNumberError, lr.SeverityNumber())
-	require.Equal(t, "ERROR", lr.SeverityText())
-	require.Equal(t, traceID, lr.TraceID().String())
-	require.Equal(t, child.SpanContext().SpanID().String(), lr.SpanID().String())
-	require.Equal(t, "1234", attr(t, lr.Attributes(), "order.id").Str())
-	require.Equal(t, int64(2), attr(t, lr.Attributes(), "attempt").Int())
+	require.Len(t, got.Logs, 1)
+	lr := got.Logs[0]
+	require.Equal(t, "checkout-"+transport, lr.Stream["service_name"], "the resource is the stream, as Loki maps it")
+	require.Equal(t, "charge failed for order 1234", lr.Line)
+	require.Equal(t, "17", lr.StructuredMetadata["severity_number"])
+	require.Equal(t, "ERROR", lr.StructuredMetadata["severity_text"])
+	require.Equal(t, traceID, lr.StructuredMetadata["trace_id"])
+	require.Equal(t, child.SpanContext().SpanID().String(), lr.SpanID)
+	require.Equal(t, "1234", lr.StructuredMetadata["order_id"])
+	require.Equal(t, "2", lr.StructuredMetadata["attempt"])
 
 	// The answer's time range is the trace's.
 	require.Equal(t, fmt.Sprint(uint64(r.Span.StartTimestamp())), got.StartTimeUnixNano)
@@ -345,9 +342,9 @@ func TestJSONOverPlainHTTPAndRestart(t *testing.T) {
 		spans := got.Spans.ResourceSpans().At(0).ScopeSpans().At(0).Spans()
 		require.Equal(t, "GET /cart", spans.At(0).Name())
 		require.Equal(t, "load cart", spans.At(1).Name())
-		logs := got.Logs.ResourceLogs().At(0).ScopeLogs().At(0).LogRecords()
-		require.Equal(t, "loading cart", logs.At(0).Body().Str())
-		require.Equal(t, "cart failed", logs.At(1).Body().Str())
+		require.Equal(t, "loading cart", got.Logs[0].Line)
+		require.Equal(t, "cart failed", got.Logs[1].Line)
+		require.Equal(t, map[string]string{"service_name": "cart"}, got.Logs[1].Stream)
 		require.Equal(t, "1763800000000000000", got.StartTimeUnixNano)
 		require.Equal(t, "1763800000100000000", got.EndTimeUnixNano)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/lumenobs/lumen/ingest/loki"
 	"github.com/lumenobs/lumen/ingest/otlp"
 	"github.com/lumenobs/lumen/ingest/promrw"
 	"github.com/lumenobs/lumen/internal/telemetry"
@@ -186,11 +187,17 @@ func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger,
 		return promhttp.InstrumentHandlerDuration(durations.MustCurryWith(prometheus.Labels{"handler": route}), h)
 	}
 	query.New(db, log).Register(mux, wrap)
+	query.NewLoki(db, log).Register(mux, wrap)
 	rw, err := promrw.New(cfg.RemoteWrite, db, db, log, reg, im)
 	if err != nil {
 		return nil, err
 	}
 	mux.Handle("POST /api/v1/write", wrap("/api/v1/write", rw))
+	lp, err := loki.New(cfg.LokiPush, db, log, im)
+	if err != nil {
+		return nil, err
+	}
+	mux.Handle("POST /loki/api/v1/push", wrap("/loki/api/v1/push", lp))
 	// Every other /api/v1 route is Prometheus' own API; the more specific
 	// routes above take precedence.
 	promAPI := wrap("/api/v1 (prometheus)", query.NewPromAPI(cfg.PromQL, db, db, log, reg, reg, version))

@@ -63,12 +63,8 @@ func TestTelemetrygenTracesAndLogs(t *testing.T) {
 	got := getTrace(t, s, traceID)
 	require.Equal(t, 50, got.LogCount)
 	require.Equal(t, []string{"telemetrygen"}, got.Services)
-	for _, rl := range got.Logs.ResourceLogs().All() {
-		for _, sl := range rl.ScopeLogs().All() {
-			for _, lr := range sl.LogRecords().All() {
-				require.Equal(t, "payment declined", lr.Body().Str())
-				require.Equal(t, spanID, lr.SpanID().String())
-			}
-		}
+	for _, l := range got.Logs {
+		require.Equal(t, "payment declined", l.Line)
+		require.Equal(t, spanID, l.SpanID)
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/lumenobs/lumen/internal/admit"
 	"github.com/lumenobs/lumen/internal/telemetry"
 )
 
@@ -66,12 +67,12 @@ type MetadataSetter interface {
 
 // Handler serves POST /api/v1/write.
 type Handler struct {
-	cfg   Config
-	next  http.Handler
-	meta  MetadataSetter
-	slots chan struct{}
-	m     *telemetry.Ingest
-	log   *zap.Logger
+	cfg  Config
+	next http.Handler
+	meta MetadataSetter
+	gate *admit.Gate
+	m    *telemetry.Ingest
+	log  *zap.Logger
 }
 
 // New returns the remote-write handler over app: Prometheus' write handler,
@@ -94,30 +95,17 @@ func New(cfg Config, app storage.Appendable, meta MetadataSetter, log *zap.Logge
 	}
 	next := remote.NewWriteHandler(telemetry.Slog(log), reg, countingAppendable{app, m},
 		remoteapi.MessageTypes{remoteapi.WriteV1MessageType, remoteapi.WriteV2MessageType}, false, false, true)
-	return &Handler{cfg: cfg, next: next, meta: meta, slots: make(chan struct{}, cfg.MaxInFlight), m: m, log: log}, nil
+	return &Handler{cfg: cfg, next: next, meta: meta, gate: admit.New(cfg.MaxInFlight, cfg.QueueWait, "remote-write requests"), m: m, log: log}, nil
 }
 
 var errTooLarge = errors.New("request too large")
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	select {
-	case h.slots <- struct{}{}:
-	default:
-		t := time.NewTimer(h.cfg.QueueWait)
-		select {
-		case h.slots <- struct{}{}:
-			t.Stop()
-		case <-t.C:
-			h.m.Rejected.WithLabelValues("metrics", "overload").Inc()
-			w.Header().Set("Retry-After", "1")
-			http.Error(w, fmt.Sprintf("lumen is overloaded: %d remote-write requests are being written; retry later", h.cfg.MaxInFlight), http.StatusTooManyRequests)
-			return
-		case <-r.Context().Done():
-			t.Stop()
-			return
-		}
+	if !h.gate.Enter(w, r) {
+		h.m.Rejected.WithLabelValues("metrics", "overload").Inc()
+		return
 	}
-	defer func() { <-h.slots }()
+	defer h.gate.Leave()
 
 	body, decoded, err := h.readBody(r)
 	if err != nil {

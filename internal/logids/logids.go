@@ -1,0 +1,241 @@
+// Package logids finds the trace and span ids a log line carries: in its
+// structured metadata, in its stream labels, or in the line itself (JSON,
+// logfmt, "key: value" text or a W3C traceparent). The server and the node
+// agent both use it, so a line is linked to the same trace wherever it is
+// read.
+//
+// The line is not parsed as JSON or logfmt. It is cut into word tokens
+// ([A-Za-z0-9_.-]+) and a token whose name, lowercased and without '_',
+// '.' and '-', is "traceid", "spanid" or "traceparent" takes the next token
+// as its value when only quotes, ':', '=' and blanks stand between them.
+// That reads the ids out of JSON ("trace_id":"…", "trace.id": "…"),
+// logfmt (traceID=…) and free text (trace_id: …) alike, in one pass over
+// the bytes and without allocating, which matters on the ingest path of
+// every line; a full JSON or logfmt parse would cost ten times more and
+// miss the free-text forms.
+package logids
+
+import (
+	"encoding/hex"
+	"strings"
+
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/lumenobs/lumen/internal/model"
+)
+
+// IDs are the ids found for one line. Either may be empty; a span id is
+// only kept with a trace id.
+type IDs struct {
+	Trace model.TraceID
+	Span  model.SpanID
+}
+
+// Found reports whether a trace id was found.
+func (ids IDs) Found() bool { return !ids.Trace.IsEmpty() }
+
+// Extract looks for the ids in this order: structured metadata, stream
+// labels, then the line; the first place that names a trace id wins, and
+// the span id comes from that same place.
+func Extract(metadata, stream labels.Labels, line string) IDs {
+	if ids := FromLabels(metadata); ids.Found() {
+		return ids
+	}
+	if ids := FromLabels(stream); ids.Found() {
+		return ids
+	}
+	return FromLine(line)
+}
+
+// FromLabels reads the ids from labels named like trace_id, traceID,
+// trace.id, span_id … or traceparent.
+func FromLabels(ls labels.Labels) IDs {
+	var ids IDs
+	var parent IDs
+	ls.Range(func(l labels.Label) {
+		switch keyKind(l.Name) {
+		case keyTrace:
+			if id, ok := parseTrace(l.Value); ok && ids.Trace.IsEmpty() {
+				ids.Trace = id
+			}
+		case keySpan:
+			if id, ok := parseSpan(l.Value); ok && ids.Span.IsEmpty() {
+				ids.Span = id
+			}
+		case keyParent:
+			if p, ok := parseTraceparent(l.Value); ok && parent.Trace.IsEmpty() {
+				parent = p
+			}
+		}
+	})
+	return settle(ids, parent)
+}
+
+// FromLine reads the ids from the text of a line.
+func FromLine(line string) IDs {
+	// Every key this looks for contains "race" or "pan" (in some case),
+	// and a bare traceparent has three '-'; lines with none of them, most
+	// lines, are done after one scan by the standard library.
+	if !mayHoldIDs(line) {
+		return IDs{}
+	}
+	var ids, parent IDs
+	pending := keyNone
+	for i := 0; i < len(line); {
+		c := line[i]
+		if !isWord(c) {
+			if pending != keyNone && !isSeparator(c) {
+				pending = keyNone
+			}
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(line) && isWord(line[j]) {
+			j++
+		}
+		tok := line[i:j]
+		switch pending {
+		case keyTrace:
+			if id, ok := parseTrace(tok); ok && ids.Trace.IsEmpty() {
+				ids.Trace = id
+			}
+		case keySpan:
+			if id, ok := parseSpan(tok); ok && ids.Span.IsEmpty() {
+				ids.Span = id
+			}
+		case keyParent:
+			if p, ok := parseTraceparent(tok); ok && parent.Trace.IsEmpty() {
+				parent = p
+			}
+		}
+		if pending != keyNone {
+			pending = keyNone
+		} else {
+			pending = keyKind(tok)
+			if pending == keyNone && parent.Trace.IsEmpty() && len(tok) == traceparentLen {
+				if p, ok := parseTraceparent(tok); ok {
+					parent = p
+				}
+			}
+		}
+		i = j
+	}
+	return settle(ids, parent)
+}
+
+// settle prefers an explicit trace id; a traceparent fills in when there is
+// none, and a span id is kept only beside a trace id.
+func settle(ids, parent IDs) IDs {
+	if ids.Trace.IsEmpty() {
+		return parent
+	}
+	return ids
+}
+
+func mayHoldIDs(s string) bool {
+	return strings.Contains(s, "race") || strings.Contains(s, "RACE") ||
+		strings.Contains(s, "pan") || strings.Contains(s, "PAN") || strings.Count(s, "-") >= 3
+}
+
+type key int
+
+const (
+	keyNone key = iota
+	keyTrace
+	keySpan
+	keyParent
+)
+
+// keyKind classifies a key by its name lowercased without '_', '.' and '-'.
+func keyKind(name string) key {
+	if len(name) < 6 || len(name) > 16 {
+		return keyNone
+	}
+	var buf [16]byte
+	n := 0
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c == '_' || c == '.' || c == '-':
+			continue
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		buf[n] = c
+		n++
+	}
+	switch string(buf[:n]) {
+	case "traceid":
+		return keyTrace
+	case "spanid":
+		return keySpan
+	case "traceparent":
+		return keyParent
+	}
+	return keyNone
+}
+
+func isWord(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == '-'
+}
+
+func isSeparator(c byte) bool {
+	return c == '"' || c == '\'' || c == ':' || c == '=' || c == ' ' || c == '\t' || c == '\\'
+}
+
+// parseTrace accepts 32 hex digits, or 16 (a 64-bit id, as Jaeger and
+// Zipkin clients write them, widened with zeros as OpenTelemetry does).
+func parseTrace(s string) (model.TraceID, bool) {
+	var id model.TraceID
+	switch len(s) {
+	case 32:
+		if _, err := hex.Decode(id[:], []byte(s)); err != nil {
+			return id, false
+		}
+	case 16:
+		if _, err := hex.Decode(id[8:], []byte(s)); err != nil {
+			return id, false
+		}
+	default:
+		return id, false
+	}
+	return id, !id.IsEmpty()
+}
+
+func parseSpan(s string) (model.SpanID, bool) {
+	var id model.SpanID
+	if len(s) != 16 {
+		return id, false
+	}
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
+		return id, false
+	}
+	return id, !id.IsEmpty()
+}
+
+// traceparentLen is the length of a W3C traceparent of version 00:
+// 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>.
+const traceparentLen = 2 + 1 + 32 + 1 + 16 + 1 + 2
+
+func parseTraceparent(s string) (IDs, bool) {
+	if len(s) < traceparentLen || s[2] != '-' || s[35] != '-' || s[52] != '-' {
+		return IDs{}, false
+	}
+	// Version ff is invalid; a future version may append fields after '-'.
+	if s[:2] == "ff" || !isHex2(s[:2]) || !isHex2(s[53:55]) || (len(s) > traceparentLen && (s[:2] == "00" || s[55] != '-')) {
+		return IDs{}, false
+	}
+	tid, ok1 := parseTrace(s[3:35])
+	sid, ok2 := parseSpan(s[36:52])
+	if !ok1 || !ok2 || len(s[3:35]) != 32 {
+		return IDs{}, false
+	}
+	return IDs{Trace: tid, Span: sid}, true
+}
+
+func isHex2(s string) bool {
+	var b [1]byte
+	_, err := hex.Decode(b[:], []byte(s))
+	return err == nil
+}

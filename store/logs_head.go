@@ -1,0 +1,430 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/prometheus/model/labels"
+	"go.uber.org/zap"
+)
+
+// The log head: every stream's newest lines, in memory until they fill a
+// block (LogBlockBytes) or a checkpoint cuts them, made durable first by one
+// write-ahead record per request in the log WAL (data/logwal, generations
+// as for metrics). A block per (stream, cut) gives zstd enough like lines to
+// compress well, which a block per request would not. See docs/logs-store.md.
+type logHead struct {
+	db  *DB
+	log *zap.Logger
+
+	mu      sync.RWMutex
+	byHash  map[uint64][]*memStream
+	byRef   map[uint64]*memStream
+	nextRef atomic.Uint64
+
+	// state.mu is held shared by every commit and exclusively by a
+	// checkpoint's switch of generation and by close.
+	state    headState
+	wal      *walLog
+	walBytes atomic.Int64
+	// checkpointing is set while a checkpoint runs, so that a full WAL
+	// starts one at a time.
+	checkpointing atomic.Bool
+
+	tail tailHub
+}
+
+type memStream struct {
+	ref  uint64
+	lset labels.Labels
+
+	mu      sync.Mutex
+	entries []LogEntry
+	bytes   int
+	// part is the partition the stream's labels and postings were last
+	// written to, so they are written once per partition.
+	part string
+}
+
+// cutBlock is a stream's entries on their way to a partition.
+type cutBlock struct {
+	s       *memStream
+	entries []LogEntry // sorted, without duplicates
+}
+
+// cutLocked takes the stream's open entries as a block.
+func (s *memStream) cutLocked() *cutBlock {
+	if len(s.entries) == 0 {
+		return nil
+	}
+	es := sortEntries(s.entries)
+	s.entries, s.bytes = nil, 0
+	return &cutBlock{s: s, entries: es}
+}
+
+func (h *logHead) get(lset labels.Labels) *memStream {
+	for _, s := range h.byHash[lset.Hash()] {
+		if labels.Equal(s.lset, lset) {
+			return s
+		}
+	}
+	return nil
+}
+
+// getOrCreate returns the stream of lset and whether it is new.
+func (h *logHead) getOrCreate(lset labels.Labels) (*memStream, bool) {
+	h.mu.RLock()
+	s := h.get(lset)
+	h.mu.RUnlock()
+	if s != nil {
+		return s, false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s := h.get(lset); s != nil {
+		return s, false
+	}
+	s = &memStream{ref: h.nextRef.Add(1), lset: lset}
+	hash := lset.Hash()
+	h.byHash[hash] = append(h.byHash[hash], s)
+	h.byRef[s.ref] = s
+	return s, true
+}
+
+// WriteLogStreams stores the streams' lines and returns once they are
+// durable. Stream labels must be valid and non-empty (ingest checks them
+// and answers 400); lines are kept as given.
+func (db *DB) WriteLogStreams(ctx context.Context, streams []LogStream) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("write logs: %w", err)
+	}
+	for i := range streams {
+		if err := ValidateStreamLabels(streams[i].Labels); err != nil {
+			return fmt.Errorf("%w: stream %d: %w", ErrInvalid, i, err)
+		}
+	}
+	h := db.logs
+	type target struct {
+		s  *memStream
+		es []LogEntry
+	}
+	var (
+		created []walStream
+		targets = make([]target, 0, len(streams))
+		n       int
+	)
+	for _, st := range streams {
+		if len(st.Entries) == 0 {
+			continue
+		}
+		s, isNew := h.getOrCreate(st.Labels)
+		if isNew {
+			created = append(created, walStream{ref: s.ref, lset: s.lset})
+		}
+		targets = append(targets, target{s: s, es: st.Entries})
+		n += len(st.Entries)
+	}
+	if n == 0 {
+		return nil
+	}
+	rec := encodeLogWALRecord(created, func(add func(ref uint64, e *LogEntry)) {
+		for _, t := range targets {
+			for i := range t.es {
+				add(t.s.ref, &t.es[i])
+			}
+		}
+	})
+	h.state.mu.RLock()
+	if h.state.closed {
+		h.state.mu.RUnlock()
+		return ErrClosed
+	}
+	size, err := h.wal.append(rec)
+	if err != nil {
+		h.state.mu.RUnlock()
+		return err
+	}
+	var cut []*cutBlock
+	for _, t := range targets {
+		t.s.mu.Lock()
+		for i := range t.es {
+			t.s.entries = append(t.s.entries, t.es[i])
+			t.s.bytes += len(t.es[i].Line) + 16
+		}
+		if t.s.bytes >= db.opts.LogBlockBytes {
+			cut = append(cut, t.s.cutLocked())
+		}
+		t.s.mu.Unlock()
+		h.tail.publish(t.s.lset, t.es)
+	}
+	// Started under closeMu so that close, which waits for the store's
+	// goroutines, cannot miss it.
+	if h.walBytes.Add(int64(size)) > db.opts.LogWALBytes && h.checkpointing.CompareAndSwap(false, true) {
+		db.wg.Go(func() {
+			defer h.checkpointing.Store(false)
+			if err := db.checkpointLogs(); err != nil && !errors.Is(err, ErrClosed) {
+				h.log.Error("log checkpoint", zap.Error(err))
+			}
+		})
+	}
+	h.state.mu.RUnlock()
+	// Blocks cut here are in the WAL too: if writing them fails, the
+	// request has still been made durable, and replay writes them again.
+	if err := db.writeLogBlocks(cut); err != nil {
+		h.log.Warn("write log blocks; they stay in the WAL", zap.Error(err))
+	}
+	return nil
+}
+
+// ValidateStreamLabels checks a stream's label set as Loki does: not empty,
+// valid names (legacy Prometheus names), no duplicates.
+func ValidateStreamLabels(ls labels.Labels) error {
+	if ls.IsEmpty() {
+		return errors.New("a stream needs at least one label")
+	}
+	var bad string
+	ls.Range(func(l labels.Label) {
+		if bad == "" && !ValidLabelName(l.Name) {
+			bad = l.Name
+		}
+	})
+	if bad != "" {
+		return fmt.Errorf("invalid label name %q: names match [a-zA-Z_][a-zA-Z0-9_]*", bad)
+	}
+	if n, dup := ls.HasDuplicateLabelNames(); dup {
+		return fmt.Errorf("duplicate label name %q", n)
+	}
+	return nil
+}
+
+// ValidLabelName reports whether s matches [a-zA-Z_][a-zA-Z0-9_]*.
+func ValidLabelName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || (i > 0 && '0' <= c && c <= '9')) {
+			return false
+		}
+	}
+	return true
+}
+
+// writeLogBlocks writes cut blocks, with their streams' labels, postings
+// and trace index, to the head partition in one batch.
+func (db *DB) writeLogBlocks(cut []*cutBlock) error {
+	cut = slices.DeleteFunc(cut, func(c *cutBlock) bool { return c == nil })
+	if len(cut) == 0 {
+		return nil
+	}
+	vals := make([][]byte, len(cut))
+	refs := make([]blockRef, len(cut))
+	var lo, hi int64
+	for i, c := range cut {
+		es := c.entries
+		refs[i] = blockRef{ref: c.s.ref, mint: es[0].T, maxt: es[len(es)-1].T, seq: db.nextSeq()}
+		vals[i] = db.codec.encode(codecZstdLogBlock, encodeBlock(es))
+		if i == 0 || refs[i].mint < lo {
+			lo = refs[i].mint
+		}
+		hi = max(hi, refs[i].maxt)
+	}
+	_, err := db.writeHead(func(p *partition, set func(k, v []byte)) {
+		for i, c := range cut {
+			c.s.mu.Lock()
+			first := c.s.part != p.name
+			c.s.part = p.name
+			c.s.mu.Unlock()
+			if first {
+				set(streamIndex.setKey(c.s.ref), encodeLabels(nil, c.s.lset))
+				c.s.lset.Range(func(l labels.Label) { set(streamIndex.postingKey(l.Name, l.Value, c.s.ref), nil) })
+			}
+			set(logBlockKey(refs[i]), vals[i])
+			seen := map[[16]byte]struct{}{}
+			for j := range c.entries {
+				id := c.entries[j].TraceID
+				if _, ok := seen[id]; ok || id.IsEmpty() {
+					continue
+				}
+				seen[id] = struct{}{}
+				set(logTraceKey(id, refs[i]), nil)
+			}
+		}
+		if bounds := p.widen(uint64(max(lo, 0)), uint64(max(hi, 0))); bounds != nil {
+			set(boundsKey(db.nextSeq()), bounds)
+		}
+	})
+	if err != nil {
+		for _, c := range cut {
+			c.s.mu.Lock()
+			c.s.part = ""
+			c.s.mu.Unlock()
+		}
+	}
+	return err
+}
+
+// cutAll cuts every stream's open entries, in ref order.
+func (h *logHead) cutAll() []*cutBlock {
+	h.mu.RLock()
+	all := make([]*memStream, 0, len(h.byRef))
+	for _, s := range h.byRef {
+		all = append(all, s)
+	}
+	h.mu.RUnlock()
+	slices.SortFunc(all, func(a, b *memStream) int { return cmp.Compare(a.ref, b.ref) })
+	var cut []*cutBlock
+	for _, s := range all {
+		s.mu.Lock()
+		if c := s.cutLocked(); c != nil {
+			cut = append(cut, c)
+		}
+		s.mu.Unlock()
+	}
+	return cut
+}
+
+// openLogs builds the log head: stream refs continue after the largest in
+// any partition; WAL generations left by a crash are replayed, their
+// blocks written and the generations deleted.
+func (db *DB) openLogs() error {
+	h := &logHead{db: db, log: db.log.Named("logs"), byHash: map[uint64][]*memStream{}, byRef: map[uint64]*memStream{}}
+	h.tail.init()
+	db.logs = h
+	for _, p := range db.parts {
+		ref, err := maxSetRef(p, nsStream)
+		if err != nil {
+			return err
+		}
+		h.nextRef.Store(max(h.nextRef.Load(), ref))
+	}
+	h.wal = newWALLog(db, "log", logsWALDir)
+	if err := h.wal.recover(h.replay, func() error { return db.writeLogBlocks(h.cutAll()) }, h.streamsRecord); err != nil {
+		return err
+	}
+	db.every(db.opts.LogCheckpointInterval, func() {
+		if !h.checkpointing.CompareAndSwap(false, true) {
+			return
+		}
+		defer h.checkpointing.Store(false)
+		if err := db.checkpointLogs(); err != nil && !errors.Is(err, ErrClosed) {
+			h.log.Error("log checkpoint", zap.Error(err))
+		}
+	})
+	return nil
+}
+
+// maxSetRef returns the largest ref under the label-set namespace ns.
+func maxSetRef(p *partition, ns byte) (uint64, error) {
+	var ref uint64
+	err := p.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{ns}, Reverse: true})
+		defer it.Close()
+		it.Seek([]byte{ns, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+		if it.Valid() {
+			k := it.Item().Key()
+			if len(k) != 9 {
+				return fmt.Errorf("%w: label set key of %d bytes", ErrCorrupt, len(k))
+			}
+			ref = binary.BigEndian.Uint64(k[1:])
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("partition %s: label set refs: %w", p.name, err)
+	}
+	return ref, nil
+}
+
+// replay reads one log WAL generation into the head, oldest record first;
+// blocks that fill on the way are written.
+func (h *logHead) replay(gen uint64) error {
+	var (
+		sb    labels.ScratchBuilder
+		cut   []*cutBlock
+		lines int
+	)
+	records, err := h.wal.replay(gen, func(payload []byte) error {
+		streams, entries, err := decodeLogWALRecord(payload, &sb)
+		if err != nil {
+			return err
+		}
+		for _, ws := range streams {
+			if h.byRef[ws.ref] == nil {
+				s := &memStream{ref: ws.ref, lset: ws.lset}
+				hash := ws.lset.Hash()
+				h.byHash[hash] = append(h.byHash[hash], s)
+				h.byRef[ws.ref] = s
+			}
+			h.nextRef.Store(max(h.nextRef.Load(), ws.ref))
+		}
+		for _, we := range entries {
+			s := h.byRef[we.ref]
+			if s == nil {
+				return fmt.Errorf("%w: log WAL line for unknown stream %d", ErrCorrupt, we.ref)
+			}
+			s.entries = append(s.entries, we.LogEntry)
+			s.bytes += len(we.Line) + 16
+			if s.bytes >= h.db.opts.LogBlockBytes {
+				cut = append(cut, s.cutLocked())
+			}
+		}
+		lines += len(entries)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if records > 0 {
+		h.log.Info("log WAL replayed", zap.Uint64("generation", gen), zap.Int("records", records), zap.Int("lines", lines), zap.Int("streams", len(h.byRef)))
+	}
+	return h.db.writeLogBlocks(cut)
+}
+
+// streamsRecord is a record defining every stream in the head, the first
+// of a new generation; nil when there are none.
+func (h *logHead) streamsRecord() []byte {
+	h.mu.RLock()
+	streams := make([]walStream, 0, len(h.byRef))
+	for _, s := range h.byRef {
+		streams = append(streams, walStream{ref: s.ref, lset: s.lset})
+	}
+	h.mu.RUnlock()
+	if len(streams) == 0 {
+		return nil
+	}
+	return encodeLogWALRecord(streams, nil)
+}
+
+// CheckpointLogs writes every stream's open lines as blocks and starts a
+// new WAL generation, deleting the old one once the blocks are durable. It
+// runs on a timer (LogCheckpointInterval) and when the WAL passes
+// LogWALBytes; tests call it directly.
+func (db *DB) CheckpointLogs() error { return db.checkpointLogs() }
+
+func (db *DB) checkpointLogs() error {
+	h := db.logs
+	return checkpoint(&h.state, h.wal, h.streamsRecord, func() []*cutBlock {
+		h.walBytes.Store(0)
+		return h.cutAll()
+	}, db.writeLogBlocks)
+}
+
+// closeLogs stops commits, writes every open block and, once they are
+// durable, deletes the WAL.
+func (db *DB) closeLogs() error {
+	h := db.logs
+	if h == nil {
+		return nil
+	}
+	h.tail.closeAll()
+	return shutdown(&h.state, h.wal, h.cutAll, db.writeLogBlocks)
+}

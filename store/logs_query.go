@@ -1,0 +1,397 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/lumenobs/lumen/internal/model"
+)
+
+// LogSelect says which lines a log query reads.
+type LogSelect struct {
+	// Matchers select streams by their labels; all must match.
+	Matchers []*labels.Matcher
+	// Start and End bound the lines' times, unix ns: Start <= t < End.
+	Start, End int64
+	// Keep, when set, drops the lines it returns false for as they are
+	// read (a line filter), before they are gathered.
+	Keep func(labels.Labels, *LogEntry) bool
+	// MaxLines bounds the lines gathered; past it, SelectLogs fails with
+	// ErrTooMuch. 0 means no bound.
+	MaxLines int
+}
+
+// ErrTooMuch is returned when a query would gather more than it may.
+var ErrTooMuch = errors.New("query reads too many lines")
+
+// logGather collects lines by stream labels: the same stream can have
+// several refs (several partitions, a restart) and is answered as one.
+type logGather struct {
+	byHash map[uint64][]*LogStream
+	n, max int
+}
+
+func (g *logGather) stream(lset labels.Labels) *LogStream {
+	h := lset.Hash()
+	for _, s := range g.byHash[h] {
+		if labels.Equal(s.Labels, lset) {
+			return s
+		}
+	}
+	s := &LogStream{Labels: lset}
+	g.byHash[h] = append(g.byHash[h], s)
+	return s
+}
+
+func (g *logGather) add(s *LogStream, e LogEntry) error {
+	g.n++
+	if g.max > 0 && g.n > g.max {
+		return fmt.Errorf("%w: more than %d lines match; narrow the selector, the filters or the time range", ErrTooMuch, g.max)
+	}
+	s.Entries = append(s.Entries, e)
+	return nil
+}
+
+func (g *logGather) result() []LogStream {
+	var out []LogStream
+	for _, ss := range g.byHash {
+		for _, s := range ss {
+			if len(s.Entries) == 0 {
+				continue
+			}
+			s.Entries = sortEntries(s.Entries)
+			out = append(out, *s)
+		}
+	}
+	slices.SortFunc(out, func(a, b LogStream) int { return labels.Compare(a.Labels, b.Labels) })
+	return out
+}
+
+// overlaps reports whether partition p may hold lines in [start, end).
+func overlaps(p *partition, start, end int64) bool {
+	lo, hi := p.bounds()
+	if hi == 0 {
+		return false
+	}
+	return int64(lo) < end && int64(hi) >= start
+}
+
+// SelectLogs returns the matching streams with their lines in the range,
+// each stream's lines sorted by time (duplicates once), streams sorted by
+// labels.
+func (db *DB) SelectLogs(ctx context.Context, q LogSelect) ([]LogStream, error) {
+	parts, err := db.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	g := &logGather{byHash: map[uint64][]*LogStream{}, max: q.MaxLines}
+	for _, p := range parts {
+		if !overlaps(p, q.Start, q.End) {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("select logs: %w", err)
+		}
+		if err := db.selectPartition(ctx, p, q, g); err != nil {
+			return nil, err
+		}
+	}
+	for _, s := range db.logs.streams(q.Matchers) {
+		out := g.stream(s.lset)
+		s.mu.Lock()
+		for i := range s.entries {
+			e := &s.entries[i]
+			if e.T < q.Start || e.T >= q.End || (q.Keep != nil && !q.Keep(s.lset, e)) {
+				continue
+			}
+			if err := g.add(out, *e); err != nil {
+				s.mu.Unlock()
+				return nil, err
+			}
+		}
+		s.mu.Unlock()
+	}
+	return g.result(), nil
+}
+
+// streams returns the head's streams that match ms.
+func (h *logHead) streams(ms []*labels.Matcher) []*memStream {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	var out []*memStream
+	for _, s := range h.byRef {
+		if matchesAll(s.lset, ms) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (db *DB) selectPartition(ctx context.Context, p *partition, q LogSelect, g *logGather) error {
+	var sb labels.ScratchBuilder
+	return wrapRead(p.view(func(txn *badger.Txn) error {
+		refs, err := streamIndex.candidateRefs(txn, q.Matchers)
+		if err != nil {
+			return err
+		}
+		for _, ref := range refs {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("select logs: %w", err)
+			}
+			lset, err := streamLabels(txn, ref, &sb)
+			if err != nil {
+				return err
+			}
+			if !matchesAll(lset, q.Matchers) {
+				continue
+			}
+			out := g.stream(lset)
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: logBlockPrefix(ref)})
+			for it.Rewind(); it.Valid(); it.Next() {
+				br, err := parseLogBlockKey(it.Item().Key())
+				if err != nil {
+					it.Close()
+					return err
+				}
+				if br.mint >= q.End {
+					break
+				}
+				if br.maxt < q.Start {
+					continue
+				}
+				es, err := db.readBlock(it.Item(), br, &sb)
+				if err != nil {
+					it.Close()
+					return err
+				}
+				for i := range es {
+					if es[i].T < q.Start || es[i].T >= q.End || (q.Keep != nil && !q.Keep(lset, &es[i])) {
+						continue
+					}
+					if err := g.add(out, es[i]); err != nil {
+						it.Close()
+						return err
+					}
+				}
+			}
+			it.Close()
+		}
+		return nil
+	}))
+}
+
+// wrapRead files errors that are neither corruption nor limits as the
+// store being unavailable.
+func wrapRead(err error) error {
+	if err == nil || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrTooMuch) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("%w: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
+}
+
+func streamLabels(txn *badger.Txn, ref uint64, sb *labels.ScratchBuilder) (labels.Labels, error) {
+	item, err := txn.Get(streamIndex.setKey(ref))
+	if err != nil {
+		return labels.EmptyLabels(), fmt.Errorf("%w: labels of stream %d: %v", ErrCorrupt, ref, err) //nolint:errorlint // Badger errors stay inside the store
+	}
+	var lset labels.Labels
+	err = item.Value(func(v []byte) error {
+		var err error
+		lset, _, err = decodeLabels(v, sb)
+		return err
+	})
+	return lset, err
+}
+
+func (db *DB) readBlock(item *badger.Item, br blockRef, sb *labels.ScratchBuilder) ([]LogEntry, error) {
+	val, err := item.ValueCopy(nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: read log block: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
+	}
+	_, payload, err := db.codec.decode(val)
+	if err != nil {
+		return nil, err
+	}
+	return decodeBlock(payload, br.mint, sb)
+}
+
+// LogSeries returns the label sets of the matching streams that have lines
+// in [start, end), sorted.
+func (db *DB) LogSeries(ctx context.Context, ms []*labels.Matcher, start, end int64) ([]labels.Labels, error) {
+	parts, err := db.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]labels.Labels{}
+	var sb labels.ScratchBuilder
+	for _, p := range parts {
+		if !overlaps(p, start, end) {
+			continue
+		}
+		err := wrapRead(p.view(func(txn *badger.Txn) error {
+			refs, err := streamIndex.candidateRefs(txn, ms)
+			if err != nil {
+				return err
+			}
+			for _, ref := range refs {
+				if err := ctx.Err(); err != nil {
+					return fmt.Errorf("log series: %w", err)
+				}
+				lset, err := streamLabels(txn, ref, &sb)
+				if err != nil {
+					return err
+				}
+				if _, ok := seen[lset.String()]; ok || !matchesAll(lset, ms) {
+					continue
+				}
+				if ok, err := hasBlockIn(txn, ref, start, end); err != nil || !ok {
+					if err != nil {
+						return err
+					}
+					continue
+				}
+				seen[lset.String()] = lset
+			}
+			return nil
+		}))
+		if err != nil {
+			return nil, err
+		}
+	}
+	for _, s := range db.logs.streams(ms) {
+		s.mu.Lock()
+		in := slices.ContainsFunc(s.entries, func(e LogEntry) bool { return e.T >= start && e.T < end })
+		s.mu.Unlock()
+		if in {
+			seen[s.lset.String()] = s.lset
+		}
+	}
+	out := make([]labels.Labels, 0, len(seen))
+	for _, ls := range seen {
+		out = append(out, ls)
+	}
+	slices.SortFunc(out, labels.Compare)
+	return out, nil
+}
+
+func hasBlockIn(txn *badger.Txn, ref uint64, start, end int64) (bool, error) {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: logBlockPrefix(ref), PrefetchValues: false})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		br, err := parseLogBlockKey(it.Item().Key())
+		if err != nil {
+			return false, err
+		}
+		if br.mint >= end {
+			return false, nil
+		}
+		if br.maxt >= start {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// LogLabelNames returns the label names of streams with lines in
+// [start, end), sorted.
+func (db *DB) LogLabelNames(ctx context.Context, ms []*labels.Matcher, start, end int64) ([]string, error) {
+	series, err := db.LogSeries(ctx, ms, start, end)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]struct{}{}
+	for _, ls := range series {
+		ls.Range(func(l labels.Label) { seen[l.Name] = struct{}{} })
+	}
+	return sortedKeys(seen), nil
+}
+
+// LogLabelValues returns the values of name among matching streams with
+// lines in [start, end), sorted.
+func (db *DB) LogLabelValues(ctx context.Context, name string, ms []*labels.Matcher, start, end int64) ([]string, error) {
+	series, err := db.LogSeries(ctx, ms, start, end)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]struct{}{}
+	for _, ls := range series {
+		if v := ls.Get(name); v != "" {
+			seen[v] = struct{}{}
+		}
+	}
+	return sortedKeys(seen), nil
+}
+
+func sortedKeys(m map[string]struct{}) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.SortFunc(out, strings.Compare)
+	return out
+}
+
+// traceLogs gathers the lines that carry id: from the blocks the partition's
+// trace index names, and from the head.
+func (db *DB) traceLogs(ctx context.Context, parts []*partition, id model.TraceID) ([]LogStream, error) {
+	g := &logGather{byHash: map[uint64][]*LogStream{}}
+	var sb labels.ScratchBuilder
+	for _, p := range parts {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("logs of trace %s: %w", id, err)
+		}
+		err := wrapRead(p.view(func(txn *badger.Txn) error {
+			var refs []blockRef
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: logTracePrefix(id), PrefetchValues: false})
+			for it.Rewind(); it.Valid(); it.Next() {
+				br, err := parseLogTraceKey(it.Item().Key())
+				if err != nil {
+					it.Close()
+					return err
+				}
+				refs = append(refs, br)
+			}
+			it.Close()
+			for _, br := range refs {
+				lset, err := streamLabels(txn, br.ref, &sb)
+				if err != nil {
+					return err
+				}
+				item, err := txn.Get(logBlockKey(br))
+				if err != nil {
+					return fmt.Errorf("%w: log block named by trace %s: %v", ErrCorrupt, id, err) //nolint:errorlint // Badger errors stay inside the store
+				}
+				es, err := db.readBlock(item, br, &sb)
+				if err != nil {
+					return err
+				}
+				out := g.stream(lset)
+				for _, e := range es {
+					if e.TraceID == id {
+						_ = g.add(out, e)
+					}
+				}
+			}
+			return nil
+		}))
+		if err != nil {
+			return nil, err
+		}
+	}
+	for _, s := range db.logs.streams(nil) {
+		s.mu.Lock()
+		for _, e := range s.entries {
+			if e.TraceID == id {
+				_ = g.add(g.stream(s.lset), e)
+			}
+		}
+		s.mu.Unlock()
+	}
+	return g.result(), nil
+}

@@ -1,0 +1,245 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/stretchr/testify/require"
+
+	"github.com/lumenobs/lumen/internal/model"
+	"github.com/lumenobs/lumen/store"
+)
+
+var logT0 = time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
+
+// logFixture writes 3 streams × n lines, one line a second, in requests of
+// 10 lines; every 7th line of app=cart carries a trace id in its text.
+func logFixture(t *testing.T, db *store.DB, n int) model.TraceID {
+	t.Helper()
+	tid := model.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36}
+	streams := []labels.Labels{
+		labels.FromStrings("app", "cart", "env", "prod"),
+		labels.FromStrings("app", "checkout", "env", "prod"),
+		labels.FromStrings("app", "cart", "env", "dev"),
+	}
+	for i := 0; i < n; i += 10 {
+		var req []store.LogStream
+		for si, ls := range streams {
+			st := store.LogStream{Labels: ls}
+			for j := i; j < min(i+10, n); j++ {
+				e := store.LogEntry{T: logT0.Add(time.Duration(j) * time.Second).UnixNano(), Line: fmt.Sprintf("level=info stream=%d line=%d", si, j)}
+				if si == 0 && j%7 == 0 {
+					e.Line += " trace_id=" + tid.String()
+					e.TraceID = tid
+				}
+				if j%5 == 0 {
+					e.Metadata = labels.FromStrings("user", fmt.Sprint("u", j%3))
+				}
+				st.Entries = append(st.Entries, e)
+			}
+			req = append(req, st)
+		}
+		require.NoError(t, db.WriteLogStreams(context.Background(), req))
+	}
+	return tid
+}
+
+func countLines(streams []store.LogStream) int {
+	n := 0
+	for _, s := range streams {
+		n += len(s.Entries)
+	}
+	return n
+}
+
+func TestLogSelect(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		prep func(t *testing.T, db *store.DB) *store.DB
+	}{
+		{"from the head", func(_ *testing.T, db *store.DB) *store.DB { return db }},
+		{"from blocks after a checkpoint", func(t *testing.T, db *store.DB) *store.DB {
+			require.NoError(t, db.CheckpointLogs())
+			return db
+		}},
+		{"after a reopen", func(t *testing.T, db *store.DB) *store.DB {
+			require.NoError(t, db.Close())
+			return nil
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			db := openStore(t, dir, func(o *store.Options) { o.LogBlockBytes = 2 << 10 })
+			tid := logFixture(t, db, 300)
+			if db = tc.prep(t, db); db == nil {
+				db = openStore(t, dir)
+			}
+			defer db.Close()
+			ctx := context.Background()
+			all := store.LogSelect{Start: logT0.UnixNano(), End: logT0.Add(time.Hour).UnixNano()}
+
+			sel := func(ms ...*labels.Matcher) []store.LogStream {
+				q := all
+				q.Matchers = ms
+				got, err := db.SelectLogs(ctx, q)
+				require.NoError(t, err)
+				return got
+			}
+			got := sel(labels.MustNewMatcher(labels.MatchEqual, "app", "cart"))
+			require.Len(t, got, 2)
+			require.Equal(t, `{app="cart", env="dev"}`, got[0].Labels.String(), "streams sorted by labels")
+			require.Equal(t, 600, countLines(got))
+			for _, s := range got {
+				for i, e := range s.Entries {
+					require.Equal(t, logT0.Add(time.Duration(i)*time.Second).UnixNano(), e.T, "lines in time order, each once")
+				}
+			}
+			require.Equal(t, "u0", got[1].Entries[0].Metadata.Get("user"), "structured metadata kept")
+			require.Equal(t, tid, got[1].Entries[7].TraceID)
+
+			require.Equal(t, 300, countLines(sel(labels.MustNewMatcher(labels.MatchNotEqual, "app", "cart"))))
+			require.Equal(t, 900, countLines(sel(labels.MustNewMatcher(labels.MatchRegexp, "app", "c.*"))))
+			require.Equal(t, 300, countLines(sel(labels.MustNewMatcher(labels.MatchRegexp, "app", "c.*"), labels.MustNewMatcher(labels.MatchNotRegexp, "env", "p.*"))))
+			require.Empty(t, sel(labels.MustNewMatcher(labels.MatchEqual, "app", "nope")))
+
+			q := all
+			q.Matchers = []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "env", "prod")}
+			q.Start, q.End = logT0.Add(100*time.Second).UnixNano(), logT0.Add(110*time.Second).UnixNano()
+			got, err := db.SelectLogs(ctx, q)
+			require.NoError(t, err)
+			require.Equal(t, 20, countLines(got), "start inclusive, end exclusive")
+
+			q = all
+			q.Matchers = []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "app", "cart")}
+			q.Keep = func(_ labels.Labels, e *store.LogEntry) bool { return strings.Contains(e.Line, "line=42") }
+			got, err = db.SelectLogs(ctx, q)
+			require.NoError(t, err)
+			require.Equal(t, 2, countLines(got))
+
+			q.Keep, q.MaxLines = nil, 100
+			_, err = db.SelectLogs(ctx, q)
+			require.ErrorIs(t, err, store.ErrTooMuch)
+
+			series, err := db.LogSeries(ctx, []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "env", "prod")}, all.Start, all.End)
+			require.NoError(t, err)
+			require.Equal(t, []labels.Labels{labels.FromStrings("app", "cart", "env", "prod"), labels.FromStrings("app", "checkout", "env", "prod")}, series)
+			series, err = db.LogSeries(ctx, []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "env", "prod")}, logT0.Add(2*time.Hour).UnixNano(), logT0.Add(3*time.Hour).UnixNano())
+			require.NoError(t, err)
+			require.Empty(t, series, "no lines in the range")
+			names, err := db.LogLabelNames(ctx, nil, all.Start, all.End)
+			require.NoError(t, err)
+			require.Equal(t, []string{"app", "env"}, names)
+			values, err := db.LogLabelValues(ctx, "app", nil, all.Start, all.End)
+			require.NoError(t, err)
+			require.Equal(t, []string{"cart", "checkout"}, values)
+
+			tr, err := db.Trace(ctx, tid)
+			require.NoError(t, err)
+			require.Len(t, tr.Logs, 1)
+			require.Len(t, tr.Logs[0].Entries, 43, "every 7th of 300 lines")
+			for _, e := range tr.Logs[0].Entries {
+				require.Contains(t, e.Line, tid.String())
+			}
+		})
+	}
+}
+
+func TestLogsSurviveACrash(t *testing.T) {
+	dir := t.TempDir()
+	db := openStore(t, dir, func(o *store.Options) { o.LogBlockBytes = 4 << 10 })
+	tid := logFixture(t, db, 200)
+	// Some lines are in blocks, the rest only in the WAL and the head.
+	db.Abandon(t)
+
+	db = openStore(t, dir, func(o *store.Options) { o.LogBlockBytes = 4 << 10 })
+	got, err := db.SelectLogs(context.Background(), store.LogSelect{
+		Matchers: []*labels.Matcher{labels.MustNewMatcher(labels.MatchRegexp, "app", ".+")},
+		Start:    logT0.UnixNano(), End: logT0.Add(time.Hour).UnixNano(),
+	})
+	require.NoError(t, err)
+	require.Equal(t, 600, countLines(got), "every acknowledged line, each once, though replayed blocks were written before")
+	tr, err := db.Trace(context.Background(), tid)
+	require.NoError(t, err)
+	require.Len(t, tr.Logs[0].Entries, 29)
+
+	// A second crash after more writes, then a clean reopen.
+	logFixture(t, db, 20)
+	db.Abandon(t)
+	db = openStore(t, dir)
+	got, err = db.SelectLogs(context.Background(), store.LogSelect{
+		Matchers: []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "app", "checkout")},
+		Start:    logT0.UnixNano(), End: logT0.Add(time.Hour).UnixNano(),
+	})
+	require.NoError(t, err)
+	require.Equal(t, 200, countLines(got), "lines written twice are stored once")
+	require.NoError(t, db.Close())
+}
+
+func TestLogStreamsAreValidated(t *testing.T) {
+	db := openStore(t, t.TempDir())
+	defer db.Close()
+	for _, tc := range []struct {
+		lset labels.Labels
+		want string
+	}{
+		{labels.EmptyLabels(), "at least one label"},
+		{labels.FromStrings("1app", "x"), `invalid label name "1app"`},
+		{labels.FromStrings("app.name", "x"), `invalid label name "app.name"`},
+		{labels.New(labels.Label{Name: "a", Value: "1"}, labels.Label{Name: "a", Value: "2"}), `duplicate label name "a"`},
+	} {
+		err := db.WriteLogStreams(context.Background(), []store.LogStream{
+			{Labels: labels.FromStrings("app", "ok"), Entries: []store.LogEntry{{T: 1, Line: "x"}}},
+			{Labels: tc.lset, Entries: []store.LogEntry{{T: 1, Line: "x"}}},
+		})
+		require.ErrorIs(t, err, store.ErrInvalid)
+		require.ErrorContains(t, err, tc.want)
+	}
+	series, err := db.LogSeries(context.Background(), nil, 0, 10)
+	require.NoError(t, err)
+	require.Empty(t, series, "nothing of a refused request is stored")
+}
+
+func TestLogTail(t *testing.T) {
+	db := openStore(t, t.TempDir())
+	defer db.Close()
+	ctx := context.Background()
+	cart := labels.FromStrings("app", "cart")
+	write := func(ls labels.Labels, lines ...string) {
+		st := store.LogStream{Labels: ls}
+		for i, l := range lines {
+			st.Entries = append(st.Entries, store.LogEntry{T: logT0.Add(time.Duration(i)).UnixNano(), Line: l})
+		}
+		require.NoError(t, db.WriteLogStreams(ctx, []store.LogStream{st}))
+	}
+	write(cart, "before the tail")
+	tail := db.TailLogs([]*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "app", "cart")}, 16)
+	write(labels.FromStrings("app", "other"), "not matched")
+	for i := range 10 {
+		write(cart, fmt.Sprint("a", i), fmt.Sprint("b", i))
+	}
+	for i := range 10 {
+		got := <-tail.C
+		require.Equal(t, cart, got.Labels)
+		require.Equal(t, []string{fmt.Sprint("a", i), fmt.Sprint("b", i)}, []string{got.Entries[0].Line, got.Entries[1].Line})
+	}
+	tail.Close()
+	_, open := <-tail.C
+	require.False(t, open)
+	require.NoError(t, tail.Err())
+
+	// A reader that does not keep up is told, not silently skipped.
+	slow := db.TailLogs(nil, 2)
+	for i := range 5 {
+		write(cart, fmt.Sprint("c", i))
+	}
+	n := 0
+	for range slow.C {
+		n++
+	}
+	require.Equal(t, 2, n)
+	require.ErrorIs(t, slow.Err(), store.ErrTailBehind)
+}
