@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"go.uber.org/zap"
 
+	"github.com/lumenobs/lumen/query/logql"
 	"github.com/lumenobs/lumen/store"
 )
 
@@ -30,16 +31,17 @@ type LogReader interface {
 // LokiAPI serves Loki's query API (/loki/api/v1/…) over the log store.
 type LokiAPI struct {
 	r   LogReader
+	cfg LokiConfig
 	log *zap.Logger
 	now func() time.Time
 }
 
 // NewLoki returns the Loki API over r.
-func NewLoki(r LogReader, log *zap.Logger) *LokiAPI {
+func NewLoki(r LogReader, cfg LokiConfig, log *zap.Logger) *LokiAPI {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &LokiAPI{r: r, log: log.Named("query.loki"), now: time.Now}
+	return &LokiAPI{r: r, cfg: cfg, log: log.Named("query.loki"), now: time.Now}
 }
 
 // Register adds the Loki routes to mux; wrap instruments each handler.
@@ -55,18 +57,21 @@ func (a *LokiAPI) Register(mux *http.ServeMux, wrap func(route string, h http.Ha
 		{"/loki/api/v1/label", a.labels},
 		{"/loki/api/v1/label/{name}/values", a.labelValues},
 		{"/loki/api/v1/series", a.series},
+		{"/loki/api/v1/query", a.query},
+		{"/loki/api/v1/query_range", a.queryRange},
 	} {
 		h := wrap(rt.path, rt.h)
 		mux.Handle("GET "+rt.path, h)
 		mux.Handle("POST "+rt.path, h)
 	}
+	mux.Handle("GET /loki/api/v1/tail", wrap("/loki/api/v1/tail", http.HandlerFunc(a.tail)))
 }
 
 // lokiError answers as Loki does: the status, and the message as text.
 func (a *LokiAPI) lokiError(w http.ResponseWriter, err error) {
 	code := http.StatusInternalServerError
 	switch {
-	case errors.Is(err, errBadRequest), errors.Is(err, store.ErrTooMuch):
+	case errors.Is(err, errBadRequest), errors.Is(err, store.ErrTooMuch), errors.Is(err, logql.ErrParse):
 		code = http.StatusBadRequest
 	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrClosed):
 		code = http.StatusServiceUnavailable
@@ -231,4 +236,203 @@ func (a *LokiAPI) series(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, lokiResponse{Status: "success", Data: data})
+}
+
+// LokiConfig bounds LogQL queries.
+type LokiConfig struct {
+	// MaxLines bounds the lines one query may read (after the line filters
+	// that run as the store reads); past it the query is a 400.
+	MaxLines int `yaml:"max_lines"`
+	// MaxLimit bounds limit=, as Loki's max_entries_limit_per_query does.
+	MaxLimit int `yaml:"max_limit"`
+	// Timeout bounds a query's time.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// DefaultLokiConfig returns Loki's defaults where it has them.
+func DefaultLokiConfig() LokiConfig {
+	return LokiConfig{MaxLines: 5_000_000, MaxLimit: 5000, Timeout: time.Minute}
+}
+
+// maxPoints is Loki's bound on the points of one series in a range query.
+const maxPoints = 11000
+
+type lokiData struct {
+	ResultType string   `json:"resultType"`
+	Result     any      `json:"result"`
+	Stats      struct{} `json:"stats"`
+}
+
+type lokiStream struct {
+	Stream map[string]string `json:"stream"`
+	Values [][2]string       `json:"values"`
+}
+
+type lokiSeries struct {
+	Metric map[string]string `json:"metric"`
+	Values []lokiPoint       `json:"values,omitempty"`
+	Value  *lokiPoint        `json:"value,omitempty"`
+}
+
+// lokiPoint is [seconds, "value"], as Prometheus and Loki write samples.
+type lokiPoint logql.Point
+
+func (p lokiPoint) MarshalJSON() ([]byte, error) {
+	return []byte(fmt.Sprintf(`[%s,%q]`, strconv.FormatFloat(float64(p.T)/1000, 'f', -1, 64), strconv.FormatFloat(p.V, 'f', -1, 64))), nil
+}
+
+func lokiStreams(in []logql.Stream) []lokiStream {
+	out := make([]lokiStream, 0, len(in))
+	for _, s := range in {
+		ls := lokiStream{Stream: s.Labels.Map(), Values: make([][2]string, len(s.Entries))}
+		for i, e := range s.Entries {
+			ls.Values[i] = [2]string{strconv.FormatInt(e.T, 10), e.Line}
+		}
+		out = append(out, ls)
+	}
+	return out
+}
+
+// parseLogQL parses the query= parameter; errors are 400s with Loki's
+// "parse error at line L, col C" message.
+func parseLogQL(r *http.Request) (logql.Expr, error) {
+	q := r.FormValue("query")
+	if q == "" {
+		return nil, fmt.Errorf("%w: query= is required", errBadRequest)
+	}
+	e, err := logql.Parse(q)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errBadRequest, err)
+	}
+	return e, nil
+}
+
+func (a *LokiAPI) limitAndDirection(r *http.Request) (int, bool, error) {
+	limit := 100
+	if s := r.FormValue("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return 0, false, fmt.Errorf("%w: limit=%q is not a non-negative integer", errBadRequest, s)
+		}
+		if n > a.cfg.MaxLimit {
+			return 0, false, fmt.Errorf("%w: max entries limit per query exceeded, limit > max_entries_limit (%d > %d)", errBadRequest, n, a.cfg.MaxLimit)
+		}
+		limit = n
+	}
+	switch strings.ToLower(r.FormValue("direction")) {
+	case "", "backward":
+		return limit, false, nil
+	case "forward":
+		return limit, true, nil
+	}
+	return 0, false, fmt.Errorf("%w: direction=%q: use forward or backward", errBadRequest, r.FormValue("direction"))
+}
+
+// queryRange answers /loki/api/v1/query_range: a log query's lines
+// (limit, direction) or a metric query's matrix, its start and end
+// aligned to the step as Loki's query frontend aligns them.
+func (a *LokiAPI) queryRange(w http.ResponseWriter, r *http.Request) {
+	e, err := parseLogQL(r)
+	if err != nil {
+		a.lokiError(w, err)
+		return
+	}
+	start, end, err := a.lokiRange(r)
+	if err != nil {
+		a.lokiError(w, err)
+		return
+	}
+	limit, forward, err := a.limitAndDirection(r)
+	if err != nil {
+		a.lokiError(w, err)
+		return
+	}
+	p := logql.Params{Start: start, End: end, Limit: limit, Forward: forward, MaxLines: a.cfg.MaxLines}
+	if !logql.IsLogQuery(e) {
+		step, err := lokiStep(r.FormValue("step"), start, end)
+		if err != nil {
+			a.lokiError(w, err)
+			return
+		}
+		if end.Sub(start)/step > maxPoints {
+			a.lokiError(w, fmt.Errorf("%w: exceeded maximum resolution of %d points per timeseries. Try decreasing the query resolution (?step=XX)", errBadRequest, maxPoints))
+			return
+		}
+		p.Step = step
+		p.Start = time.UnixMilli(start.UnixMilli() / step.Milliseconds() * step.Milliseconds())
+		p.End = time.UnixMilli(end.UnixMilli() / step.Milliseconds() * step.Milliseconds())
+	}
+	a.exec(w, r, e, p, "matrix")
+}
+
+// query answers /loki/api/v1/query: a metric query at one time. Log
+// queries are range queries only, as in Loki 3.
+func (a *LokiAPI) query(w http.ResponseWriter, r *http.Request) {
+	e, err := parseLogQL(r)
+	if err != nil {
+		a.lokiError(w, err)
+		return
+	}
+	if logql.IsLogQuery(e) {
+		a.lokiError(w, fmt.Errorf("%w: log queries are not supported as an instant query type, please change your query to a range query type", errBadRequest))
+		return
+	}
+	t, err := lokiTime("time", r.FormValue("time"), a.now())
+	if err != nil {
+		a.lokiError(w, err)
+		return
+	}
+	a.exec(w, r, e, logql.Params{End: t, MaxLines: a.cfg.MaxLines}, "vector")
+}
+
+func (a *LokiAPI) exec(w http.ResponseWriter, r *http.Request, e logql.Expr, p logql.Params, metricType string) {
+	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.Timeout)
+	defer cancel()
+	res, err := logql.Exec(ctx, a.r, e, p)
+	if err != nil {
+		a.lokiError(w, err)
+		return
+	}
+	data := lokiData{ResultType: metricType}
+	switch {
+	case logql.IsLogQuery(e):
+		data.ResultType, data.Result = "streams", lokiStreams(res.Streams)
+	case metricType == "vector":
+		out := make([]lokiSeries, 0, len(res.Series))
+		for _, s := range res.Series {
+			pt := lokiPoint(s.Points[len(s.Points)-1])
+			out = append(out, lokiSeries{Metric: s.Metric.Map(), Value: &pt})
+		}
+		data.Result = out
+	default:
+		out := make([]lokiSeries, 0, len(res.Series))
+		for _, s := range res.Series {
+			ls := lokiSeries{Metric: s.Metric.Map(), Values: make([]lokiPoint, len(s.Points))}
+			for i, pt := range s.Points {
+				ls.Values[i] = lokiPoint(pt)
+			}
+			out = append(out, ls)
+		}
+		data.Result = out
+	}
+	writeJSON(w, http.StatusOK, lokiResponse{Status: "success", Data: data})
+}
+
+// lokiStep reads step= (a duration or seconds); Loki's default gives about
+// 250 points over the range, at least a second apart.
+func lokiStep(s string, start, end time.Time) (time.Duration, error) {
+	if s == "" {
+		return time.Duration(max(math.Floor(end.Sub(start).Seconds()/250), 1)) * time.Second, nil
+	}
+	if f, err := strconv.ParseFloat(s, 64); err == nil {
+		if f <= 0 {
+			return 0, fmt.Errorf("%w: step=%q: zero or negative query resolution step widths are not accepted. Try a positive integer", errBadRequest, s)
+		}
+		return time.Duration(f * float64(time.Second)), nil
+	}
+	d, err := parseLokiDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%w: step=%q is not a positive duration", errBadRequest, s)
+	}
+	return d, nil
 }

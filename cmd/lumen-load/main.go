@@ -42,6 +42,7 @@ type options struct {
 	compress           bool
 	signal             string
 	series             int
+	streams            int
 }
 
 func main() {
@@ -56,7 +57,8 @@ func main() {
 	flag.IntVar(&o.lookups, "lookups", 2000, "trace-by-id requests after the load")
 	flag.IntVar(&o.pid, "pid", 0, "server process id, to report its peak RSS (VmHWM) and CPU time from /proc")
 	flag.BoolVar(&o.compress, "gzip", false, "gzip-compress requests")
-	flag.StringVar(&o.signal, "signal", "traces", "traces (OTLP gRPC) or metrics (remote write 1.0 to --http)")
+	flag.StringVar(&o.signal, "signal", "traces", "traces (OTLP gRPC), metrics (remote write 1.0 to --http) or logs (Loki push to --http)")
+	flag.IntVar(&o.streams, "streams", 100, "logs: streams")
 	flag.IntVar(&o.series, "series", 100_000, "metrics: active series")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
@@ -66,8 +68,11 @@ func main() {
 }
 
 func run(o options, out io.Writer) error {
-	if o.signal == "metrics" {
+	switch o.signal {
+	case "metrics":
 		return runMetrics(o, out)
+	case "logs":
+		return runLogs(o, out)
 	}
 	if !strings.HasPrefix(o.grpcAddr, "127.") && !strings.HasPrefix(o.grpcAddr, "[::1]") && !strings.HasPrefix(o.grpcAddr, "localhost") {
 		return fmt.Errorf("refusing to send load to %s: loopback addresses only", o.grpcAddr)

@@ -34,6 +34,7 @@ type Config struct {
 	RemoteWrite      promrw.Config    `yaml:"remote_write"`
 	LokiPush         loki.Config      `yaml:"loki_push"`
 	PromQL           query.PromConfig `yaml:"promql"`
+	LogQL            query.LokiConfig `yaml:"logql"`
 	Log              LogConfig        `yaml:"log"`
 	Pprof            bool             `yaml:"pprof"`
 	ShutdownTimeout  Duration         `yaml:"shutdown_timeout"`
@@ -62,6 +63,7 @@ func DefaultConfig() Config {
 		RemoteWrite:       promrw.DefaultConfig(),
 		LokiPush:          loki.DefaultConfig(),
 		PromQL:            query.DefaultPromConfig(),
+		LogQL:             query.DefaultLokiConfig(),
 		Log:               LogConfig{Format: "console", Level: "info"},
 		ShutdownTimeout:   Duration(30 * time.Second),
 	}
@@ -86,6 +88,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.RemoteWrite.Validate(); err != nil {
 		return err
+	}
+	if c.LogQL.MaxLines <= 0 || c.LogQL.MaxLimit <= 0 || c.LogQL.Timeout <= 0 {
+		return fmt.Errorf("logql: max_lines %d, max_limit %d and timeout %s must be positive", c.LogQL.MaxLines, c.LogQL.MaxLimit, c.LogQL.Timeout)
 	}
 	if err := c.LokiPush.Validate(); err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/grafana/loki/pkg/push"
 	"github.com/klauspost/compress/snappy"
 	"github.com/stretchr/testify/require"
@@ -206,4 +207,217 @@ func TestLokiPushSurvivesSIGKILL(t *testing.T) {
 
 	s := startServer(t, cfg)
 	require.Equal(t, 20, getTrace(t, s, lokiTrace).LogCount, "every acknowledged line is back")
+}
+
+type lokiQueryResponse struct {
+	Status string `json:"status"`
+	Data   struct {
+		ResultType string          `json:"resultType"`
+		Result     json.RawMessage `json:"result"`
+	} `json:"data"`
+}
+
+type lokiStreamResult struct {
+	Stream map[string]string `json:"stream"`
+	Values [][2]string       `json:"values"`
+}
+
+type lokiMatrixResult struct {
+	Metric map[string]string `json:"metric"`
+	Values [][2]any          `json:"values"`
+	Value  [2]any            `json:"value"`
+}
+
+func lokiQuery(t *testing.T, s *server, path string, params url.Values) (int, lokiQueryResponse, string) {
+	t.Helper()
+	code, body := lokiGet(t, s, path, params)
+	var out lokiQueryResponse
+	if code == http.StatusOK {
+		require.NoError(t, json.Unmarshal(body, &out), string(body))
+	}
+	return code, out, string(body)
+}
+
+// TestLogQLOverHTTP runs logcli-style queries against lines pushed through
+// the HTTP port.
+func TestLogQLOverHTTP(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	s := startServer(t, cfg)
+	base := time.Now().Add(-10 * time.Minute).Truncate(time.Minute)
+	var entries []push.Entry
+	for i := range 120 { // one line a second for two minutes
+		level := "info"
+		if i%4 == 0 {
+			level = "error"
+		}
+		entries = append(entries, push.Entry{Timestamp: base.Add(time.Duration(i) * time.Second), Line: fmt.Sprintf("level=%s msg=\"request %d\" status=%d", level, i, 200+100*(i%4/3))})
+	}
+	code, body := lokiPush(t, s, "application/x-protobuf", promtailBody(t, push.Stream{Labels: `{app="api", env="prod"}`, Entries: entries}))
+	require.Equal(t, http.StatusNoContent, code, body)
+
+	rangeOf := func(from, to time.Duration) url.Values {
+		return url.Values{"start": {fmt.Sprint(base.Add(from).UnixNano())}, "end": {fmt.Sprint(base.Add(to).UnixNano())}}
+	}
+
+	// A log query: streams, newest first, limited.
+	q := rangeOf(0, 2*time.Minute)
+	q.Set("query", `{app="api"} | logfmt | level="error"`)
+	q.Set("limit", "5")
+	code, res, raw := lokiQuery(t, s, "/loki/api/v1/query_range", q)
+	require.Equal(t, http.StatusOK, code, raw)
+	require.Equal(t, "streams", res.Data.ResultType)
+	var streams []lokiStreamResult
+	require.NoError(t, json.Unmarshal(res.Data.Result, &streams))
+	require.Len(t, streams, 5, "each parsed line has its own label set (msg differs)")
+	newest := streams[0]
+	for _, st := range streams {
+		if st.Values[0][0] > newest.Values[0][0] {
+			newest = st
+		}
+	}
+	require.Equal(t, fmt.Sprint(base.Add(116*time.Second).UnixNano()), newest.Values[0][0], "backward: the newest error first")
+	require.Equal(t, "error", newest.Stream["level"])
+	require.Equal(t, "api", newest.Stream["app"])
+
+	q.Set("direction", "forward")
+	q.Set("query", `{app="api"} |= "request 1"`)
+	q.Set("limit", "3")
+	code, res, raw = lokiQuery(t, s, "/loki/api/v1/query_range", q)
+	require.Equal(t, http.StatusOK, code, raw)
+	streams = nil
+	require.NoError(t, json.Unmarshal(res.Data.Result, &streams))
+	require.Len(t, streams, 1)
+	require.Equal(t, []string{`level=info msg="request 1" status=200`, `level=info msg="request 10" status=200`, `level=info msg="request 11" status=300`},
+		[]string{streams[0].Values[0][1], streams[0].Values[1][1], streams[0].Values[2][1]}, "forward: the oldest first")
+
+	// A metric range query: start and end aligned down to the step, as
+	// Loki's query frontend aligns them.
+	q = rangeOf(30*time.Second+500*time.Millisecond, 90*time.Second+500*time.Millisecond)
+	q.Set("query", `sum by (level) (count_over_time({app="api"} | logfmt [30s]))`)
+	q.Set("step", "30s")
+	code, res, raw = lokiQuery(t, s, "/loki/api/v1/query_range", q)
+	require.Equal(t, http.StatusOK, code, raw)
+	require.Equal(t, "matrix", res.Data.ResultType)
+	var matrix []lokiMatrixResult
+	require.NoError(t, json.Unmarshal(res.Data.Result, &matrix))
+	require.Len(t, matrix, 2)
+	byLevel := map[string][][2]any{}
+	for _, m := range matrix {
+		byLevel[m.Metric["level"]] = m.Values
+	}
+	sec := func(d time.Duration) float64 { return float64(base.Add(d).UnixMilli()) / 1000 }
+	require.Equal(t, [][2]any{{sec(30 * time.Second), "7"}, {sec(60 * time.Second), "8"}, {sec(90 * time.Second), "7"}}, byLevel["error"])
+	require.Equal(t, [][2]any{{sec(30 * time.Second), "23"}, {sec(60 * time.Second), "22"}, {sec(90 * time.Second), "23"}}, byLevel["info"])
+
+	// The default step gives about 250 points (here: 1 s over 2 minutes).
+	q = rangeOf(0, 2*time.Minute)
+	q.Set("query", `count_over_time({app="api"}[1s])`)
+	code, res, raw = lokiQuery(t, s, "/loki/api/v1/query_range", q)
+	require.Equal(t, http.StatusOK, code, raw)
+	var perSecond []lokiMatrixResult
+	require.NoError(t, json.Unmarshal(res.Data.Result, &perSecond))
+	require.Len(t, perSecond[0].Values, 120)
+
+	// An instant metric query: a vector.
+	code, res, raw = lokiQuery(t, s, "/loki/api/v1/query", url.Values{
+		"query": {`topk(1, sum by (status) (count_over_time({app="api"} | logfmt [2m])))`},
+		"time":  {fmt.Sprint(base.Add(2 * time.Minute).UnixNano())},
+	})
+	require.Equal(t, http.StatusOK, code, raw)
+	require.Equal(t, "vector", res.Data.ResultType)
+	var vector []lokiMatrixResult
+	require.NoError(t, json.Unmarshal(res.Data.Result, &vector))
+	require.Len(t, vector, 1)
+	require.Equal(t, map[string]string{"status": "200"}, vector[0].Metric)
+	require.Equal(t, "89", vector[0].Value[1], "(t-2m, t]: lines 1..119, of which 30 are status 300")
+
+	// Bad queries: 400 with Loki's message and the position.
+	for _, tc := range []struct {
+		path   string
+		params url.Values
+		want   string
+	}{
+		{"/loki/api/v1/query_range", url.Values{"query": {`{app="api"} |= `}}, "parse error at line 1, col 16"},
+		{"/loki/api/v1/query_range", url.Values{"query": {`{app="api"}`}, "direction": {"sideways"}}, `direction="sideways"`},
+		{"/loki/api/v1/query_range", url.Values{"query": {`{app="api"}`}, "limit": {"100000"}}, "max entries limit per query exceeded"},
+		{"/loki/api/v1/query_range", url.Values{"query": {`rate({app="api"}[1m])`}, "step": {"0"}}, "zero or negative query resolution step"},
+		{"/loki/api/v1/query_range", url.Values{"query": {`rate({app="api"}[1m])`}, "step": {"1ms"}}, "exceeded maximum resolution of 11000 points"},
+		{"/loki/api/v1/query_range", url.Values{"query": {`{app="api"}`}, "start": {"yesterday"}}, `start="yesterday" is not a time`},
+		{"/loki/api/v1/query", url.Values{"query": {`{app="api"}`}}, "log queries are not supported as an instant query type"},
+		{"/loki/api/v1/query", url.Values{}, "query= is required"},
+	} {
+		code, _, raw := lokiQuery(t, s, tc.path, tc.params)
+		require.Equal(t, http.StatusBadRequest, code, raw)
+		require.Contains(t, raw, tc.want)
+	}
+}
+
+// TestLokiTail: a websocket client gets the recent past, then every line
+// pushed after it connected, in order, none lost.
+func TestLokiTail(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	s := startServer(t, cfg)
+	now := time.Now()
+	code, body := lokiPush(t, s, "application/x-protobuf", promtailBody(t, push.Stream{Labels: `{app="api"}`, Entries: []push.Entry{
+		{Timestamp: now.Add(-2 * time.Second), Line: "level=info msg=before"},
+	}}))
+	require.Equal(t, http.StatusNoContent, code, body)
+
+	u := "ws://" + cfg.HTTPAddr + "/loki/api/v1/tail?" + url.Values{"query": {`{app="api"} != "skip"`}}.Encode()
+	conn, resp, err := websocket.DefaultDialer.Dial(u, nil)
+	require.NoError(t, err)
+	defer conn.Close()
+	defer resp.Body.Close()
+	type msg struct {
+		Streams []lokiStreamResult `json:"streams"`
+	}
+	read := func() msg {
+		var m msg
+		require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+		require.NoError(t, conn.ReadJSON(&m))
+		return m
+	}
+	first := read()
+	require.Equal(t, "level=info msg=before", first.Streams[0].Values[0][1], "the recent past first")
+
+	const pushes, perPush = 50, 20
+	go func() {
+		for i := range pushes {
+			var es []push.Entry
+			for j := range perPush {
+				line := fmt.Sprintf("line %d", i*perPush+j)
+				if j == 7 {
+					line += " skip"
+				}
+				es = append(es, push.Entry{Timestamp: now.Add(time.Duration(i*perPush+j) * time.Microsecond), Line: line})
+			}
+			code, _ := post(t, s.api("/loki/api/v1/push"), "application/x-protobuf", promtailBody(t,
+				push.Stream{Labels: `{app="api"}`, Entries: es}, push.Stream{Labels: `{app="other"}`, Entries: es}))
+			if code != http.StatusNoContent {
+				return
+			}
+		}
+	}()
+	var got []string
+	for len(got) < pushes*(perPush-1) {
+		for _, st := range read().Streams {
+			require.Equal(t, map[string]string{"app": "api"}, st.Stream)
+			for _, v := range st.Values {
+				got = append(got, v[1])
+			}
+		}
+	}
+	var want []string
+	for i := range pushes * perPush {
+		if i%perPush != 7 {
+			want = append(want, fmt.Sprintf("line %d", i))
+		}
+	}
+	require.Equal(t, want, got, "every matching line, in order, once")
+
+	// A metric query cannot be tailed.
+	_, resp2, err := websocket.DefaultDialer.Dial("ws://"+cfg.HTTPAddr+"/loki/api/v1/tail?"+url.Values{"query": {`rate({app="api"}[1m])`}}.Encode(), nil)
+	require.Error(t, err)
+	require.Equal(t, http.StatusBadRequest, resp2.StatusCode)
+	resp2.Body.Close()
 }

@@ -187,7 +187,7 @@ func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger,
 		return promhttp.InstrumentHandlerDuration(durations.MustCurryWith(prometheus.Labels{"handler": route}), h)
 	}
 	query.New(db, log).Register(mux, wrap)
-	query.NewLoki(db, log).Register(mux, wrap)
+	query.NewLoki(db, cfg.LogQL, log).Register(mux, wrap)
 	rw, err := promrw.New(cfg.RemoteWrite, db, db, log, reg, im)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,263 @@
+package main
+
+import (
+	"bytes"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/grafana/loki/pkg/push"
+	"github.com/klauspost/compress/snappy"
+)
+
+// runLogs pushes Loki protobuf batches, as promtail sends them, of a
+// realistic mix of lines (JSON and logfmt application logs, nginx access
+// lines, stack traces; 100 bytes to 1 KiB; a fifth carrying a trace id in
+// one of the forms Lumen reads), then measures trace-id lookups and a
+// needle query over everything sent.
+func runLogs(o options, out io.Writer) error {
+	if !strings.HasPrefix(o.httpAddr, "127.") && !strings.HasPrefix(o.httpAddr, "[::1]") && !strings.HasPrefix(o.httpAddr, "localhost") {
+		return fmt.Errorf("refusing to send load to %s: loopback addresses only", o.httpAddr)
+	}
+	if err := waitReady(o.httpAddr, 10*time.Second); err != nil {
+		return err
+	}
+	requests := int64(o.total / o.batch)
+	cpu0, _ := procCPUSeconds(o.pid)
+	client := &http.Client{Timeout: 30 * time.Second}
+	var (
+		next, sent, rawBytes atomic.Int64
+		refused              atomic.Int64
+		firstErr             atomic.Value
+		wg                   sync.WaitGroup
+		idsMu                sync.Mutex
+		ids                  []string // a sample of the trace ids sent
+		first                = time.Now()
+	)
+	deadline := time.Now().Add(o.duration)
+	t0 := time.Now()
+	for w := range o.concurrency {
+		wg.Go(func() {
+			rnd := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+			gen := &lineGen{rnd: rnd}
+			for time.Now().Before(deadline) {
+				i := next.Add(1) - 1
+				if i >= requests {
+					return
+				}
+				req, raw, traced := gen.request(o, i)
+				pb, err := req.Marshal()
+				if err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				hr, _ := http.NewRequest(http.MethodPost, "http://"+o.httpAddr+"/loki/api/v1/push", bytes.NewReader(snappy.Encode(nil, pb)))
+				hr.Header.Set("Content-Type", "application/x-protobuf")
+				resp, err := client.Do(hr)
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusNoContent {
+						err = fmt.Errorf("HTTP %d", resp.StatusCode)
+					}
+				}
+				if err != nil {
+					refused.Add(int64(o.batch))
+					firstErr.CompareAndSwap(nil, err)
+					continue
+				}
+				sent.Add(int64(o.batch))
+				rawBytes.Add(int64(raw))
+				if i%16 == 0 && len(traced) > 0 {
+					idsMu.Lock()
+					ids = append(ids, traced[0])
+					idsMu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(t0)
+	cpu1, cpuErr := procCPUSeconds(o.pid)
+	n := sent.Load()
+	fmt.Fprintf(out, "sent %d lines (%d MiB of lines) in %s: %.0f lines/s (%d streams, %d lines per request, %d senders)\n",
+		n, rawBytes.Load()>>20, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), o.streams, o.batch, o.concurrency)
+	if r := refused.Load(); r > 0 {
+		fmt.Fprintf(out, "refused %d lines; first error: %v\n", r, firstErr.Load())
+	}
+	if cpuErr == nil && n > 0 {
+		fmt.Fprintf(out, "server CPU: %.1f s, %.2f CPU-seconds per million lines\n", cpu1-cpu0, (cpu1-cpu0)/float64(n)*1e6)
+	}
+	if rss, err := procStatus(o.pid, "VmHWM"); err == nil {
+		anon, _ := procStatus(o.pid, "RssAnon")
+		fmt.Fprintf(out, "server peak RSS: %s (anonymous now: %s)\n", rss, anon)
+	}
+	fmt.Fprintf(out, "raw line bytes: %d (divide by the data dir's size after a clean stop for the compression ratio)\n", rawBytes.Load())
+	if err := traceLookups(o, ids, out); err != nil {
+		return err
+	}
+	return needleQuery(o, first.Add(-time.Minute), time.Now().Add(time.Minute), out)
+}
+
+// traceLookups asks the correlated API for traces known from logs.
+func traceLookups(o options, ids []string, out io.Writer) error {
+	if o.lookups == 0 || len(ids) == 0 {
+		return nil
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	lat := make([]time.Duration, 0, o.lookups)
+	rnd := rand.New(rand.NewPCG(5, 6))
+	deadline := time.Now().Add(time.Minute)
+	for range o.lookups {
+		if time.Now().After(deadline) {
+			break
+		}
+		id := ids[rnd.IntN(len(ids))]
+		start := time.Now()
+		resp, err := client.Get("http://" + o.httpAddr + "/api/v1/traces/" + id + "?include=logs")
+		if err != nil {
+			return fmt.Errorf("trace by id: %w", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		lat = append(lat, time.Since(start))
+		if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(`"logCount":`)) {
+			return fmt.Errorf("trace %s: HTTP %d: %.200s", id, resp.StatusCode, body)
+		}
+	}
+	slices.Sort(lat)
+	fmt.Fprintf(out, "trace's logs by id over HTTP (%d lookups): p50 %s, p99 %s, max %s\n", len(lat),
+		lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)*99/100].Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond))
+	return nil
+}
+
+// needleQuery times {app="app-7"} |= "needle" over the whole load.
+func needleQuery(o options, from, to time.Time, out io.Writer) error {
+	client := &http.Client{Timeout: 2 * time.Minute}
+	q := url.Values{"query": {`{app="app-7"} |= "needle"`}, "start": {fmt.Sprint(from.UnixNano())}, "end": {fmt.Sprint(to.UnixNano())}, "limit": {"1000"}}
+	var lat []time.Duration
+	for range 5 {
+		start := time.Now()
+		resp, err := client.Get("http://" + o.httpAddr + "/loki/api/v1/query_range?" + q.Encode())
+		if err != nil {
+			return fmt.Errorf("needle query: %w", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		lat = append(lat, time.Since(start))
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("needle query: HTTP %d: %.300s", resp.StatusCode, body)
+		}
+		if len(lat) == 1 {
+			fmt.Fprintf(out, "needle query: %d matching lines\n", bytes.Count(body, []byte("needle")))
+		}
+	}
+	slices.Sort(lat)
+	fmt.Fprintf(out, "needle query {app=\"app-7\"} |= \"needle\" over all lines (5 runs): min %s, median %s, max %s\n",
+		lat[0].Round(time.Millisecond), lat[2].Round(time.Millisecond), lat[4].Round(time.Millisecond))
+	return nil
+}
+
+type lineGen struct {
+	rnd *rand.Rand
+	n   int
+}
+
+var (
+	paths  = []string{"/api/v1/cart", "/api/v1/cart/items", "/api/v1/checkout", "/api/v1/products/%d", "/healthz", "/api/v1/users/%d/orders", "/static/app.%d.js"}
+	agents = []string{"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36", "curl/8.5.0", "kube-probe/1.31", "Go-http-client/1.1"}
+	msgs   = []string{"added item to cart", "payment authorized", "cache miss, loading from database", "user session refreshed", "order persisted", "retrying upstream call", "rate limit applied"}
+	levels = []string{"info", "info", "info", "info", "debug", "warn", "error"}
+)
+
+func (g *lineGen) hex(n int) string {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(g.rnd.Uint32())
+	}
+	return hex.EncodeToString(b)
+}
+
+// line returns one log line; with a trace id, in one of the forms a real
+// application writes it.
+func (g *lineGen) line(ts time.Time, traceID, spanID string) (string, push.LabelsAdapter) {
+	g.n++
+	r := g.rnd
+	path := paths[r.IntN(len(paths))]
+	if strings.Contains(path, "%d") {
+		path = fmt.Sprintf(path, r.IntN(5000))
+	}
+	var md push.LabelsAdapter
+	var s string
+	switch k := r.IntN(10); {
+	case k < 4: // JSON application log
+		s = fmt.Sprintf(`{"ts":%q,"level":%q,"logger":"cart.service","msg":%q,"user_id":"u-%d","item":"sku-%d","qty":%d,"duration_ms":%.1f`,
+			ts.UTC().Format(time.RFC3339Nano), levels[r.IntN(len(levels))], msgs[r.IntN(len(msgs))], r.IntN(100000), r.IntN(20000), 1+r.IntN(5), r.Float64()*300)
+		if traceID != "" {
+			s += fmt.Sprintf(`,"trace_id":%q,"span_id":%q`, traceID, spanID)
+		}
+		s += "}"
+	case k < 7: // logfmt
+		s = fmt.Sprintf(`ts=%s level=%s caller=db.go:%d msg="slow query" query="SELECT id, total, status FROM orders WHERE customer_id = $1 ORDER BY created_at DESC LIMIT %d" duration=%dms rows=%d`,
+			ts.UTC().Format(time.RFC3339Nano), levels[r.IntN(len(levels))], 100+r.IntN(400), 10+r.IntN(90), r.IntN(900), r.IntN(100))
+		if traceID != "" {
+			s += " traceID=" + traceID + " spanID=" + spanID
+		}
+	case k < 9: // nginx access log
+		s = fmt.Sprintf(`10.%d.%d.%d - - [%s] "GET %s HTTP/1.1" %d %d "-" %q %.3f`,
+			r.IntN(256), r.IntN(256), r.IntN(256), ts.UTC().Format("02/Jan/2006:15:04:05 -0700"), path, []int{200, 200, 200, 304, 404, 500}[r.IntN(6)], r.IntN(50000), agents[r.IntN(len(agents))], r.Float64())
+		if traceID != "" {
+			s += " traceparent=00-" + traceID + "-" + spanID + "-01"
+		}
+	default: // an exception with a stack
+		s = fmt.Sprintf("ERROR [%s] c.e.cart.CheckoutController - checkout failed for order %d\njava.lang.IllegalStateException: inventory reservation expired\n\tat com.example.cart.InventoryClient.reserve(InventoryClient.java:%d)\n\tat com.example.cart.CheckoutService.checkout(CheckoutService.java:%d)\n\tat com.example.cart.CheckoutController.post(CheckoutController.java:61)\n\tat jdk.internal.reflect.GeneratedMethodAccessor112.invoke(Unknown Source)\n\tat org.springframework.web.servlet.FrameworkServlet.service(FrameworkServlet.java:885)",
+			ts.UTC().Format(time.RFC3339Nano), r.IntN(1000000), 100+r.IntN(200), 40+r.IntN(100))
+		if traceID != "" {
+			md = push.LabelsAdapter{{Name: "trace_id", Value: traceID}, {Name: "span_id", Value: spanID}}
+		}
+	}
+	if g.n%100000 == 0 {
+		s += " needle"
+	}
+	return s, md
+}
+
+// request builds one push of o.batch lines over 10 of the o.streams
+// streams; a fifth of the lines belong to traces of 5 lines each.
+func (g *lineGen) request(o options, i int64) (push.PushRequest, int, []string) {
+	now := time.Now()
+	per := max(o.batch/10, 1)
+	var req push.PushRequest
+	raw := 0
+	var traced []string
+	for s := range 10 {
+		app := (int(i)*10 + s) % o.streams
+		st := push.Stream{Labels: fmt.Sprintf(`{app="app-%d", env="prod", namespace="shop", pod="app-%d-7d9f8c6b5-x%d"}`, app, app, app%3)}
+		traceID, spanID, left := "", "", 0
+		for j := range per {
+			if left == 0 && g.rnd.IntN(25) == 0 {
+				traceID, spanID, left = g.hex(16), g.hex(8), 5
+				traced = append(traced, traceID)
+			}
+			tid, sid := "", ""
+			if left > 0 {
+				tid, sid = traceID, spanID
+				left--
+			}
+			ts := now.Add(time.Duration(j) * time.Microsecond)
+			line, md := g.line(ts, tid, sid)
+			raw += len(line)
+			st.Entries = append(st.Entries, push.Entry{Timestamp: ts, Line: line, StructuredMetadata: md})
+		}
+		req.Streams = append(req.Streams, st)
+	}
+	return req, raw, traced
+}
