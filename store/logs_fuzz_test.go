@@ -64,3 +64,44 @@ func FuzzLogWALRecord(f *testing.F) {
 		require.Equal(t, entries, e2)
 	})
 }
+
+// TestCutBlocksStayVisibleUntilWritten: between a cut (a full block, a
+// checkpoint) and the block's write to a partition, queries still see its
+// lines, and once written, see them once.
+func TestCutBlocksStayVisibleUntilWritten(t *testing.T) {
+	o := DefaultOptions(t.TempDir())
+	o.Retention = 0
+	db, err := Open(o)
+	require.NoError(t, err)
+	defer db.Close()
+	id := model.TraceID{9}
+	st := LogStream{Labels: labels.FromStrings("app", "a")}
+	for i := range 50 {
+		st.Entries = append(st.Entries, LogEntry{T: int64(1000 + i), Line: "line", TraceID: id})
+	}
+	require.NoError(t, db.WriteLogStreams(t.Context(), []LogStream{st}))
+	q := LogSelect{Matchers: []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "app", "a")}, Start: 0, End: 1 << 40}
+	lines := func() int {
+		got, err := db.SelectLogs(t.Context(), q)
+		require.NoError(t, err)
+		n := 0
+		for _, s := range got {
+			n += len(s.Entries)
+		}
+		tr, err := db.Trace(t.Context(), id)
+		require.NoError(t, err)
+		require.Len(t, tr.Logs, 1)
+		require.Len(t, tr.Logs[0].Entries, n, "the trace's lines are the query's")
+		series, err := db.LogSeries(t.Context(), q.Matchers, 0, 1<<40)
+		require.NoError(t, err)
+		require.Len(t, series, 1)
+		return n
+	}
+	cut := db.logs.cutAll()
+	require.Len(t, cut, 1)
+	require.Empty(t, db.logs.byRef[cut[0].s.ref].entries)
+	require.Equal(t, 50, lines(), "cut, not yet written")
+	require.NoError(t, db.writeLogBlocks(cut))
+	require.Empty(t, cut[0].s.pending)
+	require.Equal(t, 50, lines(), "written, read once")
+}

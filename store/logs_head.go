@@ -34,6 +34,11 @@ type logHead struct {
 	state    headState
 	wal      *walLog
 	walBytes atomic.Int64
+	// headBytes is the size of every stream's open lines; past
+	// LogHeadBytes the largest streams are cut (flushing), which bounds
+	// the head's memory whatever the number of streams.
+	headBytes atomic.Int64
+	flushing  atomic.Bool
 	// checkpointing is set while a checkpoint runs, so that a full WAL
 	// starts one at a time.
 	checkpointing atomic.Bool
@@ -48,25 +53,61 @@ type memStream struct {
 	mu      sync.Mutex
 	entries []LogEntry
 	bytes   int
+	head    *atomic.Int64 // the head's headBytes
 	// part is the partition the stream's labels and postings were last
 	// written to, so they are written once per partition.
 	part string
+	// pending holds blocks cut but not yet in a partition: queries read
+	// them here until they are, so a line is never out of sight. A block
+	// whose write failed stays, marked, and goes into the next cut.
+	pending []*cutBlock
 }
 
 // cutBlock is a stream's entries on their way to a partition.
 type cutBlock struct {
 	s       *memStream
 	entries []LogEntry // sorted, without duplicates
+	failed  bool
 }
 
-// cutLocked takes the stream's open entries as a block.
+// cutLocked takes the stream's open entries, and those of blocks that
+// failed to be written, as a block, pending until written.
 func (s *memStream) cutLocked() *cutBlock {
-	if len(s.entries) == 0 {
+	es := s.entries
+	s.pending = slices.DeleteFunc(s.pending, func(c *cutBlock) bool {
+		if c.failed {
+			es = append(es, c.entries...)
+		}
+		return c.failed
+	})
+	if len(es) == 0 {
 		return nil
 	}
-	es := sortEntries(s.entries)
+	es = sortEntries(es)
+	if s.head != nil {
+		s.head.Add(-int64(s.bytes))
+	}
 	s.entries, s.bytes = nil, 0
-	return &cutBlock{s: s, entries: es}
+	c := &cutBlock{s: s, entries: es}
+	s.pending = append(s.pending, c)
+	return c
+}
+
+// visibleLocked calls f with every line of the stream still in memory:
+// open, and cut but not yet written.
+func (s *memStream) visibleLocked(f func(e *LogEntry) bool) {
+	for i := range s.entries {
+		if !f(&s.entries[i]) {
+			return
+		}
+	}
+	for _, c := range s.pending {
+		for i := range c.entries {
+			if !f(&c.entries[i]) {
+				return
+			}
+		}
+	}
 }
 
 func (h *logHead) get(lset labels.Labels) *memStream {
@@ -91,7 +132,7 @@ func (h *logHead) getOrCreate(lset labels.Labels) (*memStream, bool) {
 	if s := h.get(lset); s != nil {
 		return s, false
 	}
-	s = &memStream{ref: h.nextRef.Add(1), lset: lset}
+	s = &memStream{ref: h.nextRef.Add(1), lset: lset, head: &h.headBytes}
 	hash := lset.Hash()
 	h.byHash[hash] = append(h.byHash[hash], s)
 	h.byRef[s.ref] = s
@@ -154,10 +195,13 @@ func (db *DB) WriteLogStreams(ctx context.Context, streams []LogStream) error {
 	var cut []*cutBlock
 	for _, t := range targets {
 		t.s.mu.Lock()
+		added := 0
 		for i := range t.es {
 			t.s.entries = append(t.s.entries, t.es[i])
-			t.s.bytes += len(t.es[i].Line) + 16
+			added += len(t.es[i].Line) + 16
 		}
+		t.s.bytes += added
+		h.headBytes.Add(int64(added))
 		if t.s.bytes >= db.opts.LogBlockBytes {
 			cut = append(cut, t.s.cutLocked())
 		}
@@ -166,6 +210,14 @@ func (db *DB) WriteLogStreams(ctx context.Context, streams []LogStream) error {
 	}
 	// Started under closeMu so that close, which waits for the store's
 	// goroutines, cannot miss it.
+	if h.headBytes.Load() > db.opts.LogHeadBytes && h.flushing.CompareAndSwap(false, true) {
+		db.wg.Go(func() {
+			defer h.flushing.Store(false)
+			if err := db.writeLogBlocks(h.cutLargest(db.opts.LogHeadBytes / 2)); err != nil {
+				h.log.Warn("write log blocks; they stay in the WAL", zap.Error(err))
+			}
+		})
+	}
 	if h.walBytes.Add(int64(size)) > db.opts.LogWALBytes && h.checkpointing.CompareAndSwap(false, true) {
 		db.wg.Go(func() {
 			defer h.checkpointing.Store(false)
@@ -231,7 +283,7 @@ func (db *DB) writeLogBlocks(cut []*cutBlock) error {
 	for i, c := range cut {
 		es := c.entries
 		refs[i] = blockRef{ref: c.s.ref, mint: es[0].T, maxt: es[len(es)-1].T, seq: db.nextSeq()}
-		vals[i] = db.codec.encode(codecZstdLogBlock, encodeBlock(es))
+		vals[i] = db.codec.encodeTight(codecZstdLogBlock, encodeBlock(es))
 		if i == 0 || refs[i].mint < lo {
 			lo = refs[i].mint
 		}
@@ -262,14 +314,48 @@ func (db *DB) writeLogBlocks(cut []*cutBlock) error {
 			set(boundsKey(db.nextSeq()), bounds)
 		}
 	})
-	if err != nil {
-		for _, c := range cut {
-			c.s.mu.Lock()
+	for _, c := range cut {
+		c.s.mu.Lock()
+		if err != nil {
 			c.s.part = ""
-			c.s.mu.Unlock()
+			c.failed = true
+		} else {
+			c.s.pending = slices.DeleteFunc(c.s.pending, func(x *cutBlock) bool { return x == c })
 		}
+		c.s.mu.Unlock()
 	}
 	return err
+}
+
+// cutLargest cuts the streams with the most open bytes until the head
+// holds at most target bytes. Their lines stay in the WAL until the next
+// checkpoint; a replay writes them again and reads keep them once.
+func (h *logHead) cutLargest(target int64) []*cutBlock {
+	type sized struct {
+		s *memStream
+		n int
+	}
+	h.mu.RLock()
+	all := make([]sized, 0, len(h.byRef))
+	for _, s := range h.byRef {
+		s.mu.Lock()
+		all = append(all, sized{s, s.bytes})
+		s.mu.Unlock()
+	}
+	h.mu.RUnlock()
+	slices.SortFunc(all, func(a, b sized) int { return cmp.Compare(b.n, a.n) })
+	var cut []*cutBlock
+	for _, x := range all {
+		if h.headBytes.Load() <= target || x.n == 0 {
+			break
+		}
+		x.s.mu.Lock()
+		if c := x.s.cutLocked(); c != nil {
+			cut = append(cut, c)
+		}
+		x.s.mu.Unlock()
+	}
+	return cut
 }
 
 // cutAll cuts every stream's open entries, in ref order.
@@ -373,6 +459,7 @@ func (h *logHead) replay(gen uint64) error {
 			}
 			s.entries = append(s.entries, we.LogEntry)
 			s.bytes += len(we.Line) + 16
+			h.headBytes.Add(int64(len(we.Line) + 16))
 			if s.bytes >= h.db.opts.LogBlockBytes {
 				cut = append(cut, s.cutLocked())
 			}

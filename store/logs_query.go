@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/prometheus/model/labels"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/lumenobs/lumen/internal/model"
 )
@@ -86,11 +89,29 @@ func overlaps(p *partition, start, end int64) bool {
 // each stream's lines sorted by time (duplicates once), streams sorted by
 // labels.
 func (db *DB) SelectLogs(ctx context.Context, q LogSelect) ([]LogStream, error) {
+	g := &logGather{byHash: map[uint64][]*LogStream{}, max: q.MaxLines}
+	// The head first: a block written to a partition meanwhile is then
+	// read twice (and kept once), never missed.
+	for _, s := range db.logs.streams(q.Matchers) {
+		out := g.stream(s.lset)
+		var err error
+		s.mu.Lock()
+		s.visibleLocked(func(e *LogEntry) bool {
+			if e.T < q.Start || e.T >= q.End || (q.Keep != nil && !q.Keep(s.lset, e)) {
+				return true
+			}
+			err = g.add(out, *e)
+			return err == nil
+		})
+		s.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+	}
 	parts, err := db.snapshot()
 	if err != nil {
 		return nil, err
 	}
-	g := &logGather{byHash: map[uint64][]*LogStream{}, max: q.MaxLines}
 	for _, p := range parts {
 		if !overlaps(p, q.Start, q.End) {
 			continue
@@ -101,21 +122,6 @@ func (db *DB) SelectLogs(ctx context.Context, q LogSelect) ([]LogStream, error) 
 		if err := db.selectPartition(ctx, p, q, g); err != nil {
 			return nil, err
 		}
-	}
-	for _, s := range db.logs.streams(q.Matchers) {
-		out := g.stream(s.lset)
-		s.mu.Lock()
-		for i := range s.entries {
-			e := &s.entries[i]
-			if e.T < q.Start || e.T >= q.End || (q.Keep != nil && !q.Keep(s.lset, e)) {
-				continue
-			}
-			if err := g.add(out, *e); err != nil {
-				s.mu.Unlock()
-				return nil, err
-			}
-		}
-		s.mu.Unlock()
 	}
 	return g.result(), nil
 }
@@ -134,56 +140,113 @@ func (h *logHead) streams(ms []*labels.Matcher) []*memStream {
 }
 
 func (db *DB) selectPartition(ctx context.Context, p *partition, q LogSelect, g *logGather) error {
-	var sb labels.ScratchBuilder
-	return wrapRead(p.view(func(txn *badger.Txn) error {
+	type selected struct {
+		ref  uint64
+		lset labels.Labels
+		out  []LogEntry
+	}
+	var streams []*selected
+	err := wrapRead(p.view(func(txn *badger.Txn) error {
+		var sb labels.ScratchBuilder
 		refs, err := streamIndex.candidateRefs(txn, q.Matchers)
 		if err != nil {
 			return err
 		}
 		for _, ref := range refs {
-			if err := ctx.Err(); err != nil {
-				return fmt.Errorf("select logs: %w", err)
-			}
 			lset, err := streamLabels(txn, ref, &sb)
 			if err != nil {
 				return err
 			}
-			if !matchesAll(lset, q.Matchers) {
-				continue
+			if matchesAll(lset, q.Matchers) {
+				streams = append(streams, &selected{ref: ref, lset: lset})
 			}
-			out := g.stream(lset)
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: logBlockPrefix(ref)})
-			for it.Rewind(); it.Valid(); it.Next() {
-				br, err := parseLogBlockKey(it.Item().Key())
-				if err != nil {
-					it.Close()
-					return err
-				}
-				if br.mint >= q.End {
-					break
-				}
-				if br.maxt < q.Start {
-					continue
-				}
-				es, err := db.readBlock(it.Item(), br, &sb)
-				if err != nil {
-					it.Close()
-					return err
-				}
-				for i := range es {
-					if es[i].T < q.Start || es[i].T >= q.End || (q.Keep != nil && !q.Keep(lset, &es[i])) {
-						continue
-					}
-					if err := g.add(out, es[i]); err != nil {
-						it.Close()
-						return err
-					}
-				}
-			}
-			it.Close()
 		}
 		return nil
 	}))
+	if err != nil {
+		return err
+	}
+	// Streams are read by one worker per core: decompressing blocks is
+	// most of a query's time.
+	var (
+		next  atomic.Int64
+		lines atomic.Int64
+	)
+	eg, ctx := errgroup.WithContext(ctx)
+	for range min(runtime.GOMAXPROCS(0), len(streams)) {
+		eg.Go(func() error {
+			return wrapRead(p.view(func(txn *badger.Txn) error {
+				var sb labels.ScratchBuilder
+				for {
+					i := int(next.Add(1) - 1)
+					if i >= len(streams) {
+						return nil
+					}
+					if err := ctx.Err(); err != nil {
+						return fmt.Errorf("select logs: %w", err)
+					}
+					st := streams[i]
+					if err := db.scanStream(txn, st.ref, q, &sb, func(e *LogEntry) error {
+						if q.Keep != nil && !q.Keep(st.lset, e) {
+							return nil
+						}
+						if n := lines.Add(1); q.MaxLines > 0 && int(n)+g.n > q.MaxLines {
+							return fmt.Errorf("%w: more than %d lines match; narrow the selector, the filters or the time range", ErrTooMuch, q.MaxLines)
+						}
+						e.Line = strings.Clone(e.Line)
+						st.out = append(st.out, *e)
+						return nil
+					}); err != nil {
+						return err
+					}
+				}
+			}))
+		})
+	}
+	if err := eg.Wait(); err != nil {
+		return err
+	}
+	for _, st := range streams {
+		out := g.stream(st.lset)
+		for _, e := range st.out {
+			if err := g.add(out, e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// scanStream calls f with each line of stream ref in [q.Start, q.End),
+// block by block; a line is a view into its block (clone it to keep it).
+func (db *DB) scanStream(txn *badger.Txn, ref uint64, q LogSelect, sb *labels.ScratchBuilder, f func(e *LogEntry) error) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: logBlockPrefix(ref)})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		br, err := parseLogBlockKey(it.Item().Key())
+		if err != nil {
+			return err
+		}
+		if br.mint >= q.End {
+			break
+		}
+		if br.maxt < q.Start {
+			continue
+		}
+		es, err := db.readBlock(it.Item(), br, sb)
+		if err != nil {
+			return err
+		}
+		for i := range es {
+			if es[i].T < q.Start || es[i].T >= q.End {
+				continue
+			}
+			if err := f(&es[i]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // wrapRead files errors that are neither corruption nor limits as the
@@ -209,6 +272,8 @@ func streamLabels(txn *badger.Txn, ref uint64, sb *labels.ScratchBuilder) (label
 	return lset, err
 }
 
+// readBlock reads and decompresses a block; its lines are views into the
+// decompressed payload (decodeBlockView): clone those that are kept.
 func (db *DB) readBlock(item *badger.Item, br blockRef, sb *labels.ScratchBuilder) ([]LogEntry, error) {
 	val, err := item.ValueCopy(nil)
 	if err != nil {
@@ -218,18 +283,30 @@ func (db *DB) readBlock(item *badger.Item, br blockRef, sb *labels.ScratchBuilde
 	if err != nil {
 		return nil, err
 	}
-	return decodeBlock(payload, br.mint, sb)
+	return decodeBlockView(payload, br.mint, sb)
 }
 
 // LogSeries returns the label sets of the matching streams that have lines
 // in [start, end), sorted.
 func (db *DB) LogSeries(ctx context.Context, ms []*labels.Matcher, start, end int64) ([]labels.Labels, error) {
-	parts, err := db.snapshot()
+	seen := map[string]labels.Labels{}
+	var sb labels.ScratchBuilder
+	for _, s := range db.logs.streams(ms) {
+		in := false
+		s.mu.Lock()
+		s.visibleLocked(func(e *LogEntry) bool {
+			in = e.T >= start && e.T < end
+			return !in
+		})
+		s.mu.Unlock()
+		if in {
+			seen[s.lset.String()] = s.lset
+		}
+	}
+	parts, err := db.snapshot() // after the head: see SelectLogs
 	if err != nil {
 		return nil, err
 	}
-	seen := map[string]labels.Labels{}
-	var sb labels.ScratchBuilder
 	for _, p := range parts {
 		if !overlaps(p, start, end) {
 			continue
@@ -262,14 +339,6 @@ func (db *DB) LogSeries(ctx context.Context, ms []*labels.Matcher, start, end in
 		}))
 		if err != nil {
 			return nil, err
-		}
-	}
-	for _, s := range db.logs.streams(ms) {
-		s.mu.Lock()
-		in := slices.ContainsFunc(s.entries, func(e LogEntry) bool { return e.T >= start && e.T < end })
-		s.mu.Unlock()
-		if in {
-			seen[s.lset.String()] = s.lset
 		}
 	}
 	out := make([]labels.Labels, 0, len(seen))
@@ -341,6 +410,17 @@ func sortedKeys(m map[string]struct{}) []string {
 // trace index names, and from the head.
 func (db *DB) traceLogs(ctx context.Context, parts []*partition, id model.TraceID) ([]LogStream, error) {
 	g := &logGather{byHash: map[uint64][]*LogStream{}}
+	// The head first, as in SelectLogs.
+	for _, s := range db.logs.streams(nil) {
+		s.mu.Lock()
+		s.visibleLocked(func(e *LogEntry) bool {
+			if e.TraceID == id {
+				_ = g.add(g.stream(s.lset), *e)
+			}
+			return true
+		})
+		s.mu.Unlock()
+	}
 	var sb labels.ScratchBuilder
 	for _, p := range parts {
 		if err := ctx.Err(); err != nil {
@@ -374,6 +454,7 @@ func (db *DB) traceLogs(ctx context.Context, parts []*partition, id model.TraceI
 				out := g.stream(lset)
 				for _, e := range es {
 					if e.TraceID == id {
+						e.Line = strings.Clone(e.Line)
 						_ = g.add(out, e)
 					}
 				}
@@ -383,15 +464,6 @@ func (db *DB) traceLogs(ctx context.Context, parts []*partition, id model.TraceI
 		if err != nil {
 			return nil, err
 		}
-	}
-	for _, s := range db.logs.streams(nil) {
-		s.mu.Lock()
-		for _, e := range s.entries {
-			if e.TraceID == id {
-				_ = g.add(g.stream(s.lset), e)
-			}
-		}
-		s.mu.Unlock()
 	}
 	return g.result(), nil
 }

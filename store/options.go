@@ -52,6 +52,9 @@ type Options struct {
 	// LogCheckpointInterval is how often every stream's open block is
 	// written and the log WAL starts a new generation.
 	LogCheckpointInterval time.Duration
+	// LogHeadBytes bounds the streams' open lines in memory: past it, the
+	// largest streams are cut into blocks until half of it is left.
+	LogHeadBytes int64
 	// LogWALBytes starts a log checkpoint early once the WAL generation
 	// holds this many bytes, which bounds the log WAL on disk.
 	LogWALBytes int64
@@ -77,7 +80,8 @@ func DefaultOptions(dir string) Options {
 		MetricsCheckpointInterval: 15 * time.Minute,
 		MetricsOutOfOrderWindow:   10 * time.Minute,
 
-		LogBlockBytes:         512 << 10,
+		LogBlockBytes:         1 << 20,
+		LogHeadBytes:          64 << 20,
 		LogCheckpointInterval: 15 * time.Minute,
 		LogWALBytes:           256 << 20,
 	}
@@ -112,6 +116,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("store: log block size %d is outside 1 KiB..64 MiB", o.LogBlockBytes)
 	case o.LogCheckpointInterval <= 0:
 		return fmt.Errorf("store: log checkpoint interval %s is not positive", o.LogCheckpointInterval)
+	case o.LogHeadBytes < int64(o.LogBlockBytes):
+		return fmt.Errorf("store: log head size %d is below one block (%d)", o.LogHeadBytes, o.LogBlockBytes)
 	case o.LogWALBytes < 1<<20:
 		return fmt.Errorf("store: log WAL size %d is below 1 MiB", o.LogWALBytes)
 	case o.BlockCacheBytes < 0:

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -27,6 +28,9 @@ func runLogs(o options, out io.Writer) error {
 	if !strings.HasPrefix(o.httpAddr, "127.") && !strings.HasPrefix(o.httpAddr, "[::1]") && !strings.HasPrefix(o.httpAddr, "localhost") {
 		return fmt.Errorf("refusing to send load to %s: loopback addresses only", o.httpAddr)
 	}
+	if o.mix != "realistic" && o.mix != "uniform" {
+		return fmt.Errorf("--mix %q: realistic or uniform", o.mix)
+	}
 	if err := waitReady(o.httpAddr, 10*time.Second); err != nil {
 		return err
 	}
@@ -48,6 +52,9 @@ func runLogs(o options, out io.Writer) error {
 		wg.Go(func() {
 			rnd := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
 			gen := &lineGen{rnd: rnd}
+			if o.mix == "realistic" {
+				gen.zipf = map[string]*rand.Zipf{}
+			}
 			for time.Now().Before(deadline) {
 				i := next.Add(1) - 1
 				if i >= requests {
@@ -88,8 +95,8 @@ func runLogs(o options, out io.Writer) error {
 	elapsed := time.Since(t0)
 	cpu1, cpuErr := procCPUSeconds(o.pid)
 	n := sent.Load()
-	fmt.Fprintf(out, "sent %d lines (%d MiB of lines) in %s: %.0f lines/s (%d streams, %d lines per request, %d senders)\n",
-		n, rawBytes.Load()>>20, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), o.streams, o.batch, o.concurrency)
+	fmt.Fprintf(out, "sent %d lines (%d MiB of lines, %s mix) in %s: %.0f lines/s (%d streams, %d lines per request, %d senders)\n",
+		n, rawBytes.Load()>>20, o.mix, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), o.streams, o.batch, o.concurrency)
 	if r := refused.Load(); r > 0 {
 		fmt.Fprintf(out, "refused %d lines; first error: %v\n", r, firstErr.Load())
 	}
@@ -104,7 +111,12 @@ func runLogs(o options, out io.Writer) error {
 	if err := traceLookups(o, ids, out); err != nil {
 		return err
 	}
-	return needleQuery(o, first.Add(-time.Minute), time.Now().Add(time.Minute), out)
+	for _, q := range []string{`{namespace="shop"} |= "needle"`, `{app="app-7"} |= "needle"`} {
+		if err := needleQuery(o, q, first.Add(-time.Minute), time.Now().Add(time.Minute), out); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // traceLookups asks the correlated API for traces known from logs.
@@ -139,10 +151,11 @@ func traceLookups(o options, ids []string, out io.Writer) error {
 	return nil
 }
 
-// needleQuery times {app="app-7"} |= "needle" over the whole load.
-func needleQuery(o options, from, to time.Time, out io.Writer) error {
+// needleQuery times a rare-string query over the whole load: every
+// stream ({namespace="shop"}) or one of them.
+func needleQuery(o options, query string, from, to time.Time, out io.Writer) error {
 	client := &http.Client{Timeout: 2 * time.Minute}
-	q := url.Values{"query": {`{app="app-7"} |= "needle"`}, "start": {fmt.Sprint(from.UnixNano())}, "end": {fmt.Sprint(to.UnixNano())}, "limit": {"1000"}}
+	q := url.Values{"query": {query}, "start": {fmt.Sprint(from.UnixNano())}, "end": {fmt.Sprint(to.UnixNano())}, "limit": {"1000"}}
 	var lat []time.Duration
 	for range 5 {
 		start := time.Now()
@@ -157,18 +170,36 @@ func needleQuery(o options, from, to time.Time, out io.Writer) error {
 			return fmt.Errorf("needle query: HTTP %d: %.300s", resp.StatusCode, body)
 		}
 		if len(lat) == 1 {
-			fmt.Fprintf(out, "needle query: %d matching lines\n", bytes.Count(body, []byte("needle")))
+			fmt.Fprintf(out, "%s: %d matching lines\n", query, bytes.Count(body, []byte(" needle")))
 		}
 	}
 	slices.Sort(lat)
-	fmt.Fprintf(out, "needle query {app=\"app-7\"} |= \"needle\" over all lines (5 runs): min %s, median %s, max %s\n",
-		lat[0].Round(time.Millisecond), lat[2].Round(time.Millisecond), lat[4].Round(time.Millisecond))
+	fmt.Fprintf(out, "%s (5 runs): min %s, median %s, max %s\n", query, lat[0].Round(time.Millisecond), lat[2].Round(time.Millisecond), lat[4].Round(time.Millisecond))
 	return nil
 }
 
 type lineGen struct {
 	rnd *rand.Rand
 	n   int
+	// zipf, when set, draws user ids, items, client addresses, paths and
+	// sizes from skewed distributions, as real traffic is (a few hot
+	// users and pages); otherwise uniformly, the worst case for a
+	// compressor.
+	zipf map[string]*rand.Zipf
+}
+
+// pick draws a value in [0, n): Zipf-distributed in the realistic mix,
+// uniform otherwise.
+func (g *lineGen) pick(what string, n int) int {
+	if g.zipf == nil {
+		return g.rnd.IntN(n)
+	}
+	z := g.zipf[what]
+	if z == nil {
+		z = rand.NewZipf(g.rnd, 1.2, 1, uint64(n-1))
+		g.zipf[what] = z
+	}
+	return int(z.Uint64())
 }
 
 var (
@@ -186,40 +217,55 @@ func (g *lineGen) hex(n int) string {
 	return hex.EncodeToString(b)
 }
 
+// duration is a request's duration in ms: log-normal around 20 ms in the
+// realistic mix, uniform up to 300 ms otherwise.
+func (g *lineGen) duration() float64 {
+	if g.zipf == nil {
+		return g.rnd.Float64() * 300
+	}
+	return math.Round(math.Exp(3+g.rnd.NormFloat64())*10) / 10
+}
+
 // line returns one log line; with a trace id, in one of the forms a real
 // application writes it.
 func (g *lineGen) line(ts time.Time, traceID, spanID string) (string, push.LabelsAdapter) {
 	g.n++
 	r := g.rnd
-	path := paths[r.IntN(len(paths))]
+	pi := g.pick("path", len(paths))
+	path := paths[pi]
 	if strings.Contains(path, "%d") {
-		path = fmt.Sprintf(path, r.IntN(5000))
+		path = fmt.Sprintf(path, g.pick("id", 5000))
 	}
 	var md push.LabelsAdapter
 	var s string
 	switch k := r.IntN(10); {
 	case k < 4: // JSON application log
 		s = fmt.Sprintf(`{"ts":%q,"level":%q,"logger":"cart.service","msg":%q,"user_id":"u-%d","item":"sku-%d","qty":%d,"duration_ms":%.1f`,
-			ts.UTC().Format(time.RFC3339Nano), levels[r.IntN(len(levels))], msgs[r.IntN(len(msgs))], r.IntN(100000), r.IntN(20000), 1+r.IntN(5), r.Float64()*300)
+			ts.UTC().Format(time.RFC3339Nano), levels[r.IntN(len(levels))], msgs[g.pick("msg", len(msgs))], g.pick("user", 100000), g.pick("item", 20000), 1+g.pick("qty", 5), g.duration())
 		if traceID != "" {
 			s += fmt.Sprintf(`,"trace_id":%q,"span_id":%q`, traceID, spanID)
 		}
 		s += "}"
 	case k < 7: // logfmt
 		s = fmt.Sprintf(`ts=%s level=%s caller=db.go:%d msg="slow query" query="SELECT id, total, status FROM orders WHERE customer_id = $1 ORDER BY created_at DESC LIMIT %d" duration=%dms rows=%d`,
-			ts.UTC().Format(time.RFC3339Nano), levels[r.IntN(len(levels))], 100+r.IntN(400), 10+r.IntN(90), r.IntN(900), r.IntN(100))
+			ts.UTC().Format(time.RFC3339Nano), levels[r.IntN(len(levels))], 100+g.pick("line", 400), 10+g.pick("limit", 90), int(g.duration()), g.pick("rows", 100))
 		if traceID != "" {
 			s += " traceID=" + traceID + " spanID=" + spanID
 		}
 	case k < 9: // nginx access log
+		client := g.pick("client", 1<<24)
+		size := r.IntN(50000)
+		if g.zipf != nil {
+			size = 512 + 997*pi + g.pick("size", 64) // a page's size varies little
+		}
 		s = fmt.Sprintf(`10.%d.%d.%d - - [%s] "GET %s HTTP/1.1" %d %d "-" %q %.3f`,
-			r.IntN(256), r.IntN(256), r.IntN(256), ts.UTC().Format("02/Jan/2006:15:04:05 -0700"), path, []int{200, 200, 200, 304, 404, 500}[r.IntN(6)], r.IntN(50000), agents[r.IntN(len(agents))], r.Float64())
+			client>>16, client>>8&255, client&255, ts.UTC().Format("02/Jan/2006:15:04:05 -0700"), path, []int{200, 200, 200, 304, 404, 500}[g.pick("status", 6)], size, agents[g.pick("agent", len(agents))], g.duration()/1000)
 		if traceID != "" {
 			s += " traceparent=00-" + traceID + "-" + spanID + "-01"
 		}
 	default: // an exception with a stack
 		s = fmt.Sprintf("ERROR [%s] c.e.cart.CheckoutController - checkout failed for order %d\njava.lang.IllegalStateException: inventory reservation expired\n\tat com.example.cart.InventoryClient.reserve(InventoryClient.java:%d)\n\tat com.example.cart.CheckoutService.checkout(CheckoutService.java:%d)\n\tat com.example.cart.CheckoutController.post(CheckoutController.java:61)\n\tat jdk.internal.reflect.GeneratedMethodAccessor112.invoke(Unknown Source)\n\tat org.springframework.web.servlet.FrameworkServlet.service(FrameworkServlet.java:885)",
-			ts.UTC().Format(time.RFC3339Nano), r.IntN(1000000), 100+r.IntN(200), 40+r.IntN(100))
+			ts.UTC().Format(time.RFC3339Nano), r.IntN(1000000), 100+g.pick("line", 200), 40+g.pick("line2", 100))
 		if traceID != "" {
 			md = push.LabelsAdapter{{Name: "trace_id", Value: traceID}, {Name: "span_id", Value: spanID}}
 		}

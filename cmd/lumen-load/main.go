@@ -43,6 +43,7 @@ type options struct {
 	signal             string
 	series             int
 	streams            int
+	mix                string
 }
 
 func main() {
@@ -59,6 +60,7 @@ func main() {
 	flag.BoolVar(&o.compress, "gzip", false, "gzip-compress requests")
 	flag.StringVar(&o.signal, "signal", "traces", "traces (OTLP gRPC), metrics (remote write 1.0 to --http) or logs (Loki push to --http)")
 	flag.IntVar(&o.streams, "streams", 100, "logs: streams")
+	flag.StringVar(&o.mix, "mix", "realistic", "logs: realistic (skewed values, as real traffic) or uniform (uniformly random values, a compressor's worst case)")
 	flag.IntVar(&o.series, "series", 100_000, "metrics: active series")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
