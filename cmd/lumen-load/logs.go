@@ -53,7 +53,7 @@ func runLogs(o options, out io.Writer) error {
 			rnd := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
 			gen := &lineGen{rnd: rnd}
 			if o.mix == "realistic" {
-				gen.zipf = map[string]*rand.Zipf{}
+				gen.zipf = map[string][]int{}
 			}
 			for time.Now().Before(deadline) {
 				i := next.Add(1) - 1
@@ -185,7 +185,7 @@ type lineGen struct {
 	// sizes from skewed distributions, as real traffic is (a few hot
 	// users and pages); otherwise uniformly, the worst case for a
 	// compressor.
-	zipf map[string]*rand.Zipf
+	zipf map[string][]int
 }
 
 // pick draws a value in [0, n): Zipf-distributed in the realistic mix,
@@ -194,12 +194,19 @@ func (g *lineGen) pick(what string, n int) int {
 	if g.zipf == nil {
 		return g.rnd.IntN(n)
 	}
-	z := g.zipf[what]
-	if z == nil {
-		z = rand.NewZipf(g.rnd, 1.2, 1, uint64(n-1))
-		g.zipf[what] = z
+	// Draws are taken from a table made once per field: sampling a Zipf
+	// distribution costs more than the rest of a line, and the generator
+	// shares the machine with the server.
+	t := g.zipf[what]
+	if t == nil {
+		z := rand.NewZipf(g.rnd, 1.2, 1, uint64(n-1))
+		t = make([]int, 1<<16)
+		for i := range t {
+			t[i] = int(z.Uint64())
+		}
+		g.zipf[what] = t
 	}
-	return int(z.Uint64())
+	return t[g.rnd.IntN(len(t))]
 }
 
 var (
