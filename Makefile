@@ -52,6 +52,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime $(FUZZTIME) ./ingest/loki/
 	$(GO) test -run '^$$' -fuzz '^FuzzFromLine$$' -fuzztime $(FUZZTIME) ./internal/logids/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./query/logql/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./query/traceql/
 
 ## bench: the Go benchmarks, in benchstat's format (bench.txt)
 bench:

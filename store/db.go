@@ -30,9 +30,12 @@ type DB struct {
 
 	lastSeq atomic.Uint64
 
-	metrics  *metricsHead
-	logs     *logHead
-	metadata metadataStore
+	metrics *metricsHead
+	logs    *logHead
+
+	searchAttrs map[string]struct{}
+	catalog     searchCatalog
+	metadata    metadataStore
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -60,6 +63,11 @@ func Open(o Options) (*DB, error) {
 		root:  filepath.Join(o.Dir, "partitions"),
 		codec: c,
 		stop:  make(chan struct{}),
+
+		searchAttrs: map[string]struct{}{},
+	}
+	for _, a := range o.SearchAttributes {
+		db.searchAttrs[a] = struct{}{}
 	}
 	if err := os.MkdirAll(db.root, 0o750); err != nil {
 		return nil, fmt.Errorf("create data dir %q: %w", db.root, err)

@@ -58,6 +58,9 @@ type Options struct {
 	// LogWALBytes starts a log checkpoint early once the WAL generation
 	// holds this many bytes, which bounds the log WAL on disk.
 	LogWALBytes int64
+	// SearchAttributes are the span and resource attributes indexed for
+	// trace search (service.name and span names always are).
+	SearchAttributes []string
 	// Logger receives the store's logs; nil logs nothing.
 	Logger *zap.Logger
 	// Now returns the current time; nil means time.Now. Tests set it.
@@ -84,6 +87,8 @@ func DefaultOptions(dir string) Options {
 		LogHeadBytes:          64 << 20,
 		LogCheckpointInterval: 15 * time.Minute,
 		LogWALBytes:           256 << 20,
+
+		SearchAttributes: DefaultSearchAttributes,
 	}
 }
 

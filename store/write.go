@@ -23,6 +23,7 @@ type batch struct {
 	index    []indexEntry
 	lo, hi   uint64                     // event-time bounds of the whole batch
 	perFrame map[model.TraceID]struct{} // traces in the frame being built
+	search   *searchBatch
 }
 
 type indexEntry struct {
@@ -73,10 +74,12 @@ func (db *DB) WriteTraces(ctx context.Context, td ptrace.Traces) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("write traces: %w", err)
 	}
+	facts := db.searchEntries(td)
 	b, err := db.buildBatch(KindSpans, db.nextSeq(), &spanSource{td: td})
 	if err != nil {
 		return err
 	}
+	b.search = facts
 	return db.commit(b)
 }
 
@@ -246,6 +249,9 @@ func (db *DB) commit(b *batch) error {
 		}
 		for _, e := range b.index {
 			set(traceIndexKey(e.id, frameRef{Kind: b.kind, Seq: b.seq, Frame: e.frame}), nil)
+		}
+		if b.search != nil {
+			db.writeSearch(p, set, b.seq, b.search)
 		}
 		if bounds := p.widen(b.lo, b.hi); bounds != nil {
 			set(boundsKey(b.seq), bounds)

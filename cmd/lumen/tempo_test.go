@@ -1,0 +1,249 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
+	"go.opentelemetry.io/otel/trace"
+)
+
+var updateGolden = flag.Bool("update", false, "rewrite the golden files of the API tests")
+
+// seqIDs gives the SDK predictable ids: trace n is 0000…n, spans count up.
+type seqIDs struct{ trace, span atomic.Uint64 }
+
+func (g *seqIDs) NewIDs(context.Context) (trace.TraceID, trace.SpanID) {
+	var tid trace.TraceID
+	n := g.trace.Add(1)
+	tid[14], tid[15], tid[0] = byte(n>>8), byte(n), 0x7e
+	return tid, g.NewSpanID(context.Background(), tid)
+}
+
+func (g *seqIDs) NewSpanID(context.Context, trace.TraceID) trace.SpanID {
+	var sid trace.SpanID
+	n := g.span.Add(1)
+	sid[6], sid[7], sid[0] = byte(n>>8), byte(n), 0x5b
+	return sid
+}
+
+// sendCallTrees sends, with the OTel Go SDK over OTLP gRPC, n traces of
+// client → frontend → backend → db (one tracer provider per service, as
+// four processes would). Trace 3 fails in the backend; trace 4 is slow.
+func sendCallTrees(t *testing.T, s *server, n int, base time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	ids := &seqIDs{}
+	tracers := map[string]trace.Tracer{}
+	var providers []*sdktrace.TracerProvider
+	for _, svc := range []string{"client", "frontend", "backend", "db"} {
+		exp, err := otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(s.cfg.OTLP.GRPCAddr), otlptracegrpc.WithInsecure())
+		require.NoError(t, err)
+		res := resource.NewWithAttributes(semconv.SchemaURL, semconv.ServiceName(svc), attribute.String("deployment.environment.name", "prod"))
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp), sdktrace.WithResource(res), sdktrace.WithIDGenerator(ids))
+		providers = append(providers, tp)
+		tracers[svc] = tp.Tracer("shop")
+	}
+	for i := 1; i <= n; i++ {
+		start := base.Add(time.Duration(i) * time.Second)
+		slow := 20 * time.Millisecond
+		if i == 4 {
+			slow = 1500 * time.Millisecond
+		}
+		c1, root := tracers["client"].Start(ctx, "checkout", trace.WithTimestamp(start), trace.WithSpanKind(trace.SpanKindClient))
+		c2, fe := tracers["frontend"].Start(c1, "GET /cart/{id}", trace.WithTimestamp(start.Add(time.Millisecond)), trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("http.route", "/cart/{id}"), attribute.String("http.request.method", "GET"), attribute.Int("http.response.status_code", 200)))
+		c3, be := tracers["backend"].Start(c2, "reserve", trace.WithTimestamp(start.Add(2*time.Millisecond)), trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("rpc.method", "Reserve"), attribute.String("order.id", fmt.Sprint("o-", i))))
+		_, dbs := tracers["db"].Start(c3, "SELECT stock", trace.WithTimestamp(start.Add(3*time.Millisecond)), trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("db.system", "postgresql")))
+		dbs.End(trace.WithTimestamp(start.Add(8 * time.Millisecond)))
+		if i == 3 {
+			be.SetStatus(codes.Error, "out of stock")
+		}
+		be.End(trace.WithTimestamp(start.Add(10 * time.Millisecond)))
+		fe.End(trace.WithTimestamp(start.Add(slow + 5*time.Millisecond)))
+		root.End(trace.WithTimestamp(start.Add(slow + 10*time.Millisecond)))
+	}
+	for _, tp := range providers {
+		require.NoError(t, tp.Shutdown(ctx))
+	}
+}
+
+func tempoGet(t *testing.T, s *server, path string, params url.Values, header ...string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, s.api(path)+"?"+params.Encode(), nil)
+	require.NoError(t, err)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, b
+}
+
+// golden compares a JSON answer with testdata/<name>.json, times relative
+// to base written as offsets so the file does not depend on the day.
+func golden(t *testing.T, name string, got []byte, base time.Time) {
+	t.Helper()
+	var v any
+	require.NoError(t, json.Unmarshal(got, &v), string(got))
+	pretty, err := json.MarshalIndent(v, "", "  ")
+	require.NoError(t, err)
+	baseNs := base.UnixNano()
+	re := regexp.MustCompile(`"(\d{19})"`)
+	pretty = re.ReplaceAllFunc(pretty, func(m []byte) []byte {
+		var ns int64
+		_, _ = fmt.Sscanf(string(m[1:len(m)-1]), "%d", &ns)
+		return []byte(fmt.Sprintf(`"base+%s"`, time.Duration(ns-baseNs)))
+	})
+	path := filepath.Join("testdata", name+".json")
+	if *updateGolden {
+		require.NoError(t, os.MkdirAll("testdata", 0o750))
+		require.NoError(t, os.WriteFile(path, append(pretty, '\n'), 0o600))
+	}
+	want, err := os.ReadFile(path)
+	require.NoError(t, err, "golden file missing: run go test ./cmd/lumen/ -run %s -update", t.Name())
+	require.JSONEq(t, string(want), string(pretty), "%s differs from the golden file", name)
+}
+
+func TestTempoAPI(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	s := startServer(t, cfg)
+	base := time.Now().Add(-10 * time.Minute).Truncate(time.Minute)
+	sendCallTrees(t, s, 6, base)
+	window := url.Values{"start": {fmt.Sprint(base.Unix())}, "end": {fmt.Sprint(base.Add(time.Minute).Unix())}}
+	with := func(kv ...string) url.Values {
+		q := url.Values{"start": window["start"], "end": window["end"]}
+		for i := 0; i+1 < len(kv); i += 2 {
+			q.Set(kv[i], kv[i+1])
+		}
+		return q
+	}
+	type result struct {
+		Traces []struct {
+			TraceID         string `json:"traceID"`
+			RootServiceName string `json:"rootServiceName"`
+			RootTraceName   string `json:"rootTraceName"`
+			DurationMs      int64  `json:"durationMs"`
+			SpanSet         struct {
+				Matched int `json:"matched"`
+				Spans   []struct {
+					SpanID string `json:"spanID"`
+				} `json:"spans"`
+			} `json:"spanSet"`
+		} `json:"traces"`
+	}
+	search := func(q url.Values) []string {
+		code, body := tempoGet(t, s, "/api/search", q)
+		require.Equal(t, http.StatusOK, code, string(body))
+		var r result
+		require.NoError(t, json.Unmarshal(body, &r))
+		var out []string
+		for _, tr := range r.Traces {
+			out = append(out, tr.TraceID[30:])
+		}
+		return out
+	}
+	id := func(n int) string { return fmt.Sprintf("7e00000000000000000000000000%04x", n) }
+
+	require.Equal(t, []string{"06", "05", "04", "03", "02", "01"}, search(with()), "every trace, newest first")
+	require.Equal(t, []string{"03"}, search(with("tags", "error=true")))
+	require.Equal(t, []string{"03"}, search(with("q", `{ status = error }`)))
+	require.Equal(t, []string{"04"}, search(with("minDuration", "1s")), "minDuration is the trace's")
+	require.Equal(t, []string{"06", "05", "03", "02", "01"}, search(with("maxDuration", "1s")))
+	require.Equal(t, []string{"04"}, search(with("q", `{ resource.service.name = "frontend" && duration > 1s }`)))
+	require.Equal(t, []string{"02"}, search(with("q", `{ span.order.id = "o-2" }`)), "a non-indexed attribute: checked on the candidates' spans")
+	require.Equal(t, []string{"06", "05"}, search(with("tags", "service.name=backend", "limit", "2")))
+	require.Equal(t, []string{"06", "05", "04", "03", "02", "01"}, search(with("q", `{ span.http.route = "/cart/{id}" && kind = server }`)))
+	require.Equal(t, []string{"03", "01"}, search(with("q", `{ .order.id =~ "o-[13]" || (name = "nope" && status = ok) }`)))
+	require.Empty(t, search(with("q", `{ resource.service.name = "db" && status = error }`)))
+	require.Empty(t, search(url.Values{"start": {fmt.Sprint(base.Add(-time.Hour).Unix())}, "end": {fmt.Sprint(base.Add(-30 * time.Minute).Unix())}}))
+
+	code, body := tempoGet(t, s, "/api/search", with("q", `{ resource.service.name = "backend" && status = error }`))
+	require.Equal(t, http.StatusOK, code, string(body))
+	golden(t, "tempo_search", body, base)
+
+	code, body = tempoGet(t, s, "/api/traces/"+id(3), nil)
+	require.Equal(t, http.StatusOK, code, string(body))
+	golden(t, "tempo_trace_v1", body, base)
+	code, pb := tempoGet(t, s, "/api/traces/"+id(3), nil, "Accept", "application/protobuf")
+	require.Equal(t, http.StatusOK, code)
+	td, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(pb)
+	require.NoError(t, err, "the protobuf answer is tempopb.Trace, which OTLP's decoder reads")
+	require.Equal(t, 4, td.SpanCount())
+	code, body = tempoGet(t, s, "/api/v2/traces/"+id(3), nil)
+	require.Equal(t, http.StatusOK, code, string(body))
+	var v2 struct{ Trace json.RawMessage }
+	require.NoError(t, json.Unmarshal(body, &v2))
+	td, err = (&ptrace.JSONUnmarshaler{}).UnmarshalTraces(v2.Trace)
+	require.NoError(t, err)
+	require.Equal(t, 4, td.SpanCount())
+
+	code, body = tempoGet(t, s, "/api/search/tags", nil)
+	require.Equal(t, http.StatusOK, code)
+	require.JSONEq(t, `{"tagNames":["db.system","deployment.environment.name","http.request.method","http.response.status_code","http.route","rpc.method","service.name"]}`, string(body))
+	code, body = tempoGet(t, s, "/api/v2/search/tags", nil)
+	require.Equal(t, http.StatusOK, code)
+	golden(t, "tempo_tags_v2", body, base)
+	code, body = tempoGet(t, s, "/api/search/tag/service.name/values", nil)
+	require.Equal(t, http.StatusOK, code)
+	require.JSONEq(t, `{"tagValues":["backend","client","db","frontend"]}`, string(body))
+	code, body = tempoGet(t, s, "/api/v2/search/tag/span.http.route/values", nil)
+	require.Equal(t, http.StatusOK, code)
+	require.JSONEq(t, `{"tagValues":[{"type":"string","value":"/cart/{id}"}]}`, string(body))
+	code, body = tempoGet(t, s, "/api/search/tag/name/values", nil)
+	require.Equal(t, http.StatusOK, code)
+	require.JSONEq(t, `{"tagValues":["GET /cart/{id}","SELECT stock","checkout","reserve"]}`, string(body))
+
+	code, body = tempoGet(t, s, "/api/echo", nil)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "echo", string(body))
+	code, body = tempoGet(t, s, "/api/status/buildinfo", nil)
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, string(body), `"version"`)
+
+	// Bad input: a 400 that names the problem.
+	for _, tc := range []struct {
+		path   string
+		params url.Values
+		code   int
+		want   string
+	}{
+		{"/api/search", url.Values{"q": {`{ .a = `}}, 400, "expected a value"},
+		{"/api/search", url.Values{"q": {`{ duration > fast }`}}, 400, "duration compares with a duration"},
+		{"/api/search", url.Values{"q": {`{ foo = 1 }`}}, 400, `unknown attribute "foo"`},
+		{"/api/search", url.Values{"q": {`{ .a = 1 } | count() > 2`}}, 400, "only one spanset filter"},
+		{"/api/search", url.Values{"minDuration": {"soon"}}, 400, `minDuration="soon" is not a duration`},
+		{"/api/search", url.Values{"start": {"yesterday"}}, 400, `start="yesterday" is not unix seconds`},
+		{"/api/search", url.Values{"limit": {"0"}}, 400, `limit="0" is not a positive integer`},
+		{"/api/search", url.Values{"tags": {"service.name"}}, 400, `"service.name" is not key=value`},
+		{"/api/traces/xyz", nil, 400, "invalid trace id"},
+		{"/api/traces/" + id(999), nil, 404, "not found"},
+	} {
+		code, body := tempoGet(t, s, tc.path, tc.params)
+		require.Equal(t, tc.code, code, "%s %v: %s", tc.path, tc.params, body)
+		require.Contains(t, string(body), tc.want)
+	}
+}

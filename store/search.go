@@ -1,0 +1,667 @@
+package store
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/lumenobs/lumen/internal/model"
+)
+
+// Trace search keys in each partition (see store/FORMAT.md):
+//
+//	KEY: 0x04 term ^minute[4] seq[8]  -> postings: the traces of batch seq with the term, whose
+//	                                     spans with it start in that minute
+//	KEY: 0x05 term                    -> empty: the catalog of terms (services, span names, values)
+//	term     := kind[1] uvarint(len) a uvarint(len) b
+//	KEY: 0x06 seq[8]                  -> trace_id[16] × n: the traces of batch seq, by ordinal
+//	postings := uvarint(n) { uvarint(ordinal) uvarint(µs into the minute) uvarint(min dur µs) uvarint(max dur µs) }
+//
+// One key per (term, batch, minute) rather than per (term, trace) keeps the
+// index to tens of keys per request of a thousand spans. ^minute is the
+// complement of the start minute, so a prefix scan meets the newest first;
+// fields are length-prefixed, so service "foo" with span name "bar" never
+// collides with "foob" and "ar".
+const (
+	nsSearchTerm   byte = 0x04
+	nsSearchCat    byte = 0x05
+	nsSearchTraces byte = 0x06 // KEY: 0x06 seq[8] -> the batch's trace ids, 16 bytes each, by ordinal
+)
+
+// Kinds of search term.
+const (
+	TermAll      byte = 'T' // every trace: a, b empty
+	TermService  byte = 's' // a span's resource service.name: a service
+	TermName     byte = 'n' // a span's name: a service, b name
+	TermRoot     byte = 'R' // a root span: a service, b name
+	TermError    byte = 'e' // a span with status error: a, b empty
+	TermSpanAttr byte = 'a' // an indexed span attribute: a key, b value
+	TermResAttr  byte = 'r' // an indexed resource attribute: a key, b value
+)
+
+// Term is one search index entry's subject.
+type Term struct {
+	Kind byte
+	A, B string
+}
+
+func (t Term) encode(dst []byte) []byte {
+	dst = append(dst, t.Kind)
+	dst = binary.AppendUvarint(dst, uint64(len(t.A)))
+	dst = append(dst, t.A...)
+	dst = binary.AppendUvarint(dst, uint64(len(t.B)))
+	return append(dst, t.B...)
+}
+
+func decodeTerm(b []byte) (Term, []byte, error) {
+	bad := fmt.Errorf("%w: search term", ErrCorrupt)
+	if len(b) < 1 {
+		return Term{}, nil, bad
+	}
+	t := Term{Kind: b[0]}
+	b = b[1:]
+	str := func() (string, bool) {
+		n, w := binary.Uvarint(b)
+		if w <= 0 || n > uint64(len(b)-w) {
+			return "", false
+		}
+		s := string(b[w : w+int(n)])
+		b = b[w+int(n):]
+		return s, true
+	}
+	var ok1, ok2 bool
+	t.A, ok1 = str()
+	t.B, ok2 = str()
+	if !ok1 || !ok2 {
+		return Term{}, nil, bad
+	}
+	return t, b, nil
+}
+
+// DefaultSearchAttributes are the span and resource attributes indexed for
+// search: the OpenTelemetry semantic conventions people filter by.
+var DefaultSearchAttributes = []string{
+	"http.request.method", "http.method", "http.response.status_code", "http.status_code", "http.route", "url.path",
+	"rpc.system", "rpc.service", "rpc.method", "rpc.grpc.status_code", "db.system", "db.system.name", "db.name",
+	"messaging.system", "messaging.destination.name", "error.type", "peer.service", "server.address",
+	"service.namespace", "service.version", "deployment.environment", "deployment.environment.name",
+	"k8s.namespace.name", "k8s.pod.name", "k8s.deployment.name", "k8s.cluster.name", "host.name", "cloud.region",
+}
+
+// maxIndexedValue bounds the attribute values that are indexed.
+const maxIndexedValue = 256
+
+// posting is one trace's entry under a term: for its spans with the term
+// in one request and minute, their earliest start and their shortest and
+// longest durations.
+type posting struct {
+	id             model.TraceID
+	start          uint64 // ns
+	minDur, maxDur uint64 // ns, rounded out to microseconds
+}
+
+// searchBatch is a request's search index, built before its spans move
+// into frames: its traces (a posting names one by its ordinal here) and,
+// per term, its postings by minute.
+type searchBatch struct {
+	traces []model.TraceID
+	terms  []Term
+	// entries sorted by term, minute, trace ordinal; one per span and term
+	// until aggregated.
+	entries []searchEntry
+}
+
+type searchEntry struct {
+	term           int32
+	minute         uint32
+	trace          uint32
+	start          uint64
+	minDur, maxDur uint64
+}
+
+func serviceOf(res pcommon.Resource) string {
+	if v, ok := res.Attributes().Get("service.name"); ok {
+		return v.AsString()
+	}
+	return ""
+}
+
+const nsPerMinute = uint64(60e9)
+
+// searchEntries computes a request's search index, before its spans are
+// moved into frames. Terms are interned and entries aggregated by sorting,
+// so the cost is a few map lookups per span and no allocation per entry.
+func (db *DB) searchEntries(td ptrace.Traces) *searchBatch {
+	indexed := db.searchAttrs
+	sb := &searchBatch{entries: make([]searchEntry, 0, td.SpanCount()*8)}
+	termIDs := map[Term]int32{}
+	traceIDs := map[model.TraceID]uint32{}
+	intern := func(t Term) int32 {
+		id, ok := termIDs[t]
+		if !ok {
+			id = int32(len(sb.terms))
+			termIDs[t] = id
+			sb.terms = append(sb.terms, t)
+		}
+		return id
+	}
+	var resTerms []int32
+	for _, rs := range td.ResourceSpans().All() {
+		svc := serviceOf(rs.Resource())
+		resTerms = resTerms[:0]
+		for k, v := range rs.Resource().Attributes().All() {
+			if _, ok := indexed[k]; ok {
+				if s := v.AsString(); len(s) <= maxIndexedValue {
+					resTerms = append(resTerms, intern(Term{TermResAttr, k, s}))
+				}
+			}
+		}
+		all, service := intern(Term{Kind: TermAll}), intern(Term{TermService, svc, ""})
+		for _, ss := range rs.ScopeSpans().All() {
+			for _, sp := range ss.Spans().All() {
+				id := model.TraceID(sp.TraceID())
+				ord, ok := traceIDs[id]
+				if !ok {
+					ord = uint32(len(sb.traces))
+					traceIDs[id] = ord
+					sb.traces = append(sb.traces, id)
+				}
+				start, end := uint64(sp.StartTimestamp()), uint64(sp.EndTimestamp())
+				dur := end - min(end, start)
+				e := searchEntry{minute: uint32(start / nsPerMinute), trace: ord, start: start, minDur: dur, maxDur: dur}
+				add := func(t int32) {
+					e.term = t
+					sb.entries = append(sb.entries, e)
+				}
+				add(all)
+				add(service)
+				add(intern(Term{TermName, svc, sp.Name()}))
+				if sp.ParentSpanID().IsEmpty() {
+					add(intern(Term{TermRoot, svc, sp.Name()}))
+				}
+				if sp.Status().Code() == ptrace.StatusCodeError {
+					add(intern(Term{Kind: TermError}))
+				}
+				for _, t := range resTerms {
+					add(t)
+				}
+				for k, v := range sp.Attributes().All() {
+					if _, ok := indexed[k]; ok {
+						if s := v.AsString(); len(s) <= maxIndexedValue {
+							add(intern(Term{TermSpanAttr, k, s}))
+						}
+					}
+				}
+			}
+		}
+	}
+	// Aggregate per (term, minute, trace) through a map on a packed key,
+	// then sort the (far fewer) aggregates by that key.
+	minMinute := uint32(math.MaxUint32)
+	for i := range sb.entries {
+		minMinute = min(minMinute, sb.entries[i].minute)
+	}
+	packed := func(e *searchEntry) uint64 {
+		return uint64(e.term)<<40 | uint64(min(e.minute-minMinute, 1<<16-1))<<24 | uint64(e.trace&(1<<24-1))
+	}
+	at := make(map[uint64]int32, len(sb.entries)/4)
+	out := make([]searchEntry, 0, len(sb.entries)/4)
+	keys := make([]uint64, 0, len(sb.entries)/4)
+	for i := range sb.entries {
+		e := &sb.entries[i]
+		k := packed(e)
+		if j, ok := at[k]; ok {
+			l := &out[j]
+			l.start = min(l.start, e.start)
+			l.minDur = min(l.minDur, e.minDur)
+			l.maxDur = max(l.maxDur, e.maxDur)
+			continue
+		}
+		at[k] = int32(len(out))
+		out = append(out, *e)
+		keys = append(keys, k)
+	}
+	order := make([]int32, len(out))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortFunc(order, func(a, b int32) int { return cmp.Compare(keys[a], keys[b]) })
+	sorted := make([]searchEntry, len(out))
+	for i, j := range order {
+		sorted[i] = out[j]
+	}
+	out = sorted
+	sb.entries = out
+	return sb
+}
+
+func termPrefix(t Term) []byte { return t.encode([]byte{nsSearchTerm}) }
+
+func termKey(t Term, minute uint32, seq uint64) []byte {
+	k := termPrefix(t)
+	k = binary.BigEndian.AppendUint32(k, ^minute)
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+// batchTracesKey keys the trace ids of batch seq, in ordinal order.
+func batchTracesKey(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{nsSearchTraces}, seq)
+}
+
+// encodePostings writes one term's entries of one minute: trace ordinal,
+// start (µs into the minute), and the durations in µs, rounded out.
+func encodePostings(es []searchEntry) []byte {
+	base := uint64(es[0].minute) * nsPerMinute
+	b := binary.AppendUvarint(make([]byte, 0, 4+len(es)*8), uint64(len(es)))
+	for _, e := range es {
+		b = binary.AppendUvarint(b, uint64(e.trace))
+		b = binary.AppendUvarint(b, (e.start-min(e.start, base))/1000)
+		b = binary.AppendUvarint(b, e.minDur/1000)
+		b = binary.AppendUvarint(b, (e.maxDur+999)/1000)
+	}
+	return b
+}
+
+func decodePostings(minute uint32, b []byte, traces []model.TraceID, f func(p posting) bool) error {
+	bad := fmt.Errorf("%w: search postings", ErrCorrupt)
+	n, w := binary.Uvarint(b)
+	if w <= 0 || n > uint64(len(b)) {
+		return bad
+	}
+	b = b[w:]
+	base := uint64(minute) * nsPerMinute
+	for range n {
+		var vals [4]uint64
+		for i := range vals {
+			v, w := binary.Uvarint(b)
+			if w <= 0 {
+				return bad
+			}
+			vals[i], b = v, b[w:]
+		}
+		if vals[0] >= uint64(len(traces)) {
+			return bad
+		}
+		if !f(posting{id: traces[vals[0]], start: base + vals[1]*1000, minDur: vals[2] * 1000, maxDur: vals[3] * 1000}) {
+			return nil
+		}
+	}
+	if len(b) != 0 {
+		return bad
+	}
+	return nil
+}
+
+// searchCatalog remembers the catalog terms written to the head partition,
+// so each is written once per partition.
+type searchCatalog struct {
+	mu   sync.Mutex
+	part string
+	seen map[Term]struct{}
+}
+
+// fresh returns the terms not yet written to partition part.
+func (c *searchCatalog) fresh(part string, terms []Term) []Term {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.part != part {
+		c.part, c.seen = part, map[Term]struct{}{}
+	}
+	var out []Term
+	for _, t := range terms {
+		if _, ok := c.seen[t]; !ok {
+			c.seen[t] = struct{}{}
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// writeSearch adds a request's search index to the batch being written.
+func (db *DB) writeSearch(p *partition, set func(k, v []byte), seq uint64, sb *searchBatch) {
+	ids := make([]byte, 0, 16*len(sb.traces))
+	for _, id := range sb.traces {
+		ids = append(ids, id[:]...)
+	}
+	set(batchTracesKey(seq), ids)
+	var catalog []Term
+	for i := 0; i < len(sb.entries); {
+		j := i + 1
+		for j < len(sb.entries) && sb.entries[j].term == sb.entries[i].term && sb.entries[j].minute == sb.entries[i].minute {
+			j++
+		}
+		t := sb.terms[sb.entries[i].term]
+		set(termKey(t, sb.entries[i].minute, seq), encodePostings(sb.entries[i:j]))
+		i = j
+	}
+	for _, t := range sb.terms {
+		if t.Kind != TermAll && t.Kind != TermError && t.Kind != TermRoot {
+			catalog = append(catalog, t)
+		}
+	}
+	for _, t := range db.catalog.fresh(p.name, catalog) {
+		set(t.encode([]byte{nsSearchCat}), nil)
+	}
+}
+
+// TraceSummary is what a search result shows of a trace.
+type TraceSummary struct {
+	TraceID     model.TraceID
+	RootService string // empty when the root span has not arrived
+	RootName    string
+	Start, End  uint64 // unix ns
+	SpanCount   int
+	ErrorCount  int
+	Services    []string
+	// Matched are the spans that satisfied the search (at most
+	// MaxMatched), when it had conditions on spans.
+	Matched []MatchedSpan
+	// MatchedCount counts every matching span.
+	MatchedCount int
+}
+
+// MatchedSpan is a span that satisfied a search.
+type MatchedSpan struct {
+	SpanID     model.SpanID
+	Service    string
+	Name       string
+	Start, End uint64
+}
+
+// TraceSearch says which traces to find.
+type TraceSearch struct {
+	// Start and End bound the matching spans' start times, unix ns.
+	Start, End uint64
+	// Drive is the index term the search walks, newest first: the most
+	// selective one the query implies (zero: every trace).
+	Drive Term
+	// MinDuration and MaxDuration (ns, 0: unbounded) prune candidates by
+	// the durations of their spans with the Drive term.
+	MinDuration, MaxDuration uint64
+	// Match, when set, must hold for at least one span of a trace; the
+	// candidate's spans are read to check it.
+	Match func(res pcommon.Resource, span ptrace.Span) bool
+	// Limit is the number of traces wanted.
+	Limit int
+	// MaxInspect bounds the candidates whose spans are read.
+	MaxInspect int
+	// MaxMatched bounds the matched spans returned per trace.
+	MaxMatched int
+}
+
+// SearchResult is a search's answer.
+type SearchResult struct {
+	Traces []TraceSummary
+	// Inspected counts the candidate traces whose spans were read.
+	Inspected int
+	// Partial is set when MaxInspect stopped the search before Limit.
+	Partial bool
+}
+
+// SearchTraces finds traces newest first, from the search index: it walks
+// the Drive term's postings minute by minute from End back to Start, in
+// every partition that may hold them, prunes by duration, and checks Match
+// on the spans of each candidate; summaries come from the spans.
+func (db *DB) SearchTraces(ctx context.Context, q TraceSearch) (SearchResult, error) {
+	parts, err := db.snapshot()
+	if err != nil {
+		return SearchResult{}, err
+	}
+	if q.Limit <= 0 {
+		q.Limit = 20
+	}
+	if q.MaxMatched <= 0 {
+		q.MaxMatched = 3
+	}
+	if q.Drive.Kind == 0 {
+		q.Drive = Term{Kind: TermAll}
+	}
+	var live []*partition
+	for _, p := range parts {
+		if lo, hi := p.bounds(); hi != 0 && lo <= q.End && hi >= q.Start {
+			live = append(live, p)
+		}
+	}
+	var res SearchResult
+	seen := map[model.TraceID]bool{}
+	prefix := termPrefix(q.Drive)
+	cur, last := uint32(q.End/nsPerMinute), uint32(q.Start/nsPerMinute)
+	// Minute by minute, newest first: the postings of one minute from every
+	// partition, ordered by start, are the next candidates. Minutes with no
+	// postings are skipped by seeking.
+	for {
+		minute, found := uint32(0), false
+		for _, p := range live {
+			err := p.view(func(txn *badger.Txn) error {
+				it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+				defer it.Close()
+				it.Seek(binary.BigEndian.AppendUint32(slices.Clone(prefix), ^cur))
+				if !it.Valid() {
+					return nil
+				}
+				k := it.Item().Key()
+				if len(k) != len(prefix)+12 {
+					return fmt.Errorf("%w: search key of %d bytes", ErrCorrupt, len(k))
+				}
+				if m := ^binary.BigEndian.Uint32(k[len(prefix):]); !found || m > minute {
+					minute, found = m, true
+				}
+				return nil
+			})
+			if err != nil {
+				return res, wrapRead(err)
+			}
+		}
+		if !found || minute < last {
+			break
+		}
+		var cands []posting
+		for _, p := range live {
+			err := p.view(func(txn *badger.Txn) error {
+				mp := binary.BigEndian.AppendUint32(slices.Clone(prefix), ^minute)
+				it := txn.NewIterator(badger.IteratorOptions{Prefix: mp})
+				defer it.Close()
+				for it.Rewind(); it.Valid(); it.Next() {
+					k := it.Item().Key()
+					if len(k) != len(mp)+8 {
+						return fmt.Errorf("%w: search key of %d bytes", ErrCorrupt, len(k))
+					}
+					traces, err := batchTraces(txn, binary.BigEndian.Uint64(k[len(mp):]))
+					if err != nil {
+						return err
+					}
+					err = it.Item().Value(func(v []byte) error {
+						return decodePostings(minute, v, traces, func(ps posting) bool {
+							if ps.start > q.End || ps.start < q.Start || ps.maxDur < q.MinDuration || (q.MaxDuration > 0 && ps.minDur > q.MaxDuration) {
+								return true
+							}
+							cands = append(cands, ps)
+							return true
+						})
+					})
+					if err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return res, wrapRead(err)
+			}
+		}
+		slices.SortFunc(cands, func(a, b posting) int {
+			switch {
+			case a.start > b.start:
+				return -1
+			case a.start < b.start:
+				return 1
+			}
+			return bytes.Compare(a.id[:], b.id[:])
+		})
+		for _, c := range cands {
+			if len(res.Traces) >= q.Limit {
+				break
+			}
+			if seen[c.id] {
+				continue
+			}
+			seen[c.id] = true
+			if err := ctx.Err(); err != nil {
+				return res, fmt.Errorf("search traces: %w", err)
+			}
+			if q.Match != nil && q.MaxInspect > 0 && res.Inspected >= q.MaxInspect {
+				res.Partial = true
+				return res, nil
+			}
+			res.Inspected++
+			td, err := db.traceSpans(ctx, live, c.id)
+			if err != nil {
+				return res, err
+			}
+			s, ok := summarize(c.id, td, q.Match, q.MaxMatched)
+			if ok {
+				res.Traces = append(res.Traces, s)
+			}
+		}
+		if len(res.Traces) >= q.Limit || minute == 0 || minute <= last {
+			break
+		}
+		cur = minute - 1
+	}
+	return res, nil
+}
+
+// batchTraces reads the trace ids of batch seq.
+func batchTraces(txn *badger.Txn, seq uint64) ([]model.TraceID, error) {
+	item, err := txn.Get(batchTracesKey(seq))
+	if err != nil {
+		return nil, fmt.Errorf("%w: traces of search batch %d: %v", ErrCorrupt, seq, err) //nolint:errorlint // Badger errors stay inside the store
+	}
+	var out []model.TraceID
+	err = item.Value(func(v []byte) error {
+		if len(v)%16 != 0 {
+			return fmt.Errorf("%w: traces of search batch %d", ErrCorrupt, seq)
+		}
+		out = make([]model.TraceID, len(v)/16)
+		for i := range out {
+			out[i] = model.TraceID(v[16*i:])
+		}
+		return nil
+	})
+	return out, err
+}
+
+// summarize makes a trace's summary from its spans; with match, it lists
+// the matching spans, and reports false when there are none.
+func summarize(id model.TraceID, td ptrace.Traces, match func(pcommon.Resource, ptrace.Span) bool, maxMatched int) (TraceSummary, bool) {
+	s := TraceSummary{TraceID: id}
+	for _, rs := range td.ResourceSpans().All() {
+		svc := serviceOf(rs.Resource())
+		if !slices.Contains(s.Services, svc) {
+			s.Services = append(s.Services, svc)
+		}
+		for _, ss := range rs.ScopeSpans().All() {
+			for _, sp := range ss.Spans().All() {
+				start, end := uint64(sp.StartTimestamp()), uint64(sp.EndTimestamp())
+				if s.SpanCount == 0 || start < s.Start {
+					s.Start = start
+				}
+				s.End = max(s.End, end)
+				s.SpanCount++
+				if sp.Status().Code() == ptrace.StatusCodeError {
+					s.ErrorCount++
+				}
+				if sp.ParentSpanID().IsEmpty() && s.RootName == "" {
+					s.RootService, s.RootName = svc, sp.Name()
+				}
+				if match != nil && match(rs.Resource(), sp) {
+					s.MatchedCount++
+					if len(s.Matched) < maxMatched {
+						s.Matched = append(s.Matched, MatchedSpan{SpanID: model.SpanID(sp.SpanID()), Service: svc, Name: sp.Name(), Start: start, End: end})
+					}
+				}
+			}
+		}
+	}
+	slices.Sort(s.Services)
+	return s, s.SpanCount > 0 && (match == nil || s.MatchedCount > 0)
+}
+
+// traceSpans reads a trace's spans (not its logs) from every partition.
+func (db *DB) traceSpans(ctx context.Context, parts []*partition, id model.TraceID) (ptrace.Traces, error) {
+	td := ptrace.NewTraces()
+	for _, p := range parts {
+		if err := ctx.Err(); err != nil {
+			return td, fmt.Errorf("read trace %s: %w", id, err)
+		}
+		if err := db.readTrace(p, id, td, plog.NewLogs()); err != nil {
+			return td, err
+		}
+	}
+	return td, nil
+}
+
+// SearchCatalog lists the catalog terms of a kind (and, when a is set,
+// with that first field) in partitions overlapping [start, end], sorted
+// and without duplicates: services, span names of a service, values of an
+// indexed attribute.
+func (db *DB) SearchCatalog(ctx context.Context, kind byte, a string, start, end uint64) ([]Term, error) {
+	parts, err := db.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	prefix := []byte{nsSearchCat, kind}
+	if a != "" {
+		prefix = Term{Kind: kind, A: a}.encode([]byte{nsSearchCat})
+		prefix = prefix[:len(prefix)-1] // without the empty b's length
+	}
+	seen := map[Term]struct{}{}
+	for _, p := range parts {
+		lo, hi := p.bounds()
+		if hi == 0 || lo > end || hi < start {
+			continue
+		}
+		err := p.view(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				if err := ctx.Err(); err != nil {
+					return fmt.Errorf("search catalog: %w", err)
+				}
+				t, rest, err := decodeTerm(it.Item().Key()[1:])
+				if err != nil || len(rest) != 0 {
+					return fmt.Errorf("%w: catalog key", ErrCorrupt)
+				}
+				if a == "" || t.A == a {
+					seen[t] = struct{}{}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, wrapRead(err)
+		}
+	}
+	out := make([]Term, 0, len(seen))
+	for t := range seen {
+		out = append(out, t)
+	}
+	slices.SortFunc(out, func(x, y Term) int {
+		if c := strings.Compare(x.A, y.A); c != 0 {
+			return c
+		}
+		return strings.Compare(x.B, y.B)
+	})
+	return out, nil
+}
