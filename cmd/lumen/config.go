@@ -15,6 +15,7 @@ import (
 	"github.com/lumenobs/lumen/ingest/loki"
 	"github.com/lumenobs/lumen/ingest/otlp"
 	"github.com/lumenobs/lumen/ingest/promrw"
+	"github.com/lumenobs/lumen/ingest/spanmetrics"
 	"github.com/lumenobs/lumen/query"
 )
 
@@ -29,15 +30,16 @@ type Config struct {
 	MaxDiskBytes      ByteSize `yaml:"max_disk_bytes"`
 	// OutOfOrderWindow is how late a metric sample may arrive (relative to
 	// its series' newest) and still be stored.
-	OutOfOrderWindow Duration         `yaml:"out_of_order_window"`
-	OTLP             otlp.Config      `yaml:"otlp"`
-	RemoteWrite      promrw.Config    `yaml:"remote_write"`
-	LokiPush         loki.Config      `yaml:"loki_push"`
-	PromQL           query.PromConfig `yaml:"promql"`
-	LogQL            query.LokiConfig `yaml:"logql"`
-	Log              LogConfig        `yaml:"log"`
-	Pprof            bool             `yaml:"pprof"`
-	ShutdownTimeout  Duration         `yaml:"shutdown_timeout"`
+	OutOfOrderWindow Duration           `yaml:"out_of_order_window"`
+	OTLP             otlp.Config        `yaml:"otlp"`
+	RemoteWrite      promrw.Config      `yaml:"remote_write"`
+	LokiPush         loki.Config        `yaml:"loki_push"`
+	SpanMetrics      spanmetrics.Config `yaml:"span_metrics"`
+	PromQL           query.PromConfig   `yaml:"promql"`
+	LogQL            query.LokiConfig   `yaml:"logql"`
+	Log              LogConfig          `yaml:"log"`
+	Pprof            bool               `yaml:"pprof"`
+	ShutdownTimeout  Duration           `yaml:"shutdown_timeout"`
 }
 
 // LogConfig configures Lumen's own logs.
@@ -62,6 +64,7 @@ func DefaultConfig() Config {
 		OTLP:              otlp.DefaultConfig(),
 		RemoteWrite:       promrw.DefaultConfig(),
 		LokiPush:          loki.DefaultConfig(),
+		SpanMetrics:       spanmetrics.DefaultConfig(),
 		PromQL:            query.DefaultPromConfig(),
 		LogQL:             query.DefaultLokiConfig(),
 		Log:               LogConfig{Format: "console", Level: "info"},
@@ -91,6 +94,9 @@ func (c Config) Validate() error {
 	}
 	if c.LogQL.MaxLines <= 0 || c.LogQL.MaxLimit <= 0 || c.LogQL.Timeout <= 0 {
 		return fmt.Errorf("logql: max_lines %d, max_limit %d and timeout %s must be positive", c.LogQL.MaxLines, c.LogQL.MaxLimit, c.LogQL.Timeout)
+	}
+	if err := c.SpanMetrics.Validate(); err != nil {
+		return err
 	}
 	if err := c.LokiPush.Validate(); err != nil {
 		return err

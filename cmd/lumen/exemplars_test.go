@@ -21,7 +21,10 @@ import (
 // remote write, names a trace; the trace's view lists it, and Prometheus'
 // query_exemplars finds it.
 func TestExemplarsLinkMetricsToTraces(t *testing.T) {
-	s := startServer(t, testConfig(t, t.TempDir()))
+	cfg := testConfig(t, t.TempDir())
+	// Only remote write's exemplars here; span metrics' are tested apart.
+	cfg.SpanMetrics.Enabled = false
+	s := startServer(t, cfg)
 	const traceID = "5b8efff798038103d269b633813fc60c"
 	code, body := post(t, "http://"+s.cfg.OTLP.HTTPAddr+"/v1/traces", "application/json", []byte(jsonTrace))
 	require.Equal(t, http.StatusOK, code, body)

@@ -16,11 +16,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.uber.org/zap"
 
 	"github.com/lumenobs/lumen/ingest/loki"
 	"github.com/lumenobs/lumen/ingest/otlp"
 	"github.com/lumenobs/lumen/ingest/promrw"
+	"github.com/lumenobs/lumen/ingest/spanmetrics"
 	"github.com/lumenobs/lumen/internal/telemetry"
 	"github.com/lumenobs/lumen/query"
 	"github.com/lumenobs/lumen/store"
@@ -119,7 +121,21 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 	registerStoreMetrics(reg, db)
 	ingestMetrics := telemetry.NewIngest(reg)
 
-	rcv, err := otlp.New(cfg.OTLP, db, log, ingestMetrics, version)
+	var traces otlp.Writer = db
+	var gen *spanmetrics.Generator
+	genDone := make(chan struct{})
+	if cfg.SpanMetrics.Enabled {
+		gen = spanmetrics.New(cfg.SpanMetrics, db, log)
+		traces = observingWriter{DB: db, gen: gen}
+		gctx, stopGen := context.WithCancel(context.Background())
+		go func() { defer close(genDone); gen.Run(gctx) }()
+		// After the receivers stop and before the store closes: the last
+		// counts are written.
+		defer func() { stopGen(); <-genDone }()
+	} else {
+		close(genDone)
+	}
+	rcv, err := otlp.New(cfg.OTLP, traces, log, ingestMetrics, version)
 	if err != nil {
 		return err
 	}
@@ -169,6 +185,22 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 		log.Error("stop http server", zap.Error(err))
 	}
 	return runErr
+}
+
+// observingWriter counts the spans it stores into span metrics and the
+// service graph.
+type observingWriter struct {
+	*store.DB
+	gen *spanmetrics.Generator
+}
+
+func (w observingWriter) WriteTraces(ctx context.Context, td ptrace.Traces) error {
+	spans := spanmetrics.Extract(td) // before the store takes td
+	if err := w.DB.WriteTraces(ctx, td); err != nil {
+		return err
+	}
+	w.gen.Observe(spans)
+	return nil
 }
 
 func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger, im *telemetry.Ingest, ready *atomic.Bool) (*http.ServeMux, error) {
