@@ -1,11 +1,14 @@
 package query
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
 
 	"github.com/lumenobs/lumen/internal/model"
+	"github.com/lumenobs/lumen/query/logql"
+	"github.com/lumenobs/lumen/query/traceql"
 	"github.com/lumenobs/lumen/store"
 )
 
@@ -50,4 +53,24 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v) // the client went away; nothing to do
+}
+
+// httpStatus is the status the Loki, Tempo and Jaeger APIs answer an
+// error with; it sets Retry-After when the store is unavailable.
+func httpStatus(w http.ResponseWriter, err error) int {
+	switch {
+	case errors.Is(err, errBadRequest), errors.Is(err, model.ErrInvalidTraceID), errors.Is(err, store.ErrTooMuch),
+		errors.Is(err, logql.ErrParse), errors.Is(err, traceql.ErrParse):
+		return http.StatusBadRequest
+	case errors.Is(err, store.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrClosed):
+		w.Header().Set("Retry-After", "1")
+		return http.StatusServiceUnavailable
+	case errors.Is(err, context.Canceled):
+		return 499
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusInternalServerError
 }

@@ -2,7 +2,6 @@ package query
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -69,18 +68,7 @@ func (a *LokiAPI) Register(mux *http.ServeMux, wrap func(route string, h http.Ha
 
 // lokiError answers as Loki does: the status, and the message as text.
 func (a *LokiAPI) lokiError(w http.ResponseWriter, err error) {
-	code := http.StatusInternalServerError
-	switch {
-	case errors.Is(err, errBadRequest), errors.Is(err, store.ErrTooMuch), errors.Is(err, logql.ErrParse):
-		code = http.StatusBadRequest
-	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrClosed):
-		code = http.StatusServiceUnavailable
-		w.Header().Set("Retry-After", "1")
-	case errors.Is(err, context.Canceled):
-		code = 499
-	case errors.Is(err, context.DeadlineExceeded):
-		code = http.StatusGatewayTimeout
-	}
+	code := httpStatus(w, err)
 	if code >= 500 {
 		a.log.Warn("loki query failed", zap.Error(err))
 	}

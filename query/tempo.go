@@ -3,7 +3,6 @@ package query
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"runtime"
@@ -72,16 +71,7 @@ func (a *TempoAPI) Register(mux *http.ServeMux, wrap func(route string, h http.H
 }
 
 func (a *TempoAPI) fail(w http.ResponseWriter, err error) {
-	code := http.StatusInternalServerError
-	switch {
-	case errors.Is(err, errBadRequest), errors.Is(err, traceql.ErrParse), errors.Is(err, model.ErrInvalidTraceID):
-		code = http.StatusBadRequest
-	case errors.Is(err, store.ErrNotFound):
-		code = http.StatusNotFound
-	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrClosed):
-		code = http.StatusServiceUnavailable
-		w.Header().Set("Retry-After", "1")
-	}
+	code := httpStatus(w, err)
 	if code >= 500 {
 		a.log.Warn("tempo query failed", zap.Error(err))
 	}

@@ -221,6 +221,7 @@ func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger,
 	query.New(db, log).Register(mux, wrap)
 	query.NewLoki(db, cfg.LogQL, log).Register(mux, wrap)
 	query.NewTempo(db, store.DefaultSearchAttributes, version, log).Register(mux, wrap)
+	query.NewJaeger(db, log).Register(mux, wrap)
 	rw, err := promrw.New(cfg.RemoteWrite, db, db, log, reg, im)
 	if err != nil {
 		return nil, err

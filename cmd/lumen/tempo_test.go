@@ -103,8 +103,9 @@ func tempoGet(t *testing.T, s *server, path string, params url.Values, header ..
 	return resp.StatusCode, b
 }
 
-// golden compares a JSON answer with testdata/<name>.json, times relative
-// to base written as offsets so the file does not depend on the day.
+// golden compares a JSON answer with testdata/<name>.json, times (unix ns
+// strings, unix µs numbers) relative to base written as offsets so the
+// file does not depend on the day.
 func golden(t *testing.T, name string, got []byte, base time.Time) {
 	t.Helper()
 	var v any
@@ -117,6 +118,14 @@ func golden(t *testing.T, name string, got []byte, base time.Time) {
 		var ns int64
 		_, _ = fmt.Sscanf(string(m[1:len(m)-1]), "%d", &ns)
 		return []byte(fmt.Sprintf(`"base+%s"`, time.Duration(ns-baseNs)))
+	})
+	// Jaeger writes times as unix microseconds, as numbers.
+	reUs := regexp.MustCompile(`: (\d{16})([,\n])`)
+	pretty = reUs.ReplaceAllFunc(pretty, func(m []byte) []byte {
+		sub := reUs.FindSubmatch(m)
+		var us int64
+		_, _ = fmt.Sscanf(string(sub[1]), "%d", &us)
+		return []byte(fmt.Sprintf(`: "base+%s"%s`, time.Duration(us*1000-baseNs), sub[2]))
 	})
 	path := filepath.Join("testdata", name+".json")
 	if *updateGolden {

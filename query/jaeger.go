@@ -1,0 +1,564 @@
+package query
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.uber.org/zap"
+
+	"github.com/lumenobs/lumen/internal/model"
+	"github.com/lumenobs/lumen/store"
+)
+
+// JaegerReader is the part of the store Jaeger's query API reads.
+type JaegerReader interface {
+	TraceReader
+	storage.Queryable
+}
+
+// JaegerAPI serves Jaeger's query API (what the Jaeger UI and Grafana's
+// Jaeger data source call) under /jaeger/api/, so that its
+// /api/traces/{id} does not collide with Tempo's: point the Jaeger UI's
+// query base path, or Grafana's Jaeger data source URL, at /jaeger.
+type JaegerAPI struct {
+	r   JaegerReader
+	log *zap.Logger
+	now func() time.Time
+}
+
+// NewJaeger returns the Jaeger API over r.
+func NewJaeger(r JaegerReader, log *zap.Logger) *JaegerAPI {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &JaegerAPI{r: r, log: log.Named("query.jaeger"), now: time.Now}
+}
+
+// JaegerPrefix is where the Jaeger API lives.
+const JaegerPrefix = "/jaeger"
+
+// Register adds the Jaeger routes to mux.
+func (a *JaegerAPI) Register(mux *http.ServeMux, wrap func(route string, h http.Handler) http.Handler) {
+	if wrap == nil {
+		wrap = func(_ string, h http.Handler) http.Handler { return h }
+	}
+	for path, h := range map[string]http.HandlerFunc{
+		"/api/services":                      a.services,
+		"/api/services/{service}/operations": a.serviceOperations,
+		"/api/operations":                    a.operations,
+		"/api/traces":                        a.findTraces,
+		"/api/traces/{trace_id}":             a.trace,
+		"/api/dependencies":                  a.dependencies,
+	} {
+		mux.Handle("GET "+JaegerPrefix+path, wrap(JaegerPrefix+path, h))
+	}
+}
+
+type jaegerError struct {
+	Code int    `json:"code"`
+	Msg  string `json:"msg"`
+}
+
+// jaegerResponse is Jaeger's envelope.
+type jaegerResponse struct {
+	Data   any           `json:"data"`
+	Total  int           `json:"total"`
+	Limit  int           `json:"limit"`
+	Offset int           `json:"offset"`
+	Errors []jaegerError `json:"errors"`
+}
+
+func (a *JaegerAPI) fail(w http.ResponseWriter, err error) {
+	code := httpStatus(w, err)
+	if code >= 500 {
+		a.log.Warn("jaeger query failed", zap.Error(err))
+	}
+	writeJSON(w, code, jaegerResponse{Errors: []jaegerError{{Code: code, Msg: err.Error()}}})
+}
+
+func ok(w http.ResponseWriter, data any, total int) {
+	writeJSON(w, http.StatusOK, jaegerResponse{Data: data, Total: total})
+}
+
+func (a *JaegerAPI) catalogWindow() (uint64, uint64) {
+	now := a.now()
+	return uint64(now.Add(-7 * 24 * time.Hour).UnixNano()), uint64(now.Add(time.Minute).UnixNano())
+}
+
+func (a *JaegerAPI) services(w http.ResponseWriter, r *http.Request) {
+	lo, hi := a.catalogWindow()
+	terms, err := a.r.SearchCatalog(r.Context(), store.TermService, "", lo, hi)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	out := []string{}
+	for _, t := range terms {
+		if t.A != "" {
+			out = append(out, t.A)
+		}
+	}
+	ok(w, out, len(out))
+}
+
+func (a *JaegerAPI) names(ctx context.Context, service string) ([]string, error) {
+	lo, hi := a.catalogWindow()
+	terms, err := a.r.SearchCatalog(ctx, store.TermName, service, lo, hi)
+	if err != nil {
+		return nil, err
+	}
+	out := []string{}
+	for _, t := range terms {
+		out = append(out, t.B)
+	}
+	return out, nil
+}
+
+func (a *JaegerAPI) serviceOperations(w http.ResponseWriter, r *http.Request) {
+	names, err := a.names(r.Context(), r.PathValue("service"))
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	ok(w, names, len(names))
+}
+
+// operations answers /api/operations?service=…: [{"name","spanKind"}]. The
+// span kind is not kept in the catalog, so it is empty, which Jaeger's
+// clients read as "any".
+func (a *JaegerAPI) operations(w http.ResponseWriter, r *http.Request) {
+	service := r.URL.Query().Get("service")
+	if service == "" {
+		a.fail(w, fmt.Errorf("%w: service= is required", errBadRequest))
+		return
+	}
+	names, err := a.names(r.Context(), service)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	out := make([]map[string]string, len(names))
+	for i, n := range names {
+		out[i] = map[string]string{"name": n, "spanKind": ""}
+	}
+	ok(w, out, len(out))
+}
+
+// jaegerDuration parses Jaeger's durations: Go durations (100ms, 1.2s).
+func jaegerDuration(name, s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%w: %s=%q is not a duration such as 100ms", errBadRequest, name, s)
+	}
+	return d, nil
+}
+
+// findTraces answers /api/traces?service=&operation=&tags=&minDuration=
+// &maxDuration=&start=&end=&lookback=&limit= with whole traces, newest
+// first. The conditions hold on one span, as in Jaeger: of the service,
+// named operation, with the tags (on the span, its resource or an event),
+// its duration in range.
+func (a *JaegerAPI) findTraces(w http.ResponseWriter, r *http.Request) {
+	qs := r.URL.Query()
+	service, op := qs.Get("service"), qs.Get("operation")
+	if service == "" {
+		a.fail(w, fmt.Errorf("%w: service= is required", errBadRequest))
+		return
+	}
+	now := a.now()
+	end, start := now, now.Add(-time.Hour)
+	for name, dst := range map[string]*time.Time{"start": &start, "end": &end} {
+		if s := qs.Get(name); s != "" {
+			us, err := strconv.ParseInt(s, 10, 64)
+			if err != nil {
+				a.fail(w, fmt.Errorf("%w: %s=%q is not unix microseconds", errBadRequest, name, s))
+				return
+			}
+			*dst = time.UnixMicro(us)
+		}
+	}
+	if s := qs.Get("lookback"); s != "" && qs.Get("start") == "" && s != "custom" {
+		d, err := parseLokiDuration(s)
+		if err != nil {
+			a.fail(w, fmt.Errorf("%w: lookback=%q is not a duration", errBadRequest, s))
+			return
+		}
+		start = end.Add(-d)
+	}
+	minDur, err := jaegerDuration("minDuration", qs.Get("minDuration"))
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	maxDur, err := jaegerDuration("maxDuration", qs.Get("maxDuration"))
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	limit := 20
+	if s := qs.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			a.fail(w, fmt.Errorf("%w: limit=%q is not a positive integer", errBadRequest, s))
+			return
+		}
+		limit = n
+	}
+	tags := map[string]string{}
+	if s := qs.Get("tags"); s != "" {
+		if err := json.Unmarshal([]byte(s), &tags); err != nil {
+			a.fail(w, fmt.Errorf("%w: tags=%q is not a JSON object of strings: %v", errBadRequest, s, err))
+			return
+		}
+	}
+	for _, kv := range qs["tag"] {
+		k, v, found := strings.Cut(kv, ":")
+		if !found {
+			a.fail(w, fmt.Errorf("%w: tag=%q is not key:value", errBadRequest, kv))
+			return
+		}
+		tags[k] = v
+	}
+	match := func(res pcommon.Resource, sp ptrace.Span) bool {
+		if v, _ := res.Attributes().Get("service.name"); v.AsString() != service {
+			return false
+		}
+		if op != "" && sp.Name() != op {
+			return false
+		}
+		d := time.Duration(sp.EndTimestamp()) - time.Duration(sp.StartTimestamp())
+		if (minDur > 0 && d < minDur) || (maxDur > 0 && d > maxDur) {
+			return false
+		}
+		for k, want := range tags {
+			if !hasTag(res, sp, k, want) {
+				return false
+			}
+		}
+		return true
+	}
+	ts := store.TraceSearch{Start: uint64(start.UnixNano()), End: uint64(end.UnixNano()), Limit: limit, Match: match, MaxInspect: 20000,
+		Drive: store.Term{Kind: store.TermService, A: service}, MinDuration: uint64(minDur), MaxDuration: uint64(maxDur)}
+	if op != "" {
+		ts.Drive = store.Term{Kind: store.TermName, A: service, B: op}
+	}
+	res, err := a.r.SearchTraces(r.Context(), ts)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	out := []jaegerTrace{}
+	for _, s := range res.Traces {
+		t, err := a.r.Trace(r.Context(), s.TraceID)
+		if err != nil {
+			a.fail(w, err)
+			return
+		}
+		out = append(out, toJaeger(s.TraceID, t.Spans))
+	}
+	ok(w, out, len(out))
+}
+
+// hasTag reports whether a span, its resource or one of its events has
+// the tag (error=true matches an error status, as Jaeger's error tag).
+func hasTag(res pcommon.Resource, sp ptrace.Span, k, want string) bool {
+	if k == "error" && want == "true" && sp.Status().Code() == ptrace.StatusCodeError {
+		return true
+	}
+	if k == "span.kind" && want == kindName(sp.Kind()) {
+		return true
+	}
+	if v, found := sp.Attributes().Get(k); found && v.AsString() == want {
+		return true
+	}
+	if v, found := res.Attributes().Get(k); found && v.AsString() == want {
+		return true
+	}
+	for _, ev := range sp.Events().All() {
+		if v, found := ev.Attributes().Get(k); found && v.AsString() == want {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *JaegerAPI) trace(w http.ResponseWriter, r *http.Request) {
+	id, err := model.ParseTraceID(padTraceID(r.PathValue("trace_id")))
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	t, err := a.r.Trace(r.Context(), id)
+	if err == nil && t.Spans.SpanCount() == 0 {
+		err = fmt.Errorf("trace %s: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	ok(w, []jaegerTrace{toJaeger(id, t.Spans)}, 1)
+}
+
+// padTraceID accepts Jaeger's short form of a 64-bit id.
+func padTraceID(s string) string {
+	if len(s) < 32 {
+		return strings.Repeat("0", 32-len(s)) + s
+	}
+	return s
+}
+
+// dependencies answers /api/dependencies?endTs=&lookback= (ms) from the
+// service graph: the calls between each pair of services in the window.
+func (a *JaegerAPI) dependencies(w http.ResponseWriter, r *http.Request) {
+	qs := r.URL.Query()
+	end := a.now()
+	lookback := 24 * time.Hour
+	if s := qs.Get("endTs"); s != "" {
+		ms, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			a.fail(w, fmt.Errorf("%w: endTs=%q is not unix milliseconds", errBadRequest, s))
+			return
+		}
+		end = time.UnixMilli(ms)
+	}
+	if s := qs.Get("lookback"); s != "" {
+		ms, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || ms <= 0 {
+			a.fail(w, fmt.Errorf("%w: lookback=%q is not a positive number of milliseconds", errBadRequest, s))
+			return
+		}
+		lookback = time.Duration(ms) * time.Millisecond
+	}
+	deps, err := serviceGraph(r.Context(), a.r, end.Add(-lookback), end)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	ok(w, deps, len(deps))
+}
+
+// Dependency is one edge of the service graph, as Jaeger writes it.
+type Dependency struct {
+	Parent    string `json:"parent"`
+	Child     string `json:"child"`
+	CallCount uint64 `json:"callCount"`
+}
+
+// serviceGraph sums traces_service_graph_request_total's increase in
+// [from, to] per (client, server), counter resets included.
+func serviceGraph(ctx context.Context, q storage.Queryable, from, to time.Time) ([]Dependency, error) {
+	querier, err := q.Querier(from.Add(-5*time.Minute).UnixMilli(), to.UnixMilli())
+	if err != nil {
+		return nil, err
+	}
+	defer querier.Close()
+	set := querier.Select(ctx, true, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", "traces_service_graph_request_total"))
+	calls := map[[2]string]float64{}
+	for set.Next() {
+		s := set.At()
+		it := s.Iterator(nil)
+		var before, prev, inc float64
+		seenBefore, first := false, true
+		for it.Next() != 0 {
+			t, v := it.At()
+			if t < from.UnixMilli() {
+				before, seenBefore = v, true
+				continue
+			}
+			switch {
+			case first && seenBefore:
+				if v >= before {
+					inc += v - before
+				} else {
+					inc += v
+				}
+			case first:
+				inc += v // the series starts in the window
+			case v >= prev:
+				inc += v - prev
+			default:
+				inc += v // a reset
+			}
+			prev, first = v, false
+		}
+		if err := it.Err(); err != nil {
+			return nil, err
+		}
+		if inc > 0 {
+			k := [2]string{s.Labels().Get("client"), s.Labels().Get("server")}
+			calls[k] += inc
+		}
+	}
+	if err := set.Err(); err != nil {
+		return nil, err
+	}
+	out := []Dependency{}
+	for k, n := range calls {
+		out = append(out, Dependency{Parent: k[0], Child: k[1], CallCount: uint64(math.Round(n))})
+	}
+	slices.SortFunc(out, func(x, y Dependency) int {
+		if c := strings.Compare(x.Parent, y.Parent); c != 0 {
+			return c
+		}
+		return strings.Compare(x.Child, y.Child)
+	})
+	return out, nil
+}
+
+type jaegerKV struct {
+	Key   string `json:"key"`
+	Type  string `json:"type"`
+	Value any    `json:"value"`
+}
+
+type jaegerRef struct {
+	RefType string `json:"refType"`
+	TraceID string `json:"traceID"`
+	SpanID  string `json:"spanID"`
+}
+
+type jaegerLog struct {
+	Timestamp int64      `json:"timestamp"`
+	Fields    []jaegerKV `json:"fields"`
+}
+
+type jaegerSpan struct {
+	TraceID       string      `json:"traceID"`
+	SpanID        string      `json:"spanID"`
+	Flags         uint32      `json:"flags"`
+	OperationName string      `json:"operationName"`
+	References    []jaegerRef `json:"references"`
+	StartTime     int64       `json:"startTime"`
+	Duration      int64       `json:"duration"`
+	Tags          []jaegerKV  `json:"tags"`
+	Logs          []jaegerLog `json:"logs"`
+	ProcessID     string      `json:"processID"`
+	Warnings      []string    `json:"warnings"`
+}
+
+type jaegerProcess struct {
+	ServiceName string     `json:"serviceName"`
+	Tags        []jaegerKV `json:"tags"`
+}
+
+type jaegerTrace struct {
+	TraceID   string                   `json:"traceID"`
+	Spans     []jaegerSpan             `json:"spans"`
+	Processes map[string]jaegerProcess `json:"processes"`
+	Warnings  []string                 `json:"warnings"`
+}
+
+func kindName(k ptrace.SpanKind) string {
+	return map[ptrace.SpanKind]string{ptrace.SpanKindServer: "server", ptrace.SpanKindClient: "client", ptrace.SpanKindProducer: "producer",
+		ptrace.SpanKindConsumer: "consumer", ptrace.SpanKindInternal: "internal"}[k]
+}
+
+func jaegerValue(k string, v pcommon.Value) jaegerKV {
+	switch v.Type() {
+	case pcommon.ValueTypeBool:
+		return jaegerKV{k, "bool", v.Bool()}
+	case pcommon.ValueTypeInt:
+		return jaegerKV{k, "int64", v.Int()}
+	case pcommon.ValueTypeDouble:
+		return jaegerKV{k, "float64", v.Double()}
+	case pcommon.ValueTypeBytes:
+		return jaegerKV{k, "binary", base64.StdEncoding.EncodeToString(v.Bytes().AsRaw())}
+	}
+	return jaegerKV{k, "string", v.AsString()}
+}
+
+func jaegerKVs(m pcommon.Map, skip string) []jaegerKV {
+	out := []jaegerKV{}
+	for k, v := range m.All() {
+		if k != skip {
+			out = append(out, jaegerValue(k, v))
+		}
+	}
+	slices.SortFunc(out, func(a, b jaegerKV) int { return strings.Compare(a.Key, b.Key) })
+	return out
+}
+
+// toJaeger converts OTLP spans to Jaeger's JSON model as Jaeger's own
+// OTLP translation does: span kind, status and scope become tags, events
+// become logs, resources become processes.
+func toJaeger(id model.TraceID, td ptrace.Traces) jaegerTrace {
+	normalizeSpans(td)
+	t := jaegerTrace{TraceID: id.String(), Spans: []jaegerSpan{}, Processes: map[string]jaegerProcess{}}
+	procOf := map[string]string{}
+	for _, rs := range td.ResourceSpans().All() {
+		svc := ""
+		if v, found := rs.Resource().Attributes().Get("service.name"); found {
+			svc = v.AsString()
+		}
+		proc := jaegerProcess{ServiceName: svc, Tags: jaegerKVs(rs.Resource().Attributes(), "service.name")}
+		key, _ := json.Marshal(proc)
+		pid, seen := procOf[string(key)]
+		if !seen {
+			pid = "p" + strconv.Itoa(len(procOf)+1)
+			procOf[string(key)] = pid
+			t.Processes[pid] = proc
+		}
+		for _, ss := range rs.ScopeSpans().All() {
+			for _, sp := range ss.Spans().All() {
+				js := jaegerSpan{TraceID: id.String(), SpanID: sp.SpanID().String(), Flags: 1, OperationName: sp.Name(),
+					References: []jaegerRef{}, StartTime: int64(sp.StartTimestamp()) / 1000,
+					Duration: (int64(sp.EndTimestamp()) - int64(sp.StartTimestamp())) / 1000, Tags: jaegerKVs(sp.Attributes(), ""),
+					Logs: []jaegerLog{}, ProcessID: pid}
+				if p := sp.ParentSpanID(); !p.IsEmpty() {
+					js.References = append(js.References, jaegerRef{"CHILD_OF", id.String(), p.String()})
+				}
+				for _, l := range sp.Links().All() {
+					js.References = append(js.References, jaegerRef{"FOLLOWS_FROM", l.TraceID().String(), l.SpanID().String()})
+				}
+				if k := kindName(sp.Kind()); k != "" {
+					js.Tags = append(js.Tags, jaegerKV{"span.kind", "string", k})
+				}
+				switch sp.Status().Code() {
+				case ptrace.StatusCodeError:
+					js.Tags = append(js.Tags, jaegerKV{"error", "bool", true}, jaegerKV{"otel.status_code", "string", "ERROR"})
+					if m := sp.Status().Message(); m != "" {
+						js.Tags = append(js.Tags, jaegerKV{"otel.status_description", "string", m})
+					}
+				case ptrace.StatusCodeOk:
+					js.Tags = append(js.Tags, jaegerKV{"otel.status_code", "string", "OK"})
+				}
+				if n := ss.Scope().Name(); n != "" {
+					js.Tags = append(js.Tags, jaegerKV{"otel.scope.name", "string", n})
+				}
+				if v := ss.Scope().Version(); v != "" {
+					js.Tags = append(js.Tags, jaegerKV{"otel.scope.version", "string", v})
+				}
+				for _, ev := range sp.Events().All() {
+					fields := append([]jaegerKV{{"event", "string", ev.Name()}}, jaegerKVs(ev.Attributes(), "")...)
+					js.Logs = append(js.Logs, jaegerLog{Timestamp: int64(ev.Timestamp()) / 1000, Fields: fields})
+				}
+				t.Spans = append(t.Spans, js)
+			}
+		}
+	}
+	slices.SortStableFunc(t.Spans, func(a, b jaegerSpan) int {
+		if a.StartTime != b.StartTime {
+			if a.StartTime < b.StartTime {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.SpanID, b.SpanID)
+	})
+	return t
+}
