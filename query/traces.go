@@ -99,6 +99,13 @@ const seriesWindow = 5 * time.Minute
 // maxSeriesPerService bounds the series returned for one service.
 const maxSeriesPerService = 50
 
+// notGenerated leaves out the series Lumen derives from spans (the RED
+// ones are selected apart; buckets and graph edges are too many to list).
+var notGenerated = labels.MustNewMatcher(labels.MatchNotRegexp, "__name__", "traces_(spanmetrics|service_graph)_.+")
+
+// redSeries are a service's rate, errors and duration from span metrics.
+const redSeries = "traces_spanmetrics_calls_total|traces_spanmetrics_duration_seconds_count|traces_spanmetrics_duration_seconds_sum"
+
 func (a *API) serviceSeries(ctx context.Context, services []string, from, to time.Time) ([]ServiceSeries, error) {
 	q, err := a.r.Querier(from.UnixMilli(), to.UnixMilli())
 	if err != nil {
@@ -108,8 +115,17 @@ func (a *API) serviceSeries(ctx context.Context, services []string, from, to tim
 	out := []ServiceSeries{}
 	for _, svc := range services {
 		seen := map[string]bool{}
+		// The service's RED series from span metrics first, then what else
+		// names it, up to the bound; span-metric buckets only if room is left.
+		selects := [][]*labels.Matcher{{
+			labels.MustNewMatcher(labels.MatchRegexp, "__name__", redSeries),
+			labels.MustNewMatcher(labels.MatchEqual, "service", svc),
+		}}
 		for _, name := range serviceLabels {
-			set := q.Select(ctx, true, nil, labels.MustNewMatcher(labels.MatchEqual, name, svc))
+			selects = append(selects, []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, name, svc), notGenerated})
+		}
+		for _, ms := range selects {
+			set := q.Select(ctx, true, nil, ms...)
 			for set.Next() && len(seen) < maxSeriesPerService {
 				series := set.At()
 				k := series.Labels().String()

@@ -38,6 +38,10 @@ type metricsHead struct {
 	byHash map[uint64][]*memSeries
 	byRef  map[uint64]*memSeries
 
+	// postings: label name -> value -> the head's series with it, for
+	// queries that select few of many series (h.mu guards it).
+	postings map[string]map[string][]*memSeries
+
 	nextRef atomic.Uint64
 	wal     *walLog // appended under state.mu shared, rotated under it exclusive
 
@@ -93,6 +97,7 @@ func (h *metricsHead) getOrCreate(lset labels.Labels) (*memSeries, bool) {
 	s = newMemSeries(h.nextRef.Add(1), lset)
 	h.byHash[hash] = append(h.byHash[hash], s)
 	h.byRef[s.ref] = s
+	h.index(s)
 	return s, true
 }
 
@@ -498,3 +503,61 @@ func (v appenderV2) Append(ref storage.SeriesRef, ls labels.Labels, _, t int64, 
 
 func (v appenderV2) Commit() error   { return v.a.Commit() }
 func (v appenderV2) Rollback() error { return v.a.Rollback() }
+
+// index adds a new series to the head's postings; h.mu is held.
+func (h *metricsHead) index(s *memSeries) {
+	if h.postings == nil {
+		h.postings = map[string]map[string][]*memSeries{}
+	}
+	s.lset.Range(func(l labels.Label) {
+		vals := h.postings[l.Name]
+		if vals == nil {
+			vals = map[string][]*memSeries{}
+			h.postings[l.Name] = vals
+		}
+		vals[l.Value] = append(vals[l.Value], s)
+	})
+}
+
+// selectSeries returns the head's series that match ms: the smallest
+// postings list of the matchers that cannot match an absent label, then
+// every matcher on each.
+func (h *metricsHead) selectSeries(ms []*labels.Matcher) []*memSeries {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	var best []*memSeries
+	found := false
+	for _, m := range ms {
+		if m.Matches("") {
+			continue
+		}
+		var set []*memSeries
+		if m.Type == labels.MatchEqual {
+			set = h.postings[m.Name][m.Value]
+		} else {
+			for v, ss := range h.postings[m.Name] {
+				if m.Matches(v) {
+					set = append(set, ss...)
+				}
+			}
+		}
+		if !found || len(set) < len(best) {
+			best, found = set, true
+		}
+	}
+	var out []*memSeries
+	if !found {
+		for _, s := range h.byRef {
+			if matchesAll(s.lset, ms) {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	for _, s := range best {
+		if matchesAll(s.lset, ms) {
+			out = append(out, s)
+		}
+	}
+	return out
+}

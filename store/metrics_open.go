@@ -54,6 +54,7 @@ func (h *metricsHead) replay(gen uint64) error {
 				hash := ws.lset.Hash()
 				h.byHash[hash] = append(h.byHash[hash], s)
 				h.byRef[ws.ref] = s
+				h.index(s)
 			}
 			h.nextRef.Store(max(h.nextRef.Load(), ws.ref))
 		}

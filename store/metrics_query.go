@@ -68,16 +68,7 @@ func (q *querier) collect(ctx context.Context, ms []*labels.Matcher) (map[string
 			return nil, err
 		}
 	}
-	h := q.db.metrics
-	h.mu.RLock()
-	head := make([]*memSeries, 0, len(h.byRef))
-	for _, s := range h.byRef {
-		if matchesAll(s.lset, ms) {
-			head = append(head, s)
-		}
-	}
-	h.mu.RUnlock()
-	for _, s := range head {
+	for _, s := range q.db.metrics.selectSeries(ms) {
 		chunks := s.headChunks(q.mint, q.maxt)
 		for _, c := range chunks {
 			add(s.lset, c)
@@ -106,16 +97,8 @@ func (q *querier) collectPartition(p *partition, ms []*labels.Matcher, add func(
 		}
 		var sb labels.ScratchBuilder
 		for _, ref := range refs {
-			item, err := txn.Get(seriesKey(ref))
+			lset, err := p.seriesLabels(txn, ref, &sb)
 			if err != nil {
-				return fmt.Errorf("%w: series %d named by a posting: %v", ErrCorrupt, ref, err) //nolint:errorlint // Badger errors stay inside the store
-			}
-			var lset labels.Labels
-			if err := item.Value(func(v []byte) error {
-				var derr error
-				lset, _, derr = decodeLabels(v, &sb)
-				return derr
-			}); err != nil {
 				return err
 			}
 			if !matchesAll(lset, ms) {
@@ -396,3 +379,29 @@ func (c chunkQuerier) LabelNames(ctx context.Context, hints *storage.LabelHints,
 }
 
 func (c chunkQuerier) Close() error { return nil }
+
+// seriesLabels returns a series' labels, from the partition's cache or
+// from Badger.
+func (p *partition) seriesLabels(txn *badger.Txn, ref uint64, sb *labels.ScratchBuilder) (labels.Labels, error) {
+	if v, ok := p.series.Load(ref); ok {
+		return v.(labels.Labels), nil
+	}
+	item, err := txn.Get(seriesKey(ref))
+	if err != nil {
+		return labels.EmptyLabels(), fmt.Errorf("%w: series %d named by a posting: %v", ErrCorrupt, ref, err) //nolint:errorlint // Badger errors stay inside the store
+	}
+	var lset labels.Labels
+	if err := item.Value(func(v []byte) error {
+		var derr error
+		lset, _, derr = decodeLabels(v, sb)
+		return derr
+	}); err != nil {
+		return labels.EmptyLabels(), err
+	}
+	if p.seriesSize.Load() < maxCachedSeries {
+		if _, loaded := p.series.LoadOrStore(ref, lset); !loaded {
+			p.seriesSize.Add(1)
+		}
+	}
+	return lset, nil
+}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -49,7 +50,16 @@ type partition struct {
 	// 0 while it holds nothing.
 	boundsMu           sync.Mutex
 	minNanos, maxNanos uint64
+
+	// series caches the labels of the partition's metric series by ref:
+	// they never change once written, and queries that select many series
+	// by a posting would otherwise read each from Badger.
+	series     sync.Map // uint64 -> labels.Labels
+	seriesSize atomic.Int64
 }
+
+// maxCachedSeries bounds a partition's series label cache.
+const maxCachedSeries = 500_000
 
 func partitionName(start time.Time) string { return start.UTC().Format(partitionNameLayout) }
 

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"cmp"
+	"container/heap"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -500,16 +501,19 @@ func (db *DB) SearchTraces(ctx context.Context, q TraceSearch) (SearchResult, er
 				return res, wrapRead(err)
 			}
 		}
-		slices.SortFunc(cands, func(a, b posting) int {
-			switch {
-			case a.start > b.start:
-				return -1
-			case a.start < b.start:
-				return 1
+		// Newest first, taken from a heap: a busy minute can hold many
+		// more postings than a search needs, and sorting them all would
+		// cost more than the search.
+		h := postingHeap(cands)
+		heap.Init(&h)
+		cands = cands[:0:0]
+		next := func() (posting, bool) {
+			if h.Len() == 0 {
+				return posting{}, false
 			}
-			return bytes.Compare(a.id[:], b.id[:])
-		})
-		for _, c := range cands {
+			return heap.Pop(&h).(posting), true
+		}
+		for c, more := next(); more; c, more = next() {
 			if len(res.Traces) >= q.Limit {
 				break
 			}
@@ -540,6 +544,25 @@ func (db *DB) SearchTraces(ctx context.Context, q TraceSearch) (SearchResult, er
 		cur = minute - 1
 	}
 	return res, nil
+}
+
+// postingHeap orders postings newest first.
+type postingHeap []posting
+
+func (h postingHeap) Len() int { return len(h) }
+func (h postingHeap) Less(i, j int) bool {
+	if h[i].start != h[j].start {
+		return h[i].start > h[j].start
+	}
+	return bytes.Compare(h[i].id[:], h[j].id[:]) < 0
+}
+func (h postingHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *postingHeap) Push(x any)   { *h = append(*h, x.(posting)) }
+func (h *postingHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 // batchTraces reads the trace ids of batch seq.

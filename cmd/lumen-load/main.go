@@ -13,6 +13,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -44,6 +45,7 @@ type options struct {
 	series             int
 	streams            int
 	mix                string
+	searches           int
 }
 
 func main() {
@@ -60,6 +62,7 @@ func main() {
 	flag.BoolVar(&o.compress, "gzip", false, "gzip-compress requests")
 	flag.StringVar(&o.signal, "signal", "traces", "traces (OTLP gRPC), metrics (remote write 1.0 to --http) or logs (Loki push to --http)")
 	flag.IntVar(&o.streams, "streams", 100, "logs: streams")
+	flag.IntVar(&o.searches, "searches", 0, "traces: Tempo searches to time after the load")
 	flag.StringVar(&o.mix, "mix", "realistic", "logs: realistic (skewed values, as real traffic) or uniform (uniformly random values, a compressor's worst case)")
 	flag.IntVar(&o.series, "series", 100_000, "metrics: active series")
 	flag.Parse()
@@ -127,6 +130,9 @@ func run(o options, out io.Writer) error {
 				td := ptrace.NewTraces()
 				reqs[i%distinct].CopyTo(td)
 				first := otlptest.Renumber(td, rnd)
+				// And times of now, as live traffic has: traces spread
+				// over the run, not all in the minute the templates were made.
+				shift(td, pcommon.Timestamp(time.Since(g.Start)))
 				if _, err := client.Export(ctx, ptraceotlp.NewExportRequestFromTraces(td), callOpts...); err != nil {
 					if ctx.Err() != nil {
 						return
@@ -169,7 +175,67 @@ func run(o options, out io.Writer) error {
 		}
 		fmt.Fprintln(out)
 	}
-	return lookups(o, ids, out)
+	if err := lookups(o, ids, out); err != nil {
+		return err
+	}
+	return searches(o, start.Add(-5*time.Minute), time.Now().Add(time.Minute), out)
+}
+
+// searches times Tempo searches over everything sent: service + span
+// duration + attribute (a TraceQL filter), and service alone.
+func searches(o options, from, to time.Time, out io.Writer) error {
+	if o.searches == 0 {
+		return nil
+	}
+	client := &http.Client{Timeout: 30 * time.Second}
+	rnd := rand.New(rand.NewPCG(7, 8))
+	routes := []string{"/api/orders", "/api/orders/{id}", "/api/cart", "/api/users/{id}", "/healthz", "/api/checkout"}
+	for _, kind := range []string{"service + duration + attribute", "service"} {
+		lat := make([]time.Duration, 0, o.searches)
+		found := 0
+		deadline := time.Now().Add(time.Minute)
+		for range o.searches {
+			if time.Now().After(deadline) {
+				break
+			}
+			q := fmt.Sprintf(`{ resource.service.name = "svc-%d" && duration > 4ms && span.http.route = %q }`, rnd.IntN(4), routes[rnd.IntN(len(routes))])
+			if kind == "service" {
+				q = fmt.Sprintf(`{ resource.service.name = "svc-%d" }`, rnd.IntN(4))
+			}
+			u := "http://" + o.httpAddr + "/api/search?" + url.Values{"q": {q}, "start": {fmt.Sprint(from.Unix())}, "end": {fmt.Sprint(to.Unix())}, "limit": {"20"}}.Encode()
+			t0 := time.Now()
+			resp, err := client.Get(u)
+			if err != nil {
+				return fmt.Errorf("search: %w", err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			lat = append(lat, time.Since(t0))
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("search %s: HTTP %d: %.200s", q, resp.StatusCode, body)
+			}
+			found += strings.Count(string(body), `"traceID"`)
+		}
+		slices.Sort(lat)
+		fmt.Fprintf(out, "search (%s), %d queries, %.1f traces each: p50 %s, p99 %s, max %s\n", kind, len(lat), float64(found)/float64(len(lat)),
+			lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)*99/100].Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond))
+	}
+	return nil
+}
+
+// shift moves every span and event of td later by d.
+func shift(td ptrace.Traces, d pcommon.Timestamp) {
+	for _, rs := range td.ResourceSpans().All() {
+		for _, ss := range rs.ScopeSpans().All() {
+			for _, sp := range ss.Spans().All() {
+				sp.SetStartTimestamp(sp.StartTimestamp() + d)
+				sp.SetEndTimestamp(sp.EndTimestamp() + d)
+				for _, ev := range sp.Events().All() {
+					ev.SetTimestamp(ev.Timestamp() + d)
+				}
+			}
+		}
+	}
 }
 
 // waitReady waits for the server's /-/ready, so a load run does not start

@@ -94,6 +94,14 @@ func TestSpanMetricsAndServiceGraph(t *testing.T) {
 		linked = linked || e.SeriesLabels["__name__"] == "traces_spanmetrics_calls_total"
 	}
 	require.True(t, linked, "the trace's answer lists the span-metrics exemplars that point at it")
+	red := map[string]bool{}
+	for _, ss := range got.Metrics.Series {
+		if ss.Metric["__name__"] == "traces_spanmetrics_calls_total" {
+			red[ss.Service] = true
+		}
+	}
+	require.Equal(t, map[string]bool{"backend": true, "client": true, "db": true, "frontend": true}, red,
+		"and the RED series of every service in it")
 }
 
 func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
