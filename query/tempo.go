@@ -307,31 +307,32 @@ func (a *TempoAPI) plan(q *traceql.Query) store.TraceSearch {
 			ts.MaxDuration = uint64(c.Dur)
 		}
 	}
-	switch {
-	case service != "" && name != "":
-		ts.Drive = store.Term{Kind: store.TermName, A: service, B: name}
-		return ts
+	// The drive term: service + span name, an indexed attribute value,
+	// error status, the service; the other indexed conditions narrow it.
+	var terms []store.Term
+	if service != "" && name != "" {
+		terms = append(terms, store.Term{Kind: store.TermName, A: service, B: name})
 	}
-	for _, c := range conds { // an indexed attribute value
+	for _, c := range conds {
 		if c.Op == "=" && !c.IsNum && !c.IsDur && a.indexed[c.Name] {
 			switch c.Scope {
 			case "span":
-				ts.Drive = store.Term{Kind: store.TermSpanAttr, A: c.Name, B: c.Str}
-				return ts
+				terms = append(terms, store.Term{Kind: store.TermSpanAttr, A: c.Name, B: c.Str})
 			case "resource":
-				ts.Drive = store.Term{Kind: store.TermResAttr, A: c.Name, B: c.Str}
-				return ts
+				terms = append(terms, store.Term{Kind: store.TermResAttr, A: c.Name, B: c.Str})
 			}
 		}
 	}
 	for _, c := range conds {
 		if c.Scope == "intrinsic" && c.Name == "status" && c.Op == "=" && c.Str == "error" {
-			ts.Drive = store.Term{Kind: store.TermError}
-			return ts
+			terms = append(terms, store.Term{Kind: store.TermError})
 		}
 	}
-	if service != "" {
-		ts.Drive = store.Term{Kind: store.TermService, A: service}
+	if service != "" && name == "" {
+		terms = append(terms, store.Term{Kind: store.TermService, A: service})
+	}
+	if len(terms) > 0 {
+		ts.Drive, ts.Also = terms[0], terms[1:]
 	}
 	return ts
 }

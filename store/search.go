@@ -22,16 +22,16 @@ import (
 
 // Trace search keys in each partition (see store/FORMAT.md):
 //
-//	KEY: 0x04 term ^minute[4] seq[8]  -> postings: the traces of batch seq with the term, whose
-//	                                     spans with it start in that minute
+//	KEY: 0x04 term ^second[4] seq[8]  -> postings: the traces of batch seq with the term, whose
+//	                                     spans with it start in that second
 //	KEY: 0x05 term                    -> empty: the catalog of terms (services, span names, values)
 //	term     := kind[1] uvarint(len) a uvarint(len) b
 //	KEY: 0x06 seq[8]                  -> trace_id[16] × n: the traces of batch seq, by ordinal
-//	postings := uvarint(n) { uvarint(ordinal) uvarint(µs into the minute) uvarint(min dur µs) uvarint(max dur µs) }
+//	postings := uvarint(n) { uvarint(ordinal) uvarint(µs into the second) uvarint(min dur µs) uvarint(max dur µs) }
 //
-// One key per (term, batch, minute) rather than per (term, trace) keeps the
-// index to tens of keys per request of a thousand spans. ^minute is the
-// complement of the start minute, so a prefix scan meets the newest first;
+// One key per (term, batch, second) rather than per (term, trace) keeps the
+// index to tens of keys per request of a thousand spans. ^second is the
+// complement of the start second, so a prefix scan meets the newest first;
 // fields are length-prefixed, so service "foo" with span name "bar" never
 // collides with "foob" and "ar".
 const (
@@ -138,7 +138,10 @@ func serviceOf(res pcommon.Resource) string {
 	return ""
 }
 
-const nsPerMinute = uint64(60e9)
+// nsPerMinute is the width of a postings bucket: one second, so that a
+// search of a busy moment decodes few postings it does not need. (Names
+// say minute for the bucket; FORMAT.md says what it is.)
+const nsPerMinute = uint64(1e9)
 
 // searchEntries computes a request's search index, before its spans are
 // moved into frames. Terms are interned and entries aggregated by sorting,
@@ -180,7 +183,7 @@ func (db *DB) searchEntries(td ptrace.Traces) *searchBatch {
 				}
 				start, end := uint64(sp.StartTimestamp()), uint64(sp.EndTimestamp())
 				dur := end - min(end, start)
-				e := searchEntry{minute: uint32(start / nsPerMinute), trace: ord, start: start, minDur: dur, maxDur: dur}
+				e := searchEntry{minute: uint32(min(start/nsPerMinute, math.MaxUint32)), trace: ord, start: start, minDur: dur, maxDur: dur}
 				add := func(t int32) {
 					e.term = t
 					sb.entries = append(sb.entries, e)
@@ -207,21 +210,17 @@ func (db *DB) searchEntries(td ptrace.Traces) *searchBatch {
 			}
 		}
 	}
-	// Aggregate per (term, minute, trace) through a map on a packed key,
-	// then sort the (far fewer) aggregates by that key.
-	minMinute := uint32(math.MaxUint32)
-	for i := range sb.entries {
-		minMinute = min(minMinute, sb.entries[i].minute)
+	// Aggregate per (term, bucket, trace) through a map, then sort the
+	// (far fewer) aggregates.
+	type aggKey struct {
+		term          int32
+		minute, trace uint32
 	}
-	packed := func(e *searchEntry) uint64 {
-		return uint64(e.term)<<40 | uint64(min(e.minute-minMinute, 1<<16-1))<<24 | uint64(e.trace&(1<<24-1))
-	}
-	at := make(map[uint64]int32, len(sb.entries)/4)
+	at := make(map[aggKey]int32, len(sb.entries)/4)
 	out := make([]searchEntry, 0, len(sb.entries)/4)
-	keys := make([]uint64, 0, len(sb.entries)/4)
 	for i := range sb.entries {
 		e := &sb.entries[i]
-		k := packed(e)
+		k := aggKey{e.term, e.minute, e.trace}
 		if j, ok := at[k]; ok {
 			l := &out[j]
 			l.start = min(l.start, e.start)
@@ -231,18 +230,16 @@ func (db *DB) searchEntries(td ptrace.Traces) *searchBatch {
 		}
 		at[k] = int32(len(out))
 		out = append(out, *e)
-		keys = append(keys, k)
 	}
-	order := make([]int32, len(out))
-	for i := range order {
-		order[i] = int32(i)
-	}
-	slices.SortFunc(order, func(a, b int32) int { return cmp.Compare(keys[a], keys[b]) })
-	sorted := make([]searchEntry, len(out))
-	for i, j := range order {
-		sorted[i] = out[j]
-	}
-	out = sorted
+	slices.SortFunc(out, func(a, b searchEntry) int {
+		if c := cmp.Compare(a.term, b.term); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.minute, b.minute); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.trace, b.trace)
+	})
 	sb.entries = out
 	return sb
 }
@@ -387,6 +384,9 @@ type TraceSearch struct {
 	// Drive is the index term the search walks, newest first: the most
 	// selective one the query implies (zero: every trace).
 	Drive Term
+	// Also are terms that a matching span has too: candidates must have
+	// them in the same bucket.
+	Also []Term
 	// MinDuration and MaxDuration (ns, 0: unbounded) prune candidates by
 	// the durations of their spans with the Drive term.
 	MinDuration, MaxDuration uint64
@@ -437,7 +437,7 @@ func (db *DB) SearchTraces(ctx context.Context, q TraceSearch) (SearchResult, er
 	var res SearchResult
 	seen := map[model.TraceID]bool{}
 	prefix := termPrefix(q.Drive)
-	cur, last := uint32(q.End/nsPerMinute), uint32(q.Start/nsPerMinute)
+	cur, last := uint32(min(q.End/nsPerMinute, math.MaxUint32)), uint32(min(q.Start/nsPerMinute, math.MaxUint32))
 	// Minute by minute, newest first: the postings of one minute from every
 	// partition, ordered by start, are the next candidates. Minutes with no
 	// postings are skipped by seeking.
@@ -467,39 +467,28 @@ func (db *DB) SearchTraces(ctx context.Context, q TraceSearch) (SearchResult, er
 		if !found || minute < last {
 			break
 		}
-		var cands []posting
-		for _, p := range live {
-			err := p.view(func(txn *badger.Txn) error {
-				mp := binary.BigEndian.AppendUint32(slices.Clone(prefix), ^minute)
-				it := txn.NewIterator(badger.IteratorOptions{Prefix: mp})
-				defer it.Close()
-				for it.Rewind(); it.Valid(); it.Next() {
-					k := it.Item().Key()
-					if len(k) != len(mp)+8 {
-						return fmt.Errorf("%w: search key of %d bytes", ErrCorrupt, len(k))
-					}
-					traces, err := batchTraces(txn, binary.BigEndian.Uint64(k[len(mp):]))
-					if err != nil {
-						return err
-					}
-					err = it.Item().Value(func(v []byte) error {
-						return decodePostings(minute, v, traces, func(ps posting) bool {
-							if ps.start > q.End || ps.start < q.Start || ps.maxDur < q.MinDuration || (q.MaxDuration > 0 && ps.minDur > q.MaxDuration) {
-								return true
-							}
-							cands = append(cands, ps)
-							return true
-						})
-					})
-					if err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-			if err != nil {
-				return res, wrapRead(err)
+		cands, err := readBucket(live, prefix, minute, func(ps posting) bool {
+			return ps.start <= q.End && ps.start >= q.Start && ps.maxDur >= q.MinDuration && (q.MaxDuration == 0 || ps.minDur <= q.MaxDuration)
+		})
+		if err != nil {
+			return res, err
+		}
+		// Traces must also have every Also term in the same bucket: the
+		// conditions hold on one span, whose start puts all its terms in
+		// one bucket.
+		for _, t := range q.Also {
+			if len(cands) == 0 {
+				break
 			}
+			has, err := readBucket(live, termPrefix(t), minute, func(posting) bool { return true })
+			if err != nil {
+				return res, err
+			}
+			in := make(map[model.TraceID]struct{}, len(has))
+			for _, ps := range has {
+				in[ps.id] = struct{}{}
+			}
+			cands = slices.DeleteFunc(cands, func(ps posting) bool { _, ok := in[ps.id]; return !ok })
 		}
 		// Newest first, taken from a heap: a busy minute can hold many
 		// more postings than a search needs, and sorting them all would
@@ -544,6 +533,45 @@ func (db *DB) SearchTraces(ctx context.Context, q TraceSearch) (SearchResult, er
 		cur = minute - 1
 	}
 	return res, nil
+}
+
+// readBucket reads one term's postings of one bucket from every partition,
+// keeping those keep accepts.
+func readBucket(parts []*partition, prefix []byte, minute uint32, keep func(posting) bool) ([]posting, error) {
+	var out []posting
+	for _, p := range parts {
+		err := p.view(func(txn *badger.Txn) error {
+			mp := binary.BigEndian.AppendUint32(slices.Clone(prefix), ^minute)
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: mp})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				k := it.Item().Key()
+				if len(k) != len(mp)+8 {
+					return fmt.Errorf("%w: search key of %d bytes", ErrCorrupt, len(k))
+				}
+				traces, err := batchTraces(txn, binary.BigEndian.Uint64(k[len(mp):]))
+				if err != nil {
+					return err
+				}
+				err = it.Item().Value(func(v []byte) error {
+					return decodePostings(minute, v, traces, func(ps posting) bool {
+						if keep(ps) {
+							out = append(out, ps)
+						}
+						return true
+					})
+				})
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, wrapRead(err)
+		}
+	}
+	return out, nil
 }
 
 // postingHeap orders postings newest first.
