@@ -68,6 +68,7 @@ func (a *TempoAPI) Register(mux *http.ServeMux, wrap func(route string, h http.H
 	} {
 		mux.Handle("GET "+path, wrap(path+" (tempo)", h))
 	}
+	mux.Handle("GET /api/v1/search", wrap("/api/v1/search", http.HandlerFunc(a.lumenSearch)))
 }
 
 func (a *TempoAPI) fail(w http.ResponseWriter, err error) {

@@ -190,6 +190,54 @@ func TestTempoAPI(t *testing.T) {
 	require.Empty(t, search(with("q", `{ resource.service.name = "db" && status = error }`)))
 	require.Empty(t, search(url.Values{"start": {fmt.Sprint(base.Add(-time.Hour).Unix())}, "end": {fmt.Sprint(base.Add(-30 * time.Minute).Unix())}}))
 
+	// Lumen's own search: the summaries the UI lists, root-only too.
+	lumen := func(kv ...string) []string {
+		q := url.Values{"start": {fmt.Sprint(base.UnixNano())}, "end": {fmt.Sprint(base.Add(time.Minute).UnixNano())}}
+		for i := 0; i+1 < len(kv); i += 2 {
+			q.Add(kv[i], kv[i+1])
+		}
+		code, body := tempoGet(t, s, "/api/v1/search", q)
+		require.Equal(t, http.StatusOK, code, string(body))
+		var r struct {
+			Traces []struct {
+				TraceID     string   `json:"traceId"`
+				RootService string   `json:"rootService"`
+				SpanCount   int      `json:"spanCount"`
+				ErrorCount  int      `json:"errorCount"`
+				Services    []string `json:"services"`
+				Matched     []struct {
+					Name string `json:"name"`
+				} `json:"matched"`
+			} `json:"traces"`
+		}
+		require.NoError(t, json.Unmarshal(body, &r))
+		var out []string
+		for _, tr := range r.Traces {
+			require.Equal(t, "client", tr.RootService)
+			require.Equal(t, 4, tr.SpanCount)
+			require.Equal(t, []string{"backend", "client", "db", "frontend"}, tr.Services)
+			out = append(out, tr.TraceID[30:])
+		}
+		return out
+	}
+	require.Equal(t, []string{"03"}, lumen("service", "backend", "status", "error"))
+	require.Equal(t, []string{"06", "05", "04", "03", "02", "01"}, lumen("root", "true", "service", "client"))
+	require.Equal(t, []string{"06", "05"}, lumen("root", "true", "service", "client", "name", "checkout", "limit", "2"))
+	require.Empty(t, lumen("root", "true", "service", "frontend"), "the frontend's spans are not roots")
+	require.Equal(t, []string{"04"}, lumen("service", "frontend", "minDuration", "1s"))
+	require.Equal(t, []string{"02"}, lumen("attr", "order.id=o-2", "attr", "rpc.method=Reserve"))
+	require.Equal(t, []string{"06", "05", "04", "03", "02", "01"}, lumen("name", "SELECT stock", "maxDuration", "10ms"))
+	for q, want := range map[string]string{
+		"status=bad": `status="bad"`, "minDuration=x": `minDuration="x" is not a duration`,
+		"attr=noeq": `attr="noeq" is not key=value`, "limit=0": `limit="0" is not an integer`, "start=soon": `start="soon" is not a time`,
+	} {
+		params, err := url.ParseQuery(q)
+		require.NoError(t, err)
+		code, body := tempoGet(t, s, "/api/v1/search", params)
+		require.Equal(t, http.StatusBadRequest, code, q)
+		require.Contains(t, string(body), want)
+	}
+
 	code, body := tempoGet(t, s, "/api/search", with("q", `{ resource.service.name = "backend" && status = error }`))
 	require.Equal(t, http.StatusOK, code, string(body))
 	golden(t, "tempo_search", body, base)
