@@ -73,6 +73,10 @@ type TraceMetrics struct {
 	// service_name or service label names it, with their samples over the
 	// trace's time range ± 5 minutes, in Prometheus' matrix shape.
 	Series []ServiceSeries `json:"series"`
+	// ServiceGraph are the calls between services, in the window, on edges
+	// that touch a service of the trace (from the service graph Lumen keeps
+	// at ingest).
+	ServiceGraph []Dependency `json:"serviceGraph"`
 	// From and To are the window the series cover.
 	From time.Time `json:"from"`
 	To   time.Time `json:"to"`
@@ -280,7 +284,15 @@ func (a *API) trace(w http.ResponseWriter, r *http.Request) {
 			writeError(w, fmt.Errorf("%w: series of the trace's services: %w", store.ErrUnavailable, err))
 			return
 		}
-		resp.Metrics = &TraceMetrics{Exemplars: exemplarSeries(exemplars), Series: series, From: from, To: to}
+		graph, err := serviceGraph(r.Context(), a.r, from, to)
+		if err != nil {
+			writeError(w, fmt.Errorf("%w: service graph around the trace: %w", store.ErrUnavailable, err))
+			return
+		}
+		graph = slices.DeleteFunc(graph, func(d Dependency) bool {
+			return !slices.Contains(resp.Services, d.Parent) && !slices.Contains(resp.Services, d.Child)
+		})
+		resp.Metrics = &TraceMetrics{Exemplars: exemplarSeries(exemplars), Series: series, ServiceGraph: graph, From: from, To: to}
 	}
 	writeJSON(w, http.StatusOK, resp)
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/lumenobs/lumen/query"
 )
 
 // instantVector runs a PromQL instant query and returns value by the
@@ -102,6 +104,8 @@ func TestSpanMetricsAndServiceGraph(t *testing.T) {
 	}
 	require.Equal(t, map[string]bool{"backend": true, "client": true, "db": true, "frontend": true}, red,
 		"and the RED series of every service in it")
+	require.Equal(t, []query.Dependency{{Parent: "backend", Child: "db", CallCount: 6}, {Parent: "client", Child: "frontend", CallCount: 6}, {Parent: "frontend", Child: "backend", CallCount: 6}},
+		got.Metrics.ServiceGraph, "and the service graph around it")
 }
 
 func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
