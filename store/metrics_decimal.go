@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/bits"
 
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 )
 
@@ -303,19 +304,79 @@ func compactChunk(c builtChunk) (chunkenc.Encoding, []byte) {
 	return c.enc, c.data
 }
 
-// decimalAsXOR reads a decimal chunk back as the XOR chunk queries iterate.
-func decimalAsXOR(data []byte) (chunkenc.Chunk, error) {
+// decimalChunk is a decimal chunk decoded for reading: its samples are
+// iterated directly, not re-encoded as XOR. It cannot be appended to.
+type decimalChunk struct {
+	data []byte
+	ts   []int64
+	vs   []float64
+}
+
+func newDecimalChunk(data []byte) (*decimalChunk, error) {
 	ts, vs, err := decodeDecimalChunk(data)
 	if err != nil {
 		return nil, err
 	}
-	c := chunkenc.NewXORChunk()
-	app, err := c.Appender()
-	if err != nil {
-		return nil, fmt.Errorf("xor appender: %w", err)
-	}
-	for i, t := range ts {
-		app.Append(0, t, vs[i])
-	}
-	return c, nil
+	return &decimalChunk{data: data, ts: ts, vs: vs}, nil
 }
+
+func (c *decimalChunk) Bytes() []byte               { return c.data }
+func (c *decimalChunk) Encoding() chunkenc.Encoding { return encDecimal }
+func (c *decimalChunk) NumSamples() int             { return len(c.ts) }
+func (c *decimalChunk) Compact()                    {}
+func (c *decimalChunk) Reset(stream []byte)         { c.data, c.ts, c.vs = stream, nil, nil }
+func (c *decimalChunk) Appender() (chunkenc.Appender, error) {
+	return nil, errors.New("a decimal chunk is written whole and cannot be appended to")
+}
+
+func (c *decimalChunk) Iterator(it chunkenc.Iterator) chunkenc.Iterator {
+	if d, ok := it.(*decimalIterator); ok {
+		d.ts, d.vs, d.i = c.ts, c.vs, -1
+		return d
+	}
+	return &decimalIterator{ts: c.ts, vs: c.vs, i: -1}
+}
+
+// decimalIterator iterates a decoded decimal chunk's float samples.
+type decimalIterator struct {
+	ts []int64
+	vs []float64
+	i  int
+}
+
+func (it *decimalIterator) Next() chunkenc.ValueType {
+	if it.i < len(it.ts) {
+		it.i++
+	}
+	if it.i >= len(it.ts) {
+		return chunkenc.ValNone
+	}
+	return chunkenc.ValFloat
+}
+
+// Seek moves to the first sample at or after t; a current sample that is
+// already there stays.
+func (it *decimalIterator) Seek(t int64) chunkenc.ValueType {
+	if it.i < 0 {
+		it.i = 0
+	}
+	for it.i < len(it.ts) && it.ts[it.i] < t {
+		it.i++
+	}
+	if it.i >= len(it.ts) {
+		return chunkenc.ValNone
+	}
+	return chunkenc.ValFloat
+}
+
+func (it *decimalIterator) At() (int64, float64) { return it.ts[it.i], it.vs[it.i] }
+func (it *decimalIterator) AtHistogram(*histogram.Histogram) (int64, *histogram.Histogram) {
+	return it.ts[it.i], nil
+}
+
+func (it *decimalIterator) AtFloatHistogram(*histogram.FloatHistogram) (int64, *histogram.FloatHistogram) {
+	return it.ts[it.i], nil
+}
+func (it *decimalIterator) AtT() int64  { return it.ts[it.i] }
+func (it *decimalIterator) AtST() int64 { return 0 }
+func (it *decimalIterator) Err() error  { return nil }

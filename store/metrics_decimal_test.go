@@ -78,10 +78,62 @@ func TestDecimalChunks(t *testing.T) {
 			for i := range vs {
 				require.Equal(t, math.Float64bits(vs[i]), math.Float64bits(gotV[i]), "sample %d", i)
 			}
-			c, err := decimalAsXOR(b)
+			c, err := newDecimalChunk(b)
 			require.NoError(t, err)
 			require.Equal(t, len(ts), c.NumSamples())
+			requireIteratesAsXOR(t, c, ts, vs)
 		})
+	}
+}
+
+// requireIteratesAsXOR checks a decimal chunk's iterator against
+// Prometheus' XOR iterator over the same samples: Next to the end, and
+// Seek to every timestamp and between them, from fresh and used iterators.
+func requireIteratesAsXOR(t *testing.T, c *decimalChunk, ts []int64, vs []float64) {
+	t.Helper()
+	xor := chunkenc.NewXORChunk()
+	app, err := xor.Appender()
+	require.NoError(t, err)
+	for i := range ts {
+		app.Append(0, ts[i], vs[i])
+	}
+	type step struct {
+		vt chunkenc.ValueType
+		t  int64
+		v  uint64
+	}
+	at := func(it chunkenc.Iterator, vt chunkenc.ValueType) step {
+		if vt == chunkenc.ValNone {
+			return step{vt: vt}
+		}
+		tt, v := it.At()
+		require.Equal(t, tt, it.AtT())
+		return step{vt, tt, math.Float64bits(v)}
+	}
+	d, x := c.Iterator(nil), xor.Iterator(nil)
+	for {
+		a, b := at(d, d.Next()), at(x, x.Next())
+		require.Equal(t, b, a)
+		if a.vt == chunkenc.ValNone {
+			break
+		}
+	}
+	require.NoError(t, d.Err())
+	targets := []int64{ts[0] - 1, ts[len(ts)-1] + 1}
+	for _, tt := range ts {
+		targets = append(targets, tt, tt+1)
+	}
+	for i, target := range targets {
+		d, x = c.Iterator(d), xor.Iterator(x)
+		first := at(x, x.Seek(target))
+		require.Equal(t, first, at(d, d.Seek(target)), "seek %d from fresh", target)
+		if first.vt == chunkenc.ValNone {
+			continue // past the end: what a later Seek returns is not defined
+		}
+		// A second, earlier seek stays where it is, as Prometheus' does.
+		back := targets[(i+1)%len(targets)]
+		require.Equal(t, at(x, x.Seek(back)), at(d, d.Seek(back)), "seek %d after %d", back, target)
+		require.Equal(t, at(x, x.Next()), at(d, d.Next()), "next after seeks")
 	}
 }
 
@@ -119,6 +171,11 @@ func FuzzDecimalChunk(f *testing.F) {
 		require.Equal(t, ts, gotT)
 		for i := range vs {
 			require.Equal(t, math.Float64bits(vs[i]), math.Float64bits(gotV[i]))
+		}
+		if len(ts) > 0 {
+			c, err := newDecimalChunk(b)
+			require.NoError(t, err)
+			requireIteratesAsXOR(t, c, ts, vs)
 		}
 	})
 }

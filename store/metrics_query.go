@@ -158,7 +158,7 @@ func (q *querier) chunksUnder(txn *badger.Txn, prefix []byte, out []chunkenc.Chu
 		}
 		var c chunkenc.Chunk
 		if enc := chunkenc.Encoding(val[0]); enc == encDecimal {
-			c, err = decimalAsXOR(val[1+w:])
+			c, err = newDecimalChunk(val[1+w:])
 		} else {
 			c, err = chunkenc.FromData(enc, val[1+w:])
 		}
