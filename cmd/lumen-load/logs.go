@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,8 +24,8 @@ import (
 // one of the forms Lumen reads), then measures trace-id lookups and a
 // needle query over everything sent.
 func runLogs(o options, out io.Writer) error {
-	if !strings.HasPrefix(o.httpAddr, "127.") && !strings.HasPrefix(o.httpAddr, "[::1]") && !strings.HasPrefix(o.httpAddr, "localhost") {
-		return fmt.Errorf("refusing to send load to %s: loopback addresses only", o.httpAddr)
+	if err := loopbackOnly(o.httpAddr); err != nil {
+		return err
 	}
 	if o.mix != "realistic" && o.mix != "uniform" {
 		return fmt.Errorf("--mix %q: realistic or uniform", o.mix)
@@ -124,57 +123,43 @@ func traceLookups(o options, ids []string, out io.Writer) error {
 	if o.lookups == 0 || len(ids) == 0 {
 		return nil
 	}
-	client := &http.Client{Timeout: 10 * time.Second}
-	lat := make([]time.Duration, 0, o.lookups)
 	rnd := rand.New(rand.NewPCG(5, 6))
-	deadline := time.Now().Add(time.Minute)
-	for range o.lookups {
-		if time.Now().After(deadline) {
-			break
+	lat, err := timedGets(&http.Client{Timeout: 10 * time.Second}, o.lookups, func() string {
+		return "http://" + o.httpAddr + "/api/v1/traces/" + ids[rnd.IntN(len(ids))] + "?include=logs"
+	}, func(u string, code int, body []byte) error {
+		if code != http.StatusOK || !bytes.Contains(body, []byte(`"logCount":`)) {
+			return fmt.Errorf("%s: HTTP %d: %.200s", u, code, body)
 		}
-		id := ids[rnd.IntN(len(ids))]
-		start := time.Now()
-		resp, err := client.Get("http://" + o.httpAddr + "/api/v1/traces/" + id + "?include=logs")
-		if err != nil {
-			return fmt.Errorf("trace by id: %w", err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		lat = append(lat, time.Since(start))
-		if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(`"logCount":`)) {
-			return fmt.Errorf("trace %s: HTTP %d: %.200s", id, resp.StatusCode, body)
-		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("trace by id: %w", err)
 	}
-	slices.Sort(lat)
-	fmt.Fprintf(out, "trace's logs by id over HTTP (%d lookups): p50 %s, p99 %s, max %s\n", len(lat),
-		lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)*99/100].Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond))
+	fmt.Fprintf(out, "trace's logs by id over HTTP (%d lookups): %s\n", len(lat), quantiles(lat))
 	return nil
 }
 
 // needleQuery times a rare-string query over the whole load: every
 // stream ({namespace="shop"}) or one of them.
 func needleQuery(o options, query string, from, to time.Time, out io.Writer) error {
-	client := &http.Client{Timeout: 2 * time.Minute}
 	q := url.Values{"query": {query}, "start": {fmt.Sprint(from.UnixNano())}, "end": {fmt.Sprint(to.UnixNano())}, "limit": {"1000"}}
-	var lat []time.Duration
-	for range 5 {
-		start := time.Now()
-		resp, err := client.Get("http://" + o.httpAddr + "/loki/api/v1/query_range?" + q.Encode())
-		if err != nil {
-			return fmt.Errorf("needle query: %w", err)
+	first := true
+	lat, err := timedGets(&http.Client{Timeout: 2 * time.Minute}, 5, func() string {
+		return "http://" + o.httpAddr + "/loki/api/v1/query_range?" + q.Encode()
+	}, func(_ string, code int, body []byte) error {
+		if code != http.StatusOK {
+			return fmt.Errorf("HTTP %d: %.300s", code, body)
 		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		lat = append(lat, time.Since(start))
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("needle query: HTTP %d: %.300s", resp.StatusCode, body)
-		}
-		if len(lat) == 1 {
+		if first {
 			fmt.Fprintf(out, "%s: %d matching lines\n", query, bytes.Count(body, []byte(" needle")))
+			first = false
 		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("needle query: %w", err)
 	}
-	slices.Sort(lat)
-	fmt.Fprintf(out, "%s (5 runs): min %s, median %s, max %s\n", query, lat[0].Round(time.Millisecond), lat[2].Round(time.Millisecond), lat[4].Round(time.Millisecond))
+	fmt.Fprintf(out, "%s (%d runs): min %s, median %s, max %s\n", query, len(lat), lat[0].Round(time.Millisecond), lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
 	return nil
 }
 

@@ -79,8 +79,8 @@ func run(o options, out io.Writer) error {
 	case "logs":
 		return runLogs(o, out)
 	}
-	if !strings.HasPrefix(o.grpcAddr, "127.") && !strings.HasPrefix(o.grpcAddr, "[::1]") && !strings.HasPrefix(o.grpcAddr, "localhost") {
-		return fmt.Errorf("refusing to send load to %s: loopback addresses only", o.grpcAddr)
+	if err := loopbackOnly(o.grpcAddr); err != nil {
+		return err
 	}
 	if err := waitReady(o.httpAddr, 10*time.Second); err != nil {
 		return err
@@ -191,34 +191,24 @@ func searches(o options, from, to time.Time, out io.Writer) error {
 	rnd := rand.New(rand.NewPCG(7, 8))
 	routes := []string{"/api/orders", "/api/orders/{id}", "/api/cart", "/api/users/{id}", "/healthz", "/api/checkout"}
 	for _, kind := range []string{"service + duration + attribute", "service"} {
-		lat := make([]time.Duration, 0, o.searches)
 		found := 0
-		deadline := time.Now().Add(time.Minute)
-		for range o.searches {
-			if time.Now().After(deadline) {
-				break
-			}
+		lat, err := timedGets(client, o.searches, func() string {
 			q := fmt.Sprintf(`{ resource.service.name = "svc-%d" && duration > 4ms && span.http.route = %q }`, rnd.IntN(4), routes[rnd.IntN(len(routes))])
 			if kind == "service" {
 				q = fmt.Sprintf(`{ resource.service.name = "svc-%d" }`, rnd.IntN(4))
 			}
-			u := "http://" + o.httpAddr + "/api/search?" + url.Values{"q": {q}, "start": {fmt.Sprint(from.Unix())}, "end": {fmt.Sprint(to.Unix())}, "limit": {"20"}}.Encode()
-			t0 := time.Now()
-			resp, err := client.Get(u)
-			if err != nil {
-				return fmt.Errorf("search: %w", err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			lat = append(lat, time.Since(t0))
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("search %s: HTTP %d: %.200s", q, resp.StatusCode, body)
+			return "http://" + o.httpAddr + "/api/search?" + url.Values{"q": {q}, "start": {fmt.Sprint(from.Unix())}, "end": {fmt.Sprint(to.Unix())}, "limit": {"20"}}.Encode()
+		}, func(u string, code int, body []byte) error {
+			if code != http.StatusOK {
+				return fmt.Errorf("%s: HTTP %d: %.200s", u, code, body)
 			}
 			found += strings.Count(string(body), `"traceID"`)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("search: %w", err)
 		}
-		slices.Sort(lat)
-		fmt.Fprintf(out, "search (%s), %d queries, %.1f traces each: p50 %s, p99 %s, max %s\n", kind, len(lat), float64(found)/float64(len(lat)),
-			lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)*99/100].Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond))
+		fmt.Fprintf(out, "search (%s), %d queries, %.1f traces each: %s\n", kind, len(lat), float64(found)/float64(len(lat)), quantiles(lat))
 	}
 	return nil
 }
@@ -261,30 +251,58 @@ func lookups(o options, ids []pcommon.TraceID, out io.Writer) error {
 	if o.lookups == 0 || len(ids) == 0 {
 		return nil
 	}
-	client := &http.Client{Timeout: 10 * time.Second}
-	lat := make([]time.Duration, 0, o.lookups)
 	rnd := rand.New(rand.NewPCG(3, 4))
+	lat, err := timedGets(&http.Client{Timeout: 10 * time.Second}, o.lookups, func() string {
+		return "http://" + o.httpAddr + "/api/v1/traces/" + ids[rnd.IntN(len(ids))].String()
+	}, func(u string, code int, _ []byte) error {
+		if code != http.StatusOK {
+			return fmt.Errorf("%s: HTTP %d", u, code)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("trace by id: %w", err)
+	}
+	fmt.Fprintf(out, "trace by id over HTTP (%d lookups): %s\n", len(lat), quantiles(lat))
+	return nil
+}
+
+// timedGets issues up to n GETs of the URLs next gives, for at most a
+// minute, checks each answer, and returns their latencies, sorted.
+func timedGets(client *http.Client, n int, next func() string, check func(u string, code int, body []byte) error) ([]time.Duration, error) {
+	lat := make([]time.Duration, 0, n)
 	deadline := time.Now().Add(time.Minute)
-	for range o.lookups {
+	for range n {
 		if time.Now().After(deadline) {
 			break
 		}
-		id := ids[rnd.IntN(len(ids))]
+		u := next()
 		t0 := time.Now()
-		resp, err := client.Get("http://" + o.httpAddr + "/api/v1/traces/" + id.String())
+		resp, err := client.Get(u)
 		if err != nil {
-			return fmt.Errorf("trace by id: %w", err)
+			return nil, err
 		}
-		_, _ = io.Copy(io.Discard, resp.Body)
+		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		lat = append(lat, time.Since(t0))
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("trace %s: HTTP %d", id, resp.StatusCode)
+		if err := check(u, resp.StatusCode, body); err != nil {
+			return nil, err
 		}
 	}
 	slices.Sort(lat)
-	fmt.Fprintf(out, "trace by id over HTTP (%d lookups): p50 %s, p99 %s, max %s\n", len(lat),
-		lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)*99/100].Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond))
+	return lat, nil
+}
+
+// quantiles writes sorted latencies as p50, p99 and max.
+func quantiles(lat []time.Duration) string {
+	return fmt.Sprintf("p50 %s, p99 %s, max %s", lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)*99/100].Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond))
+}
+
+// loopbackOnly refuses to send load anywhere but this machine.
+func loopbackOnly(addr string) error {
+	if !strings.HasPrefix(addr, "127.") && !strings.HasPrefix(addr, "[::1]") && !strings.HasPrefix(addr, "localhost") {
+		return fmt.Errorf("refusing to send load to %s: loopback addresses only", addr)
+	}
 	return nil
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,8 +17,8 @@ import (
 // does: batches of --batch samples, each from a different series, the series
 // scraped in turn every 15 s of sample time (values: see sampleValue).
 func runMetrics(o options, out io.Writer) error {
-	if !strings.HasPrefix(o.httpAddr, "127.") && !strings.HasPrefix(o.httpAddr, "[::1]") && !strings.HasPrefix(o.httpAddr, "localhost") {
-		return fmt.Errorf("refusing to send load to %s: loopback addresses only", o.httpAddr)
+	if err := loopbackOnly(o.httpAddr); err != nil {
+		return err
 	}
 	if err := waitReady(o.httpAddr, 10*time.Second); err != nil {
 		return err
