@@ -40,10 +40,8 @@ func New(r Reader, log *zap.Logger) *API {
 
 // Register adds the API's routes to mux. wrap, if not nil, instruments each
 // handler under its route name.
-func (a *API) Register(mux *http.ServeMux, wrap func(route string, h http.Handler) http.Handler) {
-	if wrap == nil {
-		wrap = func(_ string, h http.Handler) http.Handler { return h }
-	}
+func (a *API) Register(mux *http.ServeMux, wrap Wrap) {
+	wrap = orPlain(wrap)
 	mux.Handle("GET /api/v1/traces/{trace_id}", wrap("/api/v1/traces/{trace_id}", http.HandlerFunc(a.trace)))
 	// Prometheus answers metadata from its scrape targets; Lumen from what
 	// remote write and OTLP sent.

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net/http"
 
+	"go.uber.org/zap"
+
 	"github.com/lumenobs/lumen/internal/model"
 	"github.com/lumenobs/lumen/query/logql"
 	"github.com/lumenobs/lumen/query/traceql"
@@ -73,4 +75,25 @@ func httpStatus(w http.ResponseWriter, err error) int {
 		return http.StatusGatewayTimeout
 	}
 	return http.StatusInternalServerError
+}
+
+// failStatus is httpStatus, logging the failures that are the server's
+// (the logger names the API).
+func failStatus(w http.ResponseWriter, log *zap.Logger, err error) int {
+	code := httpStatus(w, err)
+	if code >= 500 {
+		log.Warn("query failed", zap.Error(err))
+	}
+	return code
+}
+
+// Wrap instruments a handler under its route name.
+type Wrap func(route string, h http.Handler) http.Handler
+
+// orPlain returns wrap, or one that leaves handlers as they are.
+func orPlain(wrap Wrap) Wrap {
+	if wrap == nil {
+		return func(_ string, h http.Handler) http.Handler { return h }
+	}
+	return wrap
 }

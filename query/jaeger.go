@@ -50,10 +50,8 @@ func NewJaeger(r JaegerReader, log *zap.Logger) *JaegerAPI {
 const JaegerPrefix = "/jaeger"
 
 // Register adds the Jaeger routes to mux.
-func (a *JaegerAPI) Register(mux *http.ServeMux, wrap func(route string, h http.Handler) http.Handler) {
-	if wrap == nil {
-		wrap = func(_ string, h http.Handler) http.Handler { return h }
-	}
+func (a *JaegerAPI) Register(mux *http.ServeMux, wrap Wrap) {
+	wrap = orPlain(wrap)
 	for path, h := range map[string]http.HandlerFunc{
 		"/api/services":                      a.services,
 		"/api/services/{service}/operations": a.serviceOperations,
@@ -81,10 +79,7 @@ type jaegerResponse struct {
 }
 
 func (a *JaegerAPI) fail(w http.ResponseWriter, err error) {
-	code := httpStatus(w, err)
-	if code >= 500 {
-		a.log.Warn("jaeger query failed", zap.Error(err))
-	}
+	code := failStatus(w, a.log, err)
 	writeJSON(w, code, jaegerResponse{Errors: []jaegerError{{Code: code, Msg: err.Error()}}})
 }
 

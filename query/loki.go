@@ -44,10 +44,8 @@ func NewLoki(r LogReader, cfg LokiConfig, log *zap.Logger) *LokiAPI {
 }
 
 // Register adds the Loki routes to mux; wrap instruments each handler.
-func (a *LokiAPI) Register(mux *http.ServeMux, wrap func(route string, h http.Handler) http.Handler) {
-	if wrap == nil {
-		wrap = func(_ string, h http.Handler) http.Handler { return h }
-	}
+func (a *LokiAPI) Register(mux *http.ServeMux, wrap Wrap) {
+	wrap = orPlain(wrap)
 	for _, rt := range []struct {
 		path string
 		h    http.HandlerFunc
@@ -68,11 +66,7 @@ func (a *LokiAPI) Register(mux *http.ServeMux, wrap func(route string, h http.Ha
 
 // lokiError answers as Loki does: the status, and the message as text.
 func (a *LokiAPI) lokiError(w http.ResponseWriter, err error) {
-	code := httpStatus(w, err)
-	if code >= 500 {
-		a.log.Warn("loki query failed", zap.Error(err))
-	}
-	http.Error(w, err.Error(), code)
+	http.Error(w, err.Error(), failStatus(w, a.log, err))
 }
 
 // lokiTime parses a Loki time parameter: unix nanoseconds (or seconds, when

@@ -51,10 +51,8 @@ func NewTempo(r TraceReader, indexed []string, version string, log *zap.Logger) 
 }
 
 // Register adds the Tempo routes to mux.
-func (a *TempoAPI) Register(mux *http.ServeMux, wrap func(route string, h http.Handler) http.Handler) {
-	if wrap == nil {
-		wrap = func(_ string, h http.Handler) http.Handler { return h }
-	}
+func (a *TempoAPI) Register(mux *http.ServeMux, wrap Wrap) {
+	wrap = orPlain(wrap)
 	for path, h := range map[string]http.HandlerFunc{
 		"/api/traces/{trace_id}":          a.traceV1,
 		"/api/v2/traces/{trace_id}":       a.traceV2,
@@ -71,12 +69,9 @@ func (a *TempoAPI) Register(mux *http.ServeMux, wrap func(route string, h http.H
 	mux.Handle("GET /api/v1/search", wrap("/api/v1/search", http.HandlerFunc(a.lumenSearch)))
 }
 
+// fail answers as Tempo does: the status, and the message as text.
 func (a *TempoAPI) fail(w http.ResponseWriter, err error) {
-	code := httpStatus(w, err)
-	if code >= 500 {
-		a.log.Warn("tempo query failed", zap.Error(err))
-	}
-	http.Error(w, err.Error(), code)
+	http.Error(w, err.Error(), failStatus(w, a.log, err))
 }
 
 func (a *TempoAPI) readTrace(w http.ResponseWriter, r *http.Request) (ptrace.Traces, bool) {
