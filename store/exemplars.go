@@ -91,20 +91,6 @@ func decodeExemplar(k, v []byte, sb *labels.ScratchBuilder) (exemplar.Exemplar, 
 	}, nil
 }
 
-func seriesLabels(txn *badger.Txn, ref uint64, sb *labels.ScratchBuilder) (labels.Labels, error) {
-	item, err := txn.Get(seriesKey(ref))
-	if err != nil {
-		return labels.EmptyLabels(), fmt.Errorf("%w: series %d: %v", ErrCorrupt, ref, err) //nolint:errorlint // Badger errors stay inside the store
-	}
-	var ls labels.Labels
-	err = item.Value(func(v []byte) error {
-		var derr error
-		ls, _, derr = decodeLabels(v, sb)
-		return derr
-	})
-	return ls, err
-}
-
 // exemplarResults groups exemplars by their series labels.
 type exemplarResults struct {
 	order []string
@@ -172,7 +158,7 @@ func (db *DB) TraceExemplars(ctx context.Context, id model.TraceID) ([]exemplar.
 				if err != nil {
 					return err
 				}
-				series, err := seriesLabels(txn, ref, &sb)
+				series, err := seriesIndex.labelsOf(txn, ref, &sb)
 				if err != nil {
 					return err
 				}
@@ -225,7 +211,7 @@ func (q exemplarQuerier) Select(start, end int64, sets ...[]*labels.Matcher) ([]
 						continue
 					}
 					seen[ref] = true
-					series, err := seriesLabels(txn, ref, &sb)
+					series, err := seriesIndex.labelsOf(txn, ref, &sb)
 					if err != nil {
 						return err
 					}

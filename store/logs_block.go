@@ -27,7 +27,7 @@ const (
 	nsLogTrace      byte = 0x43
 )
 
-var streamIndex = labelIndex{sets: nsStream, postings: nsStreamPosting}
+var streamIndex = labelIndex{sets: nsStream, postings: nsStreamPosting, what: "stream"}
 
 // LogEntry is one log line of a stream.
 type LogEntry struct {

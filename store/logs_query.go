@@ -153,7 +153,7 @@ func (db *DB) selectPartition(ctx context.Context, p *partition, q LogSelect, g 
 			return err
 		}
 		for _, ref := range refs {
-			lset, err := streamLabels(txn, ref, &sb)
+			lset, err := streamIndex.labelsOf(txn, ref, &sb)
 			if err != nil {
 				return err
 			}
@@ -258,20 +258,6 @@ func wrapRead(err error) error {
 	return fmt.Errorf("%w: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
 }
 
-func streamLabels(txn *badger.Txn, ref uint64, sb *labels.ScratchBuilder) (labels.Labels, error) {
-	item, err := txn.Get(streamIndex.setKey(ref))
-	if err != nil {
-		return labels.EmptyLabels(), fmt.Errorf("%w: labels of stream %d: %v", ErrCorrupt, ref, err) //nolint:errorlint // Badger errors stay inside the store
-	}
-	var lset labels.Labels
-	err = item.Value(func(v []byte) error {
-		var err error
-		lset, _, err = decodeLabels(v, sb)
-		return err
-	})
-	return lset, err
-}
-
 // readBlock reads and decompresses a block; its lines are views into the
 // decompressed payload (decodeBlockView): clone those that are kept.
 func (db *DB) readBlock(item *badger.Item, br blockRef, sb *labels.ScratchBuilder) ([]LogEntry, error) {
@@ -320,7 +306,7 @@ func (db *DB) LogSeries(ctx context.Context, ms []*labels.Matcher, start, end in
 				if err := ctx.Err(); err != nil {
 					return fmt.Errorf("log series: %w", err)
 				}
-				lset, err := streamLabels(txn, ref, &sb)
+				lset, err := streamIndex.labelsOf(txn, ref, &sb)
 				if err != nil {
 					return err
 				}
@@ -439,7 +425,7 @@ func (db *DB) traceLogs(ctx context.Context, parts []*partition, id model.TraceI
 			}
 			it.Close()
 			for _, br := range refs {
-				lset, err := streamLabels(txn, br.ref, &sb)
+				lset, err := streamIndex.labelsOf(txn, br.ref, &sb)
 				if err != nil {
 					return err
 				}

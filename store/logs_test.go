@@ -48,14 +48,6 @@ func logFixture(t *testing.T, db *store.DB, n int) model.TraceID {
 	return tid
 }
 
-func countLines(streams []store.LogStream) int {
-	n := 0
-	for _, s := range streams {
-		n += len(s.Entries)
-	}
-	return n
-}
-
 func TestLogSelect(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -92,7 +84,7 @@ func TestLogSelect(t *testing.T) {
 			got := sel(labels.MustNewMatcher(labels.MatchEqual, "app", "cart"))
 			require.Len(t, got, 2)
 			require.Equal(t, `{app="cart", env="dev"}`, got[0].Labels.String(), "streams sorted by labels")
-			require.Equal(t, 600, countLines(got))
+			require.Equal(t, 600, logLines(got))
 			for _, s := range got {
 				for i, e := range s.Entries {
 					require.Equal(t, logT0.Add(time.Duration(i)*time.Second).UnixNano(), e.T, "lines in time order, each once")
@@ -101,9 +93,9 @@ func TestLogSelect(t *testing.T) {
 			require.Equal(t, "u0", got[1].Entries[0].Metadata.Get("user"), "structured metadata kept")
 			require.Equal(t, tid, got[1].Entries[7].TraceID)
 
-			require.Equal(t, 300, countLines(sel(labels.MustNewMatcher(labels.MatchNotEqual, "app", "cart"))))
-			require.Equal(t, 900, countLines(sel(labels.MustNewMatcher(labels.MatchRegexp, "app", "c.*"))))
-			require.Equal(t, 300, countLines(sel(labels.MustNewMatcher(labels.MatchRegexp, "app", "c.*"), labels.MustNewMatcher(labels.MatchNotRegexp, "env", "p.*"))))
+			require.Equal(t, 300, logLines(sel(labels.MustNewMatcher(labels.MatchNotEqual, "app", "cart"))))
+			require.Equal(t, 900, logLines(sel(labels.MustNewMatcher(labels.MatchRegexp, "app", "c.*"))))
+			require.Equal(t, 300, logLines(sel(labels.MustNewMatcher(labels.MatchRegexp, "app", "c.*"), labels.MustNewMatcher(labels.MatchNotRegexp, "env", "p.*"))))
 			require.Empty(t, sel(labels.MustNewMatcher(labels.MatchEqual, "app", "nope")))
 
 			q := all
@@ -111,14 +103,14 @@ func TestLogSelect(t *testing.T) {
 			q.Start, q.End = logT0.Add(100*time.Second).UnixNano(), logT0.Add(110*time.Second).UnixNano()
 			got, err := db.SelectLogs(ctx, q)
 			require.NoError(t, err)
-			require.Equal(t, 20, countLines(got), "start inclusive, end exclusive")
+			require.Equal(t, 20, logLines(got), "start inclusive, end exclusive")
 
 			q = all
 			q.Matchers = []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "app", "cart")}
 			q.Keep = func(_ labels.Labels, e *store.LogEntry) bool { return strings.Contains(e.Line, "line=42") }
 			got, err = db.SelectLogs(ctx, q)
 			require.NoError(t, err)
-			require.Equal(t, 2, countLines(got))
+			require.Equal(t, 2, logLines(got))
 
 			q.Keep, q.MaxLines = nil, 100
 			_, err = db.SelectLogs(ctx, q)
@@ -161,7 +153,7 @@ func TestLogsSurviveACrash(t *testing.T) {
 		Start:    logT0.UnixNano(), End: logT0.Add(time.Hour).UnixNano(),
 	})
 	require.NoError(t, err)
-	require.Equal(t, 600, countLines(got), "every acknowledged line, each once, though replayed blocks were written before")
+	require.Equal(t, 600, logLines(got), "every acknowledged line, each once, though replayed blocks were written before")
 	tr, err := db.Trace(context.Background(), tid)
 	require.NoError(t, err)
 	require.Len(t, tr.Logs[0].Entries, 29)
@@ -175,7 +167,7 @@ func TestLogsSurviveACrash(t *testing.T) {
 		Start:    logT0.UnixNano(), End: logT0.Add(time.Hour).UnixNano(),
 	})
 	require.NoError(t, err)
-	require.Equal(t, 200, countLines(got), "lines written twice are stored once")
+	require.Equal(t, 200, logLines(got), "lines written twice are stored once")
 	require.NoError(t, db.Close())
 }
 

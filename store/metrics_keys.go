@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/dgraph-io/badger/v4"
 	"math"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -25,9 +26,12 @@ func seriesKey(ref uint64) []byte { return seriesIndex.setKey(ref) }
 
 // labelIndex names the two namespaces of a label index: metric series
 // (0x20/0x21) or log streams (0x40/0x41) share the same key shapes.
-type labelIndex struct{ sets, postings byte }
+type labelIndex struct {
+	sets, postings byte
+	what           string // "series" or "stream", for errors
+}
 
-var seriesIndex = labelIndex{sets: nsSeries, postings: nsPosting}
+var seriesIndex = labelIndex{sets: nsSeries, postings: nsPosting, what: "series"}
 
 func postingPrefix(name string) []byte { return seriesIndex.postingPrefix(name) }
 
@@ -50,6 +54,21 @@ func (ix labelIndex) postingValuePrefix(name, value string) []byte {
 
 func (ix labelIndex) postingKey(name, value string, ref uint64) []byte {
 	return binary.BigEndian.AppendUint64(ix.postingValuePrefix(name, value), ref)
+}
+
+// labelsOf reads the labels of set ref.
+func (ix labelIndex) labelsOf(txn *badger.Txn, ref uint64, sb *labels.ScratchBuilder) (labels.Labels, error) {
+	item, err := txn.Get(ix.setKey(ref))
+	if err != nil {
+		return labels.EmptyLabels(), fmt.Errorf("%w: labels of %s %d: %v", ErrCorrupt, ix.what, ref, err) //nolint:errorlint // Badger errors stay inside the store
+	}
+	var lset labels.Labels
+	err = item.Value(func(v []byte) error {
+		var derr error
+		lset, _, derr = decodeLabels(v, sb)
+		return derr
+	})
+	return lset, err
 }
 
 func (ix labelIndex) setKey(ref uint64) []byte {

@@ -386,16 +386,8 @@ func (p *partition) seriesLabels(txn *badger.Txn, ref uint64, sb *labels.Scratch
 	if v, ok := p.series.Load(ref); ok {
 		return v.(labels.Labels), nil
 	}
-	item, err := txn.Get(seriesKey(ref))
+	lset, err := seriesIndex.labelsOf(txn, ref, sb)
 	if err != nil {
-		return labels.EmptyLabels(), fmt.Errorf("%w: series %d named by a posting: %v", ErrCorrupt, ref, err) //nolint:errorlint // Badger errors stay inside the store
-	}
-	var lset labels.Labels
-	if err := item.Value(func(v []byte) error {
-		var derr error
-		lset, _, derr = decodeLabels(v, sb)
-		return derr
-	}); err != nil {
 		return labels.EmptyLabels(), err
 	}
 	if p.seriesSize.Load() < maxCachedSeries {

@@ -40,7 +40,7 @@ func TestJaegerAPI(t *testing.T) {
 		} `json:"errors"`
 	}
 	get := func(path string, q url.Values) (int, envelope, []byte) {
-		code, body := tempoGet(t, s, "/jaeger"+path, q)
+		code, body := apiGet(t, s, "/jaeger"+path, q)
 		var e envelope
 		require.NoError(t, json.Unmarshal(body, &e), string(body))
 		return code, e, body

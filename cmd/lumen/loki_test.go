@@ -32,16 +32,6 @@ func lokiPush(t *testing.T, s *server, contentType string, body []byte, header .
 	return post(t, s.api("/loki/api/v1/push"), contentType, body, header...)
 }
 
-func lokiGet(t *testing.T, s *server, path string, params url.Values) (int, []byte) {
-	t.Helper()
-	resp, err := http.Get(s.api(path) + "?" + params.Encode())
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, body
-}
-
 const (
 	lokiTrace = "0af7651916cd43dd8448eb211c80319c"
 	lokiSpan  = "b7ad6b7169203331"
@@ -104,21 +94,21 @@ func TestLokiPushEndToEnd(t *testing.T) {
 
 	// Labels, label values and series, as Loki answers them.
 	window := url.Values{"start": {fmt.Sprint(now.Add(-time.Minute).UnixNano())}, "end": {fmt.Sprint(now.Add(time.Minute).UnixNano())}}
-	code, body := lokiGet(t, s, "/loki/api/v1/labels", window)
+	code, body := apiGet(t, s, "/loki/api/v1/labels", window)
 	require.Equal(t, http.StatusOK, code, string(body))
 	require.JSONEq(t, `{"status":"success","data":["app","env"]}`, string(body))
-	code, body = lokiGet(t, s, "/loki/api/v1/label/app/values", window)
+	code, body = apiGet(t, s, "/loki/api/v1/label/app/values", window)
 	require.Equal(t, http.StatusOK, code, string(body))
 	require.JSONEq(t, `{"status":"success","data":["cart","checkout"]}`, string(body))
 	q := url.Values{"match[]": {`{app="cart"}`}, "start": window["start"], "end": window["end"]}
-	code, body = lokiGet(t, s, "/loki/api/v1/series", q)
+	code, body = apiGet(t, s, "/loki/api/v1/series", q)
 	require.Equal(t, http.StatusOK, code, string(body))
 	require.JSONEq(t, `{"status":"success","data":[{"app":"cart","env":"dev"},{"app":"cart","env":"prod"}]}`, string(body))
 	old := url.Values{"start": {fmt.Sprint(now.Add(-3 * time.Hour).Unix())}, "end": {fmt.Sprint(now.Add(-2 * time.Hour).Unix())}}
-	code, body = lokiGet(t, s, "/loki/api/v1/labels", old)
+	code, body = apiGet(t, s, "/loki/api/v1/labels", old)
 	require.Equal(t, http.StatusOK, code, string(body))
 	require.JSONEq(t, `{"status":"success","data":[]}`, string(body), "no lines in that hour")
-	code, body = lokiGet(t, s, "/loki/api/v1/series", url.Values{"match[]": {`{app=`}})
+	code, body = apiGet(t, s, "/loki/api/v1/series", url.Values{"match[]": {`{app=`}})
 	require.Equal(t, http.StatusBadRequest, code)
 	require.Contains(t, string(body), "match[]")
 
@@ -175,7 +165,7 @@ func TestLokiPushBadInput(t *testing.T) {
 	))
 	require.Equal(t, http.StatusBadRequest, code)
 	require.Contains(t, body, "1 of 2 lines refused")
-	code, raw2 := lokiGet(t, s, "/loki/api/v1/label/app/values", nil)
+	code, raw2 := apiGet(t, s, "/loki/api/v1/label/app/values", nil)
 	require.Equal(t, http.StatusOK, code)
 	var got struct{ Data []string }
 	require.NoError(t, json.Unmarshal(raw2, &got))
@@ -230,7 +220,7 @@ type lokiMatrixResult struct {
 
 func lokiQuery(t *testing.T, s *server, path string, params url.Values) (int, lokiQueryResponse, string) {
 	t.Helper()
-	code, body := lokiGet(t, s, path, params)
+	code, body := apiGet(t, s, path, params)
 	var out lokiQueryResponse
 	if code == http.StatusOK {
 		require.NoError(t, json.Unmarshal(body, &out), string(body))

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -88,21 +87,6 @@ func sendCallTrees(t *testing.T, s *server, n int, base time.Time) {
 	}
 }
 
-func tempoGet(t *testing.T, s *server, path string, params url.Values, header ...string) (int, []byte) {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, s.api(path)+"?"+params.Encode(), nil)
-	require.NoError(t, err)
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, b
-}
-
 // golden compares a JSON answer with testdata/<name>.json, times (unix ns
 // strings, unix µs numbers) relative to base written as offsets so the
 // file does not depend on the day.
@@ -165,7 +149,7 @@ func TestTempoAPI(t *testing.T) {
 		} `json:"traces"`
 	}
 	search := func(q url.Values) []string {
-		code, body := tempoGet(t, s, "/api/search", q)
+		code, body := apiGet(t, s, "/api/search", q)
 		require.Equal(t, http.StatusOK, code, string(body))
 		var r result
 		require.NoError(t, json.Unmarshal(body, &r))
@@ -196,7 +180,7 @@ func TestTempoAPI(t *testing.T) {
 		for i := 0; i+1 < len(kv); i += 2 {
 			q.Add(kv[i], kv[i+1])
 		}
-		code, body := tempoGet(t, s, "/api/v1/search", q)
+		code, body := apiGet(t, s, "/api/v1/search", q)
 		require.Equal(t, http.StatusOK, code, string(body))
 		var r struct {
 			Traces []struct {
@@ -233,24 +217,24 @@ func TestTempoAPI(t *testing.T) {
 	} {
 		params, err := url.ParseQuery(q)
 		require.NoError(t, err)
-		code, body := tempoGet(t, s, "/api/v1/search", params)
+		code, body := apiGet(t, s, "/api/v1/search", params)
 		require.Equal(t, http.StatusBadRequest, code, q)
 		require.Contains(t, string(body), want)
 	}
 
-	code, body := tempoGet(t, s, "/api/search", with("q", `{ resource.service.name = "backend" && status = error }`))
+	code, body := apiGet(t, s, "/api/search", with("q", `{ resource.service.name = "backend" && status = error }`))
 	require.Equal(t, http.StatusOK, code, string(body))
 	golden(t, "tempo_search", body, base)
 
-	code, body = tempoGet(t, s, "/api/traces/"+id(3), nil)
+	code, body = apiGet(t, s, "/api/traces/"+id(3), nil)
 	require.Equal(t, http.StatusOK, code, string(body))
 	golden(t, "tempo_trace_v1", body, base)
-	code, pb := tempoGet(t, s, "/api/traces/"+id(3), nil, "Accept", "application/protobuf")
+	code, pb := apiGet(t, s, "/api/traces/"+id(3), nil, "Accept", "application/protobuf")
 	require.Equal(t, http.StatusOK, code)
 	td, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(pb)
 	require.NoError(t, err, "the protobuf answer is tempopb.Trace, which OTLP's decoder reads")
 	require.Equal(t, 4, td.SpanCount())
-	code, body = tempoGet(t, s, "/api/v2/traces/"+id(3), nil)
+	code, body = apiGet(t, s, "/api/v2/traces/"+id(3), nil)
 	require.Equal(t, http.StatusOK, code, string(body))
 	var v2 struct{ Trace json.RawMessage }
 	require.NoError(t, json.Unmarshal(body, &v2))
@@ -258,26 +242,26 @@ func TestTempoAPI(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 4, td.SpanCount())
 
-	code, body = tempoGet(t, s, "/api/search/tags", nil)
+	code, body = apiGet(t, s, "/api/search/tags", nil)
 	require.Equal(t, http.StatusOK, code)
 	require.JSONEq(t, `{"tagNames":["db.system","deployment.environment.name","http.request.method","http.response.status_code","http.route","rpc.method","service.name"]}`, string(body))
-	code, body = tempoGet(t, s, "/api/v2/search/tags", nil)
+	code, body = apiGet(t, s, "/api/v2/search/tags", nil)
 	require.Equal(t, http.StatusOK, code)
 	golden(t, "tempo_tags_v2", body, base)
-	code, body = tempoGet(t, s, "/api/search/tag/service.name/values", nil)
+	code, body = apiGet(t, s, "/api/search/tag/service.name/values", nil)
 	require.Equal(t, http.StatusOK, code)
 	require.JSONEq(t, `{"tagValues":["backend","client","db","frontend"]}`, string(body))
-	code, body = tempoGet(t, s, "/api/v2/search/tag/span.http.route/values", nil)
+	code, body = apiGet(t, s, "/api/v2/search/tag/span.http.route/values", nil)
 	require.Equal(t, http.StatusOK, code)
 	require.JSONEq(t, `{"tagValues":[{"type":"string","value":"/cart/{id}"}]}`, string(body))
-	code, body = tempoGet(t, s, "/api/search/tag/name/values", nil)
+	code, body = apiGet(t, s, "/api/search/tag/name/values", nil)
 	require.Equal(t, http.StatusOK, code)
 	require.JSONEq(t, `{"tagValues":["GET /cart/{id}","SELECT stock","checkout","reserve"]}`, string(body))
 
-	code, body = tempoGet(t, s, "/api/echo", nil)
+	code, body = apiGet(t, s, "/api/echo", nil)
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, "echo", string(body))
-	code, body = tempoGet(t, s, "/api/status/buildinfo", nil)
+	code, body = apiGet(t, s, "/api/status/buildinfo", nil)
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, string(body), `"version"`)
 
@@ -299,7 +283,7 @@ func TestTempoAPI(t *testing.T) {
 		{"/api/traces/xyz", nil, 400, "invalid trace id"},
 		{"/api/traces/" + id(999), nil, 404, "not found"},
 	} {
-		code, body := tempoGet(t, s, tc.path, tc.params)
+		code, body := apiGet(t, s, tc.path, tc.params)
 		require.Equal(t, tc.code, code, "%s %v: %s", tc.path, tc.params, body)
 		require.Contains(t, string(body), tc.want)
 	}
