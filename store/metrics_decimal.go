@@ -324,7 +324,13 @@ func (c *decimalChunk) Bytes() []byte               { return c.data }
 func (c *decimalChunk) Encoding() chunkenc.Encoding { return encDecimal }
 func (c *decimalChunk) NumSamples() int             { return len(c.ts) }
 func (c *decimalChunk) Compact()                    {}
-func (c *decimalChunk) Reset(stream []byte)         { c.data, c.ts, c.vs = stream, nil, nil }
+func (c *decimalChunk) Reset(stream []byte) {
+	c.data = stream
+	var err error
+	if c.ts, c.vs, err = decodeDecimalChunk(stream); err != nil { // a corrupt stream reads as empty
+		c.ts, c.vs = nil, nil
+	}
+}
 func (c *decimalChunk) Appender() (chunkenc.Appender, error) {
 	return nil, errors.New("a decimal chunk is written whole and cannot be appended to")
 }

@@ -104,7 +104,7 @@ var DefaultSearchAttributes = []string{
 const maxIndexedValue = 256
 
 // posting is one trace's entry under a term: for its spans with the term
-// in one request and minute, their earliest start and their shortest and
+// in one request and second, their earliest start and their shortest and
 // longest durations.
 type posting struct {
 	id             model.TraceID
@@ -114,18 +114,18 @@ type posting struct {
 
 // searchBatch is a request's search index, built before its spans move
 // into frames: its traces (a posting names one by its ordinal here) and,
-// per term, its postings by minute.
+// per term, its postings by second.
 type searchBatch struct {
 	traces []model.TraceID
 	terms  []Term
-	// entries sorted by term, minute, trace ordinal; one per span and term
+	// entries sorted by term, bucket, trace ordinal; one per span and term
 	// until aggregated.
 	entries []searchEntry
 }
 
 type searchEntry struct {
 	term           int32
-	minute         uint32
+	bucket         uint32
 	trace          uint32
 	start          uint64
 	minDur, maxDur uint64
@@ -138,10 +138,9 @@ func serviceOf(res pcommon.Resource) string {
 	return ""
 }
 
-// nsPerMinute is the width of a postings bucket: one second, so that a
-// search of a busy moment decodes few postings it does not need. (Names
-// say minute for the bucket; FORMAT.md says what it is.)
-const nsPerMinute = uint64(1e9)
+// nsPerBucket is the width of a postings bucket: one second, so that a
+// search of a busy moment decodes few postings it does not need.
+const nsPerBucket = uint64(1e9)
 
 // searchEntries computes a request's search index, before its spans are
 // moved into frames. Terms are interned and entries aggregated by sorting,
@@ -183,7 +182,7 @@ func (db *DB) searchEntries(td ptrace.Traces) *searchBatch {
 				}
 				start, end := uint64(sp.StartTimestamp()), uint64(sp.EndTimestamp())
 				dur := end - min(end, start)
-				e := searchEntry{minute: uint32(min(start/nsPerMinute, math.MaxUint32)), trace: ord, start: start, minDur: dur, maxDur: dur}
+				e := searchEntry{bucket: uint32(min(start/nsPerBucket, math.MaxUint32)), trace: ord, start: start, minDur: dur, maxDur: dur}
 				add := func(t int32) {
 					e.term = t
 					sb.entries = append(sb.entries, e)
@@ -214,13 +213,13 @@ func (db *DB) searchEntries(td ptrace.Traces) *searchBatch {
 	// (far fewer) aggregates.
 	type aggKey struct {
 		term          int32
-		minute, trace uint32
+		bucket, trace uint32
 	}
 	at := make(map[aggKey]int32, len(sb.entries)/4)
 	out := make([]searchEntry, 0, len(sb.entries)/4)
 	for i := range sb.entries {
 		e := &sb.entries[i]
-		k := aggKey{e.term, e.minute, e.trace}
+		k := aggKey{e.term, e.bucket, e.trace}
 		if j, ok := at[k]; ok {
 			l := &out[j]
 			l.start = min(l.start, e.start)
@@ -235,7 +234,7 @@ func (db *DB) searchEntries(td ptrace.Traces) *searchBatch {
 		if c := cmp.Compare(a.term, b.term); c != 0 {
 			return c
 		}
-		if c := cmp.Compare(a.minute, b.minute); c != 0 {
+		if c := cmp.Compare(a.bucket, b.bucket); c != 0 {
 			return c
 		}
 		return cmp.Compare(a.trace, b.trace)
@@ -246,9 +245,9 @@ func (db *DB) searchEntries(td ptrace.Traces) *searchBatch {
 
 func termPrefix(t Term) []byte { return t.encode([]byte{nsSearchTerm}) }
 
-func termKey(t Term, minute uint32, seq uint64) []byte {
+func termKey(t Term, bucket uint32, seq uint64) []byte {
 	k := termPrefix(t)
-	k = binary.BigEndian.AppendUint32(k, ^minute)
+	k = binary.BigEndian.AppendUint32(k, ^bucket)
 	return binary.BigEndian.AppendUint64(k, seq)
 }
 
@@ -257,10 +256,10 @@ func batchTracesKey(seq uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{nsSearchTraces}, seq)
 }
 
-// encodePostings writes one term's entries of one minute: trace ordinal,
-// start (µs into the minute), and the durations in µs, rounded out.
+// encodePostings writes one term's entries of one bucket: trace ordinal,
+// start (µs into the second), and the durations in µs, rounded out.
 func encodePostings(es []searchEntry) []byte {
-	base := uint64(es[0].minute) * nsPerMinute
+	base := uint64(es[0].bucket) * nsPerBucket
 	b := binary.AppendUvarint(make([]byte, 0, 4+len(es)*8), uint64(len(es)))
 	for _, e := range es {
 		b = binary.AppendUvarint(b, uint64(e.trace))
@@ -271,14 +270,14 @@ func encodePostings(es []searchEntry) []byte {
 	return b
 }
 
-func decodePostings(minute uint32, b []byte, traces []model.TraceID, f func(p posting) bool) error {
+func decodePostings(bucket uint32, b []byte, traces []model.TraceID, f func(p posting) bool) error {
 	bad := fmt.Errorf("%w: search postings", ErrCorrupt)
 	n, w := binary.Uvarint(b)
 	if w <= 0 || n > uint64(len(b)) {
 		return bad
 	}
 	b = b[w:]
-	base := uint64(minute) * nsPerMinute
+	base := uint64(bucket) * nsPerBucket
 	for range n {
 		var vals [4]uint64
 		for i := range vals {
@@ -336,11 +335,11 @@ func (db *DB) writeSearch(p *partition, set func(k, v []byte), seq uint64, sb *s
 	var catalog []Term
 	for i := 0; i < len(sb.entries); {
 		j := i + 1
-		for j < len(sb.entries) && sb.entries[j].term == sb.entries[i].term && sb.entries[j].minute == sb.entries[i].minute {
+		for j < len(sb.entries) && sb.entries[j].term == sb.entries[i].term && sb.entries[j].bucket == sb.entries[i].bucket {
 			j++
 		}
 		t := sb.terms[sb.entries[i].term]
-		set(termKey(t, sb.entries[i].minute, seq), encodePostings(sb.entries[i:j]))
+		set(termKey(t, sb.entries[i].bucket, seq), encodePostings(sb.entries[i:j]))
 		i = j
 	}
 	for _, t := range sb.terms {
@@ -411,7 +410,7 @@ type SearchResult struct {
 }
 
 // SearchTraces finds traces newest first, from the search index: it walks
-// the Drive term's postings minute by minute from End back to Start, in
+// the Drive term's postings second by second from End back to Start, in
 // every partition that may hold them, prunes by duration, and checks Match
 // on the spans of each candidate; summaries come from the spans.
 func (db *DB) SearchTraces(ctx context.Context, q TraceSearch) (SearchResult, error) {
@@ -437,12 +436,12 @@ func (db *DB) SearchTraces(ctx context.Context, q TraceSearch) (SearchResult, er
 	var res SearchResult
 	seen := map[model.TraceID]bool{}
 	prefix := termPrefix(q.Drive)
-	cur, last := uint32(min(q.End/nsPerMinute, math.MaxUint32)), uint32(min(q.Start/nsPerMinute, math.MaxUint32))
-	// Minute by minute, newest first: the postings of one minute from every
-	// partition, ordered by start, are the next candidates. Minutes with no
+	cur, last := uint32(min(q.End/nsPerBucket, math.MaxUint32)), uint32(min(q.Start/nsPerBucket, math.MaxUint32))
+	// Bucket by bucket, newest first: the postings of one second from every
+	// partition, ordered by start, are the next candidates. Seconds with no
 	// postings are skipped by seeking.
 	for {
-		minute, found := uint32(0), false
+		bucket, found := uint32(0), false
 		for _, p := range live {
 			err := p.view(func(txn *badger.Txn) error {
 				it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
@@ -455,8 +454,8 @@ func (db *DB) SearchTraces(ctx context.Context, q TraceSearch) (SearchResult, er
 				if len(k) != len(prefix)+12 {
 					return fmt.Errorf("%w: search key of %d bytes", ErrCorrupt, len(k))
 				}
-				if m := ^binary.BigEndian.Uint32(k[len(prefix):]); !found || m > minute {
-					minute, found = m, true
+				if m := ^binary.BigEndian.Uint32(k[len(prefix):]); !found || m > bucket {
+					bucket, found = m, true
 				}
 				return nil
 			})
@@ -464,10 +463,10 @@ func (db *DB) SearchTraces(ctx context.Context, q TraceSearch) (SearchResult, er
 				return res, wrapRead(err)
 			}
 		}
-		if !found || minute < last {
+		if !found || bucket < last {
 			break
 		}
-		cands, err := readBucket(live, prefix, minute, func(ps posting) bool {
+		cands, err := readBucket(live, prefix, bucket, func(ps posting) bool {
 			return ps.start <= q.End && ps.start >= q.Start && ps.maxDur >= q.MinDuration && (q.MaxDuration == 0 || ps.minDur <= q.MaxDuration)
 		})
 		if err != nil {
@@ -480,7 +479,7 @@ func (db *DB) SearchTraces(ctx context.Context, q TraceSearch) (SearchResult, er
 			if len(cands) == 0 {
 				break
 			}
-			has, err := readBucket(live, termPrefix(t), minute, func(posting) bool { return true })
+			has, err := readBucket(live, termPrefix(t), bucket, func(posting) bool { return true })
 			if err != nil {
 				return res, err
 			}
@@ -490,7 +489,7 @@ func (db *DB) SearchTraces(ctx context.Context, q TraceSearch) (SearchResult, er
 			}
 			cands = slices.DeleteFunc(cands, func(ps posting) bool { _, ok := in[ps.id]; return !ok })
 		}
-		// Newest first, taken from a heap: a busy minute can hold many
+		// Newest first, taken from a heap: a busy second can hold many
 		// more postings than a search needs, and sorting them all would
 		// cost more than the search.
 		h := postingHeap(cands)
@@ -518,7 +517,7 @@ func (db *DB) SearchTraces(ctx context.Context, q TraceSearch) (SearchResult, er
 				return res, nil
 			}
 			res.Inspected++
-			td, err := db.traceSpans(ctx, live, c.id)
+			td, err := db.traceSpans(ctx, parts, c.id) // all of it, wherever its other spans went
 			if err != nil {
 				return res, err
 			}
@@ -527,21 +526,21 @@ func (db *DB) SearchTraces(ctx context.Context, q TraceSearch) (SearchResult, er
 				res.Traces = append(res.Traces, s)
 			}
 		}
-		if len(res.Traces) >= q.Limit || minute == 0 || minute <= last {
+		if len(res.Traces) >= q.Limit || bucket == 0 || bucket <= last {
 			break
 		}
-		cur = minute - 1
+		cur = bucket - 1
 	}
 	return res, nil
 }
 
 // readBucket reads one term's postings of one bucket from every partition,
 // keeping those keep accepts.
-func readBucket(parts []*partition, prefix []byte, minute uint32, keep func(posting) bool) ([]posting, error) {
+func readBucket(parts []*partition, prefix []byte, bucket uint32, keep func(posting) bool) ([]posting, error) {
 	var out []posting
 	for _, p := range parts {
 		err := p.view(func(txn *badger.Txn) error {
-			mp := binary.BigEndian.AppendUint32(slices.Clone(prefix), ^minute)
+			mp := binary.BigEndian.AppendUint32(slices.Clone(prefix), ^bucket)
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: mp})
 			defer it.Close()
 			for it.Rewind(); it.Valid(); it.Next() {
@@ -554,7 +553,7 @@ func readBucket(parts []*partition, prefix []byte, minute uint32, keep func(post
 					return err
 				}
 				err = it.Item().Value(func(v []byte) error {
-					return decodePostings(minute, v, traces, func(ps posting) bool {
+					return decodePostings(bucket, v, traces, func(ps posting) bool {
 						if keep(ps) {
 							out = append(out, ps)
 						}
