@@ -7,21 +7,34 @@ FUZZTIME  ?= 20s
 BENCHTIME ?= 1x
 PKGS      := ./...
 
-.PHONY: all build run test test-race vet fmt lint fuzz bench load clean
+.PHONY: all build run test test-race vet fmt lint fuzz bench load clean ui ui-test
 
 all: build
 
-## build: the static lumen binary in bin/
-build:
+## build: the static lumen binary in bin/, with the web UI embedded
+build: ui
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/lumen
 
 ## run: lumen serve with its defaults (data in ./data, UI and APIs on :4320, OTLP on :4317/:4318)
 run: build
 	./$(BIN) serve
 
-## test: vet, formatting, and every test (fuzz seeds included)
-test: vet lint
+## test: vet, formatting, the UI's type check and unit tests, and every Go
+## test (fuzz seeds included; the browser test drives the embedded UI)
+test: vet lint ui-test
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+## ui: the web UI's npm packages (pinned by ui/package-lock.json) and its
+## bundle in ui/web/dist, which the next go build embeds
+ui: ui/node_modules/.package-lock.json
+	cd ui && node build.mjs
+
+ui/node_modules/.package-lock.json: ui/package.json ui/package-lock.json
+	cd ui && npm ci --no-audit --no-fund
+
+## ui-test: TypeScript's check of the UI and its unit tests (node --test)
+ui-test: ui
+	cd ui && ./node_modules/.bin/tsc --noEmit -p . && node build.mjs --tests && node --test test-out/
 
 ## test-race: the tests under the race detector
 test-race:
@@ -66,4 +79,5 @@ load:
 	$(GO) run ./cmd/lumen-load $(LOADFLAGS)
 
 clean:
-	rm -rf bin bench.txt
+	rm -rf bin bench.txt ui/test-out test-results
+	find ui/web/dist -mindepth 1 -not -name .keep -delete

@@ -19,7 +19,7 @@ func TestJaegerAPI(t *testing.T) {
 	cfg.SpanMetrics.Interval = 100 * time.Millisecond
 	s := startServer(t, cfg)
 	base := time.Now().Add(-10 * time.Minute).Truncate(time.Minute)
-	sendCallTrees(t, s, 6, base)
+	sendCallTrees(t, s, &seqIDs{}, 6, base)
 	window := func(kv ...string) url.Values {
 		q := url.Values{"start": {fmt.Sprint(base.UnixMicro())}, "end": {fmt.Sprint(base.Add(time.Minute).UnixMicro())}}
 		for i := 0; i+1 < len(kv); i += 2 {

@@ -45,7 +45,7 @@ func TestSpanMetricsAndServiceGraph(t *testing.T) {
 	cfg.SpanMetrics.Interval = 200 * time.Millisecond
 	s := startServer(t, cfg)
 	base := time.Now().Add(-2 * time.Minute).Truncate(time.Second)
-	sendCallTrees(t, s, 6, base)
+	sendCallTrees(t, s, &seqIDs{}, 6, base)
 
 	want := map[string]string{"backend": "6", "client": "6", "db": "6", "frontend": "6"}
 	require.Eventually(t, func() bool {

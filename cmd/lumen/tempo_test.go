@@ -46,11 +46,11 @@ func (g *seqIDs) NewSpanID(context.Context, trace.TraceID) trace.SpanID {
 
 // sendCallTrees sends, with the OTel Go SDK over OTLP gRPC, n traces of
 // client → frontend → backend → db (one tracer provider per service, as
-// four processes would). Trace 3 fails in the backend; trace 4 is slow.
-func sendCallTrees(t *testing.T, s *server, n int, base time.Time) {
+// four processes would), their ids from ids. The third trace of each call
+// fails in the backend; the fourth is slow.
+func sendCallTrees(t *testing.T, s *server, ids *seqIDs, n int, base time.Time) {
 	t.Helper()
 	ctx := context.Background()
-	ids := &seqIDs{}
 	tracers := map[string]trace.Tracer{}
 	var providers []*sdktrace.TracerProvider
 	for _, svc := range []string{"client", "frontend", "backend", "db"} {
@@ -125,7 +125,7 @@ func TestTempoAPI(t *testing.T) {
 	cfg := testConfig(t, t.TempDir())
 	s := startServer(t, cfg)
 	base := time.Now().Add(-10 * time.Minute).Truncate(time.Minute)
-	sendCallTrees(t, s, 6, base)
+	sendCallTrees(t, s, &seqIDs{}, 6, base)
 	window := url.Values{"start": {fmt.Sprint(base.Unix())}, "end": {fmt.Sprint(base.Add(time.Minute).Unix())}}
 	with := func(kv ...string) url.Values {
 		q := url.Values{"start": window["start"], "end": window["end"]}

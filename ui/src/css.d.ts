@@ -1,0 +1,2 @@
+// CSS files are bundled by esbuild into app.css.
+declare module '*.css';
