@@ -46,6 +46,8 @@ type options struct {
 	streams            int
 	mix                string
 	searches           int
+	podsDir, agentAddr string
+	rate, files        int
 }
 
 func main() {
@@ -60,11 +62,15 @@ func main() {
 	flag.IntVar(&o.lookups, "lookups", 2000, "trace-by-id requests after the load")
 	flag.IntVar(&o.pid, "pid", 0, "server process id, to report its peak RSS (VmHWM) and CPU time from /proc")
 	flag.BoolVar(&o.compress, "gzip", false, "gzip-compress requests")
-	flag.StringVar(&o.signal, "signal", "traces", "traces (OTLP gRPC), metrics (remote write 1.0 to --http) or logs (Loki push to --http)")
+	flag.StringVar(&o.signal, "signal", "traces", "traces (OTLP gRPC), metrics (remote write 1.0 to --http), logs (Loki push to --http) or podlogs (container log files for lumen agent)")
 	flag.IntVar(&o.streams, "streams", 100, "logs: streams")
 	flag.IntVar(&o.searches, "searches", 0, "traces: Tempo searches to time after the load")
 	flag.StringVar(&o.mix, "mix", "realistic", "logs: realistic (skewed values, as real traffic) or uniform (uniformly random values, a compressor's worst case)")
 	flag.IntVar(&o.series, "series", 100_000, "metrics: active series")
+	flag.StringVar(&o.podsDir, "pods-dir", "", "podlogs: the /var/log/pods-shaped directory to write container logs into")
+	flag.StringVar(&o.agentAddr, "agent", "127.0.0.1:4321", "podlogs: the agent's HTTP address, for its /metrics")
+	flag.IntVar(&o.rate, "rate", 5000, "podlogs: lines per second, over all files")
+	flag.IntVar(&o.files, "files", 50, "podlogs: container log files")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "lumen-load:", err)
@@ -78,6 +84,8 @@ func run(o options, out io.Writer) error {
 		return runMetrics(o, out)
 	case "logs":
 		return runLogs(o, out)
+	case "podlogs":
+		return runPodLogs(o, out)
 	}
 	if err := loopbackOnly(o.grpcAddr); err != nil {
 		return err

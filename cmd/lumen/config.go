@@ -104,18 +104,30 @@ func (c Config) Validate() error {
 	return c.OTLP.Validate()
 }
 
-// setting is one option that an environment variable and a flag can set.
-type setting struct {
+// setting is one option of a configuration C that an environment variable
+// and a flag can set.
+type setting[C any] struct {
 	flag, env, usage string
-	set              func(*Config, string) error
+	set              func(*C, string) error
 	boolean          bool // a flag that needs no value: --pprof means --pprof=true
 }
 
-func settings() []setting {
-	str := func(f func(*Config) *string) func(*Config, string) error {
-		return func(c *Config, v string) error { *f(c) = v; return nil }
+// str sets a string field.
+func str[C any](f func(*C) *string) func(*C, string) error {
+	return func(c *C, v string) error { *f(c) = v; return nil }
+}
+
+// boolean sets a bool field.
+func boolean[C any](f func(*C) *bool) func(*C, string) error {
+	return func(c *C, v string) error {
+		b, err := strconv.ParseBool(v)
+		*f(c) = b
+		return err
 	}
-	return []setting{
+}
+
+func settings() []setting[Config] {
+	return []setting[Config]{
 		{"data-dir", "LUMEN_DATA_DIR", "directory of the store", str(func(c *Config) *string { return &c.DataDir }), false},
 		{"http-addr", "LUMEN_HTTP_ADDR", "address of the UI and the query APIs", str(func(c *Config) *string { return &c.HTTPAddr }), false},
 		{"otlp-grpc-addr", "LUMEN_OTLP_GRPC_ADDR", "OTLP gRPC address (empty disables)", str(func(c *Config) *string { return &c.OTLP.GRPCAddr }), false},
@@ -125,26 +137,29 @@ func settings() []setting {
 		{"max-disk-bytes", "LUMEN_MAX_DISK_BYTES", "disk budget of the store, e.g. 50GiB (0: none); past it the oldest partitions are dropped", func(c *Config, v string) error { return c.MaxDiskBytes.parse(v) }, false},
 		{"log-format", "LUMEN_LOG_FORMAT", "console or json", str(func(c *Config) *string { return &c.Log.Format }), false},
 		{"log-level", "LUMEN_LOG_LEVEL", "debug, info, warn or error", str(func(c *Config) *string { return &c.Log.Level }), false},
-		{"pprof", "LUMEN_PPROF", "serve /debug/pprof on the HTTP port", func(c *Config, v string) error {
-			b, err := strconv.ParseBool(v)
-			c.Pprof = b
-			return err
-		}, true},
+		{"pprof", "LUMEN_PPROF", "serve /debug/pprof on the HTTP port", boolean(func(c *Config) *bool { return &c.Pprof }), true},
 	}
 }
 
-// loadConfig builds the configuration from defaults, the YAML file, the
-// environment and the command line, in that order.
+// loadConfig builds serve's configuration from defaults, the YAML file,
+// the environment and the command line, in that order.
 func loadConfig(args []string, env func(string) string, name string) (Config, error) {
+	return load(args, env, name, DefaultConfig(), settings(), Config.Validate)
+}
+
+// load builds a configuration from cfg (the defaults), the YAML file
+// (--config or LUMEN_CONFIG), the environment and the command line, in
+// that order, and validates it.
+func load[C any](args []string, env func(string) string, name string, cfg C, all []setting[C], validate func(C) error) (C, error) {
+	var zero C
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(new(bytes.Buffer))
 	configPath := fs.String("config", env("LUMEN_CONFIG"), "YAML configuration file (env LUMEN_CONFIG)")
 	type given struct {
-		s setting
+		s setting[C]
 		v string
 	}
 	var flags []given
-	all := settings()
 	for _, s := range all {
 		record := func(v string) error {
 			flags = append(flags, given{s, v})
@@ -158,33 +173,32 @@ func loadConfig(args []string, env func(string) string, name string) (Config, er
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return Config{}, usageError{usage(fs, name)}
+			return zero, usageError{usage(fs, name)}
 		}
-		return Config{}, fmt.Errorf("%w\n%s", err, usage(fs, name))
+		return zero, fmt.Errorf("%w\n%s", err, usage(fs, name))
 	}
 	if fs.NArg() > 0 {
-		return Config{}, fmt.Errorf("unexpected argument %q\n%s", fs.Arg(0), usage(fs, name))
+		return zero, fmt.Errorf("unexpected argument %q\n%s", fs.Arg(0), usage(fs, name))
 	}
-	cfg := DefaultConfig()
 	if *configPath != "" {
 		if err := readYAML(*configPath, &cfg); err != nil {
-			return Config{}, err
+			return zero, err
 		}
 	}
 	for _, s := range all {
 		if v, ok := lookupEnv(env, s.env); ok {
 			if err := s.set(&cfg, v); err != nil {
-				return Config{}, fmt.Errorf("%s=%q: %w", s.env, v, err)
+				return zero, fmt.Errorf("%s=%q: %w", s.env, v, err)
 			}
 		}
 	}
 	for _, g := range flags {
 		if err := g.s.set(&cfg, g.v); err != nil {
-			return Config{}, fmt.Errorf("--%s=%q: %w", g.s.flag, g.v, err)
+			return zero, fmt.Errorf("--%s=%q: %w", g.s.flag, g.v, err)
 		}
 	}
-	if err := cfg.Validate(); err != nil {
-		return Config{}, fmt.Errorf("configuration: %w", err)
+	if err := validate(cfg); err != nil {
+		return zero, fmt.Errorf("configuration: %w", err)
 	}
 	return cfg, nil
 }
@@ -194,7 +208,7 @@ func lookupEnv(env func(string) string, key string) (string, bool) {
 	return v, v != ""
 }
 
-func readYAML(path string, cfg *Config) error {
+func readYAML(path string, cfg any) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)

@@ -388,6 +388,13 @@ func startChild(t *testing.T, cfg Config, stderr io.Writer) *exec.Cmd {
 	t.Helper()
 	args := fmt.Sprintf("serve --data-dir %s --http-addr %s --otlp-grpc-addr %s --otlp-http-addr %s --log-level info",
 		cfg.DataDir, cfg.HTTPAddr, cfg.OTLP.GRPCAddr, cfg.OTLP.HTTPAddr)
+	return startLumenChild(t, args, cfg.HTTPAddr, stderr)
+}
+
+// startLumenChild runs `lumen <args>` in a child process and waits until
+// http://<httpAddr>/-/ready answers 200.
+func startLumenChild(t *testing.T, args, httpAddr string, stderr io.Writer) *exec.Cmd {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+args)
 	cmd.Stderr = stderr
@@ -399,13 +406,13 @@ func startChild(t *testing.T, cfg Config, stderr io.Writer) *exec.Cmd {
 		}
 	})
 	require.Eventually(t, func() bool {
-		resp, err := http.Get("http://" + cfg.HTTPAddr + "/-/ready")
+		resp, err := http.Get("http://" + httpAddr + "/-/ready")
 		if err != nil {
 			return false
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
-	}, 20*time.Second, 50*time.Millisecond)
+	}, 20*time.Second, 20*time.Millisecond)
 	return cmd
 }
 

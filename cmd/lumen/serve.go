@@ -44,6 +44,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return helpOK(err, stdout)
 		}
 		return serve(ctx, cfg, stderr, nil)
+	case "agent":
+		cfg, err := loadAgentConfig(args, os.Getenv)
+		if err != nil {
+			return helpOK(err, stdout)
+		}
+		return runAgent(ctx, cfg, stderr, nil)
 	case "check-config":
 		cfg, err := loadConfig(args, os.Getenv, "check-config")
 		if err != nil {
@@ -67,10 +73,12 @@ const topUsage = `Usage: lumen [command] [flags]
 
 Commands:
   serve          ingest, store and query traces, logs and metrics (the default)
+  agent          the node agent: container logs, OTLP from the node's pods and node
+                 metrics, shipped to lumen serve through an on-disk buffer
   check-config   load the configuration, report what is wrong, and exit
   version        print the version
 
-Run 'lumen serve -h' for the flags.
+Run 'lumen serve -h' or 'lumen agent -h' for the flags.
 `
 
 func helpOK(err error, stdout io.Writer) error {

@@ -13,18 +13,10 @@ import (
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/storage/remote/otlptranslator/prometheusremotewrite"
-	"go.opentelemetry.io/collector/component"
-	"go.opentelemetry.io/collector/config/configgrpc"
-	"go.opentelemetry.io/collector/config/configoptional"
 	"go.opentelemetry.io/collector/consumer"
-	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace"
-	"go.opentelemetry.io/collector/receiver"
-	"go.opentelemetry.io/collector/receiver/otlpreceiver"
-	metricnoop "go.opentelemetry.io/otel/metric/noop"
-	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
 	"golang.org/x/sync/semaphore"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -32,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/lumenobs/lumen/internal/otlprecv"
 	"github.com/lumenobs/lumen/internal/telemetry"
 	"github.com/lumenobs/lumen/store"
 )
@@ -87,11 +80,7 @@ func (c Config) Validate() error {
 }
 
 // Receiver is the embedded OTLP receiver.
-type Receiver struct {
-	traces  receiver.Traces
-	logs    receiver.Logs
-	metrics receiver.Metrics
-}
+type Receiver struct{ *otlprecv.Receiver }
 
 // New builds the Collector's OTLP receiver with consumers that write to w.
 func New(cfg Config, w Writer, log *zap.Logger, m *telemetry.Ingest, version string) (*Receiver, error) {
@@ -102,35 +91,6 @@ func New(cfg Config, w Writer, log *zap.Logger, m *telemetry.Ingest, version str
 		log = zap.NewNop()
 	}
 	log = log.Named("ingest.otlp")
-	f := otlpreceiver.NewFactory()
-	rc := f.CreateDefaultConfig().(*otlpreceiver.Config)
-	if cfg.GRPCAddr != "" {
-		g := rc.Protocols.GRPC.GetOrInsertDefault()
-		g.NetAddr.Endpoint = cfg.GRPCAddr
-		g.MaxRecvMsgSizeMiB = int((cfg.MaxRequestBytes + 1<<20 - 1) >> 20)
-	} else {
-		rc.Protocols.GRPC = configoptional.None[configgrpc.ServerConfig]()
-	}
-	if cfg.HTTPAddr != "" {
-		h := rc.Protocols.HTTP.GetOrInsertDefault()
-		h.ServerConfig.NetAddr.Endpoint = cfg.HTTPAddr
-		h.ServerConfig.MaxRequestBodySize = cfg.MaxRequestBytes
-	} else {
-		rc.Protocols.HTTP = configoptional.None[otlpreceiver.HTTPConfig]()
-	}
-	if err := rc.Validate(); err != nil {
-		return nil, fmt.Errorf("otlp receiver config: %w", err)
-	}
-	set := receiver.Settings{
-		ID: component.NewID(f.Type()),
-		TelemetrySettings: component.TelemetrySettings{
-			Logger:         log.Named("collector"),
-			TracerProvider: tracenoop.NewTracerProvider(),
-			MeterProvider:  metricnoop.NewMeterProvider(),
-			Resource:       pcommon.NewResource(),
-		},
-		BuildInfo: component.BuildInfo{Command: "lumen", Description: "Lumen", Version: version},
-	}
 	if m == nil {
 		m = telemetry.NewIngest(nil)
 	}
@@ -147,42 +107,13 @@ func New(cfg Config, w Writer, log *zap.Logger, m *telemetry.Ingest, version str
 	if err != nil {
 		return nil, fmt.Errorf("metrics consumer: %w", err)
 	}
-	ctx := context.Background()
-	r := &Receiver{}
-	if r.traces, err = f.CreateTraces(ctx, set, rc, tc); err != nil {
-		return nil, fmt.Errorf("otlp traces receiver: %w", err)
+	r, err := otlprecv.New(otlprecv.Config{GRPCAddr: cfg.GRPCAddr, HTTPAddr: cfg.HTTPAddr, MaxRequestBytes: cfg.MaxRequestBytes},
+		otlprecv.Consumers{Traces: tc, Logs: lc, Metrics: mc}, log, "lumen", version)
+	if err != nil {
+		return nil, err
 	}
-	// The factory shares one receiver per config: this registers the logs
-	// consumer on the same servers.
-	if r.logs, err = f.CreateLogs(ctx, set, rc, lc); err != nil {
-		return nil, fmt.Errorf("otlp logs receiver: %w", err)
-	}
-	if r.metrics, err = f.CreateMetrics(ctx, set, rc, mc); err != nil {
-		return nil, fmt.Errorf("otlp metrics receiver: %w", err)
-	}
-	return r, nil
+	return &Receiver{r}, nil
 }
-
-// Start opens the listeners. It fails if an address cannot be bound.
-func (r *Receiver) Start(ctx context.Context) error {
-	if err := r.traces.Start(ctx, host{}); err != nil {
-		return fmt.Errorf("start otlp receiver: %w", err)
-	}
-	return nil
-}
-
-// Shutdown stops accepting requests and waits for those in progress. Safe
-// without Start.
-func (r *Receiver) Shutdown(ctx context.Context) error {
-	if err := r.traces.Shutdown(ctx); err != nil {
-		return fmt.Errorf("stop otlp receiver: %w", err)
-	}
-	return nil
-}
-
-type host struct{}
-
-func (host) GetExtensions() map[component.ID]component.Component { return nil }
 
 // sink writes what the receiver decoded to the store and turns store errors
 // into the gRPC statuses the receiver maps to HTTP codes (400, 429, 503).

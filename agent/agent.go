@@ -1,0 +1,189 @@
+// Package agent is `lumen agent`, the node agent: it reads the node's
+// container logs, relays OTLP from the node's pods, reads the node's
+// metrics, and ships all of it to `lumen serve` over OTLP/HTTP through a
+// bounded on-disk buffer, so nothing is lost while the server is away.
+// It talks to the server over HTTP only.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+)
+
+// ShipConfig configures the requests to the server.
+type ShipConfig struct {
+	Timeout    time.Duration `yaml:"timeout"`
+	MinBackoff time.Duration `yaml:"min_backoff"`
+	MaxBackoff time.Duration `yaml:"max_backoff"`
+}
+
+// DefaultShipConfig retries from half a second up to half a minute apart.
+func DefaultShipConfig() ShipConfig {
+	return ShipConfig{Timeout: 10 * time.Second, MinBackoff: 500 * time.Millisecond, MaxBackoff: 30 * time.Second}
+}
+
+// Config is what the agent runs with.
+type Config struct {
+	// Server is lumen serve's OTLP/HTTP endpoint, e.g. http://lumen:4318.
+	Server   string
+	NodeName string
+	StateDir string
+	// HTTPAddr serves /metrics, /-/healthy and /-/ready.
+	HTTPAddr string
+	// OTLPGRPCAddr and OTLPHTTPAddr receive OTLP from the node's pods;
+	// empty turns a protocol off.
+	OTLPGRPCAddr, OTLPHTTPAddr string
+	BufferMaxBytes             int64
+	Logs                       LogsConfig
+	Node                       NodeConfig
+	Kubernetes                 KubeConfig
+	Ship                       ShipConfig
+	Version                    string
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case !strings.HasPrefix(c.Server, "http://") && !strings.HasPrefix(c.Server, "https://"):
+		return fmt.Errorf("server %q is not an http:// or https:// URL of lumen serve's OTLP/HTTP port", c.Server)
+	case c.StateDir == "":
+		return errors.New("state_dir is empty")
+	case c.HTTPAddr == "":
+		return errors.New("http_addr is empty")
+	case c.BufferMaxBytes < 1<<20:
+		return fmt.Errorf("buffer_max_bytes %d is below 1MiB", c.BufferMaxBytes)
+	case c.Ship.Timeout <= 0 || c.Ship.MinBackoff <= 0 || c.Ship.MaxBackoff < c.Ship.MinBackoff:
+		return fmt.Errorf("ship: timeout %s and min_backoff %s must be positive, max_backoff %s at least min_backoff", c.Ship.Timeout, c.Ship.MinBackoff, c.Ship.MaxBackoff)
+	case c.Node.Interval < 0:
+		return fmt.Errorf("node_metrics: interval %s is negative", c.Node.Interval)
+	case c.Kubernetes.Enabled && c.Kubernetes.Resync <= 0:
+		return fmt.Errorf("kubernetes: resync %s is not positive", c.Kubernetes.Resync)
+	}
+	return c.Logs.Validate()
+}
+
+// Run runs the agent until ctx ends, then stops taking data, writes what
+// it holds to the buffer and returns; unshipped records wait on disk for
+// the next start. started, when not nil, is called once it listens.
+func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Registry, started func()) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	m := NewMetrics(reg)
+	buf, err := OpenBuffer(filepath.Join(cfg.StateDir, "buffer"), cfg.BufferMaxBytes, m)
+	if err != nil {
+		return err
+	}
+	defer buf.Close()
+	pods, err := newPodCache(cfg.Kubernetes, cfg.NodeName, log)
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	var ready sync.WaitGroup
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "lumen agent is healthy") })
+	isReady := make(chan struct{})
+	mux.HandleFunc("GET /-/ready", func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-isReady:
+			fmt.Fprintln(w, "lumen agent is ready")
+		default:
+			http.Error(w, "lumen agent is starting", http.StatusServiceUnavailable)
+		}
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("agent HTTP server", zap.Error(err))
+		}
+	}()
+	defer srv.Close()
+
+	collect, stopCollect := context.WithCancel(context.Background())
+	defer stopCollect()
+	var wg sync.WaitGroup
+	if pods != nil {
+		wg.Go(func() { pods.run(collect) })
+		// The first list, so the first lines and requests find their pods.
+		select {
+		case <-pods.ready:
+		case <-ctx.Done():
+		case <-time.After(10 * time.Second):
+			log.Warn("the Kubernetes API has not answered in 10s; starting without pod metadata")
+		}
+	}
+	if cfg.OTLPGRPCAddr != "" || cfg.OTLPHTTPAddr != "" {
+		recv, err := newRelay(cfg.OTLPGRPCAddr, cfg.OTLPHTTPAddr, cfg.NodeName, pods, buf, log, m, cfg.Version)
+		if err != nil {
+			return err
+		}
+		if err := recv.Start(ctx); err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := recv.Shutdown(sctx); err != nil {
+				log.Error("stop the OTLP relay", zap.Error(err))
+			}
+		}()
+	}
+	if cfg.Logs.Glob != "" {
+		c, err := newCollector(cfg.Logs, cfg.NodeName, cfg.StateDir, buf, pods, log.Named("logs"), m)
+		if err != nil {
+			return err
+		}
+		ready.Add(1)
+		wg.Go(func() {
+			c.scan() // the files there are now, before the agent says it is ready
+			ready.Done()
+			c.run(collect)
+		})
+	}
+	if cfg.Node.Interval > 0 {
+		n, err := newNodeMetrics(cfg.Node, cfg.NodeName, buf, log)
+		if err != nil {
+			return err
+		}
+		wg.Go(func() { n.run(collect) })
+	}
+	ship, stopShip := context.WithCancel(context.Background())
+	defer stopShip()
+	s := &shipper{buf: buf, server: strings.TrimSuffix(cfg.Server, "/"), client: &http.Client{Timeout: cfg.Ship.Timeout},
+		log: log.Named("ship"), m: m, minBackoff: cfg.Ship.MinBackoff, maxBackoff: cfg.Ship.MaxBackoff}
+	shipped := make(chan struct{})
+	go func() { s.run(ship); close(shipped) }()
+
+	ready.Wait()
+	close(isReady)
+	log.Info("lumen agent started", zap.String("server", cfg.Server), zap.String("node", cfg.NodeName),
+		zap.String("log_glob", cfg.Logs.Glob), zap.String("http_addr", ln.Addr().String()),
+		zap.String("otlp_grpc_addr", cfg.OTLPGRPCAddr), zap.String("otlp_http_addr", cfg.OTLPHTTPAddr))
+	if started != nil {
+		started()
+	}
+	<-ctx.Done()
+	log.Info("stopping lumen agent")
+	stopCollect()
+	wg.Wait()
+	stopShip()
+	<-shipped
+	return nil
+}

@@ -1,0 +1,538 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// Signal is what a buffered record holds: an OTLP export request of logs,
+// traces or metrics, compressed.
+type Signal uint8
+
+const (
+	SignalLogs Signal = iota + 1
+	SignalTraces
+	SignalMetrics
+)
+
+func (s Signal) String() string {
+	switch s {
+	case SignalLogs:
+		return "logs"
+	case SignalTraces:
+		return "traces"
+	case SignalMetrics:
+		return "metrics"
+	}
+	return "unknown"
+}
+
+// Position is how far a container log file has been read: the records up
+// to and including the one that carries it hold every line before Offset.
+type Position struct {
+	Key    string // the file's identity (device:inode)
+	Offset int64
+}
+
+// Record is one buffered request.
+type Record struct {
+	Signal    Signal
+	Items     int        // log records, spans or data points
+	Positions []Position // of the files whose lines it holds
+	Body      []byte     // zstd-compressed OTLP protobuf export request
+
+	seg  uint64 // where it was read from
+	next int64  // offset just past it in seg
+}
+
+// Buffer is a bounded on-disk FIFO of records: numbered segment files of
+// framed records ([length][crc32c][payload]), appended with fsync before
+// anything is acknowledged, read in order by the shipper, deleted once
+// shipped. Past its size limit the oldest segment is dropped, counted.
+// A read cursor file says where shipping stopped, so a restarted agent
+// sends on from there.
+type Buffer struct {
+	dir    string
+	max    int64
+	segMax int64
+	m      *Metrics
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	segs    []segment // oldest first; the last is the one written
+	w       *os.File
+	total   int64
+	rSeg    uint64 // read cursor
+	rOff    int64
+	rFile   *os.File
+	rFileID uint64
+	closed  bool
+}
+
+type segment struct {
+	id   uint64
+	size int64
+}
+
+const (
+	frameHeader = 8
+	// maxRecord bounds one record, so a corrupt length cannot ask for
+	// gigabytes.
+	maxRecord = 64 << 20
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrClosed is returned by a closed buffer.
+var ErrClosed = errors.New("buffer closed")
+
+// OpenBuffer opens (or creates) the buffer in dir, cutting a record torn by
+// a crash from the end of the newest segment.
+func OpenBuffer(dir string, maxBytes int64, m *Metrics) (*Buffer, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("buffer: %w", err)
+	}
+	b := &Buffer{dir: dir, max: maxBytes, segMax: min(8<<20, max(maxBytes/4, 64<<10)), m: m}
+	b.cond = sync.NewCond(&b.mu)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("buffer: %w", err)
+	}
+	for _, e := range entries {
+		id, ok := strings.CutSuffix(e.Name(), ".seg")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseUint(id, 10, 64)
+		if err != nil {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			return nil, fmt.Errorf("buffer: %w", err)
+		}
+		b.segs = append(b.segs, segment{id: n, size: info.Size()})
+	}
+	sort.Slice(b.segs, func(i, j int) bool { return b.segs[i].id < b.segs[j].id })
+	if len(b.segs) > 0 {
+		last := &b.segs[len(b.segs)-1]
+		valid, err := validLength(b.segPath(last.id))
+		if err != nil {
+			return nil, err
+		}
+		if valid != last.size {
+			if err := os.Truncate(b.segPath(last.id), valid); err != nil {
+				return nil, fmt.Errorf("buffer: cut a torn record: %w", err)
+			}
+			last.size = valid
+		}
+	}
+	if len(b.segs) == 0 {
+		b.segs = append(b.segs, segment{id: 1})
+	}
+	last := b.segs[len(b.segs)-1]
+	if b.w, err = os.OpenFile(b.segPath(last.id), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640); err != nil {
+		return nil, fmt.Errorf("buffer: %w", err)
+	}
+	for _, s := range b.segs {
+		b.total += s.size
+	}
+	b.rSeg, b.rOff = b.segs[0].id, 0
+	if c, err := os.ReadFile(filepath.Join(dir, "cursor")); err == nil {
+		var seg uint64
+		var off int64
+		if _, err := fmt.Sscanf(string(c), "%d %d", &seg, &off); err == nil {
+			for _, s := range b.segs {
+				if s.id == seg && off <= s.size {
+					b.rSeg, b.rOff = seg, off
+				}
+			}
+		}
+	}
+	b.metrics()
+	return b, nil
+}
+
+func (b *Buffer) segPath(id uint64) string { return filepath.Join(b.dir, fmt.Sprintf("%020d.seg", id)) }
+
+// validLength is the length of a segment's prefix of whole, intact records.
+func validLength(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("buffer: %w", err)
+	}
+	defer f.Close()
+	r := bufio.NewReader(f)
+	var off int64
+	for {
+		n, err := readFrame(r, nil)
+		if err != nil {
+			return off, nil //nolint:nilerr // the end, or a torn or corrupt record: keep what precedes it
+		}
+		off += n
+	}
+}
+
+// readFrame reads one frame; payload, when not nil, receives it.
+func readFrame(r io.Reader, payload *[]byte) (int64, error) {
+	var h [frameHeader]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return 0, err
+	}
+	n := binary.LittleEndian.Uint32(h[:4])
+	if n == 0 || n > maxRecord {
+		return 0, fmt.Errorf("buffer: record length %d", n)
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return 0, err
+	}
+	if crc32.Checksum(buf, crcTable) != binary.LittleEndian.Uint32(h[4:]) {
+		return 0, errors.New("buffer: record checksum mismatch")
+	}
+	if payload != nil {
+		*payload = buf
+	}
+	return int64(frameHeader + n), nil
+}
+
+func encodeRecord(r Record) []byte {
+	p := make([]byte, 0, 32+len(r.Body))
+	p = append(p, byte(r.Signal))
+	p = binary.AppendUvarint(p, uint64(r.Items))
+	p = binary.AppendUvarint(p, uint64(len(r.Positions)))
+	for _, pos := range r.Positions {
+		p = binary.AppendUvarint(p, uint64(len(pos.Key)))
+		p = append(p, pos.Key...)
+		p = binary.AppendUvarint(p, uint64(pos.Offset))
+	}
+	return append(p, r.Body...)
+}
+
+// decodeRecord reads a payload written by encodeRecord.
+func decodeRecord(p []byte) (Record, error) {
+	bad := errors.New("buffer: malformed record")
+	if len(p) < 1 {
+		return Record{}, bad
+	}
+	r := Record{Signal: Signal(p[0])}
+	p = p[1:]
+	uv := func() (uint64, bool) {
+		v, n := binary.Uvarint(p)
+		if n <= 0 {
+			return 0, false
+		}
+		p = p[n:]
+		return v, true
+	}
+	items, ok1 := uv()
+	npos, ok2 := uv()
+	if !ok1 || !ok2 || npos > uint64(len(p)) || items > 1<<31 {
+		return Record{}, bad
+	}
+	r.Items = int(items)
+	for range npos {
+		kl, ok := uv()
+		if !ok || kl > uint64(len(p)) {
+			return Record{}, bad
+		}
+		key := string(p[:kl])
+		p = p[kl:]
+		off, ok := uv()
+		if !ok || off > 1<<62 {
+			return Record{}, bad
+		}
+		r.Positions = append(r.Positions, Position{Key: key, Offset: int64(off)})
+	}
+	r.Body = p
+	return r, nil
+}
+
+// Append writes a record and syncs it to disk. When the buffer is over its
+// size, the oldest segments are dropped and their items counted.
+func (b *Buffer) Append(r Record) error {
+	p := encodeRecord(r)
+	if len(p) > maxRecord {
+		return fmt.Errorf("buffer: record of %d bytes is over the %d limit", len(p), maxRecord)
+	}
+	frame := make([]byte, frameHeader, frameHeader+len(p))
+	binary.LittleEndian.PutUint32(frame[:4], uint32(len(p)))
+	binary.LittleEndian.PutUint32(frame[4:], crc32.Checksum(p, crcTable))
+	frame = append(frame, p...)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrClosed
+	}
+	last := &b.segs[len(b.segs)-1]
+	if last.size > 0 && last.size+int64(len(frame)) > b.segMax {
+		if err := b.w.Close(); err != nil {
+			return fmt.Errorf("buffer: %w", err)
+		}
+		next := segment{id: last.id + 1}
+		w, err := os.OpenFile(b.segPath(next.id), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+		if err != nil {
+			return fmt.Errorf("buffer: %w", err)
+		}
+		b.w = w
+		b.segs = append(b.segs, next)
+		last = &b.segs[len(b.segs)-1]
+		syncDir(b.dir)
+	}
+	if _, err := b.w.Write(frame); err != nil {
+		return fmt.Errorf("buffer: write: %w", err)
+	}
+	if err := b.w.Sync(); err != nil {
+		return fmt.Errorf("buffer: sync: %w", err)
+	}
+	last.size += int64(len(frame))
+	b.total += int64(len(frame))
+	b.m.buffered(r.Signal, r.Items)
+	for b.total > b.max && len(b.segs) > 1 {
+		b.dropOldest()
+	}
+	b.metrics()
+	b.cond.Broadcast()
+	return nil
+}
+
+// dropOldest deletes the oldest segment, counting the unshipped items in it.
+func (b *Buffer) dropOldest() {
+	s := b.segs[0]
+	from := int64(0)
+	if b.rSeg == s.id {
+		from = b.rOff
+	} else if b.rSeg > s.id {
+		from = s.size // all of it was shipped
+	}
+	if from < s.size {
+		if f, err := os.Open(b.segPath(s.id)); err == nil {
+			if _, err := f.Seek(from, io.SeekStart); err == nil {
+				r := bufio.NewReader(f)
+				var p []byte
+				for {
+					if _, err := readFrame(r, &p); err != nil {
+						break
+					}
+					if rec, err := decodeRecord(p); err == nil {
+						b.m.dropped(rec.Signal, "buffer_full", rec.Items)
+					}
+				}
+			}
+			f.Close()
+		}
+	}
+	if b.rFile != nil && b.rFileID == s.id {
+		b.rFile.Close()
+		b.rFile = nil
+	}
+	_ = os.Remove(b.segPath(s.id))
+	b.total -= s.size
+	b.segs = b.segs[1:]
+	if b.rSeg <= s.id {
+		b.rSeg, b.rOff = b.segs[0].id, 0
+	}
+}
+
+func (b *Buffer) metrics() {
+	b.m.bufferBytes.Set(float64(b.total))
+}
+
+// Next returns the oldest record not yet acknowledged, waiting for one.
+func (b *Buffer) Next(ctx context.Context) (Record, error) {
+	stop := context.AfterFunc(ctx, func() {
+		b.mu.Lock()
+		b.cond.Broadcast()
+		b.mu.Unlock()
+	})
+	defer stop()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for {
+		if b.closed {
+			return Record{}, ErrClosed
+		}
+		if err := ctx.Err(); err != nil {
+			return Record{}, err
+		}
+		// Move past a finished segment.
+		for i, s := range b.segs {
+			if s.id == b.rSeg && b.rOff >= s.size && i+1 < len(b.segs) {
+				b.rSeg, b.rOff = b.segs[i+1].id, 0
+			}
+		}
+		if sz := b.segSize(b.rSeg); b.rOff < sz {
+			rec, err := b.readAt(b.rSeg, b.rOff)
+			if err != nil {
+				return Record{}, err
+			}
+			return rec, nil
+		}
+		b.cond.Wait()
+	}
+}
+
+func (b *Buffer) segSize(id uint64) int64 {
+	for _, s := range b.segs {
+		if s.id == id {
+			return s.size
+		}
+	}
+	return 0
+}
+
+func (b *Buffer) readAt(seg uint64, off int64) (Record, error) {
+	if b.rFile == nil || b.rFileID != seg {
+		if b.rFile != nil {
+			b.rFile.Close()
+		}
+		f, err := os.Open(b.segPath(seg))
+		if err != nil {
+			return Record{}, fmt.Errorf("buffer: %w", err)
+		}
+		b.rFile, b.rFileID = f, seg
+	}
+	var p []byte
+	n, err := readFrame(io.NewSectionReader(b.rFile, off, maxRecord+frameHeader), &p)
+	if err != nil {
+		return Record{}, fmt.Errorf("buffer: segment %d at %d: %w", seg, off, err)
+	}
+	rec, err := decodeRecord(p)
+	if err != nil {
+		return Record{}, err
+	}
+	rec.seg, rec.next = seg, off+n
+	return rec, nil
+}
+
+// Ack marks a record shipped: the cursor moves past it and is saved, and
+// segments wholly shipped are deleted.
+func (b *Buffer) Ack(r Record) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrClosed
+	}
+	if r.seg != b.rSeg || r.next <= b.rOff {
+		return nil // its segment was dropped meanwhile
+	}
+	b.rOff = r.next
+	if err := writeFileAtomic(filepath.Join(b.dir, "cursor"), []byte(fmt.Sprintf("%d %d\n", b.rSeg, b.rOff))); err != nil {
+		return err
+	}
+	for len(b.segs) > 1 && (b.segs[0].id < b.rSeg || (b.segs[0].id == b.rSeg && b.rOff >= b.segs[0].size)) {
+		s := b.segs[0]
+		if b.rFile != nil && b.rFileID == s.id {
+			b.rFile.Close()
+			b.rFile = nil
+		}
+		if err := os.Remove(b.segPath(s.id)); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("buffer: %w", err)
+		}
+		b.total -= s.size
+		b.segs = b.segs[1:]
+		if b.rSeg == s.id {
+			b.rSeg, b.rOff = b.segs[0].id, 0
+		}
+	}
+	b.metrics()
+	return nil
+}
+
+// Pending calls fn for every record not yet shipped, oldest first; at
+// start-up it tells how far each file's lines reached the buffer.
+func (b *Buffer) Pending(fn func(Record)) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, s := range b.segs {
+		if s.id < b.rSeg {
+			continue
+		}
+		f, err := os.Open(b.segPath(s.id))
+		if err != nil {
+			return fmt.Errorf("buffer: %w", err)
+		}
+		start := int64(0)
+		if s.id == b.rSeg {
+			start = b.rOff
+		}
+		r := bufio.NewReader(io.NewSectionReader(f, start, s.size-start))
+		var p []byte
+		for {
+			if _, err := readFrame(r, &p); err != nil {
+				break
+			}
+			if rec, err := decodeRecord(p); err == nil {
+				fn(rec)
+			}
+		}
+		f.Close()
+	}
+	return nil
+}
+
+// Bytes is the buffer's size on disk.
+func (b *Buffer) Bytes() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.total
+}
+
+// Close closes the files; records stay on disk for the next start.
+func (b *Buffer) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	b.cond.Broadcast()
+	if b.rFile != nil {
+		b.rFile.Close()
+	}
+	return b.w.Close()
+}
+
+// writeFileAtomic replaces a small file so that a crash leaves the old or
+// the new content, never a mix.
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("replace %s: %w", path, err)
+	}
+	syncDir(filepath.Dir(path))
+	return nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}
