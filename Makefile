@@ -7,7 +7,7 @@ FUZZTIME  ?= 20s
 BENCHTIME ?= 1x
 PKGS      := ./...
 
-.PHONY: all build run test test-race vet fmt lint fuzz bench load clean ui ui-test
+.PHONY: all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image
 
 all: build
 
@@ -19,10 +19,16 @@ build: ui
 run: build
 	./$(BIN) serve
 
-## test: vet, formatting, the UI's type check and unit tests, and every Go
-## test (fuzz seeds included; the browser test drives the embedded UI)
-test: vet lint ui-test
+## test: vet, formatting, the UI's type check and unit tests, the release
+## build, and every Go test (fuzz seeds included; the browser test drives the
+## embedded UI; the release binary is checked to be static)
+test: vet lint ui-test build
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+## image: the container image (deploy/Dockerfile), where a Docker engine runs
+image:
+	@command -v docker >/dev/null || { echo "make image needs docker"; exit 1; }
+	docker build -f deploy/Dockerfile --build-arg VERSION=$(VERSION) -t lumen:$(VERSION) .
 
 ## ui: the web UI's npm packages (pinned by ui/package-lock.json) and its
 ## bundle in ui/web/dist, which the next go build embeds
@@ -69,6 +75,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzFromLine$$' -fuzztime $(FUZZTIME) ./internal/logids/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./query/logql/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./query/traceql/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseCRI$$' -fuzztime $(FUZZTIME) ./agent/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseDocker$$' -fuzztime $(FUZZTIME) ./agent/
+	$(GO) test -run '^$$' -fuzz '^FuzzPodFromPath$$' -fuzztime $(FUZZTIME) ./agent/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./agent/
 
 ## bench: the Go benchmarks, in benchstat's format (bench.txt)
 bench:
