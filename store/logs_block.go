@@ -198,17 +198,20 @@ func encodeBlock(es []LogEntry) []byte {
 
 // decodeBlock decodes a block payload; mint is from its key.
 func decodeBlock(b []byte, mint int64, sb *labels.ScratchBuilder) ([]LogEntry, error) {
-	return decodeBlockLines(b, mint, sb, false)
+	return decodeBlockLines(b, mint, sb, false, nil)
 }
 
 // decodeBlockView decodes a block payload with each line a view into b,
 // not a copy: for a reader that filters lines and clones the few it
 // keeps. b must not change while the lines are in use.
-func decodeBlockView(b []byte, mint int64, sb *labels.ScratchBuilder) ([]LogEntry, error) {
-	return decodeBlockLines(b, mint, sb, true)
+func decodeBlockView(b []byte, mint int64, sb *labels.ScratchBuilder, only *model.TraceID) ([]LogEntry, error) {
+	return decodeBlockLines(b, mint, sb, true, only)
 }
 
-func decodeBlockLines(b []byte, mint int64, sb *labels.ScratchBuilder, view bool) ([]LogEntry, error) {
+// decodeBlockLines decodes a block; with only set, the structured metadata
+// of lines of other traces is skipped, not decoded (their Metadata is
+// empty), as a trace's lookup reads just its own lines.
+func decodeBlockLines(b []byte, mint int64, sb *labels.ScratchBuilder, view bool, only *model.TraceID) ([]LogEntry, error) {
 	bad := func(what string) error { return fmt.Errorf("%w: log block: %s", ErrCorrupt, what) }
 	n, w := binary.Uvarint(b)
 	if w <= 0 || n == 0 || n > uint64(len(b)) {
@@ -252,6 +255,14 @@ func decodeBlockLines(b []byte, mint int64, sb *labels.ScratchBuilder, view bool
 	}
 	for i, f := range flags {
 		if f&flagMetadata != 0 {
+			if only != nil && es[i].TraceID != *only {
+				rest, err := skipLabels(b)
+				if err != nil {
+					return nil, fmt.Errorf("log block metadata: %w", err)
+				}
+				b = rest
+				continue
+			}
 			ls, rest, err := decodeLabels(b, sb)
 			if err != nil {
 				return nil, fmt.Errorf("log block metadata: %w", err)

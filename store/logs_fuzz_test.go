@@ -34,7 +34,37 @@ func FuzzLogBlock(f *testing.F) {
 		again, err := decodeBlock(encodeBlock(es), es[0].T, &sb)
 		require.NoError(t, err)
 		require.Equal(t, es, again)
+		// Read for one trace: every line, that trace's metadata, no other's.
+		one, err := decodeBlockLines(b, mint, &sb, false, &es[0].TraceID)
+		require.NoError(t, err)
+		require.Len(t, one, len(es))
+		for i := range es {
+			want := es[i]
+			if want.TraceID != es[0].TraceID {
+				want.Metadata = labels.EmptyLabels()
+			}
+			require.Equal(t, want, one[i])
+		}
 	})
+}
+
+func TestLogBlockReadForOneTrace(t *testing.T) {
+	es := sortEntries(append(fuzzEntries(),
+		LogEntry{T: 3_000, Line: "mine", TraceID: model.TraceID{7}, Metadata: labels.FromStrings("pod", "a")},
+		LogEntry{T: 3_001, Line: "other", TraceID: model.TraceID{8}, Metadata: labels.FromStrings("pod", "b", "user", "u9")}))
+	var sb labels.ScratchBuilder
+	got, err := decodeBlockLines(encodeBlock(es), es[0].T, &sb, false, &model.TraceID{7})
+	require.NoError(t, err)
+	require.Len(t, got, len(es))
+	for _, e := range got {
+		switch e.Line {
+		case "mine":
+			require.Equal(t, labels.FromStrings("pod", "a"), e.Metadata)
+		case "other":
+			require.True(t, e.Metadata.IsEmpty(), "another trace's metadata was decoded")
+			require.Equal(t, model.TraceID{8}, e.TraceID)
+		}
+	}
 }
 
 // FuzzLogWALRecord does the same for log WAL records.

@@ -233,7 +233,7 @@ func (db *DB) scanStream(txn *badger.Txn, ref uint64, q LogSelect, sb *labels.Sc
 		if br.maxt < q.Start {
 			continue
 		}
-		es, err := db.readBlock(it.Item(), br, sb)
+		es, err := db.readBlock(it.Item(), br, sb, nil)
 		if err != nil {
 			return err
 		}
@@ -260,7 +260,7 @@ func wrapRead(err error) error {
 
 // readBlock reads and decompresses a block; its lines are views into the
 // decompressed payload (decodeBlockView): clone those that are kept.
-func (db *DB) readBlock(item *badger.Item, br blockRef, sb *labels.ScratchBuilder) ([]LogEntry, error) {
+func (db *DB) readBlock(item *badger.Item, br blockRef, sb *labels.ScratchBuilder, only *model.TraceID) ([]LogEntry, error) {
 	val, err := item.ValueCopy(nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: read log block: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
@@ -269,7 +269,7 @@ func (db *DB) readBlock(item *badger.Item, br blockRef, sb *labels.ScratchBuilde
 	if err != nil {
 		return nil, err
 	}
-	return decodeBlockView(payload, br.mint, sb)
+	return decodeBlockView(payload, br.mint, sb, only)
 }
 
 // LogSeries returns the label sets of the matching streams that have lines
@@ -433,7 +433,7 @@ func (db *DB) traceLogs(ctx context.Context, parts []*partition, id model.TraceI
 				if err != nil {
 					return fmt.Errorf("%w: log block named by trace %s: %v", ErrCorrupt, id, err) //nolint:errorlint // Badger errors stay inside the store
 				}
-				es, err := db.readBlock(item, br, &sb)
+				es, err := db.readBlock(item, br, &sb, &id)
 				if err != nil {
 					return err
 				}

@@ -152,4 +152,21 @@ func decodeLabels(b []byte, sb *labels.ScratchBuilder) (labels.Labels, []byte, e
 	return sb.Labels(), b, nil
 }
 
+// skipLabels returns what follows an encoded label set, without decoding it.
+func skipLabels(b []byte) ([]byte, error) {
+	n, w := binary.Uvarint(b)
+	if w <= 0 || n > uint64(len(b)) {
+		return nil, fmt.Errorf("%w: label count", ErrCorrupt)
+	}
+	b = b[w:]
+	for range 2 * n {
+		l, w := binary.Uvarint(b)
+		if w <= 0 || l > uint64(len(b)-w) {
+			return nil, fmt.Errorf("%w: label", ErrCorrupt)
+		}
+		b = b[w+int(l):]
+	}
+	return b, nil
+}
+
 const noTime = math.MinInt64

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -40,12 +41,13 @@ type found struct {
 // merged.
 func (q *querier) collect(ctx context.Context, ms []*labels.Matcher) (map[string]*found, error) {
 	out := map[string]*found{}
+	var key []byte
 	add := func(lset labels.Labels, c chunkenc.Chunk) {
-		k := lset.String()
-		f := out[k]
+		key = lset.Bytes(key[:0]) // a compact encoding: String() quotes every value
+		f := out[string(key)]
 		if f == nil {
 			f = &found{lset: lset}
-			out[k] = f
+			out[string(key)] = f
 		}
 		if c != nil {
 			f.chunks = append(f.chunks, c)
@@ -95,6 +97,8 @@ func (q *querier) collectPartition(p *partition, ms []*labels.Matcher, add func(
 		if err != nil {
 			return err
 		}
+		cr := &chunkReader{txn: txn}
+		defer cr.close()
 		var sb labels.ScratchBuilder
 		for _, ref := range refs {
 			lset, err := p.seriesLabels(txn, ref, &sb)
@@ -104,7 +108,7 @@ func (q *querier) collectPartition(p *partition, ms []*labels.Matcher, add func(
 			if !matchesAll(lset, ms) {
 				continue
 			}
-			chunks, err := q.chunks(txn, ref)
+			chunks, err := q.chunks(cr, ref)
 			if err != nil {
 				return err
 			}
@@ -119,55 +123,103 @@ func (q *querier) collectPartition(p *partition, ms []*labels.Matcher, add func(
 	})
 }
 
-// chunks returns the series' chunks, in-order and out-of-order, that overlap
-// [mint, maxt].
-func (q *querier) chunks(txn *badger.Txn, ref uint64) ([]chunkenc.Chunk, error) {
-	out, err := q.chunksUnder(txn, chunkPrefix(ref), nil)
-	if err != nil {
-		return nil, err
-	}
-	ooo := chunkPrefix(ref)
-	ooo[0] = nsChunkOOO
-	return q.chunksUnder(txn, ooo, out)
+// chunkReader holds one iterator of each chunk kind for a partition's read,
+// so that selecting many series does not open two iterators per series
+// (opening one costs an iterator per table).
+type chunkReader struct {
+	txn      *badger.Txn
+	inOrder  *badger.Iterator // reverse: newest chunk first
+	outOrder *badger.Iterator
 }
 
-func (q *querier) chunksUnder(txn *badger.Txn, prefix []byte, out []chunkenc.Chunk) ([]chunkenc.Chunk, error) {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
-		_, cmint, err := parseChunkKey(it.Item().Key())
+func (cr *chunkReader) close() {
+	if cr.inOrder != nil {
+		cr.inOrder.Close()
+	}
+	if cr.outOrder != nil {
+		cr.outOrder.Close()
+	}
+}
+
+// chunks returns the series' chunks, in-order and out-of-order, that overlap
+// [mint, maxt]. In-order chunks of a series follow one another in time, so
+// they are read newest first from maxt back to the first that ends before
+// mint; out-of-order chunks may overlap anything and are all looked at.
+func (q *querier) chunks(cr *chunkReader, ref uint64) ([]chunkenc.Chunk, error) {
+	if cr.inOrder == nil {
+		cr.inOrder = cr.txn.NewIterator(badger.IteratorOptions{Prefix: []byte{nsChunk}, Reverse: true})
+		cr.outOrder = cr.txn.NewIterator(badger.IteratorOptions{Prefix: []byte{nsChunkOOO}})
+	}
+	prefix := chunkPrefix(ref)
+	var out []chunkenc.Chunk
+	it := cr.inOrder
+	for it.Seek(chunkKey(ref, q.maxt)); it.ValidForPrefix(prefix); it.Next() {
+		c, end, err := q.chunkAt(it.Item())
 		if err != nil {
 			return nil, err
 		}
-		if cmint > q.maxt {
+		if end < q.mint {
 			break
 		}
-		val, err := it.Item().ValueCopy(nil)
-		if err != nil {
-			return nil, fmt.Errorf("%w: read chunk: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
+		if c != nil {
+			out = append(out, c)
 		}
+	}
+	slices.Reverse(out)
+	prefix[0] = nsChunkOOO
+	it = cr.outOrder
+	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+		c, _, err := q.chunkAt(it.Item())
+		if err != nil {
+			return nil, err
+		}
+		if c != nil {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// chunkAt decodes the chunk of item when it overlaps [mint, maxt] (nil
+// otherwise) and returns its last time.
+func (q *querier) chunkAt(item *badger.Item) (chunkenc.Chunk, int64, error) {
+	_, cmint, err := parseChunkKey(item.Key())
+	if err != nil {
+		return nil, 0, err
+	}
+	if cmint > q.maxt {
+		return nil, cmint, nil
+	}
+	var c chunkenc.Chunk
+	var end int64
+	err = item.Value(func(val []byte) error {
 		if len(val) < 2 {
-			return nil, fmt.Errorf("%w: chunk of %d bytes", ErrCorrupt, len(val))
+			return fmt.Errorf("%w: chunk of %d bytes", ErrCorrupt, len(val))
 		}
 		span, w := binary.Uvarint(val[1:])
 		if w <= 0 {
-			return nil, fmt.Errorf("%w: chunk time span", ErrCorrupt)
+			return fmt.Errorf("%w: chunk time span", ErrCorrupt)
 		}
-		if cmint+int64(span) < q.mint {
-			continue
+		end = cmint + int64(span)
+		if end < q.mint {
+			return nil
 		}
-		var c chunkenc.Chunk
+		data := slices.Clone(val[1+w:]) // val is only valid inside Value
+		var err error
 		if enc := chunkenc.Encoding(val[0]); enc == encDecimal {
-			c, err = newDecimalChunk(val[1+w:])
+			c, err = newDecimalChunk(data)
 		} else {
-			c, err = chunkenc.FromData(enc, val[1+w:])
+			c, err = chunkenc.FromData(enc, data)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: chunk: %w", ErrCorrupt, err)
+			return fmt.Errorf("%w: chunk: %w", ErrCorrupt, err)
 		}
-		out = append(out, c)
+		return nil
+	})
+	if err != nil && !errors.Is(err, ErrCorrupt) {
+		err = fmt.Errorf("%w: read chunk: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
 	}
-	return out, nil
+	return c, end, err
 }
 
 // candidateRefs returns the refs of series that may match ms, from the
@@ -178,11 +230,33 @@ func candidateRefs(txn *badger.Txn, ms []*labels.Matcher) ([]uint64, error) {
 }
 
 // candidateRefs is candidateRefs over the index ix.
+// narrowEnough is how few candidates make it cheaper to check a matcher on
+// each candidate's labels (as every caller does afterwards) than to scan the
+// postings of every value of its label.
+const narrowEnough = 1024
+
 func (ix labelIndex) candidateRefs(txn *badger.Txn, ms []*labels.Matcher) ([]uint64, error) {
 	var result []uint64
 	first := true
-	for _, m := range ms {
+	// Equality and set matchers (a|b|c) first: they read only their values'
+	// postings; the others scan every value of their label, which is not
+	// worth it once the candidates are few.
+	ordered := slices.Clone(ms)
+	cheap := func(m *labels.Matcher) bool { return m.Type == labels.MatchEqual || len(m.SetMatches()) > 0 }
+	slices.SortStableFunc(ordered, func(a, b *labels.Matcher) int {
+		switch ca, cb := cheap(a), cheap(b); {
+		case ca && !cb:
+			return -1
+		case cb && !ca:
+			return 1
+		}
+		return 0
+	})
+	for _, m := range ordered {
 		if m.Matches("") {
+			continue
+		}
+		if !first && !cheap(m) && len(result) <= narrowEnough {
 			continue
 		}
 		set, err := ix.postingsFor(txn, m)
@@ -202,6 +276,21 @@ func (ix labelIndex) candidateRefs(txn *badger.Txn, ms []*labels.Matcher) ([]uin
 }
 
 func (ix labelIndex) postingsFor(txn *badger.Txn, m *labels.Matcher) ([]uint64, error) {
+	if m.Type == labels.MatchRegexp {
+		if values := m.SetMatches(); len(values) > 0 {
+			// A regexp of alternatives (a|b|c): each value's postings.
+			var refs []uint64
+			for _, v := range values {
+				set, err := ix.postingsFor(txn, labels.MustNewMatcher(labels.MatchEqual, m.Name, v))
+				if err != nil {
+					return nil, err
+				}
+				refs = append(refs, set...)
+			}
+			slices.Sort(refs)
+			return slices.Compact(refs), nil
+		}
+	}
 	prefix := ix.postingPrefix(m.Name)
 	if m.Type == labels.MatchEqual {
 		prefix = ix.postingValuePrefix(m.Name, m.Value)
@@ -210,7 +299,16 @@ func (ix labelIndex) postingsFor(txn *badger.Txn, m *labels.Matcher) ([]uint64, 
 	var refs []uint64
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
 	defer it.Close()
+	equal := m.Type == labels.MatchEqual
 	for it.Rewind(); it.Valid(); it.Next() {
+		if k := it.Item().Key(); equal {
+			// The prefix is the value: the ref is all that is left.
+			if len(k) != len(prefix)+8 {
+				return nil, fmt.Errorf("%w: posting key of %d bytes", ErrCorrupt, len(k))
+			}
+			refs = append(refs, binary.BigEndian.Uint64(k[len(prefix):]))
+			continue
+		}
 		value, ref, err := parsePostingKey(it.Item().Key(), namePrefixLen)
 		if err != nil {
 			return nil, err

@@ -111,11 +111,19 @@ func (db *DB) readTrace(p *partition, id model.TraceID, spans ptrace.Traces, log
 }
 
 func appendTraceSpans(codec byte, payload []byte, id model.TraceID, dst ptrace.Traces) error {
+	want := pcommon.TraceID(id)
+	if codec == codecZstdColumns {
+		td, err := decodeSpanFrameOf(payload, &want)
+		if err != nil {
+			return err
+		}
+		td.ResourceSpans().MoveAndAppendTo(dst.ResourceSpans())
+		return nil
+	}
 	td, err := decodeSpans(codec, payload)
 	if err != nil {
 		return err
 	}
-	want := pcommon.TraceID(id)
 	td.ResourceSpans().RemoveIf(func(rs ptrace.ResourceSpans) bool {
 		rs.ScopeSpans().RemoveIf(func(ss ptrace.ScopeSpans) bool {
 			ss.Spans().RemoveIf(func(s ptrace.Span) bool { return s.TraceID() != want })

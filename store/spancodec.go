@@ -7,6 +7,7 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // Span frames (codec 0x02) keep a span's ids and times apart from the rest of
@@ -173,6 +174,14 @@ func (r *columnReader) bytes(n int, what string) []byte {
 
 // decodeSpanFrame decodes a span frame payload.
 func decodeSpanFrame(payload []byte) (ptrace.Traces, error) {
+	return decodeSpanFrameOf(payload, nil)
+}
+
+// decodeSpanFrameOf decodes the spans of one trace (all of them when want
+// is nil). The columns say which spans are the trace's; the others are
+// skipped in the protobuf without being decoded, so reading a trace of a
+// few spans from a frame of hundreds costs those few.
+func decodeSpanFrameOf(payload []byte, want *pcommon.TraceID) (ptrace.Traces, error) {
 	r := &columnReader{b: payload}
 	n := r.uvarint("span count")
 	// Every span takes at least 8 bytes of span id: a count beyond that is
@@ -230,7 +239,21 @@ func decodeSpanFrame(payload []byte) (ptrace.Traces, error) {
 	if r.err != nil {
 		return ptrace.Traces{}, r.err
 	}
-	td, err := tracesUnmarshaler.UnmarshalTraces(proto)
+	keep := func(i int) bool { return want == nil || traceIDs[i] == *want }
+	// The protobuf's spans, in order: how many events and links each has
+	// (to walk the columns that follow), and, when filtering, a protobuf of
+	// the kept spans only.
+	counts, kept, err := scanSpans(proto, keep)
+	if err != nil {
+		return ptrace.Traces{}, fmt.Errorf("%w: %w: %w", ErrCorrupt, errSpanFrame, err)
+	}
+	if uint64(len(counts)) != n {
+		return ptrace.Traces{}, fmt.Errorf("%w: %w: protobuf holds %d spans, columns %d", ErrCorrupt, errSpanFrame, len(counts), n)
+	}
+	if want == nil {
+		kept = proto
+	}
+	td, err := tracesUnmarshaler.UnmarshalTraces(kept)
 	if err != nil {
 		return ptrace.Traces{}, fmt.Errorf("%w: %w: %w", ErrCorrupt, errSpanFrame, err)
 	}
@@ -242,23 +265,48 @@ func decodeSpanFrame(payload []byte) (ptrace.Traces, error) {
 			}
 		}
 	}
-	if uint64(len(all)) != n {
-		return ptrace.Traces{}, fmt.Errorf("%w: %w: protobuf holds %d spans, columns %d", ErrCorrupt, errSpanFrame, len(all), n)
+	next := 0 // the decoded span that frame span i is, when kept
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = -1
+		if keep(i) {
+			if next >= len(all) {
+				return ptrace.Traces{}, fmt.Errorf("%w: %w: kept spans disagree with the protobuf", ErrCorrupt, errSpanFrame)
+			}
+			idx[i] = next
+			sp := all[next]
+			next++
+			sp.SetTraceID(traceIDs[i])
+			sp.SetSpanID(spanIDs[i])
+			sp.SetParentSpanID(parents[i])
+			sp.SetStartTimestamp(pcommon.Timestamp(starts[i]))
+			sp.SetEndTimestamp(pcommon.Timestamp(ends[i]))
+		}
 	}
-	for i, sp := range all {
-		sp.SetTraceID(traceIDs[i])
-		sp.SetSpanID(spanIDs[i])
-		sp.SetParentSpanID(parents[i])
-		sp.SetStartTimestamp(pcommon.Timestamp(starts[i]))
-		sp.SetEndTimestamp(pcommon.Timestamp(ends[i]))
+	if next != len(all) {
+		return ptrace.Traces{}, fmt.Errorf("%w: %w: kept spans disagree with the protobuf", ErrCorrupt, errSpanFrame)
 	}
-	for _, sp := range all {
+	for i, c := range counts {
+		if idx[i] < 0 {
+			for range c.events {
+				r.varint("event time")
+			}
+			continue
+		}
+		sp := all[idx[i]]
+		if sp.Events().Len() != c.events {
+			return ptrace.Traces{}, fmt.Errorf("%w: %w: event count", ErrCorrupt, errSpanFrame)
+		}
 		for _, ev := range sp.Events().All() {
 			ev.SetTimestamp(pcommon.Timestamp(uint64(sp.StartTimestamp()) + uint64(r.varint("event time"))))
 		}
 	}
-	for _, sp := range all {
-		for _, l := range sp.Links().All() {
+	for i, c := range counts {
+		if idx[i] < 0 {
+			r.bytes(24*c.links, "link ids")
+			continue
+		}
+		for _, l := range all[idx[i]].Links().All() {
 			l.SetTraceID(pcommon.TraceID(r.bytes(16, "link trace id")))
 			l.SetSpanID(pcommon.SpanID(r.bytes(8, "link span id")))
 		}
@@ -270,4 +318,104 @@ func decodeSpanFrame(payload []byte) (ptrace.Traces, error) {
 		return ptrace.Traces{}, fmt.Errorf("%w: %w: %d trailing bytes", ErrCorrupt, errSpanFrame, len(r.b))
 	}
 	return td, nil
+}
+
+type spanCounts struct{ events, links int }
+
+// Field numbers of the OTLP trace protobuf messages the scan walks.
+const (
+	fieldResourceSpans = 1 // ExportTraceServiceRequest.resource_spans
+	fieldScopeSpans    = 2 // ResourceSpans.scope_spans
+	fieldSpans         = 2 // ScopeSpans.spans
+	fieldEvents        = 11
+	fieldLinks         = 13
+)
+
+// scanSpans walks an ExportTraceServiceRequest at the wire level: it counts
+// every span's events and links and, for spans keep accepts, copies them
+// (with their resource and scope) into a smaller request; groups left
+// without spans are left out.
+func scanSpans(proto []byte, keep func(int) bool) ([]spanCounts, []byte, error) {
+	var counts []spanCounts
+	var out []byte
+	err := eachField(proto, func(num protowire.Number, typ protowire.Type, field []byte) error {
+		if num != fieldResourceSpans || typ != protowire.BytesType {
+			return nil
+		}
+		rs, _ := protowire.ConsumeBytes(field[protowire.SizeTag(num):])
+		var rsOut []byte
+		kept := false
+		err := eachField(rs, func(num protowire.Number, typ protowire.Type, field []byte) error {
+			if num != fieldScopeSpans || typ != protowire.BytesType {
+				rsOut = append(rsOut, field...) // resource, schema_url
+				return nil
+			}
+			ss, _ := protowire.ConsumeBytes(field[protowire.SizeTag(num):])
+			var ssOut []byte
+			spans := 0
+			err := eachField(ss, func(num protowire.Number, typ protowire.Type, field []byte) error {
+				if num != fieldSpans || typ != protowire.BytesType {
+					ssOut = append(ssOut, field...) // scope, schema_url
+					return nil
+				}
+				span, _ := protowire.ConsumeBytes(field[protowire.SizeTag(num):])
+				var c spanCounts
+				if err := eachField(span, func(num protowire.Number, _ protowire.Type, _ []byte) error {
+					switch num {
+					case fieldEvents:
+						c.events++
+					case fieldLinks:
+						c.links++
+					}
+					return nil
+				}); err != nil {
+					return err
+				}
+				if keep(len(counts)) {
+					ssOut = append(ssOut, field...)
+					spans++
+				}
+				counts = append(counts, c)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if spans > 0 {
+				rsOut = protowire.AppendTag(rsOut, fieldScopeSpans, protowire.BytesType)
+				rsOut = protowire.AppendBytes(rsOut, ssOut)
+				kept = true
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if kept {
+			out = protowire.AppendTag(out, fieldResourceSpans, protowire.BytesType)
+			out = protowire.AppendBytes(out, rsOut)
+		}
+		return nil
+	})
+	return counts, out, err
+}
+
+// eachField calls fn with every field of a message: its number, wire type
+// and whole encoding (tag included).
+func eachField(b []byte, fn func(protowire.Number, protowire.Type, []byte) error) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return protowire.ParseError(m)
+		}
+		if err := fn(num, typ, b[:n+m]); err != nil {
+			return err
+		}
+		b = b[n+m:]
+	}
+	return nil
 }

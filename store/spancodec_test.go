@@ -83,6 +83,28 @@ func TestSpanFrameRoundTrip(t *testing.T) {
 	}
 }
 
+// TestSpanFrameDecodesOneTrace: decoding one trace's spans (the others
+// skipped in the protobuf) gives what decoding all and filtering gives.
+func TestSpanFrameDecodesOneTrace(t *testing.T) {
+	for _, td := range []ptrace.Traces{otlptest.New(1).Traces(100, 2), otlptest.New(4).Traces(7, 40), edgeTraces()} {
+		payload, err := encodeSpanFrame(cloneTraces(td))
+		require.NoError(t, err)
+		all, err := decodeSpanFrame(payload)
+		require.NoError(t, err)
+		ids := otlptest.TraceIDs(all)
+		require.NotEmpty(t, ids)
+		for _, id := range ids {
+			got, err := decodeSpanFrameOf(payload, &id)
+			require.NoError(t, err)
+			requireSameTraces(t, otlptest.FilterTrace(all, id), got)
+		}
+		absent := pcommon.TraceID{0xde, 0xad}
+		got, err := decodeSpanFrameOf(payload, &absent)
+		require.NoError(t, err)
+		require.Equal(t, 0, got.SpanCount())
+	}
+}
+
 func TestSpanFrameRejectsDamage(t *testing.T) {
 	payload, err := encodeSpanFrame(edgeTraces())
 	require.NoError(t, err)
@@ -106,6 +128,12 @@ func FuzzSpanFrame(f *testing.F) {
 		if err != nil {
 			require.ErrorIs(t, err, ErrCorrupt)
 			return
+		}
+		// One trace decoded alone is that trace of the whole.
+		for _, id := range otlptest.TraceIDs(td) {
+			one, err := decodeSpanFrameOf(payload, &id)
+			require.NoError(t, err)
+			requireSameTraces(t, otlptest.FilterTrace(td, id), one)
 		}
 		// Whatever decodes re-encodes to something that decodes the same.
 		want := cloneTraces(td)
