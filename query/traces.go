@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -129,7 +130,14 @@ func (a *API) serviceSeries(ctx context.Context, services []string, from, to tim
 			selects = append(selects, []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, name, svc), notGenerated})
 		}
 		for _, ms := range selects {
-			set := q.Select(ctx, true, nil, ms...)
+			if len(seen) >= maxSeriesPerService {
+				break
+			}
+			// A limit, so the store reads the chunks of the series returned,
+			// not of every one that matches (a service can have thousands of
+			// span-metric series).
+			hints := &storage.SelectHints{Start: from.UnixMilli(), End: to.UnixMilli(), Limit: maxSeriesPerService}
+			set := q.Select(ctx, true, hints, ms...)
 			for set.Next() && len(seen) < maxSeriesPerService {
 				series := set.At()
 				k := series.Labels().String()

@@ -82,6 +82,125 @@ func (q *querier) collect(ctx context.Context, ms []*labels.Matcher) (map[string
 	return out, nil
 }
 
+// selectLimited is Select with a limit: the matching label sets first,
+// sorted, then chunks read only until limit of them have samples in the
+// range — a selection that matches thousands of series but wants a few
+// reads the chunks of a few.
+func (q *querier) selectLimited(ctx context.Context, ms []*labels.Matcher, limit int) ([]storage.Series, error) {
+	type source struct {
+		part int // index in parts, or -1 for the head
+		ref  uint64
+		head *memSeries
+	}
+	type cand struct {
+		lset labels.Labels
+		from []source
+	}
+	byKey := map[string]*cand{}
+	var key []byte
+	add := func(lset labels.Labels, src source) {
+		key = lset.Bytes(key[:0])
+		c := byKey[string(key)]
+		if c == nil {
+			c = &cand{lset: lset}
+			byKey[string(key)] = c
+		}
+		c.from = append(c.from, src)
+	}
+	all, err := q.db.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	lo, hi := msToNanos(q.mint), msToNanos(q.maxt)
+	var parts []*partition
+	for _, p := range all {
+		if pmin, pmax := p.bounds(); pmin != 0 && pmax >= lo && pmin <= hi {
+			parts = append(parts, p)
+		}
+	}
+	for i, p := range parts {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		err := p.view(func(txn *badger.Txn) error {
+			refs, err := candidateRefs(txn, ms)
+			if err != nil {
+				return err
+			}
+			var sb labels.ScratchBuilder
+			for _, ref := range refs {
+				lset, err := p.seriesLabels(txn, ref, &sb)
+				if err != nil {
+					return err
+				}
+				if matchesAll(lset, ms) {
+					add(lset, source{part: i, ref: ref})
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	for _, s := range q.db.metrics.selectSeries(ms) {
+		add(s.lset, source{part: -1, head: s})
+	}
+	cands := make([]*cand, 0, len(byKey))
+	for _, c := range byKey {
+		cands = append(cands, c)
+	}
+	slices.SortFunc(cands, func(a, b *cand) int { return labels.Compare(a.lset, b.lset) })
+	// One read transaction and one chunk reader per partition, held while
+	// the candidates are read in order.
+	var out []storage.Series
+	err = withViews(parts, func(txns []*badger.Txn) error {
+		readers := make([]*chunkReader, len(txns))
+		for i, txn := range txns {
+			readers[i] = &chunkReader{txn: txn}
+			defer readers[i].close()
+		}
+		for _, c := range cands {
+			if len(out) == limit {
+				break
+			}
+			var chunks []chunkenc.Chunk
+			for _, src := range c.from {
+				if src.part < 0 {
+					chunks = append(chunks, src.head.headChunks(q.mint, q.maxt)...)
+					continue
+				}
+				cs, err := q.chunks(readers[src.part], src.ref)
+				if err != nil {
+					return err
+				}
+				chunks = append(chunks, cs...)
+			}
+			if len(chunks) > 0 {
+				out = append(out, &chunkSeries{lset: c.lset, chunks: chunks, mint: q.mint, maxt: q.maxt})
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// withViews runs fn inside a read transaction of each partition.
+func withViews(parts []*partition, fn func([]*badger.Txn) error) error {
+	txns := make([]*badger.Txn, len(parts))
+	var open func(i int) error
+	open = func(i int) error {
+		if i == len(parts) {
+			return fn(txns)
+		}
+		return parts[i].view(func(txn *badger.Txn) error {
+			txns[i] = txn
+			return open(i + 1)
+		})
+	}
+	return open(0)
+}
+
 func matchesAll(lset labels.Labels, ms []*labels.Matcher) bool {
 	for _, m := range ms {
 		if !m.Matches(lset.Get(m.Name)) {
@@ -356,6 +475,13 @@ func intersect(a, b []uint64) []uint64 {
 func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
 	if hints != nil {
 		q = &querier{db: q.db, mint: max(q.mint, hints.Start), maxt: min(q.maxt, hints.End)}
+	}
+	if hints != nil && hints.Limit > 0 {
+		set, err := q.selectLimited(ctx, ms, hints.Limit)
+		if err != nil {
+			return storage.ErrSeriesSet(err)
+		}
+		return &seriesSet{series: set, i: -1}
 	}
 	fs, err := q.collect(ctx, ms)
 	if err != nil {

@@ -273,17 +273,24 @@ func TestMetricsReplayedAfterACrash(t *testing.T) {
 	checkAgainst(t, db, ref, start)
 }
 
+// reopenedMidway writes the first 300 rounds, closes and reopens the store
+// (series continue under new refs), then writes the rest: data in
+// partitions and in the head.
+func reopenedMidway(t *testing.T, dir string, rounds [][]sample) *store.DB {
+	t.Helper()
+	db := openStore(t, dir, func(o *store.Options) { o.Retention = 0 })
+	appendRounds(t, db, rounds[:300])
+	require.NoError(t, db.Close())
+	db = openStore(t, dir, func(o *store.Options) { o.Retention = 0 })
+	appendRounds(t, db, rounds[300:])
+	return db
+}
+
 func TestMetricsAfterReopen(t *testing.T) {
 	start := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
 	rounds := scrapeData(start)
 	dir := t.TempDir()
-	db := openStore(t, dir, func(o *store.Options) { o.Retention = 0 })
-	appendRounds(t, db, rounds[:300])
-	require.NoError(t, db.Close())
-
-	// Reopen: series continue under new refs; samples keep coming.
-	db = openStore(t, dir, func(o *store.Options) { o.Retention = 0 })
-	appendRounds(t, db, rounds[300:])
+	db := reopenedMidway(t, dir, rounds)
 	ref := teststorage.New(t)
 	defer ref.Close()
 	appendRounds(t, ref, rounds)
@@ -384,4 +391,48 @@ func TestOutOfOrderWithinTheWindow(t *testing.T) {
 	db = openStore(t, dir)
 	defer db.Close()
 	check(db)
+}
+
+// TestSelectWithLimit: a limited selection is the first series of the full,
+// sorted one that have samples in the range — over reopened partitions and
+// the head alike — with the same samples.
+func TestSelectWithLimit(t *testing.T) {
+	start := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	db := reopenedMidway(t, t.TempDir(), scrapeData(start))
+	defer db.Close()
+
+	read := func(set storage.SeriesSet) []string {
+		var out []string
+		for set.Next() {
+			s := set.At()
+			var b strings.Builder
+			b.WriteString(s.Labels().String())
+			it := s.Iterator(nil)
+			n := 0
+			for it.Next() != 0 {
+				n++
+			}
+			fmt.Fprintf(&b, " %d samples", n)
+			out = append(out, b.String())
+		}
+		require.NoError(t, set.Err())
+		return out
+	}
+	for _, window := range [][2]time.Duration{{0, 2 * time.Hour}, {70 * time.Minute, 80 * time.Minute}, {110 * time.Minute, 3 * time.Hour}} {
+		mint, maxt := start.Add(window[0]).UnixMilli(), start.Add(window[1]).UnixMilli()
+		q, err := db.Querier(mint, maxt)
+		require.NoError(t, err)
+		for _, ms := range [][]*labels.Matcher{
+			{labels.MustNewMatcher(labels.MatchRegexp, "__name__", "http_requests_total|temperature_celsius")},
+			{labels.MustNewMatcher(labels.MatchEqual, "job", "web"), labels.MustNewMatcher(labels.MatchNotRegexp, "__name__", "http_.+")},
+		} {
+			all := read(q.Select(context.Background(), true, &storage.SelectHints{Start: mint, End: maxt}, ms...))
+			require.NotEmpty(t, all)
+			for _, limit := range []int{1, 3, len(all), len(all) + 5} {
+				got := read(q.Select(context.Background(), true, &storage.SelectHints{Start: mint, End: maxt, Limit: limit}, ms...))
+				require.Equal(t, all[:min(limit, len(all))], got, "limit %d, %v", limit, ms)
+			}
+		}
+		require.NoError(t, q.Close())
+	}
 }
