@@ -387,6 +387,9 @@ func (ix labelIndex) candidateRefs(txn *badger.Txn, ms []*labels.Matcher) ([]uin
 			continue
 		}
 		result = intersect(result, set)
+		if len(result) == 0 {
+			return nil, nil
+		}
 	}
 	if first {
 		return ix.allRefs(txn)

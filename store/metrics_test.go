@@ -436,3 +436,69 @@ func TestSelectWithLimit(t *testing.T) {
 		require.NoError(t, q.Close())
 	}
 }
+
+// TestNegativeNameMatcher: negative matchers on the metric name (checked on
+// each candidate's labels, as the postings cannot say what lacks a value)
+// select the right series over many candidates, in partitions and the head.
+func TestNegativeNameMatcher(t *testing.T) {
+	start := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	var rounds [][]sample
+	for r := range 4 {
+		var round []sample
+		for n := range 10 {
+			for i := range 20 {
+				for _, job := range []string{"api", "web"} {
+					lset := labels.FromStrings("__name__", fmt.Sprintf("m_%d", n), "job", job, "instance", fmt.Sprint(i))
+					round = append(round, sample{lset: lset, t: start.Add(time.Duration(r) * time.Minute).UnixMilli(), v: float64(r)})
+				}
+			}
+		}
+		rounds = append(rounds, round)
+	}
+	dir := t.TempDir()
+	db := openStore(t, dir, func(o *store.Options) { o.Retention = 0 })
+	appendRounds(t, db, rounds[:2])
+	require.NoError(t, db.Close())
+	db = openStore(t, dir, func(o *store.Options) { o.Retention = 0 })
+	defer db.Close()
+	appendRounds(t, db, rounds[2:])
+
+	q, err := db.Querier(start.UnixMilli(), start.Add(time.Hour).UnixMilli())
+	require.NoError(t, err)
+	defer q.Close()
+	for _, tc := range []struct {
+		ms   []*labels.Matcher
+		want func(name, job string) bool
+	}{
+		{[]*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "job", "api"), labels.MustNewMatcher(labels.MatchNotRegexp, "__name__", "m_[0-4]")},
+			func(name, job string) bool { return job == "api" && name >= "m_5" }},
+		{[]*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "job", "web"), labels.MustNewMatcher(labels.MatchNotEqual, "__name__", "m_3")},
+			func(name, job string) bool { return job == "web" && name != "m_3" }},
+		{[]*labels.Matcher{labels.MustNewMatcher(labels.MatchRegexp, "job", "api|web"), labels.MustNewMatcher(labels.MatchNotRegexp, "__name__", "m_.+")},
+			func(string, string) bool { return false }},
+	} {
+		set := q.Select(context.Background(), true, nil, tc.ms...)
+		got := map[string]int{}
+		for set.Next() {
+			l := set.At().Labels()
+			require.True(t, tc.want(l.Get("__name__"), l.Get("job")), "%s selected by %v", l, tc.ms)
+			it := set.At().Iterator(nil)
+			for it.Next() != 0 {
+				got[l.String()]++
+			}
+		}
+		require.NoError(t, set.Err())
+		n := 0
+		for name := range 10 {
+			for _, job := range []string{"api", "web"} {
+				if tc.want(fmt.Sprintf("m_%d", name), job) {
+					n += 20
+				}
+			}
+		}
+		require.Len(t, got, n, "%v", tc.ms)
+		for k, samples := range got {
+			require.Equal(t, 4, samples, "%s: samples from the partition and the head", k)
+		}
+	}
+}
