@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -38,6 +37,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/lumenobs/lumen/internal/loopback"
 	"github.com/lumenobs/lumen/internal/otlptest"
 	"github.com/lumenobs/lumen/query"
 )
@@ -52,14 +52,7 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	return addr
-}
+func freeAddr(t *testing.T) string { return loopback.FreeAddr(t) }
 
 // server is a `lumen serve` running in this process on loopback ports.
 type server struct {

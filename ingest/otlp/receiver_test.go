@@ -3,7 +3,6 @@ package otlp_test
 import (
 	"bytes"
 	"context"
-	"net"
 	"net/http"
 	"sync"
 	"testing"
@@ -22,19 +21,14 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/lumenobs/lumen/ingest/otlp"
+	"github.com/lumenobs/lumen/internal/loopback"
 	"github.com/lumenobs/lumen/internal/model"
 	"github.com/lumenobs/lumen/internal/otlptest"
 	"github.com/lumenobs/lumen/internal/telemetry"
 	"github.com/lumenobs/lumen/store"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
-}
+func freeAddr(t *testing.T) string { return loopback.FreeAddr(t) }
 
 // gatedStore is the real store behind a gate: writes wait until it opens, so
 // a test can hold requests in flight.
