@@ -305,3 +305,11 @@ export function traceOfLine(line: string, labels: Record<string, string>): { tra
   if (!traceId || /^0+$/.test(traceId)) return null;
   return { traceId: traceId.toLowerCase().padStart(32, '0'), spanId: spanId.toLowerCase() };
 }
+
+/** maxChartSeries bounds what one chart draws: more lines than this are unreadable and slow. */
+export const maxChartSeries = 200;
+
+/** capSeries keeps the first max series and says how many were left out. */
+export function capSeries<T>(series: T[], max = maxChartSeries): { shown: T[]; hidden: number } {
+  return series.length > max ? { shown: series.slice(0, max), hidden: series.length - max } : { shown: series, hidden: 0 };
+}

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
-  applyCompletion, autoStep, completionAt, formatDuration, isLogQuery, parseAttrs, parseDuration, redQueries, resolveRange,
+  applyCompletion, autoStep, capSeries, completionAt, formatDuration, isLogQuery, parseAttrs, parseDuration, redQueries, resolveRange,
   resolveTime, searchParams, selectorOf, serviceQueries, suggest, traceOfLine, volumeQuery, type SearchForm,
 } from '../src/query';
 
@@ -105,4 +105,9 @@ test('a log line links to its trace as the server finds it', () => {
   assert.deepEqual(traceOfLine('trace.id: 0123456789abcdef', {}), { traceId: '00000000000000000123456789abcdef', spanId: '' });
   assert.equal(traceOfLine(`mytrace_id=${id}`, {}), null);
   assert.equal(traceOfLine('trace_id=00000000000000000000000000000000', {}), null);
+});
+
+test('charts draw at most a bounded number of series', () => {
+  assert.deepEqual(capSeries([1, 2, 3], 5), { shown: [1, 2, 3], hidden: 0 });
+  assert.deepEqual(capSeries([1, 2, 3, 4, 5, 6], 4), { shown: [1, 2, 3, 4], hidden: 2 });
 });

@@ -4,7 +4,7 @@ import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { loki, useAsync } from '../api';
 import { Chart, toChartSeries } from '../chart';
 import { Empty, ErrorBox, fmtTime, Labels, Loading, QueryBox, TimeRangePicker } from '../components';
-import { autoStep, isLogQuery, resolveRange, selectorOf, traceOfLine, volumeQuery, type Completion, type Range } from '../query';
+import { autoStep, capSeries, isLogQuery, resolveRange, selectorOf, traceOfLine, volumeQuery, type Completion, type Range } from '../query';
 import { go, href, traceHref } from '../route';
 
 interface Line { ns: string; ms: number; line: string; labels: Record<string, string> }
@@ -60,8 +60,14 @@ function LogResults({ q, start, end, onZoom }: { q: string; start: number; end: 
   const d = lines.data;
   if (!d) return null;
   if (d.resultType === 'matrix') {
-    const series = toChartSeries(d.result);
-    return series.length ? <Chart series={series} onZoom={onZoom} range={[start, end]} /> : <Empty>The query returned no series in this time range.</Empty>;
+    const { shown, hidden } = capSeries(toChartSeries(d.result));
+    if (!shown.length) return <Empty>The query returned no series in this time range.</Empty>;
+    return (
+      <>
+        {hidden > 0 && <p class="hint">The query returned {shown.length + hidden} series; the chart shows the first {shown.length}. Aggregate (sum by …) or narrow the selector.</p>}
+        <Chart series={shown} onZoom={onZoom} range={[start, end]} />
+      </>
+    );
   }
   const all = flatten(d.result, true);
   const vol = volume.data?.resultType === 'matrix' ? toChartSeries(volume.data.result).map((s) => ({ ...s, label: 'lines' })) : [];

@@ -4,7 +4,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { prom, useAsync } from '../api';
 import { Chart, toChartSeries } from '../chart';
 import { Empty, ErrorBox, Loading, QueryBox, TimeRangePicker } from '../components';
-import { autoStep, parseDuration, resolveRange, type Completion, type Range } from '../query';
+import { autoStep, capSeries, parseDuration, resolveRange, type Completion, type Range } from '../query';
 import { go, href } from '../route';
 import { toExemplars } from './trace';
 
@@ -44,7 +44,8 @@ export function MetricsPage({ params, now }: { params: URLSearchParams; now: num
       prom.range(q, rr.start, rr.end, step, s),
       prom.exemplars(q, rr.start, rr.end, s).catch(() => []),
     ]);
-    return { series: toChartSeries(series), exemplars: toExemplars(ex) };
+    const { shown, hidden } = capSeries(toChartSeries(series));
+    return { series: shown, hidden, exemplars: toExemplars(ex) };
   } : null, [q, error, !('error' in rr) && rr.start, !('error' in rr) && rr.end, step]);
   return (
     <section class="page">
@@ -60,6 +61,7 @@ export function MetricsPage({ params, now }: { params: URLSearchParams; now: num
       {data.loading && <Loading what="series" />}
       {data.data && (data.data.series.length
         ? <>
+          {data.data.hidden > 0 && <p class="hint">The query returned {data.data.series.length + data.data.hidden} series; the chart shows the first {data.data.series.length}. Aggregate (sum by …) or narrow the selector.</p>}
           <p class="dim">{data.data.series.length} series, step {step}s{data.data.exemplars.length ? `, ${data.data.exemplars.length} exemplars (dots: click to open the trace)` : ''}. Drag across the chart to zoom.</p>
           <Chart series={data.data.series} exemplars={data.data.exemplars} height={320} range={'error' in rr ? undefined : [rr.start, rr.end]}
             onZoom={(a, b) => nav({ from: String(a), to: String(b) })} testid="metrics-chart" />
