@@ -47,6 +47,8 @@ async function complete(box, typed, suggestion) {
   await box.pressSequentially(typed);
   await page.locator(`.suggestions li:has-text("${suggestion}")`).waitFor();
   await page.keyboard.press('Tab');
+  await page.waitForFunction(([label, want]) => document.querySelector(`textarea[aria-label="${label}"]`).value.includes(want),
+    [await box.getAttribute('aria-label'), suggestion]);
 }
 
 async function pushLine(stream, line) {

@@ -86,12 +86,13 @@ export function QueryBox(props: {
     const el = ref.current;
     if (!el || !comp) return;
     const r = applyCompletion(el.value, comp, v);
+    // The element first, at once: a key typed before the re-render must
+    // land after the completed word, not in the old text.
+    el.value = r.text;
+    el.focus();
+    el.setSelectionRange(r.cursor, r.cursor);
     props.onInput(r.text);
     setItems([]);
-    requestAnimationFrame(() => {
-      el.focus();
-      el.setSelectionRange(r.cursor, r.cursor);
-    });
   };
 
   useEffect(() => {
