@@ -255,23 +255,28 @@ func waitReady(addr string, limit time.Duration) error {
 	}
 }
 
+// lookups times trace-by-id requests twice: the spans alone (what a
+// tracing backend's trace-by-id answers) and the correlated answer (spans,
+// log lines and metrics).
 func lookups(o options, ids []pcommon.TraceID, out io.Writer) error {
 	if o.lookups == 0 || len(ids) == 0 {
 		return nil
 	}
-	rnd := rand.New(rand.NewPCG(3, 4))
-	lat, err := timedGets(&http.Client{Timeout: 10 * time.Second}, o.lookups, func() string {
-		return "http://" + o.httpAddr + "/api/v1/traces/" + ids[rnd.IntN(len(ids))].String()
-	}, func(u string, code int, _ []byte) error {
-		if code != http.StatusOK {
-			return fmt.Errorf("%s: HTTP %d", u, code)
+	for _, kind := range []struct{ what, query string }{{"trace by id over HTTP, spans only", "?include=trace"}, {"correlated trace by id over HTTP (spans, logs, metrics)", ""}} {
+		rnd := rand.New(rand.NewPCG(3, 4))
+		lat, err := timedGets(&http.Client{Timeout: 10 * time.Second}, o.lookups, func() string {
+			return "http://" + o.httpAddr + "/api/v1/traces/" + ids[rnd.IntN(len(ids))].String() + kind.query
+		}, func(u string, code int, _ []byte) error {
+			if code != http.StatusOK {
+				return fmt.Errorf("%s: HTTP %d", u, code)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("%s: %w", kind.what, err)
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("trace by id: %w", err)
+		fmt.Fprintf(out, "%s (%d lookups): %s\n", kind.what, len(lat), quantiles(lat))
 	}
-	fmt.Fprintf(out, "trace by id over HTTP (%d lookups): %s\n", len(lat), quantiles(lat))
 	return nil
 }
 

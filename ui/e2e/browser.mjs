@@ -45,7 +45,7 @@ const hash = () => page.evaluate(() => location.hash);
 // complete types into a query box until the suggestion shows, and takes it.
 async function complete(box, typed, suggestion) {
   await box.pressSequentially(typed);
-  await page.locator(`.suggestions li:has-text("${suggestion}")`).waitFor();
+  await page.locator(`.suggestions li.sel:has-text("${suggestion}")`).waitFor();
   await page.keyboard.press('Tab');
   await page.waitForFunction(([label, want]) => document.querySelector(`textarea[aria-label="${label}"]`).value.includes(want),
     [await box.getAttribute('aria-label'), suggestion]);

@@ -66,6 +66,10 @@ export function QueryBox(props: {
   const [sel, setSel] = useState(0);
   const [comp, setComp] = useState<Completion | null>(null);
   const seq = useRef(0);
+  // The last candidates fetched, for the completion context they belong to:
+  // the list is filtered at once for every key typed, so what is shown (and
+  // what Tab takes) always matches the text, even before a fetch returns.
+  const cache = useRef<{ key: string; cands: string[] } | null>(null);
 
   const refresh = (text: string, cursor: number) => {
     const c = completionAt(text, cursor, props.lang);
@@ -75,8 +79,12 @@ export function QueryBox(props: {
       setItems([]);
       return;
     }
+    const key = `${c.kind}\u0000${c.label ?? ''}\u0000${c.metric ?? ''}`;
+    setItems(cache.current?.key === key ? suggest(cache.current.cands, c.prefix) : []);
+    setSel(0);
     props.candidates(c).then((cands) => {
       if (n !== seq.current) return;
+      cache.current = { key, cands };
       setItems(suggest(cands, c.prefix));
       setSel(0);
     }, () => n === seq.current && setItems([]));
