@@ -276,9 +276,11 @@ func TestAgentShipsContainerLogs(t *testing.T) {
 
 	// Node metrics, labelled with the node.
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		got := instantVectorE(s, `count by (node) (node_cpu_seconds_total)`)
+		got, err := queryVector(s, `count by (node) (node_cpu_seconds_total)`, "node")
+		assert.NoError(c, err)
 		assert.Contains(c, got, "node-a")
-		got = instantVectorE(s, `node_memory_MemAvailable_bytes{node="node-a"}`)
+		got, err = queryVector(s, `node_memory_MemAvailable_bytes{node="node-a"}`)
+		assert.NoError(c, err)
 		assert.NotEmpty(c, got)
 	}, 10*time.Second, 100*time.Millisecond)
 }

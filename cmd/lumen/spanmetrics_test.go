@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -17,15 +18,28 @@ import (
 // given labels joined with "→".
 func instantVector(t *testing.T, s *server, q string, by ...string) map[string]string {
 	t.Helper()
-	code, resp := promGet(t, s, "/api/v1/query", url.Values{"query": {q}})
-	require.Equal(t, http.StatusOK, code, resp.Error)
+	out, err := queryVector(s, q, by...)
+	require.NoError(t, err)
+	return out
+}
+
+// queryVector is instantVector returning its error instead of failing the
+// test (for use inside Eventually).
+func queryVector(s *server, q string, by ...string) (map[string]string, error) {
+	code, body := apiGetE(s, "/api/v1/query?"+url.Values{"query": {q}}.Encode())
+	var resp promResponse
+	if err := json.Unmarshal(body, &resp); err != nil || code != http.StatusOK {
+		return nil, fmt.Errorf("%s: HTTP %d: %s", q, code, body)
+	}
 	var data struct {
 		Result []struct {
 			Metric map[string]string `json:"metric"`
 			Value  [2]any            `json:"value"`
 		} `json:"result"`
 	}
-	require.NoError(t, json.Unmarshal(resp.Data, &data))
+	if err := json.Unmarshal(resp.Data, &data); err != nil {
+		return nil, fmt.Errorf("%s: %w", q, err)
+	}
 	out := map[string]string{}
 	for _, r := range data.Result {
 		var key []string
@@ -34,7 +48,7 @@ func instantVector(t *testing.T, s *server, q string, by ...string) map[string]s
 		}
 		out[strings.Join(key, "→")] = r.Value[1].(string)
 	}
-	return out
+	return out, nil
 }
 
 // TestSpanMetricsAndServiceGraph: a service that sends only traces gets

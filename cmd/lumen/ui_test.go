@@ -101,7 +101,9 @@ func TestUIInBrowser(t *testing.T) {
 	// increase and rates, error rates and quantiles have values, as with
 	// live traffic.
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		assert.Contains(c, instantVectorE(s, `sum by (service) (traces_spanmetrics_calls_total)`), "frontend")
+		got, err := queryVector(s, `sum by (service) (traces_spanmetrics_calls_total)`, "service")
+		assert.NoError(c, err)
+		assert.Contains(c, got, "frontend")
 	}, 10*time.Second, 50*time.Millisecond, "span metrics were not written")
 	time.Sleep(2 * cfg.SpanMetrics.Interval)
 	sendCallTrees(t, s, callIDs, 6, now.Add(-2*time.Hour))
@@ -176,11 +178,13 @@ func TestUIInBrowser(t *testing.T) {
 				return e.SeriesLabels["__name__"] == "http_request_duration_seconds_bucket"
 			}), "trace 2's exemplar on the histogram bucket: %+v", r2.Metrics.Exemplars)
 		}
-		rate := instantVectorE(s, `sum by (service) (rate(traces_spanmetrics_calls_total[1m]))`)
+		rate, err := queryVector(s, `sum by (service) (rate(traces_spanmetrics_calls_total[1m]))`, "service")
+		assert.NoError(c, err)
 		for _, svc := range []string{"client", "frontend", "backend", "db"} {
 			assert.Contains(c, rate, svc, "span metrics of %s", svc)
 		}
-		edges := instantVectorE(s, `sum by (server) (increase(traces_service_graph_request_total[1m]))`)
+		edges, err := queryVector(s, `sum by (server) (increase(traces_service_graph_request_total[1m]))`, "server")
+		assert.NoError(c, err)
 		assert.GreaterOrEqual(c, len(edges), 3, "service graph edges")
 	}, 20*time.Second, 100*time.Millisecond, "the data sent did not become visible")
 
@@ -380,32 +384,4 @@ func (l *lineLogger) logLine(line string) {
 	if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "METRIC "); ok && strings.HasPrefix(rest, "render_") {
 		*l.metrics = append(*l.metrics, rest)
 	}
-}
-
-// instantVectorE is a PromQL instant query's series by their first label's
-// value; nil when the query fails (for use inside Eventually).
-func instantVectorE(s *server, q string) map[string]string {
-	resp, err := http.Get(s.api("/api/v1/query?" + url.Values{"query": {q}}.Encode()))
-	if err != nil {
-		return nil
-	}
-	defer resp.Body.Close()
-	var out struct {
-		Data struct {
-			Result []struct {
-				Metric map[string]string `json:"metric"`
-				Value  [2]any            `json:"value"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&out) != nil {
-		return nil
-	}
-	m := map[string]string{}
-	for _, r := range out.Data.Result {
-		for _, v := range r.Metric {
-			m[v] = fmt.Sprint(r.Value[1])
-		}
-	}
-	return m
 }
