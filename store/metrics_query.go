@@ -53,18 +53,13 @@ func (q *querier) collect(ctx context.Context, ms []*labels.Matcher) (map[string
 			f.chunks = append(f.chunks, c)
 		}
 	}
-	parts, err := q.db.snapshot()
+	parts, err := q.partitions()
 	if err != nil {
 		return nil, err
 	}
-	lo, hi := msToNanos(q.mint), msToNanos(q.maxt)
 	for _, p := range parts {
 		if err := ctx.Err(); err != nil {
 			return nil, err
-		}
-		pmin, pmax := p.bounds()
-		if pmin == 0 || pmax < lo || pmin > hi {
-			continue
 		}
 		if err := q.collectPartition(p, ms, add); err != nil {
 			return nil, err
@@ -107,16 +102,9 @@ func (q *querier) selectLimited(ctx context.Context, ms []*labels.Matcher, limit
 		}
 		c.from = append(c.from, src)
 	}
-	all, err := q.db.snapshot()
+	parts, err := q.partitions()
 	if err != nil {
 		return nil, err
-	}
-	lo, hi := msToNanos(q.mint), msToNanos(q.maxt)
-	var parts []*partition
-	for _, p := range all {
-		if pmin, pmax := p.bounds(); pmin != 0 && pmax >= lo && pmin <= hi {
-			parts = append(parts, p)
-		}
 	}
 	for i, p := range parts {
 		if err := ctx.Err(); err != nil {
@@ -199,6 +187,22 @@ func withViews(parts []*partition, fn func([]*badger.Txn) error) error {
 		})
 	}
 	return open(0)
+}
+
+// partitions are those whose sample times overlap [mint, maxt].
+func (q *querier) partitions() ([]*partition, error) {
+	all, err := q.db.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	lo, hi := msToNanos(q.mint), msToNanos(q.maxt)
+	var parts []*partition
+	for _, p := range all {
+		if pmin, pmax := p.bounds(); pmin != 0 && pmax >= lo && pmin <= hi {
+			parts = append(parts, p)
+		}
+	}
+	return parts, nil
 }
 
 func matchesAll(lset labels.Labels, ms []*labels.Matcher) bool {
