@@ -9,7 +9,6 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"go.opentelemetry.io/collector/client"
 	"go.opentelemetry.io/collector/consumer"
-	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"go.opentelemetry.io/collector/pdata/pmetric"
@@ -75,37 +74,29 @@ func (r *relay) podOf(ctx context.Context) *PodMeta {
 	return r.pods.byIP(host)
 }
 
-func (r *relay) enrich(ctx context.Context, each func(func(pcommon.Map))) {
-	meta := r.podOf(ctx)
-	each(func(attrs pcommon.Map) { relayResource(attrs, r.node, meta) })
-}
-
 func (r *relay) traces(ctx context.Context, td ptrace.Traces) error {
-	r.enrich(ctx, func(f func(pcommon.Map)) {
-		for _, rs := range td.ResourceSpans().All() {
-			f(rs.Resource().Attributes())
-		}
-	})
+	meta := r.podOf(ctx)
+	for _, rs := range td.ResourceSpans().All() {
+		relayResource(rs.Resource().Attributes(), r.node, meta)
+	}
 	body, err := ptraceotlp.NewExportRequestFromTraces(td).MarshalProto()
 	return r.append(SignalTraces, td.SpanCount(), body, err)
 }
 
 func (r *relay) logs(ctx context.Context, ld plog.Logs) error {
-	r.enrich(ctx, func(f func(pcommon.Map)) {
-		for _, rl := range ld.ResourceLogs().All() {
-			f(rl.Resource().Attributes())
-		}
-	})
+	meta := r.podOf(ctx)
+	for _, rl := range ld.ResourceLogs().All() {
+		relayResource(rl.Resource().Attributes(), r.node, meta)
+	}
 	body, err := plogotlp.NewExportRequestFromLogs(ld).MarshalProto()
 	return r.append(SignalLogs, ld.LogRecordCount(), body, err)
 }
 
 func (r *relay) metrics(ctx context.Context, md pmetric.Metrics) error {
-	r.enrich(ctx, func(f func(pcommon.Map)) {
-		for _, rm := range md.ResourceMetrics().All() {
-			f(rm.Resource().Attributes())
-		}
-	})
+	meta := r.podOf(ctx)
+	for _, rm := range md.ResourceMetrics().All() {
+		relayResource(rm.Resource().Attributes(), r.node, meta)
+	}
 	body, err := pmetricotlp.NewExportRequestFromMetrics(md).MarshalProto()
 	return r.append(SignalMetrics, md.DataPointCount(), body, err)
 }
