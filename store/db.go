@@ -32,6 +32,8 @@ type DB struct {
 
 	metrics *metricsHead
 	logs    *logHead
+	// walSkips counts what WAL replays skipped, by WAL and reason.
+	walSkips walSkips
 
 	searchAttrs map[string]struct{}
 	catalog     searchCatalog

@@ -18,3 +18,8 @@ var ErrUnavailable = errors.New("store unavailable")
 // ErrInvalid is returned (wrapped) for data the store refuses to keep, such as
 // a span without a trace id. Retrying does not help.
 var ErrInvalid = errors.New("invalid data")
+
+// ErrDiskFull is returned (wrapped) when a write is refused because the
+// disk is full or below the free-space floor. Queries keep working; writes
+// resume by themselves when space returns.
+var ErrDiskFull = errors.New("disk full")

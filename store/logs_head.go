@@ -49,6 +49,9 @@ type logHead struct {
 type memStream struct {
 	ref  uint64
 	lset labels.Labels
+	// defined is set once the WAL generation being written defines the
+	// stream.
+	defined defined
 
 	mu      sync.Mutex
 	entries []LogEntry
@@ -157,7 +160,6 @@ func (db *DB) WriteLogStreams(ctx context.Context, streams []LogStream) error {
 		es []LogEntry
 	}
 	var (
-		created []walStream
 		targets = make([]target, 0, len(streams))
 		n       int
 	)
@@ -165,32 +167,45 @@ func (db *DB) WriteLogStreams(ctx context.Context, streams []LogStream) error {
 		if len(st.Entries) == 0 {
 			continue
 		}
-		s, isNew := h.getOrCreate(st.Labels)
-		if isNew {
-			created = append(created, walStream{ref: s.ref, lset: s.lset})
-		}
+		s, _ := h.getOrCreate(st.Labels)
 		targets = append(targets, target{s: s, es: st.Entries})
 		n += len(st.Entries)
 	}
 	if n == 0 {
 		return nil
 	}
-	rec := encodeLogWALRecord(created, func(add func(ref uint64, e *LogEntry)) {
+	h.state.mu.RLock()
+	if h.state.closed {
+		h.state.mu.RUnlock()
+		return ErrClosed
+	}
+	// The record defines every stream it refers to that the generation
+	// does not define yet: a stream made by a request that failed, or by
+	// one still on its way, is defined here.
+	var (
+		defs  []walStream
+		fresh []*memStream
+	)
+	for _, t := range targets {
+		if !t.s.defined.ok.Load() && !slices.Contains(fresh, t.s) {
+			fresh = append(fresh, t.s)
+			defs = append(defs, walStream{ref: t.s.ref, lset: t.s.lset})
+		}
+	}
+	rec := encodeLogWALRecord(defs, func(add func(ref uint64, e *LogEntry)) {
 		for _, t := range targets {
 			for i := range t.es {
 				add(t.s.ref, &t.es[i])
 			}
 		}
 	})
-	h.state.mu.RLock()
-	if h.state.closed {
-		h.state.mu.RUnlock()
-		return ErrClosed
-	}
 	size, err := h.wal.append(rec)
 	if err != nil {
 		h.state.mu.RUnlock()
 		return err
+	}
+	for _, s := range fresh {
+		s.defined.ok.Store(true)
 	}
 	var cut []*cutBlock
 	for _, t := range targets {
@@ -432,13 +447,13 @@ func maxSetRef(p *partition, ns byte) (uint64, error) {
 
 // replay reads one log WAL generation into the head, oldest record first;
 // blocks that fill on the way are written.
-func (h *logHead) replay(gen uint64) error {
+func (h *logHead) replay(g walGen) error {
 	var (
 		sb    labels.ScratchBuilder
 		cut   []*cutBlock
 		lines int
 	)
-	records, err := h.wal.replay(gen, func(payload []byte) error {
+	counts, err := h.wal.replay(g, func(payload []byte, c *replayCounts) error {
 		streams, entries, err := decodeLogWALRecord(payload, &sb)
 		if err != nil {
 			return err
@@ -455,7 +470,8 @@ func (h *logHead) replay(gen uint64) error {
 		for _, we := range entries {
 			s := h.byRef[we.ref]
 			if s == nil {
-				return fmt.Errorf("%w: log WAL line for unknown stream %d", ErrCorrupt, we.ref)
+				c.skip(skipUnknownSeries, 1)
+				continue
 			}
 			s.entries = append(s.entries, we.LogEntry)
 			s.bytes += len(we.Line) + 16
@@ -470,25 +486,36 @@ func (h *logHead) replay(gen uint64) error {
 	if err != nil {
 		return err
 	}
-	if records > 0 {
-		h.log.Info("log WAL replayed", zap.Uint64("generation", gen), zap.Int("records", records), zap.Int("lines", lines), zap.Int("streams", len(h.byRef)))
+	if counts.records > 0 {
+		h.log.Info("log WAL replayed", zap.Uint64("generation", g.n), zap.Int("records", counts.records), zap.Int("lines", lines), zap.Int("streams", len(h.byRef)))
 	}
-	return h.db.writeLogBlocks(cut)
+	if err := h.db.writeLogBlocks(cut); err != nil {
+		h.log.Error("write log blocks the WAL replayed; they stay in the head", zap.Error(err))
+	}
+	return nil
 }
 
 // streamsRecord is a record defining every stream in the head, the first
-// of a new generation; nil when there are none.
-func (h *logHead) streamsRecord() []byte {
+// of a new generation (nil when there are none), and what marks those
+// streams defined once it is written.
+func (h *logHead) streamsRecord() walFirst {
 	h.mu.RLock()
+	all := make([]*memStream, 0, len(h.byRef))
 	streams := make([]walStream, 0, len(h.byRef))
 	for _, s := range h.byRef {
+		all = append(all, s)
 		streams = append(streams, walStream{ref: s.ref, lset: s.lset})
 	}
 	h.mu.RUnlock()
-	if len(streams) == 0 {
-		return nil
+	define := func() {
+		for _, s := range all {
+			s.defined.ok.Store(true)
+		}
 	}
-	return encodeLogWALRecord(streams, nil)
+	if len(streams) == 0 {
+		return walFirst{define: define}
+	}
+	return walFirst{rec: encodeLogWALRecord(streams, nil), define: define}
 }
 
 // CheckpointLogs writes every stream's open lines as blocks and starts a

@@ -135,7 +135,7 @@ func TestMetricsCheckpointBoundsTheWAL(t *testing.T) {
 	require.NoError(t, db.CheckpointMetrics())
 	gens, err := listWALGens(dir, metricsWALDir)
 	require.NoError(t, err)
-	require.Equal(t, []uint64{first + 1}, gens, "the old generation is gone")
+	require.Equal(t, []walGen{{n: first + 1}}, gens, "the old generation is gone")
 	for _, s := range db.metrics.byRef {
 		require.Empty(t, s.pending, "cut chunks are written")
 		require.Nil(t, s.open.chunk)
@@ -153,5 +153,5 @@ func TestMetricsCheckpointBoundsTheWAL(t *testing.T) {
 	gens, err = listWALGens(dir, metricsWALDir)
 	require.NoError(t, err)
 	require.Len(t, gens, 1, "replayed generations are deleted once their chunks are written")
-	require.Greater(t, gens[0], first+1)
+	require.Greater(t, gens[0].n, first+1)
 }

@@ -51,6 +51,9 @@ type metricsHead struct {
 type memSeries struct {
 	ref  uint64
 	lset labels.Labels
+	// defined is set once the WAL generation being written defines the
+	// series.
+	defined defined
 
 	mu   sync.Mutex
 	open chunkBuilder
@@ -166,6 +169,9 @@ type cutChunk struct {
 	s *memSeries
 	builtChunk
 	ooo bool // a chunk of out-of-order samples: key namespace 0x25
+	// failed is set (under s.mu) when writing the chunk failed: it stays
+	// pending, readable, and the next checkpoint writes it again.
+	failed bool
 }
 
 // cutLocked closes the open chunk and returns it; it stays in pending until
@@ -184,6 +190,19 @@ func (s *memSeries) written(c *cutChunk) {
 	if i := slices.Index(s.pending, c); i >= 0 {
 		s.pending = slices.Delete(s.pending, i, i+1)
 	}
+}
+
+// failedLocked returns the pending chunks whose write failed, to be
+// written again.
+func (s *memSeries) failedLocked() []*cutChunk {
+	var out []*cutChunk
+	for _, c := range s.pending {
+		if c.failed {
+			c.failed = false
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // headChunks returns copies of the chunks only the head holds (pending and
@@ -275,6 +294,11 @@ func (db *DB) writePartition(chunks []*cutChunk, exemplars []pendingExemplar, me
 		}
 	})
 	if err != nil {
+		for _, c := range chunks {
+			c.s.mu.Lock()
+			c.failed = true
+			c.s.mu.Unlock()
+		}
 		return err
 	}
 	for _, c := range chunks {
@@ -307,7 +331,6 @@ type appender struct {
 	ctx       context.Context
 	series    []*memSeries // parallel to samples
 	samples   []walSample
-	created   []walSeries
 	exemplars []pendingExemplar
 	meta      []pendingMetadata
 	pending   map[uint64]int64 // newest time per series in this request
@@ -359,10 +382,7 @@ func (a *appender) appendPoint(lset labels.Labels, p point) (storage.SeriesRef, 
 		return 0, fmt.Errorf("%w: sample at %s is more than %s ahead of the server's clock",
 			storage.ErrOutOfBounds, time.UnixMilli(t).UTC().Format(time.RFC3339Nano), maxFutureSkew)
 	}
-	s, created := a.db.metrics.getOrCreate(lset)
-	if created {
-		a.created = append(a.created, walSeries{ref: s.ref, lset: lset})
-	}
+	s, _ := a.db.metrics.getOrCreate(lset)
 	last, ok := a.pending[s.ref]
 	if !ok {
 		s.mu.Lock()
@@ -393,9 +413,11 @@ func (a *appender) appendPoint(lset labels.Labels, p point) (storage.SeriesRef, 
 	return storage.SeriesRef(s.ref), nil
 }
 
-// Commit writes the request's samples to the WAL (fsynced), then to the head.
+// Commit writes the request's samples to the WAL (fsynced), with the
+// definition of every series they refer to that the WAL generation does not
+// define yet, then to the head.
 func (a *appender) Commit() error {
-	if len(a.samples) == 0 && len(a.created) == 0 && len(a.exemplars) == 0 && len(a.meta) == 0 {
+	if len(a.samples) == 0 && len(a.exemplars) == 0 && len(a.meta) == 0 {
 		return nil
 	}
 	h := a.db.metrics
@@ -404,8 +426,21 @@ func (a *appender) Commit() error {
 	if h.state.closed {
 		return ErrClosed
 	}
-	if _, err := h.wal.append(encodeWALRecord(a.created, a.samples)); err != nil {
-		return err
+	if len(a.samples) > 0 {
+		var defs []walSeries
+		var fresh []*memSeries
+		for _, s := range a.series {
+			if !s.defined.ok.Load() && !slices.Contains(fresh, s) {
+				fresh = append(fresh, s)
+				defs = append(defs, walSeries{ref: s.ref, lset: s.lset})
+			}
+		}
+		if _, err := h.wal.append(encodeWALRecord(defs, a.samples)); err != nil {
+			return err
+		}
+		for _, s := range fresh {
+			s.defined.ok.Store(true)
+		}
 	}
 	var cut []*cutChunk
 	window := a.db.opts.MetricsOutOfOrderWindow.Milliseconds()
@@ -414,13 +449,14 @@ func (a *appender) Commit() error {
 		cut = append(cut, c...)
 	}
 	exemplars, meta := a.exemplars, a.meta
-	a.series, a.samples, a.created, a.exemplars, a.meta = nil, nil, nil, nil, nil
+	a.series, a.samples, a.exemplars, a.meta = nil, nil, nil, nil
 	return a.db.writePartition(cut, exemplars, meta)
 }
 
-// Rollback drops the request's samples. Series it created stay, empty.
+// Rollback drops the request's samples. Series it created stay in the head,
+// empty and undefined in the WAL until a record refers to them.
 func (a *appender) Rollback() error {
-	a.series, a.samples, a.created, a.exemplars, a.meta = nil, nil, nil, nil, nil
+	a.series, a.samples, a.exemplars, a.meta = nil, nil, nil, nil
 	return nil
 }
 
@@ -432,10 +468,7 @@ func (a *appender) AppendExemplar(_ storage.SeriesRef, lset labels.Labels, e exe
 	if lset.IsEmpty() {
 		return 0, fmt.Errorf("%w: exemplar of an empty label set", ErrInvalid)
 	}
-	s, created := a.db.metrics.getOrCreate(lset)
-	if created {
-		a.created = append(a.created, walSeries{ref: s.ref, lset: lset})
-	}
+	s, _ := a.db.metrics.getOrCreate(lset)
 	a.exemplars = append(a.exemplars, pendingExemplar{s: s, e: e})
 	return storage.SeriesRef(s.ref), nil
 }

@@ -2,7 +2,6 @@ package store
 
 import (
 	"errors"
-	"fmt"
 	"slices"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -37,13 +36,16 @@ func (db *DB) openMetrics() error {
 }
 
 // replay reads one WAL generation into the head, oldest record first.
-func (h *metricsHead) replay(gen uint64) error {
+// Samples of series the WAL never defined are counted and skipped. Chunks
+// that fill are written; if that fails they stay in the head, and the WAL,
+// for a later checkpoint.
+func (h *metricsHead) replay(g walGen) error {
 	var (
 		sb      labels.ScratchBuilder
 		cut     []*cutChunk
 		samples int
 	)
-	records, err := h.wal.replay(gen, func(payload []byte) error {
+	counts, err := h.wal.replay(g, func(payload []byte, c *replayCounts) error {
 		series, smpls, err := decodeWALRecord(payload, &sb)
 		if err != nil {
 			return err
@@ -61,7 +63,8 @@ func (h *metricsHead) replay(gen uint64) error {
 		for _, smp := range smpls {
 			s := h.byRef[smp.ref]
 			if s == nil {
-				return fmt.Errorf("%w: WAL sample for unknown series %d", ErrCorrupt, smp.ref)
+				c.skip(skipUnknownSeries, 1)
+				continue
 			}
 			c, _ := s.add(smp.point, h.db.opts.MetricsOutOfOrderWindow.Milliseconds())
 			cut = append(cut, c...)
@@ -72,10 +75,13 @@ func (h *metricsHead) replay(gen uint64) error {
 	if err != nil {
 		return err
 	}
-	if records > 0 {
-		h.log.Info("metrics WAL replayed", zap.Uint64("generation", gen), zap.Int("records", records), zap.Int("samples", samples), zap.Int("series", len(h.byRef)))
+	if counts.records > 0 {
+		h.log.Info("metrics WAL replayed", zap.Uint64("generation", g.n), zap.Int("records", counts.records), zap.Int("samples", samples), zap.Int("series", len(h.byRef)))
 	}
-	return h.db.writeChunks(cut)
+	if err := h.db.writeChunks(cut); err != nil {
+		h.log.Error("write chunks the WAL replayed; they stay in the head", zap.Error(err))
+	}
+	return nil
 }
 
 // cutAll cuts every series' open chunk.
@@ -98,6 +104,7 @@ func (h *metricsHead) cutAll() []*cutChunk {
 	var cut []*cutChunk
 	for _, s := range all {
 		s.mu.Lock()
+		cut = append(cut, s.failedLocked()...)
 		if c := s.cutLocked(); c != nil {
 			cut = append(cut, c)
 		}
@@ -108,18 +115,28 @@ func (h *metricsHead) cutAll() []*cutChunk {
 }
 
 // seriesRecord is a WAL record that defines every series in the head, the
-// first record of a new generation; nil when there are none.
-func (h *metricsHead) seriesRecord() []byte {
+// first record of a new generation (nil when there are none), and what
+// marks those series defined once it is written. A series created while
+// the generation starts is not among them, and is defined by the first
+// record that refers to it.
+func (h *metricsHead) seriesRecord() walFirst {
 	h.mu.RLock()
+	all := make([]*memSeries, 0, len(h.byRef))
 	series := make([]walSeries, 0, len(h.byRef))
 	for _, s := range h.byRef {
+		all = append(all, s)
 		series = append(series, walSeries{ref: s.ref, lset: s.lset})
 	}
 	h.mu.RUnlock()
-	if len(series) == 0 {
-		return nil
+	define := func() {
+		for _, s := range all {
+			s.defined.ok.Store(true)
+		}
 	}
-	return encodeWALRecord(series, nil)
+	if len(series) == 0 {
+		return walFirst{define: define}
+	}
+	return walFirst{rec: encodeWALRecord(series, nil), define: define}
 }
 
 // CheckpointMetrics bounds the WAL: new requests go to a new generation, every

@@ -2,31 +2,25 @@ package store
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io/fs"
 	"math"
-	"os"
-	"path/filepath"
-	"slices"
-	"strconv"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 )
 
-// The metrics write-ahead log: one key per append request in a Badger
-// database of its own (a generation under data/wal), written with SyncWrites so that a
-// request is durable before it is acknowledged. See docs/metrics-store.md.
+// The metrics write-ahead log: one record per append request in a segment
+// file of its own (a generation under data/wal, walsegment.go), durable
+// before the request is acknowledged. See docs/metrics-store.md.
 //
-//	KEY: 0x30 seq[8] -> zstd(record)
 //	record := 0x02 uvarint(new series) { uvarint(ref) labels }
 //	               uvarint(samples) { uvarint(ref) sample }
 //	sample := 0x00 varint(t) float64bits[8]
 //	        | 0x01 uvarint(len) prompb.Histogram
 //
-// Samples keep the request's order. Histograms are Prometheus' remote-write
+// A record defines (new series) every series its samples refer to that
+// the generation has not defined yet; a generation's first record defines
+// every series of the head. Samples keep the request's order. Histograms are Prometheus' remote-write
 // protobuf message (prompb.Histogram, timestamp inside), integer or float.
 // Type 0x01, written before native histograms were kept, has float samples
 // only and no kind byte.
@@ -161,66 +155,4 @@ func decodeWALRecord(b []byte, sb *labels.ScratchBuilder) ([]walSeries, []walSam
 		return nil, nil, bad("trailing bytes")
 	}
 	return series, samples, nil
-}
-
-func walKey(seq uint64) []byte {
-	k := make([]byte, 9)
-	k[0] = nsWAL
-	binary.BigEndian.PutUint64(k[1:], seq)
-	return k
-}
-
-// The WAL lives in generations, data/wal/<generation as 16 hex digits>: a
-// checkpoint starts a new generation and deletes the old one once the head's
-// chunks are written, so disk comes back at once.
-// The log WAL keeps its generations the same way under data/logwal.
-func walGenDir(root, sub string, gen uint64) string {
-	return filepath.Join(root, sub, fmt.Sprintf("%016x", gen))
-}
-
-const (
-	metricsWALDir = "wal"
-	logsWALDir    = "logwal"
-)
-
-// listWALGens returns the generations on disk, oldest first.
-func listWALGens(root, sub string) ([]uint64, error) {
-	entries, err := os.ReadDir(filepath.Join(root, sub))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list WAL %s: %w", sub, err)
-	}
-	var gens []uint64
-	for _, e := range entries {
-		gen, err := strconv.ParseUint(e.Name(), 16, 64)
-		if !e.IsDir() || err != nil || len(e.Name()) != 16 {
-			continue
-		}
-		gens = append(gens, gen)
-	}
-	slices.Sort(gens)
-	return gens, nil
-}
-
-func openWALGen(root, sub string, gen uint64, o Options) (*badger.DB, error) {
-	dir := walGenDir(root, sub, gen)
-	bo := badgerOptions(dir, o, false).
-		WithSyncWrites(true).
-		WithCompression(0).
-		WithMemTableSize(8 << 20).
-		WithValueThreshold(1 << 10)
-	db, err := badger.Open(bo)
-	if err != nil {
-		return nil, fmt.Errorf("open WAL %q: %w", dir, err)
-	}
-	return db, nil
-}
-
-func removeWALGen(root, sub string, gen uint64) error {
-	if err := os.RemoveAll(walGenDir(root, sub, gen)); err != nil {
-		return fmt.Errorf("remove WAL %s generation %d: %w", sub, gen, err)
-	}
-	return nil
 }

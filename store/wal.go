@@ -1,163 +1,276 @@
 package store
 
 import (
-	"encoding/binary"
+	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 
-	"github.com/dgraph-io/badger/v4"
+	"go.uber.org/zap"
 )
 
 // walLog is one signal's write-ahead log (metrics in data/wal, logs in
-// data/logwal): generations on disk, each a Badger directory of records
-// keyed 0x30 seq[8], the newest one being written. A checkpoint rotates to
-// a new generation and retires the old one once what it held is in the
+// data/logwal): generations on disk, each one segment file of records
+// (walsegment.go), the newest one being written. A checkpoint rotates to a
+// new generation and retires the older ones once what they held is in the
 // partitions. The head that owns it serialises append against rotate.
+//
+// Replay never refuses to start over a record it cannot use: a torn tail,
+// a frame whose checksum fails, a record that does not decode, or an item
+// that refers to a series or stream the log never defined is counted in
+// skipped (by reason), one warning is logged per generation, and the rest
+// is replayed.
 type walLog struct {
 	name      string // metrics or logs, for errors
 	root, sub string
 	opts      Options
 	codec     *codec
+	log       *zap.Logger
 
-	db  *badger.DB // the generation being written
+	seg *walSegment // the generation being written
 	gen uint64
-	seq atomic.Uint64
+	// older are generations replayed or rotated out whose contents could not
+	// be written to the partitions yet: the next successful checkpoint
+	// deletes them, a restart replays them.
+	older []walGen
+
+	skipped *walSkips
+}
+
+// walFirst is the first record of a generation, defining every series or
+// stream of the head, and define, which marks exactly those defined once
+// the record is written.
+type walFirst struct {
+	rec    []byte
+	define func()
 }
 
 func newWALLog(db *DB, name, sub string) *walLog {
-	return &walLog{name: name, root: db.opts.Dir, sub: sub, opts: db.opts, codec: db.codec}
+	return &walLog{name: name, root: db.opts.Dir, sub: sub, opts: db.opts, codec: db.codec,
+		log: db.log.Named("wal").With(zap.String("wal", name)), skipped: &db.walSkips}
+}
+
+// Reasons a replay skips a record or an item, the label values of
+// lumen_wal_replay_skipped_records_total.
+const (
+	skipTornTail      = "torn_tail"      // a frame cut short by a crash: the end of the segment
+	skipChecksum      = "checksum"       // a frame whose CRC does not match
+	skipUndecodable   = "undecodable"    // a frame that checks but whose record does not decode
+	skipUnknownSeries = "unknown_series" // a sample, exemplar or line of a series or stream never defined
+)
+
+// walSkips counts what replays skipped, by reason; the DB has one for all
+// its logs.
+type walSkips struct {
+	mu sync.Mutex
+	n  map[string]uint64 // "<wal>/<reason>" -> count
+}
+
+func (s *walSkips) add(wal, reason string, n int) {
+	if n <= 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n == nil {
+		s.n = map[string]uint64{}
+	}
+	s.n[wal+"/"+reason] += uint64(n)
+}
+
+func (s *walSkips) snapshot() map[string]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]uint64, len(s.n))
+	for k, v := range s.n {
+		out[k] = v
+	}
+	return out
+}
+
+// replayCounts is what one generation's replay found.
+type replayCounts struct {
+	records int
+	skipped map[string]int
+}
+
+func (c *replayCounts) skip(reason string, n int) {
+	if n <= 0 {
+		return
+	}
+	if c.skipped == nil {
+		c.skipped = map[string]int{}
+	}
+	c.skipped[reason] += n
 }
 
 // existing lists the generations on disk, oldest first.
-func (w *walLog) existing() ([]uint64, error) { return listWALGens(w.root, w.sub) }
+func (w *walLog) existing() ([]walGen, error) { return listWALGens(w.root, w.sub) }
 
-// replay calls fn with every record of generation gen, oldest first.
-func (w *walLog) replay(gen uint64, fn func(payload []byte) error) (int, error) {
-	wdb, err := openWALGen(w.root, w.sub, gen, w.opts)
-	if err != nil {
-		return 0, err
-	}
-	defer wdb.Close()
-	records := 0
-	err = wdb.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{nsWAL}})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			k := it.Item().Key()
-			if len(k) != 9 {
-				return fmt.Errorf("%w: WAL key of %d bytes", ErrCorrupt, len(k))
-			}
-			w.seq.Store(max(w.seq.Load(), binary.BigEndian.Uint64(k[1:])))
-			val, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return fmt.Errorf("%w: read %s WAL: %v", ErrUnavailable, w.name, err) //nolint:errorlint // Badger errors stay inside the store
-			}
-			_, payload, err := w.codec.decode(val)
-			if err != nil {
-				return err
-			}
-			if err := fn(payload); err != nil {
-				return err
-			}
-			records++
+// replay calls fn with every record of generation g that checks and
+// decodes, oldest first; fn reports items it could not place through the
+// counts it is given. Records that cannot be read are counted and
+// skipped, never an error: only an unreadable file is.
+func (w *walLog) replay(g walGen, fn func(payload []byte, c *replayCounts) error) (replayCounts, error) {
+	var c replayCounts
+	each := func(body []byte) error {
+		_, payload, err := w.codec.decode(body)
+		if err != nil {
+			c.skip(skipUndecodable, 1)
+			return nil
 		}
+		if err := fn(payload, &c); err != nil {
+			if errors.Is(err, ErrCorrupt) {
+				c.skip(skipUndecodable, 1)
+				return nil
+			}
+			return err
+		}
+		c.records++
 		return nil
-	})
-	if err != nil {
-		return records, fmt.Errorf("replay %s WAL generation %d: %w", w.name, gen, err)
 	}
-	return records, nil
+	var err error
+	if g.legacy {
+		err = replayLegacyWALGen(w.root, w.sub, g.n, w.opts, each, &c)
+	} else {
+		err = readWALSegment(walSegmentPath(w.root, w.sub, g.n), each, &c)
+	}
+	for reason, n := range c.skipped {
+		w.skipped.add(w.name, reason, n)
+	}
+	if len(c.skipped) > 0 {
+		w.log.Warn("WAL replay skipped what it could not use", zap.Uint64("generation", g.n), zap.Int("records", c.records), zap.Any("skipped", c.skipped))
+	}
+	if err != nil {
+		return c, fmt.Errorf("replay %s WAL generation %d: %w", w.name, g.n, err)
+	}
+	return c, nil
 }
 
 // recover brings a head back after a stop or a crash: every generation on
 // disk is replayed (replay), what they held is written to the partitions
 // (flush) and they are deleted; then a new generation starts with first().
-func (w *walLog) recover(replay func(gen uint64) error, flush func() error, first func() []byte) error {
+// When flush fails (a full disk), the head keeps what was replayed, the
+// old generations stay until a checkpoint writes it, and the store opens.
+func (w *walLog) recover(replay func(g walGen) error, flush func() error, first func() walFirst) error {
 	gens, err := w.existing()
 	if err != nil {
 		return err
 	}
-	for _, gen := range gens {
-		if err := replay(gen); err != nil {
+	for _, g := range gens {
+		if err := replay(g); err != nil {
 			return err
 		}
 	}
 	var last uint64
 	if len(gens) > 0 {
+		last = gens[len(gens)-1].n
 		if err := flush(); err != nil {
-			return fmt.Errorf("write what the %s WAL replayed: %w", w.name, err)
-		}
-		for _, gen := range gens {
-			if err := w.remove(gen); err != nil {
-				return err
+			w.log.Error("write what the WAL replayed; it stays in the head and the WAL until a checkpoint can", zap.Error(err))
+			w.older = gens
+		} else {
+			for _, g := range gens {
+				if err := w.remove(g); err != nil {
+					return err
+				}
 			}
 		}
-		last = gens[len(gens)-1]
 	}
 	return w.start(last, first())
 }
 
 // start opens the generation after last for writing and writes first (a
 // record naming every series or stream the head holds) when not nil.
-func (w *walLog) start(last uint64, first []byte) error {
-	wdb, err := openWALGen(w.root, w.sub, last+1, w.opts)
+func (w *walLog) start(last uint64, first walFirst) error {
+	seg, err := createWALSegment(walSegmentPath(w.root, w.sub, last+1), w.opts.SyncWrites)
 	if err != nil {
-		return err
+		return w.classify(err)
 	}
-	if first != nil {
-		if _, err := w.put(wdb, first); err != nil {
-			_ = wdb.Close()
-			return err
+	if first.rec != nil {
+		if err := seg.append(w.codec.encodeFast(codecZstdOTLP, first.rec)); err != nil {
+			_ = seg.close()
+			_ = os.Remove(seg.path)
+			return w.classify(err)
 		}
 	}
-	w.db, w.gen = wdb, last+1
+	w.seg, w.gen = seg, last+1
+	if first.define != nil {
+		first.define()
+	}
 	return nil
 }
 
 // append writes one record durably and returns its size on disk.
-func (w *walLog) append(payload []byte) (int, error) { return w.put(w.db, payload) }
-
-func (w *walLog) put(wdb *badger.DB, payload []byte) (int, error) {
-	val := w.codec.encodeFast(codecZstdOTLP, payload)
-	if err := wdb.Update(func(txn *badger.Txn) error { return txn.Set(walKey(w.seq.Add(1)), val) }); err != nil {
-		return 0, fmt.Errorf("%w: %s WAL: %v", ErrUnavailable, w.name, err) //nolint:errorlint // Badger errors stay inside the store
+func (w *walLog) append(payload []byte) (int, error) {
+	body := w.codec.encodeFast(codecZstdOTLP, payload)
+	if err := w.seg.append(body); err != nil {
+		return 0, w.classify(err)
 	}
-	return len(val), nil
+	return len(body) + walFrameHeader, nil
+}
+
+// classify wraps a write error as the store's: a full disk, or unavailable.
+func (w *walLog) classify(err error) error {
+	if isDiskFull(err) {
+		return fmt.Errorf("%w: %s WAL: %v", ErrDiskFull, w.name, err) //nolint:errorlint // OS errors stay inside the store
+	}
+	return fmt.Errorf("%w: %s WAL: %v", ErrUnavailable, w.name, err) //nolint:errorlint // OS errors stay inside the store
+}
+
+// walRotation is what a rotation moved out of the way: the generations to
+// delete once their contents are in the partitions.
+type walRotation struct {
+	seg  *walSegment
+	gens []walGen
 }
 
 // rotate makes a new generation, starting with first, the one written, and
-// returns the old one for retire.
-func (w *walLog) rotate(first []byte) (*badger.DB, uint64, error) {
-	old, oldGen := w.db, w.gen
+// returns the old ones for retire.
+func (w *walLog) rotate(first walFirst) (walRotation, error) {
+	old, oldGen := w.seg, w.gen
 	if err := w.start(oldGen, first); err != nil {
-		_ = w.remove(oldGen + 1)
-		return nil, 0, err
+		return walRotation{}, err
 	}
-	return old, oldGen, nil
+	r := walRotation{seg: old, gens: append(w.older, walGen{n: oldGen})}
+	w.older = nil
+	return r, nil
 }
 
-// retire closes an old generation and deletes it.
-func (w *walLog) retire(old *badger.DB, gen uint64) error {
-	if err := old.Close(); err != nil {
-		return fmt.Errorf("close %s WAL generation %d: %w", w.name, gen, err)
+// retire closes a rotated generation and deletes it with the older ones.
+func (w *walLog) retire(r walRotation) error {
+	if err := r.seg.close(); err != nil {
+		w.log.Warn("close WAL segment", zap.Error(err))
 	}
-	return w.remove(gen)
+	for _, g := range r.gens {
+		if err := w.remove(g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// keep puts a rotation back: its contents could not be written, so its
+// generations stay until the next checkpoint (or replay on the next open).
+func (w *walLog) keep(r walRotation) {
+	_ = r.seg.close()
+	w.older = append(r.gens, w.older...)
 }
 
 // close closes the generation being written and, when its contents are
-// in the partitions, deletes it.
+// in the partitions, deletes it and the older ones.
 func (w *walLog) close(keep bool) error {
-	if w.db == nil {
+	if w.seg == nil {
 		return nil
 	}
 	if keep {
-		return w.db.Close()
+		return w.seg.close()
 	}
-	return w.retire(w.db, w.gen)
+	return w.retire(walRotation{seg: w.seg, gens: append(w.older, walGen{n: w.gen})})
 }
 
-func (w *walLog) remove(gen uint64) error { return removeWALGen(w.root, w.sub, gen) }
+func (w *walLog) remove(g walGen) error { return removeWALGen(w.root, w.sub, g) }
 
 // headState is what a head with a WAL shares with checkpoint and shutdown:
 // commits hold mu shared while they append and apply; closed stops them.
@@ -169,15 +282,15 @@ type headState struct {
 // checkpoint bounds a WAL: under h.mu held exclusively, so that every
 // commit to the old generation has been applied to the head, a new
 // generation starts with first() and the head is cut; then what was cut is
-// written and the old generation deleted. If writing fails, the old
-// generation stays and replays on the next open.
-func checkpoint[T any](h *headState, w *walLog, first func() []byte, cut func() T, write func(T) error) error {
+// written and the old generations deleted. If writing fails, they stay
+// until a later checkpoint succeeds, and replay on the next open.
+func checkpoint[T any](h *headState, w *walLog, first func() walFirst, cut func() T, write func(T) error) error {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
 		return ErrClosed
 	}
-	old, oldGen, err := w.rotate(first())
+	r, err := w.rotate(first())
 	if err != nil {
 		h.mu.Unlock()
 		return err
@@ -185,10 +298,12 @@ func checkpoint[T any](h *headState, w *walLog, first func() []byte, cut func() 
 	c := cut()
 	h.mu.Unlock()
 	if err := write(c); err != nil {
-		_ = old.Close()
-		return fmt.Errorf("%s checkpoint: %w (WAL generation %d kept)", w.name, err, oldGen)
+		h.mu.Lock()
+		w.keep(r)
+		h.mu.Unlock()
+		return fmt.Errorf("%s checkpoint: %w (the WAL is kept)", w.name, err)
 	}
-	return w.retire(old, oldGen)
+	return w.retire(r)
 }
 
 // shutdown stops commits, writes everything the head holds and, once that
@@ -205,4 +320,24 @@ func shutdown[T any](h *headState, w *walLog, cut func() T, write func(T) error)
 		return fmt.Errorf("write the %s head: %w (the WAL is kept and replays on open)", w.name, err)
 	}
 	return w.close(false)
+}
+
+// defined tracks, for one series or stream, whether the WAL generation
+// being written defines it: a record that refers to a series not yet
+// defined carries its definition, so that no record ever depends on one a
+// rolled-back or failed request did not write. A rotation starts every
+// generation with all of them, defined.
+type defined struct{ ok atomic.Bool }
+
+// WALReplaySkipped returns, by WAL ("metrics", "log") and reason
+// ("torn_tail", "checksum", "undecodable", "unknown_series"), how many
+// records (items, for unknown_series) replays skipped since the store
+// opened: lumen_wal_replay_skipped_records_total.
+func (db *DB) WALReplaySkipped() map[[2]string]uint64 {
+	out := map[[2]string]uint64{}
+	for k, v := range db.walSkips.snapshot() {
+		wal, reason, _ := strings.Cut(k, "/")
+		out[[2]string{wal, reason}] = v
+	}
+	return out
 }
