@@ -108,7 +108,8 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 			http.Error(w, "lumen agent is starting", http.StatusServiceUnavailable)
 		}
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute,
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("agent HTTP server", zap.Error(err))

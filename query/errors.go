@@ -1,17 +1,17 @@
 package query
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
 
 	"go.uber.org/zap"
 
+	"github.com/lumenobs/lumen/internal/fault"
+	"github.com/lumenobs/lumen/internal/limits"
 	"github.com/lumenobs/lumen/internal/model"
 	"github.com/lumenobs/lumen/query/logql"
 	"github.com/lumenobs/lumen/query/traceql"
-	"github.com/lumenobs/lumen/store"
 )
 
 // The error types of the JSON error envelope, as Prometheus names them.
@@ -21,6 +21,7 @@ const (
 	errUnavailable = "unavailable"
 	errInternal    = "internal"
 	errCanceled    = "canceled"
+	errTimeout     = "timeout"
 )
 
 type errorBody struct {
@@ -29,21 +30,28 @@ type errorBody struct {
 	Error     string `json:"error"`
 }
 
-// writeError is the one place where errors become HTTP statuses.
+// writeError answers err in Prometheus' error envelope, with the status
+// httpStatus gives it.
 func writeError(w http.ResponseWriter, err error) {
-	code, typ := http.StatusInternalServerError, errInternal
-	switch {
-	case errors.Is(err, model.ErrInvalidTraceID), errors.Is(err, errBadRequest):
-		code, typ = http.StatusBadRequest, errBadData
-	case errors.Is(err, store.ErrNotFound):
-		code, typ = http.StatusNotFound, errNotFound
-	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrClosed):
-		code, typ = http.StatusServiceUnavailable, errUnavailable
-		w.Header().Set("Retry-After", "1")
-	case errors.Is(err, errCanceledRequest):
-		code, typ = 499, errCanceled
+	code := httpStatus(w, err)
+	writeJSON(w, code, errorBody{Status: "error", ErrorType: errorType(code), Error: err.Error()})
+}
+
+// errorType is the envelope's errorType for a status.
+func errorType(code int) string {
+	switch code {
+	case http.StatusBadRequest:
+		return errBadData
+	case http.StatusNotFound:
+		return errNotFound
+	case http.StatusServiceUnavailable:
+		return errUnavailable
+	case 499:
+		return errCanceled
+	case http.StatusGatewayTimeout:
+		return errTimeout
 	}
-	writeJSON(w, code, errorBody{Status: "error", ErrorType: typ, Error: err.Error()})
+	return errInternal
 }
 
 var (
@@ -57,31 +65,34 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v) // the client went away; nothing to do
 }
 
-// httpStatus is the status the Loki, Tempo and Jaeger APIs answer an
-// error with; it sets Retry-After when the store is unavailable.
+// httpStatus is the one place where errors become HTTP statuses: every
+// API answers an error with the status it gives. The query languages'
+// errors are the client's (400) and a limiter that turned the query away
+// answers 503 with Retry-After; the rest — the store's errors, a limit, a
+// timeout, a client gone — as internal/fault classifies them for every
+// API of Lumen.
 func httpStatus(w http.ResponseWriter, err error) int {
 	switch {
-	case errors.Is(err, errBadRequest), errors.Is(err, model.ErrInvalidTraceID), errors.Is(err, store.ErrTooMuch),
+	case errors.Is(err, errBadRequest), errors.Is(err, model.ErrInvalidTraceID),
 		errors.Is(err, logql.ErrParse), errors.Is(err, traceql.ErrParse):
 		return http.StatusBadRequest
-	case errors.Is(err, store.ErrNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrClosed):
+	case errors.Is(err, limits.ErrBusy):
 		w.Header().Set("Retry-After", "1")
 		return http.StatusServiceUnavailable
-	case errors.Is(err, context.Canceled):
-		return 499
-	case errors.Is(err, context.DeadlineExceeded):
-		return http.StatusGatewayTimeout
+	case errors.Is(err, errCanceledRequest):
+		return fault.StatusClientClosed
 	}
-	return http.StatusInternalServerError
+	c := fault.Classify(err)
+	c.SetRetryAfter(w.Header())
+	return c.HTTP
 }
 
 // failStatus is httpStatus, logging the failures that are the server's
-// (the logger names the API).
+// (the logger names the API); queries a limiter turned away are counted,
+// not logged.
 func failStatus(w http.ResponseWriter, log *zap.Logger, err error) int {
 	code := httpStatus(w, err)
-	if code >= 500 {
+	if code >= 500 && !errors.Is(err, limits.ErrBusy) {
 		log.Warn("query failed", zap.Error(err))
 	}
 	return code

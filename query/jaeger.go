@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.uber.org/zap"
 
+	"github.com/lumenobs/lumen/internal/limits"
 	"github.com/lumenobs/lumen/internal/model"
 	"github.com/lumenobs/lumen/store"
 )
@@ -34,16 +35,21 @@ type JaegerReader interface {
 // query base path, or Grafana's Jaeger data source URL, at /jaeger.
 type JaegerAPI struct {
 	r   JaegerReader
+	cfg TraceConfig
+	lim *limits.Limiter // searches
+	m   *Metrics
 	log *zap.Logger
 	now func() time.Time
 }
 
-// NewJaeger returns the Jaeger API over r.
-func NewJaeger(r JaegerReader, log *zap.Logger) *JaegerAPI {
+// NewJaeger returns the Jaeger API over r; m, if not nil, counts what its
+// limits refuse.
+func NewJaeger(r JaegerReader, cfg TraceConfig, m *Metrics, log *zap.Logger) *JaegerAPI {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &JaegerAPI{r: r, log: log.Named("query.jaeger"), now: time.Now}
+	return &JaegerAPI{r: r, cfg: cfg, lim: limits.New("trace searches", cfg.MaxConcurrent, cfg.MaxQueued), m: m,
+		log: log.Named("query.jaeger"), now: time.Now}
 }
 
 // JaegerPrefix is where the Jaeger API lives.
@@ -79,6 +85,7 @@ type jaegerResponse struct {
 }
 
 func (a *JaegerAPI) fail(w http.ResponseWriter, err error) {
+	a.m.count(apiJaeger, err)
 	code := failStatus(w, a.log, err)
 	writeJSON(w, code, jaegerResponse{Errors: []jaegerError{{Code: code, Msg: err.Error()}}})
 }
@@ -205,14 +212,15 @@ func (a *JaegerAPI) findTraces(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, err)
 		return
 	}
-	limit := 20
+	// Each result is a whole trace: limit is lowered to max_jaeger_limit.
+	limit := min(20, a.cfg.MaxJaegerLimit)
 	if s := qs.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
 			a.fail(w, fmt.Errorf("%w: limit=%q is not a positive integer", errBadRequest, s))
 			return
 		}
-		limit = n
+		limit = min(n, a.cfg.MaxJaegerLimit)
 	}
 	tags := map[string]string{}
 	if s := qs.Get("tags"); s != "" {
@@ -252,21 +260,35 @@ func (a *JaegerAPI) findTraces(w http.ResponseWriter, r *http.Request) {
 	if op != "" {
 		ts.Drive = store.Term{Kind: store.TermName, A: service, B: op}
 	}
-	res, err := a.r.SearchTraces(r.Context(), ts)
+	out, err := a.find(r, ts)
 	if err != nil {
 		a.fail(w, err)
 		return
 	}
+	ok(w, out, len(out))
+}
+
+// find runs a search and reads its traces once one of the API's slots is
+// free, within the trace timeout.
+func (a *JaegerAPI) find(r *http.Request, ts store.TraceSearch) ([]jaegerTrace, error) {
+	ctx, done, err := admit(r, a.lim, a.cfg.Timeout)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	res, err := a.r.SearchTraces(ctx, ts)
+	if err != nil {
+		return nil, err
+	}
 	out := []jaegerTrace{}
 	for _, s := range res.Traces {
-		t, err := a.r.Trace(r.Context(), s.TraceID)
+		t, err := a.r.Trace(ctx, s.TraceID)
 		if err != nil {
-			a.fail(w, err)
-			return
+			return nil, err
 		}
 		out = append(out, toJaeger(s.TraceID, t.Spans))
 	}
-	ok(w, out, len(out))
+	return out, nil
 }
 
 // hasTag reports whether a span, its resource or one of its events has

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"go.uber.org/zap"
 
+	"github.com/lumenobs/lumen/internal/limits"
 	"github.com/lumenobs/lumen/query/logql"
 	"github.com/lumenobs/lumen/store"
 )
@@ -29,18 +30,24 @@ type LogReader interface {
 
 // LokiAPI serves Loki's query API (/loki/api/v1/…) over the log store.
 type LokiAPI struct {
-	r   LogReader
-	cfg LokiConfig
-	log *zap.Logger
-	now func() time.Time
+	r     LogReader
+	cfg   LokiConfig
+	lim   *limits.Limiter // queries
+	tails *limits.Limiter
+	m     *Metrics
+	log   *zap.Logger
+	now   func() time.Time
 }
 
-// NewLoki returns the Loki API over r.
-func NewLoki(r LogReader, cfg LokiConfig, log *zap.Logger) *LokiAPI {
+// NewLoki returns the Loki API over r; m, if not nil, counts what its
+// limits refuse.
+func NewLoki(r LogReader, cfg LokiConfig, m *Metrics, log *zap.Logger) *LokiAPI {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &LokiAPI{r: r, cfg: cfg, log: log.Named("query.loki"), now: time.Now}
+	return &LokiAPI{r: r, cfg: cfg, m: m, log: log.Named("query.loki"), now: time.Now,
+		lim:   limits.New("LogQL queries", cfg.MaxConcurrent, cfg.MaxQueued),
+		tails: limits.New("tails", cfg.MaxTails, 0)}
 }
 
 // Register adds the Loki routes to mux; wrap instruments each handler.
@@ -66,6 +73,7 @@ func (a *LokiAPI) Register(mux *http.ServeMux, wrap Wrap) {
 
 // lokiError answers as Loki does: the status, and the message as text.
 func (a *LokiAPI) lokiError(w http.ResponseWriter, err error) {
+	a.m.count(apiLoki, err)
 	http.Error(w, err.Error(), failStatus(w, a.log, err))
 }
 
@@ -227,17 +235,41 @@ type LokiConfig struct {
 	MaxLines int `yaml:"max_lines"`
 	// MaxLimit bounds limit=, as Loki's max_entries_limit_per_query does.
 	MaxLimit int `yaml:"max_limit"`
-	// Timeout bounds a query's time.
+	// Timeout bounds a query's time, its wait for a slot included.
 	Timeout time.Duration `yaml:"timeout"`
+	// MaxConcurrent bounds the queries evaluated at once, as Loki's
+	// querier max_concurrent; MaxQueued more wait for a slot (up to
+	// Timeout), and past them a query is a 503 with Retry-After.
+	MaxConcurrent int `yaml:"max_concurrent"`
+	MaxQueued     int `yaml:"max_queued"`
+	// MaxQueryLength bounds end - start of a range query, as Loki's
+	// max_query_length; 0: no bound.
+	MaxQueryLength time.Duration `yaml:"max_query_length"`
+	// MaxTails bounds the live tails at once, as Loki's
+	// max_concurrent_tail_requests; past it a tail is a 503.
+	MaxTails int `yaml:"max_tails"`
+	// TailMaxDuration is how long a tail runs before the server closes it,
+	// as Loki's tail_max_duration.
+	TailMaxDuration time.Duration `yaml:"tail_max_duration"`
 }
 
 // DefaultLokiConfig returns Loki's defaults where it has them.
 func DefaultLokiConfig() LokiConfig {
-	return LokiConfig{MaxLines: 5_000_000, MaxLimit: 5000, Timeout: time.Minute}
+	return LokiConfig{MaxLines: 5_000_000, MaxLimit: 5000, Timeout: time.Minute, MaxConcurrent: 4, MaxQueued: 100,
+		MaxTails: 10, TailMaxDuration: time.Hour}
 }
 
-// maxPoints is Loki's bound on the points of one series in a range query.
-const maxPoints = 11000
+// Validate reports the first setting that cannot work.
+func (c LokiConfig) Validate() error {
+	if c.MaxLines <= 0 || c.MaxLimit <= 0 || c.Timeout <= 0 || c.MaxConcurrent <= 0 || c.MaxTails <= 0 || c.TailMaxDuration <= 0 {
+		return fmt.Errorf("logql: max_lines %d, max_limit %d, timeout %s, max_concurrent %d, max_tails %d and tail_max_duration %s must be positive",
+			c.MaxLines, c.MaxLimit, c.Timeout, c.MaxConcurrent, c.MaxTails, c.TailMaxDuration)
+	}
+	if c.MaxQueued < 0 || c.MaxQueryLength < 0 {
+		return fmt.Errorf("logql: max_queued %d and max_query_length %s must not be negative", c.MaxQueued, c.MaxQueryLength)
+	}
+	return nil
+}
 
 type lokiData struct {
 	ResultType string   `json:"resultType"`
@@ -297,7 +329,7 @@ func (a *LokiAPI) limitAndDirection(r *http.Request) (int, bool, error) {
 			return 0, false, fmt.Errorf("%w: limit=%q is not a non-negative integer", errBadRequest, s)
 		}
 		if n > a.cfg.MaxLimit {
-			return 0, false, fmt.Errorf("%w: max entries limit per query exceeded, limit > max_entries_limit (%d > %d)", errBadRequest, n, a.cfg.MaxLimit)
+			return 0, false, overLimit(reasonLimit, "max entries limit per query exceeded, limit > max_entries_limit (%d > %d)", n, a.cfg.MaxLimit)
 		}
 		limit = n
 	}
@@ -314,37 +346,46 @@ func (a *LokiAPI) limitAndDirection(r *http.Request) (int, bool, error) {
 // (limit, direction) or a metric query's matrix, its start and end
 // aligned to the step as Loki's query frontend aligns them.
 func (a *LokiAPI) queryRange(w http.ResponseWriter, r *http.Request) {
-	e, err := parseLogQL(r)
+	e, p, err := a.rangeParams(r)
 	if err != nil {
 		a.lokiError(w, err)
 		return
 	}
-	start, end, err := a.lokiRange(r)
+	a.exec(w, r, e, p, "matrix")
+}
+
+// rangeParams reads and checks a range query's parameters.
+func (a *LokiAPI) rangeParams(r *http.Request) (logql.Expr, logql.Params, error) {
+	e, err := parseLogQL(r)
 	if err != nil {
-		a.lokiError(w, err)
-		return
+		return nil, logql.Params{}, err
+	}
+	start, end, err := a.lokiRange(r)
+	if err == nil {
+		err = checkLength(start, end, a.cfg.MaxQueryLength)
+	}
+	if err != nil {
+		return nil, logql.Params{}, err
 	}
 	limit, forward, err := a.limitAndDirection(r)
 	if err != nil {
-		a.lokiError(w, err)
-		return
+		return nil, logql.Params{}, err
 	}
 	p := logql.Params{Start: start, End: end, Limit: limit, Forward: forward, MaxLines: a.cfg.MaxLines}
-	if !logql.IsLogQuery(e) {
-		step, err := lokiStep(r.FormValue("step"), start, end)
-		if err != nil {
-			a.lokiError(w, err)
-			return
-		}
-		if end.Sub(start)/step > maxPoints {
-			a.lokiError(w, fmt.Errorf("%w: exceeded maximum resolution of %d points per timeseries. Try decreasing the query resolution (?step=XX)", errBadRequest, maxPoints))
-			return
-		}
-		p.Step = step
-		p.Start = time.UnixMilli(start.UnixMilli() / step.Milliseconds() * step.Milliseconds())
-		p.End = time.UnixMilli(end.UnixMilli() / step.Milliseconds() * step.Milliseconds())
+	if logql.IsLogQuery(e) {
+		return e, p, nil
 	}
-	a.exec(w, r, e, p, "matrix")
+	step, err := lokiStep(r.FormValue("step"), start, end)
+	if err == nil {
+		err = checkStep(r.FormValue("step"), step, start, end)
+	}
+	if err != nil {
+		return nil, logql.Params{}, err
+	}
+	p.Step = step
+	p.Start = time.UnixMilli(start.UnixMilli() / step.Milliseconds() * step.Milliseconds())
+	p.End = time.UnixMilli(end.UnixMilli() / step.Milliseconds() * step.Milliseconds())
+	return e, p, nil
 }
 
 // query answers /loki/api/v1/query: a metric query at one time. Log
@@ -367,9 +408,15 @@ func (a *LokiAPI) query(w http.ResponseWriter, r *http.Request) {
 	a.exec(w, r, e, logql.Params{End: t, MaxLines: a.cfg.MaxLines}, "vector")
 }
 
+// exec evaluates a query once one of the API's slots is free, within the
+// LogQL timeout.
 func (a *LokiAPI) exec(w http.ResponseWriter, r *http.Request, e logql.Expr, p logql.Params, metricType string) {
-	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.Timeout)
-	defer cancel()
+	ctx, done, err := admit(r, a.lim, a.cfg.Timeout)
+	if err != nil {
+		a.lokiError(w, err)
+		return
+	}
+	defer done()
 	res, err := logql.Exec(ctx, a.r, e, p)
 	if err != nil {
 		a.lokiError(w, err)

@@ -1,9 +1,11 @@
 package query
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -32,48 +34,84 @@ const (
 	tailBuffer    = 1024 // requests' worth of lines a tail may fall behind
 	tailPing      = 30 * time.Second
 	tailWriteWait = 10 * time.Second
+	// tailReadLimit bounds a message from the client, which sends none:
+	// it is read only to see the client leave.
+	tailReadLimit = 4 << 10
 )
 
 // tail answers /loki/api/v1/tail: over a websocket, first the lines of the
 // last hour (start=, up to limit=, oldest first), then every new line of
-// the query's streams as it is written. A client too slow to keep up is
-// disconnected with a close message that says so, never silently skipped.
+// the query's streams as it is written, for up to tail_max_duration. A
+// client too slow to keep up is disconnected with a close message that
+// says so, never silently skipped. Past max_tails at once, a tail is a
+// 503 before the upgrade.
 func (a *LokiAPI) tail(w http.ResponseWriter, r *http.Request) {
-	e, err := parseLogQL(r)
+	le, limit, start, err := a.tailParams(r)
 	if err != nil {
 		a.lokiError(w, err)
 		return
 	}
-	le, ok := e.(*logql.LogExpr)
-	if !ok {
-		a.lokiError(w, fmt.Errorf("%w: tail takes a log query, not a metric query", errBadRequest))
-		return
-	}
-	limit, _, err := a.limitAndDirection(r)
+	release, err := a.tails.Acquire(r.Context())
 	if err != nil {
 		a.lokiError(w, err)
 		return
 	}
-	now := a.now()
-	start, err := lokiTime("start", r.FormValue("start"), now.Add(-time.Hour))
-	if err != nil {
-		a.lokiError(w, err)
-		return
-	}
+	defer release()
+	// The server's read and write timeouts bound requests, not a tail.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Time{})
 	conn, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered
 	}
 	defer conn.Close()
+	conn.SetReadLimit(tailReadLimit)
 
 	// Subscribe before reading the past, so that no line falls between;
 	// lines in both are sent once.
 	sub := a.r.TailLogs(le.Matchers, tailBuffer)
 	defer sub.Close()
-	past, err := logql.Exec(r.Context(), a.r, le, logql.Params{Start: start, End: now.Add(time.Nanosecond), Limit: limit, Forward: false, MaxLines: a.cfg.MaxLines})
+	sent, err := a.backfill(r.Context(), conn, le, start, limit)
+	if err != nil {
+		return
+	}
+	a.follow(r.Context(), conn, le, sub, sent)
+}
+
+// tailParams reads a tail's log query, limit= and start= (its backfill
+// no longer ago than the maximum query length).
+func (a *LokiAPI) tailParams(r *http.Request) (*logql.LogExpr, int, time.Time, error) {
+	e, err := parseLogQL(r)
+	if err != nil {
+		return nil, 0, time.Time{}, err
+	}
+	le, ok := e.(*logql.LogExpr)
+	if !ok {
+		return nil, 0, time.Time{}, fmt.Errorf("%w: tail takes a log query, not a metric query", errBadRequest)
+	}
+	limit, _, err := a.limitAndDirection(r)
+	if err != nil {
+		return nil, 0, time.Time{}, err
+	}
+	now := a.now()
+	start, err := lokiTime("start", r.FormValue("start"), now.Add(-time.Hour))
+	if err == nil {
+		err = checkLength(start, now, a.cfg.MaxQueryLength)
+	}
+	return le, limit, start, err
+}
+
+// backfill sends the newest limit lines since start, oldest first, under
+// the LogQL timeout, and returns them to be skipped when the tail sends
+// them again. The error is what ended the tail.
+func (a *LokiAPI) backfill(ctx context.Context, conn *websocket.Conn, le *logql.LogExpr, start time.Time, limit int) (map[string]bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+	defer cancel()
+	past, err := logql.Exec(ctx, a.r, le, logql.Params{Start: start, End: a.now().Add(time.Nanosecond), Limit: limit, Forward: false, MaxLines: a.cfg.MaxLines})
 	if err != nil {
 		a.closeTail(conn, websocket.CloseInternalServerErr, err.Error())
-		return
+		return nil, err
 	}
 	sent := map[string]bool{}
 	for i := range past.Streams {
@@ -82,16 +120,19 @@ func (a *LokiAPI) tail(w http.ResponseWriter, r *http.Request) {
 			sent[s.Labels.String()+"\xff"+strconv.FormatInt(s.Entries[j].T, 10)+"\xff"+s.Entries[j].Line] = true
 		}
 		// Loki sends the past oldest first.
-		for l, r := 0, len(s.Entries)-1; l < r; l, r = l+1, r-1 {
-			s.Entries[l], s.Entries[r] = s.Entries[r], s.Entries[l]
-		}
+		slices.Reverse(s.Entries)
 	}
 	if len(past.Streams) > 0 {
 		if err := a.writeTail(conn, tailMessage{Streams: lokiStreams(past.Streams)}); err != nil {
-			return
+			return nil, err
 		}
 	}
+	return sent, nil
+}
 
+// follow sends the new lines until the client leaves, falls behind, or
+// the tail has run for tail_max_duration.
+func (a *LokiAPI) follow(ctx context.Context, conn *websocket.Conn, le *logql.LogExpr, sub *store.LogTail, sent map[string]bool) {
 	gone := make(chan struct{})
 	go func() { // reads only to see the client leave
 		defer close(gone)
@@ -103,11 +144,16 @@ func (a *LokiAPI) tail(w http.ResponseWriter, r *http.Request) {
 	}()
 	ping := time.NewTicker(tailPing)
 	defer ping.Stop()
+	expire := time.NewTimer(a.cfg.TailMaxDuration)
+	defer expire.Stop()
 	for {
 		select {
 		case <-gone:
 			return
-		case <-r.Context().Done():
+		case <-ctx.Done():
+			return
+		case <-expire.C:
+			a.closeTail(conn, websocket.CloseNormalClosure, fmt.Sprintf("reached tail max duration limit (%s); reconnect to go on", a.cfg.TailMaxDuration))
 			return
 		case <-ping.C:
 			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(tailWriteWait)); err != nil {
@@ -115,22 +161,26 @@ func (a *LokiAPI) tail(w http.ResponseWriter, r *http.Request) {
 			}
 		case st, open := <-sub.C:
 			if !open {
-				code, msg := websocket.CloseNormalClosure, "server closing"
-				if errors.Is(sub.Err(), store.ErrTailBehind) {
-					code, msg = websocket.CloseTryAgainLater, sub.Err().Error()
+				a.closeBehind(conn, sub)
+				return
+			}
+			if streams := tailLines(le, st, sent); len(streams) > 0 {
+				if err := a.writeTail(conn, tailMessage{Streams: lokiStreams(streams)}); err != nil {
+					return
 				}
-				a.closeTail(conn, code, msg)
-				return
-			}
-			streams := tailLines(le, st, sent)
-			if len(streams) == 0 {
-				continue
-			}
-			if err := a.writeTail(conn, tailMessage{Streams: lokiStreams(streams)}); err != nil {
-				return
 			}
 		}
 	}
+}
+
+// closeBehind closes a tail whose subscription ended: the client fell
+// behind, or the server is closing.
+func (a *LokiAPI) closeBehind(conn *websocket.Conn, sub *store.LogTail) {
+	code, msg := websocket.CloseNormalClosure, "server closing"
+	if errors.Is(sub.Err(), store.ErrTailBehind) {
+		code, msg = websocket.CloseTryAgainLater, sub.Err().Error()
+	}
+	a.closeTail(conn, code, msg)
 }
 
 // tailLines runs a written stream's lines through the query's pipeline.

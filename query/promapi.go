@@ -2,13 +2,17 @@ package query
 
 import (
 	"context"
+	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
 	"runtime"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/common/route"
 	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/promql"
@@ -20,6 +24,7 @@ import (
 	v1 "github.com/prometheus/prometheus/web/api/v1"
 	"go.uber.org/zap"
 
+	"github.com/lumenobs/lumen/internal/limits"
 	"github.com/lumenobs/lumen/internal/telemetry"
 )
 
@@ -28,31 +33,64 @@ import (
 
 // PromConfig configures the Prometheus-compatible query API.
 type PromConfig struct {
-	// Timeout bounds one query's evaluation.
+	// Timeout bounds one query's time, its wait for a slot included.
 	Timeout time.Duration `yaml:"timeout"`
 	// MaxSamples bounds the samples one query may load at once.
 	MaxSamples int `yaml:"max_samples"`
 	// LookbackDelta is how far back an instant vector looks for a sample.
 	LookbackDelta time.Duration `yaml:"lookback_delta"`
-	// MaxConcurrent bounds the queries evaluated at once.
+	// MaxConcurrent bounds the queries (query, query_range) evaluated at
+	// once; MaxQueued more wait for a slot (up to Timeout), and past them
+	// a query is a 503 (errorType unavailable) with Retry-After.
 	MaxConcurrent int `yaml:"max_concurrent"`
+	MaxQueued     int `yaml:"max_queued"`
+	// MaxQueryLength bounds end - start of a range query; 0: no bound.
+	MaxQueryLength time.Duration `yaml:"max_query_length"`
+	// RemoteReadConcurrency bounds the remote-read requests served at once
+	// (more wait), as Prometheus' --storage.remote.read-concurrent-limit;
+	// RemoteReadSampleLimit bounds the samples one returns, as
+	// --storage.remote.read-sample-limit.
+	RemoteReadConcurrency int `yaml:"remote_read_concurrency"`
+	RemoteReadSampleLimit int `yaml:"remote_read_sample_limit"`
 }
 
-// DefaultPromConfig returns Prometheus' own defaults.
+// DefaultPromConfig returns Prometheus' own defaults, but for
+// MaxConcurrent: Prometheus' 20 assumes a server of its own, Lumen's
+// queries share the process with ingest and the other APIs.
 func DefaultPromConfig() PromConfig {
-	return PromConfig{Timeout: 2 * time.Minute, MaxSamples: 50_000_000, LookbackDelta: 5 * time.Minute, MaxConcurrent: 20}
+	return PromConfig{Timeout: 2 * time.Minute, MaxSamples: 50_000_000, LookbackDelta: 5 * time.Minute, MaxConcurrent: 4, MaxQueued: 100,
+		RemoteReadConcurrency: 10, RemoteReadSampleLimit: 50_000_000}
 }
+
+// Validate reports the first setting that cannot work.
+func (c PromConfig) Validate() error {
+	if c.Timeout <= 0 || c.MaxSamples <= 0 || c.LookbackDelta <= 0 || c.MaxConcurrent <= 0 || c.RemoteReadConcurrency <= 0 || c.RemoteReadSampleLimit <= 0 {
+		return fmt.Errorf("promql: timeout %s, max_samples %d, lookback_delta %s, max_concurrent %d, remote_read_concurrency %d and remote_read_sample_limit %d must be positive",
+			c.Timeout, c.MaxSamples, c.LookbackDelta, c.MaxConcurrent, c.RemoteReadConcurrency, c.RemoteReadSampleLimit)
+	}
+	if c.MaxQueued < 0 || c.MaxQueryLength < 0 {
+		return fmt.Errorf("promql: max_queued %d and max_query_length %s must not be negative", c.MaxQueued, c.MaxQueryLength)
+	}
+	return nil
+}
+
+// remoteReadMaxBytesInFrame is Prometheus' default size of a streamed
+// remote-read frame.
+const remoteReadMaxBytesInFrame = 1 << 20
 
 // PromAPI serves Prometheus' HTTP API (/api/v1/query, query_range, series,
-// labels, label values, query_exemplars, metadata, status/buildinfo, …) with
-// Prometheus' own handlers over Lumen's storage.
+// labels, label values, query_exemplars, metadata, status/buildinfo, read,
+// …) with Prometheus' own handlers over Lumen's storage.
 type PromAPI struct {
 	router *route.Router
+	cfg    PromConfig
+	lim    *limits.Limiter
+	m      *Metrics
 }
 
 // NewPromAPI builds the API over q. version is Lumen's, reported by
-// /api/v1/status/buildinfo.
-func NewPromAPI(cfg PromConfig, q storage.SampleAndChunkQueryable, eq storage.ExemplarQueryable, log *zap.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer, version string) *PromAPI {
+// /api/v1/status/buildinfo; m, if not nil, counts what its limits refuse.
+func NewPromAPI(cfg PromConfig, q storage.SampleAndChunkQueryable, eq storage.ExemplarQueryable, log *zap.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer, m *Metrics, version string) *PromAPI {
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -87,7 +125,7 @@ func NewPromAPI(cfg PromConfig, q storage.SampleAndChunkQueryable, eq storage.Ex
 		0,     // maxSearchLimit
 		slogger,
 		func(context.Context) v1.RulesRetriever { return noTargets{} },
-		0, 0, 0, // remote read limits
+		cfg.RemoteReadSampleLimit, cfg.RemoteReadConcurrency, remoteReadMaxBytesInFrame,
 		false, // isAgent
 		nil,   // CORS origin
 		func() (v1.RuntimeInfo, error) {
@@ -115,11 +153,90 @@ func NewPromAPI(cfg PromConfig, q storage.SampleAndChunkQueryable, eq storage.Ex
 	)
 	router := route.New()
 	api.Register(router.WithPrefix("/api/v1"))
-	return &PromAPI{router: router}
+	return &PromAPI{router: router, cfg: cfg, lim: limits.New("PromQL queries", cfg.MaxConcurrent, cfg.MaxQueued), m: m}
 }
 
 // ServeHTTP serves the API's routes under /api/v1.
-func (p *PromAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.router.ServeHTTP(w, r) }
+func (p *PromAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/api/v1/query", "/api/v1/query_range":
+		p.query(w, r)
+	default:
+		p.router.ServeHTTP(w, r)
+	}
+}
+
+// query hands an instant or range query to Prometheus' handler once its
+// step and range pass and one of the API's slots is free, within the
+// PromQL timeout.
+func (p *PromAPI) query(w http.ResponseWriter, r *http.Request) {
+	if err := p.checkRange(r); err != nil {
+		p.fail(w, err)
+		return
+	}
+	ctx, done, err := admit(r, p.lim, p.cfg.Timeout)
+	if err != nil {
+		p.fail(w, err)
+		return
+	}
+	defer done()
+	p.router.ServeHTTP(w, r.WithContext(ctx))
+}
+
+func (p *PromAPI) fail(w http.ResponseWriter, err error) {
+	p.m.count(apiPrometheus, err)
+	writeError(w, err)
+}
+
+// checkRange refuses a range query whose step is under a millisecond
+// (Prometheus' engine divides by the step in milliseconds) or too fine for
+// the range, or whose range is over MaxQueryLength. Parameters that do not
+// parse are left to Prometheus' handler, which says what is wrong.
+func (p *PromAPI) checkRange(r *http.Request) error {
+	if r.URL.Path != "/api/v1/query_range" || r.ParseForm() != nil {
+		return nil
+	}
+	start, okStart := promTime(r.FormValue("start"))
+	end, okEnd := promTime(r.FormValue("end"))
+	step, okStep := promDuration(r.FormValue("step"))
+	if !okStart || !okEnd || !okStep || step <= 0 || end.Before(start) {
+		return nil
+	}
+	if err := checkStep(r.FormValue("step"), step, start, end); err != nil {
+		return err
+	}
+	return checkLength(start, end, p.cfg.MaxQueryLength)
+}
+
+// promTime parses a time as Prometheus' API does: unix seconds, RFC 3339,
+// or its formatted minimum and maximum times.
+func promTime(s string) (time.Time, bool) {
+	if f, err := strconv.ParseFloat(s, 64); err == nil {
+		sec, frac := math.Modf(f)
+		return time.Unix(int64(sec), int64(math.Round(frac*1000)/1000*float64(time.Second))).UTC(), true
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, true
+	}
+	switch s {
+	case v1.MinTime.Format(time.RFC3339Nano):
+		return v1.MinTime, true
+	case v1.MaxTime.Format(time.RFC3339Nano):
+		return v1.MaxTime, true
+	}
+	return time.Time{}, false
+}
+
+// promDuration parses a step as Prometheus' API does: seconds or a
+// Prometheus duration.
+func promDuration(s string) (time.Duration, bool) {
+	if f, err := strconv.ParseFloat(s, 64); err == nil {
+		d := f * float64(time.Second)
+		return time.Duration(d), !math.IsNaN(d) && d < math.MaxInt64 && d > math.MinInt64
+	}
+	d, err := model.ParseDuration(s)
+	return time.Duration(d), err == nil
+}
 
 // noTargets answers the API's questions about scraping, alerting and rules:
 // Lumen receives pushed data and evaluates no rules.

@@ -55,8 +55,9 @@ type MatchedSpan struct {
 // status=error|ok|unset, minDuration= and maxDuration= (of the span),
 // attr=key=value (repeatable: a span or resource attribute), root=true
 // (the span must be the trace's root), start=, end= (as the Loki API
-// reads times; default the last hour), limit= (20). All conditions hold on
-// one span; results are newest first.
+// reads times; default the last hour), limit= (20, at most
+// max_search_limit). All conditions hold on one span; results are newest
+// first.
 func (a *TempoAPI) lumenSearch(w http.ResponseWriter, r *http.Request) {
 	qs := r.URL.Query()
 	end, err := lokiTime("end", qs.Get("end"), a.now())
@@ -102,11 +103,15 @@ func (a *TempoAPI) lumenSearch(w http.ResponseWriter, r *http.Request) {
 		}
 		conds = append(conds, "."+k+" = "+strconv.Quote(v))
 	}
-	limit := 20
+	limit := min(20, a.cfg.MaxSearchLimit)
 	if s := qs.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 1000 {
-			a.fail(w, fmt.Errorf("%w: limit=%q is not an integer in 1..1000", errBadRequest, s))
+		switch {
+		case err != nil || n < 1:
+			a.fail(w, fmt.Errorf("%w: limit=%q is not an integer in 1..%d", errBadRequest, s, a.cfg.MaxSearchLimit))
+			return
+		case n > a.cfg.MaxSearchLimit:
+			a.fail(w, overLimit(reasonLimit, "limit=%q is not an integer in 1..%d", s, a.cfg.MaxSearchLimit))
 			return
 		}
 		limit = n
@@ -128,7 +133,7 @@ func (a *TempoAPI) lumenSearch(w http.ResponseWriter, r *http.Request) {
 	}
 	ts.Start, ts.End = uint64(start.UnixNano()), uint64(end.UnixNano())
 	ts.Limit, ts.MaxInspect, ts.MaxMatched = limit, 20000, 10
-	res, err := a.r.SearchTraces(r.Context(), ts)
+	res, err := a.searchTraces(r, ts)
 	if err != nil {
 		a.fail(w, err)
 		return

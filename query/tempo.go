@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"runtime"
 	"slices"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.uber.org/zap"
 
+	"github.com/lumenobs/lumen/internal/limits"
 	"github.com/lumenobs/lumen/internal/model"
 	"github.com/lumenobs/lumen/query/traceql"
 	"github.com/lumenobs/lumen/store"
@@ -33,17 +35,21 @@ type TempoAPI struct {
 	r       TraceReader
 	indexed map[string]bool
 	version string
+	cfg     TraceConfig
+	lim     *limits.Limiter // searches
+	m       *Metrics
 	log     *zap.Logger
 	now     func() time.Time
 }
 
 // NewTempo returns the Tempo API over r; indexed are the attributes the
-// store indexes for search.
-func NewTempo(r TraceReader, indexed []string, version string, log *zap.Logger) *TempoAPI {
+// store indexes for search; m, if not nil, counts what its limits refuse.
+func NewTempo(r TraceReader, indexed []string, version string, cfg TraceConfig, m *Metrics, log *zap.Logger) *TempoAPI {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	a := &TempoAPI{r: r, indexed: map[string]bool{}, version: version, log: log.Named("query.tempo"), now: time.Now}
+	a := &TempoAPI{r: r, indexed: map[string]bool{}, version: version, cfg: cfg, m: m, log: log.Named("query.tempo"), now: time.Now,
+		lim: limits.New("trace searches", cfg.MaxConcurrent, cfg.MaxQueued)}
 	for _, k := range indexed {
 		a.indexed[k] = true
 	}
@@ -71,7 +77,19 @@ func (a *TempoAPI) Register(mux *http.ServeMux, wrap Wrap) {
 
 // fail answers as Tempo does: the status, and the message as text.
 func (a *TempoAPI) fail(w http.ResponseWriter, err error) {
+	a.m.count(apiTempo, err)
 	http.Error(w, err.Error(), failStatus(w, a.log, err))
+}
+
+// searchTraces runs a search once one of the API's slots is free, within
+// the trace timeout.
+func (a *TempoAPI) searchTraces(r *http.Request, ts store.TraceSearch) (store.SearchResult, error) {
+	ctx, done, err := admit(r, a.lim, a.cfg.Timeout)
+	if err != nil {
+		return store.SearchResult{}, err
+	}
+	defer done()
+	return a.r.SearchTraces(ctx, ts)
 }
 
 func (a *TempoAPI) readTrace(w http.ResponseWriter, r *http.Request) (ptrace.Traces, bool) {
@@ -193,16 +211,10 @@ func (a *TempoAPI) search(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, fmt.Errorf("%w: end is before start", errBadRequest))
 		return
 	}
-	limit, spss := 20, 3
-	for name, dst := range map[string]*int{"limit": &limit, "spss": &spss} {
-		if s := qs.Get(name); s != "" {
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 1 {
-				a.fail(w, fmt.Errorf("%w: %s=%q is not a positive integer", errBadRequest, name, s))
-				return
-			}
-			*dst = n
-		}
+	limit, spss, err := a.searchLimits(qs)
+	if err != nil {
+		a.fail(w, err)
+		return
 	}
 	var minDur, maxDur time.Duration
 	for name, dst := range map[string]*time.Duration{"minDuration": &minDur, "maxDuration": &maxDur} {
@@ -248,7 +260,7 @@ func (a *TempoAPI) search(w http.ResponseWriter, r *http.Request) {
 		// Trace duration: more candidates are read, the summaries decide.
 		ts.Limit = limit * 10
 	}
-	res, err := a.r.SearchTraces(r.Context(), ts)
+	res, err := a.searchTraces(r, ts)
 	if err != nil {
 		a.fail(w, err)
 		return
@@ -279,6 +291,26 @@ func (a *TempoAPI) search(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"traces": out, "metrics": map[string]any{
 		"inspectedTraces": res.Inspected, "completedJobs": 1, "totalJobs": 1, "partial": res.Partial,
 	}})
+}
+
+// searchLimits reads limit= (default 20, lowered to max_search_limit as
+// Tempo lowers it to its max_result_limit) and spss= (default 3; over
+// max_spans_per_span_set a 400, as in Tempo).
+func (a *TempoAPI) searchLimits(qs url.Values) (limit, spss int, err error) {
+	limit, spss = 20, 3
+	for name, dst := range map[string]*int{"limit": &limit, "spss": &spss} {
+		if s := qs.Get(name); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 1 {
+				return 0, 0, fmt.Errorf("%w: %s=%q is not a positive integer", errBadRequest, name, s)
+			}
+			*dst = n
+		}
+	}
+	if spss > a.cfg.MaxSpansPerSpanSet {
+		return 0, 0, overLimit(reasonLimit, "spans per span set exceeds %d. received %d", a.cfg.MaxSpansPerSpanSet, spss)
+	}
+	return min(limit, a.cfg.MaxSearchLimit), spss, nil
 }
 
 // plan picks the index term a query's matching spans must all have, the

@@ -231,6 +231,12 @@ func parseInclude(q string) (map[string]bool, error) {
 	return inc, nil
 }
 
+// fail answers err in Prometheus' envelope, counting what a limit refused.
+func (a *API) fail(w http.ResponseWriter, err error) {
+	a.m.count(apiTraces, err)
+	writeError(w, err)
+}
+
 func (a *API) trace(w http.ResponseWriter, r *http.Request) {
 	id, err := model.ParseTraceID(r.PathValue("trace_id"))
 	if err != nil {
@@ -242,6 +248,13 @@ func (a *API) trace(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	ctx, done, err := admit(r, a.lim, a.cfg.Timeout)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	defer done()
+	r = r.WithContext(ctx)
 	t, err := a.r.Trace(r.Context(), id)
 	var exemplars []exemplar.QueryResult
 	if err == nil || errors.Is(err, store.ErrNotFound) {

@@ -35,6 +35,13 @@ type DB struct {
 	// walSkips counts what WAL replays skipped, by WAL and reason.
 	walSkips walSkips
 
+	// disk is the free-space floor; budgetWritten counts bytes written
+	// since the budget was enforced, and enforce asks the retention loop to
+	// enforce it now.
+	disk          *diskGuard
+	budgetWritten atomic.Int64
+	enforce       chan struct{}
+
 	searchAttrs map[string]struct{}
 	catalog     searchCatalog
 	metadata    metadataStore
@@ -66,6 +73,8 @@ func Open(o Options) (*DB, error) {
 		codec: c,
 		stop:  make(chan struct{}),
 
+		enforce: make(chan struct{}, 1),
+
 		searchAttrs: map[string]struct{}{},
 	}
 	for _, a := range o.SearchAttributes {
@@ -74,10 +83,16 @@ func Open(o Options) (*DB, error) {
 	if err := os.MkdirAll(db.root, 0o750); err != nil {
 		return nil, fmt.Errorf("create data dir %q: %w", db.root, err)
 	}
+	if db.disk, err = newDiskGuard(o); err != nil {
+		return nil, err
+	}
 	if err := db.openPartitions(); err != nil {
 		_ = db.closePartitions()
 		return nil, err
 	}
+	// Retention and the budget before the WALs replay: a store that was
+	// stopped by a full disk makes room before it writes.
+	db.EnforceRetention()
 	if err := db.loadMetadata(); err != nil {
 		_ = db.closePartitions()
 		return nil, err
@@ -97,7 +112,9 @@ func Open(o Options) (*DB, error) {
 		_ = db.closePartitions()
 		return nil, err
 	}
-	db.every(o.RetentionInterval, func() { db.EnforceRetention() })
+	// Retention and the budget every RetentionInterval, and at once when
+	// enough has been written since the last time (wrote).
+	db.every(o.RetentionInterval, db.enforce, func() { db.EnforceRetention() })
 	return db, nil
 }
 
@@ -192,8 +209,12 @@ func (db *DB) acquireHead() (*partition, error) {
 
 // rollover makes a new partition for now the head, if now is past the
 // head's start, and seals the previous head.
-func (db *DB) rollover(now time.Time) error {
-	start := db.partitionStart(now)
+func (db *DB) rollover(now time.Time) error { return db.rolloverAt(db.partitionStart(now)) }
+
+// rolloverAt makes a new head partition starting at start, if that is past
+// the head's start, and seals the previous head. A start between two
+// boundaries (a head cut by the disk budget) ends at the next boundary.
+func (db *DB) rolloverAt(start time.Time) error {
 	db.mu.Lock()
 	if db.closed {
 		db.mu.Unlock()

@@ -15,3 +15,12 @@ func allocatedBytes(info fs.FileInfo) int64 {
 	}
 	return info.Size()
 }
+
+func statfs(dir string) (fsSpace, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return fsSpace{}, err
+	}
+	bs := int64(st.Bsize) //nolint:unconvert // int32 or int64 by platform
+	return fsSpace{free: int64(st.Bavail) * bs, total: int64(st.Blocks) * bs}, nil
+}

@@ -1,25 +1,31 @@
 package store
 
-import "errors"
+import (
+	"errors"
 
-var (
-	// ErrNotFound is returned when nothing is stored for a trace id.
-	ErrNotFound = errors.New("not found")
-	// ErrClosed is returned by every call made after Close.
-	ErrClosed = errors.New("store closed")
-	// ErrCorrupt is returned (wrapped) when a stored key or value does not decode.
-	ErrCorrupt = errors.New("corrupt store record")
+	"github.com/lumenobs/lumen/internal/fault"
 )
 
-// ErrUnavailable is returned (wrapped) when a write could not be made durable;
-// the caller may retry.
-var ErrUnavailable = errors.New("store unavailable")
-
-// ErrInvalid is returned (wrapped) for data the store refuses to keep, such as
-// a span without a trace id. Retrying does not help.
-var ErrInvalid = errors.New("invalid data")
-
-// ErrDiskFull is returned (wrapped) when a write is refused because the
-// disk is full or below the free-space floor. Queries keep working; writes
-// resume by themselves when space returns.
-var ErrDiskFull = errors.New("disk full")
+// The store's errors are of the kinds internal/fault names, so every API
+// answers them alike.
+var (
+	// ErrNotFound is returned when nothing is stored for a trace id.
+	ErrNotFound = fault.ErrNotFound
+	// ErrClosed is returned by every call made after Close.
+	ErrClosed = fault.ErrClosed
+	// ErrCorrupt is returned (wrapped) when a stored key or value does not decode.
+	ErrCorrupt = errors.New("corrupt store record")
+	// ErrUnavailable is returned (wrapped) when a write could not be made
+	// durable; the caller may retry.
+	ErrUnavailable = fault.ErrUnavailable
+	// ErrInvalid is returned (wrapped) for data the store refuses to keep,
+	// such as a span without a trace id. Retrying does not help.
+	ErrInvalid = fault.ErrInvalid
+	// ErrDiskFull is returned (wrapped) when a write is refused because the
+	// disk is below the free-space floor. Queries keep working; writes
+	// resume by themselves when space returns.
+	ErrDiskFull = fault.ErrDiskFull
+	// ErrLimit is returned (wrapped) when a write would pass a limit of
+	// the head (active series or streams); the message names it.
+	ErrLimit = fault.ErrLimit
+)

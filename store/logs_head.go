@@ -154,6 +154,54 @@ func (db *DB) WriteLogStreams(ctx context.Context, streams []LogStream) error {
 			return fmt.Errorf("%w: stream %d: %w", ErrInvalid, i, err)
 		}
 	}
+	streams, refused, first := db.keepInTime(streams)
+	if err := db.writeLogStreams(streams); err != nil {
+		return err
+	}
+	if refused > 0 {
+		return fmt.Errorf("%d lines refused, the others stored; first: %w", refused, first)
+	}
+	return nil
+}
+
+// keepInTime leaves out the lines CheckTime refuses, counting them and
+// keeping the first error; streams are copied only when one is refused.
+func (db *DB) keepInTime(streams []LogStream) (kept []LogStream, refused int, first error) {
+	bad := func(st LogStream, e LogEntry) bool {
+		err := db.CheckTime(e.T)
+		if err != nil && first == nil {
+			first = fmt.Errorf("stream %s: line: %w", st.Labels, err)
+		}
+		return err != nil
+	}
+	for i, st := range streams {
+		for j, e := range st.Entries {
+			if !bad(st, e) {
+				continue
+			}
+			if kept == nil {
+				kept = slices.Clone(streams)
+			}
+			es := slices.Clone(st.Entries[:j])
+			for _, e := range st.Entries[j:] {
+				if bad(st, e) {
+					refused++
+				} else {
+					es = append(es, e)
+				}
+			}
+			kept[i].Entries = es
+			break
+		}
+	}
+	if kept == nil {
+		return streams, 0, nil
+	}
+	return kept, refused, first
+}
+
+// writeLogStreams writes lines whose streams and times are valid.
+func (db *DB) writeLogStreams(streams []LogStream) error {
 	h := db.logs
 	type target struct {
 		s  *memStream
@@ -173,6 +221,9 @@ func (db *DB) WriteLogStreams(ctx context.Context, streams []LogStream) error {
 	}
 	if n == 0 {
 		return nil
+	}
+	if err := db.admitWrite(); err != nil {
+		return err
 	}
 	h.state.mu.RLock()
 	if h.state.closed {
@@ -408,10 +459,16 @@ func (db *DB) openLogs() error {
 		h.nextRef.Store(max(h.nextRef.Load(), ref))
 	}
 	h.wal = newWALLog(db, "log", logsWALDir)
-	if err := h.wal.recover(h.replay, func() error { return db.writeLogBlocks(h.cutAll()) }, h.streamsRecord); err != nil {
+	flush := func() error {
+		if err := db.disk.admitFlush(); err != nil {
+			return err
+		}
+		return db.writeLogBlocks(h.cutAll())
+	}
+	if err := h.wal.recover(h.replay, flush, h.streamsRecord); err != nil {
 		return err
 	}
-	db.every(db.opts.LogCheckpointInterval, func() {
+	db.every(db.opts.LogCheckpointInterval, nil, func() {
 		if !h.checkpointing.CompareAndSwap(false, true) {
 			return
 		}

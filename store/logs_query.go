@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/lumenobs/lumen/internal/fault"
 	"github.com/lumenobs/lumen/internal/model"
 )
 
@@ -31,7 +32,7 @@ type LogSelect struct {
 }
 
 // ErrTooMuch is returned when a query would gather more than it may.
-var ErrTooMuch = errors.New("query reads too many lines")
+var ErrTooMuch = fmt.Errorf("%w: query reads too many lines", fault.ErrLimit)
 
 // logGather collects lines by stream labels: the same stream can have
 // several refs (several partitions, a restart) and is answered as one.

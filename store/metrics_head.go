@@ -19,11 +19,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// maxFutureSkew is how far ahead of the server's clock a sample may be:
-// further is a client with a broken clock, refused so that it cannot block
-// its series (every later sample would be out of order).
-const maxFutureSkew = 10 * time.Minute
-
 // chunkSamples is how many samples a head chunk takes before it is cut and
 // written to the day partition.
 const chunkSamples = 120
@@ -44,6 +39,9 @@ type metricsHead struct {
 
 	nextRef atomic.Uint64
 	wal     *walLog // appended under state.mu shared, rotated under it exclusive
+	// checkpointing is set while a checkpoint started by the disk budget
+	// runs, so that one runs at a time.
+	checkpointing atomic.Bool
 
 	state headState
 }
@@ -378,9 +376,8 @@ func (a *appender) appendPoint(lset labels.Labels, p point) (storage.SeriesRef, 
 		return 0, fmt.Errorf("%w: label %q appears twice in %s", ErrInvalid, name, lset)
 	}
 	t := p.t
-	if limit := a.db.opts.Now().Add(maxFutureSkew).UnixMilli(); t > limit {
-		return 0, fmt.Errorf("%w: sample at %s is more than %s ahead of the server's clock",
-			storage.ErrOutOfBounds, time.UnixMilli(t).UTC().Format(time.RFC3339Nano), maxFutureSkew)
+	if err := a.db.checkMillis(t); err != nil {
+		return 0, fmt.Errorf("sample of %s: %w", lset, err)
 	}
 	s, _ := a.db.metrics.getOrCreate(lset)
 	last, ok := a.pending[s.ref]
@@ -419,6 +416,9 @@ func (a *appender) appendPoint(lset labels.Labels, p point) (storage.SeriesRef, 
 func (a *appender) Commit() error {
 	if len(a.samples) == 0 && len(a.exemplars) == 0 && len(a.meta) == 0 {
 		return nil
+	}
+	if err := a.db.admitWrite(); err != nil {
+		return err
 	}
 	h := a.db.metrics
 	h.state.mu.RLock()

@@ -24,10 +24,16 @@ func (db *DB) openMetrics() error {
 		}
 	}
 	h.wal = newWALLog(db, "metrics", metricsWALDir)
-	if err := h.wal.recover(h.replay, func() error { return db.writeChunks(h.cutAll()) }, h.seriesRecord); err != nil {
+	flush := func() error {
+		if err := db.disk.admitFlush(); err != nil {
+			return err
+		}
+		return db.writeChunks(h.cutAll())
+	}
+	if err := h.wal.recover(h.replay, flush, h.seriesRecord); err != nil {
 		return err
 	}
-	db.every(db.opts.MetricsCheckpointInterval, func() {
+	db.every(db.opts.MetricsCheckpointInterval, nil, func() {
 		if err := db.CheckpointMetrics(); err != nil && !errors.Is(err, ErrClosed) {
 			db.log.Error("metrics checkpoint", zap.Error(err))
 		}

@@ -17,11 +17,20 @@ type Options struct {
 	PartitionDuration time.Duration
 	// Retention is how long data is kept, by arrival time. 0 keeps everything.
 	Retention time.Duration
-	// MaxDiskBytes bounds the bytes the store keeps on disk: past it, the oldest
-	// partitions are dropped. The partition being written is never dropped.
-	// 0 means no bound.
+	// MaxDiskBytes bounds the bytes the store keeps on disk, everything under
+	// Dir (partitions and WALs): past it, the oldest partitions are dropped,
+	// and when only the one being written is left and it is what takes the
+	// space, it is cut (a new one starts) and dropped. 0 means no bound.
 	MaxDiskBytes int64
-	// RetentionInterval is how often retention and the disk budget are enforced.
+	// MinFreeDiskBytes is the free-space floor: while the data dir's file
+	// system has less free, every write is refused with ErrDiskFull (ingest
+	// answers 507); queries, retention and the budget go on, and writes
+	// resume by themselves when space returns. 0 means the default, 1 GiB or
+	// 5 % of the file system when that is smaller; negative means none.
+	MinFreeDiskBytes int64
+	// RetentionInterval is how often retention and the disk budget are
+	// enforced; the budget is also enforced as soon as 1 % of it (at least
+	// 4 MiB, at most 256 MiB) has been written since it last was.
 	RetentionInterval time.Duration
 	// FrameItems is how many spans or log records go into one compressed frame.
 	// Larger frames compress better; smaller ones make trace reads cheaper.
@@ -42,6 +51,11 @@ type Options struct {
 	// MetricsCheckpointInterval is how often the metrics head writes its open
 	// chunks and starts a new WAL generation, which bounds the WAL on disk.
 	MetricsCheckpointInterval time.Duration
+	// RejectOlderThan refuses samples and log lines older than this (they
+	// would only widen a partition's time bounds, and retention would drop
+	// them): 0 means the retention, negative means only times before the
+	// unix epoch are refused.
+	RejectOlderThan time.Duration
 	// MetricsOutOfOrderWindow is how much older than a series' newest
 	// sample a sample may be and still be accepted; older ones are refused
 	// as too old. 0 refuses every out-of-order sample.
@@ -65,6 +79,10 @@ type Options struct {
 	Logger *zap.Logger
 	// Now returns the current time; nil means time.Now. Tests set it.
 	Now func() time.Time
+
+	// statfs reports the data dir's file system space; nil means the
+	// system's. Tests set it.
+	statfs func(dir string) (fsSpace, error)
 }
 
 // DefaultOptions returns the options `lumen serve` runs with for a data dir.

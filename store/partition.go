@@ -105,7 +105,7 @@ func openPartition(root string, start time.Time, o Options, readOnly bool) (*par
 	p := &partition{
 		name:  partitionName(start),
 		start: start,
-		end:   start.Add(o.PartitionDuration),
+		end:   start.UTC().Truncate(o.PartitionDuration).Add(o.PartitionDuration),
 	}
 	p.dir = filepath.Join(root, p.name)
 	if readOnly && hasUnflushedMemtables(p.dir) {

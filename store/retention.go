@@ -1,17 +1,17 @@
 package store
 
 import (
+	"errors"
 	"slices"
 	"time"
 
 	"go.uber.org/zap"
 )
 
-// every runs f every interval until the store closes; Close waits for it.
-func (db *DB) every(interval time.Duration, f func()) {
-	db.wg.Add(1)
-	go func() {
-		defer db.wg.Done()
+// every runs f every interval, and whenever kick (which may be nil)
+// receives, until the store closes; Close waits for it.
+func (db *DB) every(interval time.Duration, kick <-chan struct{}, f func()) {
+	db.wg.Go(func() {
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
@@ -19,50 +19,25 @@ func (db *DB) every(interval time.Duration, f func()) {
 			case <-db.stop:
 				return
 			case <-t.C:
-				f()
+			case <-kick:
 			}
+			f()
 		}
-	}()
+	})
 }
 
 // EnforceRetention drops the partitions that are past the retention period,
-// then the oldest ones while the store is over its disk budget. The partition
-// being written is never dropped. It runs on a timer; tests call it directly.
-// It returns the names of the partitions it dropped.
+// then the oldest ones while everything under the data dir (partitions and
+// WALs) is over the disk budget. When only the partition being written is
+// left and the store is still over, that partition is cut — a new one
+// starts now — and dropped. It runs on a timer and when enough was
+// written; tests call it directly. It returns the names of the partitions
+// it dropped.
 func (db *DB) EnforceRetention() []string {
-	db.mu.Lock()
-	if db.closed {
-		db.mu.Unlock()
-		return nil
-	}
-	now := db.opts.Now()
-	var victims []*partition
-	keep := db.parts[:0:0]
-	for _, p := range db.parts {
-		if p != db.head && db.opts.Retention > 0 && !p.end.After(now.Add(-db.opts.Retention)) {
-			victims = append(victims, p)
-			continue
-		}
-		keep = append(keep, p)
-	}
+	victims := db.retentionVictims()
 	if db.opts.MaxDiskBytes > 0 {
-		sizes := make([]int64, len(keep))
-		var total int64
-		for i, p := range keep {
-			sizes[i] = p.diskBytes()
-			total += sizes[i]
-		}
-		for total > db.opts.MaxDiskBytes && len(keep) > 0 && keep[0] != db.head {
-			db.log.Warn("disk budget exceeded: dropping oldest partition",
-				zap.String("partition", keep[0].name), zap.Int64("disk_bytes", total), zap.Int64("max_disk_bytes", db.opts.MaxDiskBytes))
-			total -= sizes[0]
-			victims = append(victims, keep[0])
-			keep, sizes = keep[1:], sizes[1:]
-		}
+		victims = append(victims, db.budgetVictims(victims)...)
 	}
-	db.parts = slices.Clone(keep)
-	db.mu.Unlock()
-
 	var dropped []string
 	for _, p := range victims {
 		if err := p.drop(); err != nil {
@@ -73,6 +48,113 @@ func (db *DB) EnforceRetention() []string {
 		dropped = append(dropped, p.name)
 	}
 	return dropped
+}
+
+// retentionVictims takes the partitions past the retention period out of
+// the store's list.
+func (db *DB) retentionVictims() []*partition {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed || db.opts.Retention <= 0 {
+		return nil
+	}
+	horizon := db.opts.Now().Add(-db.opts.Retention)
+	var victims []*partition
+	keep := db.parts[:0:0]
+	for _, p := range db.parts {
+		if p != db.head && !p.end.After(horizon) {
+			victims = append(victims, p)
+			continue
+		}
+		keep = append(keep, p)
+	}
+	db.parts = keep
+	return victims
+}
+
+// budgetVictims takes the oldest partitions out of the store's list while
+// the data dir is over the budget, cutting the head when it is the last
+// one; going already holds partitions on their way out (not yet deleted).
+func (db *DB) budgetVictims(going []*partition) []*partition {
+	var goingBytes int64
+	for _, p := range going {
+		goingBytes += p.diskBytes()
+	}
+	total := dirDiskBytes(db.opts.Dir) - goingBytes
+	var victims []*partition
+	for total > db.opts.MaxDiskBytes {
+		db.mu.Lock()
+		if db.closed || len(db.parts) == 0 {
+			db.mu.Unlock()
+			break
+		}
+		oldest := db.parts[0]
+		if oldest == db.head {
+			db.mu.Unlock()
+			// Cut the head so it can go when the data it holds is what
+			// takes the space; when the WALs do, checkpoints move their
+			// contents into the head partition, compressed, and delete
+			// them.
+			if oldest.diskBytes()*2 < total {
+				db.checkpointSoon()
+				break
+			}
+			if !db.cutHead() {
+				break
+			}
+			continue
+		}
+		db.parts = slices.Clone(db.parts[1:])
+		db.mu.Unlock()
+		size := oldest.diskBytes()
+		db.log.Warn("disk budget exceeded: dropping the oldest partition",
+			zap.String("partition", oldest.name), zap.Int64("disk_bytes", total), zap.Int64("max_disk_bytes", db.opts.MaxDiskBytes))
+		total -= size
+		victims = append(victims, oldest)
+	}
+	return victims
+}
+
+// checkpointSoon starts a checkpoint of both heads in the background,
+// unless one is running.
+func (db *DB) checkpointSoon() {
+	if db.logs == nil || db.metrics == nil {
+		return
+	}
+	if db.logs.checkpointing.CompareAndSwap(false, true) {
+		db.wg.Go(func() {
+			defer db.logs.checkpointing.Store(false)
+			if err := db.checkpointLogs(); err != nil && !errors.Is(err, ErrClosed) {
+				db.log.Warn("log checkpoint for the disk budget", zap.Error(err))
+			}
+		})
+	}
+	if db.metrics.checkpointing.CompareAndSwap(false, true) {
+		db.wg.Go(func() {
+			defer db.metrics.checkpointing.Store(false)
+			if err := db.CheckpointMetrics(); err != nil && !errors.Is(err, ErrClosed) {
+				db.log.Warn("metrics checkpoint for the disk budget", zap.Error(err))
+			}
+		})
+	}
+}
+
+// cutHead starts a new head partition now, so that the old one can be
+// dropped; false when the head started this very second (nothing to cut).
+func (db *DB) cutHead() bool {
+	now := db.opts.Now().UTC().Truncate(time.Second)
+	db.mu.RLock()
+	h := db.head
+	db.mu.RUnlock()
+	if h == nil || !now.After(h.start) {
+		return false
+	}
+	db.log.Warn("disk budget exceeded by the partition being written: starting a new one", zap.String("partition", h.name))
+	if err := db.rolloverAt(now); err != nil {
+		db.log.Error("cut the head partition", zap.Error(err))
+		return false
+	}
+	return true
 }
 
 // PartitionStats describes one partition.

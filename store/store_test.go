@@ -41,6 +41,7 @@ func openStore(t *testing.T, dir string, mutate ...func(*store.Options)) *store.
 	t.Helper()
 	o := store.DefaultOptions(dir)
 	o.RetentionInterval = time.Hour // tests call EnforceRetention themselves
+	o.RejectOlderThan = -1          // fixtures are on fixed past dates
 	for _, m := range mutate {
 		m(&o)
 	}
@@ -294,7 +295,7 @@ func TestRetentionDropsOldPartitionsAndFreesDisk(t *testing.T) {
 	require.Equal(t, 5, got.Spans.SpanCount())
 }
 
-func TestDiskBudgetDropsOldestButNeverTheHead(t *testing.T) {
+func TestDiskBudgetDropsOldestThenCutsTheHead(t *testing.T) {
 	clk := &clock{t: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
 	dir := t.TempDir()
 	db := openStore(t, dir, func(o *store.Options) { o.Now = clk.Now; o.Retention = 0 })
@@ -310,17 +311,32 @@ func TestDiskBudgetDropsOldestButNeverTheHead(t *testing.T) {
 	require.Len(t, stats.Partitions, 4)
 	require.NoError(t, db.Close())
 
-	// Reopen with a budget smaller than the head partition alone.
-	db = openStore(t, dir, func(o *store.Options) { o.Now = clk.Now; o.Retention = 0; o.MaxDiskBytes = 1 })
-	defer db.Close()
-	dropped := db.EnforceRetention()
-	require.Len(t, dropped, 3)
+	// Reopen with a budget the head partition fits in: the three older
+	// ones go, on open, before anything is written.
+	headBytes := stats.Partitions[0].DiskBytes
+	db = openStore(t, dir, func(o *store.Options) { o.Now = clk.Now; o.Retention = 0; o.MaxDiskBytes = headBytes * 3 / 2 })
 	stats, err = db.Stats()
 	require.NoError(t, err)
 	require.Len(t, stats.Partitions, 1)
 	require.True(t, stats.Partitions[0].Writable)
 	_, err = db.Trace(context.Background(), model.TraceID(headID))
 	require.NoError(t, err)
+	require.NoError(t, db.Close())
+
+	// A budget smaller than the head alone: the head is cut — a new one
+	// starts now — and dropped.
+	clk.Add(time.Minute)
+	db = openStore(t, dir, func(o *store.Options) { o.Now = clk.Now; o.Retention = 0; o.MaxDiskBytes = 1 })
+	defer db.Close()
+	stats, err = db.Stats()
+	require.NoError(t, err)
+	require.Len(t, stats.Partitions, 1)
+	require.True(t, stats.Partitions[0].Writable)
+	require.Equal(t, clk.Now().Truncate(time.Second), stats.Partitions[0].Start)
+	require.Equal(t, time.Date(2026, 11, 5, 0, 0, 0, 0, time.UTC), stats.Partitions[0].End, "a cut head ends at the next boundary")
+	_, err = db.Trace(context.Background(), model.TraceID(headID))
+	require.ErrorIs(t, err, store.ErrNotFound)
+	require.NoError(t, db.WriteTraces(context.Background(), otlptest.New(10).Traces(3, 2)), "writes go on")
 }
 
 func TestConcurrentWritesReadsAndRollover(t *testing.T) {

@@ -37,6 +37,7 @@ type walLog struct {
 	older []walGen
 
 	skipped *walSkips
+	wrote   func(n int) // counts bytes written, for the floor and the budget
 }
 
 // walFirst is the first record of a generation, defining every series or
@@ -49,7 +50,7 @@ type walFirst struct {
 
 func newWALLog(db *DB, name, sub string) *walLog {
 	return &walLog{name: name, root: db.opts.Dir, sub: sub, opts: db.opts, codec: db.codec,
-		log: db.log.Named("wal").With(zap.String("wal", name)), skipped: &db.walSkips}
+		log: db.log.Named("wal").With(zap.String("wal", name)), skipped: &db.walSkips, wrote: db.wrote}
 }
 
 // Reasons a replay skips a record or an item, the label values of
@@ -208,6 +209,7 @@ func (w *walLog) append(payload []byte) (int, error) {
 	if err := w.seg.append(body); err != nil {
 		return 0, w.classify(err)
 	}
+	w.wrote(len(body) + walFrameHeader)
 	return len(body) + walFrameHeader, nil
 }
 

@@ -71,6 +71,9 @@ func (db *DB) WriteTraces(ctx context.Context, td ptrace.Traces) error {
 	if td.SpanCount() == 0 {
 		return nil
 	}
+	if err := db.admitWrite(); err != nil {
+		return err
+	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("write traces: %w", err)
 	}
@@ -219,6 +222,9 @@ func (s *spanSource) marshal() (byte, []byte, error) {
 // commits it, durably when SyncWrites is on. fill's writes are checked once:
 // the first that fails fails the whole batch. It returns the partition's name.
 func (db *DB) writeHead(fill func(p *partition, set func(k, v []byte))) (string, error) {
+	if err := db.disk.admitFlush(); err != nil {
+		return "", err
+	}
 	p, err := db.acquireHead()
 	if err != nil {
 		return "", err
@@ -227,11 +233,14 @@ func (db *DB) writeHead(fill func(p *partition, set func(k, v []byte))) (string,
 	wb := p.db.NewWriteBatch()
 	defer wb.Cancel()
 	var setErr error
+	size := 0
 	fill(p, func(k, v []byte) {
 		if setErr == nil {
 			setErr = wb.Set(k, v)
+			size += len(k) + len(v)
 		}
 	})
+	defer db.wrote(size)
 	if setErr != nil {
 		return "", fmt.Errorf("%w: partition %s: write: %v", ErrUnavailable, p.name, setErr) //nolint:errorlint // Badger errors stay inside the store
 	}

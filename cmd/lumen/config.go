@@ -28,6 +28,13 @@ type Config struct {
 	Retention         Duration `yaml:"retention"`
 	PartitionDuration Duration `yaml:"partition_duration"`
 	MaxDiskBytes      ByteSize `yaml:"max_disk_bytes"`
+	// MinFreeDiskBytes is the free-space floor under which writes are
+	// refused (507); unset: 1 GiB or 5 % of the file system, whichever is
+	// smaller; 0: none.
+	MinFreeDiskBytes *ByteSize `yaml:"min_free_disk_bytes"`
+	// RejectOlderThan refuses samples and log lines older than this; 0:
+	// the retention; negative: only those before 1970.
+	RejectOlderThan Duration `yaml:"reject_older_than"`
 	// OutOfOrderWindow is how late a metric sample may arrive (relative to
 	// its series' newest) and still be stored.
 	OutOfOrderWindow Duration           `yaml:"out_of_order_window"`
@@ -37,9 +44,93 @@ type Config struct {
 	SpanMetrics      spanmetrics.Config `yaml:"span_metrics"`
 	PromQL           query.PromConfig   `yaml:"promql"`
 	LogQL            query.LokiConfig   `yaml:"logql"`
+	Traces           query.TraceConfig  `yaml:"traces"`
+	HTTP             HTTPConfig         `yaml:"http"`
 	Log              LogConfig          `yaml:"log"`
 	Pprof            bool               `yaml:"pprof"`
 	ShutdownTimeout  Duration           `yaml:"shutdown_timeout"`
+}
+
+// HTTPConfig bounds the connections of the HTTP port (the UI, the query
+// APIs, remote write and Loki push).
+type HTTPConfig struct {
+	// ReadTimeout bounds reading a request, headers and body: a client
+	// that sends a body slower is cut off. ReadHeaderTimeout bounds the
+	// headers alone.
+	ReadTimeout       Duration `yaml:"read_timeout"`
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	// WriteTimeout bounds a request from the end of its headers to the end
+	// of its answer; 0: the longest query timeout (promql, logql, traces)
+	// plus a minute. Live tails are not bound by it.
+	WriteTimeout Duration `yaml:"write_timeout"`
+	// IdleTimeout is how long a kept-alive connection may wait for its
+	// next request.
+	IdleTimeout    Duration `yaml:"idle_timeout"`
+	MaxHeaderBytes ByteSize `yaml:"max_header_bytes"`
+	// MaxConnections bounds the connections open at once; past it new ones
+	// wait in the listen backlog until one closes.
+	MaxConnections int `yaml:"max_connections"`
+}
+
+// DefaultHTTPConfig returns the HTTP port's defaults.
+func DefaultHTTPConfig() HTTPConfig {
+	return HTTPConfig{
+		ReadTimeout:       Duration(time.Minute),
+		ReadHeaderTimeout: Duration(10 * time.Second),
+		IdleTimeout:       Duration(2 * time.Minute),
+		MaxHeaderBytes:    1 << 20,
+		MaxConnections:    4096,
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c HTTPConfig) Validate() error {
+	if c.ReadTimeout <= 0 || c.ReadHeaderTimeout <= 0 || c.IdleTimeout <= 0 || c.MaxHeaderBytes <= 0 || c.MaxConnections <= 0 {
+		return fmt.Errorf("http: read_timeout %s, read_header_timeout %s, idle_timeout %s, max_header_bytes %d and max_connections %d must be positive",
+			c.ReadTimeout, c.ReadHeaderTimeout, c.IdleTimeout, c.MaxHeaderBytes, c.MaxConnections)
+	}
+	if c.WriteTimeout < 0 {
+		return fmt.Errorf("http: write_timeout %s is negative", c.WriteTimeout)
+	}
+	return nil
+}
+
+// writeTimeout is the HTTP write timeout cfg asks for: the setting, or
+// the longest query timeout plus a minute.
+func (c Config) writeTimeout() time.Duration {
+	if c.HTTP.WriteTimeout > 0 {
+		return time.Duration(c.HTTP.WriteTimeout)
+	}
+	return max(c.PromQL.Timeout, c.LogQL.Timeout, c.Traces.Timeout) + time.Minute
+}
+
+// defaultQueryLength bounds the range of a PromQL or LogQL query whose
+// max_query_length is 0: the retention plus an hour (so that "the last
+// N days" of an N-day retention fits, aligned to its step), or Loki's 721h
+// when everything is kept.
+const defaultQueryLength = 721 * time.Hour
+
+// queryLength is the bound on a query's range for a max_query_length.
+func (c Config) queryLength(set time.Duration) time.Duration {
+	switch {
+	case set > 0:
+		return set
+	case c.Retention > 0:
+		return time.Duration(c.Retention) + time.Hour
+	}
+	return defaultQueryLength
+}
+
+// minFreeDiskBytes is the store's floor option: 0 (the default) when
+// unset, negative (none) when set to 0.
+func (c Config) minFreeDiskBytes() int64 {
+	switch {
+	case c.MinFreeDiskBytes == nil:
+		return 0
+	case *c.MinFreeDiskBytes == 0:
+		return -1
+	}
+	return int64(*c.MinFreeDiskBytes)
 }
 
 // LogConfig configures Lumen's own logs.
@@ -67,6 +158,8 @@ func DefaultConfig() Config {
 		SpanMetrics:       spanmetrics.DefaultConfig(),
 		PromQL:            query.DefaultPromConfig(),
 		LogQL:             query.DefaultLokiConfig(),
+		Traces:            query.DefaultTraceConfig(),
+		HTTP:              DefaultHTTPConfig(),
 		Log:               LogConfig{Format: "console", Level: "info"},
 		ShutdownTimeout:   Duration(30 * time.Second),
 	}
@@ -86,14 +179,10 @@ func (c Config) Validate() error {
 	case c.ShutdownTimeout <= 0:
 		return fmt.Errorf("shutdown_timeout %s is not positive", c.ShutdownTimeout)
 	}
-	if c.PromQL.Timeout <= 0 || c.PromQL.MaxSamples <= 0 || c.PromQL.LookbackDelta <= 0 {
-		return fmt.Errorf("promql: timeout %s, max_samples %d and lookback_delta %s must be positive", c.PromQL.Timeout, c.PromQL.MaxSamples, c.PromQL.LookbackDelta)
-	}
-	if err := c.RemoteWrite.Validate(); err != nil {
-		return err
-	}
-	if c.LogQL.MaxLines <= 0 || c.LogQL.MaxLimit <= 0 || c.LogQL.Timeout <= 0 {
-		return fmt.Errorf("logql: max_lines %d, max_limit %d and timeout %s must be positive", c.LogQL.MaxLines, c.LogQL.MaxLimit, c.LogQL.Timeout)
+	for _, v := range []interface{ Validate() error }{c.PromQL, c.LogQL, c.Traces, c.HTTP, c.RemoteWrite} {
+		if err := v.Validate(); err != nil {
+			return err
+		}
 	}
 	if err := c.SpanMetrics.Validate(); err != nil {
 		return err
@@ -135,9 +224,52 @@ func settings() []setting[Config] {
 		{"retention", "LUMEN_RETENTION", "how long data is kept, e.g. 7d, 36h (0 keeps everything)", func(c *Config, v string) error { return c.Retention.parse(v) }, false},
 		{"partition-duration", "LUMEN_PARTITION_DURATION", "arrival-time span of one store partition, the unit retention drops", func(c *Config, v string) error { return c.PartitionDuration.parse(v) }, false},
 		{"max-disk-bytes", "LUMEN_MAX_DISK_BYTES", "disk budget of the store, e.g. 50GiB (0: none); past it the oldest partitions are dropped", func(c *Config, v string) error { return c.MaxDiskBytes.parse(v) }, false},
+		{"min-free-disk-bytes", "LUMEN_MIN_FREE_DISK_BYTES", "free-space floor of the data dir's file system: below it writes get 507 until space returns (default: 1GiB or 5% of the file system, whichever is smaller; 0: none)", func(c *Config, v string) error {
+			var b ByteSize
+			if err := b.parse(v); err != nil {
+				return err
+			}
+			c.MinFreeDiskBytes = &b
+			return nil
+		}, false},
+		{"reject-older-than", "LUMEN_REJECT_OLDER_THAN", "refuse samples and log lines older than this, e.g. 14d (0: the retention; negative: only those before 1970)", func(c *Config, v string) error { return c.RejectOlderThan.parse(v) }, false},
 		{"log-format", "LUMEN_LOG_FORMAT", "console or json", str(func(c *Config) *string { return &c.Log.Format }), false},
 		{"log-level", "LUMEN_LOG_LEVEL", "debug, info, warn or error", str(func(c *Config) *string { return &c.Log.Level }), false},
 		{"pprof", "LUMEN_PPROF", "serve /debug/pprof on the HTTP port", boolean(func(c *Config) *bool { return &c.Pprof }), true},
+		{"http-read-timeout", "LUMEN_HTTP_READ_TIMEOUT", "time to read a request, headers and body", func(c *Config, v string) error { return c.HTTP.ReadTimeout.parse(v) }, false},
+		{"http-write-timeout", "LUMEN_HTTP_WRITE_TIMEOUT", "time to answer a request (0: the longest query timeout plus a minute)", func(c *Config, v string) error { return c.HTTP.WriteTimeout.parse(v) }, false},
+		{"http-idle-timeout", "LUMEN_HTTP_IDLE_TIMEOUT", "how long a kept-alive connection may wait for its next request", func(c *Config, v string) error { return c.HTTP.IdleTimeout.parse(v) }, false},
+		{"http-max-connections", "LUMEN_HTTP_MAX_CONNECTIONS", "connections open at once on the HTTP port", integer(func(c *Config) *int { return &c.HTTP.MaxConnections }), false},
+		{"promql-max-concurrent", "LUMEN_PROMQL_MAX_CONCURRENT", "PromQL queries evaluated at once", integer(func(c *Config) *int { return &c.PromQL.MaxConcurrent }), false},
+		{"promql-max-query-length", "LUMEN_PROMQL_MAX_QUERY_LENGTH", "longest PromQL range query, e.g. 30d (0: the retention plus an hour)", duration(func(c *Config) *time.Duration { return &c.PromQL.MaxQueryLength }), false},
+		{"logql-max-concurrent", "LUMEN_LOGQL_MAX_CONCURRENT", "LogQL queries evaluated at once", integer(func(c *Config) *int { return &c.LogQL.MaxConcurrent }), false},
+		{"logql-max-query-length", "LUMEN_LOGQL_MAX_QUERY_LENGTH", "longest LogQL range query, e.g. 30d (0: the retention plus an hour)", duration(func(c *Config) *time.Duration { return &c.LogQL.MaxQueryLength }), false},
+		{"logql-max-tails", "LUMEN_LOGQL_MAX_TAILS", "live tails at once", integer(func(c *Config) *int { return &c.LogQL.MaxTails }), false},
+		{"traces-max-concurrent", "LUMEN_TRACES_MAX_CONCURRENT", "trace searches (and trace lookups) each trace API serves at once", integer(func(c *Config) *int { return &c.Traces.MaxConcurrent }), false},
+	}
+}
+
+// integer sets an int field.
+func integer[C any](f func(*C) *int) func(*C, string) error {
+	return func(c *C, v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%q is not an integer", v)
+		}
+		*f(c) = n
+		return nil
+	}
+}
+
+// duration sets a time.Duration field; it takes a days suffix too ("30d").
+func duration[C any](f func(*C) *time.Duration) func(*C, string) error {
+	return func(c *C, v string) error {
+		var d Duration
+		if err := d.parse(v); err != nil {
+			return err
+		}
+		*f(c) = time.Duration(d)
+		return nil
 	}
 }
 

@@ -68,6 +68,8 @@ func testConfig(t *testing.T, dir string) Config {
 	cfg.OTLP.GRPCAddr = freeAddr(t)
 	cfg.OTLP.HTTPAddr = freeAddr(t)
 	cfg.Log.Level = "warn"
+	// Fixtures are on fixed dates: keep everything, refuse nothing as old.
+	cfg.Retention = 0
 	return cfg
 }
 
@@ -379,8 +381,8 @@ func TestJSONOverPlainHTTPAndRestart(t *testing.T) {
 // by childEnv to be lumen) and waits until it is ready.
 func startChild(t *testing.T, cfg Config, stderr io.Writer) *exec.Cmd {
 	t.Helper()
-	args := fmt.Sprintf("serve --data-dir %s --http-addr %s --otlp-grpc-addr %s --otlp-http-addr %s --log-level info",
-		cfg.DataDir, cfg.HTTPAddr, cfg.OTLP.GRPCAddr, cfg.OTLP.HTTPAddr)
+	args := fmt.Sprintf("serve --data-dir %s --http-addr %s --otlp-grpc-addr %s --otlp-http-addr %s --log-level info --retention %s",
+		cfg.DataDir, cfg.HTTPAddr, cfg.OTLP.GRPCAddr, cfg.OTLP.HTTPAddr, cfg.Retention)
 	return startLumenChild(t, args, cfg.HTTPAddr, stderr)
 }
 

@@ -331,7 +331,7 @@ func TestLogQLOverHTTP(t *testing.T) {
 		{"/loki/api/v1/query_range", url.Values{"query": {`{app="api"}`}, "direction": {"sideways"}}, `direction="sideways"`},
 		{"/loki/api/v1/query_range", url.Values{"query": {`{app="api"}`}, "limit": {"100000"}}, "max entries limit per query exceeded"},
 		{"/loki/api/v1/query_range", url.Values{"query": {`rate({app="api"}[1m])`}, "step": {"0"}}, "zero or negative query resolution step"},
-		{"/loki/api/v1/query_range", url.Values{"query": {`rate({app="api"}[1m])`}, "step": {"1ms"}}, "exceeded maximum resolution of 11000 points"},
+		{"/loki/api/v1/query_range", url.Values{"query": {`rate({app="api"}[1m])`}, "step": {"1ms"}}, "exceeded maximum resolution of 11,000 points"},
 		{"/loki/api/v1/query_range", url.Values{"query": {`{app="api"}`}, "start": {"yesterday"}}, `start="yesterday" is not a time`},
 		{"/loki/api/v1/query", url.Values{"query": {`{app="api"}`}}, "log queries are not supported as an instant query type"},
 		{"/loki/api/v1/query", url.Values{}, "query= is required"},

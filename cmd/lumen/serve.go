@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.uber.org/zap"
+	"golang.org/x/net/netutil"
 
 	"github.com/lumenobs/lumen/ingest/loki"
 	"github.com/lumenobs/lumen/ingest/otlp"
@@ -112,6 +113,8 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 	so.Retention = time.Duration(cfg.Retention)
 	so.PartitionDuration = time.Duration(cfg.PartitionDuration)
 	so.MaxDiskBytes = int64(cfg.MaxDiskBytes)
+	so.MinFreeDiskBytes = cfg.minFreeDiskBytes()
+	so.RejectOlderThan = time.Duration(cfg.RejectOlderThan)
 	so.MetricsOutOfOrderWindow = time.Duration(cfg.OutOfOrderWindow)
 	so.Logger = log.Named("store")
 	db, err := store.Open(so)
@@ -151,17 +154,14 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
 	}
+	ln = netutil.LimitListener(ln, cfg.HTTP.MaxConnections)
 	var ready atomic.Bool
 	mux, err := newMux(cfg, db, reg, log, ingestMetrics, &ready)
 	if err != nil {
 		_ = ln.Close()
 		return err
 	}
-	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          zap.NewStdLog(log.Named("http")),
-	}
+	srv := newHTTPServer(cfg, mux, log)
 	if err := rcv.Start(ctx); err != nil {
 		_ = ln.Close()
 		return err
@@ -195,6 +195,20 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 	return runErr
 }
 
+// newHTTPServer returns the server of the HTTP port, its timeouts and
+// header size bounded as cfg says.
+func newHTTPServer(cfg Config, h http.Handler, log *zap.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadTimeout:       time.Duration(cfg.HTTP.ReadTimeout),
+		ReadHeaderTimeout: time.Duration(cfg.HTTP.ReadHeaderTimeout),
+		WriteTimeout:      cfg.writeTimeout(),
+		IdleTimeout:       time.Duration(cfg.HTTP.IdleTimeout),
+		MaxHeaderBytes:    int(cfg.HTTP.MaxHeaderBytes),
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
+}
+
 // observingWriter counts the spans it stores into span metrics and the
 // service graph.
 type observingWriter struct {
@@ -226,10 +240,7 @@ func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger,
 	wrap := func(route string, h http.Handler) http.Handler {
 		return promhttp.InstrumentHandlerDuration(durations.MustCurryWith(prometheus.Labels{"handler": route}), h)
 	}
-	query.New(db, log).Register(mux, wrap)
-	query.NewLoki(db, cfg.LogQL, log).Register(mux, wrap)
-	query.NewTempo(db, store.DefaultSearchAttributes, version, log).Register(mux, wrap)
-	query.NewJaeger(db, log).Register(mux, wrap)
+	registerQueryAPIs(mux, cfg, db, reg, log, wrap)
 	rw, err := promrw.New(cfg.RemoteWrite, db, db, log, reg, im)
 	if err != nil {
 		return nil, err
@@ -240,11 +251,6 @@ func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger,
 		return nil, err
 	}
 	mux.Handle("POST /loki/api/v1/push", wrap("/loki/api/v1/push", lp))
-	// Every other /api/v1 route is Prometheus' own API; the more specific
-	// routes above take precedence.
-	promAPI := wrap("/api/v1 (prometheus)", query.NewPromAPI(cfg.PromQL, db, db, log, reg, reg, version))
-	mux.Handle("GET /api/v1/", promAPI)
-	mux.Handle("POST /api/v1/", promAPI)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "Lumen is Healthy.\n")
@@ -267,6 +273,23 @@ func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger,
 	return mux, nil
 }
 
+// registerQueryAPIs adds the query APIs to mux, sharing one counter of the
+// queries their limits refuse.
+func registerQueryAPIs(mux *http.ServeMux, cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger, wrap query.Wrap) {
+	qm := query.NewMetrics(reg)
+	logql, promql := cfg.LogQL, cfg.PromQL
+	logql.MaxQueryLength, promql.MaxQueryLength = cfg.queryLength(logql.MaxQueryLength), cfg.queryLength(promql.MaxQueryLength)
+	query.New(db, cfg.Traces, qm, log).Register(mux, wrap)
+	query.NewLoki(db, logql, qm, log).Register(mux, wrap)
+	query.NewTempo(db, store.DefaultSearchAttributes, version, cfg.Traces, qm, log).Register(mux, wrap)
+	query.NewJaeger(db, cfg.Traces, qm, log).Register(mux, wrap)
+	// Every other /api/v1 route is Prometheus' own API; the more specific
+	// routes take precedence.
+	promAPI := wrap("/api/v1 (prometheus)", query.NewPromAPI(promql, db, db, log, reg, reg, qm, version))
+	mux.Handle("GET /api/v1/", promAPI)
+	mux.Handle("POST /api/v1/", promAPI)
+}
+
 // registerStoreMetrics exposes the store's size, read when scraped.
 func registerStoreMetrics(reg prometheus.Registerer, db *store.DB) {
 	stats := func() store.Stats { s, _ := db.Stats(); return s }
@@ -279,5 +302,7 @@ func registerStoreMetrics(reg prometheus.Registerer, db *store.DB) {
 			Name: "lumen_store_partitions",
 			Help: "Time partitions in the store.",
 		}, func() float64 { return float64(len(stats().Partitions)) }),
+		newWALSkipCollector(db),
+		newDiskCollector(db),
 	)
 }

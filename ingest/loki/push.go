@@ -27,6 +27,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lumenobs/lumen/internal/admit"
+	"github.com/lumenobs/lumen/internal/fault"
 	"github.com/lumenobs/lumen/internal/logids"
 	"github.com/lumenobs/lumen/internal/telemetry"
 	"github.com/lumenobs/lumen/store"
@@ -44,12 +45,20 @@ type Config struct {
 	// waits up to QueueWait, then gets 429 with Retry-After.
 	MaxInFlight int           `yaml:"max_in_flight"`
 	QueueWait   time.Duration `yaml:"queue_wait"`
+	// MaxInFlightBytes bounds the bodies being read at once (as much as
+	// each declares). Past it, a push waits up to QueueWait, then gets 429.
+	MaxInFlightBytes int64 `yaml:"max_in_flight_bytes"`
+	// BodyTimeout is how long a client may take to send its body; then it
+	// gets 408. The body is read before a write slot is taken, so slow
+	// clients cannot hold the slots.
+	BodyTimeout time.Duration `yaml:"body_timeout"`
 }
 
 // DefaultConfig returns Loki's own defaults where it has them (256 KiB
 // lines) and limits well above what its clients send.
 func DefaultConfig() Config {
-	return Config{MaxRequestBytes: 16 << 20, MaxDecodedBytes: 64 << 20, MaxLineBytes: 256 << 10, MaxInFlight: 16, QueueWait: 2 * time.Second}
+	return Config{MaxRequestBytes: 16 << 20, MaxDecodedBytes: 64 << 20, MaxLineBytes: 256 << 10, MaxInFlight: 16, QueueWait: 2 * time.Second,
+		MaxInFlightBytes: 128 << 20, BodyTimeout: 30 * time.Second}
 }
 
 // Validate reports the first limit that cannot work.
@@ -63,6 +72,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("loki push: max in flight %d is not positive", c.MaxInFlight)
 	case c.QueueWait < 0:
 		return fmt.Errorf("loki push: queue wait %s is negative", c.QueueWait)
+	case c.MaxInFlightBytes < c.MaxRequestBytes:
+		return fmt.Errorf("loki push: max in-flight bytes %d is below one largest body (%d)", c.MaxInFlightBytes, c.MaxRequestBytes)
+	case c.BodyTimeout <= 0:
+		return fmt.Errorf("loki push: body timeout %s is not positive", c.BodyTimeout)
 	}
 	return nil
 }
@@ -70,16 +83,20 @@ func (c Config) Validate() error {
 // Writer stores log streams.
 type Writer interface {
 	WriteLogStreams(ctx context.Context, streams []store.LogStream) error
+	// CheckTime refuses a line time the store does not keep (too old,
+	// too far ahead), naming it.
+	CheckTime(t int64) error
 }
 
 // Handler serves POST /loki/api/v1/push.
 type Handler struct {
-	cfg  Config
-	w    Writer
-	gate *admit.Gate
-	m    *telemetry.Ingest
-	log  *zap.Logger
-	now  func() time.Time
+	cfg   Config
+	w     Writer
+	gate  *admit.Gate
+	bytes *admit.Bytes
+	m     *telemetry.Ingest
+	log   *zap.Logger
+	now   func() time.Time
 }
 
 // New returns the push handler over w.
@@ -93,12 +110,9 @@ func New(cfg Config, w Writer, log *zap.Logger, m *telemetry.Ingest) (*Handler, 
 	if m == nil {
 		m = telemetry.NewIngest(nil)
 	}
-	return &Handler{cfg: cfg, w: w, gate: admit.New(cfg.MaxInFlight, cfg.QueueWait, "log pushes"), m: m, log: log.Named("ingest.loki"), now: time.Now}, nil
+	return &Handler{cfg: cfg, w: w, gate: admit.New(cfg.MaxInFlight, cfg.QueueWait, "log pushes"),
+		bytes: admit.NewBytes(cfg.MaxInFlightBytes, cfg.QueueWait, "log push bodies"), m: m, log: log.Named("ingest.loki"), now: time.Now}, nil
 }
-
-// maxFuture is how far ahead of the server's clock a line may be, as for
-// metric samples: beyond it the sender's clock is wrong.
-const maxFuture = 10 * time.Minute
 
 var errTooLarge = errors.New("request too large")
 
@@ -111,13 +125,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "push takes POST", http.StatusMethodNotAllowed)
 		return
 	}
+	held := admit.Declared(r, h.cfg.MaxRequestBytes)
+	if !h.bytes.Acquire(w, r, held) {
+		h.m.Rejected.WithLabelValues("logs", "overload").Inc()
+		return
+	}
+	body, err := admit.ReadBody(w, r, h.cfg.MaxRequestBytes, h.cfg.BodyTimeout)
+	h.bytes.Release(held)
+	if err != nil {
+		if errors.Is(err, admit.ErrReadTimeout) {
+			err = fmt.Errorf("%w: %w", fault.ErrTimeout, err)
+		}
+		h.m.Rejected.WithLabelValues("logs", fault.HTTPError(w, err).Reason).Inc()
+		return
+	}
 	if !h.gate.Enter(w, r) {
 		h.m.Rejected.WithLabelValues("logs", "overload").Inc()
 		return
 	}
 	defer h.gate.Leave()
 
-	streams, err := h.decode(r)
+	streams, err := h.decode(r, body)
 	if err != nil {
 		h.m.Rejected.WithLabelValues("logs", "invalid").Inc()
 		code := http.StatusBadRequest
@@ -141,18 +169,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := h.w.WriteLogStreams(r.Context(), good); err != nil {
 		n := received - refused
-		code := http.StatusInternalServerError
-		reason := "unavailable"
-		switch {
-		case errors.Is(err, store.ErrInvalid):
-			code, reason = http.StatusBadRequest, "invalid"
-		case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrClosed):
-			code = http.StatusServiceUnavailable
-			w.Header().Set("Retry-After", "1")
+		c := fault.HTTPError(w, fmt.Errorf("push not stored: %w", err))
+		h.m.Rejected.WithLabelValues("logs", c.Reason).Add(float64(n))
+		if c.HTTP >= 500 {
+			h.log.Warn("push not stored", zap.Int("lines", n), zap.Error(err))
 		}
-		h.m.Rejected.WithLabelValues("logs", reason).Add(float64(n))
-		h.log.Warn("push not stored", zap.Int("lines", n), zap.Error(err))
-		http.Error(w, fmt.Sprintf("push not stored: %v", err), code)
 		return
 	}
 	h.m.Stored.WithLabelValues("logs").Add(float64(received - refused))
@@ -173,11 +194,8 @@ type stream struct {
 }
 
 // decode reads, decompresses and decodes a push body.
-func (h *Handler) decode(r *http.Request) ([]stream, error) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, h.cfg.MaxRequestBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("read request body: %w", err)
-	}
+func (h *Handler) decode(r *http.Request, body []byte) ([]stream, error) {
+	var err error
 	if int64(len(body)) > h.cfg.MaxRequestBytes {
 		return nil, fmt.Errorf("%w: body over %d bytes", errTooLarge, h.cfg.MaxRequestBytes)
 	}
@@ -329,7 +347,6 @@ func jsonEntry(raw json.RawMessage) (store.LogEntry, error) {
 // check validates the decoded streams as Loki does and finds every line's
 // trace and span ids. Invalid streams and lines are left out and described.
 func (h *Handler) check(streams []stream) (good []store.LogStream, refused int, problems []string) {
-	limit := h.now().Add(maxFuture).UnixNano()
 	note := func(format string, a ...any) {
 		if len(problems) < 10 {
 			problems = append(problems, fmt.Sprintf(format, a...))
@@ -357,13 +374,10 @@ func (h *Handler) check(streams []stream) (good []store.LogStream, refused int, 
 				refused++
 				note("stream %s line %d: %d bytes, over the limit of %d", lset, j, len(e.Line), h.cfg.MaxLineBytes)
 				continue
-			case e.T <= 0:
+			}
+			if err := h.w.CheckTime(e.T); err != nil {
 				refused++
-				note("stream %s line %d: timestamp %d is not after the unix epoch", lset, j, e.T)
-				continue
-			case e.T > limit:
-				refused++
-				note("stream %s line %d: timestamp %s is more than %s ahead of the server's clock", lset, j, time.Unix(0, e.T).UTC().Format(time.RFC3339Nano), maxFuture)
+				note("stream %s line %d: %v", lset, j, err)
 				continue
 			}
 			if err := validMetadata(e.Metadata); err != nil {

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/storage/remote/otlptranslator/prometheusremotewrite"
 	"go.opentelemetry.io/collector/consumer"
@@ -20,13 +19,12 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/semaphore"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/lumenobs/lumen/internal/fault"
 	"github.com/lumenobs/lumen/internal/otlprecv"
 	"github.com/lumenobs/lumen/internal/telemetry"
-	"github.com/lumenobs/lumen/store"
 )
 
 // Writer is the part of the store the receiver writes to. Metrics go
@@ -126,8 +124,6 @@ type sink struct {
 	wait time.Duration
 }
 
-const retryDelay = time.Second
-
 func (s *sink) consumeTraces(ctx context.Context, td ptrace.Traces) error {
 	n := td.SpanCount()
 	return s.consume(ctx, "traces", n, func(ctx context.Context) error { return s.w.WriteTraces(ctx, td) })
@@ -149,26 +145,29 @@ func (s *sink) consumeMetrics(ctx context.Context, md pmetric.Metrics) error {
 	return s.consume(ctx, "metrics", n, func(ctx context.Context) error {
 		app := s.w.AppenderV2(ctx)
 		_, convErr := prometheusremotewrite.NewPrometheusConverter(app).FromMetrics(ctx, md, promSettings)
-		refused, other := splitAppendErrors(convErr)
-		if other != nil {
+		if err := ctx.Err(); err != nil {
 			_ = app.Rollback()
-			return fmt.Errorf("%w: convert OTLP metrics: %w", store.ErrUnavailable, other)
+			return fmt.Errorf("convert OTLP metrics: %w", err)
 		}
+		// As Prometheus' OTLP endpoint: what converts and is accepted is
+		// stored; points refused (too old, too far ahead, out of order, a
+		// limit) and metrics that do not convert are the client's to fix,
+		// answered as invalid so that exporters do not retry them forever.
+		refused := splitAppendErrors(convErr)
 		if err := app.Commit(); err != nil {
 			return err
 		}
 		if len(refused) > 0 {
-			return fmt.Errorf("%w: %d of %d data points refused, the rest stored; first: %w", store.ErrInvalid, len(refused), n, refused[0])
+			return fmt.Errorf("%w: %d of %d data points refused, the rest stored; first: %w", fault.ErrInvalid, len(refused), n, refused[0])
 		}
 		return nil
 	})
 }
 
-// splitAppendErrors separates the errors a client must fix (invalid
-// histograms, out-of-order or duplicate samples, invalid series) from the
-// others.
-func splitAppendErrors(err error) (refused []error, other error) {
-	var others []error
+// splitAppendErrors lists the errors joined in err, one per refused data
+// point or metric.
+func splitAppendErrors(err error) []error {
+	var out []error
 	var walk func(error)
 	walk = func(e error) {
 		if e == nil {
@@ -180,17 +179,10 @@ func splitAppendErrors(err error) (refused []error, other error) {
 			}
 			return
 		}
-		var invalidHistogram histogram.Error
-		switch {
-		case errors.As(e, &invalidHistogram), errors.Is(e, store.ErrInvalid),
-			errors.Is(e, storage.ErrOutOfOrderSample), errors.Is(e, storage.ErrDuplicateSampleForTimestamp):
-			refused = append(refused, e)
-		default:
-			others = append(others, e)
-		}
+		out = append(out, e)
 	}
 	walk(err)
-	return refused, errors.Join(others...)
+	return out
 }
 
 // joined returns the parts of an error made by errors.Join (whose message is
@@ -222,32 +214,34 @@ func (s *sink) consume(ctx context.Context, signal string, n int, write func(con
 		if err != nil {
 			s.m.Rejected.WithLabelValues(signal, "overload").Add(float64(n))
 			s.log.Warn("overloaded: request refused", zap.String("signal", signal), zap.Int("items", n))
-			return retryable(codes.ResourceExhausted, fmt.Sprintf("lumen is overloaded: more than %d items are being written; retry later", s.max))
+			return grpcStatus(fault.Classify(fault.ErrOverloaded), fmt.Sprintf("lumen is overloaded: more than %d items are being written; retry later", s.max))
 		}
 	}
 	defer s.sem.Release(weight)
 	err := write(ctx)
-	switch {
-	case err == nil:
+	if err == nil {
 		s.m.Stored.WithLabelValues(signal).Add(float64(n))
 		return nil
-	case errors.Is(err, store.ErrInvalid):
-		s.m.Rejected.WithLabelValues(signal, "invalid").Add(float64(n))
-		s.log.Debug("invalid request refused", zap.String("signal", signal), zap.Error(err))
-		return status.Error(codes.InvalidArgument, err.Error())
-	default:
-		s.m.Rejected.WithLabelValues(signal, "unavailable").Add(float64(n))
-		s.log.Error("write failed", zap.String("signal", signal), zap.Int("items", n), zap.Error(err))
-		return retryable(codes.Unavailable, err.Error())
 	}
+	c := fault.Classify(err)
+	s.m.Rejected.WithLabelValues(signal, c.Reason).Add(float64(n))
+	if c.HTTP >= 500 {
+		s.log.Error("write failed", zap.String("signal", signal), zap.Int("items", n), zap.Error(err))
+	} else {
+		s.log.Debug("request refused", zap.String("signal", signal), zap.String("reason", c.Reason), zap.Error(err))
+	}
+	return grpcStatus(c, err.Error())
 }
 
-// retryable returns a status that tells OTLP clients when to retry: a
-// RetryInfo detail over gRPC, a Retry-After header over HTTP.
-func retryable(code codes.Code, msg string) error {
-	st := status.New(code, msg)
-	if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(retryDelay)}); err == nil {
-		st = d
+// grpcStatus is the status the receiver answers a class of failure with
+// (and maps to HTTP: 400, 429 or 503): a retryable one carries RetryInfo
+// over gRPC and becomes a Retry-After header over HTTP.
+func grpcStatus(c fault.Class, msg string) error {
+	st := status.New(c.GRPC, msg)
+	if c.RetryAfter > 0 {
+		if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(c.RetryAfter)}); err == nil {
+			st = d
+		}
 	}
 	return st.Err()
 }

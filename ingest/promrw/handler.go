@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/lumenobs/lumen/internal/admit"
+	"github.com/lumenobs/lumen/internal/fault"
 	"github.com/lumenobs/lumen/internal/telemetry"
 )
 
@@ -39,12 +40,21 @@ type Config struct {
 	// request waits up to QueueWait, then gets 429 with Retry-After.
 	MaxInFlight int           `yaml:"max_in_flight"`
 	QueueWait   time.Duration `yaml:"queue_wait"`
+	// MaxInFlightBytes bounds the request bytes in memory at once: bodies
+	// being read (as much as each declares) and what they decode to. Past
+	// it, a request waits up to QueueWait, then gets 429.
+	MaxInFlightBytes int64 `yaml:"max_in_flight_bytes"`
+	// BodyTimeout is how long a client may take to send its body; then it
+	// gets 408 and its memory is freed. The body is read before a write
+	// slot is taken, so slow clients cannot hold the slots.
+	BodyTimeout time.Duration `yaml:"body_timeout"`
 }
 
 // DefaultConfig returns limits well above what Prometheus sends (its queue
 // manager sends at most a few MiB per request).
 func DefaultConfig() Config {
-	return Config{MaxRequestBytes: 16 << 20, MaxDecodedBytes: 64 << 20, MaxInFlight: 16, QueueWait: 2 * time.Second}
+	return Config{MaxRequestBytes: 16 << 20, MaxDecodedBytes: 64 << 20, MaxInFlight: 16, QueueWait: 2 * time.Second,
+		MaxInFlightBytes: 256 << 20, BodyTimeout: 30 * time.Second}
 }
 
 // Validate reports the first limit that cannot work.
@@ -56,6 +66,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("remote write: max in flight %d is not positive", c.MaxInFlight)
 	case c.QueueWait < 0:
 		return fmt.Errorf("remote write: queue wait %s is negative", c.QueueWait)
+	case c.MaxInFlightBytes < c.MaxDecodedBytes+c.MaxRequestBytes:
+		return fmt.Errorf("remote write: max in-flight bytes %d is below one largest request (%d sent + %d decoded)", c.MaxInFlightBytes, c.MaxRequestBytes, c.MaxDecodedBytes)
+	case c.BodyTimeout <= 0:
+		return fmt.Errorf("remote write: body timeout %s is not positive", c.BodyTimeout)
 	}
 	return nil
 }
@@ -67,12 +81,13 @@ type MetadataSetter interface {
 
 // Handler serves POST /api/v1/write.
 type Handler struct {
-	cfg  Config
-	next http.Handler
-	meta MetadataSetter
-	gate *admit.Gate
-	m    *telemetry.Ingest
-	log  *zap.Logger
+	cfg   Config
+	next  http.Handler
+	meta  MetadataSetter
+	gate  *admit.Gate
+	bytes *admit.Bytes
+	m     *telemetry.Ingest
+	log   *zap.Logger
 }
 
 // New returns the remote-write handler over app: Prometheus' write handler,
@@ -95,32 +110,50 @@ func New(cfg Config, app storage.Appendable, meta MetadataSetter, log *zap.Logge
 	}
 	next := remote.NewWriteHandler(telemetry.Slog(log), reg, countingAppendable{app, m},
 		remoteapi.MessageTypes{remoteapi.WriteV1MessageType, remoteapi.WriteV2MessageType}, false, false, true)
-	return &Handler{cfg: cfg, next: next, meta: meta, gate: admit.New(cfg.MaxInFlight, cfg.QueueWait, "remote-write requests"), m: m, log: log}, nil
+	return &Handler{cfg: cfg, next: next, meta: meta, gate: admit.New(cfg.MaxInFlight, cfg.QueueWait, "remote-write requests"),
+		bytes: admit.NewBytes(cfg.MaxInFlightBytes, cfg.QueueWait, "remote-write requests"), m: m, log: log}, nil
 }
 
-var errTooLarge = errors.New("request too large")
-
+// ServeHTTP reads the body within the byte budget and the body deadline,
+// then takes a write slot and hands the request to Prometheus' handler.
+// Store failures that handler would answer 500 (a full disk, a limit, an
+// unavailable store) are answered as internal/fault classifies them.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	held := admit.Declared(r, h.cfg.MaxRequestBytes)
+	if !h.bytes.Acquire(w, r, held) {
+		h.m.Rejected.WithLabelValues("metrics", "overload").Inc()
+		return
+	}
+	defer func() { h.bytes.Release(held) }()
+	body, decoded, err := h.readBody(w, r, &held)
+	if err != nil {
+		if !errors.Is(err, errBudget) {
+			h.m.Rejected.WithLabelValues("metrics", fault.HTTPError(w, err).Reason).Inc()
+		} else {
+			h.m.Rejected.WithLabelValues("metrics", "overload").Inc()
+		}
+		return
+	}
 	if !h.gate.Enter(w, r) {
 		h.m.Rejected.WithLabelValues("metrics", "overload").Inc()
 		return
 	}
 	defer h.gate.Leave()
 
-	body, decoded, err := h.readBody(r)
-	if err != nil {
-		h.m.Rejected.WithLabelValues("metrics", "invalid").Inc()
-		code := http.StatusBadRequest
-		if errors.Is(err, errTooLarge) {
-			code = http.StatusRequestEntityTooLarge
-		}
-		http.Error(w, err.Error(), code)
-		return
-	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
-	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
-	h.next.ServeHTTP(rec, r)
+	var failed storeError
+	rec := &captured{header: http.Header{}, code: http.StatusOK}
+	h.next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), storeErrorKey{}, &failed)))
+	if rec.code == http.StatusInternalServerError && failed.err != nil {
+		c := fault.HTTPError(w, fmt.Errorf("remote write not stored: %w", failed.err))
+		h.m.Rejected.WithLabelValues("metrics", c.Reason).Inc()
+		if c.HTTP >= 500 {
+			h.log.Warn("remote write not stored", zap.Error(failed.err))
+		}
+		return
+	}
+	rec.send(w)
 	if rec.code < 300 && h.meta != nil && !strings.Contains(r.Header.Get("Content-Type"), "io.prometheus.write.v2") {
 		if md := v1Metadata(decoded); len(md) > 0 {
 			if err := h.meta.SetMetadata(md); err != nil {
@@ -137,29 +170,40 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// readBody reads the snappy body within the sent limit and checks the size
-// it claims to decode to, so a small body cannot make the decoder allocate
-// without bound.
-func (h *Handler) readBody(r *http.Request) (body, decoded []byte, err error) {
-	body, err = io.ReadAll(io.LimitReader(r.Body, h.cfg.MaxRequestBytes+1))
+// errBudget: readBody answered 429 itself (no room for the decoded body).
+var errBudget = errors.New("no room in the byte budget")
+
+// readBody reads the snappy body within the sent limit and the body
+// deadline, checks the size it claims to decode to, so a small body cannot
+// make the decoder allocate without bound, and reserves that size in the
+// byte budget (held grows by it) before decoding.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, held *int64) (body, decoded []byte, err error) {
+	body, err = admit.ReadBody(w, r, h.cfg.MaxRequestBytes, h.cfg.BodyTimeout)
+	if errors.Is(err, admit.ErrReadTimeout) {
+		return nil, nil, fmt.Errorf("%w: %w", fault.ErrTimeout, err)
+	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("read request body: %w", err)
+		return nil, nil, fmt.Errorf("%w: %w", fault.ErrInvalid, err)
 	}
 	if int64(len(body)) > h.cfg.MaxRequestBytes {
-		return nil, nil, fmt.Errorf("%w: body over %d bytes", errTooLarge, h.cfg.MaxRequestBytes)
+		return nil, nil, fmt.Errorf("%w: body over %d bytes", fault.ErrTooLarge, h.cfg.MaxRequestBytes)
 	}
 	n, err := snappy.DecodedLen(body)
 	if err != nil {
-		return nil, nil, fmt.Errorf("body is not snappy-compressed (block format): %w", err)
+		return nil, nil, fmt.Errorf("%w: body is not snappy-compressed (block format): %w", fault.ErrInvalid, err)
 	}
 	if int64(n) > h.cfg.MaxDecodedBytes {
-		return nil, nil, fmt.Errorf("%w: body decodes to %d bytes, over %d", errTooLarge, n, h.cfg.MaxDecodedBytes)
+		return nil, nil, fmt.Errorf("%w: body decodes to %d bytes, over %d", fault.ErrTooLarge, n, h.cfg.MaxDecodedBytes)
 	}
+	if !h.bytes.Acquire(w, r, int64(n)) {
+		return nil, nil, errBudget
+	}
+	*held += int64(n)
 	// A length header can look right on any bytes: decode once (snappy
 	// decodes at GB/s) so that a body that is not snappy gets an error that
 	// says so; the decoded bytes serve the metadata scan.
 	if decoded, err = snappy.Decode(make([]byte, n), body); err != nil {
-		return nil, nil, fmt.Errorf("body is not snappy-compressed (block format): %w", err)
+		return nil, nil, fmt.Errorf("%w: body is not snappy-compressed (block format): %w", fault.ErrInvalid, err)
 	}
 	return body, decoded, nil
 }
@@ -202,13 +246,27 @@ type countingAppendable struct {
 }
 
 func (c countingAppendable) Appender(ctx context.Context) storage.Appender {
-	return &countingAppender{Appender: c.app.Appender(ctx), m: c.m}
+	failed, _ := ctx.Value(storeErrorKey{}).(*storeError)
+	return &countingAppender{Appender: c.app.Appender(ctx), m: c.m, failed: failed}
 }
 
 type countingAppender struct {
 	storage.Appender
-	m *telemetry.Ingest
-	n int
+	m      *telemetry.Ingest
+	n      int
+	failed *storeError
+}
+
+// storeError keeps the error of a request's commit, or of an append that
+// Prometheus' handler does not classify, for ServeHTTP.
+type storeError struct{ err error }
+
+type storeErrorKey struct{}
+
+func (a *countingAppender) note(err error) {
+	if err != nil && a.failed != nil && a.failed.err == nil {
+		a.failed.err = err
+	}
 }
 
 func (a *countingAppender) Append(ref storage.SeriesRef, l labels.Labels, t int64, v float64) (storage.SeriesRef, error) {
@@ -217,6 +275,7 @@ func (a *countingAppender) Append(ref storage.SeriesRef, l labels.Labels, t int6
 	if err == nil {
 		a.n++
 	}
+	a.note(err)
 	return ref, err
 }
 
@@ -226,6 +285,7 @@ func (a *countingAppender) AppendHistogram(ref storage.SeriesRef, l labels.Label
 	if err == nil {
 		a.n++
 	}
+	a.note(err)
 	return ref, err
 }
 
@@ -234,16 +294,27 @@ func (a *countingAppender) Commit() error {
 	if err == nil {
 		a.m.Stored.WithLabelValues("metrics").Add(float64(a.n))
 	}
+	a.note(err)
 	a.n = 0
 	return err
 }
 
-type statusRecorder struct {
-	http.ResponseWriter
-	code int
+// captured holds Prometheus' handler's answer until ServeHTTP decides to
+// send it.
+type captured struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
 }
 
-func (s *statusRecorder) WriteHeader(code int) {
-	s.code = code
-	s.ResponseWriter.WriteHeader(code)
+func (c *captured) Header() http.Header         { return c.header }
+func (c *captured) WriteHeader(code int)        { c.code = code }
+func (c *captured) Write(b []byte) (int, error) { return c.body.Write(b) }
+
+func (c *captured) send(w http.ResponseWriter) {
+	for k, v := range c.header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(c.code)
+	_, _ = w.Write(c.body.Bytes()) // the client went away; nothing to do
 }

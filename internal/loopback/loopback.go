@@ -2,10 +2,15 @@
 package loopback
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // FreeAddr picks a free loopback port below Linux's ephemeral range
@@ -27,4 +32,35 @@ func FreeAddr(t testing.TB) string {
 	}
 	t.Fatal("no free port in 127.0.0.1:20000-31999")
 	return ""
+}
+
+// SlowClients opens n connections to addr that each send head (a request
+// line and headers, declaring a longer body) and then nothing more, as a
+// client on a bad link or a slowloris would. The returned function waits,
+// at most wait, for the server to answer each, and returns the status line
+// each got ("" when none).
+func SlowClients(addr, head string, n int, wait time.Duration) func() []string {
+	lines := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				lines[i] = err.Error()
+				return
+			}
+			defer c.Close()
+			if _, err := io.WriteString(c, head); err != nil {
+				lines[i] = err.Error()
+				return
+			}
+			_ = c.SetReadDeadline(time.Now().Add(wait))
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			lines[i] = strings.TrimSpace(line)
+		})
+	}
+	return func() []string {
+		wg.Wait()
+		return lines
+	}
 }

@@ -22,17 +22,32 @@ import (
 // position.
 var ErrParse = errors.New("parse error")
 
+// MaxDepth bounds how deeply a query may nest parentheses and vector
+// aggregations, so that no query can exhaust the parser's stack (a Go
+// stack overflow ends the process).
+const MaxDepth = 128
+
+// ErrTooDeep marks a query nested deeper than MaxDepth; the errors that
+// wrap it wrap ErrParse too.
+var ErrTooDeep = errors.New("nested too deeply")
+
 // ParseError is a LogQL syntax error at a position of the query.
 type ParseError struct {
 	Line, Col int
 	Msg       string
+	tooDeep   bool
 }
 
 func (e *ParseError) Error() string {
 	return fmt.Sprintf("parse error at line %d, col %d: %s", e.Line, e.Col, e.Msg)
 }
 
-func (e *ParseError) Unwrap() error { return ErrParse }
+func (e *ParseError) Unwrap() []error {
+	if e.tooDeep {
+		return []error{ErrParse, ErrTooDeep}
+	}
+	return []error{ErrParse}
+}
 
 type tokKind int
 
@@ -108,7 +123,7 @@ func lex(src string) ([]token, error) {
 }
 
 // errAt builds a ParseError at byte offset pos of src.
-func errAt(src string, pos int, format string, a ...any) error {
+func errAt(src string, pos int, format string, a ...any) *ParseError {
 	line, col := 1, 1
 	for i, r := range src {
 		if i >= pos {

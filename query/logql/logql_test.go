@@ -277,6 +277,38 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
+// TestParseDepth: nesting is bounded, so no query can overflow the
+// parser's stack (fatal in Go: the whole server would go down).
+func TestParseDepth(t *testing.T) {
+	nest := func(open, inner, close string, n int) string {
+		return strings.Repeat(open, n) + inner + strings.Repeat(close, n)
+	}
+	const metric = `count_over_time({app="x"}[1m])`
+	for _, tc := range []struct {
+		name, query string
+		tooDeep     bool
+	}{
+		{"parentheses at the limit", nest("(", metric, ")", logql.MaxDepth), false},
+		{"parentheses past the limit", nest("(", metric, ")", logql.MaxDepth+1), true},
+		{"aggregations at the limit", nest("sum(", metric, ")", logql.MaxDepth), false},
+		{"aggregations past the limit", nest("sum(", metric, ")", logql.MaxDepth+1), true},
+		{"label filter parentheses past the limit", `{app="x"} | ` + nest("(", `a="b"`, ")", logql.MaxDepth+1), true},
+		{"100,000 parentheses", strings.Repeat("(", 100_000), true},
+		{"100,000 label filter parentheses", `{app="x"} | ` + strings.Repeat("(", 100_000), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := logql.Parse(tc.query)
+			if !tc.tooDeep {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorIs(t, err, logql.ErrParse)
+			require.ErrorIs(t, err, logql.ErrTooDeep)
+			require.ErrorContains(t, err, fmt.Sprintf("nested too deeply (at most %d)", logql.MaxDepth))
+		})
+	}
+}
+
 // FuzzParse: no query makes the parser panic; what it accepts it prints
 // back and parses again the same way.
 func FuzzParse(f *testing.F) {

@@ -113,9 +113,10 @@ var rangeOps = map[string]bool{"count_over_time": true, "rate": true, "bytes_ove
 var vectorOps = map[string]bool{"sum": true, "avg": true, "min": true, "max": true, "count": true, "topk": true, "bottomk": true}
 
 type parser struct {
-	src  string
-	toks []token
-	i    int
+	src   string
+	toks  []token
+	i     int
+	depth int // of parentheses and aggregations around the current token
 }
 
 // Parse parses a LogQL query. Its errors wrap ErrParse and say where.
@@ -148,6 +149,18 @@ func (p *parser) errAt(t token, format string, a ...any) error {
 	return errAt(p.src, t.pos, format, a...)
 }
 
+// nest enters one more level of nesting at t; the caller defers unnest.
+func (p *parser) nest(t token) error {
+	if p.depth++; p.depth > MaxDepth {
+		err := errAt(p.src, t.pos, "parentheses and aggregations %s (at most %d)", ErrTooDeep, MaxDepth)
+		err.tooDeep = true
+		return err
+	}
+	return nil
+}
+
+func (p *parser) unnest() { p.depth-- }
+
 func (p *parser) expect(k tokKind, what string) (token, error) {
 	t := p.take()
 	if t.kind != k {
@@ -166,6 +179,10 @@ func (p *parser) expr() (Expr, error) {
 	case t.kind == tIdent && vectorOps[t.text]:
 		return p.vectorAgg()
 	case t.kind == tLParen:
+		if err := p.nest(t); err != nil {
+			return nil, err
+		}
+		defer p.unnest()
 		p.take()
 		e, err := p.expr()
 		if err != nil {
@@ -378,6 +395,10 @@ func (p *parser) predAnd() (Pred, error) {
 func (p *parser) predAtom() (Pred, error) {
 	t := p.peek()
 	if t.kind == tLParen {
+		if err := p.nest(t); err != nil {
+			return nil, err
+		}
+		defer p.unnest()
 		p.take()
 		e, err := p.predOr()
 		if err != nil {
@@ -476,6 +497,10 @@ func (p *parser) rangeAgg() (Expr, error) {
 
 func (p *parser) vectorAgg() (Expr, error) {
 	start := p.peek().pos
+	if err := p.nest(p.peek()); err != nil {
+		return nil, err
+	}
+	defer p.unnest()
 	op := p.take()
 	e := &VectorAgg{Op: op.text}
 	grouping := func() error {

@@ -23,6 +23,15 @@ import (
 // ErrParse marks a query that does not parse.
 var ErrParse = errors.New("traceql")
 
+// MaxDepth bounds how deeply a filter may nest parentheses, so that no
+// query can exhaust the parser's stack (a Go stack overflow ends the
+// process).
+const MaxDepth = 128
+
+// ErrTooDeep marks a filter nested deeper than MaxDepth; the errors that
+// wrap it wrap ErrParse too.
+var ErrTooDeep = errors.New("nested too deeply")
+
 // Query is a parsed spanset filter.
 type Query struct {
 	Root Expr // nil: every span ({})
@@ -164,8 +173,9 @@ func (q *Query) Conjuncts() []*Cond {
 }
 
 type parser struct {
-	src string
-	pos int
+	src   string
+	pos   int
+	depth int // of parentheses around pos
 }
 
 // Parse parses a spanset filter; errors wrap ErrParse and name the column.
@@ -252,6 +262,10 @@ func (p *parser) and() (Expr, error) {
 func (p *parser) atom() (Expr, error) {
 	p.space()
 	if p.eat("(") {
+		if p.depth++; p.depth > MaxDepth {
+			return nil, fmt.Errorf("%w: parse error at col %d: parentheses %w (at most %d)", ErrParse, p.pos, ErrTooDeep, MaxDepth)
+		}
+		defer func() { p.depth-- }()
 		e, err := p.or()
 		if err != nil {
 			return nil, err

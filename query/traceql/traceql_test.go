@@ -1,6 +1,8 @@
 package traceql
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -68,6 +70,35 @@ func TestParseErrors(t *testing.T) {
 		_, err := Parse(q)
 		require.ErrorIs(t, err, ErrParse, q)
 		require.ErrorContains(t, err, want, q)
+	}
+}
+
+// TestParseDepth: nesting is bounded, so no filter can overflow the
+// parser's stack (fatal in Go: the whole server would go down).
+func TestParseDepth(t *testing.T) {
+	nest := func(n int) string { return "{ " + strings.Repeat("(", n) + `.a = "x"` + strings.Repeat(")", n) + " }" }
+	for _, tc := range []struct {
+		name, query string
+		tooDeep     bool
+		col         int // of the first parenthesis too many
+	}{
+		{"at the limit", nest(MaxDepth), false, 0},
+		{"past the limit", nest(MaxDepth + 1), true, len("{ ") + MaxDepth + 1},
+		{"100,000 parentheses", "{ " + strings.Repeat("(", 100_000), true, len("{ ") + MaxDepth + 1},
+		{"100,000 nested ors", "{ " + strings.Repeat(`(.a = "x" || `, 100_000), true, len("{ ") + MaxDepth*len(`(.a = "x" || `) + 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q, err := Parse(tc.query)
+			if !tc.tooDeep {
+				require.NoError(t, err)
+				res, sp := span(t)
+				_ = q.Match(res, sp)
+				return
+			}
+			require.ErrorIs(t, err, ErrParse)
+			require.ErrorIs(t, err, ErrTooDeep)
+			require.ErrorContains(t, err, fmt.Sprintf("parse error at col %d: parentheses nested too deeply (at most %d)", tc.col, MaxDepth))
+		})
 	}
 }
 

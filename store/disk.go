@@ -1,0 +1,176 @@
+package store
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The partition lifecycle's view of the disk: the free-space floor below
+// which every write is refused (queries, retention and the budget go on),
+// and the bytes written since the budget was last enforced, which start an
+// enforcement early so a burst cannot overrun the budget by more than
+// budgetMargin.
+
+// DefaultMinFreeDiskBytes is the free-space floor when none is set: 1 GiB,
+// or 5 % of the file system when that is smaller.
+const DefaultMinFreeDiskBytes = 1 << 30
+
+// fsSpace is what a file system reports: bytes free to an unprivileged
+// writer, and its size.
+type fsSpace struct{ free, total int64 }
+
+// diskGuard checks the free space of the data dir's file system.
+type diskGuard struct {
+	dir    string
+	floor  int64 // 0: no floor
+	statfs func(dir string) (fsSpace, error)
+	now    func() time.Time
+
+	// lastCheck (unix ns) and written since it decide when to look again:
+	// every second, or sooner after a floor's eighth is written.
+	lastCheck atomic.Int64
+	written   atomic.Int64
+	full      atomic.Bool
+	free      atomic.Int64
+	refused   atomic.Uint64
+
+	mu sync.Mutex // one statfs at a time
+}
+
+const diskCheckEvery = time.Second
+
+// newDiskGuard resolves the floor: o.MinFreeDiskBytes when positive, none
+// when negative, else the default for the file system's size.
+func newDiskGuard(o Options) (*diskGuard, error) {
+	g := &diskGuard{dir: o.Dir, statfs: o.statfs, now: o.Now}
+	if g.statfs == nil {
+		g.statfs = statfs
+	}
+	switch {
+	case o.MinFreeDiskBytes < 0:
+		return g, nil
+	case o.MinFreeDiskBytes > 0:
+		g.floor = o.MinFreeDiskBytes
+	default:
+		sp, err := g.statfs(o.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("free space of %q: %w", o.Dir, err)
+		}
+		g.floor = min(DefaultMinFreeDiskBytes, sp.total/20)
+	}
+	return g, g.check()
+}
+
+// check reads the free space now.
+func (g *diskGuard) check() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	sp, err := g.statfs(g.dir)
+	if err != nil {
+		return fmt.Errorf("free space of %q: %w", g.dir, err)
+	}
+	g.free.Store(sp.free)
+	g.written.Store(0)
+	g.lastCheck.Store(g.now().UnixNano())
+	g.full.Store(g.floor > 0 && sp.free < g.floor)
+	return nil
+}
+
+// admit returns ErrDiskFull (wrapped, naming the floor) while the file
+// system is below the floor. It looks at the disk again when a second has
+// passed or an eighth of the floor was written since it last did, so
+// writes stop before the floor is gone and resume within a second of space
+// coming back.
+func (g *diskGuard) admit() error {
+	if g.floor <= 0 {
+		return nil
+	}
+	g.refresh()
+	if !g.full.Load() {
+		return nil
+	}
+	g.refused.Add(1)
+	return fmt.Errorf("%w: %s free on the data dir's file system, below the floor of %s (--min-free-disk-bytes); writes resume when space returns",
+		ErrDiskFull, formatBytes(g.free.Load()), formatBytes(g.floor))
+}
+
+// admitFlush lets the head's own writes (checkpoints, full chunks and
+// blocks of requests already in the WAL) go on below the floor, down to
+// half of it: what they write is already bounded by the head's memory.
+// Below that they wait in the head and the WAL too, so nothing writes
+// into the last of the space.
+func (g *diskGuard) admitFlush() error {
+	if g.floor <= 0 {
+		return nil
+	}
+	g.refresh()
+	if free := g.free.Load(); free < g.floor/2 {
+		return fmt.Errorf("%w: %s free on the data dir's file system, below half the floor of %s: the head keeps its data until space returns",
+			ErrDiskFull, formatBytes(free), formatBytes(g.floor))
+	}
+	return nil
+}
+
+// refresh looks at the disk again when a second has passed or an eighth
+// of the floor has been written since it last did.
+func (g *diskGuard) refresh() {
+	if g.now().UnixNano()-g.lastCheck.Load() >= int64(diskCheckEvery) || g.written.Load() >= g.floor/8 {
+		// A failed statfs leaves the last reading: the write finds out.
+		_ = g.check()
+	}
+}
+
+// wrote counts bytes written.
+func (g *diskGuard) wrote(n int) { g.written.Add(int64(n)) }
+
+func formatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
+}
+
+// DiskStatus is the free-space floor's state.
+type DiskStatus struct {
+	FreeBytes  int64  // free on the data dir's file system, when last looked at
+	FloorBytes int64  // the floor (0: none)
+	Full       bool   // writes are refused
+	Refused    uint64 // writes refused for lack of space since start
+}
+
+// DiskStatus reports the free-space floor's state.
+func (db *DB) DiskStatus() DiskStatus {
+	g := db.disk
+	return DiskStatus{FreeBytes: g.free.Load(), FloorBytes: g.floor, Full: g.full.Load(), Refused: g.refused.Load()}
+}
+
+// admitWrite is called by every write path before it writes: ErrDiskFull
+// below the floor.
+func (db *DB) admitWrite() error { return db.disk.admit() }
+
+// wrote counts n bytes written, for the floor and the budget.
+func (db *DB) wrote(n int) {
+	db.disk.wrote(n)
+	if db.opts.MaxDiskBytes > 0 && db.budgetWritten.Add(int64(n)) >= db.budgetMargin() {
+		db.budgetWritten.Store(0)
+		select {
+		case db.enforce <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// budgetMargin is how many bytes written start an enforcement of the disk
+// budget before the timer does: 1 % of the budget, at least 4 MiB and at
+// most 256 MiB.
+func (db *DB) budgetMargin() int64 {
+	return min(max(db.opts.MaxDiskBytes/100, 4<<20), 256<<20)
+}
