@@ -39,6 +39,8 @@ type logHead struct {
 	// the head's memory whatever the number of streams.
 	headBytes atomic.Int64
 	flushing  atomic.Bool
+	// removed counts idle streams removed from the head.
+	removed atomic.Uint64
 	// checkpointing is set while a checkpoint runs, so that a full WAL
 	// starts one at a time.
 	checkpointing atomic.Bool
@@ -52,6 +54,9 @@ type memStream struct {
 	// defined is set once the WAL generation being written defines the
 	// stream.
 	defined defined
+	// lastWrite is when (wall clock, unix ns) lines were last written to
+	// the stream, or it was made.
+	lastWrite atomic.Int64
 
 	mu      sync.Mutex
 	entries []LogEntry
@@ -123,23 +128,36 @@ func (h *logHead) get(lset labels.Labels) *memStream {
 }
 
 // getOrCreate returns the stream of lset and whether it is new.
-func (h *logHead) getOrCreate(lset labels.Labels) (*memStream, bool) {
+func (h *logHead) getOrCreate(lset labels.Labels) (*memStream, error) {
+	now := h.db.opts.Now().UnixNano()
 	h.mu.RLock()
 	s := h.get(lset)
 	h.mu.RUnlock()
 	if s != nil {
-		return s, false
+		s.lastWrite.Store(now)
+		return s, nil
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if s := h.get(lset); s != nil {
-		return s, false
+		s.lastWrite.Store(now)
+		return s, nil
 	}
-	s = &memStream{ref: h.nextRef.Add(1), lset: lset, head: &h.headBytes}
+	if lim := h.db.opts.Limits.MaxActiveStreams; lim > 0 && len(h.byRef) >= lim {
+		return nil, fmt.Errorf("%w: the head holds %d streams, the limit (max_active_streams): new stream %s refused", ErrLimit, len(h.byRef), truncLabels(lset))
+	}
+	s = h.add(h.nextRef.Add(1), lset)
+	s.lastWrite.Store(now)
+	return s, nil
+}
+
+// add puts a new stream in the head's maps; h.mu is held.
+func (h *logHead) add(ref uint64, lset labels.Labels) *memStream {
+	s := &memStream{ref: ref, lset: lset, head: &h.headBytes}
 	hash := lset.Hash()
 	h.byHash[hash] = append(h.byHash[hash], s)
 	h.byRef[s.ref] = s
-	return s, true
+	return s
 }
 
 // WriteLogStreams stores the streams' lines and returns once they are
@@ -150,15 +168,19 @@ func (db *DB) WriteLogStreams(ctx context.Context, streams []LogStream) error {
 		return fmt.Errorf("write logs: %w", err)
 	}
 	for i := range streams {
-		if err := ValidateStreamLabels(streams[i].Labels); err != nil {
-			return fmt.Errorf("%w: stream %d: %w", ErrInvalid, i, err)
+		if err := db.ValidateStream(streams[i].Labels); err != nil {
+			return fmt.Errorf("stream %d: %w", i, err)
 		}
 	}
 	streams, refused, first := db.keepInTime(streams)
-	if err := db.writeLogStreams(streams); err != nil {
+	notMade, firstNotMade, err := db.writeLogStreams(streams)
+	if err != nil {
 		return err
 	}
-	if refused > 0 {
+	if notMade > 0 && first == nil {
+		first = firstNotMade
+	}
+	if refused += notMade; refused > 0 {
 		return fmt.Errorf("%d lines refused, the others stored; first: %w", refused, first)
 	}
 	return nil
@@ -200,8 +222,10 @@ func (db *DB) keepInTime(streams []LogStream) (kept []LogStream, refused int, fi
 	return kept, refused, first
 }
 
-// writeLogStreams writes lines whose streams and times are valid.
-func (db *DB) writeLogStreams(streams []LogStream) error {
+// writeLogStreams writes lines whose streams and times are valid; the
+// lines of new streams past MaxActiveStreams are refused (counted, the
+// first error kept), the others written.
+func (db *DB) writeLogStreams(streams []LogStream) (refused int, first, err error) {
 	h := db.logs
 	type target struct {
 		s  *memStream
@@ -215,20 +239,25 @@ func (db *DB) writeLogStreams(streams []LogStream) error {
 		if len(st.Entries) == 0 {
 			continue
 		}
-		s, _ := h.getOrCreate(st.Labels)
+		s, err := h.getOrCreate(st.Labels)
+		if err != nil {
+			refused += len(st.Entries)
+			first = cmp.Or(first, err)
+			continue
+		}
 		targets = append(targets, target{s: s, es: st.Entries})
 		n += len(st.Entries)
 	}
 	if n == 0 {
-		return nil
+		return refused, first, nil
 	}
 	if err := db.admitWrite(); err != nil {
-		return err
+		return 0, nil, err
 	}
 	h.state.mu.RLock()
 	if h.state.closed {
 		h.state.mu.RUnlock()
-		return ErrClosed
+		return 0, nil, ErrClosed
 	}
 	// The record defines every stream it refers to that the generation
 	// does not define yet: a stream made by a request that failed, or by
@@ -253,7 +282,7 @@ func (db *DB) writeLogStreams(streams []LogStream) error {
 	size, err := h.wal.append(rec)
 	if err != nil {
 		h.state.mu.RUnlock()
-		return err
+		return 0, nil, err
 	}
 	for _, s := range fresh {
 		s.defined.ok.Store(true)
@@ -298,7 +327,7 @@ func (db *DB) writeLogStreams(streams []LogStream) error {
 	if err := db.writeLogBlocks(cut); err != nil {
 		h.log.Warn("write log blocks; they stay in the WAL", zap.Error(err))
 	}
-	return nil
+	return refused, first, nil
 }
 
 // ValidateStreamLabels checks a stream's label set as Loki does: not empty,
@@ -517,10 +546,7 @@ func (h *logHead) replay(g walGen) error {
 		}
 		for _, ws := range streams {
 			if h.byRef[ws.ref] == nil {
-				s := &memStream{ref: ws.ref, lset: ws.lset}
-				hash := ws.lset.Hash()
-				h.byHash[hash] = append(h.byHash[hash], s)
-				h.byRef[ws.ref] = s
+				h.add(ws.ref, ws.lset).lastWrite.Store(h.db.opts.Now().UnixNano())
 			}
 			h.nextRef.Store(max(h.nextRef.Load(), ws.ref))
 		}
@@ -583,7 +609,7 @@ func (db *DB) CheckpointLogs() error { return db.checkpointLogs() }
 
 func (db *DB) checkpointLogs() error {
 	h := db.logs
-	return checkpoint(&h.state, h.wal, h.streamsRecord, func() []*cutBlock {
+	return checkpoint(&h.state, h.wal, h.removeIdle, h.streamsRecord, func() []*cutBlock {
 		h.walBytes.Store(0)
 		return h.cutAll()
 	}, db.writeLogBlocks)

@@ -36,6 +36,11 @@ type metricsHead struct {
 	// postings: label name -> value -> the head's series with it, for
 	// queries that select few of many series (h.mu guards it).
 	postings map[string]map[string][]*memSeries
+	// perMetric counts the head's series by metric name, for
+	// MaxSeriesPerMetric (h.mu guards it).
+	perMetric map[string]int
+	// removed counts idle series removed from the head.
+	removed atomic.Uint64
 
 	nextRef atomic.Uint64
 	wal     *walLog // appended under state.mu shared, rotated under it exclusive
@@ -52,6 +57,10 @@ type memSeries struct {
 	// defined is set once the WAL generation being written defines the
 	// series.
 	defined defined
+	// lastAppend is when (wall clock, unix ns) a sample was last appended
+	// to the series, or it was made: a series idle past HeadIdleTimeout
+	// with nothing unwritten leaves the head.
+	lastAppend atomic.Int64
 
 	mu   sync.Mutex
 	open chunkBuilder
@@ -81,25 +90,52 @@ func (h *metricsHead) get(lset labels.Labels, hash uint64) *memSeries {
 	return nil
 }
 
-// getOrCreate returns the series for lset, creating it with a new ref.
-func (h *metricsHead) getOrCreate(lset labels.Labels) (*memSeries, bool) {
+// getOrCreate returns the series for lset, creating it with a new ref
+// within the limits: its labels' shape, the active series and the series
+// per metric name.
+func (h *metricsHead) getOrCreate(lset labels.Labels) (*memSeries, error) {
 	hash := lset.Hash()
+	now := h.db.opts.Now().UnixNano()
 	h.mu.RLock()
 	s := h.get(lset, hash)
 	h.mu.RUnlock()
 	if s != nil {
-		return s, false
+		s.lastAppend.Store(now)
+		return s, nil
+	}
+	lim := h.db.opts.Limits
+	if err := lim.checkLabels("series", lset, lim.MaxLabelNamesPerSeries); err != nil {
+		return nil, err
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if s := h.get(lset, hash); s != nil {
-		return s, false
+		s.lastAppend.Store(now)
+		return s, nil
 	}
-	s = newMemSeries(h.nextRef.Add(1), lset)
+	name := lset.Get(labels.MetricName)
+	switch {
+	case lim.MaxActiveSeries > 0 && len(h.byRef) >= lim.MaxActiveSeries:
+		return nil, fmt.Errorf("%w: the head holds %d series, the limit (max_active_series): new series %s refused", ErrLimit, len(h.byRef), truncLabels(lset))
+	case lim.MaxSeriesPerMetric > 0 && h.perMetric[name] >= lim.MaxSeriesPerMetric:
+		return nil, fmt.Errorf("%w: metric %q has %d series in the head, the limit (max_series_per_metric): new series %s refused", ErrLimit, name, h.perMetric[name], truncLabels(lset))
+	}
+	s = h.add(h.nextRef.Add(1), lset, hash)
+	s.lastAppend.Store(now)
+	return s, nil
+}
+
+// add puts a new series in the head's maps and postings; h.mu is held.
+func (h *metricsHead) add(ref uint64, lset labels.Labels, hash uint64) *memSeries {
+	s := newMemSeries(ref, lset)
 	h.byHash[hash] = append(h.byHash[hash], s)
 	h.byRef[s.ref] = s
 	h.index(s)
-	return s, true
+	if h.perMetric == nil {
+		h.perMetric = map[string]int{}
+	}
+	h.perMetric[lset.Get(labels.MetricName)]++
+	return s
 }
 
 // add appends a sample to the series' open chunk, cutting chunks as they
@@ -379,7 +415,10 @@ func (a *appender) appendPoint(lset labels.Labels, p point) (storage.SeriesRef, 
 	if err := a.db.checkMillis(t); err != nil {
 		return 0, fmt.Errorf("sample of %s: %w", lset, err)
 	}
-	s, _ := a.db.metrics.getOrCreate(lset)
+	s, err := a.db.metrics.getOrCreate(lset)
+	if err != nil {
+		return 0, err
+	}
 	last, ok := a.pending[s.ref]
 	if !ok {
 		s.mu.Lock()
@@ -468,7 +507,10 @@ func (a *appender) AppendExemplar(_ storage.SeriesRef, lset labels.Labels, e exe
 	if lset.IsEmpty() {
 		return 0, fmt.Errorf("%w: exemplar of an empty label set", ErrInvalid)
 	}
-	s, _ := a.db.metrics.getOrCreate(lset)
+	s, err := a.db.metrics.getOrCreate(lset)
+	if err != nil {
+		return 0, err
+	}
 	a.exemplars = append(a.exemplars, pendingExemplar{s: s, e: e})
 	return storage.SeriesRef(s.ref), nil
 }

@@ -58,11 +58,7 @@ func (h *metricsHead) replay(g walGen) error {
 		}
 		for _, ws := range series {
 			if h.byRef[ws.ref] == nil {
-				s := newMemSeries(ws.ref, ws.lset)
-				hash := ws.lset.Hash()
-				h.byHash[hash] = append(h.byHash[hash], s)
-				h.byRef[ws.ref] = s
-				h.index(s)
+				h.add(ws.ref, ws.lset, ws.lset.Hash()).lastAppend.Store(h.db.opts.Now().UnixNano())
 			}
 			h.nextRef.Store(max(h.nextRef.Load(), ws.ref))
 		}
@@ -153,7 +149,7 @@ func (db *DB) CheckpointMetrics() error {
 	h := db.metrics
 	// The new generation starts with every series the head knows, so that
 	// its records can be replayed without the old one.
-	return checkpoint(&h.state, h.wal, h.seriesRecord, h.cutAll, db.writeChunks)
+	return checkpoint(&h.state, h.wal, h.removeIdle, h.seriesRecord, h.cutAll, db.writeChunks)
 }
 
 // closeMetrics stops commits, writes every open chunk to the head partition,

@@ -72,6 +72,14 @@ type Options struct {
 	// LogWALBytes starts a log checkpoint early once the WAL generation
 	// holds this many bytes, which bounds the log WAL on disk.
 	LogWALBytes int64
+	// Limits bound what the heads take in (labels, active series and
+	// streams); see Limits.
+	Limits Limits
+	// HeadIdleTimeout is how long a series or stream stays in the head
+	// with nothing written to it; then a checkpoint removes it (and the
+	// next WAL generation no longer names it), so memory follows the active
+	// series, not every series ever seen.
+	HeadIdleTimeout time.Duration
 	// SearchAttributes are the span and resource attributes indexed for
 	// trace search (service.name and span names always are).
 	SearchAttributes []string
@@ -105,6 +113,9 @@ func DefaultOptions(dir string) Options {
 		LogHeadBytes:          64 << 20,
 		LogCheckpointInterval: 15 * time.Minute,
 		LogWALBytes:           256 << 20,
+
+		Limits:          DefaultLimits(),
+		HeadIdleTimeout: DefaultHeadIdleTimeout,
 
 		SearchAttributes: DefaultSearchAttributes,
 	}
@@ -145,6 +156,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("store: log WAL size %d is below 1 MiB", o.LogWALBytes)
 	case o.BlockCacheBytes < 0:
 		return fmt.Errorf("store: block cache size %d is negative", o.BlockCacheBytes)
+	case o.HeadIdleTimeout <= 0:
+		return fmt.Errorf("store: head idle timeout %s is not positive", o.HeadIdleTimeout)
 	}
-	return nil
+	return o.Limits.Validate()
 }

@@ -282,16 +282,19 @@ type headState struct {
 }
 
 // checkpoint bounds a WAL: under h.mu held exclusively, so that every
-// commit to the old generation has been applied to the head, a new
-// generation starts with first() and the head is cut; then what was cut is
+// commit to the old generation has been applied to the head, idle series
+// or streams are removed, a new generation starts with first() and the
+// head is cut; then what was cut is
 // written and the old generations deleted. If writing fails, they stay
 // until a later checkpoint succeeds, and replay on the next open.
-func checkpoint[T any](h *headState, w *walLog, first func() walFirst, cut func() T, write func(T) error) error {
+func checkpoint[T any](h *headState, w *walLog, removeIdle func(), first func() walFirst, cut func() T, write func(T) error) error {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
 		return ErrClosed
 	}
+	// Idle series or streams leave before the new generation names them.
+	removeIdle()
 	r, err := w.rotate(first())
 	if err != nil {
 		h.mu.Unlock()

@@ -17,6 +17,7 @@ import (
 	"github.com/lumenobs/lumen/ingest/promrw"
 	"github.com/lumenobs/lumen/ingest/spanmetrics"
 	"github.com/lumenobs/lumen/query"
+	"github.com/lumenobs/lumen/store"
 )
 
 // Config is everything `lumen serve` can be told. Sources apply in order:
@@ -35,6 +36,11 @@ type Config struct {
 	// RejectOlderThan refuses samples and log lines older than this; 0:
 	// the retention; negative: only those before 1970.
 	RejectOlderThan Duration `yaml:"reject_older_than"`
+	// Limits bound what the store's heads take in (docs/limits.md).
+	Limits store.Limits `yaml:"limits"`
+	// HeadIdleTimeout is how long a series or stream with nothing written
+	// to it stays in memory.
+	HeadIdleTimeout Duration `yaml:"head_idle_timeout"`
 	// OutOfOrderWindow is how late a metric sample may arrive (relative to
 	// its series' newest) and still be stored.
 	OutOfOrderWindow Duration           `yaml:"out_of_order_window"`
@@ -158,6 +164,8 @@ func DefaultConfig() Config {
 		SpanMetrics:       spanmetrics.DefaultConfig(),
 		PromQL:            query.DefaultPromConfig(),
 		LogQL:             query.DefaultLokiConfig(),
+		Limits:            store.DefaultLimits(),
+		HeadIdleTimeout:   Duration(store.DefaultHeadIdleTimeout),
 		Traces:            query.DefaultTraceConfig(),
 		HTTP:              DefaultHTTPConfig(),
 		Log:               LogConfig{Format: "console", Level: "info"},
@@ -179,7 +187,10 @@ func (c Config) Validate() error {
 	case c.ShutdownTimeout <= 0:
 		return fmt.Errorf("shutdown_timeout %s is not positive", c.ShutdownTimeout)
 	}
-	for _, v := range []interface{ Validate() error }{c.PromQL, c.LogQL, c.Traces, c.HTTP, c.RemoteWrite} {
+	if c.HeadIdleTimeout <= 0 {
+		return fmt.Errorf("head_idle_timeout %s is not positive", c.HeadIdleTimeout)
+	}
+	for _, v := range []interface{ Validate() error }{c.PromQL, c.LogQL, c.Traces, c.HTTP, c.RemoteWrite, c.Limits} {
 		if err := v.Validate(); err != nil {
 			return err
 		}
@@ -233,6 +244,9 @@ func settings() []setting[Config] {
 			return nil
 		}, false},
 		{"reject-older-than", "LUMEN_REJECT_OLDER_THAN", "refuse samples and log lines older than this, e.g. 14d (0: the retention; negative: only those before 1970)", func(c *Config, v string) error { return c.RejectOlderThan.parse(v) }, false},
+		{"max-active-series", "LUMEN_MAX_ACTIVE_SERIES", "metric series in memory at once; a new one past it is refused (400) (0: none)", integer(func(c *Config) *int { return &c.Limits.MaxActiveSeries }), false},
+		{"max-active-streams", "LUMEN_MAX_ACTIVE_STREAMS", "log streams in memory at once; a new one past it is refused (400) (0: none)", integer(func(c *Config) *int { return &c.Limits.MaxActiveStreams }), false},
+		{"head-idle-timeout", "LUMEN_HEAD_IDLE_TIMEOUT", "how long a series or stream with nothing written to it stays in memory", func(c *Config, v string) error { return c.HeadIdleTimeout.parse(v) }, false},
 		{"log-format", "LUMEN_LOG_FORMAT", "console or json", str(func(c *Config) *string { return &c.Log.Format }), false},
 		{"log-level", "LUMEN_LOG_LEVEL", "debug, info, warn or error", str(func(c *Config) *string { return &c.Log.Level }), false},
 		{"pprof", "LUMEN_PPROF", "serve /debug/pprof on the HTTP port", boolean(func(c *Config) *bool { return &c.Pprof }), true},

@@ -587,6 +587,15 @@ func TestOperationalEndpoints(t *testing.T) {
 		`lumen_http_request_duration_seconds_count{code="200",handler="/api/v1/traces/{trace_id}"} 1`,
 		`lumen_store_partitions 1`,
 		`lumen_store_disk_bytes `,
+		`lumen_store_disk_full 0`,
+		`lumen_store_min_free_disk_bytes `,
+		`lumen_store_free_disk_bytes `,
+		`lumen_store_writes_refused_disk_full_total 0`,
+		`lumen_head_series `,
+		`lumen_head_streams 0`,
+		`lumen_head_series_removed_total 0`,
+		`lumen_spanmetrics_keys 2`,
+		`lumen_spanmetrics_overflow_spans_total 0`,
 		`go_goroutines `,
 	} {
 		require.Contains(t, body, want)

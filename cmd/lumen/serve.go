@@ -115,6 +115,8 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 	so.MaxDiskBytes = int64(cfg.MaxDiskBytes)
 	so.MinFreeDiskBytes = cfg.minFreeDiskBytes()
 	so.RejectOlderThan = time.Duration(cfg.RejectOlderThan)
+	so.Limits = cfg.Limits
+	so.HeadIdleTimeout = time.Duration(cfg.HeadIdleTimeout)
 	so.MetricsOutOfOrderWindow = time.Duration(cfg.OutOfOrderWindow)
 	so.Logger = log.Named("store")
 	db, err := store.Open(so)
@@ -137,6 +139,7 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 	genDone := make(chan struct{})
 	if cfg.SpanMetrics.Enabled {
 		gen = spanmetrics.New(cfg.SpanMetrics, db, log)
+		reg.MustRegister(spanMetricsMetrics(gen)...)
 		traces = observingWriter{DB: db, gen: gen}
 		gctx, stopGen := context.WithCancel(context.Background())
 		go func() { defer close(genDone); gen.Run(gctx) }()
@@ -303,6 +306,6 @@ func registerStoreMetrics(reg prometheus.Registerer, db *store.DB) {
 			Help: "Time partitions in the store.",
 		}, func() float64 { return float64(len(stats().Partitions)) }),
 		newWALSkipCollector(db),
-		newDiskCollector(db),
 	)
+	reg.MustRegister(headAndDiskMetrics(db)...)
 }

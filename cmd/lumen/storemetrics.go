@@ -3,6 +3,7 @@ package main
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/lumenobs/lumen/ingest/spanmetrics"
 	"github.com/lumenobs/lumen/store"
 )
 
@@ -26,36 +27,52 @@ func (c walSkipCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// diskCollector exposes the free-space floor's state, read when scraped.
-type diskCollector struct {
-	db                       *store.DB
-	free, floor, full, refus *prometheus.Desc
+func gaugeFunc(name, help string, f func() float64) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 }
 
-func newDiskCollector(db *store.DB) prometheus.Collector {
-	return diskCollector{db: db,
-		free:  prometheus.NewDesc("lumen_store_free_disk_bytes", "Free bytes on the data dir's file system, as last read by the write path.", nil, nil),
-		floor: prometheus.NewDesc("lumen_store_min_free_disk_bytes", "The free-space floor (--min-free-disk-bytes): below it writes are refused with 507.", nil, nil),
-		full:  prometheus.NewDesc("lumen_store_disk_full", "1 while writes are refused because free space is below the floor.", nil, nil),
-		refus: prometheus.NewDesc("lumen_store_writes_refused_disk_full_total", "Writes refused because free space was below the floor.", nil, nil),
+func counterFunc(name, help string, f func() float64) prometheus.Collector {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f)
+}
+
+// headAndDiskMetrics expose the free-space floor's state and what the
+// heads hold, read when scraped.
+func headAndDiskMetrics(db *store.DB) []prometheus.Collector {
+	disk := func(f func(store.DiskStatus) float64) func() float64 { return func() float64 { return f(db.DiskStatus()) } }
+	head := func(f func(store.HeadStats) float64) func() float64 { return func() float64 { return f(db.HeadStats()) } }
+	return []prometheus.Collector{
+		gaugeFunc("lumen_store_free_disk_bytes", "Free bytes on the data dir's file system, as last read by the write path.",
+			disk(func(s store.DiskStatus) float64 { return float64(s.FreeBytes) })),
+		gaugeFunc("lumen_store_min_free_disk_bytes", "The free-space floor (--min-free-disk-bytes): below it writes are refused with 507.",
+			disk(func(s store.DiskStatus) float64 { return float64(s.FloorBytes) })),
+		gaugeFunc("lumen_store_disk_full", "1 while writes are refused because free space is below the floor.",
+			disk(func(s store.DiskStatus) float64 { return map[bool]float64{true: 1}[s.Full] })),
+		counterFunc("lumen_store_writes_refused_disk_full_total", "Writes refused because free space was below the floor.",
+			disk(func(s store.DiskStatus) float64 { return float64(s.Refused) })),
+		gaugeFunc("lumen_head_series", "Metric series in memory (limit: --max-active-series).",
+			head(func(s store.HeadStats) float64 { return float64(s.Series) })),
+		gaugeFunc("lumen_head_streams", "Log streams in memory (limit: --max-active-streams).",
+			head(func(s store.HeadStats) float64 { return float64(s.Streams) })),
+		counterFunc("lumen_head_series_removed_total", "Idle metric series removed from memory (--head-idle-timeout).",
+			head(func(s store.HeadStats) float64 { return float64(s.SeriesRemoved) })),
+		counterFunc("lumen_head_streams_removed_total", "Idle log streams removed from memory (--head-idle-timeout).",
+			head(func(s store.HeadStats) float64 { return float64(s.StreamsRemoved) })),
 	}
 }
 
-func (c diskCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.free
-	ch <- c.floor
-	ch <- c.full
-	ch <- c.refus
-}
-
-func (c diskCollector) Collect(ch chan<- prometheus.Metric) {
-	st := c.db.DiskStatus()
-	full := 0.0
-	if st.Full {
-		full = 1
+// spanMetricsMetrics expose the span metrics generator's counts.
+func spanMetricsMetrics(gen *spanmetrics.Generator) []prometheus.Collector {
+	st := func(f func(spanmetrics.Stats) float64) func() float64 { return func() float64 { return f(gen.Stats()) } }
+	return []prometheus.Collector{
+		gaugeFunc("lumen_spanmetrics_keys", "RED keys (service, span name, kind, status) kept, up to span_metrics.max_series.",
+			st(func(s spanmetrics.Stats) float64 { return float64(s.Keys) })),
+		gaugeFunc("lumen_spanmetrics_edges", "Service-graph edges kept, up to span_metrics.max_series.",
+			st(func(s spanmetrics.Stats) float64 { return float64(s.Edges) })),
+		counterFunc("lumen_spanmetrics_overflow_spans_total", `Spans and edges counted in the otel_metric_overflow="true" series because span_metrics.max_series was reached.`,
+			st(func(s spanmetrics.Stats) float64 { return float64(s.Overflow) })),
+		counterFunc("lumen_spanmetrics_unpaired_spans_dropped_total", "Spans the service graph could not keep waiting for their partner (span_metrics.max_pending).",
+			st(func(s spanmetrics.Stats) float64 { return float64(s.Dropped) })),
+		counterFunc("lumen_spanmetrics_keys_expired_total", "RED keys and edges removed after span_metrics.stale_after with no span.",
+			st(func(s spanmetrics.Stats) float64 { return float64(s.Expired) })),
 	}
-	ch <- prometheus.MustNewConstMetric(c.free, prometheus.GaugeValue, float64(st.FreeBytes))
-	ch <- prometheus.MustNewConstMetric(c.floor, prometheus.GaugeValue, float64(st.FloorBytes))
-	ch <- prometheus.MustNewConstMetric(c.full, prometheus.GaugeValue, full)
-	ch <- prometheus.MustNewConstMetric(c.refus, prometheus.CounterValue, float64(st.Refused))
 }

@@ -86,6 +86,9 @@ type Writer interface {
 	// CheckTime refuses a line time the store does not keep (too old,
 	// too far ahead), naming it.
 	CheckTime(t int64) error
+	// ValidateStream refuses a stream's labels as Loki does and past the
+	// label limits, naming the limit.
+	ValidateStream(lset labels.Labels) error
 }
 
 // Handler serves POST /loki/api/v1/push.
@@ -362,7 +365,7 @@ func (h *Handler) check(streams []stream) (good []store.LogStream, refused int, 
 				continue
 			}
 		}
-		if err := store.ValidateStreamLabels(lset); err != nil {
+		if err := h.w.ValidateStream(lset); err != nil {
 			refused += len(s.Entries)
 			note("stream %d %s: %v", i, lset, err)
 			continue

@@ -45,19 +45,28 @@ type Config struct {
 	EdgeWait time.Duration `yaml:"edge_wait"`
 	// MaxPending bounds the spans kept waiting for a partner.
 	MaxPending int `yaml:"max_pending"`
-	// MaxSeries bounds the RED series and graph edges kept.
+	// MaxSeries bounds the RED keys (service, span name, kind, status) and
+	// the graph edges kept, each; a key is 19 series (a counter and a
+	// histogram). Past it, spans of new keys are counted in one overflow
+	// key labelled otel_metric_overflow="true" — the Collector's
+	// aggregation_cardinality_limit — and in
+	// lumen_spanmetrics_overflow_spans_total.
 	MaxSeries int `yaml:"max_series"`
+	// StaleAfter is how long a key that takes no span is kept: then it is
+	// no longer written and leaves memory (Tempo's metrics-generator
+	// stale_duration).
+	StaleAfter time.Duration `yaml:"stale_after"`
 }
 
 // DefaultConfig: on, written every 15 s.
 func DefaultConfig() Config {
-	return Config{Enabled: true, Interval: 15 * time.Second, EdgeWait: 10 * time.Second, MaxPending: 100_000, MaxSeries: 20_000}
+	return Config{Enabled: true, Interval: 15 * time.Second, EdgeWait: 10 * time.Second, MaxPending: 100_000, MaxSeries: 20_000, StaleAfter: 15 * time.Minute}
 }
 
 // Validate reports the first setting that cannot work.
 func (c Config) Validate() error {
-	if c.Enabled && (c.Interval <= 0 || c.EdgeWait <= 0 || c.MaxPending < 1 || c.MaxSeries < 1) {
-		return fmt.Errorf("span_metrics: interval %s, edge_wait %s, max_pending %d and max_series %d must be positive", c.Interval, c.EdgeWait, c.MaxPending, c.MaxSeries)
+	if c.Enabled && (c.Interval <= 0 || c.EdgeWait <= 0 || c.MaxPending < 1 || c.MaxSeries < 1 || c.StaleAfter <= 0) {
+		return fmt.Errorf("span_metrics: interval %s, edge_wait %s, max_pending %d, max_series %d and stale_after %s must be positive", c.Interval, c.EdgeWait, c.MaxPending, c.MaxSeries, c.StaleAfter)
 	}
 	return nil
 }
@@ -140,22 +149,26 @@ type redKey struct {
 	service, name string
 	kind          ptrace.SpanKind
 	err           bool
+	overflow      bool // the key of every span past MaxSeries
 }
 
 type red struct {
 	calls    uint64
 	duration *histogram
 	last     exemplarSpan
+	updated  time.Time
 }
 
 type edgeKey struct {
 	client, server, conn string
+	overflow             bool
 }
 
 type edge struct {
 	requests, failed uint64
 	server, client   *histogram
 	last             exemplarSpan
+	updated          time.Time
 }
 
 type pendKey struct {
@@ -203,7 +216,25 @@ type Generator struct {
 	edges    map[edgeKey]*edge
 	cur, old generation
 	rotated  time.Time
-	dropped  uint64 // series or spans left out at the bounds
+	dropped  uint64 // spans left out of the service graph at MaxPending
+	overflow uint64 // spans counted in an overflow key
+	expired  uint64 // keys removed as stale
+}
+
+// Stats is what the generator holds and what it left out.
+type Stats struct {
+	Keys, Edges int
+	// Overflow counts spans (and edges) counted in the overflow key
+	// because MaxSeries was reached; Dropped, spans the service graph
+	// could not wait for (MaxPending); Expired, keys removed as stale.
+	Overflow, Dropped, Expired uint64
+}
+
+// Stats reports the generator's counts.
+func (g *Generator) Stats() Stats {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return Stats{Keys: len(g.red), Edges: len(g.edges), Overflow: g.overflow, Dropped: g.dropped, Expired: g.expired}
 }
 
 // New returns a generator writing to app.
@@ -225,16 +256,18 @@ func (g *Generator) Observe(spans []Span) {
 	defer g.mu.Unlock()
 	for i := range spans {
 		s := &spans[i]
-		k := redKey{s.Service, s.Name, s.Kind, s.Error}
+		k := redKey{service: s.Service, name: s.Name, kind: s.Kind, err: s.Error}
 		r := g.red[k]
+		if r == nil && len(g.red) >= g.cfg.MaxSeries {
+			g.overflow++
+			k = redKey{overflow: true}
+			r = g.red[k]
+		}
 		if r == nil {
-			if len(g.red) >= g.cfg.MaxSeries {
-				g.dropped++
-				continue
-			}
 			r = &red{duration: newHistogram()}
 			g.red[k] = r
 		}
+		r.updated = now
 		r.calls++
 		e := exemplarOf(s)
 		r.duration.observe(s.seconds(), e)
@@ -296,16 +329,18 @@ func (g *Generator) edge(parent, child spanSide) {
 	default:
 		conn = "virtual_node"
 	}
-	k := edgeKey{parent.service, child.service, conn}
+	k := edgeKey{client: parent.service, server: child.service, conn: conn}
 	e := g.edges[k]
+	if e == nil && len(g.edges) >= g.cfg.MaxSeries {
+		g.overflow++
+		k = edgeKey{overflow: true}
+		e = g.edges[k]
+	}
 	if e == nil {
-		if len(g.edges) >= g.cfg.MaxSeries {
-			g.dropped++
-			return
-		}
 		e = &edge{server: newHistogram(), client: newHistogram()}
 		g.edges[k] = e
 	}
+	e.updated = g.now()
 	e.requests++
 	// A client span is the call itself, so its error fails the call; a
 	// parent of another kind may fail for reasons of its own.
@@ -350,6 +385,7 @@ func (g *Generator) Flush(ctx context.Context) error {
 	if now.Sub(g.rotated) > g.cfg.EdgeWait {
 		g.old, g.cur, g.rotated = g.cur, newGeneration(), now
 	}
+	g.expire(now)
 	app := g.app.Appender(ctx)
 	w := writer{app: app, ts: ts}
 	for k, r := range g.red {
@@ -358,12 +394,18 @@ func (g *Generator) Flush(ctx context.Context) error {
 			status = "STATUS_CODE_ERROR"
 		}
 		base := []string{"service", k.service, "span_name", k.name, "span_kind", kindNames[k.kind], "status_code", status}
+		if k.overflow {
+			base = overflowLabels
+		}
 		w.counter("traces_spanmetrics_calls_total", base, float64(r.calls), r.last)
 		w.histogram("traces_spanmetrics_duration_seconds", base, r.duration)
 		r.last = exemplarSpan{}
 	}
 	for k, e := range g.edges {
 		base := []string{"client", k.client, "server", k.server, "connection_type", k.conn}
+		if k.overflow {
+			base = overflowLabels
+		}
 		w.counter("traces_service_graph_request_total", base, float64(e.requests), e.last)
 		w.counter("traces_service_graph_request_failed_total", base, float64(e.failed), exemplarSpan{})
 		w.histogram("traces_service_graph_request_server_seconds", base, e.server)
@@ -379,6 +421,30 @@ func (g *Generator) Flush(ctx context.Context) error {
 		return fmt.Errorf("write span metrics: %w", err)
 	}
 	return nil
+}
+
+// overflowLabels name the overflow key's series, as the Collector's
+// aggregation_cardinality_limit names its (otel.metric.overflow, in
+// Prometheus' characters).
+var overflowLabels = []string{"otel_metric_overflow", "true"}
+
+// expire removes the keys and edges that took nothing for StaleAfter; g.mu
+// is held. Their series are no longer written, so they go stale in PromQL
+// five minutes later, as a target's series do when it goes away.
+func (g *Generator) expire(now time.Time) {
+	horizon := now.Add(-g.cfg.StaleAfter)
+	for k, r := range g.red {
+		if r.updated.Before(horizon) {
+			delete(g.red, k)
+			g.expired++
+		}
+	}
+	for k, e := range g.edges {
+		if e.updated.Before(horizon) {
+			delete(g.edges, k)
+			g.expired++
+		}
+	}
 }
 
 // writer appends series, keeping the first error.

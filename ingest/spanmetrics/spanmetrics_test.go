@@ -34,8 +34,8 @@ func TestEdgesPairInAnyOrderAndExpire(t *testing.T) {
 	// A producer and its consumer; and a parent whose child never comes.
 	g.Observe([]Span{sp(2, 1, 0, "orders", ptrace.SpanKindProducer, false), sp(2, 2, 1, "mailer", ptrace.SpanKindConsumer, false)})
 	g.Observe([]Span{sp(3, 5, 4, "lonely", ptrace.SpanKindServer, false)})
-	require.Equal(t, map[edgeKey]uint64{{"web", "api", ""}: 1, {"orders", "mailer", "messaging_system"}: 1}, requests(g))
-	require.Equal(t, uint64(1), g.edges[edgeKey{"web", "api", ""}].failed)
+	require.Equal(t, map[edgeKey]uint64{{client: "web", server: "api"}: 1, {client: "orders", server: "mailer", conn: "messaging_system"}: 1}, requests(g))
+	require.Equal(t, uint64(1), g.edges[edgeKey{client: "web", server: "api"}].failed)
 
 	// Past twice the wait, unpaired spans are forgotten: a parent
 	// arriving now makes no edge.
@@ -59,7 +59,11 @@ func TestEdgesPairInAnyOrderAndExpire(t *testing.T) {
 	require.Equal(t, 2, n)
 }
 
-func TestSeriesAreBounded(t *testing.T) {
+// Past MaxSeries, spans of new keys are counted in one overflow key,
+// written as otel_metric_overflow="true" series, not dropped silently;
+// keys that take no span for StaleAfter leave memory and are no longer
+// written.
+func TestSeriesAreBoundedAndExpire(t *testing.T) {
 	o := store.DefaultOptions(t.TempDir())
 	db, err := store.Open(o)
 	require.NoError(t, err)
@@ -67,9 +71,39 @@ func TestSeriesAreBounded(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.MaxSeries = 2
 	g := New(cfg, db, nil)
-	g.Observe([]Span{sp(1, 1, 0, "a", ptrace.SpanKindServer, false), sp(1, 2, 0, "b", ptrace.SpanKindServer, false), sp(1, 3, 0, "c", ptrace.SpanKindServer, false)})
-	require.Len(t, g.red, 2)
-	require.Equal(t, uint64(1), g.dropped)
+	now := time.Now().Add(-time.Hour)
+	g.now = func() time.Time { return now }
+	g.Observe([]Span{sp(1, 1, 0, "a", ptrace.SpanKindServer, false), sp(1, 2, 0, "b", ptrace.SpanKindServer, false),
+		sp(1, 3, 0, "c", ptrace.SpanKindServer, false), sp(1, 4, 0, "d", ptrace.SpanKindServer, false)})
+	require.Len(t, g.red, 3, "two keys and the overflow key")
+	require.Equal(t, uint64(2), g.Stats().Overflow)
+	require.NoError(t, g.Flush(context.Background()))
+	calls := func() map[string]float64 {
+		q, err := db.Querier(0, time.Now().UnixMilli())
+		require.NoError(t, err)
+		defer q.Close()
+		set := q.Select(context.Background(), false, nil, labels.MustNewMatcher(labels.MatchEqual, "__name__", "traces_spanmetrics_calls_total"))
+		out := map[string]float64{}
+		for set.Next() {
+			it := set.At().Iterator(nil)
+			for it.Next() != 0 {
+				_, v := it.At()
+				out[set.At().Labels().String()] = v
+			}
+		}
+		return out
+	}
+	got := calls()
+	require.Len(t, got, 3)
+	require.Equal(t, 2.0, got[`{__name__="traces_spanmetrics_calls_total", otel_metric_overflow="true"}`])
+
+	now = now.Add(cfg.StaleAfter / 2)
+	g.Observe([]Span{sp(2, 1, 0, "a", ptrace.SpanKindServer, false)})
+	now = now.Add(cfg.StaleAfter/2 + time.Second)
+	require.NoError(t, g.Flush(context.Background()))
+	st := g.Stats()
+	require.Equal(t, 1, st.Keys, "only the key that took a span is left")
+	require.Equal(t, uint64(2), st.Expired)
 }
 
 func requests(g *Generator) map[edgeKey]uint64 {

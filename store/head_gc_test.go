@@ -1,0 +1,147 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/stretchr/testify/require"
+)
+
+// Churned series and streams (every rollout brings new pod names) leave
+// the head once idle, so the head follows the active ones; their data
+// stays readable from the partitions, and a restart does not bring them
+// back.
+func TestIdleSeriesAndStreamsLeaveTheHead(t *testing.T) {
+	dir := t.TempDir()
+	clk := &fakeDisk{free: 100 << 30, now: walT0}
+	db, o := openOnFakeDisk(t, dir, clk, func(o *Options) { o.HeadIdleTimeout = time.Hour })
+	const perRound, rounds = 500, 4
+	for r := range rounds {
+		ts := clk.Now()
+		a := db.Appender(context.Background())
+		var streams []LogStream
+		for i := range perRound {
+			pod := fmt.Sprintf("pod-%d-%d", r, i)
+			_, err := a.Append(0, labels.FromStrings("__name__", "up", "pod", pod), ts.UnixMilli(), float64(r))
+			require.NoError(t, err)
+			streams = append(streams, LogStream{Labels: labels.FromStrings("pod", pod), Entries: []LogEntry{{T: ts.UnixNano(), Line: "started"}}})
+		}
+		require.NoError(t, a.Commit())
+		require.NoError(t, db.WriteLogStreams(context.Background(), streams))
+		// Two checkpoints an idle period apart: the first writes the
+		// round's data, the second finds the older rounds idle.
+		require.NoError(t, db.CheckpointMetrics())
+		require.NoError(t, db.CheckpointLogs())
+		clk.set(100 << 30)
+		clk.mu.Lock()
+		clk.now = clk.now.Add(61 * time.Minute)
+		clk.mu.Unlock()
+		require.NoError(t, db.CheckpointMetrics())
+		require.NoError(t, db.CheckpointLogs())
+		st := db.HeadStats()
+		require.Zero(t, st.Series, "round %d: every series is idle an hour later", r)
+		require.Zero(t, st.Streams, "round %d", r)
+	}
+	st := db.HeadStats()
+	require.Equal(t, uint64(perRound*rounds), st.SeriesRemoved)
+	require.Equal(t, uint64(perRound*rounds), st.StreamsRemoved)
+	require.Len(t, floats(t, db, "up"), perRound*rounds, "removed series are still read from the partitions")
+	got, err := db.SelectLogs(context.Background(), LogSelect{Start: walT0.UnixNano(), End: clk.Now().UnixNano(),
+		Matchers: []*labels.Matcher{labels.MustNewMatcher(labels.MatchRegexp, "pod", "pod-.*")}})
+	require.NoError(t, err)
+	require.Len(t, got, perRound*rounds)
+
+	// A removed series that comes back continues under a new ref; reads
+	// merge it with its past.
+	back := labels.FromStrings("__name__", "up", "pod", "pod-0-7")
+	a := db.Appender(context.Background())
+	_, err = a.Append(0, back, clk.Now().UnixMilli(), 9)
+	require.NoError(t, err)
+	require.NoError(t, a.Commit())
+	require.Equal(t, []float64{0, 9}, floats(t, db, "up")[back.String()])
+	require.Equal(t, 1, db.HeadStats().Series)
+
+	db.abandon(t)
+	db, err = Open(o)
+	require.NoError(t, err)
+	defer db.Close()
+	require.Equal(t, 1, db.HeadStats().Series, "the WAL names only the series still in the head")
+	require.Equal(t, []float64{0, 9}, floats(t, db, "up")[back.String()])
+}
+
+// A series used within the idle timeout stays, and so does one holding
+// unwritten samples.
+func TestActiveSeriesStay(t *testing.T) {
+	clk := &fakeDisk{free: 100 << 30, now: walT0}
+	db, _ := openOnFakeDisk(t, t.TempDir(), clk, func(o *Options) { o.HeadIdleTimeout = time.Hour })
+	defer db.Close()
+	a := db.Appender(context.Background())
+	_, err := a.Append(0, labels.FromStrings("__name__", "up", "job", "a"), walT0.UnixMilli(), 1)
+	require.NoError(t, err)
+	require.NoError(t, a.Commit())
+	clk.mu.Lock()
+	clk.now = clk.now.Add(59 * time.Minute)
+	clk.mu.Unlock()
+	require.NoError(t, db.CheckpointMetrics())
+	require.NoError(t, db.CheckpointMetrics())
+	require.Equal(t, 1, db.HeadStats().Series)
+}
+
+func TestHeadLimits(t *testing.T) {
+	clk := &fakeDisk{free: 100 << 30, now: walT0}
+	db, _ := openOnFakeDisk(t, t.TempDir(), clk, func(o *Options) {
+		o.Limits.MaxActiveSeries = 5
+		o.Limits.MaxSeriesPerMetric = 3
+		o.Limits.MaxActiveStreams = 2
+		o.Limits.MaxLabelNamesPerSeries = 4
+		o.Limits.MaxLabelNamesPerStream = 2
+		o.Limits.MaxLabelValueLength = 10
+	})
+	defer db.Close()
+	appendOne := func(ls ...string) error {
+		a := db.Appender(context.Background())
+		_, err := a.Append(0, labels.FromStrings(ls...), walT0.UnixMilli(), 1)
+		if err != nil {
+			_ = a.Rollback()
+			return err
+		}
+		return a.Commit()
+	}
+	for i := range 3 {
+		require.NoError(t, appendOne("__name__", "a", "i", fmt.Sprint(i)))
+	}
+	for _, tc := range []struct {
+		ls   []string
+		want string
+	}{
+		{[]string{"__name__", "a", "i", "3"}, `metric "a" has 3 series in the head, the limit (max_series_per_metric)`},
+		{[]string{"__name__", "b", "w", "x", "y", "z", "q", "r", "s", "t"}, "has 5 labels, more than the limit of 4 (max_label_names_per_series)"},
+		{[]string{"__name__", "b", "w", strings.Repeat("v", 11)}, `value of label "w" is 11 bytes, longer than the limit of 10 (max_label_value_length)`},
+	} {
+		err := appendOne(tc.ls...)
+		require.ErrorIs(t, err, ErrLimit)
+		require.ErrorContains(t, err, tc.want)
+	}
+	require.NoError(t, appendOne("__name__", "b", "i", "0"))
+	require.NoError(t, appendOne("__name__", "c", "i", "0"))
+	err := appendOne("__name__", "d", "i", "0")
+	require.ErrorIs(t, err, ErrLimit)
+	require.ErrorContains(t, err, "the head holds 5 series, the limit (max_active_series)")
+	require.NoError(t, appendOne("__name__", "a", "i", "1"), "existing series go on")
+
+	line := func(app string) LogStream {
+		return LogStream{Labels: labels.FromStrings("app", app), Entries: []LogEntry{{T: walT0.UnixNano(), Line: "x"}}}
+	}
+	require.NoError(t, db.WriteLogStreams(context.Background(), []LogStream{line("a"), line("b")}))
+	err = db.WriteLogStreams(context.Background(), []LogStream{line("a"), line("c")})
+	require.ErrorIs(t, err, ErrLimit)
+	require.ErrorContains(t, err, "1 lines refused, the others stored")
+	require.ErrorContains(t, err, "the head holds 2 streams, the limit (max_active_streams)")
+	err = db.WriteLogStreams(context.Background(), []LogStream{{Labels: labels.FromStrings("a", "1", "b", "2", "c", "3"), Entries: line("x").Entries}})
+	require.ErrorIs(t, err, ErrLimit)
+	require.ErrorContains(t, err, "has 3 labels, more than the limit of 2 (max_label_names_per_stream)")
+}
