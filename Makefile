@@ -7,7 +7,7 @@ FUZZTIME  ?= 20s
 BENCHTIME ?= 1x
 PKGS      := ./...
 
-.PHONY: all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image
+.PHONY: all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
 
 all: build
 
@@ -24,6 +24,13 @@ run: build
 ## embedded UI; the release binary is checked to be static)
 test: vet lint ui-test build
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+## chaos: the long chaos suite on the real server (RELIABILITY.md): 200
+## kill -9 cycles under mixed load, a disk that fills (a tmpfs: needs
+## root), 1M series and 100k streams of churn, a minute of overload with 64
+## slow clients; `make test` runs the same tests short
+chaos:
+	LUMEN_CHAOS=long $(GO) test -count=1 -timeout 90m -run '^TestChaos' -v ./cmd/lumen/
 
 ## image: the container image (deploy/Dockerfile), where a Docker engine runs
 image:

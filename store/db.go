@@ -86,6 +86,7 @@ func Open(o Options) (*DB, error) {
 	if db.disk, err = newDiskGuard(o); err != nil {
 		return nil, err
 	}
+	db.disk.reserve = db.headReserve
 	if err := db.openPartitions(); err != nil {
 		_ = db.closePartitions()
 		return nil, err

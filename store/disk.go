@@ -27,6 +27,11 @@ type diskGuard struct {
 	floor  int64 // 0: no floor
 	statfs func(dir string) (fsSpace, error)
 	now    func() time.Time
+	// reserve is what the heads hold in memory and will write at their
+	// next checkpoint: writes are refused while the free space, less
+	// that, is below the floor, so that what was admitted can always be
+	// written.
+	reserve func() int64
 
 	// lastCheck (unix ns) and written since it decide when to look again:
 	// every second, or sooner after a floor's eighth is written.
@@ -34,6 +39,7 @@ type diskGuard struct {
 	written   atomic.Int64
 	full      atomic.Bool
 	free      atomic.Int64
+	reserved  atomic.Int64
 	refused   atomic.Uint64
 
 	mu sync.Mutex // one statfs at a time
@@ -74,15 +80,20 @@ func (g *diskGuard) check() error {
 	g.free.Store(sp.free)
 	g.written.Store(0)
 	g.lastCheck.Store(g.now().UnixNano())
-	g.full.Store(g.floor > 0 && sp.free < g.floor)
+	var reserved int64
+	if g.reserve != nil {
+		reserved = g.reserve()
+	}
+	g.reserved.Store(reserved)
+	g.full.Store(g.floor > 0 && sp.free-reserved < g.floor)
 	return nil
 }
 
 // admit returns ErrDiskFull (wrapped, naming the floor) while the file
-// system is below the floor. It looks at the disk again when a second has
-// passed or an eighth of the floor was written since it last did, so
-// writes stop before the floor is gone and resume within a second of space
-// coming back.
+// system's free space, less what the heads will write, is below the floor.
+// It looks at the disk again when a second has passed or a sixteenth of the
+// floor was written since it last did, so writes stop before the floor is
+// gone and resume within a second of space coming back.
 func (g *diskGuard) admit() error {
 	if g.floor <= 0 {
 		return nil
@@ -92,31 +103,35 @@ func (g *diskGuard) admit() error {
 		return nil
 	}
 	g.refused.Add(1)
-	return fmt.Errorf("%w: %s free on the data dir's file system, below the floor of %s (--min-free-disk-bytes); writes resume when space returns",
-		ErrDiskFull, formatBytes(g.free.Load()), formatBytes(g.floor))
+	held := ""
+	if r := g.reserved.Load(); r > 0 {
+		held = fmt.Sprintf(" (%s of it kept for what memory holds)", formatBytes(r))
+	}
+	return fmt.Errorf("%w: %s free on the data dir's file system%s, below the floor of %s (--min-free-disk-bytes); writes resume when space returns",
+		ErrDiskFull, formatBytes(g.free.Load()), held, formatBytes(g.floor))
 }
 
-// admitFlush lets the head's own writes (checkpoints, full chunks and
-// blocks of requests already in the WAL) go on below the floor, down to
-// half of it: what they write is already bounded by the head's memory.
-// Below that they wait in the head and the WAL too, so nothing writes
-// into the last of the space.
-func (g *diskGuard) admitFlush() error {
+// admitFlush lets the head's own writes of size bytes (checkpoints, full
+// chunks and blocks of requests already in the WAL) go on below the floor,
+// as long as half of it is left after them: what they write is already
+// bounded by the head's memory. Otherwise they wait in the head and the WAL
+// too, so nothing writes into the last of the space.
+func (g *diskGuard) admitFlush(size int64) error {
 	if g.floor <= 0 {
 		return nil
 	}
 	g.refresh()
-	if free := g.free.Load(); free < g.floor/2 {
-		return fmt.Errorf("%w: %s free on the data dir's file system, below half the floor of %s: the head keeps its data until space returns",
-			ErrDiskFull, formatBytes(free), formatBytes(g.floor))
+	if free := g.free.Load(); free-size < g.floor/2 {
+		return fmt.Errorf("%w: %s free on the data dir's file system; writing %s would leave less than half the floor of %s: the head keeps its data until space returns",
+			ErrDiskFull, formatBytes(free), formatBytes(size), formatBytes(g.floor))
 	}
 	return nil
 }
 
-// refresh looks at the disk again when a second has passed or an eighth
-// of the floor has been written since it last did.
+// refresh looks at the disk again when a second has passed or a
+// sixteenth of the floor has been written since it last did.
 func (g *diskGuard) refresh() {
-	if g.now().UnixNano()-g.lastCheck.Load() >= int64(diskCheckEvery) || g.written.Load() >= g.floor/8 {
+	if g.now().UnixNano()-g.lastCheck.Load() >= int64(diskCheckEvery) || g.written.Load() >= g.floor/16 {
 		// A failed statfs leaves the last reading: the write finds out.
 		_ = g.check()
 	}
@@ -155,6 +170,20 @@ func (db *DB) DiskStatus() DiskStatus {
 // admitWrite is called by every write path before it writes: ErrDiskFull
 // below the floor.
 func (db *DB) admitWrite() error { return db.disk.admit() }
+
+// headReserve is what the heads will write at their next checkpoint: the
+// log head's open lines and about two bytes per metric sample since the
+// last checkpoint (XOR chunks take 1–2).
+func (db *DB) headReserve() int64 {
+	var n int64
+	if db.logs != nil {
+		n += db.logs.headBytes.Load()
+	}
+	if db.metrics != nil {
+		n += 2 * db.metrics.unwritten.Load()
+	}
+	return n
+}
 
 // wrote counts n bytes written, for the floor and the budget.
 func (db *DB) wrote(n int) {

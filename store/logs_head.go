@@ -488,13 +488,7 @@ func (db *DB) openLogs() error {
 		h.nextRef.Store(max(h.nextRef.Load(), ref))
 	}
 	h.wal = newWALLog(db, "log", logsWALDir)
-	flush := func() error {
-		if err := db.disk.admitFlush(); err != nil {
-			return err
-		}
-		return db.writeLogBlocks(h.cutAll())
-	}
-	if err := h.wal.recover(h.replay, flush, h.streamsRecord); err != nil {
+	if err := h.wal.recover(h.replay, func() error { return db.writeLogBlocks(h.cutAll()) }, h.streamsRecord); err != nil {
 		return err
 	}
 	db.every(db.opts.LogCheckpointInterval, nil, func() {

@@ -47,6 +47,9 @@ type metricsHead struct {
 	// checkpointing is set while a checkpoint started by the disk budget
 	// runs, so that one runs at a time.
 	checkpointing atomic.Bool
+	// unwritten counts the samples committed since the last checkpoint cut
+	// the head, for the disk floor's reserve.
+	unwritten atomic.Int64
 
 	state headState
 }
@@ -481,6 +484,7 @@ func (a *appender) Commit() error {
 			s.defined.ok.Store(true)
 		}
 	}
+	h.unwritten.Add(int64(len(a.samples)))
 	var cut []*cutChunk
 	window := a.db.opts.MetricsOutOfOrderWindow.Milliseconds()
 	for i, s := range a.series {

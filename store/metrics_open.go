@@ -24,13 +24,7 @@ func (db *DB) openMetrics() error {
 		}
 	}
 	h.wal = newWALLog(db, "metrics", metricsWALDir)
-	flush := func() error {
-		if err := db.disk.admitFlush(); err != nil {
-			return err
-		}
-		return db.writeChunks(h.cutAll())
-	}
-	if err := h.wal.recover(h.replay, flush, h.seriesRecord); err != nil {
+	if err := h.wal.recover(h.replay, func() error { return db.writeChunks(h.cutAll()) }, h.seriesRecord); err != nil {
 		return err
 	}
 	db.every(db.opts.MetricsCheckpointInterval, nil, func() {
@@ -88,6 +82,7 @@ func (h *metricsHead) replay(g walGen) error {
 
 // cutAll cuts every series' open chunk.
 func (h *metricsHead) cutAll() []*cutChunk {
+	h.unwritten.Store(0)
 	h.mu.RLock()
 	all := make([]*memSeries, 0, len(h.byRef))
 	for _, s := range h.byRef {

@@ -50,6 +50,10 @@ type partition struct {
 	// 0 while it holds nothing.
 	boundsMu           sync.Mutex
 	minNanos, maxNanos uint64
+	// boundsUnsure is set when a write whose batch carried a bounds record
+	// failed: the bounds in memory may be wider than those on disk, so the
+	// next write records them whole.
+	boundsUnsure atomic.Bool
 
 	// series caches the labels of the partition's metric series by ref:
 	// they never change once written, and queries that select many series
@@ -206,26 +210,26 @@ const boundsRounding = uint64(time.Minute)
 
 // widen extends the partition's event-time bounds to cover [lo, hi] (unix
 // ns), rounded out to the minute. It returns the bounds record to write with
-// the batch when they changed, or nil.
+// the batch when they changed (or a failed write may have left them
+// unrecorded), or nil.
 func (p *partition) widen(lo, hi uint64) []byte {
-	if lo == 0 && hi == 0 {
-		return nil
-	}
-	lo = lo / boundsRounding * boundsRounding
-	hi = (hi/boundsRounding + 1) * boundsRounding
 	p.boundsMu.Lock()
 	defer p.boundsMu.Unlock()
-	changed := false
-	if p.minNanos == 0 || lo < p.minNanos {
-		p.minNanos, changed = lo, true
+	changed := p.boundsUnsure.Swap(false)
+	if lo != 0 || hi != 0 {
+		lo = lo / boundsRounding * boundsRounding
+		hi = (hi/boundsRounding + 1) * boundsRounding
+		if p.minNanos == 0 || lo < p.minNanos {
+			p.minNanos, changed = lo, true
+		}
+		if hi > p.maxNanos {
+			p.maxNanos, changed = hi, true
+		}
 	}
-	if hi > p.maxNanos {
-		p.maxNanos, changed = hi, true
-	}
-	if !changed {
+	if !changed || p.minNanos == 0 {
 		return nil
 	}
-	return encodeBounds(lo, hi)
+	return encodeBounds(p.minNanos, p.maxNanos)
 }
 
 func (p *partition) bounds() (lo, hi uint64) {

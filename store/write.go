@@ -222,32 +222,46 @@ func (s *spanSource) marshal() (byte, []byte, error) {
 // commits it, durably when SyncWrites is on. fill's writes are checked once:
 // the first that fails fails the whole batch. It returns the partition's name.
 func (db *DB) writeHead(fill func(p *partition, set func(k, v []byte))) (string, error) {
-	if err := db.disk.admitFlush(); err != nil {
-		return "", err
-	}
 	p, err := db.acquireHead()
 	if err != nil {
 		return "", err
 	}
 	defer p.mu.RUnlock()
-	wb := p.db.NewWriteBatch()
-	defer wb.Cancel()
-	var setErr error
+	var kvs [][]byte
 	size := 0
 	fill(p, func(k, v []byte) {
-		if setErr == nil {
-			setErr = wb.Set(k, v)
-			size += len(k) + len(v)
-		}
+		kvs = append(kvs, k, v)
+		size += len(k) + len(v)
 	})
-	defer db.wrote(size)
-	if setErr != nil {
-		return "", fmt.Errorf("%w: partition %s: write: %v", ErrUnavailable, p.name, setErr) //nolint:errorlint // Badger errors stay inside the store
+	// Badger writes through memory maps of files it has not reserved: a
+	// batch that does not fit above half the floor would fault, so it
+	// waits (in the head and the WAL) for space instead. Twice its size:
+	// the value log and the memtable's own log.
+	if err := db.disk.admitFlush(2 * int64(size)); err != nil {
+		p.boundsUnsure.Store(true)
+		return "", err
+	}
+	if err := writeBatch(p, kvs); err != nil {
+		p.boundsUnsure.Store(true)
+		return "", err
+	}
+	db.wrote(size)
+	return p.name, nil
+}
+
+// writeBatch writes key-value pairs (k0, v0, k1, v1, …) to p in one batch.
+func writeBatch(p *partition, kvs [][]byte) error {
+	wb := p.db.NewWriteBatch()
+	defer wb.Cancel()
+	for i := 0; i < len(kvs); i += 2 {
+		if err := wb.Set(kvs[i], kvs[i+1]); err != nil {
+			return fmt.Errorf("%w: partition %s: write: %v", ErrUnavailable, p.name, err) //nolint:errorlint // Badger errors stay inside the store
+		}
 	}
 	if err := wb.Flush(); err != nil {
-		return "", fmt.Errorf("%w: partition %s: commit: %v", ErrUnavailable, p.name, err) //nolint:errorlint // Badger errors stay inside the store
+		return fmt.Errorf("%w: partition %s: commit: %v", ErrUnavailable, p.name, err) //nolint:errorlint // Badger errors stay inside the store
 	}
-	return p.name, nil
+	return nil
 }
 
 // commit writes a batch of frames and its index to the head partition.

@@ -41,6 +41,10 @@ type Config struct {
 	// HeadIdleTimeout is how long a series or stream with nothing written
 	// to it stays in memory.
 	HeadIdleTimeout Duration `yaml:"head_idle_timeout"`
+	// CheckpointInterval is how often the metrics and log heads write what
+	// they hold and start a new WAL generation (which bounds the WAL and is
+	// when idle series leave memory).
+	CheckpointInterval Duration `yaml:"checkpoint_interval"`
 	// OutOfOrderWindow is how late a metric sample may arrive (relative to
 	// its series' newest) and still be stored.
 	OutOfOrderWindow Duration           `yaml:"out_of_order_window"`
@@ -153,23 +157,24 @@ const DefaultHTTPAddr = "0.0.0.0:4320"
 // DefaultConfig is what `lumen serve` runs with when told nothing.
 func DefaultConfig() Config {
 	return Config{
-		DataDir:           "./data",
-		HTTPAddr:          DefaultHTTPAddr,
-		Retention:         Duration(7 * 24 * time.Hour),
-		PartitionDuration: Duration(24 * time.Hour),
-		OutOfOrderWindow:  Duration(10 * time.Minute),
-		OTLP:              otlp.DefaultConfig(),
-		RemoteWrite:       promrw.DefaultConfig(),
-		LokiPush:          loki.DefaultConfig(),
-		SpanMetrics:       spanmetrics.DefaultConfig(),
-		PromQL:            query.DefaultPromConfig(),
-		LogQL:             query.DefaultLokiConfig(),
-		Limits:            store.DefaultLimits(),
-		HeadIdleTimeout:   Duration(store.DefaultHeadIdleTimeout),
-		Traces:            query.DefaultTraceConfig(),
-		HTTP:              DefaultHTTPConfig(),
-		Log:               LogConfig{Format: "console", Level: "info"},
-		ShutdownTimeout:   Duration(30 * time.Second),
+		DataDir:            "./data",
+		HTTPAddr:           DefaultHTTPAddr,
+		Retention:          Duration(7 * 24 * time.Hour),
+		PartitionDuration:  Duration(24 * time.Hour),
+		OutOfOrderWindow:   Duration(10 * time.Minute),
+		OTLP:               otlp.DefaultConfig(),
+		RemoteWrite:        promrw.DefaultConfig(),
+		LokiPush:           loki.DefaultConfig(),
+		SpanMetrics:        spanmetrics.DefaultConfig(),
+		PromQL:             query.DefaultPromConfig(),
+		LogQL:              query.DefaultLokiConfig(),
+		Limits:             store.DefaultLimits(),
+		HeadIdleTimeout:    Duration(store.DefaultHeadIdleTimeout),
+		CheckpointInterval: Duration(store.DefaultOptions("").MetricsCheckpointInterval),
+		Traces:             query.DefaultTraceConfig(),
+		HTTP:               DefaultHTTPConfig(),
+		Log:                LogConfig{Format: "console", Level: "info"},
+		ShutdownTimeout:    Duration(30 * time.Second),
 	}
 }
 
@@ -187,8 +192,8 @@ func (c Config) Validate() error {
 	case c.ShutdownTimeout <= 0:
 		return fmt.Errorf("shutdown_timeout %s is not positive", c.ShutdownTimeout)
 	}
-	if c.HeadIdleTimeout <= 0 {
-		return fmt.Errorf("head_idle_timeout %s is not positive", c.HeadIdleTimeout)
+	if c.HeadIdleTimeout <= 0 || c.CheckpointInterval <= 0 {
+		return fmt.Errorf("head_idle_timeout %s and checkpoint_interval %s must be positive", c.HeadIdleTimeout, c.CheckpointInterval)
 	}
 	for _, v := range []interface{ Validate() error }{c.PromQL, c.LogQL, c.Traces, c.HTTP, c.RemoteWrite, c.Limits} {
 		if err := v.Validate(); err != nil {
@@ -247,6 +252,7 @@ func settings() []setting[Config] {
 		{"max-active-series", "LUMEN_MAX_ACTIVE_SERIES", "metric series in memory at once; a new one past it is refused (400) (0: none)", integer(func(c *Config) *int { return &c.Limits.MaxActiveSeries }), false},
 		{"max-active-streams", "LUMEN_MAX_ACTIVE_STREAMS", "log streams in memory at once; a new one past it is refused (400) (0: none)", integer(func(c *Config) *int { return &c.Limits.MaxActiveStreams }), false},
 		{"head-idle-timeout", "LUMEN_HEAD_IDLE_TIMEOUT", "how long a series or stream with nothing written to it stays in memory", func(c *Config, v string) error { return c.HeadIdleTimeout.parse(v) }, false},
+		{"checkpoint-interval", "LUMEN_CHECKPOINT_INTERVAL", "how often the metrics and log heads are written and their WAL starts anew", func(c *Config, v string) error { return c.CheckpointInterval.parse(v) }, false},
 		{"log-format", "LUMEN_LOG_FORMAT", "console or json", str(func(c *Config) *string { return &c.Log.Format }), false},
 		{"log-level", "LUMEN_LOG_LEVEL", "debug, info, warn or error", str(func(c *Config) *string { return &c.Log.Level }), false},
 		{"pprof", "LUMEN_PPROF", "serve /debug/pprof on the HTTP port", boolean(func(c *Config) *bool { return &c.Pprof }), true},

@@ -117,6 +117,8 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 	so.RejectOlderThan = time.Duration(cfg.RejectOlderThan)
 	so.Limits = cfg.Limits
 	so.HeadIdleTimeout = time.Duration(cfg.HeadIdleTimeout)
+	so.MetricsCheckpointInterval = time.Duration(cfg.CheckpointInterval)
+	so.LogCheckpointInterval = time.Duration(cfg.CheckpointInterval)
 	so.MetricsOutOfOrderWindow = time.Duration(cfg.OutOfOrderWindow)
 	so.Logger = log.Named("store")
 	db, err := store.Open(so)
@@ -153,6 +155,9 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 	if err != nil {
 		return err
 	}
+	reg.MustRegister(counterFunc("lumen_ingest_otlp_admission_refused_total",
+		"OTLP requests refused before decoding: past otlp.max_in_flight_bytes (HTTP) or otlp.max_in_flight_requests (gRPC).",
+		func() float64 { return float64(rcv.Refused()) }))
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)

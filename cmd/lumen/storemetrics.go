@@ -38,8 +38,12 @@ func counterFunc(name, help string, f func() float64) prometheus.Collector {
 // headAndDiskMetrics expose the free-space floor's state and what the
 // heads hold, read when scraped.
 func headAndDiskMetrics(db *store.DB) []prometheus.Collector {
-	disk := func(f func(store.DiskStatus) float64) func() float64 { return func() float64 { return f(db.DiskStatus()) } }
-	head := func(f func(store.HeadStats) float64) func() float64 { return func() float64 { return f(db.HeadStats()) } }
+	disk := func(f func(store.DiskStatus) float64) func() float64 {
+		return func() float64 { return f(db.DiskStatus()) }
+	}
+	head := func(f func(store.HeadStats) float64) func() float64 {
+		return func() float64 { return f(db.HeadStats()) }
+	}
 	return []prometheus.Collector{
 		gaugeFunc("lumen_store_free_disk_bytes", "Free bytes on the data dir's file system, as last read by the write path.",
 			disk(func(s store.DiskStatus) float64 { return float64(s.FreeBytes) })),
@@ -62,7 +66,9 @@ func headAndDiskMetrics(db *store.DB) []prometheus.Collector {
 
 // spanMetricsMetrics expose the span metrics generator's counts.
 func spanMetricsMetrics(gen *spanmetrics.Generator) []prometheus.Collector {
-	st := func(f func(spanmetrics.Stats) float64) func() float64 { return func() float64 { return f(gen.Stats()) } }
+	st := func(f func(spanmetrics.Stats) float64) func() float64 {
+		return func() float64 { return f(gen.Stats()) }
+	}
 	return []prometheus.Collector{
 		gaugeFunc("lumen_spanmetrics_keys", "RED keys (service, span name, kind, status) kept, up to span_metrics.max_series.",
 			st(func(s spanmetrics.Stats) float64 { return float64(s.Keys) })),

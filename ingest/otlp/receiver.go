@@ -49,6 +49,13 @@ type Config struct {
 	MaxInFlightItems int64 `yaml:"max_in_flight_items"`
 	// QueueWait is how long a request may wait for room before it is refused.
 	QueueWait time.Duration `yaml:"queue_wait"`
+	// MaxInFlightBytes bounds the OTLP/HTTP request bytes admitted at once,
+	// before they are decoded (as each declares them; compressed bodies
+	// count eight times their size); MaxInFlightRequests bounds the
+	// OTLP/gRPC requests, admitted as their stream opens. Past them, 429 /
+	// RESOURCE_EXHAUSTED with a retry hint.
+	MaxInFlightBytes    int64 `yaml:"max_in_flight_bytes"`
+	MaxInFlightRequests int   `yaml:"max_in_flight_requests"`
 }
 
 // DefaultConfig returns the standard OTLP ports on all interfaces.
@@ -59,6 +66,9 @@ func DefaultConfig() Config {
 		MaxRequestBytes:  32 << 20,
 		MaxInFlightItems: 200_000,
 		QueueWait:        2 * time.Second,
+
+		MaxInFlightBytes:    256 << 20,
+		MaxInFlightRequests: 256,
 	}
 }
 
@@ -73,6 +83,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("otlp: max in-flight items %d is not positive", c.MaxInFlightItems)
 	case c.QueueWait < 0:
 		return fmt.Errorf("otlp: queue wait %s is negative", c.QueueWait)
+	case c.MaxInFlightBytes < c.MaxRequestBytes || c.MaxInFlightRequests < 1:
+		return fmt.Errorf("otlp: max in-flight bytes %d must hold one largest request (%d) and max in-flight requests %d must be positive", c.MaxInFlightBytes, c.MaxRequestBytes, c.MaxInFlightRequests)
 	}
 	return nil
 }
@@ -105,7 +117,8 @@ func New(cfg Config, w Writer, log *zap.Logger, m *telemetry.Ingest, version str
 	if err != nil {
 		return nil, fmt.Errorf("metrics consumer: %w", err)
 	}
-	r, err := otlprecv.New(otlprecv.Config{GRPCAddr: cfg.GRPCAddr, HTTPAddr: cfg.HTTPAddr, MaxRequestBytes: cfg.MaxRequestBytes},
+	r, err := otlprecv.New(otlprecv.Config{GRPCAddr: cfg.GRPCAddr, HTTPAddr: cfg.HTTPAddr, MaxRequestBytes: cfg.MaxRequestBytes,
+		MaxInFlightBytes: cfg.MaxInFlightBytes, MaxInFlightRequests: cfg.MaxInFlightRequests, QueueWait: cfg.QueueWait},
 		otlprecv.Consumers{Traces: tc, Logs: lc, Metrics: mc}, log, "lumen", version)
 	if err != nil {
 		return nil, err

@@ -2,8 +2,10 @@ package otlp_test
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,8 +13,14 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/lumenobs/lumen/ingest/otlp"
+	"github.com/lumenobs/lumen/internal/otlptest"
 	"github.com/lumenobs/lumen/store"
 )
 
@@ -108,4 +116,57 @@ func TestDiskFullIsRetryable(t *testing.T) {
 	require.Equal(t, http.StatusTooManyRequests, code, body)
 	require.Contains(t, body, "below the floor of")
 	require.Equal(t, "10", h.Get("Retry-After"))
+}
+
+// Requests are admitted before they are decoded: past the bytes (HTTP) or
+// requests (gRPC) in flight, a client is told to retry without its body
+// being read into memory or decoded; once the held requests end, room is
+// given back (over gRPC, when the stream ends).
+func TestAdmissionBeforeDecoding(t *testing.T) {
+	db, err := store.Open(store.DefaultOptions(t.TempDir()))
+	require.NoError(t, err)
+	defer db.Close()
+	gs := &gatedStore{DB: db, gate: make(chan struct{}), entered: make(chan struct{}, 8)}
+	cfg := otlp.DefaultConfig()
+	cfg.GRPCAddr, cfg.HTTPAddr = freeAddr(t), freeAddr(t)
+	cfg.MaxRequestBytes, cfg.MaxInFlightBytes, cfg.MaxInFlightRequests = 64<<10, 64<<10, 1
+	cfg.QueueWait = 50 * time.Millisecond
+	startReceiver(t, cfg, gs)
+
+	g := otlptest.New(3)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		resp := postTraces(t, cfg.HTTPAddr, protoBody(t, g.Traces(40, 2))) // most of the 64 KiB
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+	})
+	<-gs.entered
+	resp := postTraces(t, cfg.HTTPAddr, protoBody(t, g.Traces(30, 2)))
+	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
+	require.Equal(t, "1", resp.Header.Get("Retry-After"))
+
+	conn, err := grpc.NewClient(cfg.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	client := ptraceotlp.NewGRPCClient(conn)
+	wg.Go(func() {
+		_, err := client.Export(context.Background(), ptraceotlp.NewExportRequestFromTraces(g.Traces(1, 1)))
+		require.NoError(t, err)
+	})
+	<-gs.entered
+	_, err = client.Export(context.Background(), ptraceotlp.NewExportRequestFromTraces(g.Traces(1, 1)))
+	st := status.Convert(err)
+	require.Equal(t, codes.ResourceExhausted, st.Code(), "%v", err)
+	require.Contains(t, st.Message(), "1 OTLP requests are in flight")
+	require.NotEmpty(t, st.Details(), "with RetryInfo")
+
+	close(gs.gate)
+	wg.Wait()
+	for range 3 { // the slot comes back when the stream ends, every time
+		require.Eventually(t, func() bool {
+			_, err = client.Export(context.Background(), ptraceotlp.NewExportRequestFromTraces(g.Traces(1, 1)))
+			return err == nil
+		}, 2*time.Second, 10*time.Millisecond, "%v", err)
+	}
+	resp = postTraces(t, cfg.HTTPAddr, protoBody(t, g.Traces(30, 2)))
+	require.Equal(t, http.StatusOK, resp.StatusCode)
 }

@@ -7,9 +7,12 @@ package otlprecv
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/config/configgrpc"
+	"go.opentelemetry.io/collector/config/confighttp"
+	"go.opentelemetry.io/collector/config/configmiddleware"
 	"go.opentelemetry.io/collector/config/configoptional"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -25,7 +28,32 @@ type Config struct {
 	GRPCAddr        string // empty disables gRPC
 	HTTPAddr        string // empty disables HTTP
 	MaxRequestBytes int64  // after decompression, for HTTP
+	// MaxInFlightBytes bounds the HTTP request bytes admitted at once,
+	// before decoding, and MaxInFlightRequests the gRPC requests (see
+	// admission); QueueWait is how long an HTTP request may wait for room.
+	// Zero: no admission.
+	MaxInFlightBytes    int64
+	MaxInFlightRequests int
+	QueueWait           time.Duration
+	// Middleware, when set, is the caller's Collector server middleware
+	// (an extension implementing extensionmiddleware.HTTPServer and
+	// GRPCServer), run before a request's body is read and before the
+	// admission: `lumen agent` bounds its relay with it. It may add a gRPC
+	// tap handle only when the admission is off (gRPC takes one).
+	Middleware component.Component
 }
+
+// Connection hygiene on both listeners: a client must send its request
+// within a minute and may keep an idle connection two; gRPC connections
+// carry at most 100 streams at once, and clients may not ping more often
+// than every 10 s (gRPC's keepalive enforcement; abusers are closed).
+const (
+	readTimeout          = time.Minute
+	readHeaderTimeout    = 10 * time.Second
+	idleTimeout          = 2 * time.Minute
+	maxConcurrentStreams = 100
+	minPingInterval      = 10 * time.Second
+)
 
 // Consumers receive what the receiver decoded; the client is answered
 // with their error (mapped to gRPC and HTTP statuses by the receiver).
@@ -37,7 +65,9 @@ type Consumers struct {
 
 // Receiver is the embedded OTLP receiver.
 type Receiver struct {
-	traces receiver.Traces
+	traces     receiver.Traces
+	admission  *admission
+	middleware component.Component
 }
 
 // New builds the receiver. The factory shares one receiver per config, so
@@ -45,10 +75,26 @@ type Receiver struct {
 func New(cfg Config, c Consumers, log *zap.Logger, command, version string) (*Receiver, error) {
 	f := otlpreceiver.NewFactory()
 	rc := f.CreateDefaultConfig().(*otlpreceiver.Config)
+	r := &Receiver{}
+	var middlewares []configmiddleware.Config
+	if cfg.MaxInFlightBytes > 0 && cfg.MaxInFlightRequests > 0 {
+		r.admission = newAdmission(cfg)
+		middlewares = []configmiddleware.Config{{ID: admissionID}}
+	}
+	if cfg.Middleware != nil {
+		r.middleware = cfg.Middleware
+		middlewares = append([]configmiddleware.Config{{ID: middlewareID}}, middlewares...)
+	}
 	if cfg.GRPCAddr != "" {
 		g := rc.Protocols.GRPC.GetOrInsertDefault()
 		g.NetAddr.Endpoint = cfg.GRPCAddr
 		g.MaxRecvMsgSizeMiB = int((cfg.MaxRequestBytes + 1<<20 - 1) >> 20)
+		g.MaxConcurrentStreams = maxConcurrentStreams
+		g.Keepalive = configoptional.Some(configgrpc.KeepaliveServerConfig{
+			ServerParameters:  configoptional.Some(configgrpc.KeepaliveServerParameters{MaxConnectionIdle: idleTimeout}),
+			EnforcementPolicy: configoptional.Some(configgrpc.KeepaliveEnforcementPolicy{MinTime: minPingInterval, PermitWithoutStream: true}),
+		})
+		g.Middlewares = middlewares
 	} else {
 		rc.Protocols.GRPC = configoptional.None[configgrpc.ServerConfig]()
 	}
@@ -56,6 +102,10 @@ func New(cfg Config, c Consumers, log *zap.Logger, command, version string) (*Re
 		h := rc.Protocols.HTTP.GetOrInsertDefault()
 		h.ServerConfig.NetAddr.Endpoint = cfg.HTTPAddr
 		h.ServerConfig.MaxRequestBodySize = cfg.MaxRequestBytes
+		h.ServerConfig.ReadTimeout = readTimeout
+		h.ServerConfig.ReadHeaderTimeout = readHeaderTimeout
+		h.ServerConfig.Keepalive = configoptional.Some(confighttp.KeepaliveServerConfig{IdleTimeout: idleTimeout})
+		h.ServerConfig.Middlewares = middlewares
 	} else {
 		rc.Protocols.HTTP = configoptional.None[otlpreceiver.HTTPConfig]()
 	}
@@ -73,7 +123,6 @@ func New(cfg Config, c Consumers, log *zap.Logger, command, version string) (*Re
 		BuildInfo: component.BuildInfo{Command: command, Description: "Lumen", Version: version},
 	}
 	ctx := context.Background()
-	r := &Receiver{}
 	var err error
 	if r.traces, err = f.CreateTraces(ctx, set, rc, c.Traces); err != nil {
 		return nil, fmt.Errorf("otlp traces receiver: %w", err)
@@ -89,7 +138,7 @@ func New(cfg Config, c Consumers, log *zap.Logger, command, version string) (*Re
 
 // Start opens the listeners. It fails if an address cannot be bound.
 func (r *Receiver) Start(ctx context.Context) error {
-	if err := r.traces.Start(ctx, host{}); err != nil {
+	if err := r.traces.Start(ctx, host{admission: r.admission, middleware: r.middleware}); err != nil {
 		return fmt.Errorf("start otlp receiver: %w", err)
 	}
 	return nil
@@ -104,6 +153,33 @@ func (r *Receiver) Shutdown(ctx context.Context) error {
 	return nil
 }
 
-type host struct{}
+// host offers the receiver the admission middleware and the caller's,
+// when there are.
+type host struct {
+	admission  *admission
+	middleware component.Component
+}
 
-func (host) GetExtensions() map[component.ID]component.Component { return nil }
+var middlewareID = component.MustNewID("lumen_middleware")
+
+func (h host) GetExtensions() map[component.ID]component.Component {
+	ext := map[component.ID]component.Component{}
+	if h.admission != nil {
+		ext[admissionID] = h.admission
+	}
+	if h.middleware != nil {
+		ext[middlewareID] = h.middleware
+	}
+	if len(ext) == 0 {
+		return nil
+	}
+	return ext
+}
+
+// Refused counts the requests the admission refused before decoding.
+func (r *Receiver) Refused() uint64 {
+	if r.admission == nil {
+		return 0
+	}
+	return r.admission.refused.Load()
+}
