@@ -26,11 +26,15 @@ type ShipConfig struct {
 	Timeout    time.Duration `yaml:"timeout"`
 	MinBackoff time.Duration `yaml:"min_backoff"`
 	MaxBackoff time.Duration `yaml:"max_backoff"`
+	// UnreadyAfter is how long shipping may fail (the server unreachable
+	// or refusing, the buffer unreadable) before /-/ready says so.
+	UnreadyAfter time.Duration `yaml:"unready_after"`
 }
 
-// DefaultShipConfig retries from half a second up to half a minute apart.
+// DefaultShipConfig retries from half a second up to half a minute apart,
+// and is not ready after two minutes without shipping.
 func DefaultShipConfig() ShipConfig {
-	return ShipConfig{Timeout: 10 * time.Second, MinBackoff: 500 * time.Millisecond, MaxBackoff: 30 * time.Second}
+	return ShipConfig{Timeout: 10 * time.Second, MinBackoff: 500 * time.Millisecond, MaxBackoff: 30 * time.Second, UnreadyAfter: 2 * time.Minute}
 }
 
 // Config is what the agent runs with.
@@ -45,6 +49,7 @@ type Config struct {
 	// empty turns a protocol off.
 	OTLPGRPCAddr, OTLPHTTPAddr string
 	BufferMaxBytes             int64
+	Relay                      RelayConfig
 	Logs                       LogsConfig
 	Node                       NodeConfig
 	Kubernetes                 KubeConfig
@@ -63,12 +68,16 @@ func (c Config) Validate() error {
 		return errors.New("http_addr is empty")
 	case c.BufferMaxBytes < 1<<20:
 		return fmt.Errorf("buffer_max_bytes %d is below 1MiB", c.BufferMaxBytes)
-	case c.Ship.Timeout <= 0 || c.Ship.MinBackoff <= 0 || c.Ship.MaxBackoff < c.Ship.MinBackoff:
-		return fmt.Errorf("ship: timeout %s and min_backoff %s must be positive, max_backoff %s at least min_backoff", c.Ship.Timeout, c.Ship.MinBackoff, c.Ship.MaxBackoff)
+	case c.Ship.Timeout <= 0 || c.Ship.MinBackoff <= 0 || c.Ship.MaxBackoff < c.Ship.MinBackoff || c.Ship.UnreadyAfter <= 0:
+		return fmt.Errorf("ship: timeout %s, min_backoff %s and unready_after %s must be positive, max_backoff %s at least min_backoff",
+			c.Ship.Timeout, c.Ship.MinBackoff, c.Ship.UnreadyAfter, c.Ship.MaxBackoff)
 	case c.Node.Interval < 0:
 		return fmt.Errorf("node_metrics: interval %s is negative", c.Node.Interval)
 	case c.Kubernetes.Enabled && c.Kubernetes.Resync <= 0:
 		return fmt.Errorf("kubernetes: resync %s is not positive", c.Kubernetes.Resync)
+	}
+	if err := c.Relay.Validate(); err != nil {
+		return err
 	}
 	return c.Logs.Validate()
 }
@@ -96,18 +105,13 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
 	}
 	var ready sync.WaitGroup
+	s := &shipper{buf: buf, server: strings.TrimSuffix(cfg.Server, "/"), client: &http.Client{Timeout: cfg.Ship.Timeout},
+		log: log.Named("ship"), m: m, minBackoff: cfg.Ship.MinBackoff, maxBackoff: cfg.Ship.MaxBackoff}
+	isReady := make(chan struct{})
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "lumen agent is healthy") })
-	isReady := make(chan struct{})
-	mux.HandleFunc("GET /-/ready", func(w http.ResponseWriter, _ *http.Request) {
-		select {
-		case <-isReady:
-			fmt.Fprintln(w, "lumen agent is ready")
-		default:
-			http.Error(w, "lumen agent is starting", http.StatusServiceUnavailable)
-		}
-	})
+	mux.HandleFunc("GET /-/ready", readiness(isReady, &s.health, cfg.Ship.UnreadyAfter))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute,
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	go func() {
@@ -131,7 +135,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 		}
 	}
 	if cfg.OTLPGRPCAddr != "" || cfg.OTLPHTTPAddr != "" {
-		recv, err := newRelay(cfg.OTLPGRPCAddr, cfg.OTLPHTTPAddr, cfg.NodeName, pods, buf, log, m, cfg.Version)
+		recv, err := newRelay(cfg, pods, buf, log, m)
 		if err != nil {
 			return err
 		}
@@ -167,8 +171,6 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 	}
 	ship, stopShip := context.WithCancel(context.Background())
 	defer stopShip()
-	s := &shipper{buf: buf, server: strings.TrimSuffix(cfg.Server, "/"), client: &http.Client{Timeout: cfg.Ship.Timeout},
-		log: log.Named("ship"), m: m, minBackoff: cfg.Ship.MinBackoff, maxBackoff: cfg.Ship.MaxBackoff}
 	shipped := make(chan struct{})
 	go func() { s.run(ship); close(shipped) }()
 
@@ -187,4 +189,23 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 	stopShip()
 	<-shipped
 	return nil
+}
+
+// readiness answers /-/ready: 200 once the agent started (started is
+// closed) while the shipper runs and has not failed to ship for longer
+// than unreadyAfter; else 503 with the reason.
+func readiness(started <-chan struct{}, h *shipHealth, unreadyAfter time.Duration) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-started:
+		default:
+			http.Error(w, "lumen agent is starting", http.StatusServiceUnavailable)
+			return
+		}
+		if err := h.check(time.Now(), unreadyAfter); err != nil {
+			http.Error(w, "lumen agent is not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "lumen agent is ready")
+	}
 }

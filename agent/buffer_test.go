@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
 )
 
 func rec(i int) Record {
@@ -166,4 +167,79 @@ func FuzzDecodeRecord(f *testing.F) {
 			t.Fatalf("a record does not survive encoding: %+v", r)
 		}
 	})
+}
+
+// frameOffsets are where records 0…n-1 (rec(i)) start in one segment.
+func frameOffsets(n int) []int64 {
+	offs := make([]int64, n)
+	var off int64
+	for i := range n {
+		offs[i] = off
+		off += int64(frameHeader + len(encodeRecord(rec(i))))
+	}
+	return offs
+}
+
+// TestBufferSkipsWhatItCannotRead: a record with a bad checksum is
+// skipped alone; a bad length (which leaves no way to find the next
+// record) skips the rest of its segment; a missing segment is skipped
+// whole. Each skip is an ErrCorrupt, counted, and reading goes on.
+func TestBufferSkipsWhatItCannotRead(t *testing.T) {
+	offs := frameOffsets(300)
+	restOfSegment1 := func(seg1Size int64, seg2First int) (int64, int) { return seg1Size - offs[2], seg2First }
+	for _, tc := range []struct {
+		name    string
+		corrupt func(t *testing.T, seg1 string)
+		// skip is how many bytes are skipped and which record is read next,
+		// given segment 1's size and its successor's first record.
+		skip func(seg1Size int64, seg2First int) (int64, int)
+	}{
+		{"bad checksum", func(t *testing.T, seg1 string) { overwrite(t, seg1, offs[2]+frameHeader+20, []byte{0xff, 0x00}) },
+			func(int64, int) (int64, int) { return offs[3] - offs[2], 3 }},
+		{"bad length", func(t *testing.T, seg1 string) { overwrite(t, seg1, offs[2], []byte{0xff, 0xff, 0xff, 0xff}) }, restOfSegment1},
+		{"length past the segment's end", func(t *testing.T, seg1 string) { overwrite(t, seg1, offs[2], []byte{0x00, 0x00, 0x08, 0x00}) }, restOfSegment1},
+		{"missing segment", func(t *testing.T, seg1 string) { require.NoError(t, os.Remove(seg1)) }, restOfSegment1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			m := NewMetrics(nil)
+			b, err := OpenBuffer(dir, 1<<20, m) // 256 KiB segments: 300 records fill two
+			require.NoError(t, err)
+			defer b.Close()
+			for i := range 300 {
+				require.NoError(t, b.Append(rec(i)))
+			}
+			for range 2 {
+				require.NoError(t, b.Ack(next(t, b)))
+			}
+			seg1Size, seg2First := b.segs[0].size, 0
+			for offs[seg2First] < seg1Size {
+				seg2First++
+			}
+			skipped, first := tc.skip(seg1Size, seg2First)
+			tc.corrupt(t, filepath.Join(dir, "00000000000000000001.seg"))
+			b.closeReader() // as after a restart: the file is opened again
+
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_, err = b.Next(ctx)
+			require.ErrorIs(t, err, ErrCorrupt)
+			for i := first; i < 300; i++ {
+				r := next(t, b)
+				require.Equal(t, i+1, r.Items)
+				require.NoError(t, b.Ack(r))
+			}
+			require.Equal(t, 1.0, testutil.ToFloat64(m.corruptRecords))
+			require.Equal(t, float64(skipped), testutil.ToFloat64(m.corruptBytes))
+		})
+	}
+}
+
+func overwrite(t *testing.T, path string, off int64, p []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt(p, off)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
 }

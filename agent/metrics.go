@@ -19,6 +19,12 @@ type Metrics struct {
 	requests      *prometheus.CounterVec
 	retries       prometheus.Counter
 	relayed       *prometheus.CounterVec
+
+	corruptRecords prometheus.Counter
+	corruptBytes   prometheus.Counter
+	readErrors     prometheus.Counter
+	relayRefused   *prometheus.CounterVec
+	relayInFlight  prometheus.Gauge
 }
 
 // NewMetrics registers the agent's metrics with reg (nil: unregistered).
@@ -37,10 +43,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		requests:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lumen_agent_ship_requests_total", Help: "Requests to the server, by outcome (HTTP status, or error)."}, []string{"signal", "status"}),
 		retries:       prometheus.NewCounter(prometheus.CounterOpts{Name: "lumen_agent_ship_retries_total", Help: "Requests sent again after a failure or a 429/503."}),
 		relayed:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lumen_agent_relayed_items_total", Help: "Items received over OTLP from pods on the node."}, []string{"signal"}),
+
+		corruptRecords: prometheus.NewCounter(prometheus.CounterOpts{Name: "lumen_agent_buffer_corrupt_records_total", Help: "Unreadable records (bad checksum or length, torn, undecodable, missing segment) the shipper skipped."}),
+		corruptBytes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "lumen_agent_buffer_corrupt_bytes_total", Help: "Bytes of the buffer skipped as unreadable."}),
+		readErrors:     prometheus.NewCounter(prometheus.CounterOpts{Name: "lumen_agent_buffer_read_errors_total", Help: "Failed reads of the buffer by the shipper (I/O errors), retried after a backoff."}),
+		relayRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lumen_agent_relay_refused_total",
+			Help: "OTLP requests from pods the relay refused: too_large, in_flight (the node's bytes in flight), pod_in_flight and pod_buffer (a pod's share of them and of the buffer), buffer (the buffer failed)."}, []string{"reason"}),
+		relayInFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "lumen_agent_relay_in_flight_bytes", Help: "Bytes of relayed requests being read, decoded and buffered."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.linesRead, m.bytesRead, m.malformed, m.truncations, m.filesTailed, m.fileLag, m.itemsBuffered,
-			m.itemsShipped, m.itemsDropped, m.bufferBytes, m.requests, m.retries, m.relayed)
+			m.itemsShipped, m.itemsDropped, m.bufferBytes, m.requests, m.retries, m.relayed,
+			m.corruptRecords, m.corruptBytes, m.readErrors, m.relayRefused, m.relayInFlight)
 	}
 	return m
 }

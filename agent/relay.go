@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"net"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -25,20 +24,29 @@ import (
 // relay takes OTLP from the node's pods, adds the sending pod's Kubernetes
 // attributes (found by the connection's address) and writes it to the
 // buffer before the pod is answered, so what a pod was told was received
-// survives the agent's restart and the server's absence.
+// survives the agent's restart and the server's absence. Its limiter
+// bounds the requests' size, the bytes in flight, and each pod's share of
+// both and of the buffer.
 type relay struct {
-	node string
-	pods *podCache
-	buf  *Buffer
-	m    *Metrics
-	log  *zap.Logger
-	enc  sync.Pool
+	node  string
+	pods  *podCache
+	limit *limiter
+	m     *Metrics
+	log   *zap.Logger
+	enc   sync.Pool
 }
 
-func newRelay(grpcAddr, httpAddr string, node string, pods *podCache, buf *Buffer, log *zap.Logger, m *Metrics, version string) (*otlprecv.Receiver, error) {
-	r := &relay{node: node, pods: pods, buf: buf, m: m, log: log.Named("relay")}
+// relayZstdWindow is the relay's zstd window: an encoder keeps twice its
+// window of history (4 MiB by default at this level, 8 MiB held), and one
+// is pooled for each request being compressed at once.
+const relayZstdWindow = 512 << 10
+
+func newRelay(cfg Config, pods *podCache, buf *Buffer, log *zap.Logger, m *Metrics) (*otlprecv.Receiver, error) {
+	log = log.Named("relay")
+	r := &relay{node: cfg.NodeName, pods: pods, m: m, log: log,
+		limit: newLimiter(cfg.Relay, buf, cfg.BufferMaxBytes, m, log)}
 	r.enc.New = func() any {
-		e, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+		e, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(relayZstdWindow))
 		return e
 	}
 	mut := consumer.WithCapabilities(consumer.Capabilities{MutatesData: true})
@@ -54,54 +62,58 @@ func newRelay(grpcAddr, httpAddr string, node string, pods *podCache, buf *Buffe
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
-	return otlprecv.New(otlprecv.Config{GRPCAddr: grpcAddr, HTTPAddr: httpAddr, MaxRequestBytes: 16 << 20},
-		otlprecv.Consumers{Traces: tc, Logs: lc, Metrics: mc}, r.log, "lumen agent", version)
+	return otlprecv.New(otlprecv.Config{GRPCAddr: cfg.OTLPGRPCAddr, HTTPAddr: cfg.OTLPHTTPAddr, MaxRequestBytes: cfg.Relay.MaxRequestBytes,
+		Middleware: relayMiddleware{r.limit}},
+		otlprecv.Consumers{Traces: tc, Logs: lc, Metrics: mc}, log, "lumen agent", cfg.Version)
 }
 
-// podOf finds the sending pod by the connection's address.
-func (r *relay) podOf(ctx context.Context) *PodMeta {
-	if r.pods == nil {
-		return nil
-	}
+// sender is the sending pod's address (its key for the limits) and what
+// the API says of the pod at that address.
+func (r *relay) sender(ctx context.Context) (string, *PodMeta) {
 	addr := client.FromContext(ctx).Addr
 	if addr == nil {
-		return nil
+		return "", nil
 	}
-	host := addr.String()
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
+	ip := hostOf(addr.String())
+	if r.pods == nil {
+		return ip, nil
 	}
-	return r.pods.byIP(host)
+	return ip, r.pods.byIP(ip)
 }
 
 func (r *relay) traces(ctx context.Context, td ptrace.Traces) error {
-	meta := r.podOf(ctx)
+	ip, meta := r.sender(ctx)
 	for _, rs := range td.ResourceSpans().All() {
 		relayResource(rs.Resource().Attributes(), r.node, meta)
 	}
 	body, err := ptraceotlp.NewExportRequestFromTraces(td).MarshalProto()
-	return r.append(SignalTraces, td.SpanCount(), body, err)
+	return r.append(ctx, ip, SignalTraces, td.SpanCount(), body, err)
 }
 
 func (r *relay) logs(ctx context.Context, ld plog.Logs) error {
-	meta := r.podOf(ctx)
+	ip, meta := r.sender(ctx)
 	for _, rl := range ld.ResourceLogs().All() {
 		relayResource(rl.Resource().Attributes(), r.node, meta)
 	}
 	body, err := plogotlp.NewExportRequestFromLogs(ld).MarshalProto()
-	return r.append(SignalLogs, ld.LogRecordCount(), body, err)
+	return r.append(ctx, ip, SignalLogs, ld.LogRecordCount(), body, err)
 }
 
 func (r *relay) metrics(ctx context.Context, md pmetric.Metrics) error {
-	meta := r.podOf(ctx)
+	ip, meta := r.sender(ctx)
 	for _, rm := range md.ResourceMetrics().All() {
 		relayResource(rm.Resource().Attributes(), r.node, meta)
 	}
 	body, err := pmetricotlp.NewExportRequestFromMetrics(md).MarshalProto()
-	return r.append(SignalMetrics, md.DataPointCount(), body, err)
+	return r.append(ctx, ip, SignalMetrics, md.DataPointCount(), body, err)
 }
 
-func (r *relay) append(s Signal, items int, body []byte, err error) error {
+// append compresses a decoded request and writes it to the buffer, within
+// the pod's share of it.
+func (r *relay) append(ctx context.Context, ip string, s Signal, items int, body []byte, err error) error {
+	if res := reservationFrom(ctx); res != nil {
+		res.settle(int64(len(body)))
+	}
 	if err != nil {
 		return status.Errorf(codes.Internal, "encode %s: %v", s, err)
 	}
@@ -111,7 +123,10 @@ func (r *relay) append(s Signal, items int, body []byte, err error) error {
 	enc := r.enc.Get().(*zstd.Encoder)
 	z := enc.EncodeAll(body, nil)
 	r.enc.Put(enc)
-	if err := r.buf.Append(Record{Signal: s, Items: items, Body: z}); err != nil {
+	if err := r.limit.append(ip, Record{Signal: s, Items: items, Body: z}); err != nil {
+		if status.Code(err) == codes.ResourceExhausted {
+			return err
+		}
 		r.log.Error("write relayed telemetry to the buffer", zap.Error(err))
 		return status.Errorf(codes.Unavailable, "the agent cannot buffer: %v", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -21,7 +22,10 @@ import (
 // stopped. 429 and 503 are retried after the server's Retry-After; other
 // failures after an exponential backoff with jitter; a record the server
 // refuses as malformed (another 4xx) is dropped, counted and logged, since
-// sending it again cannot succeed.
+// sending it again cannot succeed. It never gives up: a record it cannot
+// read is skipped (counted), and a buffer that cannot be read is tried
+// again after a backoff, for as long as the agent runs. health tells
+// /-/ready how it goes.
 type shipper struct {
 	buf                    *Buffer
 	server                 string // base URL, e.g. http://lumen:4318
@@ -29,49 +33,165 @@ type shipper struct {
 	log                    *zap.Logger
 	m                      *Metrics
 	minBackoff, maxBackoff time.Duration
+	health                 shipHealth
 }
 
 func (s *shipper) run(ctx context.Context) {
+	s.health.setRunning(true)
+	defer s.health.setRunning(false)
+	bo := backoff{min: s.minBackoff, max: s.maxBackoff}
 	for {
 		rec, err := s.buf.Next(ctx)
 		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, ErrClosed) {
-				s.log.Error("read the buffer", zap.Error(err))
+			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+				return
 			}
+			if !s.readFailed(ctx, err, &bo) {
+				return
+			}
+			continue
+		}
+		bo.reset()
+		if !s.ship(ctx, rec) {
 			return
 		}
-		backoff := s.minBackoff
-		for attempt := 0; ; attempt++ {
-			if attempt > 0 {
-				s.m.retries.Inc()
-			}
-			wait, permanent, err := s.send(ctx, rec)
-			if err == nil || permanent {
-				if err != nil {
-					s.log.Error("the server refused a request; dropping it", zap.Stringer("signal", rec.Signal), zap.Int("items", rec.Items), zap.Error(err))
-					s.m.dropped(rec.Signal, "rejected", rec.Items)
-				} else {
-					s.m.itemsShipped.WithLabelValues(rec.Signal.String()).Add(float64(rec.Items))
-				}
-				if err := s.buf.Ack(rec); err != nil {
-					s.log.Error("save the buffer's cursor", zap.Error(err))
-				}
-				break
-			}
-			if wait == 0 {
-				wait = backoff/2 + rand.N(backoff/2+1)
-				backoff = min(2*backoff, s.maxBackoff)
-			}
-			if attempt == 0 || attempt%10 == 0 {
-				s.log.Warn("ship to the server failed; retrying", zap.Stringer("signal", rec.Signal), zap.Duration("in", wait), zap.Int("attempt", attempt+1), zap.Error(err))
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
-			}
+	}
+}
+
+// readFailed handles a failed read of the buffer: a record that cannot be
+// read was skipped (it is logged, and shipping goes on); another failure
+// is logged, counted and tried again after a backoff. It returns false
+// when ctx ended.
+func (s *shipper) readFailed(ctx context.Context, err error, bo *backoff) bool {
+	if errors.Is(err, ErrCorrupt) {
+		s.log.Error("skipped an unreadable record in the buffer", zap.Error(err))
+		return true
+	}
+	s.m.readErrors.Inc()
+	s.health.failed(time.Now(), err)
+	wait := bo.next()
+	if bo.attempts == 1 || bo.attempts%10 == 0 {
+		s.log.Error("read the buffer; retrying", zap.Duration("in", wait), zap.Int("attempt", bo.attempts), zap.Error(err))
+	}
+	return sleep(ctx, wait)
+}
+
+// ship sends one record until the server takes it (or refuses it for
+// good). It returns false when ctx ended first.
+func (s *shipper) ship(ctx context.Context, rec Record) bool {
+	bo := backoff{min: s.minBackoff, max: s.maxBackoff}
+	for {
+		if bo.attempts > 0 {
+			s.m.retries.Inc()
+		}
+		wait, permanent, err := s.send(ctx, rec)
+		if err == nil || permanent {
+			s.shipped(rec, err)
+			return true
+		}
+		s.health.failed(time.Now(), err)
+		if bw := bo.next(); wait == 0 {
+			wait = bw
+		}
+		if bo.attempts == 1 || bo.attempts%10 == 0 {
+			s.log.Warn("ship to the server failed; retrying", zap.Stringer("signal", rec.Signal), zap.Duration("in", wait), zap.Int("attempt", bo.attempts), zap.Error(err))
+		}
+		if !sleep(ctx, wait) {
+			return false
 		}
 	}
+}
+
+// shipped counts a record the server answered for (refused, when err is
+// not nil) and moves the buffer past it.
+func (s *shipper) shipped(rec Record, err error) {
+	s.health.ok()
+	if err != nil {
+		s.log.Error("the server refused a request; dropping it", zap.Stringer("signal", rec.Signal), zap.Int("items", rec.Items), zap.Error(err))
+		s.m.dropped(rec.Signal, "rejected", rec.Items)
+	} else {
+		s.m.itemsShipped.WithLabelValues(rec.Signal.String()).Add(float64(rec.Items))
+	}
+	if err := s.buf.Ack(rec); err != nil {
+		s.log.Error("save the buffer's cursor", zap.Error(err))
+	}
+}
+
+// sleep waits for d; false when ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// backoff is exponential with jitter: each wait is between half and all
+// of a step that doubles from min up to max.
+type backoff struct {
+	min, max time.Duration
+	step     time.Duration
+	attempts int
+}
+
+func (b *backoff) next() time.Duration {
+	if b.step == 0 {
+		b.step = b.min
+	}
+	d := b.step/2 + rand.N(b.step/2+1)
+	b.step = min(2*b.step, b.max)
+	b.attempts++
+	return d
+}
+
+func (b *backoff) reset() { *b = backoff{min: b.min, max: b.max} }
+
+// shipHealth is how shipping goes, for /-/ready: whether the shipper runs,
+// and since when it has failed to ship (zero while it ships or has
+// nothing to ship).
+type shipHealth struct {
+	mu           sync.Mutex
+	running      bool
+	failingSince time.Time
+	lastErr      error
+}
+
+func (h *shipHealth) setRunning(running bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.running = running
+}
+
+func (h *shipHealth) failed(now time.Time, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.failingSince.IsZero() {
+		h.failingSince = now
+	}
+	h.lastErr = err
+}
+
+func (h *shipHealth) ok() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.failingSince, h.lastErr = time.Time{}, nil
+}
+
+// check returns why the agent is not ready: the shipper is not running,
+// or it has failed to ship for longer than after.
+func (h *shipHealth) check(now time.Time, after time.Duration) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case !h.running:
+		return errors.New("the shipper is not running")
+	case !h.failingSince.IsZero() && now.Sub(h.failingSince) > after:
+		return fmt.Errorf("nothing shipped to the server for %s: %w", now.Sub(h.failingSince).Round(time.Second), h.lastErr)
+	}
+	return nil
 }
 
 var paths = map[Signal]string{SignalLogs: "/v1/logs", SignalTraces: "/v1/traces", SignalMetrics: "/v1/metrics"}

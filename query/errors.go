@@ -12,6 +12,7 @@ import (
 	"github.com/lumenobs/lumen/internal/model"
 	"github.com/lumenobs/lumen/query/logql"
 	"github.com/lumenobs/lumen/query/traceql"
+	"github.com/lumenobs/lumen/store"
 )
 
 // The error types of the JSON error envelope, as Prometheus names them.
@@ -96,6 +97,14 @@ func failStatus(w http.ResponseWriter, log *zap.Logger, err error) int {
 		log.Warn("query failed", zap.Error(err))
 	}
 	return code
+}
+
+// markTruncated tells a client, in the Lumen-Trace-Truncated header, that
+// an oversized trace was answered in part (and why).
+func markTruncated(w http.ResponseWriter, t store.Trace) {
+	if t.Truncated != "" {
+		w.Header().Set("Lumen-Trace-Truncated", t.Truncated)
+	}
 }
 
 // Wrap instruments a handler under its route name.

@@ -328,7 +328,12 @@ func (a *JaegerAPI) trace(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, err)
 		return
 	}
-	ok(w, []jaegerTrace{toJaeger(id, t.Spans)}, 1)
+	jt := toJaeger(id, t.Spans)
+	if t.Truncated != "" {
+		jt.Warnings = append(jt.Warnings, "trace truncated: "+t.Truncated)
+	}
+	markTruncated(w, t)
+	ok(w, []jaegerTrace{jt}, 1)
 }
 
 // padTraceID accepts Jaeger's short form of a 64-bit id.

@@ -107,6 +107,7 @@ func (a *TempoAPI) readTrace(w http.ResponseWriter, r *http.Request) (ptrace.Tra
 		return ptrace.Traces{}, false
 	}
 	normalizeSpans(t.Spans)
+	markTruncated(w, t)
 	return t.Spans, true
 }
 

@@ -38,6 +38,9 @@ type TraceResponse struct {
 	SpanCount         int       `json:"spanCount"`
 	LogCount          int       `json:"logCount"`
 	Services          []string  `json:"services"`
+	// Truncated, when set, says what of an oversized trace was left out
+	// (the store's max_trace_bytes and max_trace_log_lines).
+	Truncated string `json:"truncated,omitempty"`
 	// Trace is an OTLP/JSON TracesData: spans grouped by resource and scope,
 	// each group in start-time order.
 	Trace json.RawMessage `json:"trace,omitempty"`
@@ -281,6 +284,7 @@ func (a *API) trace(w http.ResponseWriter, r *http.Request) {
 		SpanCount: t.Spans.SpanCount(),
 		LogCount:  len(logs),
 		Services:  services(t.Spans, t.Logs),
+		Truncated: t.Truncated,
 	}
 	lo, hi := timeRange(t.Spans, logs)
 	if lo == 0 {

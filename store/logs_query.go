@@ -1,6 +1,7 @@
 package store
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -29,6 +30,11 @@ type LogSelect struct {
 	// MaxLines bounds the lines gathered; past it, SelectLogs fails with
 	// ErrTooMuch. 0 means no bound.
 	MaxLines int
+	// Limit, when set, keeps only the Limit oldest lines (the Limit newest
+	// with Backward) as they are read, so that what a query holds does
+	// not depend on how many lines match (MaxLines then does not apply).
+	Limit    int
+	Backward bool
 }
 
 // ErrTooMuch is returned when a query would gather more than it may.
@@ -36,9 +42,64 @@ var ErrTooMuch = fmt.Errorf("%w: query reads too many lines", fault.ErrLimit)
 
 // logGather collects lines by stream labels: the same stream can have
 // several refs (several partitions, a restart) and is answered as one.
+// With a limit, it keeps only the lines that limit would answer.
 type logGather struct {
 	byHash map[uint64][]*LogStream
 	n, max int
+	top    *topLines // nil without a limit
+}
+
+// topLines keeps the limit oldest (or newest) lines offered: a heap whose
+// root is the line to give up first.
+type topLines struct {
+	limit   int
+	newest  bool
+	items   []topItem
+	offered int
+}
+
+type topItem struct {
+	lset labels.Labels
+	e    LogEntry
+}
+
+func newTopLines(limit int, newest bool) *topLines { return &topLines{limit: limit, newest: newest} }
+
+// worse reports whether a line at t would be given up before one at u.
+func (h *topLines) worse(t, u int64) bool {
+	if h.newest {
+		return t < u
+	}
+	return t > u
+}
+
+func (h *topLines) Len() int           { return len(h.items) }
+func (h *topLines) Less(i, j int) bool { return h.worse(h.items[i].e.T, h.items[j].e.T) }
+func (h *topLines) Swap(i, j int)      { h.items[i], h.items[j] = h.items[j], h.items[i] }
+func (h *topLines) Push(x any)         { h.items = append(h.items, x.(topItem)) }
+func (h *topLines) Pop() any {
+	x := h.items[len(h.items)-1]
+	h.items = h.items[:len(h.items)-1]
+	return x
+}
+
+// wants reports whether a line at t would be kept, before it is copied.
+func (h *topLines) wants(t int64) bool {
+	return len(h.items) < h.limit || h.worse(h.items[0].e.T, t)
+}
+
+// offer keeps the line if it is among the limit best so far.
+func (h *topLines) offer(lset labels.Labels, e LogEntry) {
+	h.offered++
+	if !h.wants(e.T) {
+		return
+	}
+	if len(h.items) < h.limit {
+		heap.Push(h, topItem{lset, e})
+		return
+	}
+	h.items[0] = topItem{lset, e}
+	heap.Fix(h, 0)
 }
 
 func (g *logGather) stream(lset labels.Labels) *LogStream {
@@ -54,6 +115,10 @@ func (g *logGather) stream(lset labels.Labels) *LogStream {
 }
 
 func (g *logGather) add(s *LogStream, e LogEntry) error {
+	if g.top != nil {
+		g.top.offer(s.Labels, e)
+		return nil
+	}
 	g.n++
 	if g.max > 0 && g.n > g.max {
 		return fmt.Errorf("%w: more than %d lines match; narrow the selector, the filters or the time range", ErrTooMuch, g.max)
@@ -63,6 +128,12 @@ func (g *logGather) add(s *LogStream, e LogEntry) error {
 }
 
 func (g *logGather) result() []LogStream {
+	if g.top != nil {
+		for _, it := range g.top.items {
+			s := g.stream(it.lset)
+			s.Entries = append(s.Entries, it.e)
+		}
+	}
 	var out []LogStream
 	for _, ss := range g.byHash {
 		for _, s := range ss {
@@ -91,6 +162,9 @@ func overlaps(p *partition, start, end int64) bool {
 // labels.
 func (db *DB) SelectLogs(ctx context.Context, q LogSelect) ([]LogStream, error) {
 	g := &logGather{byHash: map[uint64][]*LogStream{}, max: q.MaxLines}
+	if q.Limit > 0 {
+		g.top = newTopLines(q.Limit, q.Backward)
+	}
 	// The head first: a block written to a partition meanwhile is then
 	// read twice (and kept once), never missed.
 	for _, s := range db.logs.streams(q.Matchers) {
@@ -174,7 +248,15 @@ func (db *DB) selectPartition(ctx context.Context, p *partition, q LogSelect, g 
 		lines atomic.Int64
 	)
 	eg, ctx := errgroup.WithContext(ctx)
-	for range min(runtime.GOMAXPROCS(0), len(streams)) {
+	workers := min(runtime.GOMAXPROCS(0), len(streams))
+	// With a limit, each worker keeps its best lines across its streams,
+	// no more: memory is workers × limit however many lines match.
+	tops := make([]*topLines, workers)
+	for w := range workers {
+		if q.Limit > 0 {
+			tops[w] = newTopLines(q.Limit, q.Backward)
+		}
+		top := tops[w]
 		eg.Go(func() error {
 			return wrapRead(p.view(func(txn *badger.Txn) error {
 				var sb labels.ScratchBuilder
@@ -188,7 +270,16 @@ func (db *DB) selectPartition(ctx context.Context, p *partition, q LogSelect, g 
 					}
 					st := streams[i]
 					if err := db.scanStream(txn, st.ref, q, &sb, func(e *LogEntry) error {
+						if top != nil && !top.wants(e.T) {
+							return nil // not among the lines the limit answers: not even filtered
+						}
 						if q.Keep != nil && !q.Keep(st.lset, e) {
+							return nil
+						}
+						if top != nil {
+							c := *e
+							c.Line = strings.Clone(e.Line)
+							top.offer(st.lset, c)
 							return nil
 						}
 						if n := lines.Add(1); q.MaxLines > 0 && int(n)+g.n > q.MaxLines {
@@ -206,6 +297,13 @@ func (db *DB) selectPartition(ctx context.Context, p *partition, q LogSelect, g 
 	}
 	if err := eg.Wait(); err != nil {
 		return err
+	}
+	for _, top := range tops {
+		if top != nil {
+			for _, it := range top.items {
+				g.top.offer(it.lset, it.e)
+			}
+		}
 	}
 	for _, st := range streams {
 		out := g.stream(st.lset)
@@ -395,8 +493,13 @@ func sortedKeys(m map[string]struct{}) []string {
 
 // traceLogs gathers the lines that carry id: from the blocks the partition's
 // trace index names, and from the head.
-func (db *DB) traceLogs(ctx context.Context, parts []*partition, id model.TraceID) ([]LogStream, error) {
+func (db *DB) traceLogs(ctx context.Context, parts []*partition, id model.TraceID) ([]LogStream, bool, error) {
 	g := &logGather{byHash: map[uint64][]*LogStream{}}
+	if db.opts.Limits.MaxTraceLogLines > 0 {
+		// The newest lines, as many as the cap: a trace that logs without
+		// end costs no more to show.
+		g.top = newTopLines(db.opts.Limits.MaxTraceLogLines, true)
+	}
 	// The head first, as in SelectLogs.
 	for _, s := range db.logs.streams(nil) {
 		s.mu.Lock()
@@ -411,7 +514,7 @@ func (db *DB) traceLogs(ctx context.Context, parts []*partition, id model.TraceI
 	var sb labels.ScratchBuilder
 	for _, p := range parts {
 		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("logs of trace %s: %w", id, err)
+			return nil, false, fmt.Errorf("logs of trace %s: %w", id, err)
 		}
 		err := wrapRead(p.view(func(txn *badger.Txn) error {
 			var refs []blockRef
@@ -449,8 +552,9 @@ func (db *DB) traceLogs(ctx context.Context, parts []*partition, id model.TraceI
 			return nil
 		}))
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
-	return g.result(), nil
+	cut := g.top != nil && g.top.offered > g.top.limit
+	return g.result(), cut, nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -20,6 +22,9 @@ type Trace struct {
 	// Logs holds the log lines that carry the trace id, by stream, each
 	// stream's lines sorted by time.
 	Logs []LogStream
+	// Truncated, when not empty, says what was left out because the trace
+	// is over MaxTraceBytes of spans or MaxTraceLogLines of lines.
+	Truncated string
 }
 
 var (
@@ -36,16 +41,24 @@ func (db *DB) Trace(ctx context.Context, id model.TraceID) (Trace, error) {
 	}
 	out := Trace{Spans: ptrace.NewTraces()}
 	legacy := plog.NewLogs()
+	budget := db.traceBudget()
 	for _, p := range parts {
 		if err := ctx.Err(); err != nil {
 			return Trace{}, fmt.Errorf("read trace %s: %w", id, err)
 		}
-		if err := db.readTrace(p, id, out.Spans, legacy); err != nil {
+		if err := db.readTrace(p, id, out.Spans, legacy, &budget); err != nil {
 			return Trace{}, err
 		}
 	}
-	if out.Logs, err = db.traceLogs(ctx, parts, id); err != nil {
+	if budget < 0 {
+		out.Truncated = fmt.Sprintf("spans over %d bytes (max_trace_bytes) were left out: %d spans shown", db.opts.Limits.MaxTraceBytes, out.Spans.SpanCount())
+	}
+	var cut bool
+	if out.Logs, cut, err = db.traceLogs(ctx, parts, id); err != nil {
 		return Trace{}, err
+	}
+	if cut {
+		out.Truncated = strings.TrimPrefix(out.Truncated+"; ", "; ") + fmt.Sprintf("log lines past %d (max_trace_log_lines) were left out", db.opts.Limits.MaxTraceLogLines)
 	}
 	if legacy.LogRecordCount() > 0 {
 		g := &logGather{byHash: map[uint64][]*LogStream{}}
@@ -63,10 +76,20 @@ func (db *DB) Trace(ctx context.Context, id model.TraceID) (Trace, error) {
 	return out, nil
 }
 
+// traceBudget is the span bytes one trace read may take.
+func (db *DB) traceBudget() int64 {
+	if db.opts.Limits.MaxTraceBytes <= 0 {
+		return math.MaxInt64
+	}
+	return db.opts.Limits.MaxTraceBytes
+}
+
 // readTrace appends the spans partition p holds for id to spans: one prefix
 // scan of the trace's index keys, then one read per frame they name. Log
-// frames, written by builds before the log store, go to logs.
-func (db *DB) readTrace(p *partition, id model.TraceID, spans ptrace.Traces, logs plog.Logs) error {
+// frames, written by builds before the log store, go to logs. Each frame
+// read takes its decoded size from budget; once it is spent (below zero),
+// no more frames are read.
+func (db *DB) readTrace(p *partition, id model.TraceID, spans ptrace.Traces, logs plog.Logs, budget *int64) error {
 	err := p.view(func(txn *badger.Txn) error {
 		var refs []frameRef
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: tracePrefix(id)})
@@ -80,6 +103,9 @@ func (db *DB) readTrace(p *partition, id model.TraceID, spans ptrace.Traces, log
 		}
 		it.Close()
 		for _, ref := range refs {
+			if *budget < 0 {
+				return nil
+			}
 			item, err := txn.Get(frameKey(ref))
 			if err != nil {
 				return fmt.Errorf("%w: frame %c/%d/%d named by trace %s: %v", ErrCorrupt, ref.Kind, ref.Seq, ref.Frame, id, err) //nolint:errorlint // Badger errors stay inside the store
@@ -92,6 +118,7 @@ func (db *DB) readTrace(p *partition, id model.TraceID, spans ptrace.Traces, log
 			if err != nil {
 				return err
 			}
+			*budget -= int64(len(payload))
 			switch ref.Kind {
 			case KindSpans:
 				err = appendTraceSpans(codec, payload, id, spans)

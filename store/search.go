@@ -651,11 +651,12 @@ func summarize(id model.TraceID, td ptrace.Traces, match func(pcommon.Resource, 
 // traceSpans reads a trace's spans (not its logs) from every partition.
 func (db *DB) traceSpans(ctx context.Context, parts []*partition, id model.TraceID) (ptrace.Traces, error) {
 	td := ptrace.NewTraces()
+	budget := db.traceBudget()
 	for _, p := range parts {
 		if err := ctx.Err(); err != nil {
 			return td, fmt.Errorf("read trace %s: %w", id, err)
 		}
-		if err := db.readTrace(p, id, td, plog.NewLogs()); err != nil {
+		if err := db.readTrace(p, id, td, plog.NewLogs(), &budget); err != nil {
 			return td, err
 		}
 	}

@@ -3,8 +3,12 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,11 +35,30 @@ type AgentConfig struct {
 	OTLPGRPCAddr   string           `yaml:"otlp_grpc_addr"`
 	OTLPHTTPAddr   string           `yaml:"otlp_http_addr"`
 	BufferMaxBytes ByteSize         `yaml:"buffer_max_bytes"`
+	Relay          AgentRelayConfig `yaml:"relay"`
 	Logs           agent.LogsConfig `yaml:"logs"`
 	NodeMetrics    agent.NodeConfig `yaml:"node_metrics"`
 	Kubernetes     agent.KubeConfig `yaml:"kubernetes"`
 	Ship           agent.ShipConfig `yaml:"ship"`
 	Log            LogConfig        `yaml:"log"`
+}
+
+// AgentRelayConfig bounds the agent's OTLP relay (agent.RelayConfig, with
+// sizes that take units).
+type AgentRelayConfig struct {
+	// MaxRequestBytes bounds one request, after decompression.
+	MaxRequestBytes ByteSize `yaml:"max_request_bytes"`
+	// MaxInFlightBytes bounds the request bytes being read, decoded and
+	// buffered at once on the node.
+	MaxInFlightBytes ByteSize `yaml:"max_in_flight_bytes"`
+	// PodShare is the part of the bytes in flight and of the buffer one
+	// pod may hold.
+	PodShare float64 `yaml:"pod_share"`
+}
+
+func defaultRelayConfig() AgentRelayConfig {
+	d := agent.DefaultRelayConfig()
+	return AgentRelayConfig{MaxRequestBytes: ByteSize(d.MaxRequestBytes), MaxInFlightBytes: ByteSize(d.MaxInFlightBytes), PodShare: d.PodShare}
 }
 
 // DefaultAgentHTTPAddr is the agent's own port: /metrics and health.
@@ -50,6 +73,7 @@ func DefaultAgentConfig() AgentConfig {
 		OTLPGRPCAddr:   "0.0.0.0:4317",
 		OTLPHTTPAddr:   "0.0.0.0:4318",
 		BufferMaxBytes: 1 << 30,
+		Relay:          defaultRelayConfig(),
 		Logs:           agent.DefaultLogsConfig(),
 		NodeMetrics:    agent.DefaultNodeConfig(),
 		Kubernetes:     agent.DefaultKubeConfig(),
@@ -62,7 +86,8 @@ func (c AgentConfig) agent() agent.Config {
 	return agent.Config{
 		Server: c.Server, NodeName: c.NodeName, StateDir: c.StateDir, HTTPAddr: c.HTTPAddr,
 		OTLPGRPCAddr: c.OTLPGRPCAddr, OTLPHTTPAddr: c.OTLPHTTPAddr, BufferMaxBytes: int64(c.BufferMaxBytes),
-		Logs: c.Logs, Node: c.NodeMetrics, Kubernetes: c.Kubernetes, Ship: c.Ship, Version: version,
+		Relay: agent.RelayConfig{MaxRequestBytes: int64(c.Relay.MaxRequestBytes), MaxInFlightBytes: int64(c.Relay.MaxInFlightBytes), PodShare: c.Relay.PodShare},
+		Logs:  c.Logs, Node: c.NodeMetrics, Kubernetes: c.Kubernetes, Ship: c.Ship, Version: version,
 	}
 }
 
@@ -94,6 +119,16 @@ func agentSettings() []setting[AgentConfig] {
 		{"otlp-grpc-addr", "LUMEN_OTLP_GRPC_ADDR", "OTLP gRPC address for the node's pods (empty disables)", str(func(c *AgentConfig) *string { return &c.OTLPGRPCAddr }), false},
 		{"otlp-http-addr", "LUMEN_OTLP_HTTP_ADDR", "OTLP HTTP address for the node's pods (empty disables)", str(func(c *AgentConfig) *string { return &c.OTLPHTTPAddr }), false},
 		{"buffer-max-bytes", "LUMEN_BUFFER_MAX_BYTES", "size of the on-disk buffer, e.g. 1GiB; past it the oldest data is dropped", func(c *AgentConfig, v string) error { return c.BufferMaxBytes.parse(v) }, false},
+		{"relay-max-request-bytes", "LUMEN_RELAY_MAX_REQUEST_BYTES", "largest OTLP request the relay takes from a pod, after decompression, e.g. 4MiB", func(c *AgentConfig, v string) error { return c.Relay.MaxRequestBytes.parse(v) }, false},
+		{"relay-max-in-flight-bytes", "LUMEN_RELAY_MAX_IN_FLIGHT_BYTES", "OTLP request bytes the relay reads, decodes and buffers at once; past it pods get 429 / RESOURCE_EXHAUSTED", func(c *AgentConfig, v string) error { return c.Relay.MaxInFlightBytes.parse(v) }, false},
+		{"relay-pod-share", "LUMEN_RELAY_POD_SHARE", "part of the relay's bytes in flight and of the buffer one pod may hold, e.g. 0.25", func(c *AgentConfig, v string) error {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return fmt.Errorf("%q is not a number", v)
+			}
+			c.Relay.PodShare = f
+			return nil
+		}, false},
 		{"node-metrics-interval", "LUMEN_NODE_METRICS_INTERVAL", "how often the node's metrics are sent (0 disables)", dur(func(c *AgentConfig) *time.Duration { return &c.NodeMetrics.Interval }), false},
 		{"proc-path", "LUMEN_PROC_PATH", "where the host's /proc is mounted", str(func(c *AgentConfig) *string { return &c.NodeMetrics.ProcPath }), false},
 		{"sys-path", "LUMEN_SYS_PATH", "where the host's /sys is mounted", str(func(c *AgentConfig) *string { return &c.NodeMetrics.SysPath }), false},
@@ -104,6 +139,9 @@ func agentSettings() []setting[AgentConfig] {
 		{"log-level", "LUMEN_LOG_LEVEL", "debug, info, warn or error", str(func(c *AgentConfig) *string { return &c.Log.Level }), false},
 	}
 }
+
+// agentGCPercent is the agent's GOGC unless the environment sets one.
+const agentGCPercent = 50
 
 // loadAgentConfig builds the agent's configuration; the node name defaults
 // to $NODE_NAME, then the host name.
@@ -123,6 +161,13 @@ func runAgent(ctx context.Context, cfg AgentConfig, _ io.Writer, started func())
 	}
 	defer func() { _ = log.Sync() }()
 	log.Info("starting lumen agent", zap.String("version", version))
+	if os.Getenv("GOGC") == "" {
+		// The agent's heap is small and mostly the relayed requests in
+		// flight (each several times its size while decoded): collecting
+		// at half again, not twice, what is live keeps it well inside the
+		// DaemonSet's 128 MiB at a few more collections of a small heap.
+		defer debug.SetGCPercent(debug.SetGCPercent(agentGCPercent))
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return agent.Run(ctx, cfg.agent(), log, reg, started)

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -12,6 +16,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,13 +26,21 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/lumenobs/lumen/agent"
+	"github.com/lumenobs/lumen/internal/otlptest"
 )
 
 // agentConfig is a `lumen agent` on loopback that reads root/pods and
@@ -434,4 +448,317 @@ func apiGetE(s *server, path string) (int, []byte) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, b
+}
+
+// TestAgentReadyReflectsShipping: /-/ready answers 503, with the reason,
+// once the agent has failed to ship for longer than ship.unready_after (the
+// server is not there yet), and 200 again once it ships.
+func TestAgentReadyReflectsShipping(t *testing.T) {
+	scfg := testConfig(t, t.TempDir())
+	root := t.TempDir()
+	appendFile(t, podLog(t, root, "shop", "web-abc", "u1", "app"), cri("stdout", "F", "L1 before the server"))
+	cfg := agentConfig(t, root, scfg.OTLP.HTTPAddr)
+	cfg.NodeMetrics.Interval = 0
+	cfg.Ship.UnreadyAfter = 300 * time.Millisecond
+	startAgent(t, cfg)
+
+	ready := func() (int, string) {
+		resp, err := http.Get("http://" + cfg.HTTPAddr + "/-/ready")
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		code, body := ready()
+		assert.Equal(c, http.StatusServiceUnavailable, code)
+		assert.Contains(c, body, "nothing shipped to the server for")
+		assert.Contains(c, body, "connection refused")
+	}, 10*time.Second, 50*time.Millisecond)
+
+	startServer(t, scfg)
+	waitAll(t, scfg.HTTPAddr, "shop", 1, 1, true)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		code, body := ready()
+		assert.Equal(c, http.StatusOK, code, body)
+	}, 10*time.Second, 50*time.Millisecond)
+}
+
+// agentMemory reads a process's memory from /proc/<pid>/status, in bytes:
+// field is VmHWM (peak resident), VmRSS, RssAnon (resident and not backed
+// by a file: what a memory limit cannot reclaim)…
+func agentMemory(t *testing.T, pid int, field string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	require.NoError(t, err)
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, field+":"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			require.NoError(t, err)
+			return kb << 10
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
+	return 0
+}
+
+// agentMetrics reads the agent's /metrics: value by series as exposed.
+func agentMetrics(t *testing.T, httpAddr string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	out := map[string]float64{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(l, ' ')
+		if v, err := strconv.ParseFloat(l[i+1:], 64); err == nil {
+			out[l[:i]] = v
+		}
+	}
+	return out
+}
+
+// agentFloodPod sends OTLP to the agent from one source address (127.0.0.x: a
+// pod, as the agent tells them apart), counting the answers.
+type agentFloodPod struct {
+	http  *http.Client
+	grpc  ptraceotlp.GRPCClient
+	mu    sync.Mutex
+	codes map[string]int
+}
+
+func newAgentFloodPod(t *testing.T, ip, grpcAddr string) *agentFloodPod {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return d.DialContext(ctx, "tcp", a) }))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	return &agentFloodPod{http: &http.Client{Transport: &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 64}, Timeout: 30 * time.Second},
+		grpc: ptraceotlp.NewGRPCClient(conn), codes: map[string]int{}}
+}
+
+func (p *agentFloodPod) count(code string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.codes[code]++
+}
+
+func (p *agentFloodPod) post(url string, body []byte, gz bool) {
+	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	if gz {
+		req.Header.Set("Content-Encoding", "gzip")
+	}
+	resp, err := p.http.Do(req)
+	if err != nil {
+		p.count("error") // the agent may answer 429 and close before the whole body is sent
+		return
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	code := strconv.Itoa(resp.StatusCode)
+	if resp.StatusCode == http.StatusTooManyRequests && resp.Header.Get("Retry-After") == "" {
+		code += " without Retry-After"
+	}
+	p.count(code)
+}
+
+func (p *agentFloodPod) export(req ptraceotlp.ExportRequest) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := p.grpc.Export(ctx, req)
+	p.count(status.Code(err).String())
+}
+
+func (p *agentFloodPod) answers() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps.Clone(p.codes)
+}
+
+// TestAgentRelayFlood: pods flood the agent's relay with 3 MiB requests,
+// 8 at a time each, over HTTP (plain and gzip) and gRPC, while the server
+// is away; another pod sends small requests over both. The noisy pods are
+// refused (429 with Retry-After, RESOURCE_EXHAUSTED with a retry hint)
+// past their share of the bytes in flight and of the buffer, or the
+// node's bound; the agent keeps answering, and its memory (a child
+// process with the DaemonSet's GOMEMLIMIT) stays well under the
+// DaemonSet's 128 MiB limit. With one noisy pod, the quiet one is always
+// served; with three, past the node's bound every pod may be refused.
+func TestAgentRelayFlood(t *testing.T) {
+	if raceEnabled {
+		t.Skip("under the race detector the agent takes too much memory and time for a flood to tell anything; agent/relaylimit_test.go checks each limit")
+	}
+	for _, tc := range []struct {
+		name  string
+		noisy []string
+	}{
+		{"one noisy pod", []string{"127.0.0.2"}},
+		{"three noisy pods", []string{"127.0.0.2", "127.0.0.4", "127.0.0.5"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := startAgentFlood(t)
+			noisy, quiet, peakAnon := f.run(t, tc.noisy, 6*time.Second)
+
+			resp, err := http.Get("http://" + f.cfg.HTTPAddr + "/-/healthy")
+			require.NoError(t, err, "the agent answers after the flood")
+			resp.Body.Close()
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			for i, a := range noisy {
+				t.Logf("noisy pod %d: %v", i, a)
+				require.Positive(t, a["429"], "a noisy pod is told to come back later")
+				require.Positive(t, a[codes.ResourceExhausted.String()])
+				require.Zero(t, a["429 without Retry-After"])
+			}
+			t.Logf("quiet pod: %v", quiet)
+			m := agentMetrics(t, f.cfg.HTTPAddr)
+			refused := func(reason string) float64 { return m[`lumen_agent_relay_refused_total{reason="`+reason+`"}`] }
+			t.Logf("refused: pod_in_flight %v, pod_buffer %v, in_flight %v; buffer %v bytes",
+				refused("pod_in_flight"), refused("pod_buffer"), refused("in_flight"), m["lumen_agent_buffer_bytes"])
+			require.Positive(t, refused("pod_in_flight"))
+			// pod_buffer needs a pod to get 16 MiB/4 through, which a
+			// loaded machine may not do in 6 s: TestRelayBoundsEachPodsShareOfTheBuffer
+			// (agent/) checks it.
+			require.Zero(t, m[`lumen_agent_dropped_items_total{reason="buffer_full",signal="traces"}`], "the noisy pods cannot fill the buffer")
+			if len(tc.noisy) == 1 {
+				require.ElementsMatch(t, []string{"200", codes.OK.String()}, slices.Collect(maps.Keys(quiet)), "the quiet pod is always served")
+				require.Positive(t, noisy[0]["200"], "within its share, the noisy pod is served")
+			} else {
+				require.Positive(t, refused("in_flight"), "the node's bound")
+			}
+			t.Logf("agent during the flood: peak RSS %d MiB, peak anonymous RSS %d MiB", agentMemory(t, f.pid, "VmHWM")>>20, peakAnon>>20)
+			require.Less(t, peakAnon, int64(80<<20), "well under the DaemonSet's 128 MiB limit")
+		})
+	}
+}
+
+// agentFlood is a `lumen agent` child, with the relay's default limits over a
+// 16 MiB buffer (a pod's share: 4 MiB), whose server is not there, and the
+// requests to flood it with.
+type agentFlood struct {
+	cfg        AgentConfig
+	pid        int
+	big, bigGz []byte
+	bigReq     ptraceotlp.ExportRequest
+	small      []byte
+	smallReq   ptraceotlp.ExportRequest
+}
+
+func startAgentFlood(t *testing.T) *agentFlood {
+	f := &agentFlood{cfg: agentConfig(t, t.TempDir(), freeAddr(t))} // nothing listens there: nothing is shipped
+	t.Setenv("GOMEMLIMIT", "100MiB")                                // as deploy/kubernetes/agent.yaml
+	f.pid = startLumenChild(t, agentArgs(f.cfg)+" --buffer-max-bytes 16MiB", f.cfg.HTTPAddr, os.Stderr).Process.Pid
+	t.Logf("agent at start: RSS %d MiB, of which anonymous %d MiB", agentMemory(t, f.pid, "VmRSS")>>20, agentMemory(t, f.pid, "RssAnon")>>20)
+	var err error
+	f.bigReq = ptraceotlp.NewExportRequestFromTraces(otlptest.New(7).Traces(1400, 5))
+	f.big, err = f.bigReq.MarshalProto()
+	require.NoError(t, err)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write(f.big)
+	require.NoError(t, zw.Close())
+	f.bigGz = gz.Bytes()
+	f.smallReq = ptraceotlp.NewExportRequestFromTraces(otlptest.New(8).Traces(10, 5))
+	f.small, err = f.smallReq.MarshalProto()
+	require.NoError(t, err)
+	t.Logf("noisy requests of %d bytes (%d gzipped), quiet ones of %d", len(f.big), len(f.bigGz), len(f.small))
+	return f
+}
+
+// run floods the agent from the noisy pods' addresses for d, while a
+// quiet pod (127.0.0.3) sends a small request over each protocol every
+// 20 ms. It returns the answers each got and the agent's peak anonymous
+// memory.
+func (f *agentFlood) run(t *testing.T, noisyIPs []string, d time.Duration) ([]map[string]int, map[string]int, int64) {
+	url := "http://" + f.cfg.OTLPHTTPAddr + "/v1/traces"
+	stop := time.Now().Add(d)
+	var wg sync.WaitGroup
+	var noisy []*agentFloodPod
+	for _, ip := range noisyIPs {
+		p := newAgentFloodPod(t, ip, f.cfg.OTLPGRPCAddr)
+		noisy = append(noisy, p)
+		for i := range 8 {
+			wg.Go(func() {
+				for time.Now().Before(stop) {
+					switch i % 3 {
+					case 0:
+						p.post(url, f.big, false)
+					case 1:
+						p.post(url, f.bigGz, true)
+					default:
+						p.export(f.bigReq)
+					}
+				}
+			})
+		}
+	}
+	quiet := newAgentFloodPod(t, "127.0.0.3", f.cfg.OTLPGRPCAddr)
+	wg.Go(func() {
+		for time.Now().Before(stop) {
+			quiet.post(url, f.small, false)
+			quiet.export(f.smallReq)
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	var peakAnon int64
+	for time.Now().Before(stop) {
+		peakAnon = max(peakAnon, agentMemory(t, f.pid, "RssAnon"))
+		time.Sleep(10 * time.Millisecond)
+	}
+	wg.Wait()
+	var answers []map[string]int
+	for _, p := range noisy {
+		answers = append(answers, p.answers())
+	}
+	return answers, quiet.answers(), peakAnon
+}
+
+// TestAgentConfigRelayAndShip: the relay's limits and ship.unready_after
+// come from the defaults, the YAML file, the environment and the flags;
+// settings that cannot work are refused.
+func TestAgentConfigRelayAndShip(t *testing.T) {
+	yamlFile := filepath.Join(t.TempDir(), "agent.yaml")
+	require.NoError(t, os.WriteFile(yamlFile, []byte("relay:\n  max_request_bytes: 2MiB\n  max_in_flight_bytes: 6MiB\n  pod_share: 0.5\nship:\n  unready_after: 30s\n"), 0o644))
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		want  agent.RelayConfig
+		ready time.Duration
+		err   string
+	}{
+		{name: "defaults", want: agent.RelayConfig{MaxRequestBytes: 4 << 20, MaxInFlightBytes: 8 << 20, PodShare: 0.25}, ready: 2 * time.Minute},
+		{name: "YAML", args: []string{"--config", yamlFile}, want: agent.RelayConfig{MaxRequestBytes: 2 << 20, MaxInFlightBytes: 6 << 20, PodShare: 0.5}, ready: 30 * time.Second},
+		{name: "environment over YAML", args: []string{"--config", yamlFile}, env: map[string]string{"LUMEN_RELAY_MAX_IN_FLIGHT_BYTES": "32MiB", "LUMEN_RELAY_POD_SHARE": "0.1"},
+			want: agent.RelayConfig{MaxRequestBytes: 2 << 20, MaxInFlightBytes: 32 << 20, PodShare: 0.1}, ready: 30 * time.Second},
+		{name: "flags", args: []string{"--relay-max-request-bytes", "1MiB", "--relay-max-in-flight-bytes", "4MiB", "--relay-pod-share", "0.3"},
+			want: agent.RelayConfig{MaxRequestBytes: 1 << 20, MaxInFlightBytes: 4 << 20, PodShare: 0.3}, ready: 2 * time.Minute},
+		{name: "in flight below a request", args: []string{"--relay-max-in-flight-bytes", "1MiB"}, err: "max_in_flight_bytes"},
+		{name: "share out of range", args: []string{"--relay-pod-share", "1.5"}, err: "pod_share 1.5"},
+		{name: "share not a number", args: []string{"--relay-pod-share", "a quarter"}, err: "not a number"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := func(k string) string {
+				if k == "NODE_NAME" {
+					return "node-a"
+				}
+				return tc.env[k]
+			}
+			cfg, err := loadAgentConfig(tc.args, env)
+			if tc.err != "" {
+				require.ErrorContains(t, err, tc.err)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, cfg.agent().Relay)
+			require.Equal(t, tc.ready, cfg.agent().Ship.UnreadyAfter)
+		})
+	}
 }

@@ -32,6 +32,8 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -171,15 +173,19 @@ func (n *chaosNode) metric(series string) float64 {
 type ledger struct {
 	mu      sync.Mutex
 	traces  map[pcommon.TraceID]int // spans per trace
+	cycleOf map[pcommon.TraceID]int // the cycle a trace was sent in
 	lines   map[string][]int        // "cycle/writer" -> line numbers
 	samples map[string]int          // "cycle/writer" -> samples
 	rolled  map[string]int          // "cycle/writer" -> series first sent in a refused request, then acknowledged
+	olines  map[string][]int        // "cycle/writer" -> OTLP log record numbers
+	opoints map[string]int          // "cycle/writer" -> OTLP gauge points
 	codes   map[string]int          // "signal status" -> requests
 	batch   int                     // samples or lines per request
 }
 
 func newLedger() *ledger {
-	return &ledger{traces: map[pcommon.TraceID]int{}, lines: map[string][]int{}, samples: map[string]int{}, rolled: map[string]int{}, codes: map[string]int{}, batch: 10}
+	return &ledger{traces: map[pcommon.TraceID]int{}, cycleOf: map[pcommon.TraceID]int{}, lines: map[string][]int{}, samples: map[string]int{}, rolled: map[string]int{}, codes: map[string]int{}, batch: 10,
+		olines: map[string][]int{}, opoints: map[string]int{}}
 }
 
 func (l *ledger) code(signal string, code int) {
@@ -209,6 +215,7 @@ func (l *ledger) load(ctx context.Context, n *chaosNode, cycle, writers, max int
 					l.mu.Lock()
 					for _, id := range ids {
 						l.traces[id] += 3
+						l.cycleOf[id] = cycle
 					}
 					l.mu.Unlock()
 				}
@@ -220,6 +227,7 @@ func (l *ledger) load(ctx context.Context, n *chaosNode, cycle, writers, max int
 		key := fmt.Sprintf("%d/%d", cycle, w)
 		wg.Go(func() { l.pushSamples(ctx, n, key, start, max) })
 		wg.Go(func() { l.pushLines(ctx, n, key, start, max) })
+		wg.Go(func() { l.pushOTLP(ctx, n, key, start, max) })
 	}
 	wg.Wait()
 }
@@ -289,6 +297,51 @@ func (l *ledger) pushLines(ctx context.Context, n *chaosNode, key string, start 
 	}
 }
 
+// pushOTLP sends log records and gauge points over OTLP/HTTP (protobuf).
+func (l *ledger) pushOTLP(ctx context.Context, n *chaosNode, key string, start time.Time, max int) {
+	cycle, writer, _ := strings.Cut(key, "/")
+	for i := 0; i < max && ctx.Err() == nil; i++ {
+		logs, md := plog.NewLogs(), pmetric.NewMetrics()
+		rl := logs.ResourceLogs().AppendEmpty()
+		rl.Resource().Attributes().PutStr("service.name", "chaos-otlp-"+cycle+"-"+writer)
+		rm := md.ResourceMetrics().AppendEmpty()
+		rm.Resource().Attributes().PutStr("service.name", "chaos-otlp")
+		g := rm.ScopeMetrics().AppendEmpty().Metrics().AppendEmpty()
+		g.SetName("chaos_otlp_gauge")
+		points := g.SetEmptyGauge().DataPoints()
+		var seqs []int
+		for j := range l.batch {
+			seq := i*l.batch + j
+			seqs = append(seqs, seq)
+			at := pcommon.NewTimestampFromTime(start.Add(time.Duration(seq) * time.Millisecond))
+			lr := rl.ScopeLogs().AppendEmpty().LogRecords().AppendEmpty()
+			lr.SetTimestamp(at)
+			lr.Body().SetStr(fmt.Sprintf("otlp seq=%d", seq))
+			p := points.AppendEmpty()
+			p.SetTimestamp(at)
+			p.SetDoubleValue(float64(seq))
+			p.Attributes().PutStr("cycle", cycle)
+			p.Attributes().PutStr("writer", writer)
+		}
+		lb, _ := (&plog.ProtoMarshaler{}).MarshalLogs(logs)
+		code := postBody("http://"+n.cfg.OTLP.HTTPAddr+"/v1/logs", "application/x-protobuf", lb)
+		l.code("otlp-logs", code)
+		if code == http.StatusOK {
+			l.mu.Lock()
+			l.olines[key] = append(l.olines[key], seqs...)
+			l.mu.Unlock()
+		}
+		mb, _ := (&pmetric.ProtoMarshaler{}).MarshalMetrics(md)
+		code = postBody("http://"+n.cfg.OTLP.HTTPAddr+"/v1/metrics", "application/x-protobuf", mb)
+		l.code("otlp-metrics", code)
+		if code == http.StatusOK {
+			l.mu.Lock()
+			l.opoints[key] += l.batch
+			l.mu.Unlock()
+		}
+	}
+}
+
 // postBody posts and returns the status, 0 when the request failed.
 func postBody(u, contentType string, body []byte, header ...string) int {
 	req, err := http.NewRequest(http.MethodPost, u, bytes.NewReader(body))
@@ -315,6 +368,9 @@ func (l *ledger) verify(t *testing.T, n *chaosNode, cycles map[string]bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for id, spans := range l.traces {
+		if cycles != nil && !cycles[strconv.Itoa(l.cycleOf[id])] {
+			continue
+		}
 		code, body := getBody(n.url("/api/v1/traces/" + id.String() + "?include=trace"))
 		require.Equal(t, http.StatusOK, code, "acknowledged trace %s: %s", id, body)
 		var tr struct {
@@ -333,6 +389,17 @@ func (l *ledger) verify(t *testing.T, n *chaosNode, cycles map[string]bool) {
 			require.True(t, got[seq], "acknowledged line %d of %s is missing (%d of %d read)", seq, key, len(got), len(seqs))
 		}
 	}
+	for key, seqs := range l.olines {
+		cycle, writer, _ := strings.Cut(key, "/")
+		if cycles != nil && !cycles[cycle] {
+			continue
+		}
+		got := readLines(t, n, fmt.Sprintf(`{service_name="chaos-otlp-%s-%s"}`, cycle, writer))
+		for _, seq := range seqs {
+			require.True(t, got[seq], "acknowledged OTLP log record %d of %s is missing (%d of %d read)", seq, key, len(got), len(seqs))
+		}
+	}
+	l.verifySamples(t, n, cycles, l.opoints, `count_over_time(chaos_otlp_gauge{cycle=%q,writer=%q}[7h])`)
 	l.verifySamples(t, n, cycles, l.samples, `count_over_time(chaos_samples{cycle=%q,writer=%q}[7h])`)
 	l.verifySamples(t, n, cycles, l.rolled, `count(count_over_time(chaos_rolled{cycle=%q,writer=%q}[7h]))`)
 }
@@ -385,7 +452,8 @@ func readLines(t *testing.T, n *chaosNode, selector string) map[int]bool {
 		read := 0
 		for _, s := range res.Data.Result {
 			for _, v := range s.Values {
-				seq, _ := strconv.Atoi(strings.TrimPrefix(v[1], "level=info seq="))
+				_, num, _ := strings.Cut(v[1], "seq=")
+				seq, _ := strconv.Atoi(num)
 				got[seq] = true
 				ts, _ := strconv.ParseInt(v[0], 10, 64)
 				from = max(from, ts+1)
@@ -441,10 +509,16 @@ func TestChaosKill9(t *testing.T) {
 	for _, s := range l.lines {
 		lines += len(s)
 	}
+	for _, s := range l.olines {
+		lines += len(s)
+	}
 	for _, s := range l.samples {
 		samples += s
 	}
-	t.Logf("kill -9 cycles: %d in %s; acknowledged and read back: %d traces, %d lines, %d samples; lost 0; restarts refused 0; statuses %v",
+	for _, s := range l.opoints {
+		samples += s
+	}
+	t.Logf("kill -9 cycles: %d in %s; acknowledged and read back: %d traces, %d log lines (Loki push and OTLP), %d samples (remote write and OTLP); lost 0; restarts refused 0; statuses %v",
 		cycles, time.Since(began).Round(time.Second), len(l.traces), lines, samples, l.codes)
 }
 

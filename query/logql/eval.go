@@ -403,7 +403,29 @@ type outLine struct {
 // selectLines reads the lines of e in [start, end) and runs the pipeline.
 func selectLines(ctx context.Context, r Reader, e *LogExpr, start, end int64, maxLines int) ([]outLine, error) {
 	pl := newPipeline(e)
-	streams, err := r.SelectLogs(ctx, store.LogSelect{Matchers: e.Matchers, Start: start, End: end, Keep: pl.keep(), MaxLines: maxLines})
+	return pl.selectLines(ctx, r, store.LogSelect{Matchers: e.Matchers, Start: start, End: end, Keep: pl.keep(), MaxLines: maxLines})
+}
+
+// selectLimited reads the limit oldest (forward) or newest lines of e in
+// [start, end) that pass the whole pipeline: the store runs the pipeline
+// as it reads and keeps only those lines, so what a query holds does not
+// depend on how many lines match.
+func selectLimited(ctx context.Context, r Reader, e *LogExpr, p Params) ([]outLine, error) {
+	pl := newPipeline(e)
+	filters := pl.keep()
+	keep := func(lset labels.Labels, le *store.LogEntry) bool {
+		if filters != nil && !filters(lset, le) {
+			return false
+		}
+		_, _, ok := pl.run(lset, le)
+		return ok
+	}
+	return pl.selectLines(ctx, r, store.LogSelect{Matchers: e.Matchers, Start: p.Start.UnixNano(), End: p.End.UnixNano(), Keep: keep,
+		Limit: p.Limit, Backward: !p.Forward})
+}
+
+func (pl *pipeline) selectLines(ctx context.Context, r Reader, q store.LogSelect) ([]outLine, error) {
+	streams, err := r.SelectLogs(ctx, q)
 	if err != nil {
 		return nil, err
 	}
@@ -426,7 +448,15 @@ func selectLines(ctx context.Context, r Reader, e *LogExpr, start, end int64, ma
 }
 
 func execLogs(ctx context.Context, r Reader, e *LogExpr, p Params) ([]Stream, error) {
-	lines, err := selectLines(ctx, r, e, p.Start.UnixNano(), p.End.UnixNano(), p.MaxLines)
+	var (
+		lines []outLine
+		err   error
+	)
+	if p.Limit > 0 {
+		lines, err = selectLimited(ctx, r, e, p)
+	} else {
+		lines, err = selectLines(ctx, r, e, p.Start.UnixNano(), p.End.UnixNano(), p.MaxLines)
+	}
 	if err != nil {
 		return nil, err
 	}
