@@ -7,11 +7,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/require"
 
 	"github.com/lumenobs/lumen/internal/limits"
@@ -151,4 +153,35 @@ func TestQueuedQueriesRunWhenASlotFrees(t *testing.T) {
 	resp, body := get(t, srv.URL+"/loki/api/v1/query_range?"+url.Values{"query": {`{app="x"}`}}.Encode())
 	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, body)
 	require.Contains(t, body, "no slot for LogQL queries freed in time")
+}
+
+// A metric query answering more series than max_query_series is a 400 in
+// Loki's words; at the bound it is answered.
+func TestLogQLSeriesPerQueryIsBounded(t *testing.T) {
+	a := startLimitedAPIs(t, 4, 4)
+	now := time.Now()
+	var streams []store.LogStream
+	for i := range 4 {
+		streams = append(streams, store.LogStream{Labels: labels.FromStrings("app", "x", "pod", string(rune('a'+i))),
+			Entries: []store.LogEntry{{T: now.Add(-time.Second).UnixNano(), Line: "hello"}}})
+	}
+	require.NoError(t, a.db.WriteLogStreams(context.Background(), streams))
+	cfg := DefaultLokiConfig()
+	cfg.MaxQuerySeries = 3
+	loki := NewLoki(a.db, cfg, nil, nil)
+	mux := http.NewServeMux()
+	loki.Register(mux, nil)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	for query, code := range map[string]int{
+		`count_over_time({app="x"}[1m])`:                http.StatusBadRequest,
+		`sum by (app) (count_over_time({app="x"}[1m]))`: http.StatusOK,
+		`count_over_time({app="x", pod=~"a|b|c"}[1m])`:  http.StatusOK,
+	} {
+		resp, body := get(t, srv.URL+"/loki/api/v1/query?"+url.Values{"query": {query}, "time": {strconv.FormatInt(now.Unix(), 10)}}.Encode())
+		require.Equal(t, code, resp.StatusCode, "%s: %s", query, body)
+		if code == http.StatusBadRequest {
+			require.Contains(t, body, "maximum number of series (3) reached for a single query")
+		}
+	}
 }

@@ -251,12 +251,15 @@ type LokiConfig struct {
 	// TailMaxDuration is how long a tail runs before the server closes it,
 	// as Loki's tail_max_duration.
 	TailMaxDuration time.Duration `yaml:"tail_max_duration"`
+	// MaxQuerySeries bounds the series a metric query returns, as Loki's
+	// max_query_series; past it the query is a 400. 0: none.
+	MaxQuerySeries int `yaml:"max_query_series"`
 }
 
 // DefaultLokiConfig returns Loki's defaults where it has them.
 func DefaultLokiConfig() LokiConfig {
 	return LokiConfig{MaxLines: 5_000_000, MaxLimit: 5000, Timeout: time.Minute, MaxConcurrent: 4, MaxQueued: 100,
-		MaxTails: 10, TailMaxDuration: time.Hour}
+		MaxTails: 10, TailMaxDuration: time.Hour, MaxQuerySeries: 500}
 }
 
 // Validate reports the first setting that cannot work.
@@ -418,6 +421,9 @@ func (a *LokiAPI) exec(w http.ResponseWriter, r *http.Request, e logql.Expr, p l
 	}
 	defer done()
 	res, err := logql.Exec(ctx, a.r, e, p)
+	if err == nil && a.cfg.MaxQuerySeries > 0 && len(res.Series) > a.cfg.MaxQuerySeries {
+		err = overLimit(reasonLimit, "maximum number of series (%d) reached for a single query; consider reducing query cardinality by adding more specific stream selectors, reducing the time range, or aggregating results with functions like sum(), count() or topk()", a.cfg.MaxQuerySeries)
+	}
 	if err != nil {
 		a.lokiError(w, err)
 		return
