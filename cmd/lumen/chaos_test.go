@@ -700,16 +700,27 @@ func TestChaosChurn(t *testing.T) {
 	}
 	t.Logf("churn: %d series and %d streams in %d waves; RSS MiB by wave %v; head series by wave %v; removed %v series, %v streams",
 		waves*series, waves*streams, waves, mib(rss), heads, n.metric("lumen_head_series_removed_total"), n.metric("lumen_head_streams_removed_total"))
-	require.LessOrEqual(t, heads[len(heads)-1], float64(4*series), "the head holds the last few waves only")
-	require.GreaterOrEqual(t, n.metric("lumen_head_series_removed_total"), float64((waves-4)*series))
+	// The head keeps only the waves of the last seconds: once the load
+	// stops, it drains to none (under the race detector, which slows
+	// every checkpoint many times, this takes longer than the waves).
+	if !raceEnabled {
+		require.LessOrEqual(t, heads[len(heads)-1], float64(4*series), "the head holds the last few waves only")
+	}
+	require.Eventually(t, func() bool { return n.metric("lumen_head_series") == 0 }, time.Minute, 200*time.Millisecond,
+		"idle series leave the head: %v left", n.metric("lumen_head_series"))
+	require.Equal(t, float64(waves*series), n.metric("lumen_head_series_removed_total"))
+	require.Equal(t, float64(waves*streams), n.metric("lumen_head_streams_removed_total"))
 	// The head is flat (above); what grows with the churned data is Badger's
 	// compaction of the day partition's index (RELIABILITY.md), bounded here
-	// absolutely: under 1 GiB for a million series.
-	early := max(rss[2], rss[3], rss[4])
-	if !chaosLong() {
-		require.Less(t, rss[len(rss)-1], early*3/2+(64<<20), "memory plateaus: %v MiB", mib(rss))
+	// absolutely: under 1 GiB for a million series. The race detector's
+	// shadow memory makes RSS meaningless.
+	if !raceEnabled {
+		early := max(rss[2], rss[3], rss[4])
+		if !chaosLong() {
+			require.Less(t, rss[len(rss)-1], early*3/2+(64<<20), "memory plateaus: %v MiB", mib(rss))
+		}
+		require.Less(t, slices.Max(rss), int64(1<<30), "memory stays bounded: %v MiB", mib(rss))
 	}
-	require.Less(t, slices.Max(rss), int64(1<<30), "memory stays bounded: %v MiB", mib(rss))
 	// What churned out is still there to query.
 	q := url.Values{"query": {`count(container_cpu_seconds_total{pod=~"web-0-.*"})`}, "time": {fmt.Sprint(time.Now().Unix())}}
 	code, body := getBody(n.url("/api/v1/query?" + q.Encode()))
