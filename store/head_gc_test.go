@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
 	"github.com/stretchr/testify/require"
 )
 
@@ -144,4 +145,29 @@ func TestHeadLimits(t *testing.T) {
 	err = db.WriteLogStreams(context.Background(), []LogStream{{Labels: labels.FromStrings("a", "1", "b", "2", "c", "3"), Entries: line("x").Entries}})
 	require.ErrorIs(t, err, ErrLimit)
 	require.ErrorContains(t, err, "has 3 labels, more than the limit of 2 (max_label_names_per_stream)")
+}
+
+// A PromQL selector over more series than max_series_per_query fails with
+// a message naming the limit, instead of holding them all.
+func TestSeriesPerQueryIsBounded(t *testing.T) {
+	clk := &fakeDisk{free: 100 << 30, now: walT0}
+	db, _ := openOnFakeDisk(t, t.TempDir(), clk, func(o *Options) { o.Limits.MaxSeriesPerQuery = 5 })
+	defer db.Close()
+	a := db.Appender(context.Background())
+	for i := range 6 {
+		_, err := a.Append(0, labels.FromStrings("__name__", "up", "i", fmt.Sprint(i)), walT0.UnixMilli(), 1)
+		require.NoError(t, err)
+	}
+	require.NoError(t, a.Commit())
+	engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1e6, Timeout: time.Minute, LookbackDelta: 5 * time.Minute})
+	for query, wantErr := range map[string]bool{`count(up)`: true, `count(up{i!="0"})`: false} {
+		qry, err := engine.NewInstantQuery(context.Background(), db, nil, query, walT0)
+		require.NoError(t, err)
+		res := qry.Exec(context.Background())
+		if wantErr {
+			require.ErrorContains(t, res.Err, "the query selects more than 5 series (limits.max_series_per_query)")
+		} else {
+			require.NoError(t, res.Err)
+		}
+	}
 }

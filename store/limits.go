@@ -32,6 +32,10 @@ type Limits struct {
 	// MaxActiveStreams bounds the log streams in the head (Loki:
 	// max_global_streams_per_user). 0: none.
 	MaxActiveStreams int `yaml:"max_active_streams"`
+	// MaxSeriesPerQuery bounds the series one PromQL selector (or series,
+	// label names or values request) may gather; past it the query fails
+	// (Mimir: max_fetched_series_per_query). 0: none.
+	MaxSeriesPerQuery int `yaml:"max_series_per_query"`
 	// MaxTraceBytes bounds the span frames (decoded) one trace read takes;
 	// past it the answer is the spans read so far, marked truncated (Tempo
 	// bounds a trace by max_bytes_per_trace). 0: none.
@@ -51,6 +55,7 @@ func DefaultLimits() Limits {
 		MaxActiveSeries:        2_000_000,
 		MaxSeriesPerMetric:     200_000,
 		MaxActiveStreams:       100_000,
+		MaxSeriesPerQuery:      500_000,
 		MaxTraceBytes:          64 << 20,
 		MaxTraceLogLines:       20_000,
 	}
@@ -63,8 +68,8 @@ func (l Limits) Validate() error {
 		return fmt.Errorf("limits: label names per series %d (at least 2: the name and one) and per stream %d (at least 1) are too low", l.MaxLabelNamesPerSeries, l.MaxLabelNamesPerStream)
 	case l.MaxLabelNameLength < 1 || l.MaxLabelValueLength < 1:
 		return fmt.Errorf("limits: label name length %d and value length %d must be positive", l.MaxLabelNameLength, l.MaxLabelValueLength)
-	case l.MaxActiveSeries < 0 || l.MaxSeriesPerMetric < 0 || l.MaxActiveStreams < 0 || l.MaxTraceBytes < 0 || l.MaxTraceLogLines < 0:
-		return errors.New("limits: active series, series per metric, active streams, trace bytes and trace log lines must not be negative")
+	case l.MaxActiveSeries < 0 || l.MaxSeriesPerMetric < 0 || l.MaxActiveStreams < 0 || l.MaxSeriesPerQuery < 0 || l.MaxTraceBytes < 0 || l.MaxTraceLogLines < 0:
+		return errors.New("limits: active series, series per metric, active streams, series per query, trace bytes and trace log lines must not be negative")
 	}
 	return nil
 }

@@ -42,10 +42,15 @@ type found struct {
 func (q *querier) collect(ctx context.Context, ms []*labels.Matcher) (map[string]*found, error) {
 	out := map[string]*found{}
 	var key []byte
+	limit, over := q.db.opts.Limits.MaxSeriesPerQuery, false
 	add := func(lset labels.Labels, c chunkenc.Chunk) {
 		key = lset.Bytes(key[:0]) // a compact encoding: String() quotes every value
 		f := out[string(key)]
 		if f == nil {
+			if limit > 0 && len(out) >= limit {
+				over = true // nothing more is held; the query fails below
+				return
+			}
 			f = &found{lset: lset}
 			out[string(key)] = f
 		}
@@ -73,6 +78,9 @@ func (q *querier) collect(ctx context.Context, ms []*labels.Matcher) (map[string
 		if len(chunks) == 0 {
 			add(s.lset, nil)
 		}
+	}
+	if over {
+		return nil, fmt.Errorf("%w: the query selects more than %d series (limits.max_series_per_query); narrow its selectors", ErrLimit, limit)
 	}
 	return out, nil
 }
