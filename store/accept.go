@@ -15,35 +15,41 @@ import (
 // too.
 const MaxFutureSkew = 10 * time.Minute
 
-// oldestAccepted is the earliest time (unix ns) a sample or line may have:
-// RejectOlderThan before now (the retention when 0); math.MinInt64 when
-// nothing is too old.
-func (db *DB) oldestAccepted(now time.Time) int64 {
+// TimeWindow is the range of times (unix ns) the store keeps a sample or a
+// line in, read off the clock once per request: not older than
+// RejectOlderThan (the retention by default), not before the unix epoch,
+// not more than MaxFutureSkew ahead of the server's clock.
+type TimeWindow struct {
+	lo, hi int64
+	now    time.Time
+}
+
+// TimeWindow returns the window for a request arriving now.
+func (db *DB) TimeWindow() TimeWindow {
+	now := db.opts.Now()
 	age := db.opts.RejectOlderThan
 	if age == 0 {
 		age = db.opts.Retention
 	}
-	if age <= 0 {
-		return 1 // not before the unix epoch
+	w := TimeWindow{lo: 1, hi: now.Add(MaxFutureSkew).UnixNano(), now: now}
+	if age > 0 {
+		w.lo = now.Add(-age).UnixNano()
 	}
-	return now.Add(-age).UnixNano()
+	return w
 }
 
-// CheckTime refuses a sample's or a line's time (unix ns) that the store
-// does not keep: older than RejectOlderThan (the retention by default),
-// before the unix epoch, or more than MaxFutureSkew ahead of the server's
-// clock. The error wraps ErrInvalid and Prometheus' ErrTooOldSample or
-// ErrOutOfBounds, and names the time and the bound.
-func (db *DB) CheckTime(t int64) error {
-	now := db.opts.Now()
+// Check refuses a time outside the window. The error wraps ErrInvalid and
+// Prometheus' ErrTooOldSample or ErrOutOfBounds, and names the time and
+// the bound.
+func (w TimeWindow) Check(t int64) error {
 	switch {
-	case t > now.Add(MaxFutureSkew).UnixNano():
+	case t > w.hi:
 		return fmt.Errorf("%w: %w: %s is more than %s ahead of the server's clock",
 			ErrInvalid, storage.ErrOutOfBounds, formatNanos(t), MaxFutureSkew)
-	case t < db.oldestAccepted(now):
+	case t < w.lo:
 		bound := "the unix epoch"
-		if lo := db.oldestAccepted(now); lo > 1 {
-			bound = fmt.Sprintf("%s (now − %s, --reject-older-than)", formatNanos(lo), now.Sub(time.Unix(0, lo)).Round(time.Second))
+		if w.lo > 1 {
+			bound = fmt.Sprintf("%s (now − %s, --reject-older-than)", formatNanos(w.lo), w.now.Sub(time.Unix(0, w.lo)).Round(time.Second))
 		}
 		return fmt.Errorf("%w: %w: %s is older than %s",
 			ErrInvalid, storage.ErrTooOldSample, formatNanos(t), bound)
@@ -53,8 +59,8 @@ func (db *DB) CheckTime(t int64) error {
 
 func formatNanos(t int64) string { return time.Unix(0, t).UTC().Format(time.RFC3339Nano) }
 
-// checkMillis is CheckTime for a sample time in unix milliseconds.
-func (db *DB) checkMillis(t int64) error {
+// CheckMillis is Check for a sample time in unix milliseconds.
+func (w TimeWindow) CheckMillis(t int64) error {
 	const maxMillis, minMillis int64 = math.MaxInt64 / 1_000_000, math.MinInt64 / 1_000_000
-	return db.CheckTime(min(max(t, minMillis), maxMillis) * 1e6)
+	return w.Check(min(max(t, minMillis), maxMillis) * 1e6)
 }

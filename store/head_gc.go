@@ -28,12 +28,7 @@ func (h *metricsHead) removeIdle() {
 		}
 		gone[s] = true
 		delete(h.byRef, ref)
-		hash := s.lset.Hash()
-		if rest := slices.DeleteFunc(h.byHash[hash], func(x *memSeries) bool { return x == s }); len(rest) > 0 {
-			h.byHash[hash] = rest
-		} else {
-			delete(h.byHash, hash)
-		}
+		unbucket(h.byHash, s.lset.Hash(), s)
 		name := s.lset.Get(labels.MetricName)
 		if h.perMetric[name]--; h.perMetric[name] <= 0 {
 			delete(h.perMetric, name)
@@ -83,6 +78,15 @@ func (h *metricsHead) unindex(gone map[*memSeries]bool) {
 	}
 }
 
+// unbucket removes x from the hash bucket of a head's byHash map.
+func unbucket[T comparable](byHash map[uint64][]T, hash uint64, x T) {
+	if rest := slices.DeleteFunc(byHash[hash], func(y T) bool { return y == x }); len(rest) > 0 {
+		byHash[hash] = rest
+	} else {
+		delete(byHash, hash)
+	}
+}
+
 // removeIdle removes the idle streams; h.state.mu is held exclusively.
 func (h *logHead) removeIdle() {
 	since := h.db.idleSince()
@@ -97,12 +101,7 @@ func (h *logHead) removeIdle() {
 			continue
 		}
 		delete(h.byRef, ref)
-		hash := s.lset.Hash()
-		if rest := slices.DeleteFunc(h.byHash[hash], func(x *memStream) bool { return x == s }); len(rest) > 0 {
-			h.byHash[hash] = rest
-		} else {
-			delete(h.byHash, hash)
-		}
+		unbucket(h.byHash, s.lset.Hash(), s)
 		n++
 	}
 	if n > 0 {

@@ -128,8 +128,8 @@ func (h *logHead) get(lset labels.Labels) *memStream {
 }
 
 // getOrCreate returns the stream of lset and whether it is new.
-func (h *logHead) getOrCreate(lset labels.Labels) (*memStream, error) {
-	now := h.db.opts.Now().UnixNano()
+// now (unix ns, the request's) marks the stream used.
+func (h *logHead) getOrCreate(lset labels.Labels, now int64) (*memStream, error) {
 	h.mu.RLock()
 	s := h.get(lset)
 	h.mu.RUnlock()
@@ -186,11 +186,12 @@ func (db *DB) WriteLogStreams(ctx context.Context, streams []LogStream) error {
 	return nil
 }
 
-// keepInTime leaves out the lines CheckTime refuses, counting them and
+// keepInTime leaves out the lines the time window refuses, counting them and
 // keeping the first error; streams are copied only when one is refused.
 func (db *DB) keepInTime(streams []LogStream) (kept []LogStream, refused int, first error) {
+	window := db.TimeWindow()
 	bad := func(st LogStream, e LogEntry) bool {
-		err := db.CheckTime(e.T)
+		err := window.Check(e.T)
 		if err != nil && first == nil {
 			first = fmt.Errorf("stream %s: line: %w", st.Labels, err)
 		}
@@ -234,12 +235,13 @@ func (db *DB) writeLogStreams(streams []LogStream) (refused int, first, err erro
 	var (
 		targets = make([]target, 0, len(streams))
 		n       int
+		now     = db.opts.Now().UnixNano()
 	)
 	for _, st := range streams {
 		if len(st.Entries) == 0 {
 			continue
 		}
-		s, err := h.getOrCreate(st.Labels)
+		s, err := h.getOrCreate(st.Labels, now)
 		if err != nil {
 			refused += len(st.Entries)
 			first = cmp.Or(first, err)

@@ -95,10 +95,9 @@ func (h *metricsHead) get(lset labels.Labels, hash uint64) *memSeries {
 
 // getOrCreate returns the series for lset, creating it with a new ref
 // within the limits: its labels' shape, the active series and the series
-// per metric name.
-func (h *metricsHead) getOrCreate(lset labels.Labels) (*memSeries, error) {
+// per metric name. now (unix ns, the request's) marks it used.
+func (h *metricsHead) getOrCreate(lset labels.Labels, now int64) (*memSeries, error) {
 	hash := lset.Hash()
-	now := h.db.opts.Now().UnixNano()
 	h.mu.RLock()
 	s := h.get(lset, hash)
 	h.mu.RUnlock()
@@ -360,7 +359,7 @@ func msToNanos(ms int64) uint64 {
 // Appender returns an appender for one request: samples are checked as they
 // are added and written, durably, on Commit. It implements storage.Appendable.
 func (db *DB) Appender(ctx context.Context) storage.Appender {
-	return &appender{db: db, ctx: ctx, pending: map[uint64]int64{}}
+	return &appender{db: db, ctx: ctx, pending: map[uint64]int64{}, window: db.TimeWindow()}
 }
 
 type appender struct {
@@ -371,6 +370,7 @@ type appender struct {
 	exemplars []pendingExemplar
 	meta      []pendingMetadata
 	pending   map[uint64]int64 // newest time per series in this request
+	window    TimeWindow       // the times the request may have, read once
 }
 
 type pendingExemplar struct {
@@ -415,10 +415,10 @@ func (a *appender) appendPoint(lset labels.Labels, p point) (storage.SeriesRef, 
 		return 0, fmt.Errorf("%w: label %q appears twice in %s", ErrInvalid, name, lset)
 	}
 	t := p.t
-	if err := a.db.checkMillis(t); err != nil {
+	if err := a.window.CheckMillis(t); err != nil {
 		return 0, fmt.Errorf("sample of %s: %w", lset, err)
 	}
-	s, err := a.db.metrics.getOrCreate(lset)
+	s, err := a.db.metrics.getOrCreate(lset, a.window.now.UnixNano())
 	if err != nil {
 		return 0, err
 	}
@@ -511,7 +511,7 @@ func (a *appender) AppendExemplar(_ storage.SeriesRef, lset labels.Labels, e exe
 	if lset.IsEmpty() {
 		return 0, fmt.Errorf("%w: exemplar of an empty label set", ErrInvalid)
 	}
-	s, err := a.db.metrics.getOrCreate(lset)
+	s, err := a.db.metrics.getOrCreate(lset, a.window.now.UnixNano())
 	if err != nil {
 		return 0, err
 	}

@@ -414,19 +414,7 @@ func (l *ledger) verifySamples(t *testing.T, n *chaosNode, cycles map[string]boo
 		if cycles != nil && !cycles[cycle] {
 			continue
 		}
-		q := url.Values{"query": {fmt.Sprintf(query, cycle, writer)}, "time": {fmt.Sprint(time.Now().Add(time.Hour).Unix())}}
-		code, body := getBody(n.url("/api/v1/query?" + q.Encode()))
-		require.Equal(t, http.StatusOK, code, string(body))
-		var res struct {
-			Data struct {
-				Result []struct {
-					Value [2]any `json:"value"`
-				} `json:"result"`
-			} `json:"data"`
-		}
-		require.NoError(t, json.Unmarshal(body, &res))
-		require.Len(t, res.Data.Result, 1, "series of %s: %s", key, body)
-		got, _ := strconv.Atoi(res.Data.Result[0].Value[1].(string))
+		got := instantValue(t, n, "/api/v1/query", fmt.Sprintf(query, cycle, writer), time.Now().Add(time.Hour))
 		require.GreaterOrEqual(t, got, want, "acknowledged samples of %s", key)
 	}
 }
@@ -465,6 +453,26 @@ func readLines(t *testing.T, n *chaosNode, selector string) map[int]bool {
 			return got
 		}
 	}
+}
+
+// instantValue runs an instant query — PromQL or LogQL, whose APIs answer
+// alike — that must return one series, and returns its value.
+func instantValue(t *testing.T, n *chaosNode, path, query string, at time.Time) int {
+	t.Helper()
+	q := url.Values{"query": {query}, "time": {fmt.Sprint(at.Unix())}}
+	code, body := getBody(n.url(path + "?" + q.Encode()))
+	require.Equal(t, http.StatusOK, code, string(body))
+	var res struct {
+		Data struct {
+			Result []struct {
+				Value [2]any `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	require.NoError(t, json.Unmarshal(body, &res))
+	require.Len(t, res.Data.Result, 1, "%s: %s", query, body)
+	v, _ := strconv.Atoi(res.Data.Result[0].Value[1].(string))
+	return v
 }
 
 func getBody(u string) (int, []byte) {
@@ -609,20 +617,7 @@ func TestChaosDiskFull(t *testing.T) {
 	code, body := post(t, "http://"+n.cfg.OTLP.HTTPAddr+"/v1/traces", "application/json", []byte(jsonTrace))
 	require.Equal(t, http.StatusTooManyRequests, code, body)
 	countLines := func() int {
-		q := url.Values{"query": {`sum(count_over_time({fill=~".+"}[1h]))`}, "time": {fmt.Sprint(time.Now().Add(time.Minute).Unix())}}
-		code, body := getBody(n.url("/loki/api/v1/query?" + q.Encode()))
-		require.Equal(t, http.StatusOK, code, string(body))
-		var res struct {
-			Data struct {
-				Result []struct {
-					Value [2]any `json:"value"`
-				} `json:"result"`
-			} `json:"data"`
-		}
-		require.NoError(t, json.Unmarshal(body, &res))
-		require.Len(t, res.Data.Result, 1, string(body))
-		v, _ := strconv.Atoi(res.Data.Result[0].Value[1].(string))
-		return v
+		return instantValue(t, n, "/loki/api/v1/query", `sum(count_over_time({fill=~".+"}[1h]))`, time.Now().Add(time.Minute))
 	}
 	require.Equal(t, acked*64, countLines(), "queries answer while the disk is full")
 	require.Equal(t, 1.0, n.metric("lumen_store_disk_full"))

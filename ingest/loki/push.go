@@ -83,9 +83,9 @@ func (c Config) Validate() error {
 // Writer stores log streams.
 type Writer interface {
 	WriteLogStreams(ctx context.Context, streams []store.LogStream) error
-	// CheckTime refuses a line time the store does not keep (too old,
-	// too far ahead), naming it.
-	CheckTime(t int64) error
+	// TimeWindow is the range of line times the store keeps (not too
+	// old, not too far ahead), read once per push.
+	TimeWindow() store.TimeWindow
 	// ValidateStream refuses a stream's labels as Loki does and past the
 	// label limits, naming the limit.
 	ValidateStream(lset labels.Labels) error
@@ -350,6 +350,7 @@ func jsonEntry(raw json.RawMessage) (store.LogEntry, error) {
 // check validates the decoded streams as Loki does and finds every line's
 // trace and span ids. Invalid streams and lines are left out and described.
 func (h *Handler) check(streams []stream) (good []store.LogStream, refused int, problems []string) {
+	window := h.w.TimeWindow()
 	note := func(format string, a ...any) {
 		if len(problems) < 10 {
 			problems = append(problems, fmt.Sprintf(format, a...))
@@ -378,7 +379,7 @@ func (h *Handler) check(streams []stream) (good []store.LogStream, refused int, 
 				note("stream %s line %d: %d bytes, over the limit of %d", lset, j, len(e.Line), h.cfg.MaxLineBytes)
 				continue
 			}
-			if err := h.w.CheckTime(e.T); err != nil {
+			if err := window.Check(e.T); err != nil {
 				refused++
 				note("stream %s line %d: %v", lset, j, err)
 				continue
