@@ -10,10 +10,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/metadata"
+	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"go.uber.org/zap"
@@ -50,6 +52,12 @@ type metricsHead struct {
 	// unwritten counts the samples committed since the last checkpoint cut
 	// the head, for the disk floor's reserve.
 	unwritten atomic.Int64
+
+	// storedOnce sets stored when this head makes its first appender: the
+	// time (unix ms) no sample stored before is newer than (see
+	// unknownSince).
+	storedOnce sync.Once
+	stored     int64
 
 	state headState
 }
@@ -359,7 +367,28 @@ func msToNanos(ms int64) uint64 {
 // Appender returns an appender for one request: samples are checked as they
 // are added and written, durably, on Commit. It implements storage.Appendable.
 func (db *DB) Appender(ctx context.Context) storage.Appender {
-	return &appender{db: db, ctx: ctx, pending: map[uint64]int64{}, window: db.TimeWindow()}
+	w := db.TimeWindow()
+	if h := db.metrics; h != nil {
+		h.storedOnce.Do(func() { h.stored = db.storedUntil(w.now) })
+	}
+	return &appender{db: db, ctx: ctx, pending: map[uint64]int64{}, window: w}
+}
+
+// storedUntil is the time (unix ms) no sample the store held before this
+// head's first appender is newer than: that appender's time now (a
+// previous run stopped before it), or the newest event time the
+// partitions hold if sooner (0 for a store that holds nothing).
+func (db *DB) storedUntil(now time.Time) int64 {
+	parts, err := db.snapshot()
+	if err != nil {
+		return now.UnixMilli()
+	}
+	var hi uint64
+	for _, p := range parts {
+		_, phi := p.bounds()
+		hi = max(hi, phi)
+	}
+	return min(now.UnixMilli(), int64(hi/1e6))
 }
 
 type appender struct {
@@ -391,6 +420,16 @@ func (a *appender) Append(_ storage.SeriesRef, lset labels.Labels, t int64, v fl
 // with the same rules as Append. An invalid histogram is refused with an
 // error that wraps both ErrInvalid and Prometheus' histogram.Error.
 func (a *appender) AppendHistogram(_ storage.SeriesRef, lset labels.Labels, t int64, h *histogram.Histogram, fh *histogram.FloatHistogram) (storage.SeriesRef, error) {
+	p, err := histogramPoint(lset, t, h, fh)
+	if err != nil {
+		return 0, err
+	}
+	return a.appendPoint(lset, p)
+}
+
+// histogramPoint is the point of a native histogram sample, integer (h) or
+// float (fh), once validated.
+func histogramPoint(lset labels.Labels, t int64, h *histogram.Histogram, fh *histogram.FloatHistogram) (point, error) {
 	var err error
 	switch {
 	case h != nil:
@@ -399,20 +438,27 @@ func (a *appender) AppendHistogram(_ storage.SeriesRef, lset labels.Labels, t in
 	case fh != nil:
 		err = fh.Validate()
 	default:
-		return 0, fmt.Errorf("%w: histogram sample of %s without a histogram", ErrInvalid, lset)
+		return point{}, fmt.Errorf("%w: histogram sample of %s without a histogram", ErrInvalid, lset)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("%w: native histogram of %s at %s: %w", ErrInvalid, lset, time.UnixMilli(t).UTC().Format(time.RFC3339Nano), err)
+		return point{}, fmt.Errorf("%w: native histogram of %s at %s: %w", ErrInvalid, lset, time.UnixMilli(t).UTC().Format(time.RFC3339Nano), err)
 	}
-	return a.appendPoint(lset, point{t: t, h: h, fh: fh})
+	return point{t: t, h: h, fh: fh}, nil
+}
+
+func checkLabelSet(lset labels.Labels) error {
+	if lset.IsEmpty() {
+		return fmt.Errorf("%w: empty label set", ErrInvalid)
+	}
+	if name, dup := lset.HasDuplicateLabelNames(); dup {
+		return fmt.Errorf("%w: label %q appears twice in %s", ErrInvalid, name, lset)
+	}
+	return nil
 }
 
 func (a *appender) appendPoint(lset labels.Labels, p point) (storage.SeriesRef, error) {
-	if lset.IsEmpty() {
-		return 0, fmt.Errorf("%w: empty label set", ErrInvalid)
-	}
-	if name, dup := lset.HasDuplicateLabelNames(); dup {
-		return 0, fmt.Errorf("%w: label %q appears twice in %s", ErrInvalid, name, lset)
+	if err := checkLabelSet(lset); err != nil {
+		return 0, err
 	}
 	t := p.t
 	if err := a.window.CheckMillis(t); err != nil {
@@ -519,10 +565,18 @@ func (a *appender) AppendExemplar(_ storage.SeriesRef, lset labels.Labels, e exe
 	return storage.SeriesRef(s.ref), nil
 }
 
-// AppendHistogramSTZeroSample accepts start timestamps and, as
-// AppendSTZeroSample, does not keep them.
-func (a *appender) AppendHistogramSTZeroSample(ref storage.SeriesRef, _ labels.Labels, _, _ int64, _ *histogram.Histogram, _ *histogram.FloatHistogram) (storage.SeriesRef, error) {
-	return ref, nil
+// AppendHistogramSTZeroSample adds, before a native histogram sample at t
+// of a series that starts at st, an empty histogram at st with h's (or
+// fh's) schema, zero threshold and custom buckets, marked as a counter
+// reset, on appendSTZero's conditions.
+func (a *appender) AppendHistogramSTZeroSample(_ storage.SeriesRef, lset labels.Labels, t, st int64, h *histogram.Histogram, fh *histogram.FloatHistogram) (storage.SeriesRef, error) {
+	if h == nil && fh == nil {
+		return 0, fmt.Errorf("%w: histogram start time of %s without a histogram", ErrInvalid, lset)
+	}
+	if h != nil {
+		fh = nil
+	}
+	return a.appendSTZero(lset, t, zeroAt(st, point{h: h, fh: fh}))
 }
 
 // UpdateMetadata records the metadata of the series' metric name; it is
@@ -538,9 +592,88 @@ func (a *appender) addMetadata(name string, m metadata.Metadata) {
 	}
 }
 
-// AppendSTZeroSample accepts start timestamps and, for now, does not keep them.
-func (a *appender) AppendSTZeroSample(ref storage.SeriesRef, _ labels.Labels, _, _ int64) (storage.SeriesRef, error) {
+// AppendSTZeroSample adds, before a sample at t of a series that starts at
+// st, a 0 at st, on appendSTZero's conditions.
+func (a *appender) AppendSTZeroSample(_ storage.SeriesRef, lset labels.Labels, t, st int64) (storage.SeriesRef, error) {
+	return a.appendSTZero(lset, t, point{t: st})
+}
+
+// appendSTZero adds z, the zero a cumulative series (a counter, a
+// histogram) had at its start time z.t, before its sample at t: Prometheus'
+// created-timestamp zero ingestion, so that rate() and increase() count
+// the series' first sample whole instead of taking it as where counting
+// began. It is written only where it cannot stand over or among samples
+// the series already has, so never out of order: z.t must be before t,
+// within the request's time window, and after the series' newest sample.
+// Of a series the head holds no sample of (new to it, or back after a
+// restart or after leaving the head idle), stored samples may be newer than
+// z.t without the head knowing, so z.t must also be no earlier than
+// unknownSince. Otherwise it is refused, as Prometheus' head refuses one,
+// with ErrSTNewerThanSample, ErrOutOfBounds (wrapped) or ErrOutOfOrderST;
+// the sample itself is not.
+func (a *appender) appendSTZero(lset labels.Labels, t int64, z point) (storage.SeriesRef, error) {
+	st := z.t
+	if st >= t {
+		return 0, storage.ErrSTNewerThanSample
+	}
+	if err := checkLabelSet(lset); err != nil {
+		return 0, err
+	}
+	if err := a.window.CheckMillis(st); err != nil {
+		return 0, fmt.Errorf("start time of %s: %w", lset, err)
+	}
+	h := a.db.metrics
+	s, err := h.getOrCreate(lset, a.window.now.UnixNano())
+	if err != nil {
+		return 0, err
+	}
+	ref := storage.SeriesRef(s.ref)
+	s.mu.Lock()
+	last := s.last.t
+	s.mu.Unlock()
+	if last == noTime {
+		if since := h.unknownSince(a.window.now); st < since {
+			return ref, fmt.Errorf("%w: start time %s of %s, a series the head holds no sample of, is before %s, before which it may have stored samples",
+				storage.ErrOutOfBounds, time.UnixMilli(st).UTC().Format(time.RFC3339Nano), lset, time.UnixMilli(since).UTC().Format(time.RFC3339Nano))
+		}
+	}
+	if pending, ok := a.pending[s.ref]; ok {
+		last = max(last, pending)
+	}
+	if st <= last {
+		return ref, storage.ErrOutOfOrderST
+	}
+	a.pending[s.ref] = st
+	a.series = append(a.series, s)
+	a.samples = append(a.samples, walSample{ref: s.ref, point: z})
 	return ref, nil
+}
+
+// zeroAt is the zero, at st, of a series whose sample is p: a float 0, or
+// an empty histogram with p's schema, zero threshold and custom buckets
+// (so that no new chunk is needed for p), marked as a counter reset, as
+// Prometheus' head writes it.
+func zeroAt(st int64, p point) point {
+	switch {
+	case p.h != nil:
+		return point{t: st, h: &histogram.Histogram{CounterResetHint: histogram.CounterReset,
+			Schema: p.h.Schema, ZeroThreshold: p.h.ZeroThreshold, CustomValues: p.h.CustomValues}}
+	case p.fh != nil:
+		return point{t: st, fh: &histogram.FloatHistogram{CounterResetHint: histogram.CounterReset,
+			Schema: p.fh.Schema, ZeroThreshold: p.fh.ZeroThreshold, CustomValues: p.fh.CustomValues}}
+	}
+	return point{t: st}
+}
+
+// unknownSince is the earliest time (unix ms) from which the store cannot
+// hold samples of a series the head holds none of: when this head made its
+// first appender, or what the store held then if older (storedUntil; a
+// previous run's samples), or HeadIdleTimeout − MaxFutureSkew before now
+// (a series leaves the head only after that long idle, and its samples
+// were at most MaxFutureSkew ahead of the clock), whichever is later. It
+// is read through an appender, after storedOnce.
+func (h *metricsHead) unknownSince(now time.Time) int64 {
+	return max(h.stored, now.Add(MaxFutureSkew-h.db.opts.HeadIdleTimeout).UnixMilli())
 }
 
 // AppenderV2 returns the same per-request appender in Prometheus' AppenderV2
@@ -553,17 +686,24 @@ func (db *DB) AppenderV2(ctx context.Context) storage.AppenderV2 {
 type appenderV2 struct{ a *appender }
 
 // Append adds a float or native histogram sample and its exemplars.
-// Metadata in opts is kept by metric family.
-func (v appenderV2) Append(ref storage.SeriesRef, ls labels.Labels, _, t int64, val float64, h *histogram.Histogram, fh *histogram.FloatHistogram, opts storage.AppendV2Options) (storage.SeriesRef, error) {
-	var (
-		r   storage.SeriesRef
-		err error
-	)
+// Metadata in opts is kept by metric family. A sample of a cumulative
+// series (opts' metadata types it a counter, a histogram or a summary's
+// _sum or _count) with a start time st comes after a zero at st, on
+// appendSTZero's conditions; a zero that cannot be written is left out
+// and the sample written alone, as Prometheus' head does with
+// created-timestamp zero ingestion.
+func (v appenderV2) Append(_ storage.SeriesRef, ls labels.Labels, st, t int64, val float64, h *histogram.Histogram, fh *histogram.FloatHistogram, opts storage.AppendV2Options) (storage.SeriesRef, error) {
+	p := point{t: t, v: val}
 	if h != nil || fh != nil {
-		r, err = v.a.AppendHistogram(ref, ls, t, h, fh)
-	} else {
-		r, err = v.a.Append(ref, ls, t, val)
+		var err error
+		if p, err = histogramPoint(ls, t, h, fh); err != nil {
+			return 0, err
+		}
 	}
+	if st != 0 && startsAtZero(ls, opts.Metadata.Type) && !stale(p) && v.a.window.CheckMillis(t) == nil {
+		_, _ = v.a.appendSTZero(ls, t, zeroAt(st, p))
+	}
+	r, err := v.a.appendPoint(ls, p)
 	if err != nil {
 		return r, err
 	}
@@ -578,6 +718,31 @@ func (v appenderV2) Append(ref storage.SeriesRef, ls labels.Labels, _, t int64, 
 		}
 	}
 	return r, nil
+}
+
+// startsAtZero reports whether a series of metric type typ counts from
+// zero since its start time: counters, histograms (classic series and
+// native) and a summary's _sum and _count, not its quantiles, and not
+// gauges or untyped series (delta sums and histograms are unknown).
+func startsAtZero(ls labels.Labels, typ model.MetricType) bool {
+	switch typ {
+	case model.MetricTypeCounter, model.MetricTypeHistogram:
+		return true
+	case model.MetricTypeSummary:
+		return !ls.Has(model.QuantileLabel)
+	}
+	return false
+}
+
+// stale reports whether p is a staleness marker, which needs no zero.
+func stale(p point) bool {
+	switch {
+	case p.h != nil:
+		return value.IsStaleNaN(p.h.Sum)
+	case p.fh != nil:
+		return value.IsStaleNaN(p.fh.Sum)
+	}
+	return value.IsStaleNaN(p.v)
 }
 
 func (v appenderV2) Commit() error   { return v.a.Commit() }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/url"
 	"testing"
 	"time"
@@ -124,4 +126,87 @@ func TestOTLPExponentialHistogramsAreNativeHistograms(t *testing.T) {
 		require.Equal(t, 200, code, r.Error)
 		require.Contains(t, string(r.Data), want, "%s -> %s", query, r.Data)
 	}
+}
+
+// TestOTLPCumulativeSeriesCountTheirFirstPoint: a new cumulative counter
+// or histogram from the OTel SDK carries its start time; Lumen writes a
+// zero there (Prometheus' created-timestamp zero ingestion), so increase()
+// over a range that covers the first export counts that export whole —
+// without it, one sample makes no increase at all. Gauges get no zero.
+func TestOTLPCumulativeSeriesCountTheirFirstPoint(t *testing.T) {
+	s := startServer(t, testConfig(t, t.TempDir()))
+	ctx := context.Background()
+	provider := func(service string) *sdkmetric.MeterProvider {
+		exp, err := otlpmetricgrpc.New(ctx, otlpmetricgrpc.WithEndpoint(s.cfg.OTLP.GRPCAddr), otlpmetricgrpc.WithInsecure())
+		require.NoError(t, err)
+		return sdkmetric.NewMeterProvider(
+			sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp, sdkmetric.WithInterval(time.Hour))),
+			sdkmetric.WithView(sdkmetric.NewView(sdkmetric.Instrument{Name: "db.client.duration"},
+				sdkmetric.Stream{Aggregation: sdkmetric.AggregationBase2ExponentialHistogram{MaxSize: 160, MaxScale: 20}})),
+			sdkmetric.WithResource(resource.NewSchemaless(attribute.String("service.name", service))))
+	}
+	// A series the head holds no sample of gets its zero only if it starts
+	// after what the store held when this run first wrote metrics (a
+	// previous run's samples): one write first, so that the test does not
+	// depend on the store being empty.
+	warm := provider("warm-up")
+	up, err := warm.Meter("warm-up").Int64Gauge("warm.up")
+	require.NoError(t, err)
+	up.Record(ctx, 1)
+	require.NoError(t, warm.Shutdown(ctx)) // exports once
+	time.Sleep(5 * time.Millisecond)
+
+	mp := provider("fresh")
+	meter := mp.Meter("fresh")
+	requests, err := meter.Int64Counter("http.server.requests", metric.WithUnit("{request}"))
+	require.NoError(t, err)
+	latency, err := meter.Float64Histogram("http.server.duration", metric.WithUnit("ms"), metric.WithExplicitBucketBoundaries(10, 100))
+	require.NoError(t, err)
+	dbLatency, err := meter.Float64Histogram("db.client.duration", metric.WithUnit("ms"))
+	require.NoError(t, err)
+	queue, err := meter.Int64Gauge("queue.length")
+	require.NoError(t, err)
+	time.Sleep(5 * time.Millisecond) // the points' times after their start, in milliseconds
+	requests.Add(ctx, 5)
+	for _, v := range []float64{5, 50, 500} {
+		latency.Record(ctx, v)
+		dbLatency.Record(ctx, v/10)
+	}
+	queue.Record(ctx, 7)
+	require.NoError(t, mp.Shutdown(ctx)) // one export: each series' first point
+
+	// at queries expr at the time of the one sample series has.
+	at := func(expr, series string) string {
+		t.Helper()
+		ts := singleValue(t, s, `timestamp(`+series+`)`, itoa(time.Now().Add(time.Second).Unix()))
+		return singleValue(t, s, fmt.Sprintf(expr, series), ts)
+	}
+	for _, tc := range []struct{ expr, series, want string }{
+		{`increase(%s[1m])`, `http_server_requests_total{job="fresh"}`, "5"},
+		{`count_over_time(%s[1m])`, `http_server_requests_total{job="fresh"}`, "2"},
+		{`increase(%s[1m])`, `http_server_duration_milliseconds_count{job="fresh"}`, "3"},
+		{`increase(%s[1m])`, `http_server_duration_milliseconds_sum{job="fresh"}`, "555"},
+		{`increase(%s[1m])`, `http_server_duration_milliseconds_bucket{job="fresh",le="100"}`, "2"},
+		{`histogram_count(increase(%s[1m]))`, `db_client_duration_milliseconds{job="fresh"}`, "3"},
+		{`histogram_sum(increase(%s[1m]))`, `db_client_duration_milliseconds{job="fresh"}`, "55.5"},
+		{`count_over_time(%s[1m])`, `queue_length{job="fresh"}`, "1"},
+	} {
+		require.Equal(t, tc.want, at(tc.expr, tc.series), tc.expr, tc.series)
+	}
+}
+
+// singleValue runs an instant query at a time and returns the value of its
+// one element.
+func singleValue(t *testing.T, s *server, query, at string) string {
+	t.Helper()
+	code, r := promGet(t, s, "/api/v1/query", url.Values{"query": {query}, "time": {at}})
+	require.Equal(t, 200, code, r.Error)
+	var data struct {
+		Result []struct {
+			Value [2]any `json:"value"`
+		} `json:"result"`
+	}
+	require.NoError(t, json.Unmarshal(r.Data, &data))
+	require.Len(t, data.Result, 1, "%s at %s: %s", query, at, r.Data)
+	return data.Result[0].Value[1].(string)
 }

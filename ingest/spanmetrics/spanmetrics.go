@@ -157,6 +157,9 @@ type red struct {
 	duration *histogram
 	last     exemplarSpan
 	updated  time.Time
+	// written is set once a flush that wrote the key's series committed;
+	// until then they are written after a zero (see writer.zero).
+	written bool
 }
 
 type edgeKey struct {
@@ -169,6 +172,7 @@ type edge struct {
 	server, client   *histogram
 	last             exemplarSpan
 	updated          time.Time
+	written          bool // as red.written
 }
 
 type pendKey struct {
@@ -219,6 +223,11 @@ type Generator struct {
 	dropped  uint64 // spans left out of the service graph at MaxPending
 	overflow uint64 // spans counted in an overflow key
 	expired  uint64 // keys removed as stale
+	// zeroFrom is the earliest time (ms) a new series' zero may take: the
+	// last flush (which did not write the series), or, before the first,
+	// when the generator was first used (after anything a previous run
+	// wrote). 0 until then.
+	zeroFrom int64
 }
 
 // Stats is what the generator holds and what it left out.
@@ -254,6 +263,7 @@ func (g *Generator) Observe(spans []Span) {
 	now := g.now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.used(now)
 	for i := range spans {
 		s := &spans[i]
 		k := redKey{service: s.Service, name: s.Name, kind: s.Kind, err: s.Error}
@@ -377,18 +387,37 @@ var kindNames = map[ptrace.SpanKind]string{
 	ptrace.SpanKindClient: "SPAN_KIND_CLIENT", ptrace.SpanKindProducer: "SPAN_KIND_PRODUCER", ptrace.SpanKindConsumer: "SPAN_KIND_CONSUMER",
 }
 
-// Flush writes every series' current value, with exemplars, at now.
+// used notes the generator's first use; g.mu is held.
+func (g *Generator) used(now time.Time) {
+	if g.zeroFrom == 0 {
+		g.zeroFrom = now.UnixMilli()
+	}
+}
+
+// Flush writes every series' current value, with exemplars, at now. A
+// series written for the first time — a new key, one back after it went
+// stale, the overflow key — is written after a 0 one interval earlier (or
+// at the last flush, if that is later), as Tempo's metrics-generator does,
+// so that rate() and increase() count its first value whole rather than
+// take it as where counting began.
 func (g *Generator) Flush(ctx context.Context) error {
 	now := g.now()
 	ts := now.UnixMilli()
 	g.mu.Lock()
+	g.used(now)
 	if now.Sub(g.rotated) > g.cfg.EdgeWait {
 		g.old, g.cur, g.rotated = g.cur, newGeneration(), now
 	}
 	g.expire(now)
 	app := g.app.Appender(ctx)
-	w := writer{app: app, ts: ts}
+	w := writer{app: app, ts: ts, zeroTs: max(ts-g.cfg.Interval.Milliseconds(), g.zeroFrom)}
+	g.zeroFrom = ts
+	var fresh []*bool
 	for k, r := range g.red {
+		w.fresh = !r.written
+		if w.fresh {
+			fresh = append(fresh, &r.written)
+		}
 		status := "STATUS_CODE_UNSET"
 		if k.err {
 			status = "STATUS_CODE_ERROR"
@@ -402,6 +431,10 @@ func (g *Generator) Flush(ctx context.Context) error {
 		r.last = exemplarSpan{}
 	}
 	for k, e := range g.edges {
+		w.fresh = !e.written
+		if w.fresh {
+			fresh = append(fresh, &e.written)
+		}
 		base := []string{"client", k.client, "server", k.server, "connection_type", k.conn}
 		if k.overflow {
 			base = overflowLabels
@@ -420,6 +453,11 @@ func (g *Generator) Flush(ctx context.Context) error {
 	if err := app.Commit(); err != nil {
 		return fmt.Errorf("write span metrics: %w", err)
 	}
+	g.mu.Lock()
+	for _, f := range fresh {
+		*f = true
+	}
+	g.mu.Unlock()
 	return nil
 }
 
@@ -451,7 +489,11 @@ func (g *Generator) expire(now time.Time) {
 type writer struct {
 	app storage.Appender
 	ts  int64
-	err error
+	// fresh is set while the series written are written for the first
+	// time: each comes after a 0 at zeroTs.
+	fresh  bool
+	zeroTs int64
+	err    error
 }
 
 func (w *writer) add(name string, base []string, extra []string, v float64, ex exemplarSpan) {
@@ -470,6 +512,7 @@ func (w *writer) add(name string, base []string, extra []string, v float64, ex e
 	}
 	b.Sort()
 	ls := b.Labels()
+	w.zero(ls)
 	ref, err := w.app.Append(0, ls, w.ts, v)
 	if err != nil {
 		if !errors.Is(err, storage.ErrOutOfOrderSample) && !errors.Is(err, storage.ErrDuplicateSampleForTimestamp) {
@@ -486,6 +529,19 @@ func (w *writer) add(name string, base []string, extra []string, v float64, ex e
 			w.err = fmt.Errorf("append exemplar of %s: %w", ls, err)
 		}
 	}
+}
+
+// zero writes a 0 at zeroTs before the first sample of a series, when
+// fresh. zeroTs is after every sample the series has (the last flush did
+// not write it; before the first flush, nothing of this run did), so the
+// store takes it in order. It is best effort: one refused (out of order,
+// a duplicate, too old) or failing is left out, and the sample is written
+// (or fails) as it would have without it.
+func (w *writer) zero(ls labels.Labels) {
+	if !w.fresh || w.err != nil || w.zeroTs >= w.ts {
+		return
+	}
+	_, _ = w.app.Append(0, ls, w.zeroTs, 0)
 }
 
 func (w *writer) counter(name string, base []string, v float64, ex exemplarSpan) {
