@@ -104,6 +104,9 @@ func NewPromAPI(cfg PromConfig, q storage.SampleAndChunkQueryable, eq storage.Ex
 		EnableAtModifier:     true,
 		EnableNegativeOffset: true,
 		ActiveQueryTracker:   nil,
+		// A subquery without a step ([5m:]) steps at the rule evaluation
+		// interval, Prometheus' default of one minute.
+		NoStepSubqueryIntervalFn: func(int64) int64 { return time.Minute.Milliseconds() },
 	})
 	started := time.Now()
 	api := v1.NewAPI(

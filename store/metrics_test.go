@@ -190,6 +190,8 @@ var promqlCases = []string{
 // TestPromQLAgreesWithPrometheus loads the same samples into Lumen and into
 // Prometheus' own TSDB and checks that Prometheus' PromQL engine gives the
 // same answers over both.
+// TestPromQLCompliance (promql_compliance_test.go) does the same for the
+// query classes of the PromQL compliance tester, over demo-service data.
 func TestPromQLAgreesWithPrometheus(t *testing.T) {
 	start := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
 	rounds := scrapeData(start)

@@ -116,6 +116,12 @@ func TestRemoteWriteAndPrometheusAPI(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, r.Error)
 	require.JSONEq(t, fmt.Sprintf(`{"resultType":"vector","result":[{"metric":{"job":"worker"},"value":[%d,"160"]}]}`, at.Unix()), string(r.Data))
 
+	// A subquery without a step steps at one minute, as in Prometheus
+	// (it once had no interval and crashed the request).
+	code, r = promGet(t, s, "/api/v1/query", url.Values{"query": {`count_over_time(sum(queue_length)[5m:])`}, "time": {fmt.Sprint(at.Unix())}})
+	require.Equal(t, http.StatusOK, code, r.Error)
+	require.JSONEq(t, fmt.Sprintf(`{"resultType":"vector","result":[{"metric":{},"value":[%d,"5"]}]}`, at.Unix()), string(r.Data))
+
 	code, r = promGet(t, s, "/api/v1/query_range", url.Values{"query": {`up`}, "start": {fmt.Sprint(start.Unix())}, "end": {fmt.Sprint(start.Add(time.Minute).Unix())}, "step": {"30"}})
 	require.Equal(t, http.StatusOK, code, r.Error)
 	require.JSONEq(t, fmt.Sprintf(`{"resultType":"matrix","result":[{"metric":{"__name__":"up","instance":"a:9100","job":"node"},"values":[[%d,"0"],[%d,"20"],[%d,"40"]]}]}`,
