@@ -108,17 +108,27 @@ func New(cfg Config, app storage.Appendable, meta MetadataSetter, log *zap.Logge
 	if m == nil {
 		m = telemetry.NewIngest(nil)
 	}
-	next := remote.NewWriteHandler(telemetry.Slog(log), reg, countingAppendable{app, m},
-		remoteapi.MessageTypes{remoteapi.WriteV1MessageType, remoteapi.WriteV2MessageType}, false, false, true)
+	next := remote.NewWriteHandler(telemetry.Slog(log), reg, countingAppendable{app, m}, accepted, false, false, true)
 	return &Handler{cfg: cfg, next: next, meta: meta, gate: admit.New(cfg.MaxInFlight, cfg.QueueWait, "remote-write requests"),
 		bytes: admit.NewBytes(cfg.MaxInFlightBytes, cfg.QueueWait, "remote-write requests"), m: m, log: log}, nil
 }
 
-// ServeHTTP reads the body within the byte budget and the body deadline,
-// then takes a write slot and hands the request to Prometheus' handler.
-// Store failures that handler would answer 500 (a full disk, a limit, an
-// unavailable store) are answered as internal/fault classifies them.
+// ServeHTTP checks the Content-Type and Content-Encoding (415 before the
+// body is read), reads the body within the byte budget and the body
+// deadline, then takes a write slot and hands the request to Prometheus'
+// handler. Store failures that handler would answer 500 (a full disk, a
+// limit, an unavailable store) are answered as internal/fault classifies
+// them.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	msg, err := messageType(r.Header)
+	if err != nil {
+		// The body is refused unread: close the connection rather than
+		// have the server read (up to 256 KiB of) it before answering.
+		w.Header().Set("Connection", "close")
+		h.m.Rejected.WithLabelValues("metrics", "invalid").Inc()
+		http.Error(w, err.Error(), http.StatusUnsupportedMediaType)
+		return
+	}
 	held := admit.Declared(r, h.cfg.MaxRequestBytes)
 	if !h.bytes.Acquire(w, r, held) {
 		h.m.Rejected.WithLabelValues("metrics", "overload").Inc()
@@ -154,7 +164,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec.send(w)
-	if rec.code < 300 && h.meta != nil && !strings.Contains(r.Header.Get("Content-Type"), "io.prometheus.write.v2") {
+	if rec.code < 300 && h.meta != nil && msg == remoteapi.WriteV1MessageType {
 		if md := v1Metadata(decoded); len(md) > 0 {
 			if err := h.meta.SetMetadata(md); err != nil {
 				h.log.Warn("metric metadata not stored", zap.Int("metrics", len(md)), zap.Error(err))
