@@ -2,6 +2,7 @@ package query
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -63,6 +64,13 @@ func (a *LokiAPI) Register(mux *http.ServeMux, wrap Wrap) {
 		{"/loki/api/v1/series", a.series},
 		{"/loki/api/v1/query", a.query},
 		{"/loki/api/v1/query_range", a.queryRange},
+		{"/loki/api/v1/index/stats", a.indexStats},
+		{"/loki/api/v1/index/volume", a.indexVolume},
+		{"/loki/api/v1/index/volume_range", a.indexVolumeRange},
+		{"/loki/api/v1/detected_labels", a.detectedLabels},
+		{"/loki/api/v1/detected_fields", a.detectedFields},
+		{"/loki/api/v1/detected_field/{name}/values", a.detectedFieldValues},
+		{"/loki/api/v1/patterns", a.patterns},
 	} {
 		h := wrap(rt.path, rt.h)
 		mux.Handle("GET "+rt.path, h)
@@ -346,18 +354,21 @@ func (a *LokiAPI) limitAndDirection(r *http.Request) (int, bool, error) {
 }
 
 // queryRange answers /loki/api/v1/query_range: a log query's lines
-// (limit, direction) or a metric query's matrix, its start and end
-// aligned to the step as Loki's query frontend aligns them.
+// (limit, direction) or a metric query's matrix.
 func (a *LokiAPI) queryRange(w http.ResponseWriter, r *http.Request) {
 	e, p, err := a.rangeParams(r)
 	if err != nil {
 		a.lokiError(w, err)
 		return
 	}
-	a.exec(w, r, e, p, "matrix")
+	a.exec(w, r, e, p)
 }
 
-// rangeParams reads and checks a range query's parameters.
+// rangeParams reads and checks a range query's parameters. A metric
+// query's start is aligned down and its end up to a multiple of the step
+// (in milliseconds, as Loki's query frontend aligns them before it splits
+// the query), and every step from start to end is evaluated, the future
+// included.
 func (a *LokiAPI) rangeParams(r *http.Request) (logql.Expr, logql.Params, error) {
 	e, err := parseLogQL(r)
 	if err != nil {
@@ -385,14 +396,24 @@ func (a *LokiAPI) rangeParams(r *http.Request) (logql.Expr, logql.Params, error)
 	if err != nil {
 		return nil, logql.Params{}, err
 	}
-	p.Step = step
-	p.Start = time.UnixMilli(start.UnixMilli() / step.Milliseconds() * step.Milliseconds())
-	p.End = time.UnixMilli(end.UnixMilli() / step.Milliseconds() * step.Milliseconds())
+	p.Step = time.Duration(step.Milliseconds()) * time.Millisecond
+	p.Start, p.End = alignToStep(start, end, p.Step)
 	return e, p, nil
 }
 
-// query answers /loki/api/v1/query: a metric query at one time. Log
-// queries are range queries only, as in Loki 3.
+// alignToStep rounds start down and end up to multiples of step since the
+// epoch.
+func alignToStep(start, end time.Time, step time.Duration) (time.Time, time.Time) {
+	s, e, n := start.UnixNano(), end.UnixNano(), step.Nanoseconds()
+	if m := e % n; m != 0 {
+		e += n - m
+	}
+	return time.Unix(0, s-s%n), time.Unix(0, e)
+}
+
+// query answers /loki/api/v1/query: a metric query at one time (a
+// vector, or a scalar for a number). Log queries are range queries only,
+// as in Loki 3.
 func (a *LokiAPI) query(w http.ResponseWriter, r *http.Request) {
 	e, err := parseLogQL(r)
 	if err != nil {
@@ -408,12 +429,12 @@ func (a *LokiAPI) query(w http.ResponseWriter, r *http.Request) {
 		a.lokiError(w, err)
 		return
 	}
-	a.exec(w, r, e, logql.Params{End: t, MaxLines: a.cfg.MaxLines}, "vector")
+	a.exec(w, r, e, logql.Params{Start: t, End: t, MaxLines: a.cfg.MaxLines})
 }
 
 // exec evaluates a query once one of the API's slots is free, within the
-// LogQL timeout.
-func (a *LokiAPI) exec(w http.ResponseWriter, r *http.Request, e logql.Expr, p logql.Params, metricType string) {
+// LogQL timeout, and answers its result as Loki does.
+func (a *LokiAPI) exec(w http.ResponseWriter, r *http.Request, e logql.Expr, p logql.Params) {
 	ctx, done, err := admit(r, a.lim, a.cfg.Timeout)
 	if err != nil {
 		a.lokiError(w, err)
@@ -424,18 +445,23 @@ func (a *LokiAPI) exec(w http.ResponseWriter, r *http.Request, e logql.Expr, p l
 	if err == nil && a.cfg.MaxQuerySeries > 0 && len(res.Series) > a.cfg.MaxQuerySeries {
 		err = overLimit(reasonLimit, "maximum number of series (%d) reached for a single query; consider reducing query cardinality by adding more specific stream selectors, reducing the time range, or aggregating results with functions like sum(), count() or topk()", a.cfg.MaxQuerySeries)
 	}
+	if errors.Is(err, logql.ErrPipeline) {
+		err = fmt.Errorf("%w: %w", errBadRequest, err)
+	}
 	if err != nil {
 		a.lokiError(w, err)
 		return
 	}
-	data := lokiData{ResultType: metricType}
-	switch {
-	case logql.IsLogQuery(e):
-		data.ResultType, data.Result = "streams", lokiStreams(res.Streams)
-	case metricType == "vector":
+	data := lokiData{ResultType: res.Type}
+	switch res.Type {
+	case logql.ResultStreams:
+		data.Result = lokiStreams(res.Streams)
+	case logql.ResultScalar:
+		data.Result = lokiScalar(res.Scalar)
+	case logql.ResultVector:
 		out := make([]lokiSeries, 0, len(res.Series))
 		for _, s := range res.Series {
-			pt := lokiPoint(s.Points[len(s.Points)-1])
+			pt := lokiPoint(s.Points[0])
 			out = append(out, lokiSeries{Metric: s.Metric.Map(), Value: &pt})
 		}
 		data.Result = out
@@ -451,6 +477,20 @@ func (a *LokiAPI) exec(w http.ResponseWriter, r *http.Request, e logql.Expr, p l
 		data.Result = out
 	}
 	writeJSON(w, http.StatusOK, lokiResponse{Status: "success", Data: data})
+}
+
+// lokiScalar is an instant query's number as Loki 3.7 answers it, time
+// included: its querier writes a scalar's time in milliseconds where
+// seconds belong (model.TimeFromUnix), its frontend reads that back as
+// seconds and turns it into nanoseconds, which overflows int64, and
+// writes the result in milliseconds where seconds belong again. Grafana
+// ignores a scalar's time; the value is right.
+type lokiScalar logql.Point
+
+func (p lokiScalar) MarshalJSON() ([]byte, error) {
+	ms := p.T * 1_000_000_000 // wraps, as in Loki
+	ms /= 1_000_000
+	return []byte(fmt.Sprintf(`[%d,%q]`, ms, strconv.FormatFloat(p.V, 'f', -1, 64))), nil
 }
 
 // lokiStep reads step= (a duration or seconds); Loki's default gives about

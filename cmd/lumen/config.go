@@ -12,6 +12,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/lumenobs/lumen/ingest/logfields"
 	"github.com/lumenobs/lumen/ingest/loki"
 	"github.com/lumenobs/lumen/ingest/otlp"
 	"github.com/lumenobs/lumen/ingest/promrw"
@@ -47,18 +48,20 @@ type Config struct {
 	CheckpointInterval Duration `yaml:"checkpoint_interval"`
 	// OutOfOrderWindow is how late a metric sample may arrive (relative to
 	// its series' newest) and still be stored.
-	OutOfOrderWindow Duration           `yaml:"out_of_order_window"`
-	OTLP             otlp.Config        `yaml:"otlp"`
-	RemoteWrite      promrw.Config      `yaml:"remote_write"`
-	LokiPush         loki.Config        `yaml:"loki_push"`
-	SpanMetrics      spanmetrics.Config `yaml:"span_metrics"`
-	PromQL           query.PromConfig   `yaml:"promql"`
-	LogQL            query.LokiConfig   `yaml:"logql"`
-	Traces           query.TraceConfig  `yaml:"traces"`
-	HTTP             HTTPConfig         `yaml:"http"`
-	Log              LogConfig          `yaml:"log"`
-	Pprof            bool               `yaml:"pprof"`
-	ShutdownTimeout  Duration           `yaml:"shutdown_timeout"`
+	OutOfOrderWindow Duration      `yaml:"out_of_order_window"`
+	OTLP             otlp.Config   `yaml:"otlp"`
+	RemoteWrite      promrw.Config `yaml:"remote_write"`
+	LokiPush         loki.Config   `yaml:"loki_push"`
+	// LogFields: the fields Loki 3 adds to log lines at ingest.
+	LogFields       logfields.Config   `yaml:"log_fields"`
+	SpanMetrics     spanmetrics.Config `yaml:"span_metrics"`
+	PromQL          query.PromConfig   `yaml:"promql"`
+	LogQL           query.LokiConfig   `yaml:"logql"`
+	Traces          query.TraceConfig  `yaml:"traces"`
+	HTTP            HTTPConfig         `yaml:"http"`
+	Log             LogConfig          `yaml:"log"`
+	Pprof           bool               `yaml:"pprof"`
+	ShutdownTimeout Duration           `yaml:"shutdown_timeout"`
 }
 
 // HTTPConfig bounds the connections of the HTTP port (the UI, the query
@@ -165,6 +168,7 @@ func DefaultConfig() Config {
 		OTLP:               otlp.DefaultConfig(),
 		RemoteWrite:        promrw.DefaultConfig(),
 		LokiPush:           loki.DefaultConfig(),
+		LogFields:          logfields.DefaultConfig(),
 		SpanMetrics:        spanmetrics.DefaultConfig(),
 		PromQL:             query.DefaultPromConfig(),
 		LogQL:              query.DefaultLokiConfig(),
@@ -201,6 +205,9 @@ func (c Config) Validate() error {
 		}
 	}
 	if err := c.SpanMetrics.Validate(); err != nil {
+		return err
+	}
+	if err := c.LogFields.Validate(); err != nil {
 		return err
 	}
 	if err := c.LokiPush.Validate(); err != nil {

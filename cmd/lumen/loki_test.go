@@ -84,7 +84,11 @@ func TestLokiPushEndToEnd(t *testing.T) {
 		"POST /checkout traceparent=00-" + lokiTrace + "-" + lokiSpan + "-01",
 		"line with metadata",
 	}, lines, "in time order")
-	require.Equal(t, map[string]string{"app": "cart", "env": "prod"}, got.Logs[0].Stream)
+	// service_name and detected_level are added at ingest, as Loki 3 does.
+	require.Equal(t, map[string]string{"app": "cart", "env": "prod", "service_name": "cart"}, got.Logs[0].Stream)
+	require.Equal(t, "unknown", got.Logs[0].StructuredMetadata["detected_level"])
+	require.Equal(t, "error", got.Logs[1].StructuredMetadata["detected_level"], "from the JSON line's level")
+	require.Equal(t, "warn", got.Logs[2].StructuredMetadata["detected_level"], "from the logfmt line's level")
 	require.Equal(t, lokiSpan, got.Logs[0].SpanID)
 	require.Equal(t, "u42", got.Logs[0].StructuredMetadata["user"])
 	require.Empty(t, got.Logs[1].SpanID, "the JSON line names no span")
@@ -96,14 +100,14 @@ func TestLokiPushEndToEnd(t *testing.T) {
 	window := url.Values{"start": {fmt.Sprint(now.Add(-time.Minute).UnixNano())}, "end": {fmt.Sprint(now.Add(time.Minute).UnixNano())}}
 	code, body := apiGet(t, s, "/loki/api/v1/labels", window)
 	require.Equal(t, http.StatusOK, code, string(body))
-	require.JSONEq(t, `{"status":"success","data":["app","env"]}`, string(body))
+	require.JSONEq(t, `{"status":"success","data":["app","env","service_name"]}`, string(body))
 	code, body = apiGet(t, s, "/loki/api/v1/label/app/values", window)
 	require.Equal(t, http.StatusOK, code, string(body))
 	require.JSONEq(t, `{"status":"success","data":["cart","checkout"]}`, string(body))
 	q := url.Values{"match[]": {`{app="cart"}`}, "start": window["start"], "end": window["end"]}
 	code, body = apiGet(t, s, "/loki/api/v1/series", q)
 	require.Equal(t, http.StatusOK, code, string(body))
-	require.JSONEq(t, `{"status":"success","data":[{"app":"cart","env":"dev"},{"app":"cart","env":"prod"}]}`, string(body))
+	require.JSONEq(t, `{"status":"success","data":[{"app":"cart","env":"dev","service_name":"cart"},{"app":"cart","env":"prod","service_name":"cart"}]}`, string(body))
 	old := url.Values{"start": {fmt.Sprint(now.Add(-3 * time.Hour).Unix())}, "end": {fmt.Sprint(now.Add(-2 * time.Hour).Unix())}}
 	code, body = apiGet(t, s, "/loki/api/v1/labels", old)
 	require.Equal(t, http.StatusOK, code, string(body))
@@ -280,8 +284,8 @@ func TestLogQLOverHTTP(t *testing.T) {
 	require.Equal(t, []string{`level=info msg="request 1" status=200`, `level=info msg="request 10" status=200`, `level=info msg="request 11" status=300`},
 		[]string{streams[0].Values[0][1], streams[0].Values[1][1], streams[0].Values[2][1]}, "forward: the oldest first")
 
-	// A metric range query: start and end aligned down to the step, as
-	// Loki's query frontend aligns them.
+	// A metric range query: start aligned down and end up to the step, as
+	// Loki's query frontend aligns them, every step to end evaluated.
 	q = rangeOf(30*time.Second+500*time.Millisecond, 90*time.Second+500*time.Millisecond)
 	q.Set("query", `sum by (level) (count_over_time({app="api"} | logfmt [30s]))`)
 	q.Set("step", "30s")
@@ -296,12 +300,12 @@ func TestLogQLOverHTTP(t *testing.T) {
 		byLevel[m.Metric["level"]] = m.Values
 	}
 	sec := func(d time.Duration) float64 { return float64(base.Add(d).UnixMilli()) / 1000 }
-	require.Equal(t, [][2]any{{sec(30 * time.Second), "7"}, {sec(60 * time.Second), "8"}, {sec(90 * time.Second), "7"}}, byLevel["error"])
-	require.Equal(t, [][2]any{{sec(30 * time.Second), "23"}, {sec(60 * time.Second), "22"}, {sec(90 * time.Second), "23"}}, byLevel["info"])
+	require.Equal(t, [][2]any{{sec(30 * time.Second), "7"}, {sec(60 * time.Second), "8"}, {sec(90 * time.Second), "7"}, {sec(120 * time.Second), "7"}}, byLevel["error"])
+	require.Equal(t, [][2]any{{sec(30 * time.Second), "23"}, {sec(60 * time.Second), "22"}, {sec(90 * time.Second), "23"}, {sec(120 * time.Second), "22"}}, byLevel["info"])
 
 	// The default step gives about 250 points (here: 1 s over 2 minutes).
 	q = rangeOf(0, 2*time.Minute)
-	q.Set("query", `count_over_time({app="api"}[1s])`)
+	q.Set("query", `sum(count_over_time({app="api"}[1s]))`)
 	code, res, raw = lokiQuery(t, s, "/loki/api/v1/query_range", q)
 	require.Equal(t, http.StatusOK, code, raw)
 	var perSecond []lokiMatrixResult
@@ -391,7 +395,7 @@ func TestLokiTail(t *testing.T) {
 	var got []string
 	for len(got) < pushes*(perPush-1) {
 		for _, st := range read().Streams {
-			require.Equal(t, map[string]string{"app": "api"}, st.Stream)
+			require.Equal(t, map[string]string{"app": "api", "service_name": "api", "detected_level": "unknown"}, st.Stream)
 			for _, v := range st.Values {
 				got = append(got, v[1])
 			}

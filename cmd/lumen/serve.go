@@ -16,10 +16,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.uber.org/zap"
 	"golang.org/x/net/netutil"
 
+	"github.com/lumenobs/lumen/ingest/logfields"
 	"github.com/lumenobs/lumen/ingest/loki"
 	"github.com/lumenobs/lumen/ingest/otlp"
 	"github.com/lumenobs/lumen/ingest/promrw"
@@ -136,13 +138,14 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 	registerStoreMetrics(reg, db)
 	ingestMetrics := telemetry.NewIngest(reg)
 
-	var traces otlp.Writer = db
+	fields := fieldWriter{DB: db, det: logfields.New(cfg.LogFields)}
+	var traces otlp.Writer = fields
 	var gen *spanmetrics.Generator
 	genDone := make(chan struct{})
 	if cfg.SpanMetrics.Enabled {
 		gen = spanmetrics.New(cfg.SpanMetrics, db, log)
 		reg.MustRegister(spanMetricsMetrics(gen)...)
-		traces = observingWriter{DB: db, gen: gen}
+		traces = observingWriter{fieldWriter: fields, gen: gen}
 		gctx, stopGen := context.WithCancel(context.Background())
 		go func() { defer close(genDone); gen.Run(gctx) }()
 		// After the receivers stop and before the store closes: the last
@@ -220,8 +223,25 @@ func newHTTPServer(cfg Config, h http.Handler, log *zap.Logger) *http.Server {
 // observingWriter counts the spans it stores into span metrics and the
 // service graph.
 type observingWriter struct {
-	*store.DB
+	fieldWriter
 	gen *spanmetrics.Generator
+}
+
+// fieldWriter adds the fields Loki 3 adds at ingest (service_name,
+// detected_level: ingest/logfields) to every log line written, whether
+// it came by Loki push or OTLP.
+type fieldWriter struct {
+	*store.DB
+	det *logfields.Detector
+}
+
+func (w fieldWriter) WriteLogStreams(ctx context.Context, streams []store.LogStream) error {
+	w.det.Apply(streams)
+	return w.DB.WriteLogStreams(ctx, streams)
+}
+
+func (w fieldWriter) WriteLogs(ctx context.Context, ld plog.Logs) error {
+	return w.WriteLogStreams(ctx, store.OTLPLogStreams(ld))
 }
 
 func (w observingWriter) WriteTraces(ctx context.Context, td ptrace.Traces) error {
@@ -254,7 +274,7 @@ func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger,
 		return nil, err
 	}
 	mux.Handle("POST /api/v1/write", wrap("/api/v1/write", rw))
-	lp, err := loki.New(cfg.LokiPush, db, log, im)
+	lp, err := loki.New(cfg.LokiPush, fieldWriter{DB: db, det: logfields.New(cfg.LogFields)}, log, im)
 	if err != nil {
 		return nil, err
 	}

@@ -1,7 +1,8 @@
 // Package logql parses and evaluates LogQL, Loki's query language, over
-// Lumen's log store: stream selectors, line filters, the json and logfmt
-// parsers, label filters, line_format, and the range and vector
-// aggregations Grafana's Loki data source uses.
+// Lumen's log store: stream selectors, the log pipeline (line and label
+// filters, the json, logfmt, pattern, regexp and unpack parsers,
+// line_format, label_format, drop, keep, decolorize; stages.go), and the
+// range and vector aggregations Grafana's Loki data source uses.
 //
 // Loki's own LogQL packages live in its main module, which is under the
 // AGPL and so cannot be a dependency; the grammar here is written from
@@ -13,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"unicode"
 	"unicode/utf8"
 )
@@ -77,6 +77,13 @@ const (
 	tGte
 	tLt
 	tLte
+	tAdd // +
+	tSub // - (a binary operator; -5 after an operator is a number)
+	tMul // *
+	tDiv // /
+	tMod // %
+	tPow // ^
+	tNpa // !> (a line filter: does not follow a pattern)
 )
 
 var tokNames = map[tokKind]string{
@@ -84,6 +91,8 @@ var tokNames = map[tokKind]string{
 	tBytes: "bytes", tLBrace: "{", tRBrace: "}", tLParen: "(", tRParen: ")", tLBracket: "[", tRBracket: "]",
 	tComma: ",", tPipe: "|", tPipeExact: "|=", tPipeMatch: "|~", tNeq: "!=", tNre: "!~", tEq: "=", tEqEq: "==",
 	tRe: "=~", tGt: ">", tGte: ">=", tLt: "<", tLte: "<=",
+	tAdd: "+", tSub: "-", tMul: "*", tDiv: "/", tMod: "%", tPow: "^",
+	tNpa: "!>",
 }
 
 type token struct {
@@ -174,6 +183,8 @@ func (l *lexer) next() (token, error) {
 		return op(tNeq, 2)
 	case "!~":
 		return op(tNre, 2)
+	case "!>":
+		return op(tNpa, 2)
 	case "==":
 		return op(tEqEq, 2)
 	case "=~":
@@ -206,8 +217,25 @@ func (l *lexer) next() (token, error) {
 		return op(tGt, 1)
 	case '<':
 		return op(tLt, 1)
+	case '+':
+		return op(tAdd, 1)
+	case '*':
+		return op(tMul, 1)
+	case '/':
+		return op(tDiv, 1)
+	case '%':
+		return op(tMod, 1)
+	case '^':
+		return op(tPow, 1)
+	case '-':
+		if l.afterOperand() {
+			return op(tSub, 1)
+		}
 	case '"', '`':
 		return l.str(c)
+	}
+	if c == '-' && (l.pos+1 >= len(l.src) || l.src[l.pos+1] < '0' || l.src[l.pos+1] > '9') {
+		return op(tSub, 1)
 	}
 	if c >= '0' && c <= '9' || (c == '-' || c == '.') && l.pos+1 < len(l.src) && l.src[l.pos+1] >= '0' && l.src[l.pos+1] <= '9' {
 		return l.number()
@@ -220,6 +248,19 @@ func (l *lexer) next() (token, error) {
 	}
 	r, _ := utf8.DecodeRuneInString(l.src[l.pos:])
 	return token{}, errAt(l.src, start, "unexpected character %q", r)
+}
+
+// afterOperand reports whether the previous token ends an operand, so that
+// a '-' next is subtraction (a - 1) rather than a negative number (> -1).
+func (l *lexer) afterOperand() bool {
+	if len(l.toks) == 0 {
+		return false
+	}
+	switch l.toks[len(l.toks)-1].kind {
+	case tRParen, tRBracket, tNumber, tDuration, tBytes:
+		return true
+	}
+	return false
 }
 
 func isIdentStart(c byte) bool { return c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
@@ -273,13 +314,4 @@ func (l *lexer) number() (token, error) {
 		return token{kind: tBytes, text: text, pos: start}, nil
 	}
 	return token{}, errAt(l.src, start, "%q is neither a number, a duration nor a byte size", text)
-}
-
-// keywords that end a label filter chain or name a stage.
-func isKeyword(s string) bool {
-	switch strings.ToLower(s) {
-	case "and", "or", "by", "without", "offset", "json", "logfmt", "line_format", "unwrap":
-		return true
-	}
-	return false
 }

@@ -1,0 +1,458 @@
+// Package logfields adds to log lines, as they are received, the fields
+// Loki 3 adds at ingest, so that the streams and lines Grafana's Logs
+// Drilldown lists look the same on Lumen: a service_name stream label
+// taken from the first of a list of labels (or "unknown_service"), and a
+// detected_level structured-metadata field taken from a level label or
+// field, or guessed from the line's words. Both are configured as Loki's
+// limits_config discover_service_name, discover_log_levels,
+// log_level_fields and log_level_from_json_max_depth are.
+package logfields
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"unicode"
+
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/lumenobs/lumen/store"
+)
+
+// Names of what is added.
+const (
+	ServiceNameLabel = "service_name"
+	UnknownService   = "unknown_service"
+	LevelLabel       = "detected_level"
+	UnknownLevel     = "unknown"
+)
+
+// Config says what is discovered.
+type Config struct {
+	// DiscoverServiceName lists the labels whose value becomes a stream's
+	// service_name when it has none; the first present wins, and a stream
+	// with none of them gets "unknown_service". Empty turns it off.
+	DiscoverServiceName []string `yaml:"discover_service_name"`
+	// DiscoverLogLevels adds detected_level to every line that has none.
+	DiscoverLogLevels bool `yaml:"discover_log_levels"`
+	// LogLevelFields are the label, metadata, JSON and logfmt field names
+	// a level is read from, in order.
+	LogLevelFields []string `yaml:"log_level_fields"`
+	// LogLevelFromJSONMaxDepth is how deep JSON objects are searched for
+	// a level field; 0 or less is no limit.
+	LogLevelFromJSONMaxDepth int `yaml:"log_level_from_json_max_depth"`
+}
+
+// DefaultConfig is Loki 3's default.
+func DefaultConfig() Config {
+	return Config{
+		DiscoverServiceName: []string{"service", "app", "application", "app_name", "name", "app_kubernetes_io_name",
+			"container", "container_name", "k8s_container_name", "component", "workload", "job", "k8s_job_name"},
+		DiscoverLogLevels:        true,
+		LogLevelFields:           []string{"level", "LEVEL", "Level", "log.level", "severity", "SEVERITY", "Severity", "SeverityText", "lvl", "LVL", "Lvl", "severity_text", "Severity_Text", "SEVERITY_TEXT"},
+		LogLevelFromJSONMaxDepth: 2,
+	}
+}
+
+// Validate reports a setting that cannot work.
+func (c Config) Validate() error {
+	for _, n := range append(append([]string(nil), c.DiscoverServiceName...), c.LogLevelFields...) {
+		if n == "" {
+			return fmt.Errorf("log fields: an empty name in discover_service_name or log_level_fields")
+		}
+	}
+	return nil
+}
+
+// Detector applies a Config.
+type Detector struct {
+	cfg    Config
+	fields map[string]bool
+}
+
+// New returns a detector for cfg; nil when it discovers nothing.
+func New(cfg Config) *Detector {
+	if len(cfg.DiscoverServiceName) == 0 && !cfg.DiscoverLogLevels {
+		return nil
+	}
+	if len(cfg.LogLevelFields) == 0 {
+		cfg.LogLevelFields = DefaultConfig().LogLevelFields
+	}
+	d := &Detector{cfg: cfg, fields: map[string]bool{}}
+	for _, f := range cfg.LogLevelFields {
+		d.fields[f] = true
+	}
+	return d
+}
+
+// Stream returns lset with a service_name when discovery is on and it has
+// none.
+func (d *Detector) Stream(lset labels.Labels) labels.Labels {
+	if d == nil || len(d.cfg.DiscoverServiceName) == 0 || lset.Has(ServiceNameLabel) {
+		return lset
+	}
+	name := UnknownService
+	for _, l := range d.cfg.DiscoverServiceName {
+		if v := lset.Get(l); v != "" {
+			name = v
+			break
+		}
+	}
+	return labels.NewBuilder(lset).Set(ServiceNameLabel, name).Labels()
+}
+
+// Apply adds service_name to each stream and detected_level to each of its
+// lines, in place.
+func (d *Detector) Apply(streams []store.LogStream) {
+	if d == nil {
+		return
+	}
+	for i := range streams {
+		streams[i].Labels = d.Stream(streams[i].Labels)
+		if !d.cfg.DiscoverLogLevels {
+			continue
+		}
+		for j := range streams[i].Entries {
+			e := &streams[i].Entries[j]
+			if lvl, ok := d.level(streams[i].Labels, e); ok {
+				e.Metadata = labels.NewBuilder(e.Metadata).Set(LevelLabel, lvl).Labels()
+			}
+		}
+	}
+}
+
+// level is the detected_level to set on e: a present one normalised, or
+// one from the stream's labels, the line's metadata or the line itself.
+func (d *Detector) level(stream labels.Labels, e *store.LogEntry) (string, bool) {
+	if v := e.Metadata.Get(LevelLabel); e.Metadata.Has(LevelLabel) {
+		n := Normalise(v)
+		return n, n != v
+	}
+	for _, f := range d.cfg.LogLevelFields {
+		if stream.Has(f) {
+			return Normalise(stream.Get(f)), true
+		}
+	}
+	for _, f := range d.cfg.LogLevelFields {
+		if e.Metadata.Has(f) {
+			return Normalise(e.Metadata.Get(f)), true
+		}
+	}
+	if v := e.Metadata.Get("severity_number"); v != "" {
+		return fromSeverityNumber(v), true
+	}
+	return d.fromLine(e.Line), true
+}
+
+// Normalise maps the usual spellings of a level to Loki's names; anything
+// else is kept as it is.
+func Normalise(v string) string {
+	switch strings.ToLower(v) {
+	case "trace", "trc":
+		return "trace"
+	case "debug", "dbg":
+		return "debug"
+	case "info", "inf", "information":
+		return "info"
+	case "warn", "wrn", "warning":
+		return "warn"
+	case "error", "err":
+		return "error"
+	case "critical":
+		return "critical"
+	case "fatal":
+		return "fatal"
+	}
+	return v
+}
+
+// fromSeverityNumber maps an OTLP severity number to a level.
+func fromSeverityNumber(v string) string {
+	n, err := strconv.Atoi(v)
+	switch {
+	case err != nil:
+		return "info"
+	case n == 0:
+		return UnknownLevel
+	case n <= 4:
+		return "trace"
+	case n <= 8:
+		return "debug"
+	case n <= 12:
+		return "info"
+	case n <= 16:
+		return "warn"
+	case n <= 20:
+		return "error"
+	case n <= 24:
+		return "fatal"
+	}
+	return UnknownLevel
+}
+
+func (d *Detector) fromLine(line string) string {
+	var v string
+	switch {
+	case isJSON(line):
+		v = d.jsonLevel(line)
+	case strings.Contains(line, "="):
+		v = d.logfmtLevel(line)
+	default:
+		return wordLevel(line)
+	}
+	if n := Normalise(v); n != v || isLevel(n) {
+		return n
+	}
+	return wordLevel(line)
+}
+
+func isLevel(v string) bool {
+	switch v {
+	case "trace", "debug", "info", "warn", "error", "critical", "fatal":
+		return true
+	}
+	return false
+}
+
+// isJSON: the line's first and last non-space characters are braces.
+func isJSON(line string) bool {
+	t := strings.TrimFunc(line, unicode.IsSpace)
+	return len(t) >= 2 && t[0] == '{' && t[len(t)-1] == '}'
+}
+
+// jsonLevel is the first string value, in document order, under a level
+// field name, in objects at most the configured depth deep.
+func (d *Detector) jsonLevel(line string) string {
+	dec := json.NewDecoder(strings.NewReader(line))
+	dec.UseNumber()
+	found := ""
+	var object func(depth int) bool // false: stop
+	var skip func() bool
+	skip = func() bool {
+		t, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		if dl, ok := t.(json.Delim); ok && (dl == '{' || dl == '[') {
+			for dec.More() {
+				if dl == '{' {
+					if _, err := dec.Token(); err != nil {
+						return false
+					}
+				}
+				if !skip() {
+					return false
+				}
+			}
+			_, err := dec.Token()
+			return err == nil
+		}
+		return true
+	}
+	object = func(depth int) bool {
+		for dec.More() {
+			kt, err := dec.Token()
+			if err != nil {
+				return false
+			}
+			key, _ := kt.(string)
+			vt, err := dec.Token()
+			if err != nil {
+				return false
+			}
+			switch v := vt.(type) {
+			case string:
+				if d.fields[key] {
+					found = v
+					return false
+				}
+			case json.Delim:
+				switch {
+				case v == '{' && (d.cfg.LogLevelFromJSONMaxDepth <= 0 || depth+1 < d.cfg.LogLevelFromJSONMaxDepth):
+					if !object(depth + 1) {
+						return false
+					}
+				default:
+					// Skip the rest of the object or array.
+					for dec.More() {
+						if v == '{' {
+							if _, err := dec.Token(); err != nil {
+								return false
+							}
+						}
+						if !skip() {
+							return false
+						}
+					}
+				}
+				if _, err := dec.Token(); err != nil { // the closing delimiter
+					return false
+				}
+			}
+		}
+		return true
+	}
+	if t, err := dec.Token(); err == nil && t == json.Delim('{') {
+		object(0)
+	}
+	return found
+}
+
+// logfmtLevel is the value of the earliest-listed level field among the
+// line's logfmt pairs (names compared without case).
+func (d *Detector) logfmtLevel(line string) string {
+	best, res := len(d.cfg.LogLevelFields), ""
+	for k, v := range logfmtPairs(line) {
+		for x, f := range d.cfg.LogLevelFields[:best] {
+			if strings.EqualFold(k, f) {
+				best, res = x, v
+				if x == 0 {
+					return res
+				}
+				break
+			}
+		}
+	}
+	return res
+}
+
+// logfmtPairs yields a line's key=value pairs until it stops being logfmt.
+func logfmtPairs(line string) func(yield func(k, v string) bool) {
+	return func(yield func(k, v string) bool) {
+		r := strings.NewReader(line)
+		for {
+			skipSpace(r)
+			key := readUntil(r, func(c byte) bool { return c <= ' ' || c == '=' || c == '"' })
+			if key == "" {
+				return
+			}
+			c, err := r.ReadByte()
+			if err != nil || c != '=' {
+				if err == nil {
+					_ = r.UnreadByte()
+				}
+				if !yield(key, "") {
+					return
+				}
+				continue
+			}
+			var val string
+			if c, err := r.ReadByte(); err == nil && c == '"' {
+				var b bytes.Buffer
+				closed := false
+				for {
+					c, err := r.ReadByte()
+					if err != nil {
+						break
+					}
+					if c == '\\' {
+						if n, err := r.ReadByte(); err == nil {
+							b.WriteByte(n)
+						}
+						continue
+					}
+					if c == '"' {
+						closed = true
+						break
+					}
+					b.WriteByte(c)
+				}
+				if !closed {
+					return
+				}
+				val = b.String()
+			} else {
+				if err == nil {
+					_ = r.UnreadByte()
+				}
+				val = readUntil(r, func(c byte) bool { return c <= ' ' })
+			}
+			if !yield(key, val) {
+				return
+			}
+		}
+	}
+}
+
+func skipSpace(r *strings.Reader) {
+	for {
+		c, err := r.ReadByte()
+		if err != nil {
+			return
+		}
+		if c > ' ' {
+			_ = r.UnreadByte()
+			return
+		}
+	}
+}
+
+func readUntil(r *strings.Reader, stop func(byte) bool) string {
+	var b strings.Builder
+	for {
+		c, err := r.ReadByte()
+		if err == io.EOF {
+			return b.String()
+		}
+		if stop(c) {
+			_ = r.UnreadByte()
+			return b.String()
+		}
+		b.WriteByte(c)
+	}
+}
+
+var levelWords = []struct{ word, level string }{
+	{"trace", "trace"}, {"debug", "debug"}, {"fatal", "fatal"}, {"critical", "critical"},
+	{"error", "error"}, {"err", "error"}, {"warning", "warn"}, {"warn", "warn"}, {"info", "info"},
+}
+
+// wordLevel guesses a level from the earliest level word standing on its
+// own in the line ("unknown" when there is none).
+func wordLevel(line string) string {
+	lower := strings.ToLower(line)
+	at, guess := len(lower), UnknownLevel
+	for _, w := range levelWords {
+		i := boundedIndex(lower, w.word)
+		if i < 0 || i >= at {
+			continue
+		}
+		at, guess = i, w.level
+		if at == 0 {
+			break
+		}
+	}
+	return guess
+}
+
+func boundedIndex(s, word string) int {
+	for off := 0; ; {
+		i := strings.Index(s[off:], word)
+		if i < 0 {
+			return -1
+		}
+		i += off
+		if leftBoundary(s, i-1) && rightBoundary(s, i+len(word)) {
+			return i
+		}
+		off = i + 1
+	}
+}
+
+// leftBoundary: a colon is not one (misc:error is not a level).
+func leftBoundary(s string, i int) bool {
+	if i < 0 || i >= len(s) {
+		return true
+	}
+	return strings.IndexByte(" \t\n[({\"=", s[i]) >= 0
+}
+
+func rightBoundary(s string, i int) bool {
+	if i < 0 || i >= len(s) {
+		return true
+	}
+	return strings.IndexByte(" \t\n[](){}:,!\"=", s[i]) >= 0
+}
