@@ -1,11 +1,14 @@
 package query
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -134,14 +137,24 @@ func (a *JaegerAPI) serviceOperations(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, err)
 		return
 	}
+	if len(names) == 0 {
+		names = nil // Jaeger answers null for a service it does not know
+	}
 	ok(w, names, len(names))
 }
 
-// operations answers /api/operations?service=…: [{"name","spanKind"}]. The
-// span kind is not kept in the catalog, so it is empty, which Jaeger's
-// clients read as "any".
+// jaegerOperation is one entry of /api/operations.
+type jaegerOperation struct {
+	Name     string `json:"name"`
+	SpanKind string `json:"spanKind"`
+}
+
+// operations answers /api/operations?service=&spanKind=: an entry per
+// span name and kind of the service, as Jaeger lists them (spanKind=
+// keeps one kind). The catalog keeps span names, not kinds: the kinds of
+// a name are those of its spans in the newest traces that have it.
 func (a *JaegerAPI) operations(w http.ResponseWriter, r *http.Request) {
-	service := r.URL.Query().Get("service")
+	service, kind := r.URL.Query().Get("service"), r.URL.Query().Get("spanKind")
 	if service == "" {
 		a.fail(w, fmt.Errorf("%w: service= is required", errBadRequest))
 		return
@@ -151,11 +164,63 @@ func (a *JaegerAPI) operations(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, err)
 		return
 	}
-	out := make([]map[string]string, len(names))
-	for i, n := range names {
-		out[i] = map[string]string{"name": n, "spanKind": ""}
+	ctx, done, err := admit(r, a.lim, a.cfg.Timeout)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	defer done()
+	out := []jaegerOperation{}
+	for i, name := range names {
+		kinds := []string{""} // past maxKindLookups names: kind unknown
+		if i < maxKindLookups {
+			if kinds, err = a.kindsOf(ctx, service, name); err != nil {
+				a.fail(w, err)
+				return
+			}
+		}
+		for _, k := range kinds {
+			if kind == "" || k == kind {
+				out = append(out, jaegerOperation{name, k})
+			}
+		}
 	}
 	ok(w, out, len(out))
+}
+
+// kindsPerName is how many traces kindsOf reads for one span name, and
+// maxKindLookups for how many names of a service operations looks kinds up.
+const (
+	kindsPerName   = 3
+	maxKindLookups = 1000
+)
+
+// kindsOf lists the span kinds of a service's spans of a name, from the
+// newest traces that have them, as Jaeger names kinds ("" for none).
+func (a *JaegerAPI) kindsOf(ctx context.Context, service, name string) ([]string, error) {
+	lo, hi := a.catalogWindow()
+	seen := map[string]bool{}
+	ts := store.TraceSearch{Start: lo, End: hi, Drive: store.Term{Kind: store.TermName, A: service, B: name},
+		Limit: kindsPerName, MaxInspect: kindsPerName, MaxMatched: 1,
+		Match: func(res pcommon.Resource, sp ptrace.Span) bool {
+			if sp.Name() != name {
+				return false
+			}
+			if v, _ := res.Attributes().Get("service.name"); v.AsString() != service {
+				return false
+			}
+			seen[kindName(sp.Kind())] = true
+			return true
+		}}
+	if _, err := a.r.SearchTraces(ctx, ts); err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(seen))
+	for k := range seen {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 // jaegerDuration parses Jaeger's durations: Go durations (100ms, 1.2s).
@@ -212,8 +277,9 @@ func (a *JaegerAPI) findTraces(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, err)
 		return
 	}
-	// Each result is a whole trace: limit is lowered to max_jaeger_limit.
-	limit := min(20, a.cfg.MaxJaegerLimit)
+	// Each result is a whole trace: limit (Jaeger's default, 100) is
+	// lowered to max_jaeger_limit.
+	limit := min(100, a.cfg.MaxJaegerLimit)
 	if s := qs.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
@@ -265,7 +331,7 @@ func (a *JaegerAPI) findTraces(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, err)
 		return
 	}
-	ok(w, out, len(out))
+	ok(w, out, 0) // Jaeger leaves total at 0 for traces
 }
 
 // find runs a search and reads its traces once one of the API's slots is
@@ -292,10 +358,11 @@ func (a *JaegerAPI) find(r *http.Request, ts store.TraceSearch) ([]jaegerTrace, 
 }
 
 // hasTag reports whether a span, its resource or one of its events has
-// the tag (error=true matches an error status, as Jaeger's error tag).
+// the tag; error=true matches an error status and error=false an ok one,
+// as in Jaeger.
 func hasTag(res pcommon.Resource, sp ptrace.Span, k, want string) bool {
-	if k == "error" && want == "true" && sp.Status().Code() == ptrace.StatusCodeError {
-		return true
+	if k == "error" && (want == "true" || want == "false") {
+		return sp.Status().Code() == map[bool]ptrace.StatusCode{true: ptrace.StatusCodeError, false: ptrace.StatusCodeOk}[want == "true"]
 	}
 	if k == "span.kind" && want == kindName(sp.Kind()) {
 		return true
@@ -333,7 +400,7 @@ func (a *JaegerAPI) trace(w http.ResponseWriter, r *http.Request) {
 		jt.Warnings = append(jt.Warnings, "trace truncated: "+t.Truncated)
 	}
 	markTruncated(w, t)
-	ok(w, []jaegerTrace{jt}, 1)
+	ok(w, []jaegerTrace{jt}, 0)
 }
 
 // padTraceID accepts Jaeger's short form of a 64-bit id.
@@ -371,7 +438,7 @@ func (a *JaegerAPI) dependencies(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, err)
 		return
 	}
-	ok(w, deps, len(deps))
+	ok(w, deps, 0) // Jaeger leaves total at 0 for dependencies
 }
 
 // Dependency is one edge of the service graph, as Jaeger writes it.
@@ -462,7 +529,7 @@ type jaegerLog struct {
 type jaegerSpan struct {
 	TraceID       string      `json:"traceID"`
 	SpanID        string      `json:"spanID"`
-	Flags         uint32      `json:"flags"`
+	Flags         uint32      `json:"flags,omitempty"` // OTLP's trace flags are not carried, as in Jaeger
 	OperationName string      `json:"operationName"`
 	References    []jaegerRef `json:"references"`
 	StartTime     int64       `json:"startTime"`
@@ -490,11 +557,17 @@ func kindName(k ptrace.SpanKind) string {
 		ptrace.SpanKindConsumer: "consumer", ptrace.SpanKindInternal: "internal"}[k]
 }
 
+// maxSafeInteger is JavaScript's largest exact integer, 2^53-1.
+const maxSafeInteger = 1<<53 - 1
+
 func jaegerValue(k string, v pcommon.Value) jaegerKV {
 	switch v.Type() {
 	case pcommon.ValueTypeBool:
 		return jaegerKV{k, "bool", v.Bool()}
 	case pcommon.ValueTypeInt:
+		if n := v.Int(); n > maxSafeInteger || n < -maxSafeInteger {
+			return jaegerKV{k, "int64", strconv.FormatInt(n, 10)} // as Jaeger: JavaScript would round it
+		}
 		return jaegerKV{k, "int64", v.Int()}
 	case pcommon.ValueTypeDouble:
 		return jaegerKV{k, "float64", v.Double()}
@@ -515,17 +588,31 @@ func jaegerKVs(m pcommon.Map, skip string) []jaegerKV {
 	return out
 }
 
+// jaegerTraceID writes a trace id as Jaeger does: 16 hex digits when its
+// high half is zero (a 64-bit id), else 32.
+func jaegerTraceID(id pcommon.TraceID) string {
+	if [8]byte(id[:8]) == [8]byte{} {
+		return hex.EncodeToString(id[8:])
+	}
+	return hex.EncodeToString(id[:])
+}
+
 // toJaeger converts OTLP spans to Jaeger's JSON model as Jaeger's own
-// OTLP translation does: span kind, status and scope become tags, events
-// become logs, resources become processes.
+// OTLP translation and query service do: span kind, status and scope
+// become tags, events become logs, resources become processes; tags are
+// sorted by key, log fields too after "event"; the warnings are those of
+// Jaeger's clock skew adjuster, which runs with adjustment off.
 func toJaeger(id model.TraceID, td ptrace.Traces) jaegerTrace {
 	normalizeSpans(td)
-	t := jaegerTrace{TraceID: id.String(), Spans: []jaegerSpan{}, Processes: map[string]jaegerProcess{}}
+	t := jaegerTrace{TraceID: jaegerTraceID(pcommon.TraceID(id)), Spans: []jaegerSpan{}, Processes: map[string]jaegerProcess{}}
 	procOf := map[string]string{}
+	var times []spanTimes
 	for _, rs := range td.ResourceSpans().All() {
 		svc := ""
 		if v, found := rs.Resource().Attributes().Get("service.name"); found {
 			svc = v.AsString()
+		} else if rs.Resource().Attributes().Len() == 0 {
+			svc = "OTLPResourceNoServiceName" // as Jaeger's OTLP translation names it
 		}
 		proc := jaegerProcess{ServiceName: svc, Tags: jaegerKVs(rs.Resource().Attributes(), "service.name")}
 		key, _ := json.Marshal(proc)
@@ -535,52 +622,220 @@ func toJaeger(id model.TraceID, td ptrace.Traces) jaegerTrace {
 			procOf[string(key)] = pid
 			t.Processes[pid] = proc
 		}
+		host := hostKey(rs.Resource().Attributes())
 		for _, ss := range rs.ScopeSpans().All() {
 			for _, sp := range ss.Spans().All() {
-				js := jaegerSpan{TraceID: id.String(), SpanID: sp.SpanID().String(), Flags: 1, OperationName: sp.Name(),
-					References: []jaegerRef{}, StartTime: int64(sp.StartTimestamp()) / 1000,
-					Duration: (int64(sp.EndTimestamp()) - int64(sp.StartTimestamp())) / 1000, Tags: jaegerKVs(sp.Attributes(), ""),
-					Logs: []jaegerLog{}, ProcessID: pid}
-				if p := sp.ParentSpanID(); !p.IsEmpty() {
-					js.References = append(js.References, jaegerRef{"CHILD_OF", id.String(), p.String()})
-				}
-				for _, l := range sp.Links().All() {
-					js.References = append(js.References, jaegerRef{"FOLLOWS_FROM", l.TraceID().String(), l.SpanID().String()})
-				}
-				if k := kindName(sp.Kind()); k != "" {
-					js.Tags = append(js.Tags, jaegerKV{"span.kind", "string", k})
-				}
-				switch sp.Status().Code() {
-				case ptrace.StatusCodeError:
-					js.Tags = append(js.Tags, jaegerKV{"error", "bool", true}, jaegerKV{"otel.status_code", "string", "ERROR"})
-					if m := sp.Status().Message(); m != "" {
-						js.Tags = append(js.Tags, jaegerKV{"otel.status_description", "string", m})
-					}
-				case ptrace.StatusCodeOk:
-					js.Tags = append(js.Tags, jaegerKV{"otel.status_code", "string", "OK"})
-				}
-				if n := ss.Scope().Name(); n != "" {
-					js.Tags = append(js.Tags, jaegerKV{"otel.scope.name", "string", n})
-				}
-				if v := ss.Scope().Version(); v != "" {
-					js.Tags = append(js.Tags, jaegerKV{"otel.scope.version", "string", v})
-				}
-				for _, ev := range sp.Events().All() {
-					fields := append([]jaegerKV{{"event", "string", ev.Name()}}, jaegerKVs(ev.Attributes(), "")...)
-					js.Logs = append(js.Logs, jaegerLog{Timestamp: int64(ev.Timestamp()) / 1000, Fields: fields})
-				}
-				t.Spans = append(t.Spans, js)
+				t.Spans = append(t.Spans, jaegerSpanOf(sp, ss.Scope(), pid))
+				times = append(times, spanTimes{start: int64(sp.StartTimestamp()), end: int64(sp.EndTimestamp()), host: host})
 			}
 		}
 	}
-	slices.SortStableFunc(t.Spans, func(a, b jaegerSpan) int {
-		if a.StartTime != b.StartTime {
-			if a.StartTime < b.StartTime {
-				return -1
-			}
-			return 1
+	skewWarnings(t.Spans, times)
+	order := make([]int, len(t.Spans))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		x, y := t.Spans[a], t.Spans[b]
+		if c := cmp.Compare(x.StartTime, y.StartTime); c != 0 {
+			return c
 		}
-		return strings.Compare(a.SpanID, b.SpanID)
+		return strings.Compare(x.SpanID, y.SpanID)
 	})
+	sorted := make([]jaegerSpan, len(order))
+	for i, j := range order {
+		sorted[i] = t.Spans[j]
+	}
+	t.Spans = sorted
 	return t
+}
+
+func jaegerSpanOf(sp ptrace.Span, scope pcommon.InstrumentationScope, pid string) jaegerSpan {
+	tid := jaegerTraceID(sp.TraceID())
+	js := jaegerSpan{TraceID: tid, SpanID: sp.SpanID().String(), OperationName: sp.Name(),
+		References: []jaegerRef{}, StartTime: int64(sp.StartTimestamp()) / 1000,
+		Duration: (int64(sp.EndTimestamp()) - int64(sp.StartTimestamp())) / 1000, Tags: jaegerKVs(sp.Attributes(), ""),
+		Logs: []jaegerLog{}, ProcessID: pid}
+	// The parent first; links are FOLLOWS_FROM unless they say
+	// opentracing.ref_type=child_of, and a link to the parent sets the
+	// parent reference's type, as Jaeger's OTLP translation does.
+	parent := sp.ParentSpanID()
+	if !parent.IsEmpty() {
+		js.References = append(js.References, jaegerRef{"CHILD_OF", tid, parent.String()})
+	}
+	for _, l := range sp.Links().All() {
+		ref := jaegerRef{"FOLLOWS_FROM", jaegerTraceID(l.TraceID()), l.SpanID().String()}
+		if v, ok := l.Attributes().Get("opentracing.ref_type"); ok && v.Str() == "child_of" {
+			ref.RefType = "CHILD_OF"
+		}
+		if !parent.IsEmpty() && l.TraceID() == sp.TraceID() && l.SpanID() == parent {
+			js.References[0].RefType = ref.RefType
+			continue
+		}
+		js.References = append(js.References, ref)
+	}
+	if k := kindName(sp.Kind()); k != "" {
+		js.Tags = append(js.Tags, jaegerKV{"span.kind", "string", k})
+	}
+	switch sp.Status().Code() {
+	case ptrace.StatusCodeError:
+		js.Tags = append(js.Tags, jaegerKV{"error", "bool", true}, jaegerKV{"otel.status_code", "string", "ERROR"})
+		if m := sp.Status().Message(); m != "" {
+			js.Tags = append(js.Tags, jaegerKV{"otel.status_description", "string", m})
+		}
+	case ptrace.StatusCodeOk:
+		js.Tags = append(js.Tags, jaegerKV{"otel.status_code", "string", "OK"})
+	}
+	if n := scope.Name(); n != "" {
+		js.Tags = append(js.Tags, jaegerKV{"otel.scope.name", "string", n})
+	}
+	if v := scope.Version(); v != "" {
+		js.Tags = append(js.Tags, jaegerKV{"otel.scope.version", "string", v})
+	}
+	if ts := sp.TraceState().AsRaw(); ts != "" {
+		js.Tags = append(js.Tags, jaegerKV{"w3c.tracestate", "string", ts})
+	}
+	slices.SortStableFunc(js.Tags, func(a, b jaegerKV) int { return strings.Compare(a.Key, b.Key) })
+	for _, ev := range sp.Events().All() {
+		// The event's name is the "event" field, unless it has an event
+		// attribute; the other fields sorted by key.
+		fields := jaegerKVs(ev.Attributes(), "")
+		if _, has := ev.Attributes().Get("event"); ev.Name() != "" && !has {
+			fields = append([]jaegerKV{{"event", "string", ev.Name()}}, fields...)
+		} else if i := slices.IndexFunc(fields, func(f jaegerKV) bool { return f.Key == "event" && f.Type == "string" }); i > 0 {
+			fields = slices.Concat(fields[i:i+1], fields[:i], fields[i+1:])
+		}
+		js.Logs = append(js.Logs, jaegerLog{Timestamp: int64(ev.Timestamp()) / 1000, Fields: fields})
+	}
+	return js
+}
+
+// spanTimes are what the clock skew adjuster reads of a span besides its
+// ids: its times (ns) and its host (the process' ip tag).
+type spanTimes struct {
+	start, end int64
+	host       string
+}
+
+// hostKey is the process' ip tag, as Jaeger's clock skew adjuster reads it.
+func hostKey(res pcommon.Map) string {
+	v, ok := res.Get("ip")
+	if !ok {
+		return ""
+	}
+	switch v.Type() {
+	case pcommon.ValueTypeStr:
+		return v.Str()
+	case pcommon.ValueTypeInt:
+		n := uint32(v.Int())
+		return net.IPv4(byte(n>>24), byte(n>>16), byte(n>>8), byte(n)).String()
+	case pcommon.ValueTypeBytes:
+		if b := v.Bytes().AsRaw(); len(b) == 4 || len(b) == 16 {
+			return net.IP(b).String()
+		}
+	}
+	return ""
+}
+
+// The warnings of Jaeger's clock skew adjuster.
+const (
+	warnDuplicateSpanID = "duplicate span IDs; skipping clock skew adjustment"
+	warnInvalidParent   = "invalid parent span IDs=%s; skipping clock skew adjustment"
+	warnSkewDisabled    = "clock skew adjustment disabled; not applying calculated delta of %v"
+)
+
+// skewWarnings adds the warnings Jaeger's query service gives spans with
+// its default max_clock_skew_adjust of 0: a duplicate span id, a parent
+// that is not in the trace, and a child on another host (or of no known
+// host) that does not fit in its parent — whose calculated correction is
+// reported, not applied.
+func skewWarnings(spans []jaegerSpan, times []spanTimes) {
+	byID := map[string]int{}
+	for i, s := range spans {
+		if _, dup := byID[s.SpanID]; dup {
+			spans[i].Warnings = append(spans[i].Warnings, warnDuplicateSpanID)
+			continue
+		}
+		byID[s.SpanID] = i
+	}
+	children := map[int][]int{}
+	var roots []int
+	for _, i := range byID {
+		p := parentOf(spans[i])
+		if p == "" {
+			roots = append(roots, i)
+			continue
+		}
+		if j, ok := byID[p]; ok {
+			children[j] = append(children[j], i)
+			continue
+		}
+		spans[i].Warnings = append(spans[i].Warnings, fmt.Sprintf(warnInvalidParent, p))
+		roots = append(roots, i)
+	}
+	type frame struct {
+		span, parent int
+		host         string
+		delta        time.Duration
+	}
+	var stack []frame
+	for _, r := range roots {
+		stack = append(stack, frame{r, -1, times[r].host, 0})
+	}
+	visited := map[int]bool{}
+	for len(stack) > 0 {
+		f := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if visited[f.span] {
+			continue // a parent cycle in malformed input
+		}
+		visited[f.span] = true
+		n := times[f.span]
+		if f.parent >= 0 && (n.host != f.host || n.host == "") {
+			f.host, f.delta = n.host, skew(n, times[f.parent])
+		}
+		if f.delta != 0 {
+			spans[f.span].Warnings = append(spans[f.span].Warnings, fmt.Sprintf(warnSkewDisabled, f.delta))
+		}
+		for _, c := range children[f.span] {
+			stack = append(stack, frame{c, f.span, f.host, f.delta})
+		}
+	}
+}
+
+// parentOf is the span's parent as Jaeger reads it: its first CHILD_OF
+// reference in the trace, else its first FOLLOWS_FROM one.
+func parentOf(s jaegerSpan) string {
+	follows := ""
+	for _, r := range s.References {
+		if r.TraceID != s.TraceID {
+			continue
+		}
+		if r.RefType == "CHILD_OF" {
+			return r.SpanID
+		}
+		if follows == "" {
+			follows = r.SpanID
+		}
+	}
+	return follows
+}
+
+// skew is the correction Jaeger's adjuster calculates for a child that
+// does not fit in its parent (0 when it fits).
+func skew(child, parent spanTimes) time.Duration {
+	cd, pd := child.end-child.start, parent.end-parent.start
+	if cd > pd {
+		// Longer than its parent (async, or the parent timed out): only
+		// a child that starts first is corrected.
+		if child.start < parent.start {
+			return time.Duration(parent.start - child.start)
+		}
+		return 0
+	}
+	if child.start >= parent.start && child.end <= parent.end {
+		return 0
+	}
+	latency := (pd - cd) / 2
+	return time.Duration(parent.start + latency - child.start)
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"runtime"
 	"slices"
 	"strconv"
@@ -14,6 +13,7 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/lumenobs/lumen/internal/limits"
 	"github.com/lumenobs/lumen/internal/model"
@@ -144,10 +144,33 @@ func (a *TempoAPI) traceV1(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]json.RawMessage{"batches": otlp.ResourceSpans})
 }
 
-// traceV2 answers /api/v2/traces/{id}: {"trace":{"resourceSpans":[…]}}.
+// traceV2 answers /api/v2/traces/{id} as Tempo: tempopb.TraceByIDResponse,
+// {"trace":{"resourceSpans":[…]}} in JSON, or in protobuf when the client
+// accepts application/protobuf (what Grafana's Tempo data source asks
+// for): field 1 the Trace (field for field OTLP's TracesData), and for a
+// trace answered in part, status PARTIAL (3) and the reason (4).
 func (a *TempoAPI) traceV2(w http.ResponseWriter, r *http.Request) {
 	td, ok := a.readTrace(w, r)
 	if !ok {
+		return
+	}
+	truncated := w.Header().Get("Lumen-Trace-Truncated")
+	if strings.Contains(r.Header.Get("Accept"), "application/protobuf") {
+		b, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
+		if err != nil {
+			a.fail(w, err)
+			return
+		}
+		out := protowire.AppendTag(nil, 1, protowire.BytesType)
+		out = protowire.AppendBytes(out, b)
+		if truncated != "" {
+			out = protowire.AppendTag(out, 3, protowire.VarintType)
+			out = protowire.AppendVarint(out, 1) // PartialStatus PARTIAL
+			out = protowire.AppendTag(out, 4, protowire.BytesType)
+			out = protowire.AppendString(out, truncated)
+		}
+		w.Header().Set("Content-Type", "application/protobuf")
+		_, _ = w.Write(out)
 		return
 	}
 	b, err := tracesJSON.MarshalTraces(td)
@@ -155,271 +178,11 @@ func (a *TempoAPI) traceV2(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]json.RawMessage{"trace": b})
-}
-
-type tempoSpan struct {
-	SpanID            string `json:"spanID"`
-	Name              string `json:"name,omitempty"`
-	StartTimeUnixNano string `json:"startTimeUnixNano"`
-	DurationNanos     string `json:"durationNanos"`
-	Attributes        []any  `json:"attributes"`
-}
-
-type tempoSpanSet struct {
-	Spans   []tempoSpan `json:"spans"`
-	Matched int         `json:"matched"`
-}
-
-type tempoTrace struct {
-	TraceID           string         `json:"traceID"`
-	RootServiceName   string         `json:"rootServiceName"`
-	RootTraceName     string         `json:"rootTraceName"`
-	StartTimeUnixNano string         `json:"startTimeUnixNano"`
-	DurationMs        int64          `json:"durationMs"`
-	SpanSet           *tempoSpanSet  `json:"spanSet,omitempty"`
-	SpanSets          []tempoSpanSet `json:"spanSets,omitempty"`
-}
-
-// rootNotYetReceived is what Tempo shows for a trace whose root span has
-// not arrived.
-const rootNotYetReceived = "<root span not yet received>"
-
-// search answers /api/search: tags= (logfmt key=value pairs), q= (a
-// TraceQL spanset filter), minDuration/maxDuration (of the trace),
-// start/end (unix seconds), limit, spss.
-func (a *TempoAPI) search(w http.ResponseWriter, r *http.Request) {
-	qs := r.URL.Query()
-	now := a.now()
-	start, end := now.Add(-time.Hour), now
-	if s := qs.Get("start"); s != "" {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			a.fail(w, fmt.Errorf("%w: start=%q is not unix seconds", errBadRequest, s))
-			return
-		}
-		start = time.Unix(n, 0)
+	resp := map[string]any{"trace": json.RawMessage(b)}
+	if truncated != "" {
+		resp["status"], resp["message"] = "PARTIAL", truncated
 	}
-	if s := qs.Get("end"); s != "" {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			a.fail(w, fmt.Errorf("%w: end=%q is not unix seconds", errBadRequest, s))
-			return
-		}
-		end = time.Unix(n, 0)
-	}
-	if end.Before(start) {
-		a.fail(w, fmt.Errorf("%w: end is before start", errBadRequest))
-		return
-	}
-	limit, spss, err := a.searchLimits(qs)
-	if err != nil {
-		a.fail(w, err)
-		return
-	}
-	var minDur, maxDur time.Duration
-	for name, dst := range map[string]*time.Duration{"minDuration": &minDur, "maxDuration": &maxDur} {
-		if s := qs.Get(name); s != "" {
-			d, err := time.ParseDuration(s)
-			if err != nil || d < 0 {
-				a.fail(w, fmt.Errorf("%w: %s=%q is not a duration such as 100ms", errBadRequest, name, s))
-				return
-			}
-			*dst = d
-		}
-	}
-	if maxDur > 0 && minDur > maxDur {
-		a.fail(w, fmt.Errorf("%w: minDuration %s is over maxDuration %s", errBadRequest, minDur, maxDur))
-		return
-	}
-	q := &traceql.Query{}
-	if s := strings.TrimSpace(qs.Get("q")); s != "" {
-		var err error
-		if q, err = traceql.Parse(s); err != nil {
-			a.fail(w, err)
-			return
-		}
-	}
-	if tags := qs.Get("tags"); tags != "" {
-		conds, err := tagConds(tags)
-		if err != nil {
-			a.fail(w, err)
-			return
-		}
-		for _, c := range conds {
-			if q.Root == nil {
-				q.Root = c
-			} else {
-				q.Root = traceql.And{L: q.Root, R: c}
-			}
-		}
-	}
-	ts := a.plan(q)
-	ts.Start, ts.End = uint64(start.UnixNano()), uint64(end.UnixNano())
-	ts.Limit, ts.MaxMatched, ts.MaxInspect = limit, spss, 20000
-	if minDur > 0 || maxDur > 0 {
-		// Trace duration: more candidates are read, the summaries decide.
-		ts.Limit = limit * 10
-	}
-	res, err := a.searchTraces(r, ts)
-	if err != nil {
-		a.fail(w, err)
-		return
-	}
-	out := []tempoTrace{}
-	for _, t := range res.Traces {
-		d := time.Duration(t.End - t.Start)
-		if (minDur > 0 && d < minDur) || (maxDur > 0 && d > maxDur) {
-			continue
-		}
-		if len(out) >= limit {
-			break
-		}
-		tt := tempoTrace{TraceID: t.TraceID.String(), RootServiceName: t.RootService, RootTraceName: t.RootName,
-			StartTimeUnixNano: strconv.FormatUint(t.Start, 10), DurationMs: d.Milliseconds()}
-		if t.RootName == "" {
-			tt.RootServiceName = rootNotYetReceived
-		}
-		set := tempoSpanSet{Spans: []tempoSpan{}, Matched: t.MatchedCount}
-		for _, m := range t.Matched {
-			set.Spans = append(set.Spans, tempoSpan{SpanID: m.SpanID.String(), Name: m.Name,
-				StartTimeUnixNano: strconv.FormatUint(m.Start, 10), DurationNanos: strconv.FormatUint(m.End-min(m.End, m.Start), 10),
-				Attributes: []any{map[string]any{"key": "service.name", "value": map[string]string{"stringValue": m.Service}}}})
-		}
-		tt.SpanSet, tt.SpanSets = &set, []tempoSpanSet{set}
-		out = append(out, tt)
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"traces": out, "metrics": map[string]any{
-		"inspectedTraces": res.Inspected, "completedJobs": 1, "totalJobs": 1, "partial": res.Partial,
-	}})
-}
-
-// searchLimits reads limit= (default 20, lowered to max_search_limit as
-// Tempo lowers it to its max_result_limit) and spss= (default 3; over
-// max_spans_per_span_set a 400, as in Tempo).
-func (a *TempoAPI) searchLimits(qs url.Values) (limit, spss int, err error) {
-	limit, spss = 20, 3
-	for name, dst := range map[string]*int{"limit": &limit, "spss": &spss} {
-		if s := qs.Get(name); s != "" {
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 1 {
-				return 0, 0, fmt.Errorf("%w: %s=%q is not a positive integer", errBadRequest, name, s)
-			}
-			*dst = n
-		}
-	}
-	if spss > a.cfg.MaxSpansPerSpanSet {
-		return 0, 0, overLimit(reasonLimit, "spans per span set exceeds %d. received %d", a.cfg.MaxSpansPerSpanSet, spss)
-	}
-	return min(limit, a.cfg.MaxSearchLimit), spss, nil
-}
-
-// plan picks the index term a query's matching spans must all have, the
-// most selective first, and the duration bounds that prune by it.
-func (a *TempoAPI) plan(q *traceql.Query) store.TraceSearch {
-	ts := store.TraceSearch{Match: q.Match}
-	if q.Root == nil {
-		ts.Match = nil
-		return ts
-	}
-	conds := q.Conjuncts()
-	service, name := "", ""
-	for _, c := range conds {
-		switch {
-		case c.Op == "=" && c.Scope != "span" && c.Name == "service.name":
-			service = c.Str
-		case c.Op == "=" && c.Scope == "intrinsic" && c.Name == "name":
-			name = c.Str
-		case c.Scope == "intrinsic" && c.Name == "duration" && (c.Op == ">" || c.Op == ">="):
-			ts.MinDuration = uint64(c.Dur)
-		case c.Scope == "intrinsic" && c.Name == "duration" && (c.Op == "<" || c.Op == "<="):
-			ts.MaxDuration = uint64(c.Dur)
-		}
-	}
-	// The drive term: service + span name, an indexed attribute value,
-	// error status, the service; the other indexed conditions narrow it.
-	var terms []store.Term
-	if service != "" && name != "" {
-		terms = append(terms, store.Term{Kind: store.TermName, A: service, B: name})
-	}
-	for _, c := range conds {
-		if c.Op == "=" && !c.IsNum && !c.IsDur && a.indexed[c.Name] {
-			switch c.Scope {
-			case "span":
-				terms = append(terms, store.Term{Kind: store.TermSpanAttr, A: c.Name, B: c.Str})
-			case "resource":
-				terms = append(terms, store.Term{Kind: store.TermResAttr, A: c.Name, B: c.Str})
-			}
-		}
-	}
-	for _, c := range conds {
-		if c.Scope == "intrinsic" && c.Name == "status" && c.Op == "=" && c.Str == "error" {
-			terms = append(terms, store.Term{Kind: store.TermError})
-		}
-	}
-	if service != "" && name == "" {
-		terms = append(terms, store.Term{Kind: store.TermService, A: service})
-	}
-	if len(terms) > 0 {
-		ts.Drive, ts.Also = terms[0], terms[1:]
-	}
-	return ts
-}
-
-// tagConds turns tags= (logfmt: service.name=api http.status_code=500
-// error=true) into conditions, as Tempo reads them: service.name and
-// other keys on the span or its resource; error=true for error status.
-func tagConds(tags string) ([]traceql.Expr, error) {
-	var out []traceql.Expr
-	for _, kv := range splitLogfmt(tags) {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("%w: tags=%q: %q is not key=value", errBadRequest, tags, kv)
-		}
-		v = strings.Trim(v, `"`)
-		var src string
-		switch k {
-		case "error":
-			if v != "true" {
-				continue
-			}
-			src = "{ status = error }"
-		case "name":
-			src = fmt.Sprintf("{ name = %q }", v)
-		default:
-			src = fmt.Sprintf("{ .%s = %q }", k, v)
-		}
-		q, err := traceql.Parse(src)
-		if err != nil {
-			return nil, fmt.Errorf("%w: tags=%q: %w", errBadRequest, tags, err)
-		}
-		out = append(out, q.Root)
-	}
-	return out, nil
-}
-
-func splitLogfmt(s string) []string {
-	var out []string
-	var b strings.Builder
-	quoted := false
-	for _, r := range s {
-		switch {
-		case r == '"':
-			quoted = !quoted
-			b.WriteRune(r)
-		case r == ' ' && !quoted:
-			if b.Len() > 0 {
-				out = append(out, b.String())
-				b.Reset()
-			}
-		default:
-			b.WriteRune(r)
-		}
-	}
-	if b.Len() > 0 {
-		out = append(out, b.String())
-	}
-	return out
+	writeJSON(w, http.StatusOK, resp)
 }
 
 func (a *TempoAPI) catalogRange(r *http.Request) (uint64, uint64) {
@@ -434,10 +197,18 @@ func (a *TempoAPI) catalogRange(r *http.Request) (uint64, uint64) {
 	return start, end
 }
 
+// intrinsicTags are the intrinsics /api/v2/search/tags lists, as Tempo
+// lists them (nestedSet… work in queries but are not listed, as in Tempo).
+var intrinsicTags = []string{"duration", "event:name", "event:timeSinceStart", "instrumentation:name", "instrumentation:version",
+	"kind", "link:spanID", "link:traceID", "name", "rootName", "rootServiceName", "span:duration", "span:id", "span:kind",
+	"span:name", "span:parentID", "span:status", "span:statusMessage", "status", "statusMessage", "trace:duration", "trace:id",
+	"trace:rootName", "trace:rootService", "traceDuration"}
+
 // tagNames lists the searchable attributes by scope.
 func (a *TempoAPI) tagNames(r *http.Request) (span, resource []string, err error) {
 	start, end := a.catalogRange(r)
 	resource = []string{"service.name"}
+	span = []string{}
 	for kind, dst := range map[byte]*[]string{store.TermSpanAttr: &span, store.TermResAttr: &resource} {
 		terms, err := a.r.SearchCatalog(r.Context(), kind, "", start, end)
 		if err != nil {
@@ -454,95 +225,245 @@ func (a *TempoAPI) tagNames(r *http.Request) (span, resource []string, err error
 	return span, resource, nil
 }
 
+// tagScope reads scope= of the tag APIs: span, resource, intrinsic, or
+// all (also none or empty).
+func tagScope(r *http.Request) (string, error) {
+	switch s := r.URL.Query().Get("scope"); s {
+	case "", "all", "none":
+		return "", nil
+	case "span", "resource", "intrinsic":
+		return s, nil
+	case "event", "link", "instrumentation":
+		return s, nil // none indexed: no tags
+	default:
+		return "", fmt.Errorf("%w: scope=%q: use span, resource, intrinsic or all", errBadRequest, s)
+	}
+}
+
+// tags answers /api/search/tags: {"tagNames":[…]}, the span and resource
+// attributes (scope= narrows them; intrinsic gives the intrinsics).
 func (a *TempoAPI) tags(w http.ResponseWriter, r *http.Request) {
+	scope, err := tagScope(r)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
 	span, resource, err := a.tagNames(r)
 	if err != nil {
 		a.fail(w, err)
 		return
 	}
-	names := slices.Concat(span, resource)
+	var names []string
+	switch scope {
+	case "":
+		names = slices.Concat(span, resource)
+	case "span":
+		names = span
+	case "resource":
+		names = resource
+	case "intrinsic":
+		names = slices.Clone(intrinsicTags)
+	}
 	slices.Sort(names)
-	writeJSON(w, http.StatusOK, map[string]any{"tagNames": slices.Compact(names)})
+	writeJSON(w, http.StatusOK, map[string]any{"tagNames": append([]string{}, slices.Compact(names)...)})
 }
 
+// tagsV2 answers /api/v2/search/tags: {"scopes":[{"name","tags"}]}.
 func (a *TempoAPI) tagsV2(w http.ResponseWriter, r *http.Request) {
+	scope, err := tagScope(r)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
 	span, resource, err := a.tagNames(r)
 	if err != nil {
 		a.fail(w, err)
 		return
 	}
-	if span == nil {
-		span = []string{}
+	scopes := []map[string]any{}
+	for _, sc := range []struct {
+		name string
+		tags []string
+	}{{"span", span}, {"resource", resource}, {"intrinsic", intrinsicTags}} {
+		if scope == "" || scope == sc.name {
+			scopes = append(scopes, map[string]any{"name": sc.name, "tags": sc.tags})
+		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"scopes": []map[string]any{
-		{"name": "span", "tags": span},
-		{"name": "resource", "tags": resource},
-		{"name": "intrinsic", "tags": []string{"duration", "kind", "name", "status"}},
-	}})
+	writeJSON(w, http.StatusOK, map[string]any{"scopes": scopes})
 }
 
-// values lists a tag's values: service.name, name (span names), status,
-// kind, or an indexed attribute (with or without a resource./span.
-// prefix, as v2 clients send it).
-func (a *TempoAPI) values(r *http.Request) ([]string, string, error) {
-	tag := r.PathValue("tag")
+// tagValue is one value of /api/v2/search/tag/{tag}/values, typed as Tempo
+// types them: string, int, float, bool, duration, keyword (status, kind).
+type tagValue struct {
+	Type  string `json:"type"`
+	Value string `json:"value"`
+}
+
+// intAttributes are the indexed attributes whose values are ints (the
+// index keeps values as strings).
+var intAttributes = map[string]bool{"http.response.status_code": true, "http.status_code": true, "rpc.grpc.status_code": true}
+
+// maxTagValues bounds the values of one tag in an answer.
+const maxTagValues = 1000
+
+// values lists a tag's values. A tag is an attribute (span.x, resource.x,
+// .x, or a bare x as v1 clients send it) or an intrinsic. With q= (a
+// TraceQL query other than {}), the values on the spans the query returns,
+// from the traces of the window it finds (up to 100); without, from the
+// index: service names, span names, status and kind, and the values of
+// the indexed attributes.
+func (a *TempoAPI) values(r *http.Request) ([]tagValue, error) {
+	attr := traceql.ParseAttr(r.PathValue("tag"))
 	start, end := a.catalogRange(r)
-	typ := "string"
+	if src := strings.TrimSpace(r.URL.Query().Get("q")); src != "" {
+		q, err := traceql.Parse(src)
+		if err != nil {
+			return nil, err
+		}
+		if !q.All() {
+			return a.valuesWhere(r, attr, q, start, end)
+		}
+	}
+	return a.indexedValues(r.Context(), attr, "", start, end)
+}
+
+// indexedValues lists the values the index knows of an attribute; service,
+// when set, narrows span names to the service's.
+func (a *TempoAPI) indexedValues(ctx context.Context, attr *traceql.Attr, service string, start, end uint64) ([]tagValue, error) {
 	var terms []store.Term
 	var err error
 	pick := func(t store.Term) string { return t.B }
-	switch tag {
-	case "status":
-		return []string{"error", "ok", "unset"}, "keyword", nil
-	case "kind":
-		return []string{"client", "consumer", "internal", "producer", "server", "unspecified"}, "keyword", nil
-	case "service.name", "resource.service.name":
-		terms, err = a.r.SearchCatalog(r.Context(), store.TermService, "", start, end)
+	switch {
+	case attr.Scope == traceql.ScopeIntrinsic && attr.Name == "status":
+		return keywords("error", "ok", "unset"), nil
+	case attr.Scope == traceql.ScopeIntrinsic && attr.Name == "kind":
+		return keywords("client", "consumer", "internal", "producer", "server", "unspecified"), nil
+	case attr.Scope == traceql.ScopeIntrinsic && attr.Name == "rootServiceName",
+		attr.Name == "service.name" && (attr.Scope == traceql.ScopeResource || attr.Scope == traceql.ScopeAny):
+		terms, err = a.r.SearchCatalog(ctx, store.TermService, "", start, end)
 		pick = func(t store.Term) string { return t.A }
-	case "name", "span:name":
-		terms, err = a.r.SearchCatalog(r.Context(), store.TermName, "", start, end)
-	default:
-		key := strings.TrimPrefix(strings.TrimPrefix(strings.TrimPrefix(tag, "span."), "resource."), ".")
+	case attr.Scope == traceql.ScopeIntrinsic && (attr.Name == "name" || attr.Name == "rootName"):
+		terms, err = a.r.SearchCatalog(ctx, store.TermName, service, start, end)
+	case attr.Scope == traceql.ScopeSpan || attr.Scope == traceql.ScopeResource || attr.Scope == traceql.ScopeAny:
 		var s, rs []store.Term
-		if !strings.HasPrefix(tag, "resource.") {
-			s, err = a.r.SearchCatalog(r.Context(), store.TermSpanAttr, key, start, end)
+		if attr.Scope != traceql.ScopeResource {
+			s, err = a.r.SearchCatalog(ctx, store.TermSpanAttr, attr.Name, start, end)
 		}
-		if err == nil && !strings.HasPrefix(tag, "span.") {
-			rs, err = a.r.SearchCatalog(r.Context(), store.TermResAttr, key, start, end)
+		if err == nil && attr.Scope != traceql.ScopeSpan {
+			rs, err = a.r.SearchCatalog(ctx, store.TermResAttr, attr.Name, start, end)
 		}
 		terms = slices.Concat(s, rs)
 	}
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	out := []string{}
+	seen := map[string]bool{}
 	for _, t := range terms {
-		out = append(out, pick(t))
+		seen[pick(t)] = true
 	}
-	slices.Sort(out)
-	return slices.Compact(out), typ, nil
+	out := []tagValue{}
+	for _, v := range sortedKeys(seen) {
+		typ := "string"
+		if _, err := strconv.ParseInt(v, 10, 64); err == nil && intAttributes[attr.Name] {
+			typ = "int"
+		}
+		out = append(out, tagValue{typ, v})
+	}
+	return out[:min(len(out), maxTagValues)], nil
 }
 
+func keywords(vs ...string) []tagValue {
+	out := make([]tagValue, len(vs))
+	for i, v := range vs {
+		out[i] = tagValue{"keyword", v}
+	}
+	return out
+}
+
+// valuesWhere lists the values of attr on the spans q returns.
+func (a *TempoAPI) valuesWhere(r *http.Request, attr *traceql.Attr, q *traceql.Query, start, end uint64) ([]tagValue, error) {
+	// Span names of one service: the index has them.
+	if conds := q.Conjuncts(); q.Simple() && len(conds) == 1 && attr.Scope == traceql.ScopeIntrinsic && attr.Name == "name" {
+		if ca, v, ok := conds[0].Attr(); ok && conds[0].Op == "=" && ca.Name == "service.name" && v.Type == traceql.TypeString &&
+			(ca.Scope == traceql.ScopeResource || ca.Scope == traceql.ScopeAny) {
+			return a.indexedValues(r.Context(), attr, v.S, start, end)
+		}
+	}
+	ts := a.plan(q)
+	ts.Start, ts.End, ts.Limit, ts.MaxInspect, ts.MaxMatched = start, end, 100, 2000, 1
+	ctx, done, err := admit(r, a.lim, a.cfg.Timeout)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	res, err := a.r.SearchTraces(ctx, ts)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[traceql.Value]bool{}
+	var buf [4]traceql.Value
+	for _, t := range res.Traces {
+		st, err := a.r.Trace(ctx, t.TraceID)
+		if err != nil {
+			return nil, err
+		}
+		for _, ss := range q.Eval(traceql.NewTrace(st.Spans)) {
+			for _, s := range ss.Spans {
+				for _, v := range attr.Values(s, buf[:0]) {
+					if len(seen) < maxTagValues {
+						seen[v] = true
+					}
+				}
+			}
+		}
+	}
+	out := []tagValue{}
+	for v := range seen {
+		out = append(out, tagValue{valueType(v), v.String()})
+	}
+	slices.SortFunc(out, func(x, y tagValue) int { return strings.Compare(x.Value, y.Value) })
+	return out, nil
+}
+
+func valueType(v traceql.Value) string {
+	switch v.Type {
+	case traceql.TypeInt:
+		return "int"
+	case traceql.TypeFloat:
+		return "float"
+	case traceql.TypeBool:
+		return "bool"
+	case traceql.TypeDuration:
+		return "duration"
+	case traceql.TypeStatus, traceql.TypeKind:
+		return "keyword"
+	}
+	return "string"
+}
+
+// tagValues answers /api/search/tag/{tag}/values: {"tagValues":[…]}.
 func (a *TempoAPI) tagValues(w http.ResponseWriter, r *http.Request) {
-	vs, _, err := a.values(r)
+	vs, err := a.values(r)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = v.Value
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tagValues": out})
+}
+
+// tagValuesV2 answers /api/v2/search/tag/{tag}/values:
+// {"tagValues":[{"type","value"}]}.
+func (a *TempoAPI) tagValuesV2(w http.ResponseWriter, r *http.Request) {
+	vs, err := a.values(r)
 	if err != nil {
 		a.fail(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"tagValues": vs})
-}
-
-func (a *TempoAPI) tagValuesV2(w http.ResponseWriter, r *http.Request) {
-	vs, typ, err := a.values(r)
-	if err != nil {
-		a.fail(w, err)
-		return
-	}
-	out := make([]map[string]string, len(vs))
-	for i, v := range vs {
-		out[i] = map[string]string{"type": typ, "value": v}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"tagValues": out})
 }
 
 func (a *TempoAPI) buildinfo(w http.ResponseWriter, _ *http.Request) {

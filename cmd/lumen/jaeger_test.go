@@ -54,7 +54,7 @@ func TestJaegerAPI(t *testing.T) {
 	require.JSONEq(t, `["GET /cart/{id}"]`, string(e.Data))
 	code, e, _ = get("/api/operations", url.Values{"service": {"db"}})
 	require.Equal(t, http.StatusOK, code)
-	require.JSONEq(t, `[{"name":"SELECT stock","spanKind":""}]`, string(e.Data))
+	require.JSONEq(t, `[{"name":"SELECT stock","spanKind":"client"}]`, string(e.Data))
 
 	traceIDs := func(q url.Values) []string {
 		code, e, body := get("/api/traces", q)

@@ -23,6 +23,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite the golden files of the API tests")
@@ -226,6 +227,42 @@ func TestTempoAPI(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, string(body))
 	golden(t, "tempo_search", body, base)
 
+	// TraceQL beyond one filter: structure, trace intrinsics, pipelines.
+	for _, tc := range []struct {
+		query string
+		want  []string
+	}{
+		{`{ resource.service.name = "frontend" } >> { status = error }`, []string{"03"}},
+		{`{ resource.service.name = "frontend" } > { kind = server }`, []string{"06", "05", "04", "03", "02", "01"}},
+		{`{ resource.service.name = "client" } > { resource.service.name = "db" }`, nil},
+		{`{ resource.service.name = "db" } << { status = error }`, []string{"03"}},
+		{`{ name = "reserve" } ~ { }`, nil},
+		{`{ nestedSetParent < 0 && true && resource.service.name = "client" } &>> { kind = server && duration > 1s }`, []string{"04"}},
+		{`{ status = error } && { resource.service.name = "db" }`, []string{"03"}},
+		{`{ status = error } || { .order.id = "o-5" }`, []string{"05", "03"}},
+		{`{ traceDuration > 1s }`, []string{"04"}},
+		{`{ rootServiceName = "client" && rootName = "checkout" && resource.service.name = "db" }`, []string{"06", "05", "04", "03", "02", "01"}},
+		{`{ kind = server } | count() > 1`, []string{"06", "05", "04", "03", "02", "01"}},
+		{`{ kind = server } | count() > 2`, nil},
+		{`{ } | avg(duration) > 500ms`, []string{"04"}},
+		{`{ resource.service.name = "frontend" } | max(duration) > 1s`, []string{"04"}},
+		{`{ span.http.response.status_code = 200 }`, []string{"06", "05", "04", "03", "02", "01"}},
+		{`{ span.http.response.status_code = "200" }`, nil},
+	} {
+		require.Equal(t, tc.want, search(with("q", tc.query)), tc.query)
+	}
+	// A structural query, a by() and a select(): the shapes Grafana's
+	// trace table reads (spanSets, their attributes, the spans' attributes).
+	code, body = apiGet(t, s, "/api/search", with("q", `{ resource.service.name = "client" } >> { kind = server } | by(resource.service.name) | select(span.order.id, status)`, "limit", "1"))
+	require.Equal(t, http.StatusOK, code, string(body))
+	golden(t, "tempo_search_pipeline", body, base)
+	code, body = apiGet(t, s, "/api/search", with("q", `{ } | count() > 3`, "limit", "1", "spss", "2"))
+	require.Equal(t, http.StatusOK, code, string(body))
+	require.JSONEq(t, `{"key":"count()","value":{"intValue":"4"}}`, jsonPath(t, body, "traces", 0, "spanSet", "attributes", 0))
+	require.JSONEq(t, `4`, jsonPath(t, body, "traces", 0, "spanSet", "matched"))
+	require.JSONEq(t, `2`, jsonPath(t, body, "traces", 0, "spanSets", 0, "spans", "#"), "spss bounds the spans shown")
+	require.JSONEq(t, `{"backend":{"spanCount":1},"client":{"spanCount":1},"db":{"spanCount":1},"frontend":{"spanCount":1}}`, jsonPath(t, body, "traces", 0, "serviceStats"))
+
 	code, body = apiGet(t, s, "/api/traces/"+id(3), nil)
 	require.Equal(t, http.StatusOK, code, string(body))
 	golden(t, "tempo_trace_v1", body, base)
@@ -241,6 +278,20 @@ func TestTempoAPI(t *testing.T) {
 	td, err = (&ptrace.JSONUnmarshaler{}).UnmarshalTraces(v2.Trace)
 	require.NoError(t, err)
 	require.Equal(t, 4, td.SpanCount())
+	// Grafana's Tempo data source asks v2 for protobuf and decodes
+	// tempopb.TraceByIDResponse: the trace is its field 1.
+	code, pb = apiGet(t, s, "/api/v2/traces/"+id(3), url.Values{"start": window["start"], "end": window["end"]}, "Accept", "application/protobuf")
+	require.Equal(t, http.StatusOK, code)
+	num, typ, n := protowire.ConsumeTag(pb)
+	require.Equal(t, protowire.Number(1), num)
+	require.Equal(t, protowire.BytesType, typ)
+	inner, m := protowire.ConsumeBytes(pb[n:])
+	require.Equal(t, len(pb), n+m, "nothing after the trace: the trace is complete")
+	td, err = (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(inner)
+	require.NoError(t, err)
+	require.Equal(t, 4, td.SpanCount())
+	code, _ = apiGet(t, s, "/api/v2/traces/"+id(999), nil, "Accept", "application/protobuf")
+	require.Equal(t, http.StatusNotFound, code)
 
 	code, body = apiGet(t, s, "/api/search/tags", nil)
 	require.Equal(t, http.StatusOK, code)
@@ -257,6 +308,31 @@ func TestTempoAPI(t *testing.T) {
 	code, body = apiGet(t, s, "/api/search/tag/name/values", nil)
 	require.Equal(t, http.StatusOK, code)
 	require.JSONEq(t, `{"tagValues":["GET /cart/{id}","SELECT stock","checkout","reserve"]}`, string(body))
+	for _, tc := range []struct {
+		path   string
+		params url.Values
+		want   string
+	}{
+		{"/api/v2/search/tag/span.http.response.status_code/values", nil, `[{"type":"int","value":"200"}]`},
+		{"/api/v2/search/tag/status/values", nil, `[{"type":"keyword","value":"error"},{"type":"keyword","value":"ok"},{"type":"keyword","value":"unset"}]`},
+		{"/api/v2/search/tag/resource.service.name/values", nil, `[{"type":"string","value":"backend"},{"type":"string","value":"client"},{"type":"string","value":"db"},{"type":"string","value":"frontend"}]`},
+		{"/api/v2/search/tag/name/values", url.Values{"q": {`{resource.service.name="db"}`}}, `[{"type":"string","value":"SELECT stock"}]`},
+		{"/api/v2/search/tag/span.order.id/values", url.Values{"q": {`{ status = error }`}}, `[{"type":"string","value":"o-3"}]`},
+		{"/api/v2/search/tag/resource.service.name/values", url.Values{"q": {`{ duration > 1s }`}}, `[{"type":"string","value":"client"},{"type":"string","value":"frontend"}]`},
+		{"/api/v2/search/tag/kind/values", url.Values{"q": {`{ resource.service.name = "db" }`}}, `[{"type":"keyword","value":"client"}]`},
+		{"/api/v2/search/tag/span.http.response.status_code/values", url.Values{"q": {`{ kind = server }`}}, `[{"type":"int","value":"200"}]`},
+		{"/api/v2/search/tag/span.nope/values", nil, `[]`},
+	} {
+		code, body := apiGet(t, s, tc.path, tc.params)
+		require.Equal(t, http.StatusOK, code, string(body))
+		require.JSONEq(t, `{"tagValues":`+tc.want+`}`, string(body), "%s %v", tc.path, tc.params)
+	}
+	code, body = apiGet(t, s, "/api/v2/search/tags", url.Values{"scope": {"resource"}})
+	require.Equal(t, http.StatusOK, code)
+	require.JSONEq(t, `{"scopes":[{"name":"resource","tags":["deployment.environment.name","service.name"]}]}`, string(body))
+	code, body = apiGet(t, s, "/api/search/tags", url.Values{"scope": {"span"}})
+	require.Equal(t, http.StatusOK, code)
+	require.JSONEq(t, `{"tagNames":["db.system","http.request.method","http.response.status_code","http.route","rpc.method"]}`, string(body))
 
 	code, body = apiGet(t, s, "/api/echo", nil)
 	require.Equal(t, http.StatusOK, code)
@@ -275,7 +351,11 @@ func TestTempoAPI(t *testing.T) {
 		{"/api/search", url.Values{"q": {`{ .a = `}}, 400, "expected a value"},
 		{"/api/search", url.Values{"q": {`{ duration > fast }`}}, 400, "duration compares with a duration"},
 		{"/api/search", url.Values{"q": {`{ foo = 1 }`}}, 400, `unknown attribute "foo"`},
-		{"/api/search", url.Values{"q": {`{ .a = 1 } | count() > 2`}}, 400, "only one spanset filter"},
+		{"/api/search", url.Values{"q": {`{ } | rate() by(resource.service.name)`}}, 400, "the metrics function rate() is not supported"},
+		{"/api/search", url.Values{"q": {`{ .a + 1 = 2 }`}}, 400, "arithmetic (+) is not supported"},
+		{"/api/search", url.Values{"q": {`{ .a = 1 } | count()`}}, 400, "count() as a stage of its own is not supported"},
+		{"/api/v2/search/tag/name/values", url.Values{"q": {`{ .a = `}}, 400, "expected a value"},
+		{"/api/v2/search/tags", url.Values{"scope": {"everything"}}, 400, `scope="everything"`},
 		{"/api/search", url.Values{"minDuration": {"soon"}}, 400, `minDuration="soon" is not a duration`},
 		{"/api/search", url.Values{"start": {"yesterday"}}, 400, `start="yesterday" is not unix seconds`},
 		{"/api/search", url.Values{"limit": {"0"}}, 400, `limit="0" is not a positive integer`},
@@ -287,4 +367,33 @@ func TestTempoAPI(t *testing.T) {
 		require.Equal(t, tc.code, code, "%s %v: %s", tc.path, tc.params, body)
 		require.Contains(t, string(body), tc.want)
 	}
+}
+
+// jsonPath returns the JSON at a path of object keys and array indexes in
+// body; "#" gives an array's length.
+func jsonPath(t *testing.T, body []byte, path ...any) string {
+	t.Helper()
+	var v any
+	require.NoError(t, json.Unmarshal(body, &v), string(body))
+	for _, p := range path {
+		switch p := p.(type) {
+		case string:
+			if p == "#" {
+				a, ok := v.([]any)
+				require.True(t, ok, "%v is not an array", path)
+				v = len(a)
+				continue
+			}
+			m, ok := v.(map[string]any)
+			require.True(t, ok, "%v: not an object at %q", path, p)
+			v = m[p]
+		case int:
+			a, ok := v.([]any)
+			require.True(t, ok && p < len(a), "%v: no element %d", path, p)
+			v = a[p]
+		}
+	}
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return string(b)
 }

@@ -1,161 +1,121 @@
-// Package traceql parses the subset of TraceQL that Grafana's Tempo data
-// source writes for searches — one spanset filter,
-// { resource.service.name = "x" && duration > 100ms && status = error && span.http.route = "/y" },
-// with &&, ||, parentheses, attribute comparisons and the intrinsics
-// name, status, kind and duration — and evaluates it on spans. Tempo's
-// TraceQL is in its AGPL module, so the grammar is written here from
-// Tempo's documentation.
+// Package traceql parses and evaluates the TraceQL that Grafana's Tempo
+// data source, its query builder and Traces Drilldown write for searches:
+//
+//   - spanset filters { … } with &&, ||, !, parentheses, comparisons
+//     (= != > >= < <= =~ !~) of attributes (resource.x, span.x, .x,
+//     event.x, link.x, instrumentation.x) and intrinsics (name, status,
+//     statusMessage, kind, duration, rootName, rootServiceName,
+//     traceDuration, nestedSetParent/Left/Right, span:id, span:parentID,
+//     trace:id, event:name, event:timeSinceStart, link:traceID,
+//     link:spanID, instrumentation:name/version) with strings, numbers,
+//     durations, true/false, status and kind values and nil;
+//   - spanset operators: && and || between filters, and the structural
+//     operators >> (descendant), > (child), ~ (sibling), << (ancestor),
+//     < (parent), their negations (!>>, !>, !~, !<<, !<) and unions
+//     (&>>, &>, &~, &<<, &<);
+//   - pipelines: | { … }, | count() > n, | avg(x) / min(x) / max(x) /
+//     sum(x) compared with a value, | by(x), | select(…), | coalesce(),
+//     and with(…) hints, which are accepted and ignored.
+//
+// Everything else — TraceQL metrics (rate(), quantile_over_time(), …),
+// arithmetic, the parent. scope — is refused with an error that wraps
+// ErrUnsupported and names the part. Tempo's TraceQL is in its AGPL
+// module, so the grammar is written here from Tempo's documentation.
 package traceql
 
 import (
 	"errors"
-	"fmt"
-	"regexp"
-	"strconv"
-	"strings"
-	"time"
-	"unicode"
+	"slices"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
-// ErrParse marks a query that does not parse.
+// ErrParse marks a query that does not parse or that uses what Lumen does
+// not support (a client error).
 var ErrParse = errors.New("traceql")
 
-// MaxDepth bounds how deeply a filter may nest parentheses, so that no
-// query can exhaust the parser's stack (a Go stack overflow ends the
-// process).
+// ErrUnsupported marks valid TraceQL that Lumen does not evaluate; the
+// errors that wrap it wrap ErrParse too.
+var ErrUnsupported = errors.New("not supported")
+
+// MaxDepth bounds how deeply a query may nest parentheses and braces, so
+// that no query can exhaust the parser's stack (a Go stack overflow ends
+// the process).
 const MaxDepth = 128
 
-// ErrTooDeep marks a filter nested deeper than MaxDepth; the errors that
+// ErrTooDeep marks a query nested deeper than MaxDepth; the errors that
 // wrap it wrap ErrParse too.
 var ErrTooDeep = errors.New("nested too deeply")
 
-// Query is a parsed spanset filter.
+// Query is a parsed TraceQL search query.
 type Query struct {
-	Root Expr // nil: every span ({})
+	// Root is the condition of a query that is one spanset filter (nil
+	// for {} and for any other query).
+	Root Expr
+
+	p      pipeline
+	simple bool // one spanset filter that reads spans and resources only
+	cand   Expr // what a span of every matching trace meets (nil: any span)
+	shown  []*Attr
 }
 
-// Expr is a condition on one span and its resource.
-type Expr interface {
-	Match(res pcommon.Resource, sp ptrace.Span) bool
-}
-
-// And holds when both sides do.
-type And struct{ L, R Expr }
-
-// Or holds when either side does.
-type Or struct{ L, R Expr }
-
-// Cond compares one attribute or intrinsic with a value.
-type Cond struct {
-	Scope string // "resource", "span", "" (either) or "intrinsic"
-	Name  string // attribute key, or name/status/kind/duration
-	Op    string // = != > >= < <= =~ !~
-	Str   string
-	Num   float64
-	IsNum bool
-	Dur   time.Duration
-	IsDur bool
-	re    *regexp.Regexp
-}
-
-func (e And) Match(res pcommon.Resource, sp ptrace.Span) bool {
-	return e.L.Match(res, sp) && e.R.Match(res, sp)
-}
-func (e Or) Match(res pcommon.Resource, sp ptrace.Span) bool {
-	return e.L.Match(res, sp) || e.R.Match(res, sp)
-}
-
-// Match evaluates the condition on a span.
-func (c *Cond) Match(res pcommon.Resource, sp ptrace.Span) bool {
-	if c.Scope == "intrinsic" {
-		switch c.Name {
-		case "name":
-			return c.cmpStr(sp.Name())
-		case "status":
-			return c.cmpStr(map[ptrace.StatusCode]string{ptrace.StatusCodeError: "error", ptrace.StatusCodeOk: "ok", ptrace.StatusCodeUnset: "unset"}[sp.Status().Code()])
-		case "kind":
-			return c.cmpStr(strings.ToLower(strings.TrimPrefix(sp.Kind().String(), "SPAN_KIND_")))
-		case "duration":
-			d := time.Duration(sp.EndTimestamp()) - time.Duration(sp.StartTimestamp())
-			return cmpOrdered(c.Op, float64(d), float64(c.Dur))
-		}
-		return false
+// Parse parses a query; errors wrap ErrParse and name the column.
+func Parse(src string) (*Query, error) {
+	p := &parser{src: src}
+	p.space()
+	if !p.peek("{") && !p.peek("(") {
+		return nil, p.errf("a query starts with {, as in { resource.service.name = \"api\" }")
 	}
-	var v pcommon.Value
-	ok := false
-	if c.Scope == "span" || c.Scope == "" {
-		v, ok = sp.Attributes().Get(c.Name)
+	pl, err := p.pipeline()
+	if err != nil {
+		return nil, err
 	}
-	if !ok && (c.Scope == "resource" || c.Scope == "") {
-		v, ok = res.Attributes().Get(c.Name)
+	if err := p.hints(); err != nil {
+		return nil, err
 	}
-	if !ok {
-		return c.Op == "!=" || c.Op == "!~"
+	p.space()
+	if p.pos < len(p.src) {
+		return nil, p.errf("unexpected %q", trim(p.src[p.pos:]))
 	}
-	switch {
-	case c.IsNum:
-		var f float64
-		switch v.Type() {
-		case pcommon.ValueTypeInt:
-			f = float64(v.Int())
-		case pcommon.ValueTypeDouble:
-			f = v.Double()
-		default:
-			var err error
-			if f, err = strconv.ParseFloat(v.AsString(), 64); err != nil {
-				return false
-			}
-		}
-		return cmpOrdered(c.Op, f, c.Num)
-	case c.IsDur:
-		d, err := time.ParseDuration(v.AsString())
-		return err == nil && cmpOrdered(c.Op, float64(d), float64(c.Dur))
+	q := &Query{p: pl}
+	if f, ok := pl[0].(*filter); ok && len(pl) == 1 {
+		q.Root = f.cond
+		q.simple = f.cond == nil || f.cond.local()
 	}
-	return c.cmpStr(v.AsString())
+	q.cand = exists(pl)
+	q.shown = shown(pl, nil)
+	return q, nil
 }
 
-func (c *Cond) cmpStr(s string) bool {
-	switch c.Op {
-	case "=":
-		return s == c.Str
-	case "!=":
-		return s != c.Str
-	case "=~":
-		return c.re.MatchString(s)
-	case "!~":
-		return !c.re.MatchString(s)
+func trim(s string) string {
+	if len(s) > 20 {
+		return s[:20] + "…"
 	}
-	return cmpOrdered(c.Op, float64(strings.Compare(s, c.Str)), 0)
+	return s
 }
 
-func cmpOrdered(op string, a, b float64) bool {
-	switch op {
-	case "=":
-		return a == b
-	case "!=":
-		return a != b
-	case ">":
-		return a > b
-	case ">=":
-		return a >= b
-	case "<":
-		return a < b
-	case "<=":
-		return a <= b
-	}
-	return false
-}
+// Simple reports whether the query is one spanset filter on spans and
+// their resources: then Match is exact, and a trace matches when one of
+// its spans does.
+func (q *Query) Simple() bool { return q.simple }
 
-// Match reports whether the query holds for the span.
+// All reports whether the query is {}: every span.
+func (q *Query) All() bool { return q.simple && q.Root == nil }
+
+// Match reports whether a span, on its own, may belong to the query's
+// answer: exact for a Simple query; for any other, it holds on at least
+// one span of every trace the query matches (conditions on the trace are
+// taken as true), which makes it the search's filter of candidates.
 func (q *Query) Match(res pcommon.Resource, sp ptrace.Span) bool {
-	return q.Root == nil || q.Root.Match(res, sp)
+	if q.cand == nil {
+		return true
+	}
+	return q.cand.holds(&Span{Resource: res, Span: sp})
 }
 
-// Conjuncts lists the conditions that every matching span meets: those
-// joined by && at the top, for choosing an index.
+// Conjuncts lists the conditions, joined by && at the top of Match's
+// condition, that every span Match accepts meets: for choosing an index.
 func (q *Query) Conjuncts() []*Cond {
 	var out []*Cond
 	var walk func(e Expr)
@@ -168,217 +128,140 @@ func (q *Query) Conjuncts() []*Cond {
 			out = append(out, e)
 		}
 	}
-	walk(q.Root)
+	walk(q.cand)
 	return out
 }
 
-type parser struct {
-	src   string
-	pos   int
-	depth int // of parentheses around pos
+// Eval runs the query on a trace: the spansets it returns, none when the
+// trace does not match; spans in start order.
+func (q *Query) Eval(t *Trace) []*Spanset {
+	if len(t.Spans) == 0 {
+		return nil
+	}
+	spans := slices.Clone(t.Spans)
+	sortSpans(spans) // so that by()'s groups come in the order of their first spans
+	out := q.p.eval([]*Spanset{{Spans: spans}})
+	for _, ss := range out {
+		sortSpans(ss.Spans)
+	}
+	return out
 }
 
-// Parse parses a spanset filter; errors wrap ErrParse and name the column.
-func Parse(src string) (*Query, error) {
-	p := &parser{src: src}
-	p.space()
-	if !p.eat("{") {
-		return nil, p.errf("a query starts with {, as in { resource.service.name = \"api\" }")
+// Shown lists the attributes a search result shows on each span, as
+// Tempo: those the query's conditions read and those it selects, without
+// the ones a result shows anyway (name, duration, the trace's).
+func (q *Query) Shown() []*Attr { return q.shown }
+
+// exists returns a condition that, when a pipeline returns anything for a
+// trace, one of the trace's spans meets (nil: any span).
+func exists(pl pipeline) Expr {
+	cur := existsIn(pl[0])
+	if _, ok := pl[0].(*filter); !ok {
+		return cur
 	}
-	p.space()
-	q := &Query{}
-	if !p.eat("}") {
-		e, err := p.or()
-		if err != nil {
-			return nil, err
+	// The spans a filter passes on meet its condition and every later
+	// filter's, as long as only filters, by(), select() and aggregates
+	// follow.
+	for _, e := range pl[1:] {
+		switch e := e.(type) {
+		case *filter:
+			cur = and(cur, relax(e.cond))
+		case *groupBy, *selectAttrs, *aggregate, coalesce:
+		default:
+			return cur
 		}
-		q.Root = e
-		p.space()
-		if !p.eat("}") {
-			return nil, p.errf("expected && , || or }")
-		}
 	}
-	p.space()
-	if p.pos < len(p.src) {
-		return nil, p.errf("only one spanset filter { … } is supported; pipelines, aggregates and structural operators are not")
-	}
-	return q, nil
+	return cur
 }
 
-func (p *parser) errf(format string, a ...any) error {
-	return fmt.Errorf("%w: parse error at col %d: %s", ErrParse, p.pos+1, fmt.Sprintf(format, a...))
-}
-
-func (p *parser) space() {
-	for p.pos < len(p.src) && unicode.IsSpace(rune(p.src[p.pos])) {
-		p.pos++
-	}
-}
-
-func (p *parser) eat(s string) bool {
-	if strings.HasPrefix(p.src[p.pos:], s) {
-		p.pos += len(s)
-		return true
-	}
-	return false
-}
-
-func (p *parser) or() (Expr, error) {
-	l, err := p.and()
-	if err != nil {
-		return nil, err
-	}
-	for {
-		p.space()
-		if !p.eat("||") {
-			return l, nil
-		}
-		r, err := p.and()
-		if err != nil {
-			return nil, err
-		}
-		l = Or{l, r}
-	}
-}
-
-func (p *parser) and() (Expr, error) {
-	l, err := p.atom()
-	if err != nil {
-		return nil, err
-	}
-	for {
-		p.space()
-		if !p.eat("&&") {
-			return l, nil
-		}
-		r, err := p.atom()
-		if err != nil {
-			return nil, err
-		}
-		l = And{l, r}
-	}
-}
-
-func (p *parser) atom() (Expr, error) {
-	p.space()
-	if p.eat("(") {
-		if p.depth++; p.depth > MaxDepth {
-			return nil, fmt.Errorf("%w: parse error at col %d: parentheses %w (at most %d)", ErrParse, p.pos, ErrTooDeep, MaxDepth)
-		}
-		defer func() { p.depth-- }()
-		e, err := p.or()
-		if err != nil {
-			return nil, err
-		}
-		p.space()
-		if !p.eat(")") {
-			return nil, p.errf("expected )")
-		}
-		return e, nil
-	}
-	start := p.pos
-	for p.pos < len(p.src) && (isIdent(p.src[p.pos]) || p.src[p.pos] == '.' || p.src[p.pos] == ':') {
-		p.pos++
-	}
-	name := p.src[start:p.pos]
-	if name == "" {
-		return nil, p.errf("expected an attribute (resource.x, span.x, .x) or name, status, kind, duration")
-	}
-	c := &Cond{}
-	switch {
-	case strings.HasPrefix(name, "resource."):
-		c.Scope, c.Name = "resource", name[len("resource."):]
-	case strings.HasPrefix(name, "span."):
-		c.Scope, c.Name = "span", name[len("span."):]
-	case strings.HasPrefix(name, "."):
-		c.Scope, c.Name = "", name[1:]
-	case name == "name" || name == "status" || name == "kind" || name == "duration":
-		c.Scope, c.Name = "intrinsic", name
-	case strings.HasPrefix(name, "span:") && (name[5:] == "name" || name[5:] == "status" || name[5:] == "kind" || name[5:] == "duration"):
-		c.Scope, c.Name = "intrinsic", name[5:]
-	default:
-		p.pos = start
-		return nil, p.errf("unknown attribute %q: use resource.%s, span.%s or .%s, or one of name, status, kind, duration", name, name, name, name)
-	}
-	if c.Name == "" {
-		p.pos = start
-		return nil, p.errf("attribute name missing after %q", name)
-	}
-	p.space()
-	for _, op := range []string{"=~", "!~", "!=", ">=", "<=", "=", ">", "<"} {
-		if p.eat(op) {
-			c.Op = op
-			break
-		}
-	}
-	if c.Op == "" {
-		return nil, p.errf("expected a comparison (=, !=, >, >=, <, <=, =~, !~) after %s", name)
-	}
-	p.space()
-	vstart := p.pos
-	switch {
-	case p.pos < len(p.src) && (p.src[p.pos] == '"' || p.src[p.pos] == '`'):
-		q := p.src[p.pos]
-		end := p.pos + 1
-		for end < len(p.src) && p.src[end] != q {
-			if p.src[end] == '\\' && q == '"' {
-				end++
+func existsIn(e element) Expr {
+	switch e := e.(type) {
+	case *filter:
+		return relax(e.cond)
+	case pipeline:
+		return exists(e)
+	case *setOp:
+		l, r := existsIn(e.l), existsIn(e.r)
+		switch {
+		case e.op == "||":
+			if l == nil || r == nil {
+				return nil
 			}
-			end++
+			return Or{l, r}
+		case e.op == "&&":
+			return better(l, r)
+		case e.op[0] == '!':
+			return r // the left side may be empty
 		}
-		if end >= len(p.src) {
-			return nil, p.errf("string not terminated")
-		}
-		raw := p.src[p.pos : end+1]
-		p.pos = end + 1
-		if q == '`' {
-			c.Str = raw[1 : len(raw)-1]
-		} else {
-			s, err := strconv.Unquote(raw)
-			if err != nil {
-				p.pos = vstart
-				return nil, p.errf("invalid string %s", raw)
+		return better(r, l) // both sides matched
+	}
+	return nil
+}
+
+// better picks, of two conditions that both must hold on some span, the
+// one with more conjuncts (more for an index to use); a on a tie.
+func better(a, b Expr) Expr {
+	if len((&Query{cand: b}).Conjuncts()) > len((&Query{cand: a}).Conjuncts()) {
+		return b
+	}
+	return a
+}
+
+func and(a, b Expr) Expr {
+	switch {
+	case a == nil:
+		return b
+	case b == nil:
+		return a
+	}
+	return And{a, b}
+}
+
+// notShown are the intrinsics a search result has fields for.
+var notShown = map[string]bool{"name": true, "duration": true, "traceDuration": true, "rootName": true, "rootServiceName": true,
+	"trace:id": true, "span:id": true}
+
+func shown(e element, out []*Attr) []*Attr {
+	add := func(as ...*Attr) {
+		for _, a := range as {
+			if a.Scope == ScopeIntrinsic && notShown[a.Name] {
+				continue
 			}
-			c.Str = s
-		}
-	default:
-		for p.pos < len(p.src) && (isIdent(p.src[p.pos]) || p.src[p.pos] == '.' || p.src[p.pos] == '-') {
-			p.pos++
-		}
-		tok := p.src[vstart:p.pos]
-		if tok == "" {
-			return nil, p.errf("expected a value after %s %s", name, c.Op)
-		}
-		if d, err := time.ParseDuration(tok); err == nil && !isNumber(tok) {
-			c.Dur, c.IsDur = d, true
-		} else if f, err := strconv.ParseFloat(tok, 64); err == nil {
-			c.Num, c.IsNum = f, true
-		} else {
-			c.Str = tok // status and kind values, true/false
+			dup := false
+			for _, b := range out {
+				if b.Scope == a.Scope && b.Name == a.Name {
+					dup = true
+				}
+			}
+			if !dup {
+				out = append(out, a)
+			}
 		}
 	}
-	if c.Scope == "intrinsic" && c.Name == "duration" {
-		if !c.IsDur {
-			p.pos = vstart
-			return nil, p.errf("duration compares with a duration, such as 100ms")
+	switch e := e.(type) {
+	case pipeline:
+		for _, x := range e {
+			out = shown(x, out)
 		}
+	case *filter:
+		add(attrs(e.cond, nil)...)
+	case *setOp:
+		out = shown(e.r, shown(e.l, out))
+	case *selectAttrs:
+		add(e.attrs...)
 	}
-	if c.Op == "=~" || c.Op == "!~" {
-		re, err := regexp.Compile("^(?:" + c.Str + ")$")
-		if err != nil {
-			p.pos = vstart
-			return nil, p.errf("invalid regexp %q: %v", c.Str, err)
-		}
-		c.re = re
-	}
-	return c, nil
+	return out
 }
 
-func isIdent(c byte) bool {
-	return c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
-}
-
-func isNumber(s string) bool {
-	_, err := strconv.ParseFloat(s, 64)
-	return err == nil
+// ParseAttr reads an attribute or intrinsic as the tag APIs name it:
+// resource.x, span.x, .x, event.x, name, status, span:name…; anything else
+// (http.route, service.name) is an attribute of the span or its resource.
+func ParseAttr(s string) *Attr {
+	p := &parser{src: s}
+	if o, err := p.operand(); err == nil && p.pos == len(s) {
+		if a, ok := o.(*Attr); ok {
+			return a
+		}
+	}
+	return &Attr{Scope: ScopeAny, Name: s, text: "." + s}
 }
