@@ -7,7 +7,7 @@ FUZZTIME  ?= 20s
 BENCHTIME ?= 1x
 PKGS      := ./...
 
-.PHONY: all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
+.PHONY: logql-goldens jaeger-goldens all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
 
 all: build
 
@@ -20,10 +20,16 @@ run: build
 	./$(BIN) serve
 
 ## test: vet, formatting, the UI's type check and unit tests, the release
-## build, and every Go test (fuzz seeds included; the browser test drives the
-## embedded UI; the release binary is checked to be static)
+## build, the remote-write receiver compliance suite, and every Go test (fuzz
+## seeds included; the browser test drives the embedded UI; the release
+## binary is checked to be static; the conformance tests compare Lumen with
+## goldens recorded from real Loki and Jaeger servers); the conformance
+## scores are printed at the end (docs/compatibility.md)
 test: vet lint ui-test build
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	rm -rf bin/reports
+	LUMEN_REPORT_DIR=$(CURDIR)/bin/reports $(MAKE) --no-print-directory compliance-rw
+	LUMEN_REPORT_DIR=$(CURDIR)/bin/reports $(GO) test -race -count=1 -timeout 20m $(PKGS)
+	@echo "== conformance =="; cat bin/reports/*.txt 2>/dev/null || true
 
 ## chaos: the long chaos suite on the real server (RELIABILITY.md): 200
 ## kill -9 cycles under mixed load, a disk that fills (a tmpfs: needs
@@ -31,6 +37,41 @@ test: vet lint ui-test build
 ## slow clients; `make test` runs the same tests short
 chaos:
 	LUMEN_CHAOS=long $(GO) test -count=1 -timeout 90m -run '^TestChaos' -v ./cmd/lumen/
+
+## logql-goldens: the LogQL conformance goldens, from a real Loki built from
+## its Go module into $(PEERS) (a test reference, never imported): the
+## corpus is pushed to it and its answers to every query are recorded in
+## internal/conformance/lokiconf/testdata/goldens.json, which `make test`
+## compares Lumen's answers with
+PEERS        ?= $(HOME)/.cache/lumen-peers
+LOKI_VERSION := v3.7.8
+logql-goldens:
+	.ci/build-peer github.com/grafana/loki/v3 $(LOKI_VERSION) ./cmd/loki $(PEERS)/loki-$(LOKI_VERSION)
+	$(GO) run ./internal/conformance/lokiconf/goldens -loki $(PEERS)/loki-$(LOKI_VERSION) -version "Loki $(LOKI_VERSION)"
+
+## jaeger-goldens: the Jaeger query API conformance goldens, from a real
+## Jaeger v2 built from its Go module into $(PEERS) (a test reference, never
+## imported): the corpus is sent to it over OTLP and its answers to every
+## query are recorded in internal/conformance/jaegerconf/testdata/goldens.json,
+## which `make test` compares Lumen's answers with
+JAEGER_VERSION := v1.76.0
+jaeger-goldens:
+	.ci/build-peer github.com/jaegertracing/jaeger $(JAEGER_VERSION) ./cmd/jaeger $(PEERS)/jaeger-$(JAEGER_VERSION)
+	$(GO) run ./internal/conformance/jaegerconf/goldens -jaeger $(PEERS)/jaeger-$(JAEGER_VERSION) -version "Jaeger $(JAEGER_VERSION) (v2, in-memory storage)"
+
+## compliance-rw: the Prometheus remote-write receiver compliance suite (a
+## test reference, never imported) against lumen serve on loopback: the
+## suite's test binary is built from the module proxy into
+## $(COMPLIANCE_CACHE) once, lumen is built and started with a temporary
+## data dir, and the run prints "remote-write receiver compliance: N passed,
+## M failed, K skipped of T"; it fails on a failing test that
+## ingest/promrw/testdata/compliance-known-failures.txt does not list
+COMPLIANCE_CACHE ?= $(HOME)/.cache/lumen-compliance
+RW_COMPLIANCE    := github.com/prometheus/compliance/remotewrite/receiver@v0.0.0-20260806071727-67b8327a2e93
+.PHONY: compliance-rw
+compliance-rw:
+	$(GO) run ./internal/conformance/rwcompliance -go $(GO) -suite $(RW_COMPLIANCE) -cache $(COMPLIANCE_CACHE) \
+		-known ingest/promrw/testdata/compliance-known-failures.txt
 
 ## image: the container image (deploy/Dockerfile), where a Docker engine runs
 image:
@@ -78,6 +119,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecimalChunk$$' -fuzztime $(FUZZTIME) ./store/
 	$(GO) test -run '^$$' -fuzz '^FuzzLogBlock$$' -fuzztime $(FUZZTIME) ./store/
 	$(GO) test -run '^$$' -fuzz '^FuzzLogWALRecord$$' -fuzztime $(FUZZTIME) ./store/
+	$(GO) test -run '^$$' -fuzz '^FuzzDetect$$' -fuzztime $(FUZZTIME) ./ingest/logfields/
+	$(GO) test -run '^$$' -fuzz '^FuzzTrain$$' -fuzztime $(FUZZTIME) ./query/drain/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeProto$$' -fuzztime $(FUZZTIME) ./ingest/loki/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime $(FUZZTIME) ./ingest/loki/
 	$(GO) test -run '^$$' -fuzz '^FuzzFromLine$$' -fuzztime $(FUZZTIME) ./internal/logids/
