@@ -121,6 +121,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzLogWALRecord$$' -fuzztime $(FUZZTIME) ./store/
 	$(GO) test -run '^$$' -fuzz '^FuzzDetect$$' -fuzztime $(FUZZTIME) ./ingest/logfields/
 	$(GO) test -run '^$$' -fuzz '^FuzzTrain$$' -fuzztime $(FUZZTIME) ./query/drain/
+	$(GO) test -run '^$$' -fuzz '^FuzzScanner$$' -fuzztime $(FUZZTIME) ./internal/logfmtscan/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeProto$$' -fuzztime $(FUZZTIME) ./ingest/loki/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime $(FUZZTIME) ./ingest/loki/
 	$(GO) test -run '^$$' -fuzz '^FuzzFromLine$$' -fuzztime $(FUZZTIME) ./internal/logids/

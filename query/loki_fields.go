@@ -14,7 +14,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/prometheus/prometheus/model/labels"
 
-	"github.com/lumenobs/lumen/query/drain"
+	"github.com/lumenobs/lumen/internal/logfmtscan"
 	"github.com/lumenobs/lumen/query/logql"
 	"github.com/lumenobs/lumen/store"
 )
@@ -335,14 +335,14 @@ func parseFields(fl fieldLine) parsedFields {
 		return pf
 	}
 	pf.parsers = []string{"logfmt"}
-	var s drain.LogfmtScanner
+	var s logfmtscan.Scanner
 	s.Reset([]byte(fl.line))
 	local := map[string]bool{}
 	for !s.Done() {
 		if !s.Scan() {
 			continue
 		}
-		key := sanitizeFieldName(string(s.Key()), true)
+		key := logql.SanitizeKey(string(s.Key()))
 		if key == "" {
 			continue
 		}
@@ -372,25 +372,6 @@ func invalidToSpace(r rune) rune {
 	return r
 }
 
-// sanitizeFieldName makes a key a label name as Loki's parsers do: spaces
-// trimmed, every other character than [a-zA-Z0-9_] an underscore, and an
-// underscore before a leading digit.
-func sanitizeFieldName(k string, prefixDigit bool) string {
-	k = strings.TrimSpace(k)
-	if k == "" {
-		return ""
-	}
-	if prefixDigit && k[0] >= '0' && k[0] <= '9' {
-		k = "_" + k
-	}
-	return strings.Map(func(r rune) rune {
-		if (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || r == '_' || (r >= '0' && r <= '9') {
-			return r
-		}
-		return '_'
-	}, k)
-}
-
 // jsonFields flattens a JSON object line as Loki's json parser does;
 // false when the line is not a JSON object.
 func jsonFields(line string, stream labels.Labels) ([]fieldKV, map[string][]string, bool) {
@@ -410,7 +391,7 @@ func jsonFields(line string, stream labels.Labels) ([]fieldKV, map[string][]stri
 			var name string
 			path := append(prefix[:len(prefix):len(prefix)], string(key))
 			if len(prefix) == 0 {
-				name = sanitizeFieldName(string(key), true)
+				name = logql.SanitizeKey(string(key))
 				if name == "" {
 					return nil
 				}
@@ -418,10 +399,10 @@ func jsonFields(line string, stream labels.Labels) ([]fieldKV, map[string][]stri
 					name += "_extracted"
 				}
 			} else {
-				name = joinSanitized(path)
+				name = logql.JoinSanitized(path)
 				if stream.Has(name) {
 					path[len(path)-1] += "_extracted"
-					name = joinSanitized(path)
+					name = logql.JoinSanitized(path)
 					path[len(path)-1] = strings.TrimSuffix(path[len(path)-1], "_extracted")
 				}
 			}
@@ -429,7 +410,7 @@ func jsonFields(line string, stream labels.Labels) ([]fieldKV, map[string][]stri
 				return nil
 			}
 			seen[name] = true
-			out = append(out, fieldKV{name, jsonValue(value, typ)})
+			out = append(out, fieldKV{name, logql.JSONValue(value, typ)})
 			paths[name] = path
 			return nil
 		})
@@ -438,46 +419,4 @@ func jsonFields(line string, stream labels.Labels) ([]fieldKV, map[string][]stri
 		return nil, nil, false
 	}
 	return out, paths, true
-}
-
-// joinSanitized joins a nested key's parts with _, each sanitized, empty
-// parts skipped.
-func joinSanitized(parts []string) string {
-	var b strings.Builder
-	for i, p := range parts {
-		p = strings.TrimSpace(p)
-		if p == "" {
-			continue
-		}
-		if i > 0 && b.Len() > 0 {
-			b.WriteByte('_')
-		}
-		if b.Len() == 0 && p[0] >= '0' && p[0] <= '9' {
-			b.WriteByte('_')
-		}
-		b.WriteString(sanitizeFieldName(p, false))
-	}
-	return b.String()
-}
-
-func jsonValue(v []byte, typ jsonparser.ValueType) string {
-	switch typ {
-	case jsonparser.String:
-		s, err := jsonparser.ParseString(v)
-		if err != nil {
-			return ""
-		}
-		if strings.ContainsRune(s, utf8.RuneError) {
-			s = strings.Map(invalidToSpace, s)
-		}
-		return s
-	case jsonparser.Number:
-		return string(v)
-	case jsonparser.Boolean:
-		if string(v) == "true" {
-			return "true"
-		}
-		return "false"
-	}
-	return ""
 }

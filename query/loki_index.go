@@ -169,6 +169,26 @@ func lokiMatchers(q string, anyEmpty bool) ([]*labels.Matcher, error) {
 	return le.Matchers, nil
 }
 
+// rangeSelector is a request for a range over a bare stream selector,
+// as /index/stats and /patterns read it.
+type rangeSelector struct {
+	start, end time.Time
+	step       time.Duration
+	ms         []*labels.Matcher
+}
+
+// readRangeSelector reads start, end and step (lokiRangeStep) and the
+// selector (query=, {} refused).
+func (a *LokiAPI) readRangeSelector(r *http.Request) (rangeSelector, error) {
+	var p rangeSelector
+	var err error
+	if p.start, p.end, p.step, err = a.lokiRangeStep(r); err != nil {
+		return p, err
+	}
+	p.ms, err = lokiMatchers(r.FormValue("query"), false)
+	return p, err
+}
+
 // indexReader is the store as LogIndexReader.
 func (a *LokiAPI) indexReader() (LogIndexReader, error) {
 	ir, ok := a.r.(LogIndexReader)
@@ -176,6 +196,24 @@ func (a *LokiAPI) indexReader() (LogIndexReader, error) {
 		return nil, errors.New("loki index: the store cannot sum up chunks")
 	}
 	return ir, nil
+}
+
+// indexChunks admits the request and reads the chunks of the streams ms
+// selects over [from, through] (ns); done ends the admission.
+func (a *LokiAPI) indexChunks(r *http.Request, ms []*labels.Matcher, from, through int64) (streams []store.LogStreamChunks, done func(), err error) {
+	ir, err := a.indexReader()
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, done, err := admit(r, a.lim, a.cfg.Timeout)
+	if err != nil {
+		return nil, nil, err
+	}
+	if streams, err = ir.LogChunks(ctx, ms, from, through); err != nil {
+		done()
+		return nil, nil, err
+	}
+	return streams, done, nil
 }
 
 // chunkStats sums chunks as Loki's ingester sums its chunks for
@@ -252,32 +290,18 @@ type indexStatsResponse struct {
 // lines and bytes (lines and structured metadata, uncompressed) a
 // selector reads over the range.
 func (a *LokiAPI) indexStats(w http.ResponseWriter, r *http.Request) {
-	start, end, _, err := a.lokiRangeStep(r)
-	var ms []*labels.Matcher
-	if err == nil {
-		ms, err = lokiMatchers(r.FormValue("query"), false)
-	}
+	p, err := a.readRangeSelector(r)
 	if err != nil {
 		a.lokiError(w, err)
 		return
 	}
-	ir, err := a.indexReader()
-	if err != nil {
-		a.lokiError(w, err)
-		return
-	}
-	ctx, done, err := admit(r, a.lim, a.cfg.Timeout)
+	from, through := msRange(p.start, p.end)
+	streams, done, err := a.indexChunks(r, p.ms, from, through)
 	if err != nil {
 		a.lokiError(w, err)
 		return
 	}
 	defer done()
-	from, through := msRange(start, end)
-	streams, err := ir.LogChunks(ctx, ms, from, through)
-	if err != nil {
-		a.lokiError(w, err)
-		return
-	}
 	var out indexStatsResponse
 	for _, s := range streams {
 		st := sumChunks(s.Chunks, from, through)
@@ -451,24 +475,14 @@ func (a *LokiAPI) volume(w http.ResponseWriter, r *http.Request, ranged bool) {
 		a.lokiError(w, err)
 		return
 	}
-	ir, err := a.indexReader()
-	if err != nil {
-		a.lokiError(w, err)
-		return
-	}
-	ctx, done, err := admit(r, a.lim, a.cfg.Timeout)
+	// Loki asks its index in whole seconds.
+	lo, hi := p.start.Unix()*int64(time.Second), p.end.Unix()*int64(time.Second)
+	streams, done, err := a.indexChunks(r, p.ms, lo, hi)
 	if err != nil {
 		a.lokiError(w, err)
 		return
 	}
 	defer done()
-	// Loki asks its index in whole seconds.
-	lo, hi := p.start.Unix()*int64(time.Second), p.end.Unix()*int64(time.Second)
-	streams, err := ir.LogChunks(ctx, p.ms, lo, hi)
-	if err != nil {
-		a.lokiError(w, err)
-		return
-	}
 	type bucket struct {
 		at       time.Time // the sample's time
 		from, to time.Time

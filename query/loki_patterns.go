@@ -38,12 +38,7 @@ type patternSeries struct {
 // as they arrive and keeps its patterns for hours; Lumen mines the
 // range's lines when asked, at most the LogQL line bound of them.
 func (a *LokiAPI) patterns(w http.ResponseWriter, r *http.Request) {
-	start, end, step, err := a.lokiRangeStep(r)
-	if err != nil {
-		a.lokiError(w, err)
-		return
-	}
-	ms, err := lokiMatchers(r.FormValue("query"), false)
+	sel, err := a.readRangeSelector(r)
 	if err != nil {
 		a.lokiError(w, err)
 		return
@@ -54,17 +49,17 @@ func (a *LokiAPI) patterns(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer done()
-	streams, err := a.r.SelectLogs(ctx, store.LogSelect{Matchers: ms, Start: start.UnixNano(), End: end.UnixNano(), MaxLines: a.cfg.MaxLines})
+	streams, err := a.r.SelectLogs(ctx, store.LogSelect{Matchers: sel.ms, Start: sel.start.UnixNano(), End: sel.end.UnixNano(), MaxLines: a.cfg.MaxLines})
 	if err != nil {
 		a.lokiError(w, err)
 		return
 	}
-	from := start.UnixMilli()
-	through := end.UnixMilli()
-	if end.Nanosecond()%int(time.Millisecond) != 0 {
+	from := sel.start.UnixMilli()
+	through := sel.end.UnixMilli()
+	if sel.end.Nanosecond()%int(time.Millisecond) != 0 {
 		through++
 	}
-	stepMs := step.Milliseconds()
+	stepMs := sel.step.Milliseconds()
 	cfg := drain.DefaultConfig()
 	merged := map[[2]string]*patternSeries{}
 	for _, s := range streams {

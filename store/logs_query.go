@@ -214,16 +214,18 @@ func (h *logHead) streams(ms []*labels.Matcher) []*memStream {
 	return out
 }
 
-func (db *DB) selectPartition(ctx context.Context, p *partition, q LogSelect, g *logGather) error {
-	type selected struct {
-		ref  uint64
-		lset labels.Labels
-		out  []LogEntry
-	}
-	var streams []*selected
+// partStream is a stream of a partition: its ref there and its labels.
+type partStream struct {
+	ref  uint64
+	lset labels.Labels
+}
+
+// matchingStreams lists the streams of p that ms select.
+func matchingStreams(p *partition, ms []*labels.Matcher) ([]partStream, error) {
+	var out []partStream
 	err := wrapRead(p.view(func(txn *badger.Txn) error {
 		var sb labels.ScratchBuilder
-		refs, err := streamIndex.candidateRefs(txn, q.Matchers)
+		refs, err := streamIndex.candidateRefs(txn, ms)
 		if err != nil {
 			return err
 		}
@@ -232,14 +234,27 @@ func (db *DB) selectPartition(ctx context.Context, p *partition, q LogSelect, g 
 			if err != nil {
 				return err
 			}
-			if matchesAll(lset, q.Matchers) {
-				streams = append(streams, &selected{ref: ref, lset: lset})
+			if matchesAll(lset, ms) {
+				out = append(out, partStream{ref: ref, lset: lset})
 			}
 		}
 		return nil
 	}))
+	return out, err
+}
+
+func (db *DB) selectPartition(ctx context.Context, p *partition, q LogSelect, g *logGather) error {
+	type selected struct {
+		partStream
+		out []LogEntry
+	}
+	found, err := matchingStreams(p, q.Matchers)
 	if err != nil {
 		return err
+	}
+	streams := make([]*selected, len(found))
+	for i, s := range found {
+		streams[i] = &selected{partStream: s}
 	}
 	// Streams are read by one worker per core: decompressing blocks is
 	// most of a query's time.

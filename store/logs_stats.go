@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -108,24 +109,14 @@ func (g *chunkGather) result() []LogStreamChunks {
 	for _, s := range g.byKey {
 		slices.SortFunc(s.Chunks, func(a, b LogChunk) int {
 			if a.MinT != b.MinT {
-				return compareInt64(a.MinT, b.MinT)
+				return cmp.Compare(a.MinT, b.MinT)
 			}
-			return compareInt64(a.MaxT, b.MaxT)
+			return cmp.Compare(a.MaxT, b.MaxT)
 		})
 		out = append(out, *s)
 	}
 	slices.SortFunc(out, func(a, b LogStreamChunks) int { return labels.Compare(a.Labels, b.Labels) })
 	return out
-}
-
-func compareInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // chunkSum sums up lines as they are offered.
@@ -162,28 +153,7 @@ func (s *chunkSum) symbol(v string) {
 func (s *chunkSum) chunk() (LogChunk, bool) { return s.c, s.c.Entries > 0 }
 
 func (db *DB) partitionChunks(ctx context.Context, p *partition, ms []*labels.Matcher, start, end int64, g *chunkGather) error {
-	type selected struct {
-		ref  uint64
-		lset labels.Labels
-	}
-	var streams []selected
-	err := wrapRead(p.view(func(txn *badger.Txn) error {
-		var sb labels.ScratchBuilder
-		refs, err := streamIndex.candidateRefs(txn, ms)
-		if err != nil {
-			return err
-		}
-		for _, ref := range refs {
-			lset, err := streamIndex.labelsOf(txn, ref, &sb)
-			if err != nil {
-				return err
-			}
-			if matchesAll(lset, ms) {
-				streams = append(streams, selected{ref: ref, lset: lset})
-			}
-		}
-		return nil
-	}))
+	streams, err := matchingStreams(p, ms)
 	if err != nil || len(streams) == 0 {
 		return err
 	}

@@ -21,6 +21,8 @@ func TestTokenizers(t *testing.T) {
 		{"a tab stays inside a token", FormatUnknown, "tab\tseparated x", []string{"tab\tseparated", "x"}, "tab\tseparated x"},
 		{"logfmt pairs, time values are parameters", FormatLogfmt, `ts=2026 level=info msg="a b" retry`,
 			[]string{"ts", Param, "level", "info", "msg", "a b", "retry", ""}, `ts=<_> level=info msg="a b" retry=`},
+		{"logfmt values unquoted as Loki does: \\' and control characters", FormatLogfmt, "msg=\"it\\'s\\t\x01\"",
+			[]string{"msg", "it's\t\x01"}, `msg="it's\t\u0001"`},
 		{"json mines the message field", FormatJSON, `{"level":"info","msg":"user 42 logged in"}`,
 			[]string{"user", "42", "logged", "in"}, "<_>user 42 logged in<_>"},
 	} {

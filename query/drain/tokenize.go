@@ -8,6 +8,8 @@ import (
 
 	"github.com/buger/jsonparser"
 	"github.com/go-logfmt/logfmt"
+
+	"github.com/lumenobs/lumen/internal/logfmtscan"
 )
 
 // Line formats, guessed from a stream's first line: each has its
@@ -154,7 +156,7 @@ func (t logfmtTokenizer) tokenize(line string) ([]string, []int, bool) {
 	if len(line) > t.maxLen {
 		return nil, nil, false
 	}
-	var s LogfmtScanner
+	var s logfmtscan.Scanner
 	s.Reset([]byte(line))
 	tokens := make([]string, 0, 32)
 	for !s.Done() && s.Scan() {

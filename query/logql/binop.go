@@ -19,24 +19,10 @@ var (
 // binOp evaluates a binary operation at every step.
 func (ev *evaluator) binOp(e *BinOp) ([]vector, error) {
 	if l, ok := e.L.(*Literal); ok {
-		in, err := ev.eval(e.R)
-		if err != nil {
-			return nil, err
-		}
-		for i := range in {
-			in[i] = withNumber(e, l.Val, in[i], true)
-		}
-		return in, nil
+		return ev.withLiteral(e, l.Val, e.R, true)
 	}
 	if r, ok := e.R.(*Literal); ok {
-		in, err := ev.eval(e.L)
-		if err != nil {
-			return nil, err
-		}
-		for i := range in {
-			in[i] = withNumber(e, r.Val, in[i], false)
-		}
-		return in, nil
+		return ev.withLiteral(e, r.Val, e.L, false)
 	}
 	lhs, err := ev.eval(e.L)
 	if err != nil {
@@ -54,6 +40,38 @@ func (ev *evaluator) binOp(e *BinOp) ([]vector, error) {
 	return lhs, nil
 }
 
+// withLiteral evaluates other and applies e's operation between num and
+// it at every step (num on the left when left).
+func (ev *evaluator) withLiteral(e *BinOp, num float64, other Expr, left bool) ([]vector, error) {
+	in, err := ev.eval(other)
+	if err != nil {
+		return nil, err
+	}
+	for i := range in {
+		in[i] = withNumber(e, num, in[i], left)
+	}
+	return in, nil
+}
+
+// opResult is e's answer to l op r: arithmetic's value, or a
+// comparison's: own (the sample's value) when it holds, 1 or 0 with
+// bool; false drops the sample.
+func opResult(e *BinOp, l, r, own float64) (float64, bool) {
+	v, keep := arith(e.Op, l, r)
+	if !isComparison(e.Op) {
+		return v, true
+	}
+	switch {
+	case e.Bool && keep:
+		return 1, true
+	case e.Bool:
+		return 0, true
+	case !keep:
+		return 0, false
+	}
+	return own, true
+}
+
 // withNumber is op between a number and each sample of vec (the number
 // on the left when left). A comparison keeps the sample's own value, or
 // answers 1 or 0 with bool.
@@ -64,20 +82,9 @@ func withNumber(e *BinOp, num float64, vec vector, left bool) vector {
 		if left {
 			l, r = num, s.v
 		}
-		v, keep := arith(e.Op, l, r)
-		if isComparison(e.Op) {
-			switch {
-			case e.Bool && keep:
-				v = 1
-			case e.Bool:
-				v = 0
-			case !keep:
-				continue
-			default:
-				v = s.v
-			}
+		if v, ok := opResult(e, l, r, s.v); ok {
+			out = append(out, sample{lset: s.lset, v: v})
 		}
-		out = append(out, sample{lset: s.lset, v: v})
 	}
 	return out
 }
@@ -184,20 +191,9 @@ func arithVectors(e *BinOp, lhs, rhs vector) (vector, error) {
 		if m.Card == CardOneToMany {
 			l, r = rs, ls
 		}
-		v, keep := arith(e.Op, l.v, r.v)
-		if isComparison(e.Op) {
-			switch {
-			case e.Bool && keep:
-				v = 1
-			case e.Bool:
-				v = 0
-			case !keep:
-				continue
-			default:
-				v = l.v
-			}
+		if v, ok := opResult(e, l.v, r.v, l.v); ok {
+			out = append(out, sample{lset: metric, v: v})
 		}
-		out = append(out, sample{lset: metric, v: v})
 	}
 	return out, nil
 }

@@ -72,7 +72,7 @@ func (w *jsonWalker) field(key, value []byte, typ jsonparser.ValueType, _ int) e
 	case jsonparser.Object:
 		n := len(w.prefix)
 		w.prefix = append(w.prefix, string(key))
-		if w.lb.hints.shouldExtractPrefix(joinSanitized(w.prefix)) {
+		if w.lb.hints.shouldExtractPrefix(JoinSanitized(w.prefix)) {
 			err = jsonparser.ObjectEach(value, w.field)
 		}
 		w.prefix = w.prefix[:n]
@@ -88,7 +88,7 @@ func (w *jsonWalker) value(key string, value []byte, typ jsonparser.ValueType) e
 	lb := w.lb
 	var name string
 	if len(w.prefix) == 0 {
-		if name = sanitizeKey(key); name == "" {
+		if name = SanitizeKey(key); name == "" {
 			return nil
 		}
 		if lb.collides(name) {
@@ -96,25 +96,25 @@ func (w *jsonWalker) value(key string, value []byte, typ jsonparser.ValueType) e
 		}
 	} else {
 		parts := append(w.prefix[:len(w.prefix):len(w.prefix)], key)
-		name = joinSanitized(parts)
+		name = JoinSanitized(parts)
 		if lb.collides(name) {
 			parts[len(parts)-1] += extractedSuffix
-			name = joinSanitized(parts)
+			name = JoinSanitized(parts)
 		}
 	}
 	if lb.skip(name) {
 		return nil
 	}
-	lb.setParsed(name, jsonValue(value, typ))
+	lb.setParsed(name, JSONValue(value, typ))
 	if !lb.keepParsing(name) {
 		return errDropLine
 	}
 	return nil
 }
 
-// jsonValue is a scalar's label value: a string unescaped (invalid UTF-8
+// JSONValue is a JSON scalar's label value: a string unescaped (invalid UTF-8
 // as spaces), a number as written, true or false.
-func jsonValue(v []byte, typ jsonparser.ValueType) string {
+func JSONValue(v []byte, typ jsonparser.ValueType) string {
 	switch typ {
 	case jsonparser.String:
 		return jsonString(v)
@@ -248,7 +248,7 @@ func (*UnpackParser) process(_ int64, line string, lb *lineLabels) (string, bool
 		if lb.skip(k) {
 			return nil
 		}
-		found = append(found, sanitizeKey(k), jsonString(value))
+		found = append(found, SanitizeKey(k), jsonString(value))
 		return nil
 	})
 	if err != nil {
@@ -266,10 +266,10 @@ func (*UnpackParser) process(_ int64, line string, lb *lineLabels) (string, bool
 	return entry, true
 }
 
-// sanitizeKey turns a field name into a label name: spaces trimmed, a
-// leading digit prefixed with '_', every other character than ASCII
-// letters, digits and '_' replaced with '_'.
-func sanitizeKey(key string) string {
+// SanitizeKey turns a field name into a label name as Loki's parsers do:
+// spaces trimmed, a leading digit prefixed with '_', every other
+// character than ASCII letters, digits and '_' replaced with '_'.
+func SanitizeKey(key string) string {
 	key = strings.TrimSpace(key)
 	if key == "" {
 		return ""
@@ -287,9 +287,9 @@ func sanitizeRune(r rune) rune {
 	return '_'
 }
 
-// joinSanitized is a nested field's label name: its keys sanitized and
-// joined with '_', blank keys left out.
-func joinSanitized(parts []string) string {
+// JoinSanitized is a nested JSON field's label name: its keys sanitized
+// and joined with '_', blank keys left out.
+func JoinSanitized(parts []string) string {
 	var b strings.Builder
 	for _, p := range parts {
 		p = strings.TrimSpace(p)

@@ -267,52 +267,42 @@ func containsFold(s, sub string, fold bool) bool {
 		return false
 	}
 	for i := 0; i <= len(s)-len(sub); i++ {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != sub[0] {
-			continue
-		}
-		if hasFoldPrefix(s[i:], sub) {
+		if lowerASCII(s[i]) == sub[0] && hasFoldPrefix(s[i:], sub) {
 			return true
 		}
 	}
 	return false
 }
 
+// hasFoldPrefix reports whether s starts with sub (in lower case),
+// whatever the case of s; an invalid byte of s compares as a byte.
 func hasFoldPrefix(s, sub string) bool {
 	i, j := 0, 0
 	for i < len(s) && j < len(sub) {
 		c, d := s[i], sub[j]
-		if c < utf8.RuneSelf && d < utf8.RuneSelf {
-			if 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
+		if c >= utf8.RuneSelf || d >= utf8.RuneSelf {
+			if lr, lw := utf8.DecodeRuneInString(s[i:]); lr != utf8.RuneError || lw != 1 {
+				mr, mw := utf8.DecodeRuneInString(sub[j:])
+				if mr == utf8.RuneError && mw == 1 || unicode.ToLower(lr) != mr {
+					return false
+				}
+				i, j = i+lw, j+mw
+				continue
 			}
-			if c != d {
-				return false
-			}
-			i, j = i+1, j+1
-			continue
 		}
-		lr, lw := utf8.DecodeRuneInString(s[i:])
-		if lr == utf8.RuneError && lw == 1 {
-			if 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			if c != d {
-				return false
-			}
-			i, j = i+1, j+1
-			continue
-		}
-		mr, mw := utf8.DecodeRuneInString(sub[j:])
-		if mr == utf8.RuneError && mw == 1 || unicode.ToLower(lr) != mr {
+		if lowerASCII(c) != d {
 			return false
 		}
-		i, j = i+lw, j+mw
+		i, j = i+1, j+1
 	}
 	return j == len(sub)
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 // newStrFilter builds the filter of a label matcher; nil with true means

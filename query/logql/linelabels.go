@@ -303,6 +303,20 @@ func (lb *lineLabels) skip(name string) bool {
 	return !lb.hints.shouldExtract(name) || lb.wasExtracted(name)
 }
 
+// extract sets a label a parser found, as parsers do: as name_extracted
+// when name is a stream label or metadata, not at all when skip says so.
+// false drops the line (keepParsing).
+func (lb *lineLabels) extract(name, value string) bool {
+	if lb.collides(name) {
+		name += extractedSuffix
+	}
+	if lb.skip(name) {
+		return true
+	}
+	lb.setParsed(name, value)
+	return lb.keepParsing(name)
+}
+
 // keepParsing applies the first label filter of the pipeline on name, if
 // any, as soon as a parser set it: false drops the line.
 func (lb *lineLabels) keepParsing(name string) bool {

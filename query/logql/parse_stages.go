@@ -322,7 +322,7 @@ func newRegexpParser(expr string) (*RegexpParser, error) {
 			return nil, fmt.Errorf("duplicate extracted label name '%s'", n)
 		}
 		seen[n] = true
-		if s := sanitizeKey(n); s != "" {
+		if s := SanitizeKey(n); s != "" {
 			names[i] = s
 		}
 	}

@@ -193,15 +193,7 @@ func (p *PatternParser) process(_ int64, line string, lb *lineLabels) (string, b
 		return line, true
 	}
 	for i, v := range matchPattern(p.nodes, line) {
-		name := p.names[i]
-		if lb.collides(name) {
-			name += extractedSuffix
-		}
-		if lb.skip(name) {
-			continue
-		}
-		lb.setParsed(name, v)
-		if !lb.keepParsing(name) {
+		if !lb.extract(p.names[i], v) {
 			return line, false
 		}
 	}

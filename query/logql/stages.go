@@ -140,18 +140,7 @@ func (*RegexpParser) requiredLabels() []string { return nil }
 
 func (r *RegexpParser) process(_ int64, line string, lb *lineLabels) (string, bool) {
 	for i, v := range r.re.FindStringSubmatch(line) {
-		name, ok := r.names[i]
-		if !ok {
-			continue
-		}
-		if lb.collides(name) {
-			name += extractedSuffix
-		}
-		if lb.skip(name) {
-			continue
-		}
-		lb.setParsed(name, v)
-		if !lb.keepParsing(name) {
+		if name, ok := r.names[i]; ok && !lb.extract(name, v) {
 			return line, false
 		}
 	}

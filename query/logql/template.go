@@ -408,13 +408,8 @@ func castFloat(v any) float64 {
 	if f, ok := numberOfAny(v); ok {
 		return f
 	}
-	var s string
-	switch x := v.(type) {
-	case string:
-		s = x
-	case json.Number:
-		s = string(x)
-	default:
+	s, ok := textOf(v)
+	if !ok {
 		return 0
 	}
 	f, err := strconv.ParseFloat(s, 64)
@@ -422,6 +417,17 @@ func castFloat(v any) float64 {
 		return 0
 	}
 	return f
+}
+
+// textOf is a string's or a json.Number's text.
+func textOf(v any) (string, bool) {
+	switch x := v.(type) {
+	case string:
+		return x, true
+	case json.Number:
+		return string(x), true
+	}
+	return "", false
 }
 
 // castInt converts as Sprig does: numbers (truncated), booleans, integer
@@ -462,13 +468,8 @@ func castInt(v any) int64 {
 	case time.Month:
 		return int64(x)
 	}
-	var s string
-	switch x := v.(type) {
-	case string:
-		s = x
-	case json.Number:
-		s = string(x)
-	default:
+	s, ok := textOf(v)
+	if !ok {
 		return 0
 	}
 	i, err := strconv.ParseInt(integerPart(s), 0, 0)

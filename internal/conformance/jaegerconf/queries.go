@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/lumenobs/lumen/internal/conformance/golden"
 )
 
 // Query is one request of the corpus.
@@ -129,7 +131,7 @@ func Run(ctx context.Context, c *http.Client, base string, q Query, t0 time.Time
 	a := Answer{Status: resp.StatusCode}
 	var env map[string]any
 	if err := json.Unmarshal(b, &env); err != nil {
-		a.Error = trim(string(b))
+		a.Error = golden.Trim(string(b))
 		return a, nil
 	}
 	if errs, ok := env["errors"].([]any); ok {
@@ -146,13 +148,6 @@ func Run(ctx context.Context, c *http.Client, base string, q Query, t0 time.Time
 	env["data"] = normalise(q.Path, env["data"], t0)
 	a.Body = env
 	return a, nil
-}
-
-func trim(s string) string {
-	if len(s) > 300 {
-		return s[:300] + "…"
-	}
-	return s
 }
 
 // normalise makes data comparable: sorted where Jaeger's order is not

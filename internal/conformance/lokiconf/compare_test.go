@@ -9,28 +9,30 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// Same compares statuses by class, errors by status only, and results as
+// JSON with numbers equal to 1e-9 relative (golden's tests cover the
+// comparison itself).
 func TestSame(t *testing.T) {
 	series := func(labels string, pts ...[]string) map[string]any {
 		return map[string]any{"type": "matrix", "series": []Series{{Labels: labels, Points: pts}}}
 	}
 	want := Answer{Status: 200, Result: series(`{a="1"}`, []string{"0", "1.5"}, []string{"60000", "3"})}
-	ok, _ := Same(want, Answer{Status: 200, Result: series(`{a="1"}`, []string{"0", "1.5000000000001"}, []string{"60000", "3"})})
-	require.True(t, ok, "numbers equal to 1e-9 relative")
-	for name, got := range map[string]Answer{
-		"value":  {Status: 200, Result: series(`{a="1"}`, []string{"0", "1.6"}, []string{"60000", "3"})},
-		"time":   {Status: 200, Result: series(`{a="1"}`, []string{"1", "1.5"}, []string{"60000", "3"})},
-		"labels": {Status: 200, Result: series(`{a="2"}`, []string{"0", "1.5"}, []string{"60000", "3"})},
-		"points": {Status: 200, Result: series(`{a="1"}`, []string{"0", "1.5"})},
-		"status": {Status: 400, Error: "no"},
-		"type":   {Status: 200, Result: map[string]any{"type": "vector", "series": []Series{{Labels: `{a="1"}`, Points: [][]string{{"0", "1.5"}, {"60000", "3"}}}}}},
-		"line":   {Status: 200, Result: map[string]any{"type": "matrix", "series": []Series{{Labels: `{a="1"}`, Points: [][]string{{"0", "1.5x"}, {"60000", "3"}}}}}},
+	for _, tc := range []struct {
+		name      string
+		want, got Answer
+		where     string // "" when the same
+	}{
+		{"numbers equal to 1e-9 relative", want, Answer{Status: 200, Result: series(`{a="1"}`, []string{"0", "1.5000000000001"}, []string{"60000", "3"})}, ""},
+		{"value", want, Answer{Status: 200, Result: series(`{a="1"}`, []string{"0", "1.6"}, []string{"60000", "3"})}, `result.series[0].points[0][1]: got "1.6", want "1.5"`},
+		{"status", want, Answer{Status: 400, Error: "no"}, "status 400, want 200 (no)"},
+		{"errors by status class only", Answer{Status: 400, Error: "a"}, Answer{Status: 422, Error: "b"}, ""},
 	} {
-		ok, where := Same(want, got)
-		require.False(t, ok, name)
-		require.NotEmpty(t, where, name)
+		t.Run(tc.name, func(t *testing.T) {
+			ok, where := Same(tc.want, tc.got)
+			require.Equal(t, tc.where == "", ok)
+			require.Equal(t, tc.where, where)
+		})
 	}
-	ok, _ = Same(Answer{Status: 400, Error: "a"}, Answer{Status: 400, Error: "b"})
-	require.True(t, ok, "errors compare by status class only")
 }
 
 // The queries file parses, every query has a golden, and the corpus is

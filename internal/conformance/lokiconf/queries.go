@@ -131,6 +131,18 @@ func (q *Query) finish() error {
 	if q.Kind == "values" && q.Params["name"] == "" {
 		return fmt.Errorf("values needs name=")
 	}
+	if st, ok := q.Params["step"]; ok {
+		// Loki aligns steps to the epoch and T0 is a whole hour: a step
+		// that does not divide an hour would tie the answer to the hour
+		// of the run. (0s is kept: a query Loki refuses.)
+		d, err := time.ParseDuration(st)
+		if err != nil {
+			return fmt.Errorf("step=%s: %w", st, err)
+		}
+		if d > 0 && time.Hour%d != 0 {
+			return fmt.Errorf("step=%s does not divide an hour", st)
+		}
+	}
 	for _, k := range []string{"start", "end", "time"} {
 		if v, ok := q.Params[k]; ok {
 			if _, err := parseOffset(v); err != nil {

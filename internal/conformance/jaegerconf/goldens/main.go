@@ -5,23 +5,18 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/lumenobs/lumen/internal/conformance/golden"
 	"github.com/lumenobs/lumen/internal/conformance/jaegerconf"
 )
 
@@ -80,26 +75,15 @@ func main() {
 	}
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 func run(log *zap.Logger, jaegerBin, out, version string) error {
 	dir, err := os.MkdirTemp("", "jaeger-goldens-")
 	if err != nil {
 		return fmt.Errorf("temp dir: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	var ports [4]int // health, query HTTP, query gRPC, OTLP/HTTP
-	for i := range ports {
-		if ports[i], err = freePort(); err != nil {
-			return err
-		}
+	ports, err := golden.FreePorts(4) // health, query HTTP, query gRPC, OTLP/HTTP
+	if err != nil {
+		return err
 	}
 	cfgPath := filepath.Join(dir, "jaeger.yaml")
 	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, config, ports[0], ports[1], ports[2], ports[3]), 0o644); err != nil {
@@ -107,27 +91,22 @@ func run(log *zap.Logger, jaegerBin, out, version string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	var stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, jaegerBin, "--config", cfgPath)
 	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start jaeger: %w", err)
+	jaeger, err := golden.StartPeer("jaeger", cmd)
+	if err != nil {
+		return err
 	}
-	defer func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
-	}()
+	defer jaeger.Stop()
 	base := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	c := &http.Client{Timeout: time.Minute}
-	if err := waitReady(ctx, c, base); err != nil {
-		return fmt.Errorf("%w; jaeger said: %s", err, tail(stderr.String()))
+	if err := jaeger.WaitReady(ctx, c, base, "/api/services", 2*time.Minute, 500*time.Millisecond); err != nil {
+		return jaeger.Said(err)
 	}
 	log.Info("jaeger ready", zap.String("url", base))
 	t0 := jaegerconf.T0(time.Now())
 	if err := jaegerconf.Push(ctx, c, fmt.Sprintf("http://127.0.0.1:%d/v1/traces", ports[3]), t0); err != nil {
-		return fmt.Errorf("%w; jaeger said: %s", err, tail(stderr.String()))
+		return jaeger.Said(err)
 	}
 	time.Sleep(2 * time.Second) // the exporter writes asynchronously
 	g := jaegerconf.Goldens{Reference: version, Answers: map[string]jaegerconf.Answer{}}
@@ -146,32 +125,4 @@ func run(log *zap.Logger, jaegerBin, out, version string) error {
 	}
 	log.Info("answers", zap.Int("queries", len(qs)), zap.Int("errors", failed))
 	return g.Write(out)
-}
-
-// waitReady waits until the query API answers /api/services.
-func waitReady(ctx context.Context, c *http.Client, base string) error {
-	deadline := time.Now().Add(2 * time.Minute)
-	for time.Now().Before(deadline) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/services", nil)
-		resp, err := c.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			break
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	return fmt.Errorf("jaeger not ready at %s", base)
-}
-
-func tail(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > 20 {
-		lines = lines[len(lines)-20:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -5,23 +5,18 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/lumenobs/lumen/internal/conformance/golden"
 	"github.com/lumenobs/lumen/internal/conformance/lokiconf"
 )
 
@@ -94,15 +89,6 @@ func main() {
 	}
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 func run(log *zap.Logger, lokiBin, queriesPath, out, version string, hold time.Duration) error {
 	qs, err := lokiconf.LoadQueries(queriesPath)
 	if err != nil {
@@ -113,39 +99,25 @@ func run(log *zap.Logger, lokiBin, queriesPath, out, version string, hold time.D
 		return fmt.Errorf("temp dir: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	httpPort, err := freePort()
-	if err != nil {
-		return err
-	}
-	grpcPort, err := freePort()
-	if err != nil {
-		return err
-	}
-	memberPort, err := freePort()
+	ports, err := golden.FreePorts(3) // HTTP, gRPC, memberlist
 	if err != nil {
 		return err
 	}
 	cfgPath := filepath.Join(dir, "loki.yaml")
-	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, config, httpPort, grpcPort, dir, memberPort), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, config, ports[0], ports[1], dir, ports[2]), 0o644); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, lokiBin, "-config.file="+cfgPath)
-	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start loki: %w", err)
+	loki, err := golden.StartPeer("loki", exec.CommandContext(ctx, lokiBin, "-config.file="+cfgPath))
+	if err != nil {
+		return err
 	}
-	defer func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
-	}()
-	base := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+	defer loki.Stop()
+	base := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	c := &http.Client{Timeout: time.Minute}
-	if err := waitReady(ctx, c, base); err != nil {
-		return fmt.Errorf("%w; loki said: %s", err, tail(stderr.String()))
+	if err := loki.WaitReady(ctx, c, base, "/ready", 3*time.Minute, time.Second); err != nil {
+		return loki.Said(err)
 	}
 	log.Info("loki ready", zap.String("url", base))
 	t0 := lokiconf.T0(time.Now())
@@ -176,31 +148,4 @@ func run(log *zap.Logger, lokiBin, queriesPath, out, version string, hold time.D
 		time.Sleep(hold)
 	}
 	return nil
-}
-
-func waitReady(ctx context.Context, c *http.Client, base string) error {
-	deadline := time.Now().Add(3 * time.Minute)
-	for time.Now().Before(deadline) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/ready", nil)
-		resp, err := c.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			break
-		}
-		time.Sleep(time.Second)
-	}
-	return fmt.Errorf("loki not ready at %s", base)
-}
-
-func tail(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > 20 {
-		lines = lines[len(lines)-20:]
-	}
-	return strings.Join(lines, "\n")
 }
