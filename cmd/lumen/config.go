@@ -53,15 +53,19 @@ type Config struct {
 	RemoteWrite      promrw.Config `yaml:"remote_write"`
 	LokiPush         loki.Config   `yaml:"loki_push"`
 	// LogFields: the fields Loki 3 adds to log lines at ingest.
-	LogFields       logfields.Config   `yaml:"log_fields"`
-	SpanMetrics     spanmetrics.Config `yaml:"span_metrics"`
-	PromQL          query.PromConfig   `yaml:"promql"`
-	LogQL           query.LokiConfig   `yaml:"logql"`
-	Traces          query.TraceConfig  `yaml:"traces"`
-	HTTP            HTTPConfig         `yaml:"http"`
-	Log             LogConfig          `yaml:"log"`
-	Pprof           bool               `yaml:"pprof"`
-	ShutdownTimeout Duration           `yaml:"shutdown_timeout"`
+	LogFields   logfields.Config   `yaml:"log_fields"`
+	SpanMetrics spanmetrics.Config `yaml:"span_metrics"`
+	PromQL      query.PromConfig   `yaml:"promql"`
+	LogQL       query.LokiConfig   `yaml:"logql"`
+	Traces      query.TraceConfig  `yaml:"traces"`
+	HTTP        HTTPConfig         `yaml:"http"`
+	Log         LogConfig          `yaml:"log"`
+	Pprof       bool               `yaml:"pprof"`
+	// AutoGoMemLimitRatio is the share of the container's (else the
+	// machine's) memory given to Go as GOMEMLIMIT when it is not set, as
+	// Prometheus' --auto-gomemlimit.ratio; 0 turns it off.
+	AutoGoMemLimitRatio float64  `yaml:"auto_gomemlimit_ratio"`
+	ShutdownTimeout     Duration `yaml:"shutdown_timeout"`
 }
 
 // HTTPConfig bounds the connections of the HTTP port (the UI, the query
@@ -160,25 +164,26 @@ const DefaultHTTPAddr = "0.0.0.0:4320"
 // DefaultConfig is what `lumen serve` runs with when told nothing.
 func DefaultConfig() Config {
 	return Config{
-		DataDir:            "./data",
-		HTTPAddr:           DefaultHTTPAddr,
-		Retention:          Duration(7 * 24 * time.Hour),
-		PartitionDuration:  Duration(24 * time.Hour),
-		OutOfOrderWindow:   Duration(10 * time.Minute),
-		OTLP:               otlp.DefaultConfig(),
-		RemoteWrite:        promrw.DefaultConfig(),
-		LokiPush:           loki.DefaultConfig(),
-		LogFields:          logfields.DefaultConfig(),
-		SpanMetrics:        spanmetrics.DefaultConfig(),
-		PromQL:             query.DefaultPromConfig(),
-		LogQL:              query.DefaultLokiConfig(),
-		Limits:             store.DefaultLimits(),
-		HeadIdleTimeout:    Duration(store.DefaultHeadIdleTimeout),
-		CheckpointInterval: Duration(store.DefaultOptions("").MetricsCheckpointInterval),
-		Traces:             query.DefaultTraceConfig(),
-		HTTP:               DefaultHTTPConfig(),
-		Log:                LogConfig{Format: "console", Level: "info"},
-		ShutdownTimeout:    Duration(30 * time.Second),
+		DataDir:             "./data",
+		HTTPAddr:            DefaultHTTPAddr,
+		Retention:           Duration(7 * 24 * time.Hour),
+		PartitionDuration:   Duration(24 * time.Hour),
+		OutOfOrderWindow:    Duration(10 * time.Minute),
+		OTLP:                otlp.DefaultConfig(),
+		RemoteWrite:         promrw.DefaultConfig(),
+		LokiPush:            loki.DefaultConfig(),
+		LogFields:           logfields.DefaultConfig(),
+		SpanMetrics:         spanmetrics.DefaultConfig(),
+		PromQL:              query.DefaultPromConfig(),
+		LogQL:               query.DefaultLokiConfig(),
+		Limits:              store.DefaultLimits(),
+		HeadIdleTimeout:     Duration(store.DefaultHeadIdleTimeout),
+		CheckpointInterval:  Duration(store.DefaultOptions("").MetricsCheckpointInterval),
+		Traces:              query.DefaultTraceConfig(),
+		HTTP:                DefaultHTTPConfig(),
+		Log:                 LogConfig{Format: "console", Level: "info"},
+		ShutdownTimeout:     Duration(30 * time.Second),
+		AutoGoMemLimitRatio: 0.9,
 	}
 }
 
@@ -206,6 +211,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.SpanMetrics.Validate(); err != nil {
 		return err
+	}
+	if c.AutoGoMemLimitRatio < 0 || c.AutoGoMemLimitRatio > 1 {
+		return fmt.Errorf("auto_gomemlimit_ratio %g is not between 0 (off) and 1", c.AutoGoMemLimitRatio)
 	}
 	if err := c.LogFields.Validate(); err != nil {
 		return err
@@ -263,6 +271,14 @@ func settings() []setting[Config] {
 		{"log-format", "LUMEN_LOG_FORMAT", "console or json", str(func(c *Config) *string { return &c.Log.Format }), false},
 		{"log-level", "LUMEN_LOG_LEVEL", "debug, info, warn or error", str(func(c *Config) *string { return &c.Log.Level }), false},
 		{"pprof", "LUMEN_PPROF", "serve /debug/pprof on the HTTP port", boolean(func(c *Config) *bool { return &c.Pprof }), true},
+		{"auto-gomemlimit-ratio", "LUMEN_AUTO_GOMEMLIMIT_RATIO", "when GOMEMLIMIT is not set, set it to this share of the container's memory limit (else the machine's memory), as Prometheus does (0: off)", func(c *Config, v string) error {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return fmt.Errorf("%q is not a number", v)
+			}
+			c.AutoGoMemLimitRatio = f
+			return nil
+		}, false},
 		{"http-read-timeout", "LUMEN_HTTP_READ_TIMEOUT", "time to read a request, headers and body", func(c *Config, v string) error { return c.HTTP.ReadTimeout.parse(v) }, false},
 		{"http-write-timeout", "LUMEN_HTTP_WRITE_TIMEOUT", "time to answer a request (0: the longest query timeout plus a minute)", func(c *Config, v string) error { return c.HTTP.WriteTimeout.parse(v) }, false},
 		{"http-idle-timeout", "LUMEN_HTTP_IDLE_TIMEOUT", "how long a kept-alive connection may wait for its next request", func(c *Config, v string) error { return c.HTTP.IdleTimeout.parse(v) }, false},

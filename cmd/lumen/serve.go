@@ -111,6 +111,8 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 	log.Info("starting lumen", zap.String("version", version), zap.String("data_dir", cfg.DataDir),
 		zap.String("http_addr", cfg.HTTPAddr), zap.String("otlp_grpc_addr", cfg.OTLP.GRPCAddr), zap.String("otlp_http_addr", cfg.OTLP.HTTPAddr))
 
+	setMemoryLimit(log, cfg.AutoGoMemLimitRatio, memoryLimit)
+
 	so := store.DefaultOptions(cfg.DataDir)
 	so.Retention = time.Duration(cfg.Retention)
 	so.PartitionDuration = time.Duration(cfg.PartitionDuration)
