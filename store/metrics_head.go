@@ -114,7 +114,7 @@ func (h *metricsHead) getOrCreate(lset labels.Labels, now int64) (*memSeries, er
 		return s, nil
 	}
 	lim := h.db.opts.Limits
-	if err := lim.checkLabels("series", lset, lim.MaxLabelNamesPerSeries); err != nil {
+	if err := lim.CheckLabels("series", lset, lim.MaxLabelNamesPerSeries); err != nil {
 		return nil, err
 	}
 	h.mu.Lock()

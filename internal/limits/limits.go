@@ -1,7 +1,13 @@
-// Package limits bounds the work a server takes on at once. A Limiter runs
-// up to n requests, lets up to q more wait for a slot, and turns the rest
-// away at once, so that load past capacity costs the client an error
-// (503 with Retry-After) instead of costing the server memory.
+// Package limits is where Lumen's limits are defined: Limits, what the
+// store takes in (label shape, active series and streams, series per
+// metric) and what one query may gather (series per query, trace bytes and
+// log lines), checked once in the store for every ingest path and query
+// API; and Limiter, the work a server takes on at once. A Limiter runs up
+// to n requests, lets up to q more wait for a slot, and turns the rest away
+// at once, so that load past capacity costs the client an error (503 with
+// Retry-After) instead of costing the server memory. The per-API settings
+// (concurrency, query length, step, limit=) are each API's config,
+// validated there; docs/limits.md lists them all.
 package limits
 
 import (
