@@ -9,14 +9,13 @@
 package logfields
 
 import (
-	"bytes"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"unicode"
 
+	"github.com/buger/jsonparser"
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/lumenobs/lumen/store"
@@ -224,91 +223,80 @@ func isJSON(line string) bool {
 }
 
 // jsonLevel is the first string value, in document order, under a level
-// field name, in objects at most the configured depth deep.
+// field name, in objects at most the configured depth deep (Loki walks the
+// line with jsonparser the same way). A malformed line keeps what was found
+// before the fault.
 func (d *Detector) jsonLevel(line string) string {
-	dec := json.NewDecoder(strings.NewReader(line))
-	dec.UseNumber()
 	found := ""
-	var object func(depth int) bool // false: stop
-	var skip func() bool
-	skip = func() bool {
-		t, err := dec.Token()
-		if err != nil {
-			return false
+	var walk func(data []byte, depth int) error
+	walk = func(data []byte, depth int) error {
+		if d.cfg.LogLevelFromJSONMaxDepth > 0 && depth >= d.cfg.LogLevelFromJSONMaxDepth {
+			return nil
 		}
-		if dl, ok := t.(json.Delim); ok && (dl == '{' || dl == '[') {
-			for dec.More() {
-				if dl == '{' {
-					if _, err := dec.Token(); err != nil {
-						return false
-					}
+		return jsonparser.ObjectEach(data, func(key, value []byte, typ jsonparser.ValueType, _ int) error {
+			switch typ {
+			case jsonparser.String:
+				if d.fields[string(key)] {
+					found = string(value)
+					return errFound
 				}
-				if !skip() {
-					return false
-				}
+			case jsonparser.Object:
+				return walk(value, depth+1)
 			}
-			_, err := dec.Token()
-			return err == nil
-		}
-		return true
+			return nil
+		})
 	}
-	object = func(depth int) bool {
-		for dec.More() {
-			kt, err := dec.Token()
-			if err != nil {
-				return false
-			}
-			key, _ := kt.(string)
-			vt, err := dec.Token()
-			if err != nil {
-				return false
-			}
-			switch v := vt.(type) {
-			case string:
-				if d.fields[key] {
-					found = v
-					return false
-				}
-			case json.Delim:
-				switch {
-				case v == '{' && (d.cfg.LogLevelFromJSONMaxDepth <= 0 || depth+1 < d.cfg.LogLevelFromJSONMaxDepth):
-					if !object(depth + 1) {
-						return false
-					}
-				default:
-					// Skip the rest of the object or array.
-					for dec.More() {
-						if v == '{' {
-							if _, err := dec.Token(); err != nil {
-								return false
-							}
-						}
-						if !skip() {
-							return false
-						}
-					}
-				}
-				if _, err := dec.Token(); err != nil { // the closing delimiter
-					return false
-				}
-			}
-		}
-		return true
-	}
-	if t, err := dec.Token(); err == nil && t == json.Delim('{') {
-		object(0)
-	}
+	_ = walk([]byte(line), 0)
 	return found
 }
 
+// errFound stops the walk at the level field.
+var errFound = errors.New("found")
+
 // logfmtLevel is the value of the earliest-listed level field among the
-// line's logfmt pairs (names compared without case).
+// line's logfmt pairs (names compared without case), read until the line
+// stops being logfmt.
 func (d *Detector) logfmtLevel(line string) string {
 	best, res := len(d.cfg.LogLevelFields), ""
-	for k, v := range logfmtPairs(line) {
+	for i := 0; i < len(line); {
+		for i < len(line) && line[i] <= ' ' {
+			i++
+		}
+		ks := i
+		for i < len(line) && line[i] > ' ' && line[i] != '=' && line[i] != '"' {
+			i++
+		}
+		if i == ks {
+			return res
+		}
+		key := line[ks:i]
+		vs, ve, quoted := i, i, false
+		if i < len(line) && line[i] == '=' {
+			i++
+			if i < len(line) && line[i] == '"' {
+				quoted, vs = true, i+1
+				for i++; i < len(line) && line[i] != '"'; i++ {
+					if line[i] == '\\' {
+						i++
+					}
+				}
+				if i >= len(line) {
+					return res // an unterminated quote ends the pairs
+				}
+				ve = i
+				i++
+			} else {
+				for vs = i; i < len(line) && line[i] > ' '; i++ {
+				}
+				ve = i
+			}
+		}
 		for x, f := range d.cfg.LogLevelFields[:best] {
-			if strings.EqualFold(k, f) {
-				best, res = x, v
+			if strings.EqualFold(key, f) {
+				best, res = x, line[vs:ve]
+				if quoted {
+					res = unescape(res)
+				}
 				if x == 0 {
 					return res
 				}
@@ -319,90 +307,19 @@ func (d *Detector) logfmtLevel(line string) string {
 	return res
 }
 
-// logfmtPairs yields a line's key=value pairs until it stops being logfmt.
-func logfmtPairs(line string) func(yield func(k, v string) bool) {
-	return func(yield func(k, v string) bool) {
-		r := strings.NewReader(line)
-		for {
-			skipSpace(r)
-			key := readUntil(r, func(c byte) bool { return c <= ' ' || c == '=' || c == '"' })
-			if key == "" {
-				return
-			}
-			c, err := r.ReadByte()
-			if err != nil || c != '=' {
-				if err == nil {
-					_ = r.UnreadByte()
-				}
-				if !yield(key, "") {
-					return
-				}
-				continue
-			}
-			var val string
-			if c, err := r.ReadByte(); err == nil && c == '"' {
-				var b bytes.Buffer
-				closed := false
-				for {
-					c, err := r.ReadByte()
-					if err != nil {
-						break
-					}
-					if c == '\\' {
-						if n, err := r.ReadByte(); err == nil {
-							b.WriteByte(n)
-						}
-						continue
-					}
-					if c == '"' {
-						closed = true
-						break
-					}
-					b.WriteByte(c)
-				}
-				if !closed {
-					return
-				}
-				val = b.String()
-			} else {
-				if err == nil {
-					_ = r.UnreadByte()
-				}
-				val = readUntil(r, func(c byte) bool { return c <= ' ' })
-			}
-			if !yield(key, val) {
-				return
-			}
-		}
+// unescape drops the backslash of each escaped byte of a quoted value.
+func unescape(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
 	}
-}
-
-func skipSpace(r *strings.Reader) {
-	for {
-		c, err := r.ReadByte()
-		if err != nil {
-			return
-		}
-		if c > ' ' {
-			_ = r.UnreadByte()
-			return
-		}
-	}
-}
-
-func readUntil(r *strings.Reader, stop func(byte) bool) string {
 	var b strings.Builder
-	for {
-		c, err := r.ReadByte()
-		if err == io.EOF {
-			return b.String()
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+1 < len(s) {
+			i++
 		}
-		if stop(c) {
-			_ = r.UnreadByte()
-			return b.String()
-		}
-		b.WriteByte(c)
+		b.WriteByte(s[i])
 	}
+	return b.String()
 }
 
 var levelWords = []struct{ word, level string }{

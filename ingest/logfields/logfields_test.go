@@ -94,3 +94,23 @@ func FuzzDetect(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkApply: the cost per line of the ingest-time fields, over the
+// line shapes a cluster sends (JSON, logfmt, plain text).
+func BenchmarkApply(b *testing.B) {
+	d := New(DefaultConfig())
+	lines := []string{
+		`{"ts":"2026-12-01T10:00:00Z","level":"info","msg":"request served","status":200,"path":"/api/cart","user":{"id":"u1"}}`,
+		`ts=2026-12-01T10:00:00Z caller=worker.go:42 level=warn msg="job retried" attempt=2`,
+		`2026-12-01 10:00:00.000 [main] ERROR c.e.Billing - charge failed for order 5000`,
+	}
+	entries := make([]store.LogEntry, 300)
+	b.ReportAllocs()
+	for b.Loop() {
+		for i := range entries {
+			entries[i] = store.LogEntry{Line: lines[i%len(lines)]}
+		}
+		d.Apply([]store.LogStream{{Labels: labels.FromStrings("app", "a"), Entries: entries}})
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(entries)), "ns/line")
+}
