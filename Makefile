@@ -73,6 +73,13 @@ compliance-rw:
 	$(GO) run ./internal/conformance/rwcompliance -go $(GO) -suite $(RW_COMPLIANCE) -cache $(COMPLIANCE_CACHE) \
 		-known ingest/promrw/testdata/compliance-known-failures.txt
 
+## third-party: regenerate third_party/ristretto, the file layer Badger maps
+## its files through, with every file reserved before it is written
+## (docs/decisions.md), from the module proxy and third_party/ristretto.patch
+.PHONY: third-party
+third-party:
+	./third_party/sync-ristretto
+
 ## image: the container image (deploy/Dockerfile), where a Docker engine runs
 image:
 	@command -v docker >/dev/null || { echo "make image needs docker"; exit 1; }

@@ -6,9 +6,11 @@ package store
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +24,9 @@ type DB struct {
 	log   *zap.Logger
 	root  string
 	codec *codec
+
+	// lastReopen (unix ns) is when reopenWaiting last tried.
+	lastReopen atomic.Int64
 
 	mu     sync.RWMutex
 	parts  []*partition // ordered by start time, oldest first
@@ -87,8 +92,10 @@ func Open(o Options) (*DB, error) {
 		return nil, err
 	}
 	db.disk.reserve = db.headReserve
+	db.opts.spareRoom = db.disk.spare
 	if err := db.openPartitions(); err != nil {
 		_ = db.closePartitions()
+		db.disk.close()
 		return nil, err
 	}
 	// Retention and the budget before the WALs replay: a store that was
@@ -96,6 +103,7 @@ func Open(o Options) (*DB, error) {
 	db.EnforceRetention()
 	if err := db.loadMetadata(); err != nil {
 		_ = db.closePartitions()
+		db.disk.close()
 		return nil, err
 	}
 	if err := db.openMetrics(); err != nil {
@@ -103,6 +111,7 @@ func Open(o Options) (*DB, error) {
 			_ = db.metrics.wal.close(true)
 		}
 		_ = db.closePartitions()
+		db.disk.close()
 		return nil, err
 	}
 	if err := db.openLogs(); err != nil {
@@ -111,6 +120,7 @@ func Open(o Options) (*DB, error) {
 		}
 		_ = db.closeMetrics()
 		_ = db.closePartitions()
+		db.disk.close()
 		return nil, err
 	}
 	// Retention and the budget every RetentionInterval, and at once when
@@ -143,6 +153,9 @@ func (db *DB) openPartitions() error {
 	}
 	for _, start := range starts {
 		p, err := openPartition(db.root, start, db.opts, !start.Equal(head))
+		if err != nil && errors.Is(err, ErrDiskFull) {
+			p, err = db.openOnAFullDisk(start, start.Equal(head), err)
+		}
 		if err != nil {
 			return err
 		}
@@ -153,11 +166,69 @@ func (db *DB) openPartitions() error {
 	}
 	slices.SortFunc(db.parts, func(a, b *partition) int { return a.start.Compare(b.start) })
 	for _, p := range db.parts {
+		if p.db == nil {
+			continue // left closed by a full disk: see partitionOpened
+		}
 		if err := db.restoreSeq(p); err != nil {
 			return err
 		}
 	}
 	db.log.Info("store opened", zap.String("dir", db.opts.Dir), zap.Int("partitions", len(db.parts)))
+	return nil
+}
+
+// openOnAFullDisk is the partition starting at start when the disk has no
+// room to open it as it should be (cause): the head, which should be
+// writable, is opened read-only so that queries see it; a partition a
+// crash left with memtable logs, which Badger takes only in a writable
+// open, is not opened at all, its data out of queries until there is room.
+// Either way writes are refused (ErrDiskFull) until reopenWaiting opens it
+// as it should be: the store always opens.
+func (db *DB) openOnAFullDisk(start time.Time, head bool, cause error) (*partition, error) {
+	if head {
+		p, err := openPartition(db.root, start, db.opts, true)
+		if err == nil {
+			db.log.Warn("the disk has no room to open the head partition writable: it is read-only, and writes are refused until space returns", zap.String("partition", p.name), zap.Error(cause))
+			p.awaitingSpace.Store(true)
+			return p, nil
+		}
+		if !errors.Is(err, ErrDiskFull) {
+			return nil, err
+		}
+		cause = err
+	}
+	p := newPartition(db.root, start, db.opts)
+	db.log.Error("the disk has no room to open a partition: its data is out of queries, and writes are refused, until space returns", zap.String("partition", p.name), zap.Error(cause))
+	p.awaitingSpace.Store(true)
+	return p, nil
+}
+
+// partitionOpened runs when a partition left closed at open
+// (openOnAFullDisk) opens, before anything writes to it: batch sequence
+// numbers and series and stream refs continue after the largest it holds.
+// Nothing made new ones meanwhile: writes were refused.
+func (db *DB) partitionOpened(p *partition) error {
+	if err := db.restoreSeq(p); err != nil {
+		return err
+	}
+	raise := func(next *atomic.Uint64, ns byte) error {
+		ref, err := maxSetRef(p, ns)
+		for err == nil {
+			cur := next.Load()
+			if ref <= cur || next.CompareAndSwap(cur, ref) {
+				return nil
+			}
+		}
+		return err
+	}
+	if db.metrics != nil {
+		if err := raise(&db.metrics.nextRef, nsSeries); err != nil {
+			return err
+		}
+	}
+	if db.logs != nil {
+		return raise(&db.logs.nextRef, nsStream)
+	}
 	return nil
 }
 
@@ -198,6 +269,11 @@ func (db *DB) acquireHead() (*partition, error) {
 			}
 			continue
 		}
+		if h.awaitingSpace.Load() {
+			if err := db.reopenWaiting(); err != nil {
+				return nil, err
+			}
+		}
 		h.mu.RLock()
 		if h.db == nil || h.readOnly {
 			// Sealed or dropped between the two locks: look again.
@@ -206,6 +282,52 @@ func (db *DB) acquireHead() (*partition, error) {
 		}
 		return h, nil
 	}
+}
+
+// reopenWaiting opens the partitions a full disk left read-only or closed
+// (awaitingSpace) as they should be, trying at most once a second; while
+// one still waits it returns ErrDiskFull (wrapped), naming it.
+func (db *DB) reopenWaiting() error {
+	waiting := db.waitingPartitions()
+	if len(waiting) == 0 {
+		return nil
+	}
+	now := db.opts.Now().UnixNano()
+	last := db.lastReopen.Load()
+	if now-last >= int64(diskCheckEvery) && db.lastReopen.CompareAndSwap(last, now) {
+		db.mu.RLock()
+		head := db.head
+		db.mu.RUnlock()
+		for _, p := range waiting {
+			if err := p.reopen(db.opts, p == head, db.partitionOpened); err != nil {
+				db.log.Debug("partition still waits for disk space", zap.String("partition", p.name), zap.Error(err))
+				continue
+			}
+			db.log.Info("partition opened again now that the disk has room", zap.String("partition", p.name), zap.Bool("writable", p == head))
+		}
+		if waiting = db.waitingPartitions(); len(waiting) == 0 {
+			return nil
+		}
+	}
+	names := make([]string, len(waiting))
+	for i, p := range waiting {
+		names[i] = p.name
+	}
+	return fmt.Errorf("%w: the disk has no room to open partition %s as it should be (writes wait for it)", ErrDiskFull, strings.Join(names, ", "))
+}
+
+// waitingPartitions are the partitions waiting for disk space to open as
+// they should be.
+func (db *DB) waitingPartitions() []*partition {
+	db.mu.RLock()
+	defer db.mu.RUnlock()
+	var out []*partition
+	for _, p := range db.parts {
+		if p.awaitingSpace.Load() {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // rollover makes a new partition for now the head, if now is past the
@@ -225,8 +347,14 @@ func (db *DB) rolloverAt(start time.Time) error {
 		db.mu.Unlock()
 		return nil
 	}
+	dir := filepath.Join(db.root, partitionName(start))
+	_, statErr := os.Stat(dir)
 	p, err := openPartition(db.root, start, db.opts, false)
 	if err != nil {
+		if errors.Is(statErr, fs.ErrNotExist) {
+			// A partition that could not be made leaves nothing behind.
+			_ = os.RemoveAll(dir)
+		}
 		db.mu.Unlock()
 		return err
 	}
@@ -271,6 +399,7 @@ func (db *DB) Close() error {
 	close(db.stop)
 	db.wg.Wait()
 	err := errors.Join(metricsErr, db.closePartitions())
+	db.disk.close()
 	db.codec.close()
 	db.log.Info("store closed")
 	return err

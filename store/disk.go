@@ -32,6 +32,11 @@ type diskGuard struct {
 	// that, is below the floor, so that what was admitted can always be
 	// written.
 	reserve func() int64
+	// ahead is the room the head partition may take at once for new
+	// files, each reserved whole (filesAhead): kept free besides the floor
+	// when there is no disk reserve (res) to make it.
+	ahead int64
+	res   *diskReserve // nil without a floor
 
 	// lastCheck (unix ns) and written since it decide when to look again:
 	// every second, or sooner after a floor's eighth is written.
@@ -50,7 +55,7 @@ const diskCheckEvery = time.Second
 // newDiskGuard resolves the floor: o.MinFreeDiskBytes when positive, none
 // when negative, else the default for the file system's size.
 func newDiskGuard(o Options) (*diskGuard, error) {
-	g := &diskGuard{dir: o.Dir, statfs: o.statfs, now: o.Now}
+	g := &diskGuard{dir: o.Dir, statfs: o.statfs, now: o.Now, ahead: filesAhead(o)}
 	if g.statfs == nil {
 		g.statfs = statfs
 	}
@@ -66,7 +71,34 @@ func newDiskGuard(o Options) (*diskGuard, error) {
 		}
 		g.floor = min(DefaultMinFreeDiskBytes, sp.total/20)
 	}
-	return g, g.check()
+	switch {
+	case o.DiskReserveBytes > 0:
+		g.res = newDiskReserve(o.Dir, o.DiskReserveBytes, o.Logger)
+	case o.DiskReserveBytes == 0:
+		g.res = newDiskReserve(o.Dir, reserveBytes(o), o.Logger)
+	}
+	if err := g.check(); err != nil {
+		g.close()
+		return nil, err
+	}
+	return g, nil
+}
+
+func (g *diskGuard) close() {
+	if g.res != nil {
+		g.res.close()
+	}
+}
+
+// reserveSpent says whether the disk reserve was spent and is not back.
+func (g *diskGuard) reserveSpent() bool { return g.res != nil && !g.res.inPlace() }
+
+// spare is the room the disk reserve holds for the store's files.
+func (g *diskGuard) spare() int64 {
+	if g.res == nil {
+		return 0
+	}
+	return g.res.held()
 }
 
 // check reads the free space now.
@@ -77,15 +109,21 @@ func (g *diskGuard) check() error {
 	if err != nil {
 		return fmt.Errorf("free space of %q: %w", g.dir, err)
 	}
-	g.free.Store(sp.free)
-	g.written.Store(0)
-	g.lastCheck.Store(g.now().UnixNano())
 	var reserved int64
 	if g.reserve != nil {
 		reserved = g.reserve()
 	}
+	if g.res != nil && !g.res.present.Load() && g.res.restore(sp.free, g.floor+reserved) && g.res.present.Load() {
+		sp.free -= g.res.size
+	}
+	if g.res == nil || g.res.unsupported.Load() {
+		reserved += g.ahead
+	}
+	g.free.Store(sp.free)
+	g.written.Store(0)
+	g.lastCheck.Store(g.now().UnixNano())
 	g.reserved.Store(reserved)
-	g.full.Store(g.floor > 0 && sp.free-reserved < g.floor)
+	g.full.Store(g.floor > 0 && (sp.free-reserved < g.floor || g.reserveSpent()))
 	return nil
 }
 
@@ -99,13 +137,22 @@ func (g *diskGuard) admit() error {
 		return nil
 	}
 	g.refresh()
+	if g.reserveSpent() {
+		g.refused.Add(1)
+		return fmt.Errorf("%w: the disk reserve (%s, %s in the data dir) is not in place — spent making room for the store's files, or no room to make it: %s free on the data dir's file system; writes resume when it has room for the reserve above the floor of %s (--min-free-disk-bytes)",
+			ErrDiskFull, formatBytes(g.res.size), reserveFileName, formatBytes(g.free.Load()), formatBytes(g.floor))
+	}
 	if !g.full.Load() {
 		return nil
 	}
 	g.refused.Add(1)
 	held := ""
 	if r := g.reserved.Load(); r > 0 {
-		held = fmt.Sprintf(" (%s of it kept for what memory holds)", formatBytes(r))
+		what := "what memory holds"
+		if g.res == nil || g.res.unsupported.Load() {
+			what += " and the store's next files"
+		}
+		held = fmt.Sprintf(" (%s of it kept for %s)", formatBytes(r), what)
 	}
 	return fmt.Errorf("%w: %s free on the data dir's file system%s, below the floor of %s (--min-free-disk-bytes); writes resume when space returns",
 		ErrDiskFull, formatBytes(g.free.Load()), held, formatBytes(g.floor))
@@ -121,7 +168,14 @@ func (g *diskGuard) admitFlush(size int64) error {
 		return nil
 	}
 	g.refresh()
-	if free := g.free.Load(); free-size < g.floor/2 {
+	if g.reserveSpent() {
+		return fmt.Errorf("%w: the disk reserve is not in place: the head keeps its data until space returns", ErrDiskFull)
+	}
+	ahead := int64(0)
+	if g.res == nil || g.res.unsupported.Load() {
+		ahead = g.ahead
+	}
+	if free := g.free.Load(); free-size-ahead < g.floor/2 {
 		return fmt.Errorf("%w: %s free on the data dir's file system; writing %s would leave less than half the floor of %s: the head keeps its data until space returns",
 			ErrDiskFull, formatBytes(free), formatBytes(size), formatBytes(g.floor))
 	}
@@ -155,21 +209,42 @@ func formatBytes(n int64) string {
 
 // DiskStatus is the free-space floor's state.
 type DiskStatus struct {
-	FreeBytes  int64  // free on the data dir's file system, when last looked at
-	FloorBytes int64  // the floor (0: none)
-	Full       bool   // writes are refused
-	Refused    uint64 // writes refused for lack of space since start
+	FreeBytes  int64 // free on the data dir's file system, when last looked at
+	FloorBytes int64 // the floor (0: none)
+	// ReserveBytes is the disk reserve's space while it is in place (0
+	// while spent, or with no reserve).
+	ReserveBytes int64
+	// ReserveSpent counts the times the reserve was released to make room
+	// for a store file.
+	ReserveSpent uint64
+	Full         bool   // writes are refused
+	Refused      uint64 // writes refused for lack of space since start
 }
 
 // DiskStatus reports the free-space floor's state.
 func (db *DB) DiskStatus() DiskStatus {
 	g := db.disk
-	return DiskStatus{FreeBytes: g.free.Load(), FloorBytes: g.floor, Full: g.full.Load(), Refused: g.refused.Load()}
+	st := DiskStatus{FreeBytes: g.free.Load(), FloorBytes: g.floor, Full: g.full.Load() || g.reserveSpent(), Refused: g.refused.Load()}
+	if g.res != nil {
+		st.ReserveBytes, st.ReserveSpent = g.res.held(), g.res.spent.Load()
+	}
+	return st
 }
 
 // admitWrite is called by every write path before it writes: ErrDiskFull
 // below the floor.
-func (db *DB) admitWrite() error { return db.disk.admit() }
+func (db *DB) admitWrite() error {
+	if err := db.disk.admit(); err != nil {
+		return err
+	}
+	// Writes wait for the partitions a full disk left read-only or closed
+	// to open as they should (new refs must follow theirs).
+	if err := db.reopenWaiting(); err != nil {
+		db.disk.refused.Add(1)
+		return err
+	}
+	return nil
+}
 
 // headReserve is what the heads will write at their next checkpoint: the
 // log head's open lines and about two bytes per metric sample since the

@@ -508,6 +508,9 @@ func (db *DB) openLogs() error {
 // maxSetRef returns the largest ref under the label-set namespace ns.
 func maxSetRef(p *partition, ns byte) (uint64, error) {
 	var ref uint64
+	if p.db == nil {
+		return 0, nil // left closed by a full disk: see DB.partitionOpened
+	}
 	err := p.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{ns}, Reverse: true})
 		defer it.Close()

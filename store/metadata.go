@@ -95,6 +95,9 @@ func metadataKV(pm pendingMetadata) ([]byte, []byte) {
 // newest wins.
 func (db *DB) loadMetadata() error {
 	for _, p := range db.parts {
+		if p.db == nil {
+			continue // a head left closed by a full disk: its metadata is sent again by clients
+		}
 		err := p.db.View(func(txn *badger.Txn) error {
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{nsMetadata}})
 			defer it.Close()

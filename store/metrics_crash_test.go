@@ -22,6 +22,7 @@ func (db *DB) abandon(t *testing.T) {
 	require.NoError(t, db.metrics.wal.close(true))
 	require.NoError(t, db.logs.wal.close(true))
 	require.NoError(t, db.closePartitions())
+	db.disk.close()
 	db.codec.close()
 }
 

@@ -28,6 +28,17 @@ type Options struct {
 	// resume by themselves when space returns. 0 means the default, 1 GiB or
 	// 5 % of the file system when that is smaller; negative means none.
 	MinFreeDiskBytes int64
+	// DiskReserveBytes is the size of the disk reserve, a file in the data
+	// dir whose space is released when the disk is full and the store must
+	// make a file (a value-log file, a memtable's log), and made again once
+	// there is room: writes are refused meanwhile. 0 means the default,
+	// what a writable partition reserves at once and 16 MiB; negative
+	// means none. There is none without a floor.
+	DiskReserveBytes int64
+
+	// spareRoom is the room the disk reserve holds, which a writable
+	// partition's open may take (set by Open).
+	spareRoom func() int64
 	// RetentionInterval is how often retention and the disk budget are
 	// enforced; the budget is also enforced as soon as 1 % of it (at least
 	// 4 MiB, at most 256 MiB) has been written since it last was.

@@ -1,12 +1,14 @@
 package store
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,6 +57,12 @@ type partition struct {
 	// next write records them whole.
 	boundsUnsure atomic.Bool
 
+	// awaitingSpace is set on a partition that a full disk left read-only
+	// when it should be writable (the head), or not open at all (db nil):
+	// writes are refused (ErrDiskFull) and reopen it, at most once a
+	// second, until there is room (DB.reopenWaiting).
+	awaitingSpace atomic.Bool
+
 	// series caches the labels of the partition's metric series by ref:
 	// they never change once written, and queries that select many series
 	// by a posting would otherwise read each from Badger.
@@ -71,6 +79,18 @@ func parsePartitionName(name string) (time.Time, bool) {
 	t, err := time.Parse(partitionNameLayout, name)
 	return t, err == nil
 }
+
+// valueLogFileBytes is the size of a partition's value-log files. Badger
+// maps twice that, and Lumen's build of its file layer reserves what is
+// mapped before writing into it (third_party/ristretto): 64 MiB of disk held
+// ahead by the value log, released when the file is finished.
+const valueLogFileBytes = 32 << 20
+
+// filesAhead is the disk the head partition may take at once for new
+// files: the next value-log file and the next memtable's log, each
+// reserved whole when it is made. The free-space floor keeps this much
+// room besides.
+func filesAhead(o Options) int64 { return 2*valueLogFileBytes + 2*o.MemTableBytes }
 
 func badgerOptions(dir string, o Options, readOnly bool) badger.Options {
 	indexCache, blockCache := o.IndexCacheBytes, o.BlockCacheBytes
@@ -98,7 +118,7 @@ func badgerOptions(dir string, o Options, readOnly bool) badger.Options {
 		// Frames go to the value log, which is append-only; the LSM tree holds
 		// only keys and value pointers, so compaction stays cheap.
 		WithValueThreshold(128).
-		WithValueLogFileSize(128 << 20).
+		WithValueLogFileSize(valueLogFileBytes).
 		WithMetricsEnabled(false).
 		WithReadOnly(readOnly)
 	return bo
@@ -106,52 +126,48 @@ func badgerOptions(dir string, o Options, readOnly bool) badger.Options {
 
 // openPartition opens (creating when writable) the partition starting at start.
 func openPartition(root string, start time.Time, o Options, readOnly bool) (*partition, error) {
+	p := newPartition(root, start, o)
+	if err := p.openDB(o, readOnly); err != nil {
+		return nil, err
+	}
+	if err := p.load(o); err != nil {
+		_ = p.db.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// newPartition is the partition starting at start, not opened.
+func newPartition(root string, start time.Time, o Options) *partition {
 	p := &partition{
 		name:  partitionName(start),
 		start: start,
 		end:   start.UTC().Truncate(o.PartitionDuration).Add(o.PartitionDuration),
 	}
 	p.dir = filepath.Join(root, p.name)
-	if readOnly && hasUnflushedMemtables(p.dir) {
-		// A crash left write-ahead memtables behind: let Badger replay and
-		// flush them once, writable, before the partition is sealed.
-		db, err := badger.Open(badgerOptions(p.dir, o, false))
-		if err != nil {
-			return nil, fmt.Errorf("recover partition %s: %w", p.name, err)
-		}
-		if err := db.Close(); err != nil {
-			return nil, fmt.Errorf("recover partition %s: close: %w", p.name, err)
-		}
-	}
-	db, err := badger.Open(badgerOptions(p.dir, o, readOnly))
-	if err != nil {
-		return nil, fmt.Errorf("open partition %s: %w", p.name, err)
-	}
-	p.db, p.readOnly = db, readOnly
-	meta, err := loadMeta(db)
+	return p
+}
+
+// load reads the metadata and the time bounds of the opened partition,
+// writing the metadata of a new writable one.
+func (p *partition) load(o Options) error {
+	meta, err := loadMeta(p.db)
 	switch {
 	case errors.Is(err, badger.ErrKeyNotFound):
-		p.meta = partMeta{FormatVersion: formatVersion, Start: start.UTC(), Duration: o.PartitionDuration.String()}
-		if !readOnly {
+		p.meta = partMeta{FormatVersion: formatVersion, Start: p.start.UTC(), Duration: o.PartitionDuration.String()}
+		if !p.readOnly {
 			if err := p.saveMeta(); err != nil {
-				_ = db.Close()
-				return nil, err
+				return err
 			}
 		}
 	case err != nil:
-		_ = db.Close()
-		return nil, fmt.Errorf("partition %s: %w", p.name, err)
+		return fmt.Errorf("partition %s: %w", p.name, err)
 	case meta.FormatVersion != formatVersion:
-		_ = db.Close()
-		return nil, fmt.Errorf("partition %s: format version %d, this build reads %d", p.name, meta.FormatVersion, formatVersion)
+		return fmt.Errorf("partition %s: format version %d, this build reads %d", p.name, meta.FormatVersion, formatVersion)
 	default:
 		p.meta = meta
 	}
-	if err := p.loadBounds(); err != nil {
-		_ = db.Close()
-		return nil, err
-	}
-	return p, nil
+	return p.loadBounds()
 }
 
 func (p *partition) loadBounds() error {
@@ -173,6 +189,149 @@ func (p *partition) loadBounds() error {
 		}
 		return nil
 	})
+}
+
+// openDB opens the partition's Badger directory. A sealed partition that
+// a crash left with write-ahead memtables is first opened writable once, so
+// that Badger flushes them (it cannot open them read-only); without room on
+// the disk for that it is not opened: ErrDiskFull (wrapped). A writable
+// open is not tried without room for the files it reserves either: Badger
+// reserves them at once, and an open that fails leaves some of its
+// goroutines and caches behind.
+func (p *partition) openDB(o Options, readOnly bool) error {
+	if readOnly && hasUnflushedMemtables(p.dir) {
+		if !roomToFlush(p.dir, o) {
+			return fmt.Errorf("%w: partition %s has memtable logs a crash left, which only a writable open takes, and the disk has no room for that", ErrDiskFull, p.name)
+		}
+		db, err := openBadger(p.dir, o, false)
+		if err != nil {
+			if isDiskFull(err) {
+				return fmt.Errorf("%w: recover partition %s: %v", ErrDiskFull, p.name, err) //nolint:errorlint // Badger errors stay inside the store
+			}
+			return fmt.Errorf("recover partition %s: %w", p.name, err)
+		}
+		if err := db.Close(); err != nil {
+			return fmt.Errorf("recover partition %s: close: %w", p.name, err)
+		}
+	}
+	if !readOnly && !roomForWritable(p.dir, o) {
+		return fmt.Errorf("%w: open partition %s: no room on the disk for the %s of files a writable partition reserves", ErrDiskFull, p.name, formatBytes(filesAhead(o)))
+	}
+	db, err := openBadger(p.dir, o, readOnly)
+	if err != nil {
+		if isDiskFull(err) {
+			return fmt.Errorf("%w: open partition %s: %v", ErrDiskFull, p.name, err) //nolint:errorlint // Badger errors stay inside the store
+		}
+		return fmt.Errorf("open partition %s: %w", p.name, err)
+	}
+	p.db, p.readOnly = db, readOnly
+	return nil
+}
+
+// openBadger opens a Badger directory. A writable open that fails removes
+// the memtable logs it made: Badger makes a new, empty one before it opens
+// the value log, which a full disk can refuse, and a read-only open refuses
+// a directory with a memtable log that needs truncating.
+func openBadger(dir string, o Options, readOnly bool) (*badger.DB, error) {
+	before, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
+	db, err := badger.Open(badgerOptions(dir, o, readOnly))
+	if err != nil && !readOnly {
+		after, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
+		for _, f := range after {
+			if !slices.Contains(before, f) {
+				_ = os.Remove(f)
+			}
+		}
+	}
+	return db, err
+}
+
+// roomForWritable says whether the disk has room for what opening a
+// partition in dir writable reserves at once: a value-log file and a
+// memtable's log (filesAhead), and a little for Badger's own files.
+func roomForWritable(dir string, o Options) bool {
+	for ; dir != "" && dir != "."; dir = filepath.Dir(dir) {
+		sp, err := statfs(dir)
+		if err == nil {
+			if o.spareRoom != nil {
+				sp.free += o.spareRoom()
+			}
+			return sp.free >= filesAhead(o)+4<<20
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return true // the open finds out
+		}
+		if parent := filepath.Dir(dir); parent == dir {
+			break
+		}
+	}
+	return true
+}
+
+// roomToFlush says whether the disk has room for a partition in dir to be
+// opened writable and flush its memtables: their size, and the files a
+// writable partition reserves.
+func roomToFlush(dir string, o Options) bool {
+	sp, err := statfs(dir)
+	if err != nil {
+		return true // the open finds out
+	}
+	need := filesAhead(o)
+	if o.spareRoom != nil {
+		need -= o.spareRoom()
+	}
+	mems, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
+	for _, m := range mems {
+		if fi, err := os.Stat(m); err == nil {
+			need += fi.Size()
+		}
+	}
+	return sp.free >= need
+}
+
+// reopen opens a partition that a full disk left read-only or closed
+// (awaitingSpace) as it should be: writable (the head) or read-only (the
+// others). A head that cannot be writable yet is read-only when it can be,
+// so that queries see it. opened runs when a partition that was closed
+// opens, before anything writes to it. ErrDiskFull (wrapped) while there
+// is still no room.
+func (p *partition) reopen(o Options, writable bool, opened func(*partition) error) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.awaitingSpace.Load() {
+		return nil
+	}
+	loaded := p.db != nil
+	if loaded {
+		if !writable {
+			p.awaitingSpace.Store(false) // open read-only already: as it should be
+			return nil
+		}
+		if err := p.db.Close(); err != nil {
+			p.db = nil
+			return fmt.Errorf("reopen partition %s: close: %w", p.name, err)
+		}
+		p.db = nil
+	}
+	err := p.openDB(o, !writable)
+	if err != nil && writable {
+		if roErr := p.openDB(o, true); roErr != nil && loaded {
+			// It was open: it stays out of queries only now.
+			return errors.Join(err, roErr)
+		}
+	}
+	if p.db != nil && !loaded {
+		if lerr := errors.Join(p.load(o), opened(p)); lerr != nil {
+			_ = p.db.Close()
+			p.db = nil
+			return errors.Join(err, lerr)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	p.awaitingSpace.Store(false)
+	return nil
 }
 
 func hasUnflushedMemtables(dir string) bool {
@@ -298,8 +457,36 @@ func (p *partition) drop() error {
 	return nil
 }
 
-// diskBytes is the space the partition's files take on disk.
-func (p *partition) diskBytes() int64 { return dirDiskBytes(p.dir) }
+// diskBytes is the space the partition's data takes on disk: its files,
+// but for those a writable partition is still writing (reservedBytes).
+func (p *partition) diskBytes() int64 { return dirDiskBytes(p.dir) - p.reservedBytes() }
+
+// reservedBytes is the space of the files a writable partition is still
+// writing — its memtables' logs and its newest value-log file — which are
+// reserved whole when made (valueLogFileBytes), so that their size on disk
+// says nothing of what they hold. The disk budget counts them once they
+// are finished; the free-space floor counts them from the start.
+func (p *partition) reservedBytes() int64 {
+	p.mu.RLock()
+	writable := p.db != nil && !p.readOnly
+	p.mu.RUnlock()
+	if !writable {
+		return 0
+	}
+	var total int64
+	files, _ := filepath.Glob(filepath.Join(p.dir, "*.mem"))
+	if vlogs, _ := filepath.Glob(filepath.Join(p.dir, "*.vlog")); len(vlogs) > 0 {
+		// Numbered names, zero-padded to six digits: the newest is last.
+		slices.SortFunc(vlogs, func(a, b string) int { return cmp.Or(cmp.Compare(len(a), len(b)), strings.Compare(a, b)) })
+		files = append(files, vlogs[len(vlogs)-1])
+	}
+	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil {
+			total += allocatedBytes(fi)
+		}
+	}
+	return total
+}
 
 func dirDiskBytes(dir string) int64 {
 	var total int64

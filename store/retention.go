@@ -2,6 +2,8 @@ package store
 
 import (
 	"errors"
+	"io/fs"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -36,7 +38,7 @@ func (db *DB) every(interval time.Duration, kick <-chan struct{}, f func()) {
 func (db *DB) EnforceRetention() []string {
 	victims := db.retentionVictims()
 	if db.opts.MaxDiskBytes > 0 {
-		victims = append(victims, db.budgetVictims(victims)...)
+		victims = append(victims, db.budgetVictims()...)
 	}
 	var dropped []string
 	for _, p := range victims {
@@ -74,13 +76,10 @@ func (db *DB) retentionVictims() []*partition {
 
 // budgetVictims takes the oldest partitions out of the store's list while
 // the data dir is over the budget, cutting the head when it is the last
-// one; going already holds partitions on their way out (not yet deleted).
-func (db *DB) budgetVictims(going []*partition) []*partition {
-	var goingBytes int64
-	for _, p := range going {
-		goingBytes += p.diskBytes()
-	}
-	total := dirDiskBytes(db.opts.Dir) - goingBytes
+// one. Partitions already on their way out are out of the list, and of
+// the count.
+func (db *DB) budgetVictims() []*partition {
+	total := db.budgetBytes()
 	var victims []*partition
 	for total > db.opts.MaxDiskBytes {
 		db.mu.Lock()
@@ -113,6 +112,35 @@ func (db *DB) budgetVictims(going []*partition) []*partition {
 		victims = append(victims, oldest)
 	}
 	return victims
+}
+
+// budgetBytes is what the disk budget counts: everything under the data
+// dir — the partitions in the store's list, each but for the files it is
+// still writing (partition.diskBytes), and the WALs — but the disk
+// reserve. Partitions on their way out are not counted.
+func (db *DB) budgetBytes() int64 {
+	var total int64
+	_ = filepath.WalkDir(db.opts.Dir, func(path string, d fs.DirEntry, err error) error {
+		switch {
+		case err != nil:
+			return nil //nolint:nilerr // a file removed while walking is simply not counted
+		case d.IsDir() && path == db.root:
+			return filepath.SkipDir
+		case d.IsDir() || path == filepath.Join(db.opts.Dir, reserveFileName):
+			return nil
+		}
+		if info, err := d.Info(); err == nil {
+			total += allocatedBytes(info)
+		}
+		return nil
+	})
+	db.mu.RLock()
+	parts := slices.Clone(db.parts)
+	db.mu.RUnlock()
+	for _, p := range parts {
+		total += p.diskBytes()
+	}
+	return total
 }
 
 // checkpointSoon starts a checkpoint of both heads in the background,

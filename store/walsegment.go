@@ -326,7 +326,15 @@ func readWALFrames(r io.Reader, fn func(body []byte) error, c *replayCounts) err
 }
 
 // isDiskFull reports whether err is the file system running out of space
-// or quota.
+// or quota. Badger formats the errors it wraps into text, so their text is
+// looked at too.
 func isDiskFull(err error) bool {
-	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, syscall.ENOSPC.Error()) || strings.Contains(msg, syscall.EDQUOT.Error())
 }

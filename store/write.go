@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -243,6 +244,12 @@ func (db *DB) writeHead(fill func(p *partition, set func(k, v []byte))) (string,
 	}
 	if err := writeBatch(p, kvs); err != nil {
 		p.boundsUnsure.Store(true)
+		if errors.Is(err, ErrDiskFull) {
+			// Badger may have failed to make its next memtable, after
+			// which it must not be written again: the partition is
+			// reopened before the next write, once there is room.
+			p.awaitingSpace.Store(true)
+		}
 		return "", err
 	}
 	db.wrote(size)
@@ -255,13 +262,24 @@ func writeBatch(p *partition, kvs [][]byte) error {
 	defer wb.Cancel()
 	for i := 0; i < len(kvs); i += 2 {
 		if err := wb.Set(kvs[i], kvs[i+1]); err != nil {
-			return fmt.Errorf("%w: partition %s: write: %v", ErrUnavailable, p.name, err) //nolint:errorlint // Badger errors stay inside the store
+			return partitionWriteError(p, "write", err)
 		}
 	}
 	if err := wb.Flush(); err != nil {
-		return fmt.Errorf("%w: partition %s: commit: %v", ErrUnavailable, p.name, err) //nolint:errorlint // Badger errors stay inside the store
+		return partitionWriteError(p, "commit", err)
 	}
 	return nil
+}
+
+// partitionWriteError wraps a failed partition write as the store's: a
+// full disk (Badger reserves its files before it maps them, so a full disk
+// is this error, not a fault) or unavailable.
+func partitionWriteError(p *partition, op string, err error) error {
+	kind := ErrUnavailable
+	if isDiskFull(err) {
+		kind = ErrDiskFull
+	}
+	return fmt.Errorf("%w: partition %s: %s: %v", kind, p.name, op, err) //nolint:errorlint // Badger errors stay inside the store
 }
 
 // commit writes a batch of frames and its index to the head partition.

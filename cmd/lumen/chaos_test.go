@@ -41,6 +41,7 @@ import (
 
 	"github.com/lumenobs/lumen/internal/loopback"
 	"github.com/lumenobs/lumen/internal/otlptest"
+	"github.com/lumenobs/lumen/internal/smalldisk"
 )
 
 // chaosLong reports whether the long suite (make chaos) runs.
@@ -531,29 +532,6 @@ func TestChaosKill9(t *testing.T) {
 		cycles, time.Since(began).Round(time.Second), len(l.traces), lines, samples, l.codes)
 }
 
-// smallDisk mounts a tmpfs of size bytes for the test (root only); it
-// skips the test elsewhere, except in CI, where it fails.
-func smallDisk(t *testing.T, size int64) string {
-	t.Helper()
-	dir := t.TempDir()
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("mount a tmpfs (the full-disk test needs root): %v: %s", err, out)
-		}
-		t.Skipf("cannot mount a tmpfs here (not root?): %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
-	return dir
-}
-
-// freeBytes is what the file system of dir has free.
-func freeBytes(t *testing.T, dir string) int64 {
-	var st syscall.Statfs_t
-	require.NoError(t, syscall.Statfs(dir, &st))
-	return int64(st.Bavail) * st.Bsize
-}
-
 // incompressibleLines is a Loki push of n lines of random text, so that
 // what it takes on disk is about what it weighs.
 func incompressibleLines(rng *rand.Rand, stream string, n, size int) []byte {
@@ -574,13 +552,16 @@ func incompressibleLines(rng *rand.Rand, stream string, n, size int) []byte {
 // on; a kill -9 while full restarts; writes resume by themselves when space
 // returns; everything acknowledged is readable.
 func TestChaosDiskFull(t *testing.T) {
-	disk := smallDisk(t, 320<<20)
+	disk := smalldisk.Mount(t, 320<<20)
 	// The rest of the disk is taken by someone else's file, leaving room
-	// for about 40 MiB of logs above the floor.
+	// for about 40 MiB of logs above the floor, besides what the store
+	// holds ahead: the files of the partition being written (a value-log
+	// file and a memtable's log, 2 × 32 + 2 × 16 MiB) and the disk
+	// reserve (that and 16 MiB).
 	filler := filepath.Join(disk, "someone-elses-file")
 	require.NoError(t, os.WriteFile(filler, nil, 0o644))
-	free := freeBytes(t, disk)
-	require.NoError(t, exec.Command("fallocate", "-l", strconv.FormatInt(free-72<<20, 10), filler).Run())
+	free := smalldisk.Free(t, disk)
+	require.NoError(t, exec.Command("fallocate", "-l", strconv.FormatInt(free-(72+96+112)<<20, 10), filler).Run())
 	n := newChaosNode(t, filepath.Join(disk, "data"), "--min-free-disk-bytes 24MiB --checkpoint-interval 2s")
 	require.NoError(t, n.start())
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -597,10 +578,10 @@ func TestChaosDiskFull(t *testing.T) {
 		require.Equal(t, http.StatusNoContent, code, body)
 		acked++
 	}
-	require.NotZero(t, refusedAt, "writes were refused before the disk filled (free now %d bytes)", freeBytes(t, disk))
+	require.NotZero(t, refusedAt, "writes were refused before the disk filled (free now %d bytes)", smalldisk.Free(t, disk))
 	require.Contains(t, refusal, "below the floor of 24.0 MiB (--min-free-disk-bytes)")
 	require.True(t, n.alive())
-	low := freeBytes(t, disk)
+	low := smalldisk.Free(t, disk)
 	t.Logf("disk full: writes refused after %s and %d pushes of 256 KiB (%d MiB free then): %s", refusedAt.Round(time.Millisecond), acked, low>>20, strings.TrimSpace(refusal))
 	require.Greater(t, low, int64(8<<20), "writes stop well before the disk is full")
 	// Someone else takes more: the disk stays below the floor whatever
@@ -626,10 +607,13 @@ func TestChaosDiskFull(t *testing.T) {
 	n.kill()
 	require.NoError(t, n.start(), "restart on a full disk")
 	require.Equal(t, acked*64, countLines())
+	t.Logf("restarted on the full disk: disk reserve spent %v times, %v bytes in place",
+		n.metric("lumen_store_disk_reserve_spent_total"), n.metric("lumen_store_disk_reserve_bytes"))
 	code, _ = post(t, n.url("/loki/api/v1/push"), "application/json", incompressibleLines(rng, "after-restart", 1, 16))
 	require.Equal(t, http.StatusInsufficientStorage, code)
 
-	// Space comes back: writes resume by themselves.
+	// Space comes back: writes resume by themselves, and the disk reserve
+	// is made again.
 	require.NoError(t, os.Remove(filler))
 	freed := time.Now()
 	for {
@@ -642,6 +626,8 @@ func TestChaosDiskFull(t *testing.T) {
 	require.Equal(t, http.StatusNoContent, code, "writes resume when space returns")
 	t.Logf("disk full: writes resumed %s after space returned", time.Since(freed).Round(time.Millisecond))
 	require.Equal(t, acked*64+1, countLines())
+	require.Eventually(t, func() bool { return n.metric("lumen_store_disk_reserve_bytes") > 0 }, 10*time.Second, 100*time.Millisecond,
+		"the disk reserve is made again")
 	require.True(t, n.alive())
 }
 

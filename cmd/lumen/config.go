@@ -34,6 +34,10 @@ type Config struct {
 	// refused (507); unset: 1 GiB or 5 % of the file system, whichever is
 	// smaller; 0: none.
 	MinFreeDiskBytes *ByteSize `yaml:"min_free_disk_bytes"`
+	// DiskReserveBytes is the disk reserve, released when the disk is full
+	// and the store must make a file; unset: what a writable partition
+	// reserves at once and 16 MiB (112 MiB); 0: none.
+	DiskReserveBytes *ByteSize `yaml:"disk_reserve_bytes"`
 	// RejectOlderThan refuses samples and log lines older than this; 0:
 	// the retention; negative: only those before 1970.
 	RejectOlderThan Duration `yaml:"reject_older_than"`
@@ -140,14 +144,21 @@ func (c Config) queryLength(set time.Duration) time.Duration {
 
 // minFreeDiskBytes is the store's floor option: 0 (the default) when
 // unset, negative (none) when set to 0.
-func (c Config) minFreeDiskBytes() int64 {
+func (c Config) minFreeDiskBytes() int64 { return storeBytes(c.MinFreeDiskBytes) }
+
+// diskReserveBytes is the store's reserve option, as minFreeDiskBytes.
+func (c Config) diskReserveBytes() int64 { return storeBytes(c.DiskReserveBytes) }
+
+// storeBytes is a store option where 0 means the default and negative
+// none: 0 when b is unset, negative when it is set to 0.
+func storeBytes(b *ByteSize) int64 {
 	switch {
-	case c.MinFreeDiskBytes == nil:
+	case b == nil:
 		return 0
-	case *c.MinFreeDiskBytes == 0:
+	case *b == 0:
 		return -1
 	}
-	return int64(*c.MinFreeDiskBytes)
+	return int64(*b)
 }
 
 // LogConfig configures Lumen's own logs.
@@ -255,14 +266,8 @@ func settings() []setting[Config] {
 		{"retention", "LUMEN_RETENTION", "how long data is kept, e.g. 7d, 36h (0 keeps everything)", func(c *Config, v string) error { return c.Retention.parse(v) }, false},
 		{"partition-duration", "LUMEN_PARTITION_DURATION", "arrival-time span of one store partition, the unit retention drops", func(c *Config, v string) error { return c.PartitionDuration.parse(v) }, false},
 		{"max-disk-bytes", "LUMEN_MAX_DISK_BYTES", "disk budget of the store, e.g. 50GiB (0: none); past it the oldest partitions are dropped", func(c *Config, v string) error { return c.MaxDiskBytes.parse(v) }, false},
-		{"min-free-disk-bytes", "LUMEN_MIN_FREE_DISK_BYTES", "free-space floor of the data dir's file system: below it writes get 507 until space returns (default: 1GiB or 5% of the file system, whichever is smaller; 0: none)", func(c *Config, v string) error {
-			var b ByteSize
-			if err := b.parse(v); err != nil {
-				return err
-			}
-			c.MinFreeDiskBytes = &b
-			return nil
-		}, false},
+		{"min-free-disk-bytes", "LUMEN_MIN_FREE_DISK_BYTES", "free-space floor of the data dir's file system: below it writes get 507 until space returns (default: 1GiB or 5% of the file system, whichever is smaller; 0: none)", optionalBytes(func(c *Config) **ByteSize { return &c.MinFreeDiskBytes }), false},
+		{"disk-reserve-bytes", "LUMEN_DISK_RESERVE_BYTES", "disk reserve: a file in the data dir whose space is released when the disk is full and the store must make a file, so that it never meets a full disk it cannot answer (default: 112MiB; 0: none; none without a floor)", optionalBytes(func(c *Config) **ByteSize { return &c.DiskReserveBytes }), false},
 		{"reject-older-than", "LUMEN_REJECT_OLDER_THAN", "refuse samples and log lines older than this, e.g. 14d (0: the retention; negative: only those before 1970)", func(c *Config, v string) error { return c.RejectOlderThan.parse(v) }, false},
 		{"max-active-series", "LUMEN_MAX_ACTIVE_SERIES", "metric series in memory at once; a new one past it is refused (400) (0: none)", integer(func(c *Config) *int { return &c.Limits.MaxActiveSeries }), false},
 		{"max-active-streams", "LUMEN_MAX_ACTIVE_STREAMS", "log streams in memory at once; a new one past it is refused (400) (0: none)", integer(func(c *Config) *int { return &c.Limits.MaxActiveStreams }), false},
@@ -293,6 +298,18 @@ func settings() []setting[Config] {
 }
 
 // integer sets an int field.
+// optionalBytes sets a byte size whose absence means the default.
+func optionalBytes(f func(*Config) **ByteSize) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		var b ByteSize
+		if err := b.parse(v); err != nil {
+			return err
+		}
+		*f(c) = &b
+		return nil
+	}
+}
+
 func integer[C any](f func(*C) *int) func(*C, string) error {
 	return func(c *C, v string) error {
 		n, err := strconv.Atoi(strings.TrimSpace(v))

@@ -118,6 +118,7 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 	so.PartitionDuration = time.Duration(cfg.PartitionDuration)
 	so.MaxDiskBytes = int64(cfg.MaxDiskBytes)
 	so.MinFreeDiskBytes = cfg.minFreeDiskBytes()
+	so.DiskReserveBytes = cfg.diskReserveBytes()
 	so.RejectOlderThan = time.Duration(cfg.RejectOlderThan)
 	so.Limits = cfg.Limits
 	so.HeadIdleTimeout = time.Duration(cfg.HeadIdleTimeout)

@@ -1,0 +1,14 @@
+//go:build !linux
+
+package store
+
+import (
+	"fmt"
+	"os"
+)
+
+// fallocate is not known here: there is no disk reserve, and Badger's
+// files are not reserved either (third_party/ristretto).
+func fallocate(f *os.File, _ int64) error {
+	return fmt.Errorf("%w: %s", errCannotAllocate, f.Name())
+}
