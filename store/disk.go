@@ -33,8 +33,10 @@ type diskGuard struct {
 	// written.
 	reserve func() int64
 	// ahead is the room the head partition may take at once for new
-	// files, each reserved whole (filesAhead): kept free besides the floor
-	// when there is no disk reserve (res) to make it.
+	// files, each reserved whole (filesAhead): kept free besides the
+	// floor, so that the store's own files never take it below. The disk
+	// reserve (res) is for what the store does not control: another
+	// process filling the disk, a restart on a full one.
 	ahead int64
 	res   *diskReserve // nil without a floor
 
@@ -90,6 +92,12 @@ func (g *diskGuard) close() {
 	}
 }
 
+// belowFloor says whether the free space, less what the heads will
+// write, was below the floor when last looked at.
+func (g *diskGuard) belowFloor() bool {
+	return g.floor > 0 && g.free.Load()-g.reserved.Load() < g.floor
+}
+
 // reserveSpent says whether the disk reserve was spent and is not back.
 func (g *diskGuard) reserveSpent() bool { return g.res != nil && !g.res.inPlace() }
 
@@ -116,9 +124,7 @@ func (g *diskGuard) check() error {
 	if g.res != nil && !g.res.present.Load() && g.res.restore(sp.free, g.floor+reserved) && g.res.present.Load() {
 		sp.free -= g.res.size
 	}
-	if g.res == nil || g.res.unsupported.Load() {
-		reserved += g.ahead
-	}
+	reserved += g.ahead
 	g.free.Store(sp.free)
 	g.written.Store(0)
 	g.lastCheck.Store(g.now().UnixNano())
@@ -137,7 +143,7 @@ func (g *diskGuard) admit() error {
 		return nil
 	}
 	g.refresh()
-	if g.reserveSpent() {
+	if g.reserveSpent() && !g.belowFloor() {
 		g.refused.Add(1)
 		return fmt.Errorf("%w: the disk reserve (%s, %s in the data dir) is not in place — spent making room for the store's files, or no room to make it: %s free on the data dir's file system; writes resume when it has room for the reserve above the floor of %s (--min-free-disk-bytes)",
 			ErrDiskFull, formatBytes(g.res.size), reserveFileName, formatBytes(g.free.Load()), formatBytes(g.floor))
@@ -148,11 +154,7 @@ func (g *diskGuard) admit() error {
 	g.refused.Add(1)
 	held := ""
 	if r := g.reserved.Load(); r > 0 {
-		what := "what memory holds"
-		if g.res == nil || g.res.unsupported.Load() {
-			what += " and the store's next files"
-		}
-		held = fmt.Sprintf(" (%s of it kept for %s)", formatBytes(r), what)
+		held = fmt.Sprintf(" (%s of it kept for what memory holds and the store's next files)", formatBytes(r))
 	}
 	return fmt.Errorf("%w: %s free on the data dir's file system%s, below the floor of %s (--min-free-disk-bytes); writes resume when space returns",
 		ErrDiskFull, formatBytes(g.free.Load()), held, formatBytes(g.floor))
@@ -171,11 +173,7 @@ func (g *diskGuard) admitFlush(size int64) error {
 	if g.reserveSpent() {
 		return fmt.Errorf("%w: the disk reserve is not in place: the head keeps its data until space returns", ErrDiskFull)
 	}
-	ahead := int64(0)
-	if g.res == nil || g.res.unsupported.Load() {
-		ahead = g.ahead
-	}
-	if free := g.free.Load(); free-size-ahead < g.floor/2 {
+	if free := g.free.Load(); free-size-g.ahead < g.floor/2 {
 		return fmt.Errorf("%w: %s free on the data dir's file system; writing %s would leave less than half the floor of %s: the head keeps its data until space returns",
 			ErrDiskFull, formatBytes(free), formatBytes(size), formatBytes(g.floor))
 	}

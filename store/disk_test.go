@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"math/rand/v2"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/lumenobs/lumen/internal/otlptest"
+	"github.com/lumenobs/lumen/store/wlog"
 )
 
 // fakeDisk is a file system whose free space a test sets.
@@ -115,7 +117,7 @@ func TestOpenOnAFullDisk(t *testing.T) {
 	db, err := Open(o)
 	require.NoError(t, err, "the store opens on a full disk")
 	require.Equal(t, []float64{0, 1, 2}, floats(t, db, "up")[`{__name__="up", job="d"}`])
-	gens, err := listWALGens(dir, metricsWALDir)
+	gens, err := wlog.List(filepath.Join(dir, metricsWALDir))
 	require.NoError(t, err)
 	require.Len(t, gens, 2, "the replayed generation is kept while it cannot be written")
 	require.ErrorIs(t, db.CheckpointMetrics(), ErrDiskFull)
@@ -124,7 +126,7 @@ func TestOpenOnAFullDisk(t *testing.T) {
 	d.set(10 << 30)
 	require.NoError(t, db.CheckpointMetrics())
 	require.NoError(t, db.CheckpointLogs())
-	gens, err = listWALGens(dir, metricsWALDir)
+	gens, err = wlog.List(filepath.Join(dir, metricsWALDir))
 	require.NoError(t, err)
 	require.Len(t, gens, 1, "written, the old generations are deleted")
 	db.abandon(t)
@@ -157,8 +159,8 @@ func TestDiskBudgetEnforcedByWrites(t *testing.T) {
 		clk.mu.Lock()
 		clk.now = clk.now.Add(2 * time.Second)
 		clk.mu.Unlock()
-		td := otlptest.New(uint64(i)).Traces(200, 10)
-		randomize(td)
+		td := otlptest.New(uint64(i)).Traces(20, 10) // 1 MiB of incompressible spans
+		randomizeBytes(td, 5<<10)
 		require.NoError(t, db.WriteTraces(context.Background(), td))
 		peak = max(peak, db.budgetBytes())
 		// Left out: the disk reserve, and the files reserved ahead (a
@@ -178,16 +180,22 @@ func TestDiskBudgetEnforcedByWrites(t *testing.T) {
 	require.True(t, st.Partitions[len(st.Partitions)-1].Writable, "a head to write to is always there")
 }
 
-// randomize makes the span names incompressible, so the burst is bytes on
-// disk, not zstd's best case.
-func randomize(td ptrace.Traces) {
-	r := rand.New(rand.NewPCG(uint64(td.SpanCount()), 7))
+// randomize makes the spans incompressible (512 bytes of random letters
+// each), so the burst is bytes on disk, not zstd's best case.
+func randomize(td ptrace.Traces) { randomizeBytes(td, 512) }
+
+// randomizeBytes gives every span n bytes of random letters.
+func randomizeBytes(td ptrace.Traces, n int) {
+	var seed [32]byte
+	seed[0], seed[1] = byte(td.SpanCount()), byte(n)
+	r := rand.NewChaCha8(seed)
 	for _, rs := range td.ResourceSpans().All() {
 		for _, ss := range rs.ScopeSpans().All() {
 			for _, sp := range ss.Spans().All() {
-				b := make([]byte, 512)
+				b := make([]byte, n)
+				_, _ = r.Read(b)
 				for i := range b {
-					b[i] = byte('a' + r.IntN(26))
+					b[i] = 'a' + b[i]%26
 				}
 				sp.Attributes().PutStr("payload", string(b))
 			}

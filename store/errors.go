@@ -2,6 +2,8 @@ package store
 
 import (
 	"errors"
+	"strings"
+	"syscall"
 
 	"github.com/lumenobs/lumen/internal/fault"
 )
@@ -29,3 +31,17 @@ var (
 	// the head (active series or streams); the message names it.
 	ErrLimit = fault.ErrLimit
 )
+
+// isDiskFull reports whether err is the file system running out of space
+// or quota. Badger formats the errors it wraps into text, so their text is
+// looked at too.
+func isDiskFull(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, syscall.ENOSPC.Error()) || strings.Contains(msg, syscall.EDQUOT.Error())
+}

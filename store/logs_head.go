@@ -13,6 +13,8 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/prometheus/model/labels"
 	"go.uber.org/zap"
+
+	"github.com/lumenobs/lumen/store/wlog"
 )
 
 // The log head: every stream's newest lines, in memory until they fill a
@@ -532,13 +534,13 @@ func maxSetRef(p *partition, ns byte) (uint64, error) {
 
 // replay reads one log WAL generation into the head, oldest record first;
 // blocks that fill on the way are written.
-func (h *logHead) replay(g walGen) error {
+func (h *logHead) replay(g wlog.Gen) error {
 	var (
 		sb    labels.ScratchBuilder
 		cut   []*cutBlock
 		lines int
 	)
-	counts, err := h.wal.replay(g, func(payload []byte, c *replayCounts) error {
+	counts, err := h.wal.replay(g, func(payload []byte, c *wlog.Counts) error {
 		streams, entries, err := decodeLogWALRecord(payload, &sb)
 		if err != nil {
 			return err
@@ -552,7 +554,7 @@ func (h *logHead) replay(g walGen) error {
 		for _, we := range entries {
 			s := h.byRef[we.ref]
 			if s == nil {
-				c.skip(skipUnknownSeries, 1)
+				c.Skip(wlog.SkipUnknownSeries, 1)
 				continue
 			}
 			s.entries = append(s.entries, we.LogEntry)
@@ -568,8 +570,8 @@ func (h *logHead) replay(g walGen) error {
 	if err != nil {
 		return err
 	}
-	if counts.records > 0 {
-		h.log.Info("log WAL replayed", zap.Uint64("generation", g.n), zap.Int("records", counts.records), zap.Int("lines", lines), zap.Int("streams", len(h.byRef)))
+	if counts.Records > 0 {
+		h.log.Info("log WAL replayed", zap.Uint64("generation", g.N), zap.Int("records", counts.Records), zap.Int("lines", lines), zap.Int("streams", len(h.byRef)))
 	}
 	if err := h.db.writeLogBlocks(cut); err != nil {
 		h.log.Error("write log blocks the WAL replayed; they stay in the head", zap.Error(err))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -11,6 +12,8 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/stretchr/testify/require"
+
+	"github.com/lumenobs/lumen/store/wlog"
 )
 
 // abandon stops the store the way a crash would: Badger's files are closed,
@@ -134,9 +137,9 @@ func TestMetricsCheckpointBoundsTheWAL(t *testing.T) {
 	appendSeries(t, db, 0, 200, start)
 	first := db.metrics.wal.gen
 	require.NoError(t, db.CheckpointMetrics())
-	gens, err := listWALGens(dir, metricsWALDir)
+	gens, err := wlog.List(filepath.Join(dir, metricsWALDir))
 	require.NoError(t, err)
-	require.Equal(t, []walGen{{n: first + 1}}, gens, "the old generation is gone")
+	require.Equal(t, []wlog.Gen{{N: first + 1}}, gens, "the old generation is gone")
 	for _, s := range db.metrics.byRef {
 		require.Empty(t, s.pending, "cut chunks are written")
 		require.Nil(t, s.open.chunk)
@@ -151,8 +154,8 @@ func TestMetricsCheckpointBoundsTheWAL(t *testing.T) {
 	require.NoError(t, err)
 	defer db.Close()
 	requireSamples(t, db, start, 330)
-	gens, err = listWALGens(dir, metricsWALDir)
+	gens, err = wlog.List(filepath.Join(dir, metricsWALDir))
 	require.NoError(t, err)
 	require.Len(t, gens, 1, "replayed generations are deleted once their chunks are written")
-	require.Greater(t, gens[0].n, first+1)
+	require.Greater(t, gens[0].N, first+1)
 }

@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 	"go.uber.org/zap"
+
+	"github.com/lumenobs/lumen/store/wlog"
 )
 
 // openMetrics builds the head: series refs continue after the largest in any
@@ -39,13 +41,13 @@ func (db *DB) openMetrics() error {
 // Samples of series the WAL never defined are counted and skipped. Chunks
 // that fill are written; if that fails they stay in the head, and the WAL,
 // for a later checkpoint.
-func (h *metricsHead) replay(g walGen) error {
+func (h *metricsHead) replay(g wlog.Gen) error {
 	var (
 		sb      labels.ScratchBuilder
 		cut     []*cutChunk
 		samples int
 	)
-	counts, err := h.wal.replay(g, func(payload []byte, c *replayCounts) error {
+	counts, err := h.wal.replay(g, func(payload []byte, c *wlog.Counts) error {
 		series, smpls, err := decodeWALRecord(payload, &sb)
 		if err != nil {
 			return err
@@ -59,7 +61,7 @@ func (h *metricsHead) replay(g walGen) error {
 		for _, smp := range smpls {
 			s := h.byRef[smp.ref]
 			if s == nil {
-				c.skip(skipUnknownSeries, 1)
+				c.Skip(wlog.SkipUnknownSeries, 1)
 				continue
 			}
 			c, _ := s.add(smp.point, h.db.opts.MetricsOutOfOrderWindow.Milliseconds())
@@ -71,8 +73,8 @@ func (h *metricsHead) replay(g walGen) error {
 	if err != nil {
 		return err
 	}
-	if counts.records > 0 {
-		h.log.Info("metrics WAL replayed", zap.Uint64("generation", g.n), zap.Int("records", counts.records), zap.Int("samples", samples), zap.Int("series", len(h.byRef)))
+	if counts.Records > 0 {
+		h.log.Info("metrics WAL replayed", zap.Uint64("generation", g.N), zap.Int("records", counts.Records), zap.Int("samples", samples), zap.Int("series", len(h.byRef)))
 	}
 	if err := h.db.writeChunks(cut); err != nil {
 		h.log.Error("write chunks the WAL replayed; they stay in the head", zap.Error(err))

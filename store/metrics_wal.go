@@ -10,7 +10,7 @@ import (
 )
 
 // The metrics write-ahead log: one record per append request in a segment
-// file of its own (a generation under data/wal, walsegment.go), durable
+// file of its own (a generation under data/wal, store/wlog), durable
 // before the request is acknowledged. See docs/metrics-store.md.
 //
 //	record := 0x02 uvarint(new series) { uvarint(ref) labels }

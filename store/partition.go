@@ -459,7 +459,13 @@ func (p *partition) drop() error {
 
 // diskBytes is the space the partition's data takes on disk: its files,
 // but for those a writable partition is still writing (reservedBytes).
-func (p *partition) diskBytes() int64 { return dirDiskBytes(p.dir) - p.reservedBytes() }
+// Both are read under the partition's lock, so that a seal (which
+// finishes those files) cannot fall between them.
+func (p *partition) diskBytes() int64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return dirDiskBytes(p.dir) - p.reservedLocked()
+}
 
 // reservedBytes is the space of the files a writable partition is still
 // writing — its memtables' logs and its newest value-log file — which are
@@ -468,9 +474,13 @@ func (p *partition) diskBytes() int64 { return dirDiskBytes(p.dir) - p.reservedB
 // are finished; the free-space floor counts them from the start.
 func (p *partition) reservedBytes() int64 {
 	p.mu.RLock()
-	writable := p.db != nil && !p.readOnly
-	p.mu.RUnlock()
-	if !writable {
+	defer p.mu.RUnlock()
+	return p.reservedLocked()
+}
+
+// reservedLocked is reservedBytes, with p.mu held.
+func (p *partition) reservedLocked() int64 {
+	if p.db == nil || p.readOnly {
 		return 0
 	}
 	var total int64

@@ -81,7 +81,7 @@ func TestPartitionWritesOnAFullDiskFail(t *testing.T) {
 	var failed error
 	for i := range 2000 {
 		td := otlptest.New(uint64(i)).Traces(20, 5)
-		randomize(td)
+		randomizeBytes(td, 8<<10)
 		ids := otlptest.TraceIDs(td) // before the write, which takes the spans
 		if err := db.WriteTraces(context.Background(), td); err != nil {
 			failed = err
@@ -91,7 +91,7 @@ func TestPartitionWritesOnAFullDiskFail(t *testing.T) {
 			acked = append(acked, model.TraceID(id))
 		}
 	}
-	require.Error(t, failed, "24 MiB cannot hold 2000 batches of incompressible spans")
+	require.Error(t, failed, "24 MiB cannot hold 2000 batches of 800 KiB of incompressible spans")
 	require.ErrorIs(t, failed, ErrDiskFull, "a full disk is an error to answer: %v", failed)
 	t.Logf("%d traces acknowledged, then: %v", len(acked), failed)
 	readable := func(why string) {
@@ -176,15 +176,15 @@ func TestStoreOpensOnAFullDiskAfterACrash(t *testing.T) {
 			// About 28 MiB of incompressible spans: the value log the
 			// crash leaves is nearly full, so reopening it gives back
 			// little of what a writable open reserves.
-			for i := range 500 {
+			for i := range 36 {
 				td := otlptest.New(uint64(i)).Traces(20, 5)
-				randomize(td)
+				randomizeBytes(td, 8<<10)
 				for _, id := range otlptest.TraceIDs(td) {
 					acked = append(acked, model.TraceID(id))
 				}
 				require.NoError(t, running.WriteTraces(context.Background(), td))
 			}
-			disk := smalldisk.Mount(t, 320<<20)
+			disk := smalldisk.Mount(t, 512<<20)
 			dir := filepath.Join(disk, "data")
 			crashImage(t, src, dir)
 			require.NoError(t, running.Close())

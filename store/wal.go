@@ -4,16 +4,26 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 
 	"go.uber.org/zap"
+
+	"github.com/lumenobs/lumen/store/wlog"
+)
+
+// The WALs' directories under the data dir; their segment files are
+// store/wlog's.
+const (
+	metricsWALDir = "wal"
+	logsWALDir    = "logwal"
 )
 
 // walLog is one signal's write-ahead log (metrics in data/wal, logs in
 // data/logwal): generations on disk, each one segment file of records
-// (walsegment.go), the newest one being written. A checkpoint rotates to a
+// (store/wlog), the newest one being written. A checkpoint rotates to a
 // new generation and retires the older ones once what they held is in the
 // partitions. The head that owns it serialises append against rotate.
 //
@@ -29,12 +39,12 @@ type walLog struct {
 	codec     *codec
 	log       *zap.Logger
 
-	seg *walSegment // the generation being written
+	seg *wlog.Segment // the generation being written
 	gen uint64
 	// older are generations replayed or rotated out whose contents could not
 	// be written to the partitions yet: the next successful checkpoint
 	// deletes them, a restart replays them.
-	older []walGen
+	older []wlog.Gen
 
 	skipped *walSkips
 	wrote   func(n int) // counts bytes written, for the floor and the budget
@@ -48,19 +58,13 @@ type walFirst struct {
 	define func()
 }
 
+// dir is the directory of the log's generations.
+func (w *walLog) dir() string { return filepath.Join(w.root, w.sub) }
+
 func newWALLog(db *DB, name, sub string) *walLog {
 	return &walLog{name: name, root: db.opts.Dir, sub: sub, opts: db.opts, codec: db.codec,
 		log: db.log.Named("wal").With(zap.String("wal", name)), skipped: &db.walSkips, wrote: db.wrote}
 }
-
-// Reasons a replay skips a record or an item, the label values of
-// lumen_wal_replay_skipped_records_total.
-const (
-	skipTornTail      = "torn_tail"      // a frame cut short by a crash: the end of the segment
-	skipChecksum      = "checksum"       // a frame whose CRC does not match
-	skipUndecodable   = "undecodable"    // a frame that checks but whose record does not decode
-	skipUnknownSeries = "unknown_series" // a sample, exemplar or line of a series or stream never defined
-)
 
 // walSkips counts what replays skipped, by reason; the DB has one for all
 // its logs.
@@ -91,61 +95,45 @@ func (s *walSkips) snapshot() map[string]uint64 {
 	return out
 }
 
-// replayCounts is what one generation's replay found.
-type replayCounts struct {
-	records int
-	skipped map[string]int
-}
-
-func (c *replayCounts) skip(reason string, n int) {
-	if n <= 0 {
-		return
-	}
-	if c.skipped == nil {
-		c.skipped = map[string]int{}
-	}
-	c.skipped[reason] += n
-}
-
 // existing lists the generations on disk, oldest first.
-func (w *walLog) existing() ([]walGen, error) { return listWALGens(w.root, w.sub) }
+func (w *walLog) existing() ([]wlog.Gen, error) { return wlog.List(w.dir()) }
 
 // replay calls fn with every record of generation g that checks and
 // decodes, oldest first; fn reports items it could not place through the
 // counts it is given. Records that cannot be read are counted and
 // skipped, never an error: only an unreadable file is.
-func (w *walLog) replay(g walGen, fn func(payload []byte, c *replayCounts) error) (replayCounts, error) {
-	var c replayCounts
+func (w *walLog) replay(g wlog.Gen, fn func(payload []byte, c *wlog.Counts) error) (wlog.Counts, error) {
+	var c wlog.Counts
 	each := func(body []byte) error {
 		_, payload, err := w.codec.decode(body)
 		if err != nil {
-			c.skip(skipUndecodable, 1)
+			c.Skip(wlog.SkipUndecodable, 1)
 			return nil
 		}
 		if err := fn(payload, &c); err != nil {
 			if errors.Is(err, ErrCorrupt) {
-				c.skip(skipUndecodable, 1)
+				c.Skip(wlog.SkipUndecodable, 1)
 				return nil
 			}
 			return err
 		}
-		c.records++
+		c.Records++
 		return nil
 	}
 	var err error
-	if g.legacy {
-		err = replayLegacyWALGen(w.root, w.sub, g.n, w.opts, each, &c)
+	if g.Legacy {
+		err = replayLegacyWALGen(w.dir(), g.N, w.opts, each, &c)
 	} else {
-		err = readWALSegment(walSegmentPath(w.root, w.sub, g.n), each, &c)
+		err = wlog.Read(wlog.SegmentPath(w.dir(), g.N), each, &c)
 	}
-	for reason, n := range c.skipped {
+	for reason, n := range c.Skipped {
 		w.skipped.add(w.name, reason, n)
 	}
-	if len(c.skipped) > 0 {
-		w.log.Warn("WAL replay skipped what it could not use", zap.Uint64("generation", g.n), zap.Int("records", c.records), zap.Any("skipped", c.skipped))
+	if len(c.Skipped) > 0 {
+		w.log.Warn("WAL replay skipped what it could not use", zap.Uint64("generation", g.N), zap.Int("records", c.Records), zap.Any("skipped", c.Skipped))
 	}
 	if err != nil {
-		return c, fmt.Errorf("replay %s WAL generation %d: %w", w.name, g.n, err)
+		return c, fmt.Errorf("replay %s WAL generation %d: %w", w.name, g.N, err)
 	}
 	return c, nil
 }
@@ -155,7 +143,7 @@ func (w *walLog) replay(g walGen, fn func(payload []byte, c *replayCounts) error
 // (flush) and they are deleted; then a new generation starts with first().
 // When flush fails (a full disk), the head keeps what was replayed, the
 // old generations stay until a checkpoint writes it, and the store opens.
-func (w *walLog) recover(replay func(g walGen) error, flush func() error, first func() walFirst) error {
+func (w *walLog) recover(replay func(g wlog.Gen) error, flush func() error, first func() walFirst) error {
 	gens, err := w.existing()
 	if err != nil {
 		return err
@@ -167,7 +155,7 @@ func (w *walLog) recover(replay func(g walGen) error, flush func() error, first 
 	}
 	var last uint64
 	if len(gens) > 0 {
-		last = gens[len(gens)-1].n
+		last = gens[len(gens)-1].N
 		if err := flush(); err != nil {
 			w.log.Error("write what the WAL replayed; it stays in the head and the WAL until a checkpoint can", zap.Error(err))
 			w.older = gens
@@ -185,14 +173,14 @@ func (w *walLog) recover(replay func(g walGen) error, flush func() error, first 
 // start opens the generation after last for writing and writes first (a
 // record naming every series or stream the head holds) when not nil.
 func (w *walLog) start(last uint64, first walFirst) error {
-	seg, err := createWALSegment(walSegmentPath(w.root, w.sub, last+1), w.opts.SyncWrites)
+	seg, err := wlog.Create(wlog.SegmentPath(w.dir(), last+1), w.opts.SyncWrites)
 	if err != nil {
 		return w.classify(err)
 	}
 	if first.rec != nil {
-		if err := seg.append(w.codec.encodeFast(codecZstdOTLP, first.rec)); err != nil {
-			_ = seg.close()
-			_ = os.Remove(seg.path)
+		if err := seg.Append(w.codec.encodeFast(codecZstdOTLP, first.rec)); err != nil {
+			_ = seg.Close()
+			_ = os.Remove(seg.Path())
 			return w.classify(err)
 		}
 	}
@@ -206,11 +194,11 @@ func (w *walLog) start(last uint64, first walFirst) error {
 // append writes one record durably and returns its size on disk.
 func (w *walLog) append(payload []byte) (int, error) {
 	body := w.codec.encodeFast(codecZstdOTLP, payload)
-	if err := w.seg.append(body); err != nil {
+	if err := w.seg.Append(body); err != nil {
 		return 0, w.classify(err)
 	}
-	w.wrote(len(body) + walFrameHeader)
-	return len(body) + walFrameHeader, nil
+	w.wrote(len(body) + wlog.FrameHeader)
+	return len(body) + wlog.FrameHeader, nil
 }
 
 // classify wraps a write error as the store's: a full disk, or unavailable.
@@ -224,8 +212,8 @@ func (w *walLog) classify(err error) error {
 // walRotation is what a rotation moved out of the way: the generations to
 // delete once their contents are in the partitions.
 type walRotation struct {
-	seg  *walSegment
-	gens []walGen
+	seg  *wlog.Segment
+	gens []wlog.Gen
 }
 
 // rotate makes a new generation, starting with first, the one written, and
@@ -235,14 +223,14 @@ func (w *walLog) rotate(first walFirst) (walRotation, error) {
 	if err := w.start(oldGen, first); err != nil {
 		return walRotation{}, err
 	}
-	r := walRotation{seg: old, gens: append(w.older, walGen{n: oldGen})}
+	r := walRotation{seg: old, gens: append(w.older, wlog.Gen{N: oldGen})}
 	w.older = nil
 	return r, nil
 }
 
 // retire closes a rotated generation and deletes it with the older ones.
 func (w *walLog) retire(r walRotation) error {
-	if err := r.seg.close(); err != nil {
+	if err := r.seg.Close(); err != nil {
 		w.log.Warn("close WAL segment", zap.Error(err))
 	}
 	for _, g := range r.gens {
@@ -256,7 +244,7 @@ func (w *walLog) retire(r walRotation) error {
 // keep puts a rotation back: its contents could not be written, so its
 // generations stay until the next checkpoint (or replay on the next open).
 func (w *walLog) keep(r walRotation) {
-	_ = r.seg.close()
+	_ = r.seg.Close()
 	w.older = append(r.gens, w.older...)
 }
 
@@ -267,12 +255,12 @@ func (w *walLog) close(keep bool) error {
 		return nil
 	}
 	if keep {
-		return w.seg.close()
+		return w.seg.Close()
 	}
-	return w.retire(walRotation{seg: w.seg, gens: append(w.older, walGen{n: w.gen})})
+	return w.retire(walRotation{seg: w.seg, gens: append(w.older, wlog.Gen{N: w.gen})})
 }
 
-func (w *walLog) remove(g walGen) error { return removeWALGen(w.root, w.sub, g) }
+func (w *walLog) remove(g wlog.Gen) error { return wlog.Remove(w.dir(), g) }
 
 // headState is what a head with a WAL shares with checkpoint and shutdown:
 // commits hold mu shared while they append and apply; closed stops them.

@@ -4,13 +4,15 @@ import (
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/lumenobs/lumen/store/wlog"
 )
 
 // replayLegacyWALGen reads a generation written before segment files: a
 // Badger directory of records keyed 0x30 seq[8] -> codec body. It is only
 // read, once, on the first open after an upgrade, then deleted.
-func replayLegacyWALGen(root, sub string, gen uint64, o Options, fn func(body []byte) error, c *replayCounts) error {
-	dir := walGenDir(root, sub, gen)
+func replayLegacyWALGen(walDir string, gen uint64, o Options, fn func(body []byte) error, c *wlog.Counts) error {
+	dir := wlog.LegacyDir(walDir, gen)
 	bo := badgerOptions(dir, o, false).
 		WithSyncWrites(true).
 		WithCompression(0).
@@ -26,7 +28,7 @@ func replayLegacyWALGen(root, sub string, gen uint64, o Options, fn func(body []
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			if len(it.Item().Key()) != 9 {
-				c.skip(skipUndecodable, 1)
+				c.Skip(wlog.SkipUndecodable, 1)
 				continue
 			}
 			val, err := it.Item().ValueCopy(nil)

@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
+
+	"github.com/lumenobs/lumen/store/wlog"
 )
 
 var walT0 = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
@@ -103,16 +105,12 @@ func TestWALFailedAppendThenCrash(t *testing.T) {
 	db, o := openMetricsStore(t, dir)
 	ls := labels.FromStrings("__name__", "jobs", "job", "y")
 
-	db.metrics.wal.seg.mu.Lock()
-	db.metrics.wal.seg.broken = errors.New("injected write failure")
-	db.metrics.wal.seg.mu.Unlock()
+	db.metrics.wal.seg.Fail(errors.New("injected write failure"))
 	a := db.Appender(context.Background())
 	_, err := a.Append(0, ls, walT0.UnixMilli(), 1)
 	require.NoError(t, err)
 	require.ErrorIs(t, a.Commit(), ErrUnavailable)
-	db.metrics.wal.seg.mu.Lock()
-	db.metrics.wal.seg.broken = nil
-	db.metrics.wal.seg.mu.Unlock()
+	db.metrics.wal.seg.Fail(nil)
 
 	a = db.Appender(context.Background())
 	_, err = a.Append(0, ls, walT0.Add(time.Second).UnixMilli(), 2)
@@ -135,13 +133,9 @@ func TestLogWALFailedAppendThenCrash(t *testing.T) {
 	line := func(s string, sec int) []LogStream {
 		return []LogStream{{Labels: ls, Entries: []LogEntry{{T: walT0.Add(time.Duration(sec) * time.Second).UnixNano(), Line: s}}}}
 	}
-	db.logs.wal.seg.mu.Lock()
-	db.logs.wal.seg.broken = errors.New("injected write failure")
-	db.logs.wal.seg.mu.Unlock()
+	db.logs.wal.seg.Fail(errors.New("injected write failure"))
 	require.ErrorIs(t, db.WriteLogStreams(context.Background(), line("lost", 0)), ErrUnavailable)
-	db.logs.wal.seg.mu.Lock()
-	db.logs.wal.seg.broken = nil
-	db.logs.wal.seg.mu.Unlock()
+	db.logs.wal.seg.Fail(nil)
 	require.NoError(t, db.WriteLogStreams(context.Background(), line("kept", 1)))
 	db.abandon(t)
 
@@ -201,10 +195,10 @@ func TestWALConcurrentWritersThenCrash(t *testing.T) {
 // newestSegment is the path of the metrics WAL generation being written.
 func newestSegment(t *testing.T, dir, sub string) string {
 	t.Helper()
-	gens, err := listWALGens(dir, sub)
+	gens, err := wlog.List(filepath.Join(dir, sub))
 	require.NoError(t, err)
 	require.NotEmpty(t, gens)
-	return walSegmentPath(dir, sub, gens[len(gens)-1].n)
+	return wlog.SegmentPath(filepath.Join(dir, sub), gens[len(gens)-1].N)
 }
 
 // A crash can leave a torn frame, a frame whose bytes went bad, or a
@@ -219,14 +213,14 @@ func TestWALReplaySkipsWhatItCannotUse(t *testing.T) {
 	}{
 		{"torn tail", func(t *testing.T, path string, frames []int64) {
 			require.NoError(t, os.Truncate(path, frames[len(frames)-1]-3))
-		}, skipTornTail, []float64{0, 1}},
+		}, wlog.SkipTornTail, []float64{0, 1}},
 		{"garbage after the last frame", func(t *testing.T, path string, _ []int64) {
 			f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
 			require.NoError(t, err)
 			_, err = f.Write([]byte{0, 0, 0, 9, 1, 2})
 			require.NoError(t, err)
 			require.NoError(t, f.Close())
-		}, skipTornTail, []float64{0, 1, 2}},
+		}, wlog.SkipTornTail, []float64{0, 1, 2}},
 		{"a flipped byte in the middle", func(t *testing.T, path string, frames []int64) {
 			f, err := os.OpenFile(path, os.O_RDWR, 0)
 			require.NoError(t, err)
@@ -237,20 +231,17 @@ func TestWALReplaySkipsWhatItCannotUse(t *testing.T) {
 			_, err = f.WriteAt(b, frames[1]-2)
 			require.NoError(t, err)
 			require.NoError(t, f.Close())
-		}, skipChecksum, []float64{0, 2}},
+		}, wlog.SkipChecksum, []float64{0, 2}},
 		{"a sample of a series never defined", func(t *testing.T, path string, _ []int64) {
-			seg := &walSegment{path: path, sync: true}
-			f, err := os.OpenFile(path, os.O_RDWR, 0)
-			require.NoError(t, err)
-			st, err := f.Stat()
-			require.NoError(t, err)
-			seg.f, seg.size = f, st.Size()
 			c, err := newCodec()
 			require.NoError(t, err)
 			defer c.close()
-			require.NoError(t, seg.append(c.encodeFast(codecZstdOTLP, encodeWALRecord(nil, []walSample{{ref: 999, point: point{t: walT0.UnixMilli(), v: 9}}}))))
-			require.NoError(t, seg.close())
-		}, skipUnknownSeries, []float64{0, 1, 2}},
+			f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+			require.NoError(t, err)
+			_, err = f.Write(walFrame(c.encodeFast(codecZstdOTLP, encodeWALRecord(nil, []walSample{{ref: 999, point: point{t: walT0.UnixMilli(), v: 9}}}))))
+			require.NoError(t, err)
+			require.NoError(t, f.Close())
+		}, wlog.SkipUnknownSeries, []float64{0, 1, 2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -276,7 +267,7 @@ func TestWALReplaySkipsWhatItCannotUse(t *testing.T) {
 			require.Equal(t, tc.want, floats(t, db, "jobs")[ls.String()])
 			skipped := db.WALReplaySkipped()
 			require.Equal(t, uint64(1), skipped[[2]string{"metrics", tc.reason}], "%v", skipped)
-			gens, err := listWALGens(dir, metricsWALDir)
+			gens, err := wlog.List(filepath.Join(dir, metricsWALDir))
 			require.NoError(t, err)
 			require.Len(t, gens, 1, "the damaged generation is replayed and deleted")
 		})
@@ -299,7 +290,7 @@ func TestLegacyWALGenerationReplays(t *testing.T) {
 		add(3, &LogEntry{T: walT0.UnixNano(), Line: "from before"})
 	})
 	for sub, payload := range map[string][]byte{metricsWALDir: rec, logsWALDir: stream} {
-		bo := badgerOptions(walGenDir(dir, sub, 5), o, false).WithLogger(nil)
+		bo := badgerOptions(wlog.LegacyDir(filepath.Join(dir, sub), 5), o, false).WithLogger(nil)
 		wdb, err := badger.Open(bo)
 		require.NoError(t, err)
 		key := make([]byte, 9)
@@ -319,11 +310,11 @@ func TestLegacyWALGenerationReplays(t *testing.T) {
 	require.Len(t, got, 1)
 	require.Equal(t, "from before", got[0].Entries[0].Line)
 	for _, sub := range []string{metricsWALDir, logsWALDir} {
-		_, err := os.Stat(walGenDir(dir, sub, 5))
+		_, err := os.Stat(wlog.LegacyDir(filepath.Join(dir, sub), 5))
 		require.ErrorIs(t, err, os.ErrNotExist, "the legacy generation is deleted")
-		gens, err := listWALGens(dir, sub)
+		gens, err := wlog.List(filepath.Join(dir, sub))
 		require.NoError(t, err)
-		require.Equal(t, []walGen{{n: 6}}, gens, "writing continues after it")
+		require.Equal(t, []wlog.Gen{{N: 6}}, gens, "writing continues after it")
 	}
 }
 
@@ -333,13 +324,8 @@ func FuzzWALSegment(f *testing.F) {
 	c, err := newCodec()
 	require.NoError(f, err)
 	defer c.close()
-	frame := func(payload []byte) []byte {
-		body := c.encodeFast(codecZstdOTLP, payload)
-		b := binary.BigEndian.AppendUint32(nil, uint32(len(body)))
-		b = binary.BigEndian.AppendUint32(b, crc32.Checksum(body, walCRC))
-		return append(b, body...)
-	}
-	hdr := append([]byte(walMagic), walVersion)
+	frame := func(payload []byte) []byte { return walFrame(c.encodeFast(codecZstdOTLP, payload)) }
+	hdr := append([]byte(wlog.Magic), wlog.Version)
 	ls := labels.FromStrings("__name__", "up")
 	good := append(append([]byte{}, hdr...), frame(encodeWALRecord([]walSeries{{ref: 1, lset: ls}}, []walSample{{ref: 1, point: point{t: 1000, v: 1}}}))...)
 	good = append(good, frame(encodeWALRecord(nil, []walSample{{ref: 1, point: point{t: 2000, v: 2}}, {ref: 2, point: point{t: 2000, v: 2}}}))...)
@@ -357,7 +343,7 @@ func FuzzWALSegment(f *testing.F) {
 		dir := t.TempDir()
 		for _, sub := range []string{metricsWALDir, logsWALDir} {
 			require.NoError(t, os.MkdirAll(filepath.Join(dir, sub), 0o750))
-			require.NoError(t, os.WriteFile(walSegmentPath(dir, sub, 1), seg, 0o640))
+			require.NoError(t, os.WriteFile(wlog.SegmentPath(filepath.Join(dir, sub), 1), seg, 0o640))
 		}
 		o := DefaultOptions(dir)
 		o.Retention = 0
@@ -365,4 +351,11 @@ func FuzzWALSegment(f *testing.F) {
 		require.NoError(t, err)
 		require.NoError(t, db.Close())
 	})
+}
+
+// walFrame is body framed as a WAL segment frames it (store/wlog).
+func walFrame(body []byte) []byte {
+	b := binary.BigEndian.AppendUint32(nil, uint32(len(body)))
+	b = binary.BigEndian.AppendUint32(b, crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli)))
+	return append(b, body...)
 }

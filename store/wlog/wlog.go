@@ -1,4 +1,11 @@
-package store
+// Package wlog is the store's write-ahead log on disk: segment files of
+// CRC-checked frames, one file per generation, written with write(2) and
+// fsync, with concurrent writers sharing an fsync, and read back with
+// what cannot be read counted rather than refused. It knows nothing of
+// what the frames hold: the records and their replay into the heads are
+// the store's (store/wal.go, metrics_wal.go, logs_wal.go), as
+// Prometheus keeps tsdb/wlog apart from tsdb/record and the head.
+package wlog
 
 import (
 	"bufio"
@@ -16,66 +23,88 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 )
 
-// A WAL generation is one segment file, data/wal/<generation as 16 hex
-// digits>.wal (data/logwal for logs), written with write(2) and made
-// durable with fsync — never through a memory mapping, so a full disk is
-// an error to answer, not a SIGBUS:
+// Reasons a replay skips what it read, the values of
+// lumen_wal_replay_skipped_records_total's reason label. Read and
+// ReadFrames count the first three; the store counts the others.
+const (
+	SkipTornTail      = "torn_tail"      // a frame cut short (or zeros) at the end: a crash mid-write
+	SkipChecksum      = "checksum"       // a frame whose CRC does not match
+	SkipUndecodable   = "undecodable"    // a frame that checks but whose record does not decode
+	SkipUnknownSeries = "unknown_series" // a sample, exemplar or line of a series or stream never defined
+)
+
+// Counts is what one generation's replay found: records used, and what
+// was skipped by reason.
+type Counts struct {
+	Records int
+	Skipped map[string]int
+}
+
+// Skip counts n items skipped for reason.
+func (c *Counts) Skip(reason string, n int) {
+	if n <= 0 {
+		return
+	}
+	if c.Skipped == nil {
+		c.Skipped = map[string]int{}
+	}
+	c.Skipped[reason] += n
+}
+
+// A WAL generation is one segment file, <dir>/<generation as 16 hex
+// digits>.wal, written with write(2) and made durable with fsync — never
+// through a memory mapping, so a full disk is an error to answer, not a
+// SIGBUS:
 //
 //	segment := "LWAL" version[1]=1 { frame }
 //	frame   := len[4 BE] crc32c(body)[4 BE] body[len]
-//	body    := codec[1] zstd(record)           (frame.go's codecZstdOTLP)
+//	body    := what the caller appends (the store: codec[1] zstd(record))
 //
 // Writers that arrive together share one fsync (the first to sync syncs
 // for everyone whose frame is written by then). A failed write is cut off
 // the file before the next one, so a frame never follows a torn one; a
 // crash can still leave a torn frame at the end, which replay counts and
 // stops at. Generations written by earlier versions are Badger
-// directories (wal_legacy.go), replayed the same way and then deleted.
+// directories (LegacyDir), which the store reads itself.
 const (
-	walMagic       = "LWAL"
-	walVersion     = 1
-	walFrameHeader = 8
-	// walMaxFrame bounds one record: larger lengths are a torn or corrupt
+	Magic       = "LWAL"
+	Version     = 1
+	FrameHeader = 8
+	// MaxFrame bounds one record: larger lengths are a torn or corrupt
 	// frame, not an allocation to attempt.
-	walMaxFrame = 1 << 30
+	MaxFrame = 1 << 30
 )
 
-var walCRC = crc32.MakeTable(crc32.Castagnoli)
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// walGen names one generation on disk.
-type walGen struct {
-	n      uint64
-	legacy bool // a Badger directory, from before segment files
+// Gen names one generation on disk.
+type Gen struct {
+	N      uint64
+	Legacy bool // a Badger directory, from before segment files
 }
 
-func walSegmentPath(root, sub string, gen uint64) string {
-	return filepath.Join(root, sub, fmt.Sprintf("%016x.wal", gen))
+func SegmentPath(dir string, gen uint64) string {
+	return filepath.Join(dir, fmt.Sprintf("%016x.wal", gen))
 }
 
-// walGenDir is a legacy generation's Badger directory.
-func walGenDir(root, sub string, gen uint64) string {
-	return filepath.Join(root, sub, fmt.Sprintf("%016x", gen))
+// LegacyDir is a legacy generation's Badger directory.
+func LegacyDir(dir string, gen uint64) string {
+	return filepath.Join(dir, fmt.Sprintf("%016x", gen))
 }
 
-const (
-	metricsWALDir = "wal"
-	logsWALDir    = "logwal"
-)
-
-// listWALGens returns the generations on disk, oldest first. Leftover
-// temporary files are ignored.
-func listWALGens(root, sub string) ([]walGen, error) {
-	entries, err := os.ReadDir(filepath.Join(root, sub))
+// List returns the generations in dir, oldest first. Other files are
+// ignored.
+func List(dir string) ([]Gen, error) {
+	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("list WAL %s: %w", sub, err)
+		return nil, fmt.Errorf("list WAL %s: %w", dir, err)
 	}
-	var gens []walGen
+	var gens []Gen
 	for _, e := range entries {
 		name, legacy := e.Name(), e.IsDir()
 		if !legacy {
@@ -88,15 +117,15 @@ func listWALGens(root, sub string) ([]walGen, error) {
 		if err != nil || len(name) != 16 {
 			continue
 		}
-		gens = append(gens, walGen{n: n, legacy: legacy})
+		gens = append(gens, Gen{N: n, Legacy: legacy})
 	}
-	slices.SortFunc(gens, func(a, b walGen) int {
+	slices.SortFunc(gens, func(a, b Gen) int {
 		switch {
-		case a.n != b.n:
-			return cmp.Compare(a.n, b.n)
-		case a.legacy == b.legacy:
+		case a.N != b.N:
+			return cmp.Compare(a.N, b.N)
+		case a.Legacy == b.Legacy:
 			return 0
-		case a.legacy:
+		case a.Legacy:
 			return -1
 		}
 		return 1
@@ -104,21 +133,22 @@ func listWALGens(root, sub string) ([]walGen, error) {
 	return gens, nil
 }
 
-func removeWALGen(root, sub string, g walGen) error {
+// Remove deletes generation g of dir.
+func Remove(dir string, g Gen) error {
 	var err error
-	if g.legacy {
-		err = os.RemoveAll(walGenDir(root, sub, g.n))
+	if g.Legacy {
+		err = os.RemoveAll(LegacyDir(dir, g.N))
 	} else {
-		err = os.Remove(walSegmentPath(root, sub, g.n))
+		err = os.Remove(SegmentPath(dir, g.N))
 	}
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove WAL %s generation %d: %w", sub, g.n, err)
+		return fmt.Errorf("remove WAL %s generation %d: %w", dir, g.N, err)
 	}
 	return nil
 }
 
-// walSegment is the generation being written.
-type walSegment struct {
+// Segment is the generation being written.
+type Segment struct {
 	path string
 	sync bool
 
@@ -131,9 +161,10 @@ type walSegment struct {
 	synced atomic.Int64
 }
 
-// createWALSegment creates a new segment with its header, durably (the
-// directory entry too).
-func createWALSegment(path string, sync bool) (*walSegment, error) {
+// Create creates a new segment with its header, durably (the directory
+// entry too) when sync is set; then every Append is durable when it
+// returns.
+func Create(path string, sync bool) (*Segment, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("create WAL dir: %w", err)
 	}
@@ -141,8 +172,8 @@ func createWALSegment(path string, sync bool) (*walSegment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create WAL segment: %w", err)
 	}
-	s := &walSegment{path: path, sync: sync, f: f}
-	hdr := append([]byte(walMagic), walVersion)
+	s := &Segment{path: path, sync: sync, f: f}
+	hdr := append([]byte(Magic), Version)
 	if _, err := f.WriteAt(hdr, 0); err != nil {
 		_ = f.Close()
 		_ = os.Remove(path)
@@ -155,7 +186,7 @@ func createWALSegment(path string, sync bool) (*walSegment, error) {
 			_ = os.Remove(path)
 			return nil, fmt.Errorf("sync WAL segment: %w", err)
 		}
-		if err := syncDir(filepath.Dir(path)); err != nil {
+		if err := SyncDir(filepath.Dir(path)); err != nil {
 			_ = f.Close()
 			_ = os.Remove(path)
 			return nil, err
@@ -165,7 +196,8 @@ func createWALSegment(path string, sync bool) (*walSegment, error) {
 	return s, nil
 }
 
-func syncDir(dir string) error {
+// SyncDir makes dir's entries durable.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("open %q to sync: %w", dir, err)
@@ -177,13 +209,13 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// append writes one frame of body and returns once it is durable (when
+// Append writes one frame of body and returns once it is durable (when
 // the segment syncs). A frame that could not be written whole is cut off
 // again, so the next one follows the last whole frame.
-func (s *walSegment) append(body []byte) error {
-	frame := make([]byte, walFrameHeader, walFrameHeader+len(body))
+func (s *Segment) Append(body []byte) error {
+	frame := make([]byte, FrameHeader, FrameHeader+len(body))
 	binary.BigEndian.PutUint32(frame, uint32(len(body)))
-	binary.BigEndian.PutUint32(frame[4:], crc32.Checksum(body, walCRC))
+	binary.BigEndian.PutUint32(frame[4:], crc32.Checksum(body, castagnoli))
 	frame = append(frame, body...)
 
 	s.mu.Lock()
@@ -210,7 +242,7 @@ func (s *walSegment) append(body []byte) error {
 
 // syncTo returns once the file is durable up to end: the caller syncs
 // unless a sync that started after its write already did.
-func (s *walSegment) syncTo(end int64) error {
+func (s *Segment) syncTo(end int64) error {
 	if s.synced.Load() >= end {
 		return nil
 	}
@@ -238,7 +270,19 @@ func (s *walSegment) syncTo(end int64) error {
 	return nil
 }
 
-func (s *walSegment) close() error {
+// Fail makes every Append fail with err until Fail(nil), as if the file
+// could not be written or repaired: how tests inject a failed write.
+func (s *Segment) Fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.broken = err
+}
+
+// Path is the segment's file.
+func (s *Segment) Path() string { return s.path }
+
+// Close closes the segment's file.
+func (s *Segment) Close() error {
 	if s == nil || s.f == nil {
 		return nil
 	}
@@ -250,34 +294,34 @@ func (s *walSegment) close() error {
 	return nil
 }
 
-// readWALSegment calls fn with the body of every whole frame whose
+// Read calls fn with the body of every whole frame whose
 // checksum matches, in order. A frame cut short ends the segment (a torn
 // tail); a frame whose checksum fails is skipped; both are counted. Only
 // an error reading the file, or one from fn, is returned.
-func readWALSegment(path string, fn func(body []byte) error, c *replayCounts) error {
+func Read(path string, fn func(body []byte) error, c *Counts) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("open WAL segment: %w", err)
 	}
 	defer f.Close()
 	r := bufio.NewReaderSize(f, 1<<20)
-	hdr := make([]byte, len(walMagic)+1)
+	hdr := make([]byte, len(Magic)+1)
 	if n, err := io.ReadFull(r, hdr); err != nil {
 		if n > 0 {
-			c.skip(skipTornTail, 1)
+			c.Skip(SkipTornTail, 1)
 		}
 		return nil // a crash before the header was durable: empty
 	}
-	if string(hdr[:len(walMagic)]) != walMagic || hdr[len(walMagic)] != walVersion {
-		c.skip(skipUndecodable, 1)
+	if string(hdr[:len(Magic)]) != Magic || hdr[len(Magic)] != Version {
+		c.Skip(SkipUndecodable, 1)
 		return nil
 	}
-	return readWALFrames(r, fn, c)
+	return ReadFrames(r, fn, c)
 }
 
-// readWALFrames reads frames until the end of r.
-func readWALFrames(r io.Reader, fn func(body []byte) error, c *replayCounts) error {
-	var head [walFrameHeader]byte
+// ReadFrames reads frames until the end of r, as Read.
+func ReadFrames(r io.Reader, fn func(body []byte) error, c *Counts) error {
+	var head [FrameHeader]byte
 	var body []byte
 	for {
 		n, err := io.ReadFull(r, head[:])
@@ -286,7 +330,7 @@ func readWALFrames(r io.Reader, fn func(body []byte) error, c *replayCounts) err
 		}
 		if err != nil {
 			if errors.Is(err, io.ErrUnexpectedEOF) {
-				c.skip(skipTornTail, 1)
+				c.Skip(SkipTornTail, 1)
 				return nil
 			}
 			return fmt.Errorf("read WAL segment: %w", err)
@@ -297,11 +341,11 @@ func readWALFrames(r io.Reader, fn func(body []byte) error, c *replayCounts) err
 		if size == 0 && sum == 0 {
 			// zeros: space the file system allocated but the crash did
 			// not fill; nothing after it was written.
-			c.skip(skipTornTail, 1)
+			c.Skip(SkipTornTail, 1)
 			return nil
 		}
-		if size > walMaxFrame {
-			c.skip(skipTornTail, 1)
+		if size > MaxFrame {
+			c.Skip(SkipTornTail, 1)
 			return nil
 		}
 		if cap(body) < int(size) {
@@ -310,31 +354,17 @@ func readWALFrames(r io.Reader, fn func(body []byte) error, c *replayCounts) err
 		body = body[:size]
 		if _, err := io.ReadFull(r, body); err != nil {
 			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-				c.skip(skipTornTail, 1)
+				c.Skip(SkipTornTail, 1)
 				return nil
 			}
 			return fmt.Errorf("read WAL segment: %w", err)
 		}
-		if crc32.Checksum(body, walCRC) != sum {
-			c.skip(skipChecksum, 1)
+		if crc32.Checksum(body, castagnoli) != sum {
+			c.Skip(SkipChecksum, 1)
 			continue
 		}
 		if err := fn(body); err != nil {
 			return err
 		}
 	}
-}
-
-// isDiskFull reports whether err is the file system running out of space
-// or quota. Badger formats the errors it wraps into text, so their text is
-// looked at too.
-func isDiskFull(err error) bool {
-	if err == nil {
-		return false
-	}
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
-		return true
-	}
-	msg := err.Error()
-	return strings.Contains(msg, syscall.ENOSPC.Error()) || strings.Contains(msg, syscall.EDQUOT.Error())
 }
