@@ -9,8 +9,10 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/grafana/regexp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/common/route"
@@ -33,6 +35,12 @@ import (
 
 // PromConfig configures the Prometheus-compatible query API.
 type PromConfig struct {
+	// CORSOrigins are the origins (scheme://host[:port]) a browser may read
+	// answers from across sites (Access-Control-Allow-Origin); none by
+	// default. Prometheus allows every origin unless told otherwise
+	// (--web.cors.origin); Lumen, which holds logs as well, allows none.
+	// Set from http.trusted_origins.
+	CORSOrigins []string `yaml:"-"`
 	// Timeout bounds one query's time, its wait for a slot included.
 	Timeout time.Duration `yaml:"timeout"`
 	// MaxSamples bounds the samples one query may load at once.
@@ -130,7 +138,7 @@ func NewPromAPI(cfg PromConfig, q storage.SampleAndChunkQueryable, eq storage.Ex
 		func(context.Context) v1.RulesRetriever { return noTargets{} },
 		cfg.RemoteReadSampleLimit, cfg.RemoteReadConcurrency, remoteReadMaxBytesInFrame,
 		false, // isAgent
-		nil,   // CORS origin
+		corsOrigin(cfg.CORSOrigins),
 		func() (v1.RuntimeInfo, error) {
 			host, _ := os.Hostname()
 			cwd, _ := os.Getwd()
@@ -254,3 +262,17 @@ func (noTargets) Alertmanagers() []*url.URL                             { return
 func (noTargets) DroppedAlertmanagers() []*url.URL                      { return nil }
 func (noTargets) RuleGroups() []*rules.Group                            { return nil }
 func (noTargets) AlertingRules() []*rules.AlertingRule                  { return nil }
+
+// corsOrigin is the origins Prometheus' API answers across sites, as the
+// regexp it takes: exactly those listed, none when none are (a nil one
+// would fail every request that carries an Origin header).
+func corsOrigin(origins []string) *regexp.Regexp {
+	if len(origins) == 0 {
+		return regexp.MustCompile(`^\b\B$`) // matches nothing
+	}
+	quoted := make([]string, len(origins))
+	for i, o := range origins {
+		quoted[i] = regexp.QuoteMeta(o)
+	}
+	return regexp.MustCompile(`^(?:` + strings.Join(quoted, "|") + `)$`)
+}

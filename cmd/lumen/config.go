@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -91,6 +92,13 @@ type HTTPConfig struct {
 	// MaxConnections bounds the connections open at once; past it new ones
 	// wait in the listen backlog until one closes.
 	MaxConnections int `yaml:"max_connections"`
+	// TrustedOrigins are the sites (scheme://host[:port]) whose pages may
+	// send POSTs to the HTTP port from a browser; others are refused with
+	// 403 (crossorigin.go). Clients that are not browsers are not affected.
+	TrustedOrigins []string `yaml:"trusted_origins"`
+	// AllowedHosts, when set, are the only Host names the HTTP port
+	// answers (against DNS rebinding); empty: any.
+	AllowedHosts []string `yaml:"allowed_hosts"`
 }
 
 // DefaultHTTPConfig returns the HTTP port's defaults.
@@ -109,6 +117,9 @@ func (c HTTPConfig) Validate() error {
 	if c.ReadTimeout <= 0 || c.ReadHeaderTimeout <= 0 || c.IdleTimeout <= 0 || c.MaxHeaderBytes <= 0 || c.MaxConnections <= 0 {
 		return fmt.Errorf("http: read_timeout %s, read_header_timeout %s, idle_timeout %s, max_header_bytes %d and max_connections %d must be positive",
 			c.ReadTimeout, c.ReadHeaderTimeout, c.IdleTimeout, c.MaxHeaderBytes, c.MaxConnections)
+	}
+	if _, err := browserGuard(c, http.NotFoundHandler()); err != nil {
+		return err
 	}
 	if c.WriteTimeout < 0 {
 		return fmt.Errorf("http: write_timeout %s is negative", c.WriteTimeout)

@@ -154,6 +154,12 @@ func TestLokiPushBadInput(t *testing.T) {
 		{"not gzip", "application/json", []byte(`{}`), []string{"Content-Encoding", "gzip"}, 400, "not gzip-compressed"},
 		{"unknown encoding", "application/json", []byte(`{}`), []string{"Content-Encoding", "br"}, 415, `content encoding "br"`},
 		{"too large", "application/json", []byte(`{"streams":[]}` + strings.Repeat(" ", 17<<20)), nil, 413, "body over"},
+		// Only the types clients send: a browser page's text/plain body
+		// (a simple cross-site request) is not read as protobuf.
+		{"text/plain", "text/plain", snappy.Encode(nil, raw), nil, 415, `push Content-Type "text/plain" is not taken`},
+		{"form", "application/x-www-form-urlencoded", []byte("a=b"), nil, 415, "is not taken"},
+		{"no content type", "", snappy.Encode(nil, raw), nil, 415, "push without a Content-Type"},
+		{"content type that does not parse", "application/;;", snappy.Encode(nil, raw), nil, 415, "does not parse"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, body := lokiPush(t, s, tc.contentType, tc.body, tc.header...)

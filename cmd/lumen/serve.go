@@ -112,6 +112,10 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 		zap.String("http_addr", cfg.HTTPAddr), zap.String("otlp_grpc_addr", cfg.OTLP.GRPCAddr), zap.String("otlp_http_addr", cfg.OTLP.HTTPAddr))
 
 	setMemoryLimit(log, cfg.AutoGoMemLimitRatio, memoryLimit)
+	if open := exposedAddrs(cfg.HTTPAddr, cfg.OTLP.GRPCAddr, cfg.OTLP.HTTPAddr); len(open) > 0 {
+		log.Warn("listening beyond this machine with no authentication or TLS: whoever reaches these addresses can read every log and write as any service; keep them on a trusted network (docs/security.md)",
+			zap.Strings("addresses", open))
+	}
 
 	so := store.DefaultOptions(cfg.DataDir)
 	so.Retention = time.Duration(cfg.Retention)
@@ -175,7 +179,11 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 		_ = ln.Close()
 		return err
 	}
-	srv := newHTTPServer(cfg, mux, log)
+	guarded, err := browserGuard(cfg.HTTP, mux)
+	if err != nil {
+		return err
+	}
+	srv := newHTTPServer(cfg, guarded, log)
 	if err := rcv.Start(ctx); err != nil {
 		_ = ln.Close()
 		return err
@@ -309,6 +317,7 @@ func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger,
 func registerQueryAPIs(mux *http.ServeMux, cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger, wrap query.Wrap) {
 	qm := query.NewMetrics(reg)
 	logql, promql := cfg.LogQL, cfg.PromQL
+	promql.CORSOrigins = cfg.HTTP.TrustedOrigins
 	logql.MaxQueryLength, promql.MaxQueryLength = cfg.queryLength(logql.MaxQueryLength), cfg.queryLength(promql.MaxQueryLength)
 	query.New(db, cfg.Traces, qm, log).Register(mux, wrap)
 	query.NewLoki(db, logql, qm, log).Register(mux, wrap)

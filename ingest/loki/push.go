@@ -128,6 +128,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "push takes POST", http.StatusMethodNotAllowed)
 		return
 	}
+	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
+		h.m.Rejected.WithLabelValues("logs", "invalid").Inc()
+		http.Error(w, err.Error(), http.StatusUnsupportedMediaType)
+		return
+	}
 	held := admit.Declared(r, h.cfg.MaxRequestBytes)
 	if !h.bytes.Acquire(w, r, held) {
 		h.m.Rejected.WithLabelValues("logs", "overload").Inc()
@@ -194,6 +199,26 @@ type stream struct {
 	labels  string // the protobuf's label string; empty for JSON
 	lset    labels.Labels
 	Entries []store.LogEntry
+}
+
+// checkContentType refuses, before the body is read, a push that is
+// neither JSON nor protobuf. Loki reads any type but JSON as snappy
+// protobuf, so that a browser page could push a text/plain body (a
+// "simple" cross-site request, sent without asking); Lumen takes only
+// the types its clients send.
+func checkContentType(v string) error {
+	ct, _, err := mime.ParseMediaType(v)
+	switch {
+	case v == "":
+		return errors.New("push without a Content-Type: send application/x-protobuf (snappy) or application/json")
+	case err != nil:
+		return fmt.Errorf("push Content-Type %q does not parse: %w", v, err)
+	}
+	switch ct {
+	case "application/json", "application/x-protobuf", "application/protobuf":
+		return nil
+	}
+	return fmt.Errorf("push Content-Type %q is not taken: send application/x-protobuf (snappy) or application/json", ct)
 }
 
 // decode reads, decompresses and decodes a push body.
