@@ -121,6 +121,13 @@ func newPodCache(cfg KubeConfig, node string, log *zap.Logger) (*podCache, error
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
+	if cfg.TokenFile != "" && !strings.HasPrefix(api, "https://") {
+		// A bearer token over plain HTTP is the service account's
+		// credentials to whoever is on the path: it is not sent.
+		log.Warn("kubernetes.api_url is not https: the service account's token is not sent, and the API must answer without it",
+			zap.String("api_url", api))
+		cfg.TokenFile = ""
+	}
 	return &podCache{
 		cfg: cfg, api: strings.TrimSuffix(api, "/"), node: node, log: log.Named("kubernetes"),
 		client: &http.Client{Transport: tr, Timeout: 30 * time.Second},

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -42,7 +43,7 @@ func nodePods() corev1.PodList {
 
 func TestPodCacheFromTheAPI(t *testing.T) {
 	var auth, selector string
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	api := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		auth, selector = r.Header.Get("Authorization"), r.URL.Query().Get("fieldSelector")
 		if r.URL.Path != "/api/v1/pods" {
 			http.NotFound(w, r)
@@ -51,16 +52,11 @@ func TestPodCacheFromTheAPI(t *testing.T) {
 		json.NewEncoder(w).Encode(nodePods())
 	}))
 	defer api.Close()
-	token := filepath.Join(t.TempDir(), "token")
+	dir := t.TempDir()
+	token, ca := filepath.Join(dir, "token"), filepath.Join(dir, "ca.crt")
 	os.WriteFile(token, []byte("s3cret\n"), 0o600)
-	p, err := newPodCache(KubeConfig{Enabled: true, APIURL: api.URL, TokenFile: token, Resync: time.Hour}, "node-a", zap.NewNop())
-	if err != nil || p == nil {
-		t.Fatal(p, err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go p.run(ctx)
-	<-p.ready
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: api.Certificate().Raw}), 0o600)
+	p := runPodCache(t, KubeConfig{Enabled: true, APIURL: api.URL, TokenFile: token, CAFile: ca, Resync: time.Hour})
 	if auth != "Bearer s3cret" || selector != "spec.nodeName=node-a" {
 		t.Fatalf("asked with %q for %q", auth, selector)
 	}
@@ -134,4 +130,42 @@ func TestNodeMetricsReadThisMachine(t *testing.T) {
 	if v, _ := dp.Attributes().Get("node"); v.Str() != "node-a" {
 		t.Fatalf("points are not labelled with the node: %v", dp.Attributes().AsRaw())
 	}
+}
+
+// TestPodCacheNeverSendsTheTokenOverHTTP: an API URL that is not https
+// gets no Authorization header, whatever token file is set.
+func TestPodCacheNeverSendsTheTokenOverHTTP(t *testing.T) {
+	auth := make(chan string, 1)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case auth <- r.Header.Get("Authorization"):
+		default:
+		}
+		json.NewEncoder(w).Encode(nodePods())
+	}))
+	defer api.Close()
+	token := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(token, []byte("s3cret\n"), 0o600)
+	p := runPodCache(t, KubeConfig{Enabled: true, APIURL: api.URL, TokenFile: token, Resync: time.Hour})
+	if got := <-auth; got != "" {
+		t.Fatalf("the token went over plain HTTP: %q", got)
+	}
+	if p.byIP("10.0.0.5") == nil {
+		t.Fatal("the pods were not read")
+	}
+}
+
+// runPodCache runs the pod cache of node-a until the test ends, once it
+// has listed the pods.
+func runPodCache(t *testing.T, cfg KubeConfig) *podCache {
+	t.Helper()
+	p, err := newPodCache(cfg, "node-a", zap.NewNop())
+	if err != nil || p == nil {
+		t.Fatal(p, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go p.run(ctx)
+	<-p.ready
+	return p
 }
