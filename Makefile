@@ -7,7 +7,7 @@ FUZZTIME  ?= 20s
 BENCHTIME ?= 1x
 PKGS      := ./...
 
-.PHONY: logql-goldens jaeger-goldens all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
+.PHONY: logql-goldens jaeger-goldens promtool-peer all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
 
 all: build
 
@@ -58,6 +58,13 @@ JAEGER_VERSION := v1.76.0
 jaeger-goldens:
 	.ci/build-peer github.com/jaegertracing/jaeger $(JAEGER_VERSION) ./cmd/jaeger $(PEERS)/jaeger-$(JAEGER_VERSION)
 	$(GO) run ./internal/conformance/jaegerconf/goldens -jaeger $(PEERS)/jaeger-$(JAEGER_VERSION) -version "Jaeger $(JAEGER_VERSION) (v2, in-memory storage)"
+
+## promtool-peer: promtool from Prometheus v0.315.0 (Debian's 2.42 has no
+## --http.config.file), which TestRealPrometheusWithTLSAndToken runs when it
+## is built (~7 min); without it the test checks promtool's client code
+PROMETHEUS_VERSION := v0.315.0
+promtool-peer:
+	.ci/build-peer github.com/prometheus/prometheus $(PROMETHEUS_VERSION) ./cmd/promtool $(PEERS)/promtool-$(PROMETHEUS_VERSION)
 
 ## compliance-rw: the Prometheus remote-write receiver compliance suite (a
 ## test reference, never imported) against lumen serve on loopback: the
@@ -123,6 +130,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzWALRecord$$' -fuzztime $(FUZZTIME) ./store/
 	$(GO) test -run '^$$' -fuzz '^FuzzWALSegment$$' -fuzztime $(FUZZTIME) ./store/
 	$(GO) test -run '^$$' -fuzz '^FuzzReadFrames$$' -fuzztime $(FUZZTIME) ./store/wlog/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/auth/
+	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./internal/auth/
 	$(GO) test -run '^$$' -fuzz '^FuzzRemoteWrite$$' -fuzztime $(FUZZTIME) ./ingest/promrw/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecimalChunk$$' -fuzztime $(FUZZTIME) ./store/
 	$(GO) test -run '^$$' -fuzz '^FuzzLogBlock$$' -fuzztime $(FUZZTIME) ./store/

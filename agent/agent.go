@@ -2,7 +2,8 @@
 // container logs, relays OTLP from the node's pods, reads the node's
 // metrics, and ships all of it to `lumen serve` over OTLP/HTTP through a
 // bounded on-disk buffer, so nothing is lost while the server is away.
-// It talks to the server over HTTP only.
+// It talks to the server over HTTP(S) only, with a bearer token from a
+// file when the server asks for one.
 package agent
 
 import (
@@ -19,6 +20,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+
+	"github.com/lumenobs/lumen/internal/auth"
+	"github.com/lumenobs/lumen/internal/tlsconf"
 )
 
 // ShipConfig configures the requests to the server.
@@ -55,6 +59,18 @@ type Config struct {
 	Kubernetes                 KubeConfig
 	Ship                       ShipConfig
 	Version                    string
+	// ServerTLS is how an https:// server is checked (and, for mTLS, the
+	// certificate the agent presents).
+	ServerTLS tlsconf.Client
+	// TokenFile, when set, holds the bearer token sent to the server (read
+	// again when it changes, as a mounted secret does).
+	TokenFile string
+	// TLS is the TLS of the agent's listeners (its HTTP port, the relay's
+	// gRPC and HTTP); off without a certificate.
+	TLS tlsconf.Server
+	// RelayAuthFile, when set, is the auth file (the server's format) of
+	// the tokens pods must send to the relay, with the write scope.
+	RelayAuthFile string
 }
 
 // Validate reports the first setting that cannot work.
@@ -79,6 +95,24 @@ func (c Config) Validate() error {
 	if err := c.Relay.Validate(); err != nil {
 		return err
 	}
+	if err := c.TLS.Validate("tls"); err != nil {
+		return err
+	}
+	if strings.HasPrefix(c.Server, "https://") {
+		if _, err := c.ServerTLS.Load(); err != nil {
+			return fmt.Errorf("server_tls: %w", err)
+		}
+	}
+	if c.TokenFile != "" {
+		if _, err := readToken(c.TokenFile); err != nil {
+			return err
+		}
+	}
+	if c.RelayAuthFile != "" {
+		if _, err := auth.ReadFile(c.RelayAuthFile); err != nil {
+			return fmt.Errorf("relay: %w", err)
+		}
+	}
 	return c.Logs.Validate()
 }
 
@@ -100,13 +134,20 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 		return err
 	}
 
+	client, err := shipClient(cfg)
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
 	}
 	var ready sync.WaitGroup
-	s := &shipper{buf: buf, server: strings.TrimSuffix(cfg.Server, "/"), client: &http.Client{Timeout: cfg.Ship.Timeout},
+	s := &shipper{buf: buf, server: strings.TrimSuffix(cfg.Server, "/"), client: client,
 		log: log.Named("ship"), m: m, minBackoff: cfg.Ship.MinBackoff, maxBackoff: cfg.Ship.MaxBackoff}
+	if cfg.TokenFile != "" {
+		s.token = &tokenFile{path: cfg.TokenFile}
+	}
 	isReady := make(chan struct{})
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -114,8 +155,16 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 	mux.HandleFunc("GET /-/ready", readiness(isReady, &s.health, cfg.Ship.UnreadyAfter))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute,
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	if srv.TLSConfig, err = cfg.TLS.Load(); err != nil {
+		_ = ln.Close()
+		return err
+	}
 	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return srv.Serve(ln) }
+		if srv.TLSConfig != nil {
+			serve = func() error { return srv.ServeTLS(ln, "", "") }
+		}
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("agent HTTP server", zap.Error(err))
 		}
 	}()
@@ -135,7 +184,14 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 		}
 	}
 	if cfg.OTLPGRPCAddr != "" || cfg.OTLPHTTPAddr != "" {
-		recv, err := newRelay(cfg, pods, buf, log, m)
+		var relayAuth *auth.Authenticator
+		if cfg.RelayAuthFile != "" {
+			if relayAuth, err = auth.New(cfg.RelayAuthFile, log.Named("relay.auth"), reg); err != nil {
+				return err
+			}
+			go relayAuth.Watch(collect, 5*time.Second)
+		}
+		recv, err := newRelay(cfg, relayAuth, pods, buf, log, m)
 		if err != nil {
 			return err
 		}

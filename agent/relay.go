@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/lumenobs/lumen/internal/auth"
 	"github.com/lumenobs/lumen/internal/otlprecv"
 )
 
@@ -41,7 +42,7 @@ type relay struct {
 // is pooled for each request being compressed at once.
 const relayZstdWindow = 512 << 10
 
-func newRelay(cfg Config, pods *podCache, buf *Buffer, log *zap.Logger, m *Metrics) (*otlprecv.Receiver, error) {
+func newRelay(cfg Config, authn *auth.Authenticator, pods *podCache, buf *Buffer, log *zap.Logger, m *Metrics) (*otlprecv.Receiver, error) {
 	log = log.Named("relay")
 	r := &relay{node: cfg.NodeName, pods: pods, m: m, log: log,
 		limit: newLimiter(cfg.Relay, buf, cfg.BufferMaxBytes, m, log)}
@@ -63,7 +64,7 @@ func newRelay(cfg Config, pods *podCache, buf *Buffer, log *zap.Logger, m *Metri
 		return nil, fmt.Errorf("relay: %w", err)
 	}
 	return otlprecv.New(otlprecv.Config{GRPCAddr: cfg.OTLPGRPCAddr, HTTPAddr: cfg.OTLPHTTPAddr, MaxRequestBytes: cfg.Relay.MaxRequestBytes,
-		Middleware: relayMiddleware{r.limit}},
+		Middleware: relayMiddleware{r.limit}, Auth: authn, GRPCTLS: cfg.TLS, HTTPTLS: cfg.TLS},
 		otlprecv.Consumers{Traces: tc, Logs: lc, Metrics: mc}, log, "lumen agent", cfg.Version)
 }
 

@@ -49,7 +49,7 @@ func startRelay(t *testing.T) *testRelay {
 	var err error
 	r.buf, err = OpenBuffer(r.dir, r.cfg.BufferMaxBytes, r.m)
 	require.NoError(t, err)
-	recv, err := newRelay(r.cfg, nil, r.buf, zap.NewNop(), r.m)
+	recv, err := newRelay(r.cfg, nil, nil, r.buf, zap.NewNop(), r.m)
 	require.NoError(t, err)
 	require.NoError(t, recv.Start(context.Background()))
 	t.Cleanup(func() {

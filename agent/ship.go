@@ -21,7 +21,8 @@ import (
 // acknowledged the one before, so a restart resumes exactly where shipping
 // stopped. 429 and 503 are retried after the server's Retry-After; other
 // failures after an exponential backoff with jitter; a record the server
-// refuses as malformed (another 4xx) is dropped, counted and logged, since
+// refuses as malformed (another 4xx but 401 and 403, which are about the
+// agent's credentials and retried) is dropped, counted and logged, since
 // sending it again cannot succeed. It never gives up: a record it cannot
 // read is skipped (counted), and a buffer that cannot be read is tried
 // again after a backoff, for as long as the agent runs. health tells
@@ -34,6 +35,7 @@ type shipper struct {
 	m                      *Metrics
 	minBackoff, maxBackoff time.Duration
 	health                 shipHealth
+	token                  *tokenFile // nil: no Authorization header
 }
 
 func (s *shipper) run(ctx context.Context) {
@@ -212,6 +214,13 @@ func (s *shipper) send(ctx context.Context, rec Record) (time.Duration, bool, er
 	}
 	req.Header.Set("Content-Type", "application/x-protobuf")
 	req.Header.Set("Content-Encoding", "zstd")
+	if s.token != nil {
+		tok, err := s.token.get()
+		if err != nil {
+			return 0, false, err
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
 	resp, err := s.client.Do(req)
 	if err != nil {
 		s.m.requests.WithLabelValues(rec.Signal.String(), "error").Inc()
@@ -226,6 +235,13 @@ func (s *shipper) send(ctx context.Context, rec Record) (time.Duration, bool, er
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable ||
 		resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusGatewayTimeout:
 		return retryAfter(resp.Header.Get("Retry-After"), time.Now()), false, fmt.Errorf("post %s: %s", path, resp.Status)
+	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+		// The agent's credentials, not the record: kept and sent again
+		// (a rotated token, a fixed auth file), the agent unready meanwhile.
+		if s.token != nil {
+			s.token.reread()
+		}
+		return 0, false, fmt.Errorf("post %s: %s: %s (check token_file and the server's auth file)", path, resp.Status, strings.TrimSpace(string(body)))
 	case resp.StatusCode/100 == 4 && resp.StatusCode != http.StatusRequestTimeout:
 		return 0, true, fmt.Errorf("post %s: %s: %s", path, resp.Status, strings.TrimSpace(string(body)))
 	default:

@@ -86,7 +86,7 @@ func New(r Reader, cfg TraceConfig, m *Metrics, log *zap.Logger) *API {
 
 // Register adds the API's routes to mux. wrap, if not nil, instruments each
 // handler under its route name.
-func (a *API) Register(mux *http.ServeMux, wrap Wrap) {
+func (a *API) Register(mux Mux, wrap Wrap) {
 	wrap = orPlain(wrap)
 	mux.Handle("GET /api/v1/traces/{trace_id}", wrap("/api/v1/traces/{trace_id}", http.HandlerFunc(a.trace)))
 	// Prometheus answers metadata from its scrape targets; Lumen from what

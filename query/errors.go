@@ -110,6 +110,12 @@ func markTruncated(w http.ResponseWriter, t store.Trace) {
 // Wrap instruments a handler under its route name.
 type Wrap func(route string, h http.Handler) http.Handler
 
+// Mux is where an API registers its routes: an *http.ServeMux, or the
+// server's route table, which gives each route the scope it needs.
+type Mux interface {
+	Handle(pattern string, h http.Handler)
+}
+
 // orPlain returns wrap, or one that leaves handlers as they are.
 func orPlain(wrap Wrap) Wrap {
 	if wrap == nil {

@@ -59,7 +59,7 @@ func NewJaeger(r JaegerReader, cfg TraceConfig, m *Metrics, log *zap.Logger) *Ja
 const JaegerPrefix = "/jaeger"
 
 // Register adds the Jaeger routes to mux.
-func (a *JaegerAPI) Register(mux *http.ServeMux, wrap Wrap) {
+func (a *JaegerAPI) Register(mux Mux, wrap Wrap) {
 	wrap = orPlain(wrap)
 	for path, h := range map[string]http.HandlerFunc{
 		"/api/services":                      a.services,

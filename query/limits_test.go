@@ -51,7 +51,7 @@ func startLimitedAPIs(t *testing.T, concurrent, queued int) *limitedAPIs {
 	a.jaeger = NewJaeger(db, traceCfg, a.m, nil)
 	a.prom = NewPromAPI(promCfg, db, db, nil, reg, reg, a.m, "test")
 	mux := http.NewServeMux()
-	for _, r := range []interface{ Register(*http.ServeMux, Wrap) }{a.traces, a.loki, a.tempo, a.jaeger} {
+	for _, r := range []interface{ Register(Mux, Wrap) }{a.traces, a.loki, a.tempo, a.jaeger} {
 		r.Register(mux, nil)
 	}
 	mux.Handle("/api/v1/", a.prom)

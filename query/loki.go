@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
@@ -38,6 +39,8 @@ type LokiAPI struct {
 	m     *Metrics
 	log   *zap.Logger
 	now   func() time.Time
+	// upgrader is the live tail's websocket upgrader.
+	upgrader websocket.Upgrader
 }
 
 // NewLoki returns the Loki API over r; m, if not nil, counts what its
@@ -48,11 +51,11 @@ func NewLoki(r LogReader, cfg LokiConfig, m *Metrics, log *zap.Logger) *LokiAPI 
 	}
 	return &LokiAPI{r: r, cfg: cfg, m: m, log: log.Named("query.loki"), now: time.Now,
 		lim:   limits.New("LogQL queries", cfg.MaxConcurrent, cfg.MaxQueued),
-		tails: limits.New("tails", cfg.MaxTails, 0)}
+		tails: limits.New("tails", cfg.MaxTails, 0), upgrader: newUpgrader(cfg.TrustedOrigins)}
 }
 
 // Register adds the Loki routes to mux; wrap instruments each handler.
-func (a *LokiAPI) Register(mux *http.ServeMux, wrap Wrap) {
+func (a *LokiAPI) Register(mux Mux, wrap Wrap) {
 	wrap = orPlain(wrap)
 	for _, rt := range []struct {
 		path string
@@ -262,6 +265,10 @@ type LokiConfig struct {
 	// MaxQuerySeries bounds the series a metric query returns, as Loki's
 	// max_query_series; past it the query is a 400. 0: none.
 	MaxQuerySeries int `yaml:"max_query_series"`
+	// TrustedOrigins are the other sites (scheme://host[:port]) whose
+	// pages may open the live tail's websocket (the server's
+	// http.trusted_origins).
+	TrustedOrigins []string `yaml:"-"`
 }
 
 // DefaultLokiConfig returns Loki's defaults where it has them.

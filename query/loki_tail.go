@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -28,7 +30,34 @@ type droppedEntry struct {
 	Timestamp string            `json:"timestamp"`
 }
 
-var upgrader = websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 64 << 10}
+// TailSubprotocol is the websocket subprotocol the UI offers (beside
+// its token, which a browser cannot send as a header: see
+// auth.Credentials); clients that offer none, as logcli and Grafana, are
+// answered with none.
+const TailSubprotocol = "lumen"
+
+// newUpgrader is the tail's websocket upgrader: a browser's handshake is
+// taken from the page's own origin (Origin's host the request's Host) or
+// from one of trusted (scheme://host[:port]), else refused with 403;
+// clients that send no Origin (logcli, Grafana's server) are not browsers.
+func newUpgrader(trusted []string) websocket.Upgrader {
+	allowed := map[string]bool{}
+	for _, o := range trusted {
+		allowed[strings.ToLower(strings.TrimSuffix(o, "/"))] = true
+	}
+	return websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 64 << 10, Subprotocols: []string{TailSubprotocol},
+		CheckOrigin: func(r *http.Request) bool {
+			origin := r.Header.Get("Origin")
+			if origin == "" {
+				return true
+			}
+			u, err := url.Parse(origin)
+			if err != nil {
+				return false
+			}
+			return strings.EqualFold(u.Host, r.Host) || allowed[strings.ToLower(origin)]
+		}}
+}
 
 const (
 	tailBuffer    = 1024 // requests' worth of lines a tail may fall behind
@@ -61,7 +90,7 @@ func (a *LokiAPI) tail(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{})
 	_ = rc.SetWriteDeadline(time.Time{})
-	conn, err := upgrader.Upgrade(w, r, nil)
+	conn, err := a.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered
 	}

@@ -57,7 +57,7 @@ func NewTempo(r TraceReader, indexed []string, version string, cfg TraceConfig, 
 }
 
 // Register adds the Tempo routes to mux.
-func (a *TempoAPI) Register(mux *http.ServeMux, wrap Wrap) {
+func (a *TempoAPI) Register(mux Mux, wrap Wrap) {
 	wrap = orPlain(wrap)
 	for path, h := range map[string]http.HandlerFunc{
 		"/api/traces/{trace_id}":          a.traceV1,

@@ -17,6 +17,7 @@ import (
 
 	"github.com/lumenobs/lumen/agent"
 	"github.com/lumenobs/lumen/internal/telemetry"
+	"github.com/lumenobs/lumen/internal/tlsconf"
 )
 
 // AgentConfig is everything `lumen agent` can be told, from the same
@@ -41,6 +42,12 @@ type AgentConfig struct {
 	Kubernetes     agent.KubeConfig `yaml:"kubernetes"`
 	Ship           agent.ShipConfig `yaml:"ship"`
 	Log            LogConfig        `yaml:"log"`
+	// ServerTLS checks an https:// server (CA, client certificate).
+	ServerTLS tlsconf.Client `yaml:"server_tls"`
+	// TokenFile holds the bearer token sent to the server.
+	TokenFile string `yaml:"token_file"`
+	// TLS is the TLS of the agent's listeners.
+	TLS tlsconf.Server `yaml:"tls"`
 }
 
 // AgentRelayConfig bounds the agent's OTLP relay (agent.RelayConfig, with
@@ -54,6 +61,9 @@ type AgentRelayConfig struct {
 	// PodShare is the part of the bytes in flight and of the buffer one
 	// pod may hold.
 	PodShare float64 `yaml:"pod_share"`
+	// AuthFile, when set, is the tokens (the server's auth file format,
+	// write scope) pods must send to the relay.
+	AuthFile string `yaml:"auth_file"`
 }
 
 func defaultRelayConfig() AgentRelayConfig {
@@ -88,6 +98,7 @@ func (c AgentConfig) agent() agent.Config {
 		OTLPGRPCAddr: c.OTLPGRPCAddr, OTLPHTTPAddr: c.OTLPHTTPAddr, BufferMaxBytes: int64(c.BufferMaxBytes),
 		Relay: agent.RelayConfig{MaxRequestBytes: int64(c.Relay.MaxRequestBytes), MaxInFlightBytes: int64(c.Relay.MaxInFlightBytes), PodShare: c.Relay.PodShare},
 		Logs:  c.Logs, Node: c.NodeMetrics, Kubernetes: c.Kubernetes, Ship: c.Ship, Version: version,
+		ServerTLS: c.ServerTLS, TokenFile: c.TokenFile, TLS: c.TLS, RelayAuthFile: c.Relay.AuthFile,
 	}
 }
 
@@ -112,6 +123,12 @@ func agentSettings() []setting[AgentConfig] {
 	}
 	return []setting[AgentConfig]{
 		{"server", "LUMEN_SERVER", "lumen serve's OTLP/HTTP endpoint, e.g. http://lumen:4318", str(func(c *AgentConfig) *string { return &c.Server }), false},
+		{"token-file", "LUMEN_TOKEN_FILE", "file holding the bearer token sent to the server (read again when it changes)", str(func(c *AgentConfig) *string { return &c.TokenFile }), false},
+		{"server-ca-file", "LUMEN_SERVER_CA_FILE", "CA bundle an https:// server's certificate must chain to (default: the system's)", str(func(c *AgentConfig) *string { return &c.ServerTLS.CAFile }), false},
+		{"tls-cert-file", "LUMEN_TLS_CERT_FILE", "TLS certificate of the agent's listeners (its HTTP port and the relay; server_tls in YAML for the certificate presented to the server)", str(func(c *AgentConfig) *string { return &c.TLS.CertFile }), false},
+		{"tls-key-file", "LUMEN_TLS_KEY_FILE", "TLS private key of the agent's listeners", str(func(c *AgentConfig) *string { return &c.TLS.KeyFile }), false},
+		{"tls-client-ca-file", "LUMEN_TLS_CLIENT_CA_FILE", "CA bundle the certificates of clients of the agent's listeners must chain to (mTLS)", str(func(c *AgentConfig) *string { return &c.TLS.ClientCAFile }), false},
+		{"relay-auth-file", "LUMEN_RELAY_AUTH_FILE", "tokens pods must send to the relay (the server's auth file format, write scope)", str(func(c *AgentConfig) *string { return &c.Relay.AuthFile }), false},
 		{"node-name", "LUMEN_NODE_NAME", "the node's name (default: $NODE_NAME, else the host name)", str(func(c *AgentConfig) *string { return &c.NodeName }), false},
 		{"log-glob", "LUMEN_LOG_GLOB", "container log files to read (empty: none)", str(func(c *AgentConfig) *string { return &c.Logs.Glob }), false},
 		{"state-dir", "LUMEN_STATE_DIR", "directory of the read positions and the on-disk buffer (a hostPath)", str(func(c *AgentConfig) *string { return &c.StateDir }), false},

@@ -18,6 +18,8 @@ import (
 	"github.com/lumenobs/lumen/ingest/otlp"
 	"github.com/lumenobs/lumen/ingest/promrw"
 	"github.com/lumenobs/lumen/ingest/spanmetrics"
+	"github.com/lumenobs/lumen/internal/auth"
+	"github.com/lumenobs/lumen/internal/tlsconf"
 	"github.com/lumenobs/lumen/query"
 	"github.com/lumenobs/lumen/store"
 )
@@ -66,6 +68,12 @@ type Config struct {
 	HTTP        HTTPConfig         `yaml:"http"`
 	Log         LogConfig          `yaml:"log"`
 	Pprof       bool               `yaml:"pprof"`
+	// TLS is every listener's TLS (the HTTP port, OTLP gRPC and HTTP);
+	// http.tls, otlp.grpc_tls and otlp.http_tls replace it for one.
+	TLS tlsconf.Server `yaml:"tls"`
+	// AuthFile, when set, is the tokens and users that may call Lumen and
+	// their scopes (docs/security.md); unset: no authentication.
+	AuthFile string `yaml:"auth_file"`
 	// AutoGoMemLimitRatio is the share of the container's (else the
 	// machine's) memory given to Go as GOMEMLIMIT when it is not set, as
 	// Prometheus' --auto-gomemlimit.ratio; 0 turns it off.
@@ -99,6 +107,11 @@ type HTTPConfig struct {
 	// AllowedHosts, when set, are the only Host names the HTTP port
 	// answers (against DNS rebinding); empty: any.
 	AllowedHosts []string `yaml:"allowed_hosts"`
+	// TLS, when set, replaces the shared tls block for this port.
+	TLS *tlsconf.Server `yaml:"tls"`
+	// MetricsAuth, with an auth file, makes /metrics need the read scope;
+	// by default it stays open to scrapers, as /-/healthy and /-/ready do.
+	MetricsAuth bool `yaml:"metrics_auth"`
 }
 
 // DefaultHTTPConfig returns the HTTP port's defaults.
@@ -124,7 +137,7 @@ func (c HTTPConfig) Validate() error {
 	if c.WriteTimeout < 0 {
 		return fmt.Errorf("http: write_timeout %s is negative", c.WriteTimeout)
 	}
-	return nil
+	return c.TLS.Or(tlsconf.Server{}).Validate("http.tls")
 }
 
 // writeTimeout is the HTTP write timeout cfg asks for: the setting, or
@@ -243,7 +256,23 @@ func (c Config) Validate() error {
 	if err := c.LokiPush.Validate(); err != nil {
 		return err
 	}
-	return c.OTLP.Validate()
+	if err := c.TLS.Validate("tls"); err != nil {
+		return err
+	}
+	if c.AuthFile != "" {
+		if _, err := auth.ReadFile(c.AuthFile); err != nil {
+			return err
+		}
+	}
+	return c.withListeners().OTLP.Validate()
+}
+
+// withListeners is c with each listener's TLS resolved (its own block,
+// else the shared one) and the OTLP receiver's authenticator set.
+func (c Config) withListeners() Config {
+	h, g, o := c.HTTP.TLS.Or(c.TLS), c.OTLP.GRPCTLS.Or(c.TLS), c.OTLP.HTTPTLS.Or(c.TLS)
+	c.HTTP.TLS, c.OTLP.GRPCTLS, c.OTLP.HTTPTLS = &h, &g, &o
+	return c
 }
 
 // setting is one option of a configuration C that an environment variable
@@ -286,6 +315,10 @@ func settings() []setting[Config] {
 		{"checkpoint-interval", "LUMEN_CHECKPOINT_INTERVAL", "how often the metrics and log heads are written and their WAL starts anew", func(c *Config, v string) error { return c.CheckpointInterval.parse(v) }, false},
 		{"log-format", "LUMEN_LOG_FORMAT", "console or json", str(func(c *Config) *string { return &c.Log.Format }), false},
 		{"log-level", "LUMEN_LOG_LEVEL", "debug, info, warn or error", str(func(c *Config) *string { return &c.Log.Level }), false},
+		{"tls-cert-file", "LUMEN_TLS_CERT_FILE", "TLS certificate (PEM) of every listener, read again when it changes", str(func(c *Config) *string { return &c.TLS.CertFile }), false},
+		{"tls-key-file", "LUMEN_TLS_KEY_FILE", "TLS private key (PEM) of every listener", str(func(c *Config) *string { return &c.TLS.KeyFile }), false},
+		{"tls-client-ca-file", "LUMEN_TLS_CLIENT_CA_FILE", "CA bundle client certificates must chain to: every client must present one (mTLS)", str(func(c *Config) *string { return &c.TLS.ClientCAFile }), false},
+		{"auth-file", "LUMEN_AUTH_FILE", "tokens and basic-auth users with their scopes (read, write, admin); every route but health and the UI's files then needs one (docs/security.md)", str(func(c *Config) *string { return &c.AuthFile }), false},
 		{"pprof", "LUMEN_PPROF", "serve /debug/pprof on the HTTP port", boolean(func(c *Config) *bool { return &c.Pprof }), true},
 		{"auto-gomemlimit-ratio", "LUMEN_AUTO_GOMEMLIMIT_RATIO", "when GOMEMLIMIT is not set, set it to this share of the container's memory limit (else the machine's memory), as Prometheus does (0: off)", func(c *Config, v string) error {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)

@@ -57,14 +57,16 @@ func TestBrowserGuard(t *testing.T) {
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		require.Equal(t, allowed, resp.Header.Get("Access-Control-Allow-Origin"), origin)
 	}
-	// The live tail's websocket takes only its own origin.
+	// The live tail's websocket takes only its own origin and the trusted ones.
 	tail := "ws://" + cfg.HTTPAddr + "/loki/api/v1/tail?" + url.Values{"query": {`{app="x"}`}}.Encode()
 	_, resp, err := websocket.DefaultDialer.Dial(tail, http.Header{"Origin": {"https://evil.example"}})
 	require.Error(t, err)
 	require.Equal(t, http.StatusForbidden, resp.StatusCode)
-	conn, _, err := websocket.DefaultDialer.Dial(tail, http.Header{"Origin": {"http://" + cfg.HTTPAddr}})
-	require.NoError(t, err)
-	_ = conn.Close()
+	for _, origin := range []string{"http://" + cfg.HTTPAddr, "https://grafana.example"} { // its own, a trusted one
+		conn, _, err := websocket.DefaultDialer.Dial(tail, http.Header{"Origin": {origin}})
+		require.NoError(t, err, origin)
+		_ = conn.Close()
+	}
 }
 
 // TestAllowedHosts: with http.allowed_hosts set, a request for another

@@ -26,6 +26,7 @@ import (
 	"github.com/lumenobs/lumen/ingest/otlp"
 	"github.com/lumenobs/lumen/ingest/promrw"
 	"github.com/lumenobs/lumen/ingest/spanmetrics"
+	"github.com/lumenobs/lumen/internal/auth"
 	"github.com/lumenobs/lumen/internal/telemetry"
 	"github.com/lumenobs/lumen/query"
 	"github.com/lumenobs/lumen/store"
@@ -112,10 +113,8 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 		zap.String("http_addr", cfg.HTTPAddr), zap.String("otlp_grpc_addr", cfg.OTLP.GRPCAddr), zap.String("otlp_http_addr", cfg.OTLP.HTTPAddr))
 
 	setMemoryLimit(log, cfg.AutoGoMemLimitRatio, memoryLimit)
-	if open := exposedAddrs(cfg.HTTPAddr, cfg.OTLP.GRPCAddr, cfg.OTLP.HTTPAddr); len(open) > 0 {
-		log.Warn("listening beyond this machine with no authentication or TLS: whoever reaches these addresses can read every log and write as any service; keep them on a trusted network (docs/security.md)",
-			zap.Strings("addresses", open))
-	}
+	cfg = cfg.withListeners()
+	warnExposed(log, cfg)
 
 	so := store.DefaultOptions(cfg.DataDir)
 	so.Retention = time.Duration(cfg.Retention)
@@ -144,6 +143,11 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerStoreMetrics(reg, db)
 	ingestMetrics := telemetry.NewIngest(reg)
+	authn, err := openAuth(ctx, cfg, log, reg)
+	if err != nil {
+		return err
+	}
+	cfg.OTLP.Auth = authn
 
 	fields := fieldWriter{DB: db, det: logfields.New(cfg.LogFields)}
 	var traces otlp.Writer = fields
@@ -174,22 +178,33 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 	}
 	ln = netutil.LimitListener(ln, cfg.HTTP.MaxConnections)
 	var ready atomic.Bool
-	mux, err := newMux(cfg, db, reg, log, ingestMetrics, &ready)
+	routes, err := newMux(cfg, db, reg, log, ingestMetrics, &ready)
 	if err != nil {
 		_ = ln.Close()
 		return err
 	}
-	guarded, err := browserGuard(cfg.HTTP, mux)
+	guarded, err := browserGuard(cfg.HTTP, routes.handler(authn))
 	if err != nil {
+		_ = ln.Close()
 		return err
 	}
 	srv := newHTTPServer(cfg, guarded, log)
+	if srv.TLSConfig, err = cfg.HTTP.TLS.Load(); err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("http.tls: %w", err)
+	}
 	if err := rcv.Start(ctx); err != nil {
 		_ = ln.Close()
 		return err
 	}
 	httpErr := make(chan error, 1)
-	go func() { httpErr <- srv.Serve(ln) }()
+	go func() {
+		if srv.TLSConfig != nil {
+			httpErr <- srv.ServeTLS(ln, "", "") // certificates from TLSConfig, reloaded as they change
+			return
+		}
+		httpErr <- srv.Serve(ln)
+	}()
 	ready.Store(true)
 	log.Info("lumen is ready", zap.String("http", ln.Addr().String()))
 	if started != nil {
@@ -264,8 +279,8 @@ func (w observingWriter) WriteTraces(ctx context.Context, td ptrace.Traces) erro
 	return nil
 }
 
-func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger, im *telemetry.Ingest, ready *atomic.Bool) (*http.ServeMux, error) {
-	mux := http.NewServeMux()
+func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger, im *telemetry.Ingest, ready *atomic.Bool) (*routeTable, error) {
+	routes := newRouteTable()
 	durations := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "lumen_http_request_duration_seconds",
 		Help:    "Time to answer HTTP API requests, by route and status code.",
@@ -279,22 +294,26 @@ func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger,
 	wrap := func(route string, h http.Handler) http.Handler {
 		return promhttp.InstrumentHandlerDuration(durations.MustCurryWith(prometheus.Labels{"handler": route}), h)
 	}
-	registerQueryAPIs(mux, cfg, db, reg, log, wrap)
+	registerQueryAPIs(routes, cfg, db, reg, log, wrap)
 	rw, err := promrw.New(cfg.RemoteWrite, db, db, log, reg, im)
 	if err != nil {
 		return nil, err
 	}
-	mux.Handle("POST /api/v1/write", wrap("/api/v1/write", rw))
+	routes.handle(auth.Write, "POST /api/v1/write", wrap("/api/v1/write", rw))
 	lp, err := loki.New(cfg.LokiPush, fieldWriter{DB: db, det: logfields.New(cfg.LogFields)}, log, im)
 	if err != nil {
 		return nil, err
 	}
-	mux.Handle("POST /loki/api/v1/push", wrap("/loki/api/v1/push", lp))
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) {
+	routes.handle(auth.Write, "POST /loki/api/v1/push", wrap("/loki/api/v1/push", lp))
+	metricsScope := auth.Public // Lumen's own metrics: no data, no secrets
+	if cfg.HTTP.MetricsAuth {
+		metricsScope = auth.Read
+	}
+	routes.handle(metricsScope, "GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	routes.handleFunc(auth.Public, "GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "Lumen is Healthy.\n")
 	})
-	mux.HandleFunc("GET /-/ready", func(w http.ResponseWriter, _ *http.Request) {
+	routes.handleFunc(auth.Public, "GET /-/ready", func(w http.ResponseWriter, _ *http.Request) {
 		if !ready.Load() {
 			http.Error(w, "Lumen is not ready.", http.StatusServiceUnavailable)
 			return
@@ -302,32 +321,38 @@ func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger,
 		_, _ = io.WriteString(w, "Lumen is Ready.\n")
 	})
 	if cfg.Pprof {
-		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		routes.handleFunc(auth.Admin, "GET /debug/pprof/", pprof.Index)
+		routes.handleFunc(auth.Admin, "GET /debug/pprof/cmdline", pprof.Cmdline)
+		routes.handleFunc(auth.Admin, "GET /debug/pprof/profile", pprof.Profile)
+		routes.handleFunc(auth.Admin, "GET /debug/pprof/symbol", pprof.Symbol)
+		routes.handleFunc(auth.Admin, "GET /debug/pprof/trace", pprof.Trace)
 	}
-	mux.Handle("GET /", ui.Handler())
-	return mux, nil
+	// The UI's files hold no data (every call it makes needs read); they
+	// are served to anyone so that the UI can ask for a token.
+	routes.handle(auth.Public, "GET /", ui.Handler())
+	return routes, nil
 }
 
-// registerQueryAPIs adds the query APIs to mux, sharing one counter of the
-// queries their limits refuse.
-func registerQueryAPIs(mux *http.ServeMux, cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger, wrap query.Wrap) {
+// registerQueryAPIs adds the query APIs to routes (the read scope),
+// sharing one counter of the queries their limits refuse.
+func registerQueryAPIs(routes *routeTable, cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger, wrap query.Wrap) {
 	qm := query.NewMetrics(reg)
 	logql, promql := cfg.LogQL, cfg.PromQL
 	promql.CORSOrigins = cfg.HTTP.TrustedOrigins
+	logql.TrustedOrigins = cfg.HTTP.TrustedOrigins
 	logql.MaxQueryLength, promql.MaxQueryLength = cfg.queryLength(logql.MaxQueryLength), cfg.queryLength(promql.MaxQueryLength)
-	query.New(db, cfg.Traces, qm, log).Register(mux, wrap)
-	query.NewLoki(db, logql, qm, log).Register(mux, wrap)
-	query.NewTempo(db, store.DefaultSearchAttributes, version, cfg.Traces, qm, log).Register(mux, wrap)
-	query.NewJaeger(db, cfg.Traces, qm, log).Register(mux, wrap)
+	read := routes.scoped(auth.Read)
+	query.New(db, cfg.Traces, qm, log).Register(read, wrap)
+	query.NewLoki(db, logql, qm, log).Register(read, wrap)
+	query.NewTempo(db, store.DefaultSearchAttributes, version, cfg.Traces, qm, log).Register(read, wrap)
+	query.NewJaeger(db, cfg.Traces, qm, log).Register(read, wrap)
 	// Every other /api/v1 route is Prometheus' own API; the more specific
-	// routes take precedence.
+	// routes take precedence. Its admin routes (off: they answer that
+	// they are disabled) need the admin scope.
 	promAPI := wrap("/api/v1 (prometheus)", query.NewPromAPI(promql, db, db, log, reg, reg, qm, version))
-	mux.Handle("GET /api/v1/", promAPI)
-	mux.Handle("POST /api/v1/", promAPI)
+	routes.handle(auth.Read, "GET /api/v1/", promAPI)
+	routes.handle(auth.Read, "POST /api/v1/", promAPI)
+	routes.handle(auth.Admin, "POST /api/v1/admin/", promAPI)
 }
 
 // registerStoreMetrics exposes the store's size, read when scraped.

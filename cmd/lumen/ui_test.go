@@ -33,6 +33,8 @@ const (
 	// browserScript drives the UI in Chromium with Playwright; it lives with
 	// the UI's sources.
 	browserScript = "../../ui/e2e/browser.mjs"
+	// tokenScript drives the UI against a server that asks for tokens.
+	tokenScript   = "../../ui/e2e/token.mjs"
 	playwrightDir = "../../ui/node_modules/playwright-core"
 	uiNotBuilt    = "the UI is not built: run `make ui` before the tests"
 	// bigSpans is the size of the trace the render benchmark opens.
@@ -213,15 +215,23 @@ func TestUIInBrowser(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, os.MkdirAll(screenshots, 0o750))
 
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, browserScript)
-	cmd.Env = append(os.Environ(),
+	err = runBrowserScript(t, node, browserScript, 4*time.Minute,
 		"LUMEN_URL="+s.api(""),
 		"LUMEN_FIXTURE="+fixturePath,
 		"LUMEN_CHROMIUM="+chromium,
 		"LUMEN_SCREENSHOTS="+screenshots,
 	)
+	require.NoError(t, err, "browser test failed: see the log above and the screenshots in test-results/ui")
+}
+
+// runBrowserScript runs a Playwright script with node, its environment
+// env, for at most limit, logging its output and METRIC lines.
+func runBrowserScript(t *testing.T, node, script string, limit time.Duration, env ...string) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, script)
+	cmd.Env = append(os.Environ(), env...)
 	// On timeout, an interrupt lets Playwright close the browser; a kill
 	// follows if the script has not exited 15 s later.
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
@@ -232,17 +242,17 @@ func TestUIInBrowser(t *testing.T) {
 	stderr := &lineLogger{t: t, prefix: "browser stderr: ", mu: &mu, metrics: &metrics}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	began := time.Now()
-	err = cmd.Run()
+	err := cmd.Run()
 	stdout.flush()
 	stderr.flush()
-	t.Logf("browser script ran for %s", time.Since(began).Round(time.Millisecond))
+	t.Logf("browser script %s ran for %s", filepath.Base(script), time.Since(began).Round(time.Millisecond))
 	for _, m := range metrics {
 		t.Logf("%s", m)
 	}
 	if ctx.Err() != nil {
-		t.Logf("the browser script did not finish within 4 minutes")
+		t.Logf("the browser script did not finish within %s", limit)
 	}
-	require.NoError(t, err, "browser test failed: see the log above and the screenshots in test-results/ui")
+	return err
 }
 
 // callTreeIDs finds the traces of sendCallTrees through the UI's search,
@@ -384,4 +394,33 @@ func (l *lineLogger) logLine(line string) {
 	if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "METRIC "); ok && strings.HasPrefix(rest, "render_") {
 		*l.metrics = append(*l.metrics, rest)
 	}
+}
+
+// TestUIAsksForAToken: against a server with an auth file, the UI asks
+// for a token, refuses a wrong one, keeps the right one in the tab (never
+// in a URL), sends it on every call and on the live tail's websocket.
+func TestUIAsksForAToken(t *testing.T) {
+	node := lookTool(t, "node", "apt-get install nodejs")
+	chromium := lookTool(t, "chromium", "apt-get install chromium")
+	for _, p := range []string{tokenScript, playwrightDir} {
+		if _, err := os.Stat(p); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s (%v)", uiNotBuilt, err)
+			}
+			t.Skipf("%s (%v)", uiNotBuilt, err)
+		}
+	}
+	dir := t.TempDir()
+	cfg := testConfig(t, filepath.Join(dir, "data"))
+	cfg.AuthFile = writeAuthFile(t, dir, "")
+	s := startServer(t, cfg)
+	const line = "a line only a token shows"
+	code, body := post(t, s.api("/loki/api/v1/push"), "application/json",
+		[]byte(fmt.Sprintf(`{"streams":[{"stream":{"app":"tokentest"},"values":[["%d","%s"]]}]}`, time.Now().Add(-time.Minute).UnixNano(), line)),
+		"Authorization", bearer(writeSecret))
+	require.Equal(t, http.StatusNoContent, code, body)
+
+	err := runBrowserScript(t, node, tokenScript, 2*time.Minute, "LUMEN_URL="+s.api(""), "LUMEN_READ_TOKEN="+readSecret,
+		"LUMEN_WRITE_TOKEN="+writeSecret, "LUMEN_LINE="+line, "LUMEN_CHROMIUM="+chromium)
+	require.NoError(t, err, "browser token test failed: see the log above")
 }

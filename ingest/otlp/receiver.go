@@ -22,9 +22,11 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/lumenobs/lumen/internal/auth"
 	"github.com/lumenobs/lumen/internal/fault"
 	"github.com/lumenobs/lumen/internal/otlprecv"
 	"github.com/lumenobs/lumen/internal/telemetry"
+	"github.com/lumenobs/lumen/internal/tlsconf"
 )
 
 // Writer is the part of the store the receiver writes to. Metrics go
@@ -56,6 +58,12 @@ type Config struct {
 	// RESOURCE_EXHAUSTED with a retry hint.
 	MaxInFlightBytes    int64 `yaml:"max_in_flight_bytes"`
 	MaxInFlightRequests int   `yaml:"max_in_flight_requests"`
+	// GRPCTLS and HTTPTLS, when set, replace the server's shared tls block
+	// for one listener.
+	GRPCTLS *tlsconf.Server `yaml:"grpc_tls"`
+	HTTPTLS *tlsconf.Server `yaml:"http_tls"`
+	// Auth, when set, asks every request for the write scope.
+	Auth *auth.Authenticator `yaml:"-"`
 }
 
 // DefaultConfig returns the standard OTLP ports on all interfaces.
@@ -86,7 +94,10 @@ func (c Config) Validate() error {
 	case c.MaxInFlightBytes < c.MaxRequestBytes || c.MaxInFlightRequests < 1:
 		return fmt.Errorf("otlp: max in-flight bytes %d must hold one largest request (%d) and max in-flight requests %d must be positive", c.MaxInFlightBytes, c.MaxRequestBytes, c.MaxInFlightRequests)
 	}
-	return nil
+	if err := c.GRPCTLS.Or(tlsconf.Server{}).Validate("otlp.grpc_tls"); err != nil {
+		return err
+	}
+	return c.HTTPTLS.Or(tlsconf.Server{}).Validate("otlp.http_tls")
 }
 
 // Receiver is the embedded OTLP receiver.
@@ -118,7 +129,8 @@ func New(cfg Config, w Writer, log *zap.Logger, m *telemetry.Ingest, version str
 		return nil, fmt.Errorf("metrics consumer: %w", err)
 	}
 	r, err := otlprecv.New(otlprecv.Config{GRPCAddr: cfg.GRPCAddr, HTTPAddr: cfg.HTTPAddr, MaxRequestBytes: cfg.MaxRequestBytes,
-		MaxInFlightBytes: cfg.MaxInFlightBytes, MaxInFlightRequests: cfg.MaxInFlightRequests, QueueWait: cfg.QueueWait},
+		MaxInFlightBytes: cfg.MaxInFlightBytes, MaxInFlightRequests: cfg.MaxInFlightRequests, QueueWait: cfg.QueueWait,
+		Auth: cfg.Auth, GRPCTLS: cfg.GRPCTLS.Or(tlsconf.Server{}), HTTPTLS: cfg.HTTPTLS.Or(tlsconf.Server{})},
 		otlprecv.Consumers{Traces: tc, Logs: lc, Metrics: mc}, log, "lumen", version)
 	if err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/config/configauth"
 	"go.opentelemetry.io/collector/config/configgrpc"
 	"go.opentelemetry.io/collector/config/confighttp"
 	"go.opentelemetry.io/collector/config/configmiddleware"
@@ -21,6 +22,9 @@ import (
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
+
+	"github.com/lumenobs/lumen/internal/auth"
+	"github.com/lumenobs/lumen/internal/tlsconf"
 )
 
 // Config is where the receiver listens and how large a request may be.
@@ -41,6 +45,12 @@ type Config struct {
 	// admission: `lumen agent` bounds its relay with it. It may add a gRPC
 	// tap handle only when the admission is off (gRPC takes one).
 	Middleware component.Component
+	// Auth, when set, asks every request for credentials holding the
+	// write scope (auth.go).
+	Auth *auth.Authenticator
+	// GRPCTLS and HTTPTLS are the listeners' TLS (off when they have no
+	// certificate).
+	GRPCTLS, HTTPTLS tlsconf.Server
 }
 
 // Connection hygiene on both listeners: a client must send its request
@@ -68,6 +78,7 @@ type Receiver struct {
 	traces     receiver.Traces
 	admission  *admission
 	middleware component.Component
+	auth       *authn
 }
 
 // New builds the receiver. The factory shares one receiver per config, so
@@ -85,6 +96,12 @@ func New(cfg Config, c Consumers, log *zap.Logger, command, version string) (*Re
 		r.middleware = cfg.Middleware
 		middlewares = append([]configmiddleware.Config{{ID: middlewareID}}, middlewares...)
 	}
+	httpMiddlewares := middlewares
+	if cfg.Auth != nil {
+		r.auth = &authn{a: cfg.Auth}
+		// First on HTTP: credentials are checked before anything is read.
+		httpMiddlewares = append([]configmiddleware.Config{{ID: authID}}, middlewares...)
+	}
 	if cfg.GRPCAddr != "" {
 		g := rc.Protocols.GRPC.GetOrInsertDefault()
 		g.NetAddr.Endpoint = cfg.GRPCAddr
@@ -95,6 +112,12 @@ func New(cfg Config, c Consumers, log *zap.Logger, command, version string) (*Re
 			EnforcementPolicy: configoptional.Some(configgrpc.KeepaliveEnforcementPolicy{MinTime: minPingInterval, PermitWithoutStream: true}),
 		})
 		g.Middlewares = middlewares
+		if r.auth != nil {
+			g.Auth = configoptional.Some(configauth.Config{AuthenticatorID: authID})
+		}
+		if cfg.GRPCTLS.Enabled() {
+			g.TLS = configoptional.Some(cfg.GRPCTLS.Collector())
+		}
 	} else {
 		rc.Protocols.GRPC = configoptional.None[configgrpc.ServerConfig]()
 	}
@@ -105,7 +128,10 @@ func New(cfg Config, c Consumers, log *zap.Logger, command, version string) (*Re
 		h.ServerConfig.ReadTimeout = readTimeout
 		h.ServerConfig.ReadHeaderTimeout = readHeaderTimeout
 		h.ServerConfig.Keepalive = configoptional.Some(confighttp.KeepaliveServerConfig{IdleTimeout: idleTimeout})
-		h.ServerConfig.Middlewares = middlewares
+		h.ServerConfig.Middlewares = httpMiddlewares
+		if cfg.HTTPTLS.Enabled() {
+			h.ServerConfig.TLS = configoptional.Some(cfg.HTTPTLS.Collector())
+		}
 	} else {
 		rc.Protocols.HTTP = configoptional.None[otlpreceiver.HTTPConfig]()
 	}
@@ -138,7 +164,7 @@ func New(cfg Config, c Consumers, log *zap.Logger, command, version string) (*Re
 
 // Start opens the listeners. It fails if an address cannot be bound.
 func (r *Receiver) Start(ctx context.Context) error {
-	if err := r.traces.Start(ctx, host{admission: r.admission, middleware: r.middleware}); err != nil {
+	if err := r.traces.Start(ctx, host{admission: r.admission, middleware: r.middleware, auth: r.auth}); err != nil {
 		return fmt.Errorf("start otlp receiver: %w", err)
 	}
 	return nil
@@ -158,6 +184,7 @@ func (r *Receiver) Shutdown(ctx context.Context) error {
 type host struct {
 	admission  *admission
 	middleware component.Component
+	auth       *authn
 }
 
 var middlewareID = component.MustNewID("lumen_middleware")
@@ -169,6 +196,9 @@ func (h host) GetExtensions() map[component.ID]component.Component {
 	}
 	if h.middleware != nil {
 		ext[middlewareID] = h.middleware
+	}
+	if h.auth != nil {
+		ext[authID] = *h.auth
 	}
 	if len(ext) == 0 {
 		return nil

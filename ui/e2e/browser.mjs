@@ -7,7 +7,7 @@
 //   LUMEN_SCREENSHOTS  where each page's screenshot is saved
 // It prints `STEP …` as it goes, `METRIC name=value` for the figures, and
 // exits non-zero on the first failed expectation.
-import { chromium } from 'playwright-core';
+import { launch, steps } from './lib.mjs';
 import { readFileSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -18,11 +18,7 @@ mkdirSync(shots, { recursive: true });
 rmSync(join(shots, 'failure.png'), { force: true });
 const win = `from=${fx.from}&to=${fx.to}`;
 
-const browser = await chromium.launch({
-  executablePath: process.env.LUMEN_CHROMIUM ?? '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
-});
+const browser = await launch();
 const context = await browser.newContext({ viewport: { width: 1400, height: 900 }, colorScheme: 'light' });
 const page = await context.newPage();
 page.setDefaultTimeout(15000);
@@ -31,14 +27,7 @@ page.on('pageerror', (e) => pageErrors.push(String(e)));
 // A 4xx the page shows as an error state is logged by the browser as a failed load; anything else is a defect.
 page.on('console', (m) => { if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) pageErrors.push(`console: ${m.text()}`); });
 
-let current = '';
-function fail(msg) { throw new Error(`${current}: ${msg}`); }
-function expect(cond, msg) { if (!cond) fail(msg); }
-async function step(name, fn) {
-  current = name;
-  console.log(`STEP ${name}`);
-  await fn();
-}
+const { fail, expect, step } = steps();
 async function shot(name) { await page.screenshot({ path: join(shots, `${name}.png`), fullPage: false }); }
 const hash = () => page.evaluate(() => location.hash);
 

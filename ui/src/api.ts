@@ -7,12 +7,54 @@ export class ApiError extends Error {
   }
 }
 
+// The token the server asked for, kept for this browser tab only
+// (sessionStorage: never in the URL, gone when the tab closes).
+const TOKEN_KEY = 'lumen.token';
+
+export function getToken(): string {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY) ?? '';
+  } catch {
+    return '';
+  }
+}
+
+export function setToken(token: string): void {
+  if (token) sessionStorage.setItem(TOKEN_KEY, token);
+  else sessionStorage.removeItem(TOKEN_KEY);
+}
+
+/** AUTH_EVENT is dispatched on window when the server answers 401: the UI asks for a token. */
+export const AUTH_EVENT = 'lumen-auth-needed';
+
+/** authHeaders are the headers every API call carries. */
+export function authHeaders(): Record<string, string> {
+  // X-Requested-With: the server leaves out the Basic challenge, which
+  // would open the browser's own login dialog over the UI's prompt.
+  const h: Record<string, string> = { Accept: 'application/json', 'X-Requested-With': 'lumen-ui' };
+  const t = getToken();
+  if (t) h.Authorization = `Bearer ${t}`;
+  return h;
+}
+
+/**
+ * wsProtocols are the subprotocols a websocket offers: the tail's own,
+ * and the token (base64url), since a browser cannot set headers on a
+ * websocket.
+ */
+export function wsProtocols(): string[] {
+  const t = getToken();
+  if (!t) return ['lumen'];
+  const b64 = btoa(String.fromCharCode(...new TextEncoder().encode(t))).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+  return ['lumen', `lumen.bearer.${b64}`];
+}
+
 /** getJSON fetches an API path; a failure throws ApiError with the server's own message. */
 export async function getJSON<T = any>(path: string, params?: URLSearchParams, signal?: AbortSignal): Promise<T> {
   const url = params && [...params.keys()].length ? `${path}?${params}` : path;
   let resp: Response;
   try {
-    resp = await fetch(url, { signal, headers: { Accept: 'application/json' } });
+    resp = await fetch(url, { signal, headers: authHeaders() });
   } catch (e) {
     if ((e as Error).name === 'AbortError') throw e;
     throw new ApiError(0, `cannot reach Lumen at ${location.host}: ${(e as Error).message}`);
@@ -24,6 +66,7 @@ export async function getJSON<T = any>(path: string, params?: URLSearchParams, s
   } catch {
     /* a plain-text answer, as Loki gives for errors */
   }
+  if (resp.status === 401) window.dispatchEvent(new CustomEvent(AUTH_EVENT, { detail: text.trim() }));
   if (!resp.ok || body?.status === 'error') {
     const msg = body?.error ?? body?.message ?? (text.trim() || resp.statusText);
     throw new ApiError(resp.status, `${resp.status} ${resp.statusText}: ${msg}`);

@@ -2,6 +2,7 @@
 import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import './style.css';
+import { AUTH_EVENT, getToken, setToken } from './api';
 import { LogsPage } from './pages/logs';
 import { MetricsPage } from './pages/metrics';
 import { ServicesPage } from './pages/services';
@@ -16,11 +17,49 @@ const nav: { page: Page; label: string }[] = [
   { page: 'services', label: 'Services' },
 ];
 
+/**
+ * TokenPrompt asks for a token when the server answers 401: it is kept in
+ * this tab's sessionStorage (never in the URL) and every call carries it.
+ */
+function TokenPrompt({ onToken }: { onToken: () => void }) {
+  const [reason, setReason] = useState('');
+  const [open, setOpen] = useState(false);
+  useEffect(() => {
+    const on = (e: Event) => {
+      setReason((e as CustomEvent<string>).detail ?? '');
+      setOpen(true);
+    };
+    window.addEventListener(AUTH_EVENT, on);
+    return () => window.removeEventListener(AUTH_EVENT, on);
+  }, []);
+  if (!open) return null;
+  return (
+    <div class="token-backdrop">
+      <form class="token-prompt" data-testid="token-prompt" onSubmit={(e) => {
+        e.preventDefault();
+        const v = ((e.target as HTMLFormElement).elements.namedItem('token') as HTMLInputElement).value.trim();
+        if (!v) return;
+        setToken(v);
+        setOpen(false);
+        onToken();
+      }}>
+        <h2>This Lumen asks for a token</h2>
+        <p>{getToken() ? 'The token given was refused' : 'Every query needs a token with the read scope'}{reason ? `: ${reason}` : '.'}</p>
+        <p class="dim">It is kept in this browser tab only, until the tab is closed.</p>
+        <input name="token" type="password" autocomplete="off" aria-label="token" placeholder="token" autofocus />
+        <button type="submit">Use this token</button>
+      </form>
+    </div>
+  );
+}
+
 function App() {
   const [route, setRoute] = useState(() => parseHash(location.hash));
   // Relative times (now-1h) are resolved once per navigation, so a page's
   // queries agree with each other; Refresh moves "now".
   const [now, setNow] = useState(Date.now());
+  // A new token remounts the pages, so that every query runs again with it.
+  const [tokenGen, setTokenGen] = useState(0);
   useEffect(() => {
     const on = () => {
       setRoute(parseHash(location.hash));
@@ -45,8 +84,10 @@ function App() {
           <input name="id" placeholder="trace id" aria-label="open a trace by id" />
         </form>
         <button class="refresh" title="run the page's queries again, up to now" onClick={() => setNow(Date.now())}>↻</button>
+        {getToken() && <button class="signout" data-testid="forget-token" title="forget the token this tab holds" onClick={() => { setToken(''); location.reload(); }}>Forget token</button>}
       </header>
-      <main>
+      <TokenPrompt onToken={() => { setNow(Date.now()); setTokenGen((g) => g + 1); }} />
+      <main key={tokenGen}>
         {route.page === 'traces' && <TracesPage key={route.params.toString()} params={route.params} now={now} />}
         {route.page === 'trace' && <TracePage id={route.id} params={route.params} />}
         {route.page === 'logs' && <LogsPage params={route.params} now={now} />}

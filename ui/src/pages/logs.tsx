@@ -1,7 +1,7 @@
 // Logs: LogQL with label/value completion, a volume histogram, expandable
 // lines that link to their traces, and live tail over the websocket.
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
-import { loki, useAsync } from '../api';
+import { loki, useAsync, wsProtocols } from '../api';
 import { Chart, toChartSeries } from '../chart';
 import { Empty, ErrorBox, fmtTime, Labels, Loading, QueryBox, TimeRangePicker } from '../components';
 import { autoStep, capSeries, isLogQuery, resolveRange, selectorOf, traceOfLine, volumeQuery, type Completion, type Range } from '../query';
@@ -134,7 +134,7 @@ function LiveTail({ query }: { query: string }) {
     buffer.current = [];
     const proto = location.protocol === 'https:' ? 'wss' : 'ws';
     const start = `${Date.now() - 60_000}000000`;
-    const ws = new WebSocket(`${proto}://${location.host}/loki/api/v1/tail?${new URLSearchParams({ query, start, limit: '100' })}`);
+    const ws = new WebSocket(`${proto}://${location.host}/loki/api/v1/tail?${new URLSearchParams({ query, start, limit: '100' })}`, wsProtocols());
     ws.onopen = () => setStatus('live');
     ws.onmessage = (ev) => {
       const msg = JSON.parse(ev.data);

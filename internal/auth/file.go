@@ -1,0 +1,200 @@
+// Package auth is who may do what on Lumen's ports: tokens (bearer, sent
+// as "Authorization: Bearer <secret>") and basic-auth users, each with
+// scopes, read from an auth file that holds only hashes of the secrets
+// (SHA-256 for tokens, bcrypt for passwords), reloaded on SIGHUP and when
+// it changes. Every HTTP route and both OTLP transports ask the same
+// Authenticator; failed attempts are counted and, past a budget per
+// client address, refused unchecked (429) so that secrets cannot be
+// guessed and bcrypt cannot be used to burn the CPU.
+package auth
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Scope is what a credential may do.
+type Scope string
+
+const (
+	// Read: every query API, the UI's data, the live tail, /metrics.
+	Read Scope = "read"
+	// Write: every ingest path (OTLP, remote write, Loki push).
+	Write Scope = "write"
+	// Admin: profiling and anything that changes state other than
+	// ingest.
+	Admin Scope = "admin"
+	// Public routes need no credential (health, readiness, the UI's
+	// static files, which hold no data).
+	Public Scope = "public"
+)
+
+// Scopes lists the scopes a credential can hold.
+var Scopes = []Scope{Read, Write, Admin}
+
+// File is the auth file's shape.
+//
+//	tokens:
+//	  - {name: agent-prod, sha256: "<hex sha256 of the secret>", scopes: [write]}
+//	  - {name: grafana, sha256: "<hex>", scopes: [read]}
+//	basic_auth:
+//	  - {username: promtail, bcrypt: "$2y$...", scopes: [write]}
+type File struct {
+	Tokens    []Token     `yaml:"tokens"`
+	BasicAuth []BasicUser `yaml:"basic_auth"`
+}
+
+// Token is a bearer token, known by the SHA-256 of its secret.
+type Token struct {
+	Name   string  `yaml:"name"`
+	SHA256 string  `yaml:"sha256"`
+	Scopes []Scope `yaml:"scopes"`
+	// Tenant binds the token to one tenant.
+	Tenant string `yaml:"tenant"`
+	// Expires, when set (RFC 3339), is when the token stops being taken.
+	Expires time.Time `yaml:"expires"`
+}
+
+// BasicUser is a basic-auth user, known by the bcrypt hash of its
+// password (htpasswd -nbB, or Prometheus' web.yml hashes).
+type BasicUser struct {
+	Username string  `yaml:"username"`
+	Bcrypt   string  `yaml:"bcrypt"`
+	Scopes   []Scope `yaml:"scopes"`
+	Tenant   string  `yaml:"tenant"`
+	// Expires, when set (RFC 3339), is when the user stops being taken.
+	Expires time.Time `yaml:"expires"`
+}
+
+// Principal is who a request was made by.
+type Principal struct {
+	Name    string // the token's name or the user name
+	Scopes  []Scope
+	Tenant  string
+	Expires time.Time // zero: never
+}
+
+// Has says whether p holds scope s.
+func (p Principal) Has(s Scope) bool { return s == Public || slices.Contains(p.Scopes, s) }
+
+// table is a loaded auth file, ready to answer.
+type table struct {
+	tokens map[[sha256.Size]byte]Principal
+	users  map[string]basicEntry
+}
+
+type basicEntry struct {
+	hash []byte
+	who  Principal
+}
+
+// ReadFile reads and checks an auth file.
+func ReadFile(path string) (File, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return File{}, fmt.Errorf("auth file: %w", err)
+	}
+	f, err := Parse(b)
+	if err != nil {
+		return File{}, fmt.Errorf("auth file %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// Parse reads and checks an auth file's content. An empty file is valid:
+// it lets no one in.
+func Parse(b []byte) (File, error) {
+	var f File
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+		return File{}, err
+	}
+	if _, err := f.table(); err != nil {
+		return File{}, err
+	}
+	return f, nil
+}
+
+func checkScopes(where string, scopes []Scope) error {
+	if len(scopes) == 0 {
+		return fmt.Errorf("%s: no scopes (want some of read, write, admin)", where)
+	}
+	for _, s := range scopes {
+		if !slices.Contains(Scopes, s) {
+			return fmt.Errorf("%s: unknown scope %q (want read, write or admin)", where, s)
+		}
+	}
+	return nil
+}
+
+func checkTenant(where, tenant string) error {
+	if tenant != "" {
+		return fmt.Errorf("%s: tenant %q: this version keeps every signal in one tenant; remove the key", where, tenant)
+	}
+	return nil
+}
+
+// table checks f and builds its lookup tables.
+func (f File) table() (*table, error) {
+	t := &table{tokens: map[[sha256.Size]byte]Principal{}, users: map[string]basicEntry{}}
+	names := map[string]bool{}
+	for i, tok := range f.Tokens {
+		where := fmt.Sprintf("tokens[%d]", i)
+		if tok.Name == "" {
+			return nil, fmt.Errorf("%s: name is empty", where)
+		}
+		where += " (" + tok.Name + ")"
+		if names[tok.Name] {
+			return nil, fmt.Errorf("%s: name used twice", where)
+		}
+		names[tok.Name] = true
+		sum, err := hex.DecodeString(strings.TrimSpace(tok.SHA256))
+		if err != nil || len(sum) != sha256.Size {
+			return nil, fmt.Errorf("%s: sha256 must be 64 hex digits (sha256sum of the secret), got %d characters", where, len(tok.SHA256))
+		}
+		if err := checkScopes(where, tok.Scopes); err != nil {
+			return nil, err
+		}
+		if err := checkTenant(where, tok.Tenant); err != nil {
+			return nil, err
+		}
+		key := [sha256.Size]byte(sum)
+		if _, dup := t.tokens[key]; dup {
+			return nil, fmt.Errorf("%s: the same secret as another token", where)
+		}
+		t.tokens[key] = Principal{Name: tok.Name, Scopes: slices.Clone(tok.Scopes), Tenant: tok.Tenant, Expires: tok.Expires}
+	}
+	for i, u := range f.BasicAuth {
+		where := fmt.Sprintf("basic_auth[%d]", i)
+		if u.Username == "" || strings.Contains(u.Username, ":") {
+			return nil, fmt.Errorf("%s: username %q is empty or holds a colon", where, u.Username)
+		}
+		where += " (" + u.Username + ")"
+		if _, dup := t.users[u.Username]; dup {
+			return nil, fmt.Errorf("%s: username used twice", where)
+		}
+		if _, err := bcrypt.Cost([]byte(u.Bcrypt)); err != nil {
+			return nil, fmt.Errorf("%s: bcrypt is not a bcrypt hash (htpasswd -nbB user password): %w", where, err)
+		}
+		if err := checkScopes(where, u.Scopes); err != nil {
+			return nil, err
+		}
+		if err := checkTenant(where, u.Tenant); err != nil {
+			return nil, err
+		}
+		t.users[u.Username] = basicEntry{hash: []byte(u.Bcrypt), who: Principal{Name: u.Username, Scopes: slices.Clone(u.Scopes), Tenant: u.Tenant, Expires: u.Expires}}
+	}
+	return t, nil
+}

@@ -1,0 +1,85 @@
+package otlprecv
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/extension/extensionauth"
+	"go.opentelemetry.io/collector/extension/extensionmiddleware"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/lumenobs/lumen/internal/auth"
+)
+
+// authn puts the caller's Authenticator in front of the receiver, asking
+// for the write scope:
+//
+//   - gRPC through the Collector's server-authenticator API
+//     (extensionauth.Server, named in the gRPC server's auth setting), the
+//     "authorization" metadata read as an HTTP Authorization header:
+//     UNAUTHENTICATED, PERMISSION_DENIED, or RESOURCE_EXHAUSTED with a
+//     RetryInfo when the address has failed too often.
+//   - HTTP as the outermost middleware: the Collector's HTTP auth
+//     interceptor answers every refusal 401 without a challenge, where
+//     Lumen's other routes say 401 with WWW-Authenticate, 403 or 429 with
+//     Retry-After; the same Authenticator answers here as there.
+type authn struct {
+	a *auth.Authenticator
+}
+
+var authID = component.MustNewID("lumen_auth")
+
+var (
+	_ extensionauth.Server           = authn{}
+	_ extensionmiddleware.HTTPServer = authn{}
+)
+
+func (authn) Start(context.Context, component.Host) error { return nil }
+func (authn) Shutdown(context.Context) error              { return nil }
+
+// Authenticate is the gRPC side.
+func (n authn) Authenticate(ctx context.Context, headers map[string][]string) (context.Context, error) {
+	var authz string
+	for k, v := range headers {
+		if strings.EqualFold(k, "authorization") && len(v) > 0 {
+			authz = v[0]
+		}
+	}
+	var addr string
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		addr = p.Addr.String()
+	}
+	p, err := n.a.Check(authz, addr, auth.Write)
+	if err == nil {
+		return auth.WithPrincipal(ctx, p), nil
+	}
+	var e *auth.Error
+	if !errors.As(err, &e) {
+		return ctx, status.Error(codes.Internal, err.Error())
+	}
+	switch e.Reason {
+	case auth.NoScope:
+		return ctx, status.Error(codes.PermissionDenied, e.Msg)
+	case auth.Limited:
+		st, derr := status.New(codes.ResourceExhausted, e.Msg).WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(e.RetryAfter)})
+		if derr != nil {
+			return ctx, status.Error(codes.ResourceExhausted, e.Msg)
+		}
+		return ctx, st.Err()
+	}
+	return ctx, status.Error(codes.Unauthenticated, e.Msg)
+}
+
+// GetHTTPHandler is the HTTP side.
+func (n authn) GetHTTPHandler(context.Context) (extensionmiddleware.WrapHTTPHandlerFunc, error) {
+	return func(_ context.Context, next http.Handler) (http.Handler, error) {
+		return n.a.Require(auth.Write, next), nil
+	}, nil
+}
