@@ -26,7 +26,6 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding/gzip"
 
 	"github.com/lumenobs/lumen/internal/otlptest"
@@ -48,6 +47,7 @@ type options struct {
 	searches           int
 	podsDir, agentAddr string
 	rate, files        int
+	tlsCA, token       string
 }
 
 func main() {
@@ -71,7 +71,13 @@ func main() {
 	flag.StringVar(&o.agentAddr, "agent", "127.0.0.1:4321", "podlogs: the agent's HTTP address, for its /metrics")
 	flag.IntVar(&o.rate, "rate", 5000, "podlogs: lines per second, over all files")
 	flag.IntVar(&o.files, "files", 50, "podlogs: container log files")
+	flag.StringVar(&o.tlsCA, "tls-ca", "", "traces: the server speaks TLS with a certificate of this CA")
+	flag.StringVar(&o.token, "token", "", "traces: bearer token sent on every request")
 	flag.Parse()
+	if err := setSecure(o.tlsCA, o.token); err != nil {
+		fmt.Fprintln(os.Stderr, "lumen-load:", err)
+		os.Exit(1)
+	}
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "lumen-load:", err)
 		os.Exit(1)
@@ -93,7 +99,7 @@ func run(o options, out io.Writer) error {
 	if err := waitReady(o.httpAddr, 10*time.Second); err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(o.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(o.grpcAddr, grpcOptions()...)
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", o.grpcAddr, err)
 	}
@@ -241,7 +247,7 @@ func shift(td ptrace.Traces, d pcommon.Timestamp) {
 func waitReady(addr string, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
-		resp, err := http.Get("http://" + addr + "/-/ready")
+		resp, err := httpClient(5 * time.Second).Get(httpURL(addr, "/-/ready"))
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -264,8 +270,8 @@ func lookups(o options, ids []pcommon.TraceID, out io.Writer) error {
 	}
 	for _, kind := range []struct{ what, query string }{{"trace by id over HTTP, spans only", "?include=trace"}, {"correlated trace by id over HTTP (spans, logs, metrics)", ""}} {
 		rnd := rand.New(rand.NewPCG(3, 4))
-		lat, err := timedGets(&http.Client{Timeout: 10 * time.Second}, o.lookups, func() string {
-			return "http://" + o.httpAddr + "/api/v1/traces/" + ids[rnd.IntN(len(ids))].String() + kind.query
+		lat, err := timedGets(httpClient(10*time.Second), o.lookups, func() string {
+			return httpURL(o.httpAddr, "/api/v1/traces/"+ids[rnd.IntN(len(ids))].String()+kind.query)
 		}, func(u string, code int, _ []byte) error {
 			if code != http.StatusOK {
 				return fmt.Errorf("%s: HTTP %d", u, code)
@@ -291,7 +297,12 @@ func timedGets(client *http.Client, n int, next func() string, check func(u stri
 		}
 		u := next()
 		t0 := time.Now()
-		resp, err := client.Get(u)
+		req, err := http.NewRequest(http.MethodGet, u, nil)
+		if err != nil {
+			return nil, err
+		}
+		authorize(req)
+		resp, err := client.Do(req)
 		if err != nil {
 			return nil, err
 		}
@@ -355,7 +366,7 @@ func procStatus(pid int, key string) (string, error) {
 
 // scrape reads the server's own metrics as name{labels} -> value.
 func scrape(addr string) (map[string]float64, error) {
-	resp, err := http.Get("http://" + addr + "/metrics")
+	resp, err := httpClient(10 * time.Second).Get(httpURL(addr, "/metrics"))
 	if err != nil {
 		return nil, err
 	}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -48,6 +50,10 @@ type AgentConfig struct {
 	TokenFile string `yaml:"token_file"`
 	// TLS is the TLS of the agent's listeners.
 	TLS tlsconf.Server `yaml:"tls"`
+	// PrepareState, "UID:GID", makes the state directory and gives it
+	// (and what it holds) to that user, then exits: the DaemonSet's init
+	// container, so that the agent itself runs as that user (flag only).
+	PrepareState string `yaml:"-"`
 }
 
 // AgentRelayConfig bounds the agent's OTLP relay (agent.RelayConfig, with
@@ -125,10 +131,13 @@ func agentSettings() []setting[AgentConfig] {
 		{"server", "LUMEN_SERVER", "lumen serve's OTLP/HTTP endpoint, e.g. http://lumen:4318", str(func(c *AgentConfig) *string { return &c.Server }), false},
 		{"token-file", "LUMEN_TOKEN_FILE", "file holding the bearer token sent to the server (read again when it changes)", str(func(c *AgentConfig) *string { return &c.TokenFile }), false},
 		{"server-ca-file", "LUMEN_SERVER_CA_FILE", "CA bundle an https:// server's certificate must chain to (default: the system's)", str(func(c *AgentConfig) *string { return &c.ServerTLS.CAFile }), false},
-		{"tls-cert-file", "LUMEN_TLS_CERT_FILE", "TLS certificate of the agent's listeners (its HTTP port and the relay; server_tls in YAML for the certificate presented to the server)", str(func(c *AgentConfig) *string { return &c.TLS.CertFile }), false},
+		{"client-cert-file", "LUMEN_CLIENT_CERT_FILE", "certificate the agent presents to a server that asks for one (mTLS)", str(func(c *AgentConfig) *string { return &c.ServerTLS.CertFile }), false},
+		{"client-key-file", "LUMEN_CLIENT_KEY_FILE", "its private key", str(func(c *AgentConfig) *string { return &c.ServerTLS.KeyFile }), false},
+		{"tls-cert-file", "LUMEN_TLS_CERT_FILE", "TLS certificate of the agent's listeners (its HTTP port and the relay)", str(func(c *AgentConfig) *string { return &c.TLS.CertFile }), false},
 		{"tls-key-file", "LUMEN_TLS_KEY_FILE", "TLS private key of the agent's listeners", str(func(c *AgentConfig) *string { return &c.TLS.KeyFile }), false},
 		{"tls-client-ca-file", "LUMEN_TLS_CLIENT_CA_FILE", "CA bundle the certificates of clients of the agent's listeners must chain to (mTLS)", str(func(c *AgentConfig) *string { return &c.TLS.ClientCAFile }), false},
 		{"relay-auth-file", "LUMEN_RELAY_AUTH_FILE", "tokens pods must send to the relay (the server's auth file format, write scope)", str(func(c *AgentConfig) *string { return &c.Relay.AuthFile }), false},
+		{"prepare-state", "LUMEN_PREPARE_STATE", "UID:GID: make the state directory, give it and its files to that user, and exit (the init container of a non-root agent)", str(func(c *AgentConfig) *string { return &c.PrepareState }), false},
 		{"node-name", "LUMEN_NODE_NAME", "the node's name (default: $NODE_NAME, else the host name)", str(func(c *AgentConfig) *string { return &c.NodeName }), false},
 		{"log-glob", "LUMEN_LOG_GLOB", "container log files to read (empty: none)", str(func(c *AgentConfig) *string { return &c.Logs.Glob }), false},
 		{"state-dir", "LUMEN_STATE_DIR", "directory of the read positions and the on-disk buffer (a hostPath)", str(func(c *AgentConfig) *string { return &c.StateDir }), false},
@@ -177,6 +186,13 @@ func runAgent(ctx context.Context, cfg AgentConfig, _ io.Writer, started func())
 		return err
 	}
 	defer func() { _ = log.Sync() }()
+	if cfg.PrepareState != "" {
+		if err := prepareState(cfg.StateDir, cfg.PrepareState); err != nil {
+			return err
+		}
+		log.Info("state directory prepared", zap.String("state_dir", cfg.StateDir), zap.String("owner", cfg.PrepareState))
+		return nil
+	}
 	log.Info("starting lumen agent", zap.String("version", version))
 	if os.Getenv("GOGC") == "" {
 		// The agent's heap is small and mostly the relayed requests in
@@ -188,4 +204,30 @@ func runAgent(ctx context.Context, cfg AgentConfig, _ io.Writer, started func())
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return agent.Run(ctx, cfg.agent(), log, reg, started)
+}
+
+// prepareState makes dir and gives it, and everything under it, to
+// owner ("UID:GID"), so that an agent running as that user can write its
+// read positions and buffer where an older agent running as root left
+// them.
+func prepareState(dir, owner string) error {
+	u, g, ok := strings.Cut(owner, ":")
+	uid, err1 := strconv.Atoi(u)
+	gid, err2 := strconv.Atoi(g)
+	if !ok || err1 != nil || err2 != nil || uid < 0 || gid < 0 {
+		return fmt.Errorf("--prepare-state=%q: want UID:GID, e.g. 65532:65532", owner)
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("prepare state: %w", err)
+	}
+	err := filepath.WalkDir(dir, func(path string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(path, uid, gid)
+	})
+	if err != nil {
+		return fmt.Errorf("prepare state: %w", err)
+	}
+	return nil
 }

@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"debug/buildinfo"
 	"debug/elf"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -19,7 +21,10 @@ import (
 	"go.yaml.in/yaml/v3"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+
+	"github.com/lumenobs/lumen/internal/tlsconf/tlstest"
 )
 
 // objects are rendered manifests decoded strictly into k8s.io/api types.
@@ -31,6 +36,8 @@ type objects struct {
 	daemonSets   []appsv1.DaemonSet
 	roles        []rbacv1.ClusterRole
 	bindings     []rbacv1.ClusterRoleBinding
+	policies     []networkingv1.NetworkPolicy
+	configMaps   []corev1.ConfigMap
 }
 
 // decodeManifests reads a stream of YAML documents; a field the API type
@@ -67,6 +74,10 @@ func decodeManifests(t *testing.T, manifests []byte) objects {
 			appendStrict(t, js, &out.roles)
 		case "ClusterRoleBinding":
 			appendStrict(t, js, &out.bindings)
+		case "NetworkPolicy":
+			appendStrict(t, js, &out.policies)
+		case "ConfigMap":
+			appendStrict(t, js, &out.configMaps)
 		default:
 			t.Fatalf("unexpected kind %v", kind)
 		}
@@ -119,8 +130,9 @@ func probe(t *testing.T, p *corev1.Probe, path, port string) {
 }
 
 // checkServer checks the server's StatefulSet and Service, and that its
-// arguments are flags `lumen serve` takes.
-func checkServer(t *testing.T, o objects, storage string) {
+// arguments are flags `lumen serve` takes (files they name are read from
+// stand-ins for the mounted Secrets), and returns its configuration.
+func checkServer(t *testing.T, o objects, storage string) Config {
 	t.Helper()
 	require.Len(t, o.statefulSets, 1)
 	ss := o.statefulSets[0]
@@ -139,9 +151,16 @@ func checkServer(t *testing.T, o objects, storage string) {
 	assert.Equal(t, int64(65532), *psc.RunAsUser)
 	assert.Contains(t, c.VolumeMounts, corev1.VolumeMount{Name: pvc.Name, MountPath: "/data"})
 	require.Equal(t, "serve", c.Args[0])
-	cfg, err := loadConfig(c.Args[1:], func(string) string { return "" }, "serve")
+	cfg, err := loadConfig(newMounts(t, o).args(t, c, c.Args[1:]), func(string) string { return "" }, "serve")
 	require.NoError(t, err, "the server's arguments")
 	assert.Equal(t, "/data", cfg.DataDir)
+	scheme := corev1.URISchemeHTTP
+	if cfg.TLS.Enabled() {
+		scheme = corev1.URISchemeHTTPS
+	}
+	for _, p := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe, c.StartupProbe} {
+		assert.Equal(t, scheme, cmp.Or(p.HTTPGet.Scheme, corev1.URISchemeHTTP), "probes speak the port's protocol")
+	}
 
 	require.Len(t, o.services, 1)
 	svc := o.services[0]
@@ -153,11 +172,104 @@ func checkServer(t *testing.T, o objects, storage string) {
 	for k, v := range svc.Spec.Selector {
 		assert.Equal(t, v, ss.Spec.Template.Labels[k], "the Service selects the server's pods")
 	}
+	return cfg
+}
+
+// checkNetworkPolicy: the server's pods take OTLP from the agents (and
+// the namespaces ingestFrom lists) and the HTTP port from their own
+// namespace (and those listed), nothing else.
+func checkNetworkPolicy(t *testing.T, o objects, extraIngest, extraQuery int) {
+	t.Helper()
+	require.Len(t, o.policies, 1)
+	np := o.policies[0]
+	for k, v := range np.Spec.PodSelector.MatchLabels {
+		assert.Equal(t, v, o.statefulSets[0].Spec.Template.Labels[k], "the policy selects the server's pods")
+	}
+	assert.Equal(t, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}, np.Spec.PolicyTypes)
+	require.Len(t, np.Spec.Ingress, 2)
+	otlp, http := np.Spec.Ingress[0], np.Spec.Ingress[1]
+	var ports []string
+	for _, p := range otlp.Ports {
+		ports = append(ports, p.Port.String())
+	}
+	assert.Equal(t, []string{"otlp-grpc", "otlp-http"}, ports)
+	require.Len(t, otlp.From, 1+extraIngest)
+	require.NotNil(t, otlp.From[0].PodSelector)
+	for k, v := range otlp.From[0].PodSelector.MatchLabels {
+		assert.Equal(t, v, o.daemonSets[0].Spec.Template.Labels[k], "OTLP from the agents' pods")
+	}
+	require.Len(t, http.Ports, 1)
+	assert.Equal(t, "http", http.Ports[0].Port.String())
+	require.Len(t, http.From, 1+extraQuery+extraIngest)
+	assert.Empty(t, http.From[0].PodSelector.MatchLabels, "the HTTP port from the release's own namespace")
+	assert.Nil(t, http.From[0].NamespaceSelector)
+}
+
+// secretMounts stands in for what a secure deployment mounts (its Secrets and
+// ConfigMaps): the same file names under a temporary directory, with a
+// real certificate, key, CA, auth file and token.
+type secretMounts struct{ root string }
+
+func newMounts(t *testing.T, o objects) secretMounts {
+	t.Helper()
+	m := secretMounts{root: t.TempDir()}
+	ca := tlstest.NewCA(t, "deploy")
+	cert, key := ca.Issue(t, "lumen")
+	copyTo := func(src, dst string) {
+		b, err := os.ReadFile(src)
+		require.NoError(t, err)
+		m.write(t, dst, string(b))
+	}
+	for _, dir := range []string{"etc/lumen/tls", "etc/lumen/client"} {
+		copyTo(cert, dir+"/tls.crt")
+		copyTo(key, dir+"/tls.key")
+	}
+	copyTo(ca.File, "etc/lumen/tls/ca.crt")
+	copyTo(ca.File, "etc/lumen/server-ca/ca.crt")
+	auth, err := os.ReadFile(writeAuthFile(t, t.TempDir(), ""))
+	require.NoError(t, err)
+	m.write(t, "etc/lumen/auth/auth.yml", string(auth))
+	m.write(t, "etc/lumen/relay/auth.yml", string(auth))
+	m.write(t, "var/run/lumen/token", writeSecret)
+	for _, cm := range o.configMaps {
+		for name, data := range cm.Data {
+			m.write(t, "etc/lumen/config/"+name, strings.ReplaceAll(data, "/etc/lumen/", m.root+"/etc/lumen/"))
+		}
+	}
+	return m
+}
+
+func (m secretMounts) write(t *testing.T, rel, content string) {
+	t.Helper()
+	p := filepath.Join(m.root, rel)
+	require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+	require.NoError(t, os.WriteFile(p, []byte(content), 0o600))
+}
+
+// args are c's arguments with the files they name under the stand-ins;
+// each such file must be under one of c's volume mounts.
+func (m secretMounts) args(t *testing.T, c corev1.Container, args []string) []string {
+	t.Helper()
+	out := make([]string, len(args))
+	for i, a := range args {
+		_, v, _ := strings.Cut(a, "=")
+		for _, prefix := range []string{"/etc/lumen/", "/var/run/lumen/"} {
+			if !strings.HasPrefix(v, prefix) {
+				continue
+			}
+			assert.True(t, slices.ContainsFunc(c.VolumeMounts, func(vm corev1.VolumeMount) bool { return strings.HasPrefix(v, vm.MountPath+"/") }),
+				"%s: %s is not under a volume mount of %s", a, v, c.Name)
+			a = strings.Replace(a, prefix, m.root+prefix, 1)
+		}
+		out[i] = a
+	}
+	return out
 }
 
 // checkAgent checks the DaemonSet and its RBAC, and that its arguments are
-// flags `lumen agent` takes, pointing at the server's Service.
-func checkAgent(t *testing.T, o objects, namespace, server string) {
+// flags `lumen agent` takes, pointing at the server's Service; it returns
+// the agent's configuration.
+func checkAgent(t *testing.T, o objects, namespace, server string) AgentConfig {
 	t.Helper()
 	require.Len(t, o.daemonSets, 1)
 	ds := o.daemonSets[0]
@@ -168,7 +280,20 @@ func checkAgent(t *testing.T, o objects, namespace, server string) {
 		"the agent tolerates every taint, to run on every node")
 	probe(t, c.ReadinessProbe, "/-/ready", "http")
 	probe(t, c.LivenessProbe, "/-/healthy", "http")
-	hardened(t, "agent", c.SecurityContext)
+	// Not root, one capability, taken from the binary's file capability
+	// (which needs privilege escalation, bounded by that one capability).
+	assert.Equal(t, []string{"/usr/bin/lumen-agent"}, c.Command)
+	sc := c.SecurityContext
+	require.NotNil(t, sc)
+	assert.True(t, *sc.RunAsNonRoot)
+	assert.NotZero(t, *sc.RunAsUser)
+	assert.True(t, *sc.ReadOnlyRootFilesystem)
+	assert.Equal(t, []corev1.Capability{"ALL"}, sc.Capabilities.Drop)
+	assert.Equal(t, []corev1.Capability{"DAC_READ_SEARCH"}, sc.Capabilities.Add)
+	require.Len(t, spec.InitContainers, 1)
+	ic := spec.InitContainers[0]
+	assert.Equal(t, []corev1.Capability{"CHOWN", "DAC_READ_SEARCH"}, ic.SecurityContext.Capabilities.Add)
+	assert.False(t, *ic.SecurityContext.AllowPrivilegeEscalation)
 	hostPaths := map[string]string{}
 	for _, v := range spec.Volumes {
 		if v.HostPath != nil {
@@ -184,7 +309,9 @@ func checkAgent(t *testing.T, o objects, namespace, server string) {
 	assert.Equal(t, "/var/lib/lumen-agent", mounts["/var/lib/lumen-agent"].MountPath, "the state directory is a hostPath")
 	assert.False(t, mounts["/var/lib/lumen-agent"].ReadOnly)
 	for _, p := range []string{"/proc", "/sys", "/"} {
-		assert.True(t, mounts[p].ReadOnly, "host %s mounted read-only", p)
+		if _, ok := mounts[p]; ok {
+			assert.True(t, mounts[p].ReadOnly, "host %s mounted read-only", p)
+		}
 	}
 	var nodeName *corev1.EnvVar
 	for i, e := range c.Env {
@@ -202,13 +329,22 @@ func checkAgent(t *testing.T, o objects, namespace, server string) {
 		}
 		return ""
 	}
-	cfg, err := loadAgentConfig(c.Args[1:], env)
+	cfg, err := loadAgentConfig(newMounts(t, o).args(t, c, c.Args[1:]), env)
 	require.NoError(t, err, "the agent's arguments")
 	assert.Equal(t, server, cfg.Server)
 	assert.Equal(t, "/var/log/pods/*/*/*.log", cfg.Logs.Glob)
 	assert.Equal(t, "/var/lib/lumen-agent", cfg.StateDir)
-	assert.Equal(t, "/host/proc", cfg.NodeMetrics.ProcPath)
 	assert.Equal(t, "node-a", cfg.NodeName)
+	if cfg.NodeMetrics.Interval > 0 {
+		assert.Equal(t, "/host/proc", cfg.NodeMetrics.ProcPath)
+		assert.Equal(t, "/", hostPaths[mountOf(c, "/host/root")], "the host root only where node metrics read it")
+	} else {
+		assert.Empty(t, mounts["/"].MountPath, "no node metrics: the host root is not mounted")
+	}
+	icfg, err := loadAgentConfig(ic.Args[1:], env)
+	require.NoError(t, err, "the init container's arguments")
+	assert.Equal(t, fmt.Sprintf("%d:%d", *sc.RunAsUser, *sc.RunAsUser), icfg.PrepareState, "the state directory is given to the agent's user")
+	assert.Equal(t, cfg.StateDir, icfg.StateDir)
 
 	require.Len(t, o.accounts, 1)
 	assert.Equal(t, o.accounts[0].Name, spec.ServiceAccountName)
@@ -222,6 +358,17 @@ func checkAgent(t *testing.T, o objects, namespace, server string) {
 	b := o.bindings[0]
 	assert.Equal(t, o.roles[0].Name, b.RoleRef.Name)
 	assert.Equal(t, []rbacv1.Subject{{Kind: "ServiceAccount", Name: o.accounts[0].Name, Namespace: namespace}}, b.Subjects)
+	return cfg
+}
+
+// mountOf is the volume c mounts at path.
+func mountOf(c corev1.Container, path string) string {
+	for _, m := range c.VolumeMounts {
+		if m.MountPath == path {
+			return m.Name
+		}
+	}
+	return ""
 }
 
 // TestKustomizeBase renders deploy/kubernetes as `kubectl apply -k` would.
@@ -237,7 +384,27 @@ func TestKustomizeBase(t *testing.T) {
 	assert.Equal(t, "lumen", o.namespaces[0].Name)
 	checkServer(t, o, "50Gi")
 	checkAgent(t, o, "lumen", "http://lumen:4318")
+	checkNetworkPolicy(t, o, 0, 0)
 	assert.Equal(t, "ghcr.io/lumenobs/lumen:latest", o.daemonSets[0].Spec.Template.Spec.Containers[0].Image)
+}
+
+// TestKustomizeSecure renders deploy/kubernetes-secure: the base with TLS
+// and tokens, its files read from Secrets the server and agent mount.
+func TestKustomizeSecure(t *testing.T) {
+	var out []byte
+	if kubectl, err := exec.LookPath("kubectl"); err == nil {
+		out = render(t, kubectl, "kustomize", "../../deploy/kubernetes-secure")
+	} else {
+		out = render(t, lookTool(t, "kustomize", "go install sigs.k8s.io/kustomize/kustomize/v5"), "build", "../../deploy/kubernetes-secure")
+	}
+	o := decodeManifests(t, out)
+	cfg := checkServer(t, o, "50Gi")
+	assert.True(t, cfg.withListeners().HTTP.TLS.Enabled() && cfg.withListeners().OTLP.GRPCTLS.Enabled(), "TLS on every port")
+	assert.NotEmpty(t, cfg.AuthFile)
+	acfg := checkAgent(t, o, "lumen", "https://lumen.lumen.svc:4318")
+	assert.NotEmpty(t, acfg.ServerTLS.CAFile)
+	assert.NotEmpty(t, acfg.TokenFile)
+	checkNetworkPolicy(t, o, 0, 0)
 }
 
 // TestHelmChart renders deploy/helm/lumen with helm, with its defaults and
@@ -250,6 +417,38 @@ func TestHelmChart(t *testing.T) {
 	o := decodeManifests(t, render(t, helm, "template", "obs", chart, "--namespace", "observability"))
 	checkServer(t, o, "50Gi")
 	checkAgent(t, o, "observability", "http://obs-lumen.observability.svc:4318")
+	checkNetworkPolicy(t, o, 0, 0)
+
+	// TLS with client certificates on OTLP, tokens, the agent's token,
+	// client certificate and relay tokens, listed namespaces, no node
+	// metrics.
+	o = decodeManifests(t, render(t, helm, "template", "obs", chart, "--namespace", "observability",
+		"--set", "tls.enabled=true", "--set", "tls.secretName=lumen-tls", "--set", "tls.clientCA=true",
+		"--set", "auth.enabled=true", "--set", "auth.secretName=lumen-auth", "--set", "agent.tokenSecret=agent-token",
+		"--set", "agent.clientCertSecret=agent-cert", "--set", "agent.relayAuthSecret=relay-auth", "--set", "agent.nodeMetrics.enabled=false",
+		"--set", "networkPolicy.ingestFrom[0].matchLabels.team=apps", "--set", "networkPolicy.queryFrom[0].matchLabels.team=grafana"))
+	cfg := checkServer(t, o, "50Gi").withListeners()
+	assert.True(t, cfg.HTTP.TLS.Enabled() && cfg.OTLP.GRPCTLS.Enabled() && cfg.OTLP.HTTPTLS.Enabled())
+	assert.Empty(t, cfg.HTTP.TLS.ClientCAFile, "the HTTP port serves probes and browsers: no client certificates")
+	assert.NotEmpty(t, cfg.OTLP.GRPCTLS.ClientCAFile)
+	assert.NotEmpty(t, cfg.OTLP.HTTPTLS.ClientCAFile)
+	assert.NotEmpty(t, cfg.AuthFile)
+	acfg := checkAgent(t, o, "observability", "https://obs-lumen.observability.svc:4318")
+	assert.NotEmpty(t, acfg.ServerTLS.CAFile)
+	assert.NotEmpty(t, acfg.ServerTLS.CertFile)
+	assert.NotEmpty(t, acfg.TokenFile)
+	assert.NotEmpty(t, acfg.Relay.AuthFile)
+	assert.Zero(t, acfg.NodeMetrics.Interval)
+	checkNetworkPolicy(t, o, 1, 1)
+	for _, set := range [][]string{{"auth.enabled=true", "auth.secretName=a"}, {"tls.enabled=true", "tls.secretName=t", "tls.clientCA=true"}, {"tls.enabled=true"}} {
+		args := []string{"template", "x", chart}
+		for _, kv := range set {
+			args = append(args, "--set", kv)
+		}
+		out, err := exec.Command(helm, args...).CombinedOutput()
+		require.Error(t, err, "%v renders: a secure install without its secrets", set)
+		assert.Regexp(t, `agent.tokenSecret|agent.clientCertSecret|tls.secretName`, string(out))
+	}
 	assert.Equal(t, "ghcr.io/lumenobs/lumen:0.1.0", o.statefulSets[0].Spec.Template.Spec.Containers[0].Image)
 
 	o = decodeManifests(t, render(t, helm, "template", "lumen", chart, "--namespace", "lumen",

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -718,3 +719,74 @@ func checkHTTPConfigFile(t *testing.T, httpConfig, server, expr string) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
+
+// TestAgentReadsLogsAsNonRootWithOneCapability: the image's agent binary
+// carries CAP_DAC_READ_SEARCH as a file capability (deploy/Dockerfile),
+// and the DaemonSet runs it as an unprivileged user with that one
+// capability in its bounding set, its state directory prepared by
+// `--prepare-state` as root. Here the same: a copy of this binary with
+// the file capability, run by setpriv as nobody with a bounding set of
+// that capability alone, reads a root-owned 0640 log file in a 0750
+// directory (which nobody cannot read without it) and ships its line.
+func TestAgentReadsLogsAsNonRootWithOneCapability(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: file capabilities and setpriv")
+	}
+	setcap := lookTool(t, "setcap", "apt-get install libcap2-bin")
+	setpriv := lookTool(t, "setpriv", "apt-get install util-linux")
+	const nobody = "65534"
+	s := startServer(t, testConfig(t, t.TempDir()))
+
+	// A directory nobody can enter, for the binary; the logs root-only.
+	dir, err := os.MkdirTemp("", "lumen-nonroot-")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	require.NoError(t, os.Chmod(dir, 0o755))
+	self, err := os.ReadFile(os.Args[0])
+	require.NoError(t, err)
+	bin := filepath.Join(dir, "lumen-agent")
+	require.NoError(t, os.WriteFile(bin, self, 0o755))
+	out, err := exec.Command(setcap, "cap_dac_read_search=+ep", bin).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+
+	root := filepath.Join(dir, "node")
+	logFile := podLog(t, root, "shop", "web-abc", "u1", "app")
+	appendFile(t, logFile, cri("stdout", "F", "L1 read with one capability"))
+	require.NoError(t, filepath.WalkDir(filepath.Join(root, "pods"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return os.Chmod(p, 0o750)
+		}
+		return os.Chmod(p, 0o640)
+	}))
+	asNobody := func(caps string, args ...string) *exec.Cmd {
+		return exec.Command(setpriv, append([]string{"--reuid=" + nobody, "--regid=" + nobody, "--clear-groups",
+			"--inh-caps=-all", "--bounding-set=" + caps}, args...)...)
+	}
+	out, err = asNobody("-all", "cat", logFile).CombinedOutput()
+	require.Error(t, err, "nobody reads the log without the capability: the test proves nothing (%s)", out)
+
+	cfg := agentConfig(t, root, s.cfg.OTLP.HTTPAddr)
+	cfg.StateDir = filepath.Join(dir, "state")
+	args := strings.Fields(agentArgs(cfg))
+	prep := exec.Command(bin, "-test.run=^$")
+	prep.Env = append(os.Environ(), childEnv+"="+strings.Join(append(args, "--prepare-state="+nobody+":"+nobody), " "))
+	out, err = prep.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	info, err := os.Stat(cfg.StateDir)
+	require.NoError(t, err)
+	require.EqualValues(t, 65534, info.Sys().(*syscall.Stat_t).Uid, "the state directory is nobody's")
+
+	agentCmd := asNobody("-all,+dac_read_search", bin, "-test.run=^$")
+	agentCmd.Env = append(os.Environ(), childEnv+"="+strings.Join(args, " "))
+	agentCmd.Stderr = os.Stderr
+	require.NoError(t, agentCmd.Start())
+	t.Cleanup(func() { _ = agentCmd.Process.Kill(); _ = agentCmd.Wait() })
+	waitAll(t, s.cfg.HTTPAddr, "shop", 1, 1, true)
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", agentCmd.Process.Pid))
+	require.NoError(t, err)
+	require.Contains(t, string(status), "Uid:\t65534\t65534\t65534\t65534", "the agent runs as nobody")
+	require.Regexp(t, `CapBnd:\s+0000000000000004\n`, string(status), "CAP_DAC_READ_SEARCH alone in the bounding set")
+}
