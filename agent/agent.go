@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lumenobs/lumen/internal/auth"
+	"github.com/lumenobs/lumen/internal/tenant"
 	"github.com/lumenobs/lumen/internal/tlsconf"
 )
 
@@ -71,6 +72,9 @@ type Config struct {
 	// RelayAuthFile, when set, is the auth file (the server's format) of
 	// the tokens pods must send to the relay, with the write scope.
 	RelayAuthFile string
+	// Tenant, when set, is sent as X-Scope-OrgID: the tenant of everything
+	// the agent ships (a token bound to a tenant needs none).
+	Tenant string
 }
 
 // Validate reports the first setting that cannot work.
@@ -106,6 +110,11 @@ func (c Config) Validate() error {
 	if c.TokenFile != "" {
 		if _, err := readToken(c.TokenFile); err != nil {
 			return err
+		}
+	}
+	if c.Tenant != "" {
+		if err := tenant.ValidID(c.Tenant); err != nil {
+			return fmt.Errorf("tenant: %w", err)
 		}
 	}
 	if c.RelayAuthFile != "" {
@@ -148,6 +157,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 	if cfg.TokenFile != "" {
 		s.token = &tokenFile{path: cfg.TokenFile}
 	}
+	s.tenant = cfg.Tenant
 	isReady := make(chan struct{})
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))

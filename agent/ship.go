@@ -36,6 +36,7 @@ type shipper struct {
 	minBackoff, maxBackoff time.Duration
 	health                 shipHealth
 	token                  *tokenFile // nil: no Authorization header
+	tenant                 string     // X-Scope-OrgID when set
 }
 
 func (s *shipper) run(ctx context.Context) {
@@ -214,6 +215,9 @@ func (s *shipper) send(ctx context.Context, rec Record) (time.Duration, bool, er
 	}
 	req.Header.Set("Content-Type", "application/x-protobuf")
 	req.Header.Set("Content-Encoding", "zstd")
+	if s.tenant != "" {
+		req.Header.Set("X-Scope-OrgID", s.tenant)
+	}
 	if s.token != nil {
 		tok, err := s.token.get()
 		if err != nil {

@@ -125,6 +125,9 @@ func Open(o Options) (*DB, error) {
 	}
 	// Retention and the budget every RetentionInterval, and at once when
 	// enough has been written since the last time (wrote).
+	if o.DiskGroup != nil {
+		o.DiskGroup.add(db)
+	}
 	db.every(o.RetentionInterval, db.enforce, func() { db.EnforceRetention() })
 	return db, nil
 }
@@ -396,6 +399,9 @@ func (db *DB) Close() error {
 	}
 	db.closed = true
 	db.mu.Unlock()
+	if db.opts.DiskGroup != nil {
+		db.opts.DiskGroup.remove(db)
+	}
 	close(db.stop)
 	db.wg.Wait()
 	err := errors.Join(metricsErr, db.closePartitions())

@@ -202,3 +202,57 @@ func randomizeBytes(td ptrace.Traces, n int) {
 		}
 	}
 }
+
+// TestDiskGroupSharesOneBudget: two stores (tenants) in one group, one
+// under the other's data dir as the server lays them out: their sum stays
+// within the budget, the oldest partitions go first whichever store holds
+// them, and the outer store does not count the inner one.
+func TestDiskGroupSharesOneBudget(t *testing.T) {
+	dir := t.TempDir()
+	const budget = 48 << 20
+	clk := &fakeDisk{free: 100 << 30, now: time.Now().Truncate(time.Hour)}
+	g := NewDiskGroup()
+	open := func(sub, exclude string) *DB {
+		db, _ := openOnFakeDisk(t, filepath.Join(dir, sub), clk, func(o *Options) {
+			o.MaxDiskBytes, o.DiskGroup, o.ExcludeDir = budget, g, exclude
+			o.PartitionDuration = 5 * time.Minute
+			o.RetentionInterval = time.Hour // writes start the enforcement
+		})
+		t.Cleanup(func() { _ = db.Close() })
+		return db
+	}
+	a, b := open("", "tenants"), open("tenants/b", "")
+	write := func(db *DB, i int) {
+		clk.mu.Lock()
+		clk.now = clk.now.Add(time.Minute)
+		clk.mu.Unlock()
+		td := otlptest.New(uint64(i)).Traces(20, 10) // 1 MiB of incompressible spans
+		randomizeBytes(td, 5<<10)
+		require.NoError(t, db.WriteTraces(context.Background(), td))
+	}
+	first := func(db *DB) string {
+		st, err := db.Stats()
+		require.NoError(t, err)
+		return st.Partitions[0].Name
+	}
+	for i := range 30 { // a first: its partitions are the oldest
+		write(a, i)
+	}
+	aFirst := first(a)
+	for i := range 30 {
+		write(b, 100+i)
+	}
+	bFirst := first(b)
+	// Writes start an enforcement every 1 % of the budget; the last bytes
+	// wait for the timer, which the test does not.
+	require.Eventually(t, func() bool { b.EnforceRetention(); return g.DiskBytes() <= budget }, 10*time.Second, 50*time.Millisecond,
+		"the group within its budget once enforced: %d bytes", g.DiskBytes())
+	require.NotEqual(t, aFirst, first(a), "the older store's oldest partition went")
+	require.Equal(t, bFirst, first(b), "the newer store's oldest partition stays while the older one has older partitions")
+	require.LessOrEqual(t, a.budgetBytes(), dirDiskBytes(dir)-dirDiskBytes(filepath.Join(dir, "tenants")), "the outer store does not count the inner one")
+	for _, db := range []*DB{a, b} {
+		st, err := db.Stats()
+		require.NoError(t, err)
+		require.True(t, st.Partitions[len(st.Partitions)-1].Writable, "each keeps a head to write to")
+	}
+}

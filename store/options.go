@@ -12,6 +12,13 @@ import (
 type Options struct {
 	// Dir is the data directory; partitions live under Dir/partitions.
 	Dir string
+	// ExcludeDir is a directory under Dir that holds other stores (the
+	// other tenants'): not counted in this store's disk bytes.
+	ExcludeDir string
+	// DiskGroup, when set, shares MaxDiskBytes with the group's other
+	// stores: their sum is bound, the oldest partition among them goes
+	// first.
+	DiskGroup *DiskGroup
 	// PartitionDuration is the arrival-time span of one partition. Retention
 	// drops whole partitions, so this is also the granularity of retention.
 	PartitionDuration time.Duration

@@ -37,7 +37,10 @@ func (db *DB) every(interval time.Duration, kick <-chan struct{}, f func()) {
 // it dropped.
 func (db *DB) EnforceRetention() []string {
 	victims := db.retentionVictims()
-	if db.opts.MaxDiskBytes > 0 {
+	switch {
+	case db.opts.DiskGroup != nil && db.opts.MaxDiskBytes > 0:
+		victims = append(victims, db.opts.DiskGroup.victims()...)
+	case db.opts.MaxDiskBytes > 0:
 		victims = append(victims, db.budgetVictims()...)
 	}
 	var dropped []string
@@ -82,10 +85,25 @@ func (db *DB) budgetVictims() []*partition {
 	total := db.budgetBytes()
 	var victims []*partition
 	for total > db.opts.MaxDiskBytes {
+		oldest := db.budgetStep(total)
+		if oldest == nil {
+			break
+		}
+		total -= oldest.diskBytes()
+		victims = append(victims, oldest)
+	}
+	return victims
+}
+
+// budgetStep takes the store's oldest partition out of its list for a
+// disk budget over which the bytes counted are total, cutting the head
+// first when it is the last partition; nil when nothing can go now.
+func (db *DB) budgetStep(total int64) *partition {
+	for {
 		db.mu.Lock()
 		if db.closed || len(db.parts) == 0 {
 			db.mu.Unlock()
-			break
+			return nil
 		}
 		oldest := db.parts[0]
 		if oldest == db.head {
@@ -96,22 +114,30 @@ func (db *DB) budgetVictims() []*partition {
 			// them.
 			if oldest.diskBytes()*2 < total {
 				db.checkpointSoon()
-				break
+				return nil
 			}
 			if !db.cutHead() {
-				break
+				return nil
 			}
 			continue
 		}
 		db.parts = slices.Clone(db.parts[1:])
 		db.mu.Unlock()
-		size := oldest.diskBytes()
 		db.log.Warn("disk budget exceeded: dropping the oldest partition",
 			zap.String("partition", oldest.name), zap.Int64("disk_bytes", total), zap.Int64("max_disk_bytes", db.opts.MaxDiskBytes))
-		total -= size
-		victims = append(victims, oldest)
+		return oldest
 	}
-	return victims
+}
+
+// oldestStart is when the store's oldest partition starts; false when it
+// has none.
+func (db *DB) oldestStart() (time.Time, bool) {
+	db.mu.RLock()
+	defer db.mu.RUnlock()
+	if db.closed || len(db.parts) == 0 {
+		return time.Time{}, false
+	}
+	return db.parts[0].start, true
 }
 
 // budgetBytes is what the disk budget counts: everything under the data
@@ -124,7 +150,7 @@ func (db *DB) budgetBytes() int64 {
 		switch {
 		case err != nil:
 			return nil //nolint:nilerr // a file removed while walking is simply not counted
-		case d.IsDir() && path == db.root:
+		case d.IsDir() && (path == db.root || db.opts.ExcludeDir != "" && path == filepath.Join(db.opts.Dir, db.opts.ExcludeDir)):
 			return filepath.SkipDir
 		case d.IsDir() || path == filepath.Join(db.opts.Dir, reserveFileName):
 			return nil

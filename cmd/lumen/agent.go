@@ -48,6 +48,8 @@ type AgentConfig struct {
 	ServerTLS tlsconf.Client `yaml:"server_tls"`
 	// TokenFile holds the bearer token sent to the server.
 	TokenFile string `yaml:"token_file"`
+	// Tenant is sent as X-Scope-OrgID (a server with tenants).
+	Tenant string `yaml:"tenant"`
 	// TLS is the TLS of the agent's listeners.
 	TLS tlsconf.Server `yaml:"tls"`
 	// PrepareState, "UID:GID", makes the state directory and gives it
@@ -104,7 +106,7 @@ func (c AgentConfig) agent() agent.Config {
 		OTLPGRPCAddr: c.OTLPGRPCAddr, OTLPHTTPAddr: c.OTLPHTTPAddr, BufferMaxBytes: int64(c.BufferMaxBytes),
 		Relay: agent.RelayConfig{MaxRequestBytes: int64(c.Relay.MaxRequestBytes), MaxInFlightBytes: int64(c.Relay.MaxInFlightBytes), PodShare: c.Relay.PodShare},
 		Logs:  c.Logs, Node: c.NodeMetrics, Kubernetes: c.Kubernetes, Ship: c.Ship, Version: version,
-		ServerTLS: c.ServerTLS, TokenFile: c.TokenFile, TLS: c.TLS, RelayAuthFile: c.Relay.AuthFile,
+		ServerTLS: c.ServerTLS, TokenFile: c.TokenFile, TLS: c.TLS, RelayAuthFile: c.Relay.AuthFile, Tenant: c.Tenant,
 	}
 }
 
@@ -130,6 +132,7 @@ func agentSettings() []setting[AgentConfig] {
 	return []setting[AgentConfig]{
 		{"server", "LUMEN_SERVER", "lumen serve's OTLP/HTTP endpoint, e.g. http://lumen:4318", str(func(c *AgentConfig) *string { return &c.Server }), false},
 		{"token-file", "LUMEN_TOKEN_FILE", "file holding the bearer token sent to the server (read again when it changes)", str(func(c *AgentConfig) *string { return &c.TokenFile }), false},
+		{"tenant", "LUMEN_TENANT", "tenant of everything the agent ships, sent as X-Scope-OrgID (a server with tenants; a token bound to a tenant needs none)", str(func(c *AgentConfig) *string { return &c.Tenant }), false},
 		{"server-ca-file", "LUMEN_SERVER_CA_FILE", "CA bundle an https:// server's certificate must chain to (default: the system's)", str(func(c *AgentConfig) *string { return &c.ServerTLS.CAFile }), false},
 		{"client-cert-file", "LUMEN_CLIENT_CERT_FILE", "certificate the agent presents to a server that asks for one (mTLS)", str(func(c *AgentConfig) *string { return &c.ServerTLS.CertFile }), false},
 		{"client-key-file", "LUMEN_CLIENT_KEY_FILE", "its private key", str(func(c *AgentConfig) *string { return &c.ServerTLS.KeyFile }), false},

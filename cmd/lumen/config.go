@@ -74,6 +74,8 @@ type Config struct {
 	// AuthFile, when set, is the tokens and users that may call Lumen and
 	// their scopes (docs/security.md); unset: no authentication.
 	AuthFile string `yaml:"auth_file"`
+	// Tenants: every signal stored and queried per tenant (tenants.go).
+	Tenants TenantsConfig `yaml:"tenants"`
 	// AutoGoMemLimitRatio is the share of the container's (else the
 	// machine's) memory given to Go as GOMEMLIMIT when it is not set, as
 	// Prometheus' --auto-gomemlimit.ratio; 0 turns it off.
@@ -216,6 +218,7 @@ func DefaultConfig() Config {
 		CheckpointInterval:  Duration(store.DefaultOptions("").MetricsCheckpointInterval),
 		Traces:              query.DefaultTraceConfig(),
 		HTTP:                DefaultHTTPConfig(),
+		Tenants:             DefaultTenantsConfig(),
 		Log:                 LogConfig{Format: "console", Level: "info"},
 		ShutdownTimeout:     Duration(30 * time.Second),
 		AutoGoMemLimitRatio: 0.9,
@@ -259,9 +262,16 @@ func (c Config) Validate() error {
 	if err := c.TLS.Validate("tls"); err != nil {
 		return err
 	}
+	if err := c.Tenants.Validate(c.Limits); err != nil {
+		return err
+	}
 	if c.AuthFile != "" {
-		if _, err := auth.ReadFile(c.AuthFile); err != nil {
+		f, err := auth.ReadFile(c.AuthFile)
+		if err != nil {
 			return err
+		}
+		if b := f.Bindings(); len(b) > 0 && !c.Tenants.Enabled {
+			return fmt.Errorf("auth file %s binds tokens to tenants (%s) but tenants.enabled is off", c.AuthFile, strings.Join(b, ", "))
 		}
 	}
 	return c.withListeners().OTLP.Validate()
@@ -319,6 +329,7 @@ func settings() []setting[Config] {
 		{"tls-key-file", "LUMEN_TLS_KEY_FILE", "TLS private key (PEM) of every listener", str(func(c *Config) *string { return &c.TLS.KeyFile }), false},
 		{"tls-client-ca-file", "LUMEN_TLS_CLIENT_CA_FILE", "CA bundle client certificates must chain to: every client must present one (mTLS)", str(func(c *Config) *string { return &c.TLS.ClientCAFile }), false},
 		{"auth-file", "LUMEN_AUTH_FILE", "tokens and basic-auth users with their scopes (read, write, admin); every route but health and the UI's files then needs one (docs/security.md)", str(func(c *Config) *string { return &c.AuthFile }), false},
+		{"tenants", "LUMEN_TENANTS", "keep every signal per tenant: X-Scope-OrgID, or the tenant a token is bound to (docs/security.md)", boolean(func(c *Config) *bool { return &c.Tenants.Enabled }), true},
 		{"pprof", "LUMEN_PPROF", "serve /debug/pprof on the HTTP port", boolean(func(c *Config) *bool { return &c.Pprof }), true},
 		{"auto-gomemlimit-ratio", "LUMEN_AUTO_GOMEMLIMIT_RATIO", "when GOMEMLIMIT is not set, set it to this share of the container's memory limit (else the machine's memory), as Prometheus does (0: off)", func(c *Config, v string) error {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)

@@ -53,9 +53,16 @@ func (m scopedMux) Handle(pattern string, h http.Handler) { m.t.handle(m.scope, 
 // handler serves the table, checking credentials with a (none: every
 // route is open, as without an auth file).
 func (t *routeTable) handler(a *auth.Authenticator) http.Handler {
-	if a == nil {
-		return t.mux
-	}
+	return t.handlerWith(a, func(w http.ResponseWriter, r *http.Request, _ auth.Scope, _ auth.Principal, _ bool) {
+		t.mux.ServeHTTP(w, r)
+	})
+}
+
+// handlerWith checks a request's credentials for the scope of the route
+// it asks for, then hands it to serve with the scope and who made it
+// (authed false without an auth file or for a public route); the request
+// carries the principal in its context.
+func (t *routeTable) handlerWith(a *auth.Authenticator, serve func(w http.ResponseWriter, r *http.Request, scope auth.Scope, p auth.Principal, authed bool)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, pattern := t.mux.Handler(r)
 		if pattern == "" { // not found, method not allowed: the mux says so
@@ -67,8 +74,8 @@ func (t *routeTable) handler(a *auth.Authenticator) http.Handler {
 			http.Error(w, fmt.Sprintf("route %q has no scope: refused", pattern), http.StatusForbidden)
 			return
 		}
-		if scope == auth.Public {
-			t.mux.ServeHTTP(w, r)
+		if a == nil || scope == auth.Public {
+			serve(w, r, scope, auth.Principal{}, false)
 			return
 		}
 		p, err := a.Check(auth.Credentials(r), r.RemoteAddr, scope)
@@ -76,7 +83,7 @@ func (t *routeTable) handler(a *auth.Authenticator) http.Handler {
 			a.Refuse(w, r, err)
 			return
 		}
-		t.mux.ServeHTTP(w, r.WithContext(auth.WithPrincipal(r.Context(), p)))
+		serve(w, r.WithContext(auth.WithPrincipal(r.Context(), p)), scope, p, true)
 	})
 }
 

@@ -151,7 +151,7 @@ func TestEveryRouteNeedsItsScope(t *testing.T) {
 	require.NoError(t, err)
 	defer db.Close()
 	var ready atomic.Bool
-	routes, err := newMux(cfg, db, prometheus.NewRegistry(), zap.NewNop(), telemetry.NewIngest(nil), &ready)
+	routes, err := newMux(cfg, db, prometheus.NewRegistry(), prometheus.NewRegistry(), zap.NewNop(), telemetry.NewIngest(nil), &ready)
 	require.NoError(t, err)
 	require.Greater(t, len(routes.scopes), 30)
 	seen := map[auth.Scope]int{}

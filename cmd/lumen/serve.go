@@ -116,55 +116,28 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 	cfg = cfg.withListeners()
 	warnExposed(log, cfg)
 
-	so := store.DefaultOptions(cfg.DataDir)
-	so.Retention = time.Duration(cfg.Retention)
-	so.PartitionDuration = time.Duration(cfg.PartitionDuration)
-	so.MaxDiskBytes = int64(cfg.MaxDiskBytes)
-	so.MinFreeDiskBytes = cfg.minFreeDiskBytes()
-	so.DiskReserveBytes = cfg.diskReserveBytes()
-	so.RejectOlderThan = time.Duration(cfg.RejectOlderThan)
-	so.Limits = cfg.Limits
-	so.HeadIdleTimeout = time.Duration(cfg.HeadIdleTimeout)
-	so.MetricsCheckpointInterval = time.Duration(cfg.CheckpointInterval)
-	so.LogCheckpointInterval = time.Duration(cfg.CheckpointInterval)
-	so.MetricsOutOfOrderWindow = time.Duration(cfg.OutOfOrderWindow)
-	so.Logger = log.Named("store")
-	db, err := store.Open(so)
-	if err != nil {
-		return fmt.Errorf("open store: %w", err)
-	}
-	defer func() {
-		if err := db.Close(); err != nil {
-			log.Error("close store", zap.Error(err))
-		}
-	}()
-
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	registerStoreMetrics(reg, db)
 	ingestMetrics := telemetry.NewIngest(reg)
 	authn, err := openAuth(ctx, cfg, log, reg)
 	if err != nil {
 		return err
 	}
-	cfg.OTLP.Auth = authn
-
-	fields := fieldWriter{DB: db, det: logfields.New(cfg.LogFields)}
-	var traces otlp.Writer = fields
-	var gen *spanmetrics.Generator
-	genDone := make(chan struct{})
-	if cfg.SpanMetrics.Enabled {
-		gen = spanmetrics.New(cfg.SpanMetrics, db, log)
-		reg.MustRegister(spanMetricsMetrics(gen)...)
-		traces = observingWriter{fieldWriter: fields, gen: gen}
-		gctx, stopGen := context.WithCancel(context.Background())
-		go func() { defer close(genDone); gen.Run(gctx) }()
-		// After the receivers stop and before the store closes: the last
-		// counts are written.
-		defer func() { stopGen(); <-genDone }()
-	} else {
-		close(genDone)
+	var ready atomic.Bool
+	tenants, err := newTenantSet(cfg, log, reg, ingestMetrics, &ready)
+	if err != nil {
+		return err
 	}
+	defer func() {
+		if err := tenants.close(); err != nil {
+			log.Error("close store", zap.Error(err))
+		}
+	}()
+	cfg.OTLP.Auth = authn
+	if cfg.Tenants.Enabled {
+		cfg.OTLP.DefaultTenant = cfg.Tenants.Default
+	}
+	var traces otlp.Writer = tenantWriter{tenants}
 	rcv, err := otlp.New(cfg.OTLP, traces, log, ingestMetrics, version)
 	if err != nil {
 		return err
@@ -177,13 +150,7 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
 	}
 	ln = netutil.LimitListener(ln, cfg.HTTP.MaxConnections)
-	var ready atomic.Bool
-	routes, err := newMux(cfg, db, reg, log, ingestMetrics, &ready)
-	if err != nil {
-		_ = ln.Close()
-		return err
-	}
-	guarded, err := browserGuard(cfg.HTTP, routes.handler(authn))
+	guarded, err := browserGuard(cfg.HTTP, tenants.handler(authn))
 	if err != nil {
 		_ = ln.Close()
 		return err
@@ -279,7 +246,9 @@ func (w observingWriter) WriteTraces(ctx context.Context, td ptrace.Traces) erro
 	return nil
 }
 
-func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger, im *telemetry.Ingest, ready *atomic.Bool) (*routeTable, error) {
+// newMux is the routes of one tenant's store; its metrics are registered
+// with reg, /metrics gathers gatherer (the whole server's).
+func newMux(cfg Config, db *store.DB, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *zap.Logger, im *telemetry.Ingest, ready *atomic.Bool) (*routeTable, error) {
 	routes := newRouteTable()
 	durations := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "lumen_http_request_duration_seconds",
@@ -290,11 +259,13 @@ func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger,
 		NativeHistogramMaxBucketNumber:  100,
 		NativeHistogramMinResetDuration: time.Hour,
 	}, []string{"handler", "code"})
-	reg.MustRegister(durations)
+	if err := reg.Register(durations); err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
 	wrap := func(route string, h http.Handler) http.Handler {
 		return promhttp.InstrumentHandlerDuration(durations.MustCurryWith(prometheus.Labels{"handler": route}), h)
 	}
-	registerQueryAPIs(routes, cfg, db, reg, log, wrap)
+	registerQueryAPIs(routes, cfg, db, reg, gatherer, log, wrap)
 	rw, err := promrw.New(cfg.RemoteWrite, db, db, log, reg, im)
 	if err != nil {
 		return nil, err
@@ -309,7 +280,7 @@ func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger,
 	if cfg.HTTP.MetricsAuth {
 		metricsScope = auth.Read
 	}
-	routes.handle(metricsScope, "GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	routes.handle(metricsScope, "GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{Registry: reg}))
 	routes.handleFunc(auth.Public, "GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "Lumen is Healthy.\n")
 	})
@@ -327,6 +298,7 @@ func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger,
 		routes.handleFunc(auth.Admin, "GET /debug/pprof/symbol", pprof.Symbol)
 		routes.handleFunc(auth.Admin, "GET /debug/pprof/trace", pprof.Trace)
 	}
+	routes.handle(auth.Read, "GET /api/v1/tenants", tenantsInfo(cfg.Tenants))
 	// The UI's files hold no data (every call it makes needs read); they
 	// are served to anyone so that the UI can ask for a token.
 	routes.handle(auth.Public, "GET /", ui.Handler())
@@ -335,7 +307,7 @@ func newMux(cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger,
 
 // registerQueryAPIs adds the query APIs to routes (the read scope),
 // sharing one counter of the queries their limits refuse.
-func registerQueryAPIs(routes *routeTable, cfg Config, db *store.DB, reg *prometheus.Registry, log *zap.Logger, wrap query.Wrap) {
+func registerQueryAPIs(routes *routeTable, cfg Config, db *store.DB, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *zap.Logger, wrap query.Wrap) {
 	qm := query.NewMetrics(reg)
 	logql, promql := cfg.LogQL, cfg.PromQL
 	promql.CORSOrigins = cfg.HTTP.TrustedOrigins
@@ -349,7 +321,7 @@ func registerQueryAPIs(routes *routeTable, cfg Config, db *store.DB, reg *promet
 	// Every other /api/v1 route is Prometheus' own API; the more specific
 	// routes take precedence. Its admin routes (off: they answer that
 	// they are disabled) need the admin scope.
-	promAPI := wrap("/api/v1 (prometheus)", query.NewPromAPI(promql, db, db, log, reg, reg, qm, version))
+	promAPI := wrap("/api/v1 (prometheus)", query.NewPromAPI(promql, db, db, log, reg, gatherer, qm, version))
 	routes.handle(auth.Read, "GET /api/v1/", promAPI)
 	routes.handle(auth.Read, "POST /api/v1/", promAPI)
 	routes.handle(auth.Admin, "POST /api/v1/admin/", promAPI)

@@ -34,7 +34,9 @@ const (
 	// the UI's sources.
 	browserScript = "../../ui/e2e/browser.mjs"
 	// tokenScript drives the UI against a server that asks for tokens.
-	tokenScript   = "../../ui/e2e/token.mjs"
+	tokenScript = "../../ui/e2e/token.mjs"
+	// tenantsScript drives the UI against a server with tenants.
+	tenantsScript = "../../ui/e2e/tenants.mjs"
 	playwrightDir = "../../ui/node_modules/playwright-core"
 	uiNotBuilt    = "the UI is not built: run `make ui` before the tests"
 	// bigSpans is the size of the trace the render benchmark opens.
@@ -224,6 +226,23 @@ func TestUIInBrowser(t *testing.T) {
 	require.NoError(t, err, "browser test failed: see the log above and the screenshots in test-results/ui")
 }
 
+// browserTools are node and Chromium, for script; the test fails in CI
+// (skips elsewhere) when the UI or its packages are not built.
+func browserTools(t *testing.T, script string) (node, chromium string) {
+	t.Helper()
+	node = lookTool(t, "node", "apt-get install nodejs")
+	chromium = lookTool(t, "chromium", "apt-get install chromium")
+	for _, p := range []string{script, playwrightDir} {
+		if _, err := os.Stat(p); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s (%v)", uiNotBuilt, err)
+			}
+			t.Skipf("%s (%v)", uiNotBuilt, err)
+		}
+	}
+	return node, chromium
+}
+
 // runBrowserScript runs a Playwright script with node, its environment
 // env, for at most limit, logging its output and METRIC lines.
 func runBrowserScript(t *testing.T, node, script string, limit time.Duration, env ...string) error {
@@ -400,16 +419,7 @@ func (l *lineLogger) logLine(line string) {
 // for a token, refuses a wrong one, keeps the right one in the tab (never
 // in a URL), sends it on every call and on the live tail's websocket.
 func TestUIAsksForAToken(t *testing.T) {
-	node := lookTool(t, "node", "apt-get install nodejs")
-	chromium := lookTool(t, "chromium", "apt-get install chromium")
-	for _, p := range []string{tokenScript, playwrightDir} {
-		if _, err := os.Stat(p); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s (%v)", uiNotBuilt, err)
-			}
-			t.Skipf("%s (%v)", uiNotBuilt, err)
-		}
-	}
+	node, chromium := browserTools(t, tokenScript)
 	dir := t.TempDir()
 	cfg := testConfig(t, filepath.Join(dir, "data"))
 	cfg.AuthFile = writeAuthFile(t, dir, "")
@@ -423,4 +433,25 @@ func TestUIAsksForAToken(t *testing.T) {
 	err := runBrowserScript(t, node, tokenScript, 2*time.Minute, "LUMEN_URL="+s.api(""), "LUMEN_READ_TOKEN="+readSecret,
 		"LUMEN_WRITE_TOKEN="+writeSecret, "LUMEN_LINE="+line, "LUMEN_CHROMIUM="+chromium)
 	require.NoError(t, err, "browser token test failed: see the log above")
+}
+
+// TestUISwitchesTenants: with tenants, the UI shows the tenant its pages
+// read and lets a token that may read two switch between them; each
+// shows only its own lines, the live tail included.
+func TestUISwitchesTenants(t *testing.T) {
+	node, chromium := browserTools(t, tenantsScript)
+	dir := t.TempDir()
+	cfg := testConfig(t, filepath.Join(dir, "data"))
+	cfg.AuthFile = tenantAuthFile(t, dir)
+	cfg.Tenants.Enabled = true
+	s := startServer(t, cfg)
+	for team, secret := range map[string]string{"team-a": teamASecret, "team-b": teamBSecret} {
+		code, body := post(t, s.api("/loki/api/v1/push"), "application/json",
+			[]byte(fmt.Sprintf(`{"streams":[{"stream":{"app":"shop"},"values":[["%d","checkout of %s"]]}]}`, time.Now().Add(-time.Minute).UnixNano(), team)),
+			"Authorization", bearer(secret))
+		require.Equal(t, http.StatusNoContent, code, body)
+	}
+	err := runBrowserScript(t, node, tenantsScript, 2*time.Minute, "LUMEN_URL="+s.api(""), "LUMEN_OPS_TOKEN="+opsSecret,
+		"LUMEN_TEAM_A_TOKEN="+teamASecret, "LUMEN_TEAM_B_TOKEN="+teamBSecret, "LUMEN_CHROMIUM="+chromium)
+	require.NoError(t, err, "browser tenants test failed: see the log above")
 }

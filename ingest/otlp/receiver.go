@@ -64,6 +64,9 @@ type Config struct {
 	HTTPTLS *tlsconf.Server `yaml:"http_tls"`
 	// Auth, when set, asks every request for the write scope.
 	Auth *auth.Authenticator `yaml:"-"`
+	// DefaultTenant, when set, turns tenants on: each request is its
+	// tenant's (X-Scope-OrgID, or its token's), this one when it names none.
+	DefaultTenant string `yaml:"-"`
 }
 
 // DefaultConfig returns the standard OTLP ports on all interfaces.
@@ -130,7 +133,7 @@ func New(cfg Config, w Writer, log *zap.Logger, m *telemetry.Ingest, version str
 	}
 	r, err := otlprecv.New(otlprecv.Config{GRPCAddr: cfg.GRPCAddr, HTTPAddr: cfg.HTTPAddr, MaxRequestBytes: cfg.MaxRequestBytes,
 		MaxInFlightBytes: cfg.MaxInFlightBytes, MaxInFlightRequests: cfg.MaxInFlightRequests, QueueWait: cfg.QueueWait,
-		Auth: cfg.Auth, GRPCTLS: cfg.GRPCTLS.Or(tlsconf.Server{}), HTTPTLS: cfg.HTTPTLS.Or(tlsconf.Server{})},
+		Auth: cfg.Auth, DefaultTenant: cfg.DefaultTenant, GRPCTLS: cfg.GRPCTLS.Or(tlsconf.Server{}), HTTPTLS: cfg.HTTPTLS.Or(tlsconf.Server{})},
 		otlprecv.Consumers{Traces: tc, Logs: lc, Metrics: mc}, log, "lumen", version)
 	if err != nil {
 		return nil, err

@@ -21,6 +21,9 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/time/rate"
+
+	"github.com/lumenobs/lumen/internal/tenant"
+	"github.com/lumenobs/lumen/internal/wsproto"
 )
 
 // Invalid credentials past FailureBurst from one client address (an IPv6 /64 counts
@@ -390,21 +393,14 @@ func Credentials(r *http.Request) string {
 	if authz := r.Header.Get("Authorization"); authz != "" {
 		return authz
 	}
-	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+	tok, found, err := wsproto.Value(r, WebSocketTokenPrefix)
+	switch {
+	case !found:
 		return ""
+	case err != nil:
+		return "Bearer " // an invalid token, refused as such
 	}
-	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
-		for _, p := range strings.Split(h, ",") {
-			if enc, ok := strings.CutPrefix(strings.TrimSpace(p), WebSocketTokenPrefix); ok {
-				tok, err := base64.RawURLEncoding.DecodeString(enc)
-				if err != nil {
-					return "Bearer " // an invalid token, refused as such
-				}
-				return "Bearer " + string(tok)
-			}
-		}
-	}
-	return ""
+	return "Bearer " + tok
 }
 
 type principalKey struct{}
@@ -434,4 +430,9 @@ func (a *Authenticator) Require(need Scope, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))
 	})
+}
+
+// TenantPrincipal is what tenant.Resolve needs of p.
+func (p Principal) TenantPrincipal() tenant.Principal {
+	return tenant.Principal{Name: p.Name, Tenant: p.Tenant, Tenants: p.Tenants}
 }

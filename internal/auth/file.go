@@ -22,6 +22,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/lumenobs/lumen/internal/tenant"
 )
 
 // Scope is what a credential may do.
@@ -60,8 +62,12 @@ type Token struct {
 	Name   string  `yaml:"name"`
 	SHA256 string  `yaml:"sha256"`
 	Scopes []Scope `yaml:"scopes"`
-	// Tenant binds the token to one tenant.
+	// Tenant binds the token to one tenant: its requests are that
+	// tenant's, whatever X-Scope-OrgID says.
 	Tenant string `yaml:"tenant"`
+	// Tenants, when set, are the tenants the token may choose among with
+	// X-Scope-OrgID (the first without it).
+	Tenants []string `yaml:"tenants"`
 	// Expires, when set (RFC 3339), is when the token stops being taken.
 	Expires time.Time `yaml:"expires"`
 }
@@ -69,10 +75,11 @@ type Token struct {
 // BasicUser is a basic-auth user, known by the bcrypt hash of its
 // password (htpasswd -nbB, or Prometheus' web.yml hashes).
 type BasicUser struct {
-	Username string  `yaml:"username"`
-	Bcrypt   string  `yaml:"bcrypt"`
-	Scopes   []Scope `yaml:"scopes"`
-	Tenant   string  `yaml:"tenant"`
+	Username string   `yaml:"username"`
+	Bcrypt   string   `yaml:"bcrypt"`
+	Scopes   []Scope  `yaml:"scopes"`
+	Tenant   string   `yaml:"tenant"`
+	Tenants  []string `yaml:"tenants"`
 	// Expires, when set (RFC 3339), is when the user stops being taken.
 	Expires time.Time `yaml:"expires"`
 }
@@ -81,7 +88,8 @@ type BasicUser struct {
 type Principal struct {
 	Name    string // the token's name or the user name
 	Scopes  []Scope
-	Tenant  string
+	Tenant  string    // bound to this tenant
+	Tenants []string  // may choose among these
 	Expires time.Time // zero: never
 }
 
@@ -139,11 +147,39 @@ func checkScopes(where string, scopes []Scope) error {
 	return nil
 }
 
-func checkTenant(where, tenant string) error {
-	if tenant != "" {
-		return fmt.Errorf("%s: tenant %q: this version keeps every signal in one tenant; remove the key", where, tenant)
+// checkTenants checks a token's or user's tenants.
+func checkTenants(where, bound string, tenants []string) error {
+	if bound != "" && len(tenants) > 0 {
+		return fmt.Errorf("%s: tenant (bound to one) and tenants (a choice) do not go together", where)
+	}
+	for _, id := range append([]string{bound}, tenants...) {
+		if id == "" {
+			continue
+		}
+		if err := tenant.ValidID(id); err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
 	}
 	return nil
+}
+
+// Bindings are the tenants the file names, to refuse a file that binds
+// tenants when the server keeps one.
+func (f File) Bindings() []string {
+	var out []string
+	for _, t := range f.Tokens {
+		out = append(out, t.Tenants...)
+		if t.Tenant != "" {
+			out = append(out, t.Tenant)
+		}
+	}
+	for _, u := range f.BasicAuth {
+		out = append(out, u.Tenants...)
+		if u.Tenant != "" {
+			out = append(out, u.Tenant)
+		}
+	}
+	return out
 }
 
 // table checks f and builds its lookup tables.
@@ -167,14 +203,14 @@ func (f File) table() (*table, error) {
 		if err := checkScopes(where, tok.Scopes); err != nil {
 			return nil, err
 		}
-		if err := checkTenant(where, tok.Tenant); err != nil {
+		if err := checkTenants(where, tok.Tenant, tok.Tenants); err != nil {
 			return nil, err
 		}
 		key := [sha256.Size]byte(sum)
 		if _, dup := t.tokens[key]; dup {
 			return nil, fmt.Errorf("%s: the same secret as another token", where)
 		}
-		t.tokens[key] = Principal{Name: tok.Name, Scopes: slices.Clone(tok.Scopes), Tenant: tok.Tenant, Expires: tok.Expires}
+		t.tokens[key] = Principal{Name: tok.Name, Scopes: slices.Clone(tok.Scopes), Tenant: tok.Tenant, Tenants: slices.Clone(tok.Tenants), Expires: tok.Expires}
 	}
 	for i, u := range f.BasicAuth {
 		where := fmt.Sprintf("basic_auth[%d]", i)
@@ -191,10 +227,10 @@ func (f File) table() (*table, error) {
 		if err := checkScopes(where, u.Scopes); err != nil {
 			return nil, err
 		}
-		if err := checkTenant(where, u.Tenant); err != nil {
+		if err := checkTenants(where, u.Tenant, u.Tenants); err != nil {
 			return nil, err
 		}
-		t.users[u.Username] = basicEntry{hash: []byte(u.Bcrypt), who: Principal{Name: u.Username, Scopes: slices.Clone(u.Scopes), Tenant: u.Tenant, Expires: u.Expires}}
+		t.users[u.Username] = basicEntry{hash: []byte(u.Bcrypt), who: Principal{Name: u.Username, Scopes: slices.Clone(u.Scopes), Tenant: u.Tenant, Tenants: slices.Clone(u.Tenants), Expires: u.Expires}}
 	}
 	return t, nil
 }

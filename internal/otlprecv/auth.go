@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/lumenobs/lumen/internal/auth"
+	"github.com/lumenobs/lumen/internal/tenant"
 )
 
 // authn puts the caller's Authenticator in front of the receiver, asking
@@ -30,8 +31,15 @@ import (
 //     interceptor answers every refusal 401 without a challenge, where
 //     Lumen's other routes say 401 with WWW-Authenticate, 403 or 429 with
 //     Retry-After; the same Authenticator answers here as there.
+//
+// With tenants on, both then resolve the request's tenant
+// (X-Scope-OrgID, or the one its token is bound to) and put it in the
+// context the consumers get: 400 / INVALID_ARGUMENT for an ID that is not
+// one, 403 / PERMISSION_DENIED for a tenant that is not the token's. a
+// may be nil (tenants without authentication).
 type authn struct {
-	a *auth.Authenticator
+	a             *auth.Authenticator
+	defaultTenant string
 }
 
 var authID = component.MustNewID("lumen_auth")
@@ -58,7 +66,25 @@ func (n authn) Authenticate(ctx context.Context, headers map[string][]string) (c
 	}
 	p, err := n.a.Check(authz, addr, auth.Write)
 	if err == nil {
-		return auth.WithPrincipal(ctx, p), nil
+		ctx = auth.WithPrincipal(ctx, p)
+		if n.defaultTenant == "" {
+			return ctx, nil
+		}
+		var header string
+		for k, v := range headers {
+			if strings.EqualFold(k, tenant.Header) && len(v) > 0 {
+				header = v[0]
+			}
+		}
+		id, terr := tenant.Resolve(header, p.TenantPrincipal(), n.a != nil, n.defaultTenant)
+		if terr != nil {
+			var te *tenant.Error
+			if errors.As(terr, &te) && te.Status == http.StatusForbidden {
+				return ctx, status.Error(codes.PermissionDenied, te.Msg)
+			}
+			return ctx, status.Error(codes.InvalidArgument, terr.Error())
+		}
+		return tenant.With(ctx, id), nil
 	}
 	var e *auth.Error
 	if !errors.As(err, &e) {
@@ -80,6 +106,28 @@ func (n authn) Authenticate(ctx context.Context, headers map[string][]string) (c
 // GetHTTPHandler is the HTTP side.
 func (n authn) GetHTTPHandler(context.Context) (extensionmiddleware.WrapHTTPHandlerFunc, error) {
 	return func(_ context.Context, next http.Handler) (http.Handler, error) {
+		if n.defaultTenant != "" {
+			next = n.tenantHTTP(next)
+		}
 		return n.a.Require(auth.Write, next), nil
 	}, nil
+}
+
+// tenantHTTP puts the request's tenant in its context, after Require put
+// its principal there.
+func (n authn) tenantHTTP(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, ok := auth.FromContext(r.Context())
+		id, err := tenant.Resolve(r.Header.Get(tenant.Header), p.TenantPrincipal(), ok && n.a != nil, n.defaultTenant)
+		if err != nil {
+			status := http.StatusBadRequest
+			var te *tenant.Error
+			if errors.As(err, &te) {
+				status = te.Status
+			}
+			http.Error(w, err.Error(), status)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(tenant.With(r.Context(), id)))
+	})
 }

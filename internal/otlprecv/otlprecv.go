@@ -48,6 +48,10 @@ type Config struct {
 	// Auth, when set, asks every request for credentials holding the
 	// write scope (auth.go).
 	Auth *auth.Authenticator
+	// DefaultTenant, when set, turns tenants on: each request's context
+	// carries its tenant (X-Scope-OrgID, or its token's), this one when it
+	// names none.
+	DefaultTenant string
 	// GRPCTLS and HTTPTLS are the listeners' TLS (off when they have no
 	// certificate).
 	GRPCTLS, HTTPTLS tlsconf.Server
@@ -97,8 +101,8 @@ func New(cfg Config, c Consumers, log *zap.Logger, command, version string) (*Re
 		middlewares = append([]configmiddleware.Config{{ID: middlewareID}}, middlewares...)
 	}
 	httpMiddlewares := middlewares
-	if cfg.Auth != nil {
-		r.auth = &authn{a: cfg.Auth}
+	if cfg.Auth != nil || cfg.DefaultTenant != "" {
+		r.auth = &authn{a: cfg.Auth, defaultTenant: cfg.DefaultTenant}
 		// First on HTTP: credentials are checked before anything is read.
 		httpMiddlewares = append([]configmiddleware.Config{{ID: authID}}, middlewares...)
 	}

@@ -25,3 +25,17 @@ export function steps() {
     },
   };
 }
+
+// run runs fn, prints PASS, or the error and exits non-zero; the browser
+// is closed either way.
+export async function run(browser, fn) {
+  try {
+    await fn();
+    console.log('PASS');
+  } catch (e) {
+    console.error(String(e?.stack ?? e));
+    process.exitCode = 1;
+  } finally {
+    await browser.close();
+  }
+}

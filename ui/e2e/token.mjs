@@ -7,7 +7,7 @@
 //   LUMEN_CHROMIUM     the browser
 // It prints `STEP …` as it goes and exits non-zero on the first failed
 // expectation.
-import { launch, steps } from './lib.mjs';
+import { launch, run, steps } from './lib.mjs';
 
 const base = process.env.LUMEN_URL;
 const readToken = process.env.LUMEN_READ_TOKEN;
@@ -18,7 +18,7 @@ const { expect, step } = steps();
 const q = encodeURIComponent('{app="tokentest"}');
 const logsURL = `${base}/#/logs?q=${q}&from=now-1h&to=now`;
 
-try {
+await run(browser, async () => {
   const context = await browser.newContext();
   const page = await context.newPage();
   page.setDefaultTimeout(15000);
@@ -76,10 +76,4 @@ try {
     await page.click('[data-testid=forget-token]');
     await page.locator('[data-testid=token-prompt]').waitFor();
   });
-  console.log('PASS');
-} catch (e) {
-  console.error(String(e?.stack ?? e));
-  process.exitCode = 1;
-} finally {
-  await browser.close();
-}
+});

@@ -24,6 +24,27 @@ export function setToken(token: string): void {
   else sessionStorage.removeItem(TOKEN_KEY);
 }
 
+// The tenant chosen in this tab (X-Scope-OrgID); empty: the server's
+// default, or the one the token is bound to.
+const TENANT_KEY = 'lumen.tenant';
+
+export function getTenant(): string {
+  try {
+    return sessionStorage.getItem(TENANT_KEY) ?? '';
+  } catch {
+    return '';
+  }
+}
+
+export function setTenant(tenant: string): void {
+  if (tenant) sessionStorage.setItem(TENANT_KEY, tenant);
+  else sessionStorage.removeItem(TENANT_KEY);
+}
+
+function b64url(s: string): string {
+  return btoa(String.fromCharCode(...new TextEncoder().encode(s))).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
 /** AUTH_EVENT is dispatched on window when the server answers 401: the UI asks for a token. */
 export const AUTH_EVENT = 'lumen-auth-needed';
 
@@ -34,20 +55,27 @@ export function authHeaders(): Record<string, string> {
   const h: Record<string, string> = { Accept: 'application/json', 'X-Requested-With': 'lumen-ui' };
   const t = getToken();
   if (t) h.Authorization = `Bearer ${t}`;
+  const tenant = getTenant();
+  if (tenant) h['X-Scope-OrgID'] = tenant;
   return h;
 }
 
 /**
  * wsProtocols are the subprotocols a websocket offers: the tail's own,
- * and the token (base64url), since a browser cannot set headers on a
- * websocket.
+ * and the token and the tenant (base64url), since a browser cannot set
+ * headers on a websocket.
  */
 export function wsProtocols(): string[] {
+  const p = ['lumen'];
   const t = getToken();
-  if (!t) return ['lumen'];
-  const b64 = btoa(String.fromCharCode(...new TextEncoder().encode(t))).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
-  return ['lumen', `lumen.bearer.${b64}`];
+  if (t) p.push(`lumen.bearer.${b64url(t)}`);
+  const tenant = getTenant();
+  if (tenant) p.push(`lumen.tenant.${b64url(tenant)}`);
+  return p;
 }
+
+/** TenantInfo is /api/v1/tenants: allowed null means any tenant may be named. */
+export interface TenantInfo { enabled: boolean; tenant: string; default: string; allowed: string[] | null }
 
 /** getJSON fetches an API path; a failure throws ApiError with the server's own message. */
 export async function getJSON<T = any>(path: string, params?: URLSearchParams, signal?: AbortSignal): Promise<T> {

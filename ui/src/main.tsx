@@ -2,7 +2,7 @@
 import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import './style.css';
-import { AUTH_EVENT, getToken, setToken } from './api';
+import { AUTH_EVENT, getJSON, getTenant, getToken, setTenant, setToken, type TenantInfo } from './api';
 import { LogsPage } from './pages/logs';
 import { MetricsPage } from './pages/metrics';
 import { ServicesPage } from './pages/services';
@@ -53,6 +53,39 @@ function TokenPrompt({ onToken }: { onToken: () => void }) {
   );
 }
 
+/**
+ * TenantPicker shows the tenant the pages read, when the server keeps
+ * several, and lets a user whose token may read more than one switch
+ * (kept in this tab; sent as X-Scope-OrgID).
+ */
+function TenantPicker({ gen, onSwitch }: { gen: number; onSwitch: () => void }) {
+  const [info, setInfo] = useState<TenantInfo | null>(null);
+  useEffect(() => {
+    getJSON<{ data: TenantInfo }>('/api/v1/tenants').then((r) => setInfo(r.data), () => setInfo(null));
+  }, [gen]);
+  if (!info?.enabled) return null;
+  const pick = (t: string) => {
+    setTenant(t);
+    onSwitch();
+  };
+  if (info.allowed && info.allowed.length <= 1) {
+    return <span class="tenant" data-testid="tenant" title="the tenant these pages read">tenant <b>{info.tenant}</b></span>;
+  }
+  return (
+    <label class="tenant" title="the tenant these pages read (X-Scope-OrgID)">
+      tenant{' '}
+      {info.allowed ? (
+        <select data-testid="tenant-select" value={info.tenant} onChange={(e) => pick((e.target as HTMLSelectElement).value)}>
+          {info.allowed.map((t) => <option value={t}>{t}</option>)}
+        </select>
+      ) : (
+        <input data-testid="tenant-input" value={getTenant() || info.tenant} size={12}
+          onChange={(e) => pick((e.target as HTMLInputElement).value.trim())} />
+      )}
+    </label>
+  );
+}
+
 function App() {
   const [route, setRoute] = useState(() => parseHash(location.hash));
   // Relative times (now-1h) are resolved once per navigation, so a page's
@@ -84,7 +117,8 @@ function App() {
           <input name="id" placeholder="trace id" aria-label="open a trace by id" />
         </form>
         <button class="refresh" title="run the page's queries again, up to now" onClick={() => setNow(Date.now())}>↻</button>
-        {getToken() && <button class="signout" data-testid="forget-token" title="forget the token this tab holds" onClick={() => { setToken(''); location.reload(); }}>Forget token</button>}
+        <TenantPicker gen={tokenGen} onSwitch={() => { setNow(Date.now()); setTokenGen((g) => g + 1); }} />
+        {getToken() && <button class="signout" data-testid="forget-token" title="forget the token this tab holds" onClick={() => { setToken(''); setTenant(''); location.reload(); }}>Forget token</button>}
       </header>
       <TokenPrompt onToken={() => { setNow(Date.now()); setTokenGen((g) => g + 1); }} />
       <main key={tokenGen}>

@@ -1,0 +1,410 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.uber.org/zap"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/lumenobs/lumen/ingest/logfields"
+	"github.com/lumenobs/lumen/ingest/otlp"
+	"github.com/lumenobs/lumen/ingest/spanmetrics"
+	"github.com/lumenobs/lumen/internal/auth"
+	"github.com/lumenobs/lumen/internal/telemetry"
+	"github.com/lumenobs/lumen/internal/tenant"
+	"github.com/lumenobs/lumen/store"
+)
+
+// TenantsConfig turns tenants on: every signal stored, indexed and
+// queried per tenant (docs/security.md).
+type TenantsConfig struct {
+	// Enabled: requests are their tenant's (X-Scope-OrgID, or the tenant a
+	// token is bound to); off, everything is the default tenant's.
+	Enabled bool `yaml:"enabled"`
+	// Default is the tenant of requests that name none, whose store is
+	// the data dir itself (where a store written before tenants is).
+	Default string `yaml:"default"`
+	// MaxTenants bounds the tenants with a store; a request for a new one
+	// past it is refused (400, a limit).
+	MaxTenants int `yaml:"max_tenants"`
+	// Limits are a tenant's own store limits (the keys of limits), over
+	// the server's.
+	Limits map[string]yaml.Node `yaml:"limits"`
+}
+
+// DefaultTenantsConfig: off; "default"; at most 64.
+func DefaultTenantsConfig() TenantsConfig {
+	return TenantsConfig{Default: "default", MaxTenants: 64}
+}
+
+// tenantsDir holds the stores of the tenants but the default one.
+const tenantsDir = "tenants"
+
+// limitsOf is the store limits of tenant id: base, with its overrides.
+func (c TenantsConfig) limitsOf(id string, base store.Limits) (store.Limits, error) {
+	n, ok := c.Limits[id]
+	if !ok {
+		return base, nil
+	}
+	l := base
+	if err := n.Decode(&l); err != nil {
+		return base, fmt.Errorf("tenants.limits.%s: %w", id, err)
+	}
+	return l, l.Validate()
+}
+
+// Validate reports the first setting that cannot work.
+func (c TenantsConfig) Validate(base store.Limits) error {
+	if err := tenant.ValidID(c.Default); err != nil {
+		return fmt.Errorf("tenants.default: %w", err)
+	}
+	if c.MaxTenants < 1 {
+		return fmt.Errorf("tenants.max_tenants %d is not positive", c.MaxTenants)
+	}
+	for id := range c.Limits {
+		if err := tenant.ValidID(id); err != nil {
+			return fmt.Errorf("tenants.limits: %w", err)
+		}
+		if _, err := c.limitsOf(id, base); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// tenantStack is one tenant's store and what writes to it and reads it.
+type tenantStack struct {
+	id      string
+	db      *store.DB
+	writer  otlp.Writer // adds log fields; counts span metrics
+	routes  *routeTable
+	stopGen func()
+}
+
+// tenantSet opens each tenant's store and stack when first asked for,
+// the default tenant's at start.
+type tenantSet struct {
+	cfg   Config
+	log   *zap.Logger
+	reg   *prometheus.Registry
+	im    *telemetry.Ingest
+	ready *atomic.Bool
+	group *store.DiskGroup
+
+	mu     sync.Mutex
+	stacks map[string]*tenantStack
+	empty  *tenantStack // forRead's
+	closed bool
+}
+
+var errTooManyTenants = errors.New("too many tenants")
+
+func newTenantSet(cfg Config, log *zap.Logger, reg *prometheus.Registry, im *telemetry.Ingest, ready *atomic.Bool) (*tenantSet, error) {
+	s := &tenantSet{cfg: cfg, log: log, reg: reg, im: im, ready: ready, stacks: map[string]*tenantStack{}}
+	if cfg.Tenants.Enabled && cfg.MaxDiskBytes > 0 {
+		s.group = store.NewDiskGroup()
+	}
+	if _, err := s.get(s.defaultID()); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *tenantSet) defaultID() string { return s.cfg.Tenants.Default }
+
+// get is tenant id's stack, opened now when it is not yet.
+func (s *tenantSet) get(id string) (*tenantStack, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, store.ErrClosed
+	}
+	if st, ok := s.stacks[id]; ok {
+		return st, nil
+	}
+	if len(s.stacks) >= s.cfg.Tenants.MaxTenants {
+		return nil, fmt.Errorf("%w: tenant %q would be one more than tenants.max_tenants (%d)", errTooManyTenants, id, s.cfg.Tenants.MaxTenants)
+	}
+	st, err := s.open(id)
+	if err != nil {
+		return nil, err
+	}
+	s.stacks[id] = st
+	return st, nil
+}
+
+// open builds tenant id's stack: its store (the data dir for the default
+// tenant, data/tenants/<id> for the others), its writers and its routes,
+// its metrics labelled with the tenant when there are tenants.
+func (s *tenantSet) open(id string) (*tenantStack, error) {
+	cfg := s.cfg
+	log := s.log
+	reg := prometheus.Registerer(s.reg)
+	if cfg.Tenants.Enabled {
+		log = log.With(zap.String("tenant", id))
+		reg = prometheus.WrapRegistererWith(prometheus.Labels{"tenant": id}, s.reg)
+	}
+	so := store.DefaultOptions(cfg.DataDir)
+	if id == s.defaultID() {
+		so.ExcludeDir = tenantsDir
+		so.DiskReserveBytes = cfg.diskReserveBytes()
+	} else {
+		so = store.DefaultOptions(filepath.Join(cfg.DataDir, tenantsDir, id))
+		// One disk reserve serves the whole process: the default tenant's,
+		// released for whichever store meets the full disk.
+		so.DiskReserveBytes = -1
+	}
+	so.Retention = time.Duration(cfg.Retention)
+	so.PartitionDuration = time.Duration(cfg.PartitionDuration)
+	so.MaxDiskBytes = int64(cfg.MaxDiskBytes)
+	if id != emptyDir {
+		so.DiskGroup = s.group
+	}
+	so.MinFreeDiskBytes = cfg.minFreeDiskBytes()
+	so.RejectOlderThan = time.Duration(cfg.RejectOlderThan)
+	limits, err := cfg.Tenants.limitsOf(id, cfg.Limits)
+	if err != nil {
+		return nil, err
+	}
+	so.Limits = limits
+	so.HeadIdleTimeout = time.Duration(cfg.HeadIdleTimeout)
+	so.MetricsCheckpointInterval = time.Duration(cfg.CheckpointInterval)
+	so.LogCheckpointInterval = time.Duration(cfg.CheckpointInterval)
+	so.MetricsOutOfOrderWindow = time.Duration(cfg.OutOfOrderWindow)
+	so.Logger = log.Named("store")
+	db, err := store.Open(so)
+	if err != nil {
+		return nil, fmt.Errorf("open store of tenant %q: %w", id, err)
+	}
+	registerStoreMetrics(reg, db)
+	st := &tenantStack{id: id, db: db, stopGen: func() {}}
+	fields := fieldWriter{DB: db, det: logfields.New(cfg.LogFields)}
+	st.writer = fields
+	if cfg.SpanMetrics.Enabled {
+		gen := spanmetrics.New(cfg.SpanMetrics, db, log)
+		if err := registerAll(reg, spanMetricsMetrics(gen)...); err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+		st.writer = observingWriter{fieldWriter: fields, gen: gen}
+		gctx, stop := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); gen.Run(gctx) }()
+		// Before the store closes: the last counts are written.
+		st.stopGen = func() { stop(); <-done }
+	}
+	if st.routes, err = newMux(cfg, db, reg, s.reg, log, s.im, s.ready); err != nil {
+		st.stopGen()
+		_ = db.Close()
+		return nil, err
+	}
+	if id != s.defaultID() {
+		s.log.Info("tenant opened", zap.String("tenant", id))
+	}
+	return st, nil
+}
+
+func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+// close stops every tenant's span metrics, then closes its store.
+func (s *tenantSet) close() error {
+	s.mu.Lock()
+	s.closed = true
+	stacks := make([]*tenantStack, 0, len(s.stacks)+1)
+	for _, st := range s.stacks {
+		stacks = append(stacks, st)
+	}
+	if s.empty != nil {
+		stacks = append(stacks, s.empty)
+	}
+	s.mu.Unlock()
+	var errs []error
+	for _, st := range stacks {
+		st.stopGen()
+		if err := st.db.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close store of tenant %q: %w", st.id, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// emptyDir holds the store that answers reads of tenants that have
+// written nothing (no tenant ID holds '#').
+const emptyDir = "#empty"
+
+// forRead is tenant id's stack for a read: its store when it has one (on
+// disk or open), else an empty store's, so that reading a tenant that has
+// written nothing makes no store for it.
+func (s *tenantSet) forRead(id string) (*tenantStack, error) {
+	s.mu.Lock()
+	st, ok := s.stacks[id]
+	s.mu.Unlock()
+	if ok {
+		return st, nil
+	}
+	if _, err := os.Stat(filepath.Join(s.cfg.DataDir, tenantsDir, id)); err == nil {
+		return s.get(id)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, store.ErrClosed
+	}
+	if s.empty == nil {
+		var err error
+		if s.empty, err = s.open(emptyDir); err != nil {
+			return nil, err
+		}
+	}
+	return s.empty, nil
+}
+
+// ids are the tenants with a store open, sorted.
+func (s *tenantSet) ids() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.stacks))
+	for id := range s.stacks {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// handler serves the HTTP port: a request is authenticated for its
+// route's scope (every tenant's routes are the same), given its tenant,
+// and served by that tenant's routes. Routes that need no credential are
+// the default tenant's.
+func (s *tenantSet) handler(a *auth.Authenticator) http.Handler {
+	def, _ := s.get(s.defaultID())
+	return def.routes.handlerWith(a, func(w http.ResponseWriter, r *http.Request, scope auth.Scope, p auth.Principal, authed bool) {
+		if scope == auth.Public || !s.cfg.Tenants.Enabled {
+			def.routes.mux.ServeHTTP(w, r.WithContext(tenant.With(r.Context(), def.id)))
+			return
+		}
+		id, err := tenant.Resolve(tenant.FromRequest(r), p.TenantPrincipal(), authed, s.defaultID())
+		if err != nil {
+			var e *tenant.Error
+			if errors.As(err, &e) {
+				http.Error(w, e.Msg, e.Status)
+				return
+			}
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		var st *tenantStack
+		if scope == auth.Read {
+			st, err = s.forRead(id)
+		} else {
+			st, err = s.get(id)
+		}
+		if err != nil {
+			code := http.StatusServiceUnavailable
+			if errors.Is(err, errTooManyTenants) {
+				code = http.StatusBadRequest // a limit: retrying does not help (fault.ErrLimit)
+			}
+			http.Error(w, err.Error(), code)
+			return
+		}
+		st.routes.mux.ServeHTTP(w, r.WithContext(tenant.With(r.Context(), id)))
+	})
+}
+
+// tenantWriter is the OTLP receiver's writer: each request goes to its
+// tenant's store (the tenant the receiver's authentication put in its
+// context; the default tenant without).
+type tenantWriter struct{ set *tenantSet }
+
+func (w tenantWriter) stack(ctx context.Context) (*tenantStack, error) {
+	id, ok := tenant.From(ctx)
+	if !ok {
+		id = w.set.defaultID()
+	}
+	return w.set.get(id)
+}
+
+func (w tenantWriter) WriteTraces(ctx context.Context, td ptrace.Traces) error {
+	st, err := w.stack(ctx)
+	if err != nil {
+		return tenantUnavailable(err)
+	}
+	return st.writer.WriteTraces(ctx, td)
+}
+
+func (w tenantWriter) WriteLogs(ctx context.Context, ld plog.Logs) error {
+	st, err := w.stack(ctx)
+	if err != nil {
+		return tenantUnavailable(err)
+	}
+	return st.writer.WriteLogs(ctx, ld)
+}
+
+func (w tenantWriter) AppenderV2(ctx context.Context) storage.AppenderV2 {
+	st, err := w.stack(ctx)
+	if err != nil {
+		return failedAppender{tenantUnavailable(err)}
+	}
+	return st.writer.AppenderV2(ctx)
+}
+
+// tenantUnavailable is a tenant's store that cannot be had, as the
+// store's own refusals are: too many tenants is a limit (400), anything
+// else the server's (503).
+func tenantUnavailable(err error) error {
+	if errors.Is(err, errTooManyTenants) {
+		return fmt.Errorf("%w: %w", store.ErrLimit, err)
+	}
+	return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+}
+
+// failedAppender refuses every sample with err.
+type failedAppender struct{ err error }
+
+func (a failedAppender) Append(storage.SeriesRef, labels.Labels, int64, int64, float64, *histogram.Histogram, *histogram.FloatHistogram, storage.AppendV2Options) (storage.SeriesRef, error) {
+	return 0, a.err
+}
+func (a failedAppender) Commit() error   { return a.err }
+func (a failedAppender) Rollback() error { return nil }
+
+// tenantsInfo answers /api/v1/tenants, for the UI: whether there are
+// tenants, the request's, and those its credentials may choose among
+// (null: any, named with X-Scope-OrgID).
+func tenantsInfo(cfg TenantsConfig) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, ok := tenant.From(r.Context())
+		if !ok {
+			id = cfg.Default
+		}
+		p, authed := auth.FromContext(r.Context())
+		allowed := tenant.Allowed(p.TenantPrincipal(), authed)
+		if !cfg.Enabled {
+			allowed = []string{cfg.Default}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"status": "success", "data": map[string]any{
+			"enabled": cfg.Enabled, "tenant": id, "default": cfg.Default, "allowed": allowed}})
+	})
+}
