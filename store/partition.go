@@ -249,44 +249,43 @@ func openBadger(dir string, o Options, readOnly bool) (*badger.DB, error) {
 // roomForWritable says whether the disk has room for what opening a
 // partition in dir writable reserves at once: a value-log file and a
 // memtable's log (filesAhead), and a little for Badger's own files.
-func roomForWritable(dir string, o Options) bool {
+func roomForWritable(dir string, o Options) bool { return roomFor(dir, o, 4<<20) }
+
+// roomToFlush says whether the disk has room for a partition in dir to be
+// opened writable and flush its memtables: their size, and the files a
+// writable partition reserves.
+func roomToFlush(dir string, o Options) bool {
+	var mems int64
+	paths, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
+	for _, m := range paths {
+		if fi, err := os.Stat(m); err == nil {
+			mems += fi.Size()
+		}
+	}
+	return roomFor(dir, o, mems)
+}
+
+// roomFor says whether the file system of dir (or of its nearest existing
+// parent: a partition not made yet) has room, the disk reserve counted,
+// for the files a writable partition reserves and extra bytes; true when
+// that cannot be told (the open finds out).
+func roomFor(dir string, o Options, extra int64) bool {
 	for ; dir != "" && dir != "."; dir = filepath.Dir(dir) {
 		sp, err := statfs(dir)
 		if err == nil {
 			if o.spareRoom != nil {
 				sp.free += o.spareRoom()
 			}
-			return sp.free >= filesAhead(o)+4<<20
+			return sp.free >= filesAhead(o)+extra
 		}
 		if !errors.Is(err, fs.ErrNotExist) {
-			return true // the open finds out
+			return true
 		}
 		if parent := filepath.Dir(dir); parent == dir {
 			break
 		}
 	}
 	return true
-}
-
-// roomToFlush says whether the disk has room for a partition in dir to be
-// opened writable and flush its memtables: their size, and the files a
-// writable partition reserves.
-func roomToFlush(dir string, o Options) bool {
-	sp, err := statfs(dir)
-	if err != nil {
-		return true // the open finds out
-	}
-	need := filesAhead(o)
-	if o.spareRoom != nil {
-		need -= o.spareRoom()
-	}
-	mems, _ := filepath.Glob(filepath.Join(dir, "*.mem"))
-	for _, m := range mems {
-		if fi, err := os.Stat(m); err == nil {
-			need += fi.Size()
-		}
-	}
-	return sp.free >= need
 }
 
 // reopen opens a partition that a full disk left read-only or closed

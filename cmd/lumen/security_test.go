@@ -428,23 +428,29 @@ func unwrapStatus(err error) error {
 }
 
 // TestTLSOnEveryListener: one certificate for the HTTP port and both OTLP
-// transports, client certificates required (mTLS), TLS 1.2 at least, and
-// a renewed certificate served without a restart.
+// transports, client certificates required (mTLS) and a token besides
+// (the OTel SDK's exporters with TLS and the bearer header), TLS 1.2 at
+// least, and a renewed certificate served without a restart.
 func TestTLSOnEveryListener(t *testing.T) {
 	ca := tlstest.NewCA(t, "lumen-test")
 	certFile, keyFile := ca.Issue(t, "lumen-1")
 	clientCert, clientKey := ca.Issue(t, "client")
-	cfg := testConfig(t, t.TempDir())
+	dir := t.TempDir()
+	cfg := testConfig(t, filepath.Join(dir, "data"))
 	cfg.TLS = tlsconf.Server{CertFile: certFile, KeyFile: keyFile, ClientCAFile: ca.File, ReloadInterval: 200 * time.Millisecond}
+	cfg.AuthFile = writeAuthFile(t, dir, "")
 	startServer(t, cfg)
 	ctx := context.Background()
+	writeToken := map[string]string{"authorization": bearer(writeSecret)}
 
 	client := func(c *tls.Config) *http.Client {
 		return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: c, DisableKeepAlives: true}}
 	}
 	mtls := ca.ClientConfig(t, clientCert, clientKey)
-	code, body, _ := do(t, client(mtls), http.MethodGet, "https://"+cfg.HTTPAddr+"/api/v1/query?query=vector(1)", "")
+	code, body, _ := do(t, client(mtls), http.MethodGet, "https://"+cfg.HTTPAddr+"/api/v1/query?query=vector(1)", bearer(readSecret))
 	require.Equal(t, 200, code, body)
+	code, body, _ = do(t, client(mtls), http.MethodGet, "https://"+cfg.HTTPAddr+"/api/v1/query?query=vector(1)", "")
+	require.Equal(t, 401, code, "a client certificate is not a token: %s", body)
 	// No client certificate, an old TLS version, plain HTTP: refused.
 	_, err := client(ca.ClientConfig(t, "", "")).Get("https://" + cfg.HTTPAddr + "/-/ready")
 	require.Error(t, err)
@@ -455,28 +461,41 @@ func TestTLSOnEveryListener(t *testing.T) {
 	code, _, _ = do(t, nil, http.MethodGet, "http://"+cfg.HTTPAddr+"/-/ready", "")
 	require.Equal(t, http.StatusBadRequest, code, "plain HTTP to the TLS port")
 
-	// OTLP over TLS, both transports, with the client certificate.
+	// OTLP over TLS, both transports, with the client certificate and the
+	// bearer token, as the OTel SDK's exporters send them.
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	_, span := tp.Tracer("t").Start(ctx, "over-tls")
 	span.End()
-	g, err := otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(cfg.OTLP.GRPCAddr), otlptracegrpc.WithTLSCredentials(credentials.NewTLS(mtls)),
-		otlptracegrpc.WithRetry(otlptracegrpc.RetryConfig{Enabled: false}))
-	require.NoError(t, err)
-	require.NoError(t, g.ExportSpans(ctx, rec.Ended()))
-	require.NoError(t, g.Shutdown(ctx))
-	h, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpoint(cfg.OTLP.HTTPAddr), otlptracehttp.WithTLSClientConfig(mtls),
-		otlptracehttp.WithRetry(otlptracehttp.RetryConfig{Enabled: false}))
-	require.NoError(t, err)
-	require.NoError(t, h.ExportSpans(ctx, rec.Ended()))
-	require.NoError(t, h.Shutdown(ctx))
+	for _, headers := range []map[string]string{nil, writeToken} {
+		g, err := otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(cfg.OTLP.GRPCAddr), otlptracegrpc.WithTLSCredentials(credentials.NewTLS(mtls)),
+			otlptracegrpc.WithHeaders(headers), otlptracegrpc.WithRetry(otlptracegrpc.RetryConfig{Enabled: false}))
+		require.NoError(t, err)
+		h, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpoint(cfg.OTLP.HTTPAddr), otlptracehttp.WithTLSClientConfig(mtls),
+			otlptracehttp.WithHeaders(headers), otlptracehttp.WithRetry(otlptracehttp.RetryConfig{Enabled: false}))
+		require.NoError(t, err)
+		gErr, hErr := g.ExportSpans(ctx, rec.Ended()), h.ExportSpans(ctx, rec.Ended())
+		if headers == nil {
+			require.Equal(t, codes.Unauthenticated, status.Code(unwrapStatus(gErr)), "gRPC over TLS without a token: %v", gErr)
+			require.ErrorContains(t, hErr, "401")
+		} else {
+			require.NoError(t, gErr)
+			require.NoError(t, hErr)
+		}
+		require.NoError(t, g.Shutdown(ctx))
+		require.NoError(t, h.Shutdown(ctx))
+	}
+	require.Eventually(t, func() bool {
+		code, body, _ := do(t, client(mtls), http.MethodGet, "https://"+cfg.HTTPAddr+"/api/search?tags=name%3Dover-tls", bearer(readSecret))
+		return code == 200 && strings.Contains(body, "traceID")
+	}, 5*time.Second, 50*time.Millisecond, "the span sent with the token over TLS is stored")
 	// Without a client certificate, both refuse.
-	g, err = otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(cfg.OTLP.GRPCAddr), otlptracegrpc.WithTLSCredentials(credentials.NewTLS(ca.ClientConfig(t, "", ""))),
+	g, err := otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(cfg.OTLP.GRPCAddr), otlptracegrpc.WithTLSCredentials(credentials.NewTLS(ca.ClientConfig(t, "", ""))),
 		otlptracegrpc.WithRetry(otlptracegrpc.RetryConfig{Enabled: false}), otlptracegrpc.WithTimeout(3*time.Second))
 	require.NoError(t, err)
 	require.Error(t, g.ExportSpans(ctx, rec.Ended()))
 	_ = g.Shutdown(ctx)
-	h, err = otlptracehttp.New(ctx, otlptracehttp.WithEndpoint(cfg.OTLP.HTTPAddr), otlptracehttp.WithTLSClientConfig(ca.ClientConfig(t, "", "")),
+	h, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpoint(cfg.OTLP.HTTPAddr), otlptracehttp.WithTLSClientConfig(ca.ClientConfig(t, "", "")),
 		otlptracehttp.WithRetry(otlptracehttp.RetryConfig{Enabled: false}), otlptracehttp.WithTimeout(3*time.Second))
 	require.NoError(t, err)
 	require.Error(t, h.ExportSpans(ctx, rec.Ended()))
@@ -732,7 +751,10 @@ func TestAgentReadsLogsAsNonRootWithOneCapability(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: file capabilities and setpriv")
 	}
-	setcap := lookTool(t, "setcap", "apt-get install libcap2-bin")
+	setcap := "/usr/sbin/setcap" // not on every PATH
+	if _, err := os.Stat(setcap); err != nil {
+		setcap = lookTool(t, "setcap", "apt-get install libcap2-bin")
+	}
 	setpriv := lookTool(t, "setpriv", "apt-get install util-linux")
 	const nobody = "65534"
 	s := startServer(t, testConfig(t, t.TempDir()))

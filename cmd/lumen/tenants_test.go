@@ -92,10 +92,17 @@ func TestTenantsAreIsolated(t *testing.T) {
 		code, resp := post(t, s.api("/loki/api/v1/push"), "application/json", []byte(body), "Authorization", bearer(secret))
 		require.Equal(t, http.StatusNoContent, code, resp)
 	}
+	spanOf := map[string]string{"team-a": "aaaaaaaaaaaaaaaa", "team-b": "bbbbbbbbbbbbbbbb"}
 	writeMetric := func(secret string, v float64) {
+		team := map[string]string{teamASecret: "team-a", teamBSecret: "team-b"}[secret]
 		req := prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
 			Labels:  []prompb.Label{{Name: "__name__", Value: "orders_total"}, {Name: "job", Value: "shop"}},
 			Samples: []prompb.Sample{{Timestamp: now.UnixMilli(), Value: v}},
+		}, {
+			// The same series in both, with an exemplar of the same trace.
+			Labels:    []prompb.Label{{Name: "__name__", Value: "checkout_seconds_bucket"}, {Name: "job", Value: "shop"}, {Name: "le", Value: "1"}},
+			Samples:   []prompb.Sample{{Timestamp: now.UnixMilli(), Value: v}},
+			Exemplars: []prompb.Exemplar{{Labels: []prompb.Label{{Name: "trace_id", Value: traceID}, {Name: "span_id", Value: spanOf[team]}}, Value: 0.5, Timestamp: now.UnixMilli()}},
 		}}}
 		pb, err := req.Marshal()
 		require.NoError(t, err)
@@ -139,6 +146,10 @@ func TestTenantsAreIsolated(t *testing.T) {
 		want := map[string]string{"team-a": `"1"]`, "team-b": `"2"]`}[team]
 		require.Contains(t, body, want, "%s's sample", team)
 		require.Equal(t, 1, strings.Count(body, `"metric"`), "one series, its own: %s", body)
+		code, body = get(secret, "/api/v1/query_exemplars?"+url.Values{"query": {`checkout_seconds_bucket`}, "start": {fmt.Sprint(now.Add(-time.Hour).Unix())}, "end": {fmt.Sprint(now.Add(time.Hour).Unix())}}.Encode())
+		require.Equal(t, 200, code, body)
+		require.Contains(t, body, spanOf[team], "%s's exemplar", team)
+		require.NotContains(t, body, spanOf[other], "%s sees %s's exemplar", team, other)
 		// Span metrics: each tenant counts its own 3 spans.
 		require.EventuallyWithT(t, func(c *assert.CollectT) {
 			_, body := get(secret, "/api/v1/query?"+url.Values{"query": {`sum(traces_spanmetrics_calls_total)`}}.Encode())
