@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,16 +106,17 @@ type tenantSet struct {
 	ready *atomic.Bool
 	group *store.DiskGroup
 
-	mu     sync.Mutex
-	stacks map[string]*tenantStack
-	empty  *tenantStack // forRead's
-	closed bool
+	mu      sync.Mutex
+	stacks  map[string]*tenantStack
+	opening map[string]*opening
+	empty   *tenantStack // forRead's
+	closed  bool
 }
 
 var errTooManyTenants = errors.New("too many tenants")
 
 func newTenantSet(cfg Config, log *zap.Logger, reg *prometheus.Registry, im *telemetry.Ingest, ready *atomic.Bool) (*tenantSet, error) {
-	s := &tenantSet{cfg: cfg, log: log, reg: reg, im: im, ready: ready, stacks: map[string]*tenantStack{}}
+	s := &tenantSet{cfg: cfg, log: log, reg: reg, im: im, ready: ready, stacks: map[string]*tenantStack{}, opening: map[string]*opening{}}
 	if cfg.Tenants.Enabled && cfg.MaxDiskBytes > 0 {
 		s.group = store.NewDiskGroup()
 	}
@@ -131,22 +131,60 @@ func (s *tenantSet) defaultID() string { return s.cfg.Tenants.Default }
 // get is tenant id's stack, opened now when it is not yet.
 func (s *tenantSet) get(id string) (*tenantStack, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil, store.ErrClosed
 	}
 	if st, ok := s.stacks[id]; ok {
+		s.mu.Unlock()
 		return st, nil
 	}
-	if len(s.stacks) >= s.cfg.Tenants.MaxTenants {
+	if o, ok := s.opening[id]; ok {
+		s.mu.Unlock()
+		<-o.done
+		return o.st, o.err
+	}
+	if len(s.stacks)+len(s.opening) >= s.cfg.Tenants.MaxTenants {
+		s.mu.Unlock()
 		return nil, fmt.Errorf("%w: tenant %q would be one more than tenants.max_tenants (%d)", errTooManyTenants, id, s.cfg.Tenants.MaxTenants)
 	}
-	st, err := s.open(id)
-	if err != nil {
-		return nil, err
+	// Opened outside the lock (a store's open replays its WALs): the other
+	// tenants' requests go on meanwhile; this tenant's wait for it.
+	o := &opening{done: make(chan struct{})}
+	s.opening[id] = o
+	s.mu.Unlock()
+	o.st, o.err = s.open(id)
+	s.mu.Lock()
+	delete(s.opening, id)
+	if o.err == nil && s.closed { // closed while it opened
+		s.mu.Unlock()
+		o.st.close(s.log)
+		o.st, o.err = nil, store.ErrClosed
+		close(o.done)
+		return nil, o.err
 	}
-	s.stacks[id] = st
-	return st, nil
+	if o.err == nil {
+		s.stacks[id] = o.st
+	}
+	s.mu.Unlock()
+	close(o.done)
+	return o.st, o.err
+}
+
+// opening is a tenant's stack being opened: done closes when st or err
+// is set.
+type opening struct {
+	done chan struct{}
+	st   *tenantStack
+	err  error
+}
+
+// close stops the stack's span metrics, then closes its store.
+func (st *tenantStack) close(log *zap.Logger) {
+	st.stopGen()
+	if err := st.db.Close(); err != nil {
+		log.Error("close store", zap.String("tenant", st.id), zap.Error(err))
+	}
 }
 
 // open builds tenant id's stack: its store (the data dir for the default
@@ -251,6 +289,10 @@ func (s *tenantSet) close() error {
 	return errors.Join(errs...)
 }
 
+// tailPath is the live tail's route: a tail of a tenant that has written
+// nothing yet opens its store, so that it sees the lines when they come.
+const tailPath = "/loki/api/v1/tail"
+
 // emptyDir holds the store that answers reads of tenants that have
 // written nothing (no tenant ID holds '#').
 const emptyDir = "#empty"
@@ -282,18 +324,6 @@ func (s *tenantSet) forRead(id string) (*tenantStack, error) {
 	return s.empty, nil
 }
 
-// ids are the tenants with a store open, sorted.
-func (s *tenantSet) ids() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]string, 0, len(s.stacks))
-	for id := range s.stacks {
-		out = append(out, id)
-	}
-	slices.Sort(out)
-	return out
-}
-
 // handler serves the HTTP port: a request is authenticated for its
 // route's scope (every tenant's routes are the same), given its tenant,
 // and served by that tenant's routes. Routes that need no credential are
@@ -316,9 +346,9 @@ func (s *tenantSet) handler(a *auth.Authenticator) http.Handler {
 			return
 		}
 		var st *tenantStack
-		if scope == auth.Read {
+		if scope == auth.Read && r.URL.Path != tailPath {
 			st, err = s.forRead(id)
-		} else {
+		} else { // writes, and live tails: they wait for lines to come
 			st, err = s.get(id)
 		}
 		if err != nil {

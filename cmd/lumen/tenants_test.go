@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -301,4 +303,62 @@ func TestTenantLimitsAndTheAgentsTenant(t *testing.T) {
 	}, 10*time.Second, 100*time.Millisecond, "the agent's node metrics in its tenant")
 	_, got := apiGet(t, s, "/api/v1/query", q)
 	require.NotContains(t, string(got), `"1"]`, "nor in the default tenant")
+}
+
+// TestNewTenantsOpenTogether: first writes of several new tenants at once
+// each open their store once (the others' requests do not wait for it),
+// and a live tail of a tenant that has written nothing yet sees its first
+// lines.
+func TestNewTenantsOpenTogether(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Tenants.Enabled = true
+	s := startServer(t, cfg)
+	tail := "ws://" + cfg.HTTPAddr + "/loki/api/v1/tail?" + url.Values{"query": {`{app="new"}`}}.Encode()
+	ws, _, err := websocket.DefaultDialer.Dial(tail, http.Header{"X-Scope-OrgID": {"t0"}})
+	require.NoError(t, err)
+	defer ws.Close()
+	var wg sync.WaitGroup
+	errs := make(chan string, 32)
+	for i := range 16 {
+		wg.Go(func() {
+			body := fmt.Sprintf(`{"streams":[{"stream":{"app":"new"},"values":[["%d","line %d"]]}]}`, time.Now().UnixNano(), i)
+			code, resp := postE(s.api("/loki/api/v1/push"), "application/json", []byte(body), "X-Scope-OrgID", fmt.Sprintf("t%d", i%4))
+			if code != http.StatusNoContent {
+				errs <- fmt.Sprintf("t%d: %d %s", i%4, code, resp)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	for i := range 4 {
+		_, body := apiGet(t, s, "/loki/api/v1/query_range", url.Values{"query": {`{app="new"}`}, "start": {fmt.Sprint(time.Now().Add(-time.Hour).UnixNano())}},
+			"X-Scope-OrgID", fmt.Sprintf("t%d", i))
+		require.Equal(t, 4, strings.Count(string(body), "line "), "t%d: %s", i, body)
+	}
+	require.NoError(t, ws.SetReadDeadline(time.Now().Add(10*time.Second)))
+	_, msg, err := ws.ReadMessage()
+	require.NoError(t, err)
+	require.Contains(t, string(msg), "line ", "the tail opened before t0 wrote sees t0's lines")
+}
+
+// postE is post for goroutines: the error is a status 0.
+func postE(u, contentType string, body []byte, header ...string) (int, string) {
+	req, err := http.NewRequest(http.MethodPost, u, strings.NewReader(string(body)))
+	if err != nil {
+		return 0, err.Error()
+	}
+	req.Header.Set("Content-Type", contentType)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
