@@ -400,6 +400,8 @@ func startLumenChild(t *testing.T, args, httpAddr string, stderr io.Writer) *exe
 			_ = cmd.Wait()
 		}
 	})
+	// A race-built child on a busy 2-core machine can take a while to
+	// open its store.
 	require.Eventually(t, func() bool {
 		resp, err := http.Get("http://" + httpAddr + "/-/ready")
 		if err != nil {
@@ -407,7 +409,7 @@ func startLumenChild(t *testing.T, args, httpAddr string, stderr io.Writer) *exe
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
-	}, 20*time.Second, 20*time.Millisecond)
+	}, 60*time.Second, 20*time.Millisecond, "lumen %s did not become ready", args)
 	return cmd
 }
 
