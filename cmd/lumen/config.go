@@ -274,11 +274,11 @@ func (c Config) Validate() error {
 			return fmt.Errorf("auth file %s binds tokens to tenants (%s) but tenants.enabled is off", c.AuthFile, strings.Join(b, ", "))
 		}
 	}
-	return c.withListeners().OTLP.Validate()
+	return c.OTLP.Validate() // its own tls blocks; the shared one is checked above
 }
 
 // withListeners is c with each listener's TLS resolved (its own block,
-// else the shared one) and the OTLP receiver's authenticator set.
+// else the shared one).
 func (c Config) withListeners() Config {
 	h, g, o := c.HTTP.TLS.Or(c.TLS), c.OTLP.GRPCTLS.Or(c.TLS), c.OTLP.HTTPTLS.Or(c.TLS)
 	c.HTTP.TLS, c.OTLP.GRPCTLS, c.OTLP.HTTPTLS = &h, &g, &o

@@ -50,14 +50,6 @@ type scopedMux struct {
 
 func (m scopedMux) Handle(pattern string, h http.Handler) { m.t.handle(m.scope, pattern, h) }
 
-// handler serves the table, checking credentials with a (none: every
-// route is open, as without an auth file).
-func (t *routeTable) handler(a *auth.Authenticator) http.Handler {
-	return t.handlerWith(a, func(w http.ResponseWriter, r *http.Request, _ auth.Scope, _ auth.Principal, _ bool) {
-		t.mux.ServeHTTP(w, r)
-	})
-}
-
 // handlerWith checks a request's credentials for the scope of the route
 // it asks for, then hands it to serve with the scope and who made it
 // (authed false without an auth file or for a public route); the request

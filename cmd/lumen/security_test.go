@@ -187,7 +187,9 @@ func TestEveryRouteNeedsItsScope(t *testing.T) {
 	a, err := auth.New(cfg.AuthFile, zap.NewNop(), nil)
 	require.NoError(t, err)
 	routes.mux.HandleFunc("GET /sneaky", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "secret") })
-	srv := httptest.NewServer(routes.handler(a))
+	srv := httptest.NewServer(routes.handlerWith(a, func(w http.ResponseWriter, r *http.Request, _ auth.Scope, _ auth.Principal, _ bool) {
+		routes.mux.ServeHTTP(w, r)
+	}))
 	defer srv.Close()
 	code, body, _ := do(t, nil, http.MethodGet, srv.URL+"/sneaky", bearer(adminSecret))
 	require.Equal(t, http.StatusForbidden, code, body)

@@ -259,8 +259,8 @@ func newMux(cfg Config, db *store.DB, reg prometheus.Registerer, gatherer promet
 		NativeHistogramMaxBucketNumber:  100,
 		NativeHistogramMinResetDuration: time.Hour,
 	}, []string{"handler", "code"})
-	if err := reg.Register(durations); err != nil {
-		return nil, fmt.Errorf("register metrics: %w", err)
+	if err := telemetry.Register(reg, durations); err != nil {
+		return nil, err
 	}
 	wrap := func(route string, h http.Handler) http.Handler {
 		return promhttp.InstrumentHandlerDuration(durations.MustCurryWith(prometheus.Labels{"handler": route}), h)
@@ -328,9 +328,9 @@ func registerQueryAPIs(routes *routeTable, cfg Config, db *store.DB, reg prometh
 }
 
 // registerStoreMetrics exposes the store's size, read when scraped.
-func registerStoreMetrics(reg prometheus.Registerer, db *store.DB) {
+func registerStoreMetrics(reg prometheus.Registerer, db *store.DB) error {
 	stats := func() store.Stats { s, _ := db.Stats(); return s }
-	reg.MustRegister(
+	cs := append([]prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "lumen_store_disk_bytes",
 			Help: "Bytes the store's files take on disk.",
@@ -340,6 +340,6 @@ func registerStoreMetrics(reg prometheus.Registerer, db *store.DB) {
 			Help: "Time partitions in the store.",
 		}, func() float64 { return float64(len(stats().Partitions)) }),
 		newWALSkipCollector(db),
-	)
-	reg.MustRegister(headAndDiskMetrics(db)...)
+	}, headAndDiskMetrics(db)...)
+	return telemetry.Register(reg, cs...)
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/lumenobs/lumen/ingest/otlp"
 	"github.com/lumenobs/lumen/ingest/spanmetrics"
 	"github.com/lumenobs/lumen/internal/auth"
+	"github.com/lumenobs/lumen/internal/fault"
 	"github.com/lumenobs/lumen/internal/telemetry"
 	"github.com/lumenobs/lumen/internal/tenant"
 	"github.com/lumenobs/lumen/store"
@@ -109,7 +110,8 @@ type tenantSet struct {
 	mu      sync.Mutex
 	stacks  map[string]*tenantStack
 	opening map[string]*opening
-	empty   *tenantStack // forRead's
+	empty   *tenantStack // forRead's, opened under emptyMu
+	emptyMu sync.Mutex
 	closed  bool
 }
 
@@ -158,7 +160,9 @@ func (s *tenantSet) get(id string) (*tenantStack, error) {
 	delete(s.opening, id)
 	if o.err == nil && s.closed { // closed while it opened
 		s.mu.Unlock()
-		o.st.close(s.log)
+		if err := o.st.close(); err != nil {
+			s.log.Error("close store", zap.Error(err))
+		}
 		o.st, o.err = nil, store.ErrClosed
 		close(o.done)
 		return nil, o.err
@@ -180,11 +184,12 @@ type opening struct {
 }
 
 // close stops the stack's span metrics, then closes its store.
-func (st *tenantStack) close(log *zap.Logger) {
+func (st *tenantStack) close() error {
 	st.stopGen()
 	if err := st.db.Close(); err != nil {
-		log.Error("close store", zap.String("tenant", st.id), zap.Error(err))
+		return fmt.Errorf("close store of tenant %q: %w", st.id, err)
 	}
+	return nil
 }
 
 // open builds tenant id's stack: its store (the data dir for the default
@@ -198,15 +203,14 @@ func (s *tenantSet) open(id string) (*tenantStack, error) {
 		log = log.With(zap.String("tenant", id))
 		reg = prometheus.WrapRegistererWith(prometheus.Labels{"tenant": id}, s.reg)
 	}
-	so := store.DefaultOptions(cfg.DataDir)
+	// One disk reserve serves the whole process: the default tenant's,
+	// released for whichever store meets the full disk.
+	so := store.DefaultOptions(filepath.Join(cfg.DataDir, tenantsDir, id))
+	so.DiskReserveBytes = -1
 	if id == s.defaultID() {
+		so = store.DefaultOptions(cfg.DataDir)
 		so.ExcludeDir = tenantsDir
 		so.DiskReserveBytes = cfg.diskReserveBytes()
-	} else {
-		so = store.DefaultOptions(filepath.Join(cfg.DataDir, tenantsDir, id))
-		// One disk reserve serves the whole process: the default tenant's,
-		// released for whichever store meets the full disk.
-		so.DiskReserveBytes = -1
 	}
 	so.Retention = time.Duration(cfg.Retention)
 	so.PartitionDuration = time.Duration(cfg.PartitionDuration)
@@ -230,13 +234,16 @@ func (s *tenantSet) open(id string) (*tenantStack, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store of tenant %q: %w", id, err)
 	}
-	registerStoreMetrics(reg, db)
+	if err := registerStoreMetrics(reg, db); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	st := &tenantStack{id: id, db: db, stopGen: func() {}}
 	fields := fieldWriter{DB: db, det: logfields.New(cfg.LogFields)}
 	st.writer = fields
 	if cfg.SpanMetrics.Enabled {
 		gen := spanmetrics.New(cfg.SpanMetrics, db, log)
-		if err := registerAll(reg, spanMetricsMetrics(gen)...); err != nil {
+		if err := telemetry.Register(reg, spanMetricsMetrics(gen)...); err != nil {
 			_ = db.Close()
 			return nil, err
 		}
@@ -258,15 +265,6 @@ func (s *tenantSet) open(id string) (*tenantStack, error) {
 	return st, nil
 }
 
-func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
-	for _, c := range cs {
-		if err := reg.Register(c); err != nil {
-			return fmt.Errorf("register metrics: %w", err)
-		}
-	}
-	return nil
-}
-
 // close stops every tenant's span metrics, then closes its store.
 func (s *tenantSet) close() error {
 	s.mu.Lock()
@@ -281,10 +279,7 @@ func (s *tenantSet) close() error {
 	s.mu.Unlock()
 	var errs []error
 	for _, st := range stacks {
-		st.stopGen()
-		if err := st.db.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close store of tenant %q: %w", st.id, err))
-		}
+		errs = append(errs, st.close())
 	}
 	return errors.Join(errs...)
 }
@@ -310,18 +305,30 @@ func (s *tenantSet) forRead(id string) (*tenantStack, error) {
 	if _, err := os.Stat(filepath.Join(s.cfg.DataDir, tenantsDir, id)); err == nil {
 		return s.get(id)
 	}
+	// Opened once, under its own lock: the other tenants' lookups do not
+	// wait for it.
+	s.emptyMu.Lock()
+	defer s.emptyMu.Unlock()
+	s.mu.Lock()
+	st, closed := s.empty, s.closed
+	s.mu.Unlock()
+	switch {
+	case closed:
+		return nil, store.ErrClosed
+	case st != nil:
+		return st, nil
+	}
+	st, err := s.open(emptyDir)
+	if err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return nil, store.ErrClosed
+	if s.closed { // closed while it opened
+		return nil, errors.Join(store.ErrClosed, st.close())
 	}
-	if s.empty == nil {
-		var err error
-		if s.empty, err = s.open(emptyDir); err != nil {
-			return nil, err
-		}
-	}
-	return s.empty, nil
+	s.empty = st
+	return st, nil
 }
 
 // handler serves the HTTP port: a request is authenticated for its
@@ -335,28 +342,20 @@ func (s *tenantSet) handler(a *auth.Authenticator) http.Handler {
 			def.routes.mux.ServeHTTP(w, r.WithContext(tenant.With(r.Context(), def.id)))
 			return
 		}
-		id, err := tenant.Resolve(tenant.FromRequest(r), p.TenantPrincipal(), authed, s.defaultID())
-		if err != nil {
-			var e *tenant.Error
-			if errors.As(err, &e) {
-				http.Error(w, e.Msg, e.Status)
-				return
-			}
-			http.Error(w, err.Error(), http.StatusBadRequest)
+		id, terr := tenant.Resolve(tenant.FromRequest(r), p.TenantPrincipal(), authed, s.defaultID())
+		if terr != nil {
+			http.Error(w, terr.Msg, terr.Status)
 			return
 		}
 		var st *tenantStack
+		var err error
 		if scope == auth.Read && r.URL.Path != tailPath {
 			st, err = s.forRead(id)
 		} else { // writes, and live tails: they wait for lines to come
 			st, err = s.get(id)
 		}
 		if err != nil {
-			code := http.StatusServiceUnavailable
-			if errors.Is(err, errTooManyTenants) {
-				code = http.StatusBadRequest // a limit: retrying does not help (fault.ErrLimit)
-			}
-			http.Error(w, err.Error(), code)
+			fault.HTTPError(w, tenantUnavailable(err))
 			return
 		}
 		st.routes.mux.ServeHTTP(w, r.WithContext(tenant.With(r.Context(), id)))

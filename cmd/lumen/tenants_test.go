@@ -362,3 +362,31 @@ func postE(u, contentType string, body []byte, header ...string) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// TestMaxTenants: a write for one tenant more than tenants.max_tenants is
+// refused as a limit (400, INVALID_ARGUMENT on gRPC) and makes no store.
+func TestMaxTenants(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	cfg.Tenants.Enabled = true
+	cfg.Tenants.MaxTenants = 2 // the default tenant and one more
+	s := startServer(t, cfg)
+	push := func(id string) (int, string) {
+		return post(t, s.api("/loki/api/v1/push"), "application/json", []byte(`{"streams":[{"stream":{"app":"x"},"values":[["1","x"]]}]}`), "X-Scope-OrgID", id)
+	}
+	code, body := push("one")
+	require.Equal(t, http.StatusNoContent, code, body)
+	code, body = push("two")
+	require.Equal(t, http.StatusBadRequest, code, body)
+	require.Contains(t, body, "too many tenants")
+	td := otlptest.New(3).Traces(1, 1)
+	conn, err := grpc.NewClient(cfg.OTLP.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = ptraceotlp.NewGRPCClient(conn).Export(metadata.NewOutgoingContext(context.Background(), metadata.Pairs("x-scope-orgid", "three")),
+		ptraceotlp.NewExportRequestFromTraces(td))
+	require.Equal(t, codes.InvalidArgument, status.Code(err), "%v", err)
+	require.ErrorContains(t, err, "too many tenants")
+	_, err = os.Stat(filepath.Join(dir, tenantsDir, "two"))
+	require.True(t, os.IsNotExist(err), "no store for the refused tenant")
+}

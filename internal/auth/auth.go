@@ -22,6 +22,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/time/rate"
 
+	"github.com/lumenobs/lumen/internal/telemetry"
 	"github.com/lumenobs/lumen/internal/tenant"
 	"github.com/lumenobs/lumen/internal/wsproto"
 )
@@ -118,34 +119,31 @@ func New(path string, log *zap.Logger, reg prometheus.Registerer) (*Authenticato
 		return nil, err
 	}
 	if reg != nil {
-		if err := registerAll(reg, a.failures, a.reloadOK, a.reloadOKTime); err != nil {
+		if err := telemetry.Register(reg, a.failures, a.reloadOK, a.reloadOKTime); err != nil {
 			return nil, err
 		}
 	}
 	return a, nil
 }
 
-func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
-	for _, c := range cs {
-		if err := reg.Register(c); err != nil {
-			return fmt.Errorf("auth metrics: %w", err)
-		}
-	}
-	return nil
-}
-
 // Reload reads the auth file again. A file that does not load leaves the
 // one in use in place (and the error is returned and logged).
 func (a *Authenticator) Reload() error {
 	b, err := os.ReadFile(a.path)
+	return a.load(b, err)
+}
+
+// load puts the file's content b (read with err) in use, unless it does
+// not load. Either way it is the content the next change is seen against.
+func (a *Authenticator) load(b []byte, err error) error {
+	a.mu.Lock()
+	a.lastFile = b
+	a.mu.Unlock()
 	if err == nil {
 		var t *table
 		if t, err = parse(a.path, b); err == nil {
 			a.cur.Store(&state{t: t, basics: map[[sha256.Size]byte]Principal{}})
 			a.basicChallenge.Store(len(t.users) > 0)
-			a.mu.Lock()
-			a.lastFile = b
-			a.mu.Unlock()
 			a.reloadOK.Set(1)
 			a.reloadOKTime.Set(float64(a.now().UnixNano()) / 1e9)
 			return nil
@@ -159,15 +157,16 @@ func (a *Authenticator) Reload() error {
 }
 
 func parse(path string, b []byte) (*table, error) {
-	f, err := Parse(b)
+	_, t, err := parseTable(b)
 	if err != nil {
 		return nil, fmt.Errorf("auth file %s: %w", path, err)
 	}
-	return f.table()
+	return t, nil
 }
 
 // Watch reloads the file when its content changes (checked every
-// interval) until ctx is done.
+// interval) until ctx is done; a content that does not load is not tried
+// again until it changes again.
 func (a *Authenticator) Watch(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -184,13 +183,8 @@ func (a *Authenticator) Watch(ctx context.Context, interval time.Duration) {
 		if same {
 			continue
 		}
-		if err := a.Reload(); err == nil {
+		if a.load(b, err) == nil {
 			a.log.Info("auth file reloaded", zap.String("path", a.path))
-		} else {
-			// Not tried again until it changes again.
-			a.mu.Lock()
-			a.lastFile = b
-			a.mu.Unlock()
 		}
 	}
 }

@@ -57,40 +57,40 @@ type File struct {
 	BasicAuth []BasicUser `yaml:"basic_auth"`
 }
 
-// Token is a bearer token, known by the SHA-256 of its secret.
-type Token struct {
-	Name   string  `yaml:"name"`
-	SHA256 string  `yaml:"sha256"`
+// Grant is what a token or user may do, and in which tenants.
+type Grant struct {
 	Scopes []Scope `yaml:"scopes"`
-	// Tenant binds the token to one tenant: its requests are that
+	// Tenant binds the credential to one tenant: its requests are that
 	// tenant's, whatever X-Scope-OrgID says.
 	Tenant string `yaml:"tenant"`
-	// Tenants, when set, are the tenants the token may choose among with
-	// X-Scope-OrgID (the first without it).
+	// Tenants, when set, are the tenants the credential may choose among
+	// with X-Scope-OrgID (the first without it).
 	Tenants []string `yaml:"tenants"`
-	// Expires, when set (RFC 3339), is when the token stops being taken.
+	// Expires, when set (RFC 3339), is when the credential stops being
+	// taken.
 	Expires time.Time `yaml:"expires"`
+}
+
+// Token is a bearer token, known by the SHA-256 of its secret.
+type Token struct {
+	Name   string `yaml:"name"`
+	SHA256 string `yaml:"sha256"`
+	Grant  `yaml:",inline"`
 }
 
 // BasicUser is a basic-auth user, known by the bcrypt hash of its
 // password (htpasswd -nbB, or Prometheus' web.yml hashes).
 type BasicUser struct {
-	Username string   `yaml:"username"`
-	Bcrypt   string   `yaml:"bcrypt"`
-	Scopes   []Scope  `yaml:"scopes"`
-	Tenant   string   `yaml:"tenant"`
-	Tenants  []string `yaml:"tenants"`
-	// Expires, when set (RFC 3339), is when the user stops being taken.
-	Expires time.Time `yaml:"expires"`
+	Username string `yaml:"username"`
+	Bcrypt   string `yaml:"bcrypt"`
+	Grant    `yaml:",inline"`
 }
 
-// Principal is who a request was made by.
+// Principal is who a request was made by: the token's name or the user
+// name, and its grant.
 type Principal struct {
-	Name    string // the token's name or the user name
-	Scopes  []Scope
-	Tenant  string    // bound to this tenant
-	Tenants []string  // may choose among these
-	Expires time.Time // zero: never
+	Name string
+	Grant
 }
 
 // Has says whether p holds scope s.
@@ -123,39 +123,39 @@ func ReadFile(path string) (File, error) {
 // Parse reads and checks an auth file's content. An empty file is valid:
 // it lets no one in.
 func Parse(b []byte) (File, error) {
+	f, _, err := parseTable(b)
+	return f, err
+}
+
+// parseTable is Parse, with the file's lookup tables.
+func parseTable(b []byte) (File, *table, error) {
 	var f File
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
-		return File{}, err
+		return File{}, nil, err
 	}
-	if _, err := f.table(); err != nil {
-		return File{}, err
+	t, err := f.table()
+	if err != nil {
+		return File{}, nil, err
 	}
-	return f, nil
+	return f, t, nil
 }
 
-func checkScopes(where string, scopes []Scope) error {
-	if len(scopes) == 0 {
+// check reports what cannot be in g; where names the entry.
+func (g Grant) check(where string) error {
+	if len(g.Scopes) == 0 {
 		return fmt.Errorf("%s: no scopes (want some of read, write, admin)", where)
 	}
-	for _, s := range scopes {
+	for _, s := range g.Scopes {
 		if !slices.Contains(Scopes, s) {
 			return fmt.Errorf("%s: unknown scope %q (want read, write or admin)", where, s)
 		}
 	}
-	return nil
-}
-
-// checkTenants checks a token's or user's tenants.
-func checkTenants(where, bound string, tenants []string) error {
-	if bound != "" && len(tenants) > 0 {
+	if g.Tenant != "" && len(g.Tenants) > 0 {
 		return fmt.Errorf("%s: tenant (bound to one) and tenants (a choice) do not go together", where)
 	}
-	for _, id := range append([]string{bound}, tenants...) {
-		if id == "" {
-			continue
-		}
+	for _, id := range g.tenants() {
 		if err := tenant.ValidID(id); err != nil {
 			return fmt.Errorf("%s: %w", where, err)
 		}
@@ -163,21 +163,29 @@ func checkTenants(where, bound string, tenants []string) error {
 	return nil
 }
 
+// tenants are the tenants g names.
+func (g Grant) tenants() []string {
+	if g.Tenant != "" {
+		return append(slices.Clone(g.Tenants), g.Tenant)
+	}
+	return g.Tenants
+}
+
+// principal is name holding g (a copy).
+func (g Grant) principal(name string) Principal {
+	g.Scopes, g.Tenants = slices.Clone(g.Scopes), slices.Clone(g.Tenants)
+	return Principal{Name: name, Grant: g}
+}
+
 // Bindings are the tenants the file names, to refuse a file that binds
 // tenants when the server keeps one.
 func (f File) Bindings() []string {
 	var out []string
 	for _, t := range f.Tokens {
-		out = append(out, t.Tenants...)
-		if t.Tenant != "" {
-			out = append(out, t.Tenant)
-		}
+		out = append(out, t.tenants()...)
 	}
 	for _, u := range f.BasicAuth {
-		out = append(out, u.Tenants...)
-		if u.Tenant != "" {
-			out = append(out, u.Tenant)
-		}
+		out = append(out, u.tenants()...)
 	}
 	return out
 }
@@ -200,17 +208,14 @@ func (f File) table() (*table, error) {
 		if err != nil || len(sum) != sha256.Size {
 			return nil, fmt.Errorf("%s: sha256 must be 64 hex digits (sha256sum of the secret), got %d characters", where, len(tok.SHA256))
 		}
-		if err := checkScopes(where, tok.Scopes); err != nil {
-			return nil, err
-		}
-		if err := checkTenants(where, tok.Tenant, tok.Tenants); err != nil {
+		if err := tok.check(where); err != nil {
 			return nil, err
 		}
 		key := [sha256.Size]byte(sum)
 		if _, dup := t.tokens[key]; dup {
 			return nil, fmt.Errorf("%s: the same secret as another token", where)
 		}
-		t.tokens[key] = Principal{Name: tok.Name, Scopes: slices.Clone(tok.Scopes), Tenant: tok.Tenant, Tenants: slices.Clone(tok.Tenants), Expires: tok.Expires}
+		t.tokens[key] = tok.principal(tok.Name)
 	}
 	for i, u := range f.BasicAuth {
 		where := fmt.Sprintf("basic_auth[%d]", i)
@@ -224,13 +229,10 @@ func (f File) table() (*table, error) {
 		if _, err := bcrypt.Cost([]byte(u.Bcrypt)); err != nil {
 			return nil, fmt.Errorf("%s: bcrypt is not a bcrypt hash (htpasswd -nbB user password): %w", where, err)
 		}
-		if err := checkScopes(where, u.Scopes); err != nil {
+		if err := u.check(where); err != nil {
 			return nil, err
 		}
-		if err := checkTenants(where, u.Tenant, u.Tenants); err != nil {
-			return nil, err
-		}
-		t.users[u.Username] = basicEntry{hash: []byte(u.Bcrypt), who: Principal{Name: u.Username, Scopes: slices.Clone(u.Scopes), Tenant: u.Tenant, Tenants: slices.Clone(u.Tenants), Expires: u.Expires}}
+		t.users[u.Username] = basicEntry{hash: []byte(u.Bcrypt), who: u.principal(u.Username)}
 	}
 	return t, nil
 }

@@ -54,35 +54,22 @@ func (authn) Shutdown(context.Context) error              { return nil }
 
 // Authenticate is the gRPC side.
 func (n authn) Authenticate(ctx context.Context, headers map[string][]string) (context.Context, error) {
-	var authz string
-	for k, v := range headers {
-		if strings.EqualFold(k, "authorization") && len(v) > 0 {
-			authz = v[0]
-		}
-	}
 	var addr string
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		addr = p.Addr.String()
 	}
-	p, err := n.a.Check(authz, addr, auth.Write)
+	p, err := n.a.Check(first(headers, "authorization"), addr, auth.Write)
 	if err == nil {
 		ctx = auth.WithPrincipal(ctx, p)
 		if n.defaultTenant == "" {
 			return ctx, nil
 		}
-		var header string
-		for k, v := range headers {
-			if strings.EqualFold(k, tenant.Header) && len(v) > 0 {
-				header = v[0]
-			}
-		}
-		id, terr := tenant.Resolve(header, p.TenantPrincipal(), n.a != nil, n.defaultTenant)
+		id, terr := tenant.Resolve(first(headers, tenant.Header), p.TenantPrincipal(), n.a != nil, n.defaultTenant)
 		if terr != nil {
-			var te *tenant.Error
-			if errors.As(terr, &te) && te.Status == http.StatusForbidden {
-				return ctx, status.Error(codes.PermissionDenied, te.Msg)
+			if terr.Status == http.StatusForbidden {
+				return ctx, status.Error(codes.PermissionDenied, terr.Msg)
 			}
-			return ctx, status.Error(codes.InvalidArgument, terr.Error())
+			return ctx, status.Error(codes.InvalidArgument, terr.Msg)
 		}
 		return tenant.With(ctx, id), nil
 	}
@@ -117,17 +104,23 @@ func (n authn) GetHTTPHandler(context.Context) (extensionmiddleware.WrapHTTPHand
 // its principal there.
 func (n authn) tenantHTTP(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, ok := auth.FromContext(r.Context())
-		id, err := tenant.Resolve(r.Header.Get(tenant.Header), p.TenantPrincipal(), ok && n.a != nil, n.defaultTenant)
+		p, authed := auth.FromContext(r.Context()) // set by Require, with an Authenticator
+		id, err := tenant.Resolve(r.Header.Get(tenant.Header), p.TenantPrincipal(), authed, n.defaultTenant)
 		if err != nil {
-			status := http.StatusBadRequest
-			var te *tenant.Error
-			if errors.As(err, &te) {
-				status = te.Status
-			}
-			http.Error(w, err.Error(), status)
+			http.Error(w, err.Msg, err.Status)
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(tenant.With(r.Context(), id)))
 	})
+}
+
+// first is the first value of key in gRPC metadata (lower-case keys) or
+// headers, whatever its case.
+func first(headers map[string][]string, key string) string {
+	for k, v := range headers {
+		if strings.EqualFold(k, key) && len(v) > 0 {
+			return v[0]
+		}
+	}
+	return ""
 }

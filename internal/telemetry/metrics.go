@@ -1,6 +1,8 @@
 package telemetry
 
 import (
+	"fmt"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -31,4 +33,15 @@ func NewIngest(reg prometheus.Registerer) *Ingest {
 		reg.MustRegister(m.Received, m.Stored, m.Rejected)
 	}
 	return m
+}
+
+// Register registers cs with reg, failing on the first that cannot be
+// (a name already registered with other labels).
+func Register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return nil
 }

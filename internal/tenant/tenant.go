@@ -64,7 +64,7 @@ type Principal struct {
 // value) made by p (ok false: no authentication): p's bound tenant, which
 // a different header cannot change; else the header, which must be one
 // of p's tenants when p lists some; else def.
-func Resolve(header string, p Principal, ok bool, def string) (string, error) {
+func Resolve(header string, p Principal, ok bool, def string) (string, *Error) {
 	header = strings.TrimSpace(header)
 	if header != "" {
 		if err := ValidID(header); err != nil {

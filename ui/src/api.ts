@@ -7,39 +7,29 @@ export class ApiError extends Error {
   }
 }
 
-// The token the server asked for, kept for this browser tab only
-// (sessionStorage: never in the URL, gone when the tab closes).
-const TOKEN_KEY = 'lumen.token';
-
-export function getToken(): string {
-  try {
-    return sessionStorage.getItem(TOKEN_KEY) ?? '';
-  } catch {
-    return '';
-  }
+// tabValue is a value kept for this browser tab only (sessionStorage:
+// never in the URL, gone when the tab closes); empty removes it.
+function tabValue(key: string): [get: () => string, set: (v: string) => void] {
+  return [
+    () => {
+      try {
+        return sessionStorage.getItem(key) ?? '';
+      } catch {
+        return '';
+      }
+    },
+    (v) => {
+      if (v) sessionStorage.setItem(key, v);
+      else sessionStorage.removeItem(key);
+    },
+  ];
 }
 
-export function setToken(token: string): void {
-  if (token) sessionStorage.setItem(TOKEN_KEY, token);
-  else sessionStorage.removeItem(TOKEN_KEY);
-}
+/** The token the server asked for. */
+export const [getToken, setToken] = tabValue('lumen.token');
 
-// The tenant chosen in this tab (X-Scope-OrgID); empty: the server's
-// default, or the one the token is bound to.
-const TENANT_KEY = 'lumen.tenant';
-
-export function getTenant(): string {
-  try {
-    return sessionStorage.getItem(TENANT_KEY) ?? '';
-  } catch {
-    return '';
-  }
-}
-
-export function setTenant(tenant: string): void {
-  if (tenant) sessionStorage.setItem(TENANT_KEY, tenant);
-  else sessionStorage.removeItem(TENANT_KEY);
-}
+/** The tenant chosen in this tab (X-Scope-OrgID); empty: the server's default, or the one the token is bound to. */
+export const [getTenant, setTenant] = tabValue('lumen.tenant');
 
 function b64url(s: string): string {
   return btoa(String.fromCharCode(...new TextEncoder().encode(s))).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
