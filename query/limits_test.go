@@ -49,7 +49,7 @@ func startLimitedAPIs(t *testing.T, concurrent, queued int) *limitedAPIs {
 	a.loki = NewLoki(db, lokiCfg, a.m, nil)
 	a.tempo = NewTempo(db, store.DefaultSearchAttributes, "test", traceCfg, a.m, nil)
 	a.jaeger = NewJaeger(db, traceCfg, a.m, nil)
-	a.prom = NewPromAPI(promCfg, db, db, nil, reg, reg, a.m, "test")
+	a.prom = NewPromAPI(promCfg, NewPromEngine(promCfg, nil, reg), db, db, PromSources{}, nil, reg, reg, a.m, "test")
 	mux := http.NewServeMux()
 	for _, r := range []interface{ Register(Mux, Wrap) }{a.traces, a.loki, a.tempo, a.jaeger} {
 		r.Register(mux, nil)

@@ -96,15 +96,13 @@ type PromAPI struct {
 	m      *Metrics
 }
 
-// NewPromAPI builds the API over q. version is Lumen's, reported by
-// /api/v1/status/buildinfo; m, if not nil, counts what its limits refuse.
-func NewPromAPI(cfg PromConfig, q storage.SampleAndChunkQueryable, eq storage.ExemplarQueryable, log *zap.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer, m *Metrics, version string) *PromAPI {
+// NewPromEngine is the PromQL engine of one tenant's API and rules.
+func NewPromEngine(cfg PromConfig, log *zap.Logger, reg prometheus.Registerer) *promql.Engine {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	slogger := telemetry.Slog(log.Named("query.prometheus"))
-	engine := promql.NewEngine(promql.EngineOpts{
-		Logger:               slogger,
+	return promql.NewEngine(promql.EngineOpts{
+		Logger:               telemetry.Slog(log.Named("query.prometheus")),
 		Reg:                  reg,
 		MaxSamples:           cfg.MaxSamples,
 		Timeout:              cfg.Timeout,
@@ -116,6 +114,42 @@ func NewPromAPI(cfg PromConfig, q storage.SampleAndChunkQueryable, eq storage.Ex
 		// interval, Prometheus' default of one minute.
 		NoStepSubqueryIntervalFn: func(int64) int64 { return time.Minute.Milliseconds() },
 	})
+}
+
+// RulesRetriever is what /api/v1/rules and /api/v1/alerts list: a rule
+// manager's groups and alerting rules.
+type RulesRetriever = v1.RulesRetriever
+
+// AlertmanagerRetriever is what /api/v1/alertmanagers lists.
+type AlertmanagerRetriever = v1.AlertmanagerRetriever
+
+// PromSources are what the API lists besides the data: the rules (nil:
+// none) and the Alertmanagers alerts go to (nil: none).
+type PromSources struct {
+	Rules         func() RulesRetriever
+	Alertmanagers AlertmanagerRetriever
+}
+
+// NewPromAPI builds the API over q with engine. version is Lumen's,
+// reported by /api/v1/status/buildinfo; m, if not nil, counts what its
+// limits refuse.
+func NewPromAPI(cfg PromConfig, engine promql.QueryEngine, q storage.SampleAndChunkQueryable, eq storage.ExemplarQueryable, src PromSources, log *zap.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer, m *Metrics, version string) *PromAPI {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	slogger := telemetry.Slog(log.Named("query.prometheus"))
+	rulesOf := func(context.Context) v1.RulesRetriever {
+		if src.Rules != nil {
+			if r := src.Rules(); r != nil {
+				return r
+			}
+		}
+		return noTargets{}
+	}
+	var ams v1.AlertmanagerRetriever = noTargets{}
+	if src.Alertmanagers != nil {
+		ams = src.Alertmanagers
+	}
 	started := time.Now()
 	api := v1.NewAPI(
 		engine,
@@ -124,7 +158,7 @@ func NewPromAPI(cfg PromConfig, q storage.SampleAndChunkQueryable, eq storage.Ex
 		eq,
 		func(context.Context) v1.ScrapePoolsRetriever { return noTargets{} },
 		func(context.Context) v1.TargetRetriever { return noTargets{} },
-		func(context.Context) v1.AlertmanagerRetriever { return noTargets{} },
+		func(context.Context) v1.AlertmanagerRetriever { return ams },
 		func() config.Config { return config.DefaultConfig },
 		map[string]string{},
 		v1.GlobalURLOptions{},
@@ -135,7 +169,7 @@ func NewPromAPI(cfg PromConfig, q storage.SampleAndChunkQueryable, eq storage.Ex
 		false, // enableSearch
 		0,     // maxSearchLimit
 		slogger,
-		func(context.Context) v1.RulesRetriever { return noTargets{} },
+		rulesOf,
 		cfg.RemoteReadSampleLimit, cfg.RemoteReadConcurrency, remoteReadMaxBytesInFrame,
 		false, // isAgent
 		corsOrigin(cfg.CORSOrigins),
@@ -249,8 +283,8 @@ func promDuration(s string) (time.Duration, bool) {
 	return time.Duration(d), err == nil
 }
 
-// noTargets answers the API's questions about scraping, alerting and rules:
-// Lumen receives pushed data and evaluates no rules.
+// noTargets answers the API's questions about scraping (Lumen receives
+// pushed data), and about rules and Alertmanagers when there are none.
 type noTargets struct{}
 
 func (noTargets) ScrapePools() []string                                 { return nil }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"github.com/lumenobs/lumen/internal/auth"
 	"github.com/lumenobs/lumen/internal/tlsconf"
 	"github.com/lumenobs/lumen/query"
+	"github.com/lumenobs/lumen/query/ruler"
 	"github.com/lumenobs/lumen/store"
 )
 
@@ -76,6 +78,14 @@ type Config struct {
 	AuthFile string `yaml:"auth_file"`
 	// Tenants: every signal stored and queried per tenant (tenants.go).
 	Tenants TenantsConfig `yaml:"tenants"`
+	// RuleFiles are globs of rule files in Prometheus' format (PromQL);
+	// LogQLRuleFiles in Loki ruler's (LogQL expressions): the default
+	// tenant's rules (docs/alerting.md).
+	RuleFiles      []string `yaml:"rule_files"`
+	LogQLRuleFiles []string `yaml:"logql_rule_files"`
+	// Rules is how rules are evaluated; Alerting where alerts go.
+	Rules    ruler.Config         `yaml:"rules"`
+	Alerting ruler.AlertingConfig `yaml:"alerting"`
 	// AutoGoMemLimitRatio is the share of the container's (else the
 	// machine's) memory given to Go as GOMEMLIMIT when it is not set, as
 	// Prometheus' --auto-gomemlimit.ratio; 0 turns it off.
@@ -219,6 +229,8 @@ func DefaultConfig() Config {
 		Traces:              query.DefaultTraceConfig(),
 		HTTP:                DefaultHTTPConfig(),
 		Tenants:             DefaultTenantsConfig(),
+		Rules:               ruler.DefaultConfig(),
+		Alerting:            ruler.DefaultAlertingConfig(),
 		Log:                 LogConfig{Format: "console", Level: "info"},
 		ShutdownTimeout:     Duration(30 * time.Second),
 		AutoGoMemLimitRatio: 0.9,
@@ -264,6 +276,15 @@ func (c Config) Validate() error {
 	}
 	if err := c.Tenants.Validate(c.Limits); err != nil {
 		return err
+	}
+	if err := c.Rules.Validate(); err != nil {
+		return err
+	}
+	if err := c.Alerting.Validate(); err != nil {
+		return err
+	}
+	if err := ruler.Check(c.RuleFiles, c.LogQLRuleFiles, nil); err != nil {
+		return fmt.Errorf("rule files: %w", err)
 	}
 	if c.AuthFile != "" {
 		f, err := auth.ReadFile(c.AuthFile)
@@ -330,6 +351,12 @@ func settings() []setting[Config] {
 		{"tls-client-ca-file", "LUMEN_TLS_CLIENT_CA_FILE", "CA bundle client certificates must chain to: every client must present one (mTLS)", str(func(c *Config) *string { return &c.TLS.ClientCAFile }), false},
 		{"auth-file", "LUMEN_AUTH_FILE", "tokens and basic-auth users with their scopes (read, write, admin); every route but health and the UI's files then needs one (docs/security.md)", str(func(c *Config) *string { return &c.AuthFile }), false},
 		{"tenants", "LUMEN_TENANTS", "keep every signal per tenant: X-Scope-OrgID, or the tenant a token is bound to (docs/security.md)", boolean(func(c *Config) *bool { return &c.Tenants.Enabled }), true},
+		{"rules", "LUMEN_RULES", "rule files (globs, comma-separated; the flag may be repeated) in Prometheus' format: recording and alerting rules in PromQL", appendList(func(c *Config) *[]string { return &c.RuleFiles }), false},
+		{"logql-rules", "LUMEN_LOGQL_RULES", "rule files (globs, comma-separated; the flag may be repeated) in Loki ruler's format: recording and alerting rules in LogQL", appendList(func(c *Config) *[]string { return &c.LogQLRuleFiles }), false},
+		{"alertmanager-url", "LUMEN_ALERTMANAGER_URL", "Alertmanager to send alerts to (comma-separated; the flag may be repeated), e.g. http://alertmanager:9093", alertmanagerURLs, false},
+		{"alertmanager.url", "", "the same as --alertmanager-url, as Prometheus spells it", alertmanagerURLs, false},
+		{"external-url", "LUMEN_EXTERNAL_URL", "URL Lumen's UI is reached at from outside: alerts link to it (default http://<hostname>:<HTTP port>)", str(func(c *Config) *string { return &c.Rules.ExternalURL }), false},
+		{"rules-builtin", "LUMEN_RULES_BUILTIN", "ready-made rule sets to evaluate, comma-separated: spanmetrics (service error rate and p99 latency), lumen (Lumen's own health)", appendList(func(c *Config) *[]string { return &c.Rules.Builtin }), false},
 		{"pprof", "LUMEN_PPROF", "serve /debug/pprof on the HTTP port", boolean(func(c *Config) *bool { return &c.Pprof }), true},
 		{"auto-gomemlimit-ratio", "LUMEN_AUTO_GOMEMLIMIT_RATIO", "when GOMEMLIMIT is not set, set it to this share of the container's memory limit (else the machine's memory), as Prometheus does (0: off)", func(c *Config, v string) error {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
@@ -352,7 +379,31 @@ func settings() []setting[Config] {
 	}
 }
 
-// integer sets an int field.
+// appendList adds the comma-separated items of a value to a list field
+// (a repeated flag adds to the list).
+func appendList[C any](f func(*C) *[]string) func(*C, string) error {
+	return func(c *C, v string) error {
+		for _, item := range strings.Split(v, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				*f(c) = append(*f(c), item)
+			}
+		}
+		return nil
+	}
+}
+
+// alertmanagerURLs adds Alertmanagers by URL.
+func alertmanagerURLs(c *Config, v string) error {
+	var urls []string
+	if err := appendList(func(*Config) *[]string { return &urls })(c, v); err != nil {
+		return err
+	}
+	for _, u := range urls {
+		c.Alerting.Alertmanagers = append(c.Alerting.Alertmanagers, ruler.AlertmanagerConfig{URL: u})
+	}
+	return nil
+}
+
 // optionalBytes sets a byte size whose absence means the default.
 func optionalBytes(f func(*Config) **ByteSize) func(*Config, string) error {
 	return func(c *Config, v string) error {
@@ -365,6 +416,7 @@ func optionalBytes(f func(*Config) **ByteSize) func(*Config, string) error {
 	}
 }
 
+// integer sets an int field.
 func integer[C any](f func(*C) *int) func(*C, string) error {
 	return func(c *C, v string) error {
 		n, err := strconv.Atoi(strings.TrimSpace(v))
@@ -412,10 +464,14 @@ func load[C any](args []string, env func(string) string, name string, cfg C, all
 			flags = append(flags, given{s, v})
 			return nil
 		}
+		help := s.usage
+		if s.env != "" {
+			help += " (env " + s.env + ")"
+		}
 		if s.boolean {
-			fs.BoolFunc(s.flag, s.usage+" (env "+s.env+")", record)
+			fs.BoolFunc(s.flag, help, record)
 		} else {
-			fs.Func(s.flag, s.usage+" (env "+s.env+")", record)
+			fs.Func(s.flag, help, record)
 		}
 	}
 	if err := fs.Parse(args); err != nil {
@@ -433,7 +489,7 @@ func load[C any](args []string, env func(string) string, name string, cfg C, all
 		}
 	}
 	for _, s := range all {
-		if v, ok := lookupEnv(env, s.env); ok {
+		if v, ok := lookupEnv(env, s.env); ok && s.env != "" {
 			if err := s.set(&cfg, v); err != nil {
 				return zero, fmt.Errorf("%s=%q: %w", s.env, v, err)
 			}
@@ -541,3 +597,27 @@ func (b *ByteSize) parse(s string) error {
 
 // UnmarshalYAML reads a size: a number of bytes or a string with a unit.
 func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error { return b.parse(n.Value) }
+
+// ruleSummary is what check-config says of the rule files: how many
+// groups and rules each tenant's hold.
+func ruleSummary(cfg Config) string {
+	var b strings.Builder
+	sets := map[string]TenantRules{cfg.Tenants.Default: {RuleFiles: cfg.RuleFiles, LogQLRuleFiles: cfg.LogQLRuleFiles, Builtin: cfg.Rules.Builtin}}
+	for id, r := range cfg.Tenants.Rules {
+		sets[id] = r
+	}
+	ids := make([]string, 0, len(sets))
+	for id := range sets {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		r := sets[id]
+		groups, rules, err := ruler.Count(r.RuleFiles, r.LogQLRuleFiles, r.Builtin)
+		if err != nil || groups == 0 {
+			continue // errors are Validate's
+		}
+		fmt.Fprintf(&b, "rules of tenant %s: %d groups, %d rules\n", id, groups, rules)
+	}
+	return b.String()
+}

@@ -92,6 +92,14 @@ func openAuth(ctx context.Context, cfg Config, log *zap.Logger, reg prometheus.R
 	if err != nil {
 		return nil, err
 	}
+	onSIGHUP(ctx, a.Reload, func() { log.Info("auth file reloaded on SIGHUP", zap.String("path", cfg.AuthFile)) })
+	go a.Watch(ctx, authReloadInterval)
+	return a, nil
+}
+
+// onSIGHUP runs reload on every SIGHUP until ctx is done, and done after
+// each that succeeds (a failed one logs its own error).
+func onSIGHUP(ctx context.Context, reload func() error, done func()) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
@@ -101,14 +109,12 @@ func openAuth(ctx context.Context, cfg Config, log *zap.Logger, reg prometheus.R
 			case <-ctx.Done():
 				return
 			case <-hup:
-				if err := a.Reload(); err == nil {
-					log.Info("auth file reloaded on SIGHUP", zap.String("path", cfg.AuthFile))
+				if err := reload(); err == nil {
+					done()
 				}
 			}
 		}
 	}()
-	go a.Watch(ctx, authReloadInterval)
-	return a, nil
 }
 
 // warnExposed warns of listeners reachable beyond this machine without

@@ -42,6 +42,7 @@ import (
 	"github.com/lumenobs/lumen/internal/telemetry"
 	"github.com/lumenobs/lumen/internal/tlsconf"
 	"github.com/lumenobs/lumen/internal/tlsconf/tlstest"
+	"github.com/lumenobs/lumen/query"
 	"github.com/lumenobs/lumen/store"
 )
 
@@ -151,7 +152,9 @@ func TestEveryRouteNeedsItsScope(t *testing.T) {
 	require.NoError(t, err)
 	defer db.Close()
 	var ready atomic.Bool
-	routes, err := newMux(cfg, db, prometheus.NewRegistry(), prometheus.NewRegistry(), zap.NewNop(), telemetry.NewIngest(nil), &ready)
+	reg := prometheus.NewRegistry()
+	x := muxExtras{engine: query.NewPromEngine(cfg.PromQL, nil, reg), reloadRules: func() error { return nil }}
+	routes, err := newMux(cfg, db, reg, reg, zap.NewNop(), telemetry.NewIngest(nil), &ready, x)
 	require.NoError(t, err)
 	require.Greater(t, len(routes.scopes), 30)
 	seen := map[auth.Scope]int{}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/prometheus/promql"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.uber.org/zap"
@@ -27,8 +28,10 @@ import (
 	"github.com/lumenobs/lumen/ingest/promrw"
 	"github.com/lumenobs/lumen/ingest/spanmetrics"
 	"github.com/lumenobs/lumen/internal/auth"
+	"github.com/lumenobs/lumen/internal/model"
 	"github.com/lumenobs/lumen/internal/telemetry"
 	"github.com/lumenobs/lumen/query"
+	"github.com/lumenobs/lumen/query/ruler"
 	"github.com/lumenobs/lumen/store"
 	"github.com/lumenobs/lumen/ui"
 )
@@ -61,6 +64,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "configuration is valid: data dir %s, HTTP %s, OTLP gRPC %s, OTLP HTTP %s, retention %s\n",
 			cfg.DataDir, cfg.HTTPAddr, cfg.OTLP.GRPCAddr, cfg.OTLP.HTTPAddr, cfg.Retention)
+		fmt.Fprint(stdout, ruleSummary(cfg))
 		return nil
 	case "version":
 		fmt.Fprintf(stdout, "lumen %s (%s)\n", version, goVersion())
@@ -123,16 +127,24 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 	if err != nil {
 		return err
 	}
-	var ready atomic.Bool
-	tenants, err := newTenantSet(cfg, log, reg, ingestMetrics, &ready)
+	notifier, err := ruler.NewNotifier(cfg.Alerting, cfg.Rules.ExternalLabels, log, reg)
 	if err != nil {
+		return err
+	}
+	var ready atomic.Bool
+	tenants, err := newTenantSet(cfg, log, reg, ingestMetrics, &ready, notifier)
+	if err != nil {
+		notifier.Stop()
 		return err
 	}
 	defer func() {
 		if err := tenants.close(); err != nil {
 			log.Error("close store", zap.Error(err))
 		}
+		notifier.Stop() // after the rules: their last alerts are sent
 	}()
+	// Rule files are read again on SIGHUP, as Prometheus does.
+	onSIGHUP(ctx, tenants.reloadRules, func() { log.Info("rule files reloaded on SIGHUP") })
 	cfg.OTLP.Auth = authn
 	if cfg.Tenants.Enabled {
 		cfg.OTLP.DefaultTenant = cfg.Tenants.Default
@@ -246,9 +258,17 @@ func (w observingWriter) WriteTraces(ctx context.Context, td ptrace.Traces) erro
 	return nil
 }
 
+// muxExtras are what a tenant's routes share with the rest of its stack.
+type muxExtras struct {
+	engine      *promql.Engine
+	ruler       *ruler.Ruler // nil: no rules
+	notifier    *ruler.Notifier
+	reloadRules func() error
+}
+
 // newMux is the routes of one tenant's store; its metrics are registered
 // with reg, /metrics gathers gatherer (the whole server's).
-func newMux(cfg Config, db *store.DB, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *zap.Logger, im *telemetry.Ingest, ready *atomic.Bool) (*routeTable, error) {
+func newMux(cfg Config, db *store.DB, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *zap.Logger, im *telemetry.Ingest, ready *atomic.Bool, x muxExtras) (*routeTable, error) {
 	routes := newRouteTable()
 	durations := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "lumen_http_request_duration_seconds",
@@ -265,7 +285,7 @@ func newMux(cfg Config, db *store.DB, reg prometheus.Registerer, gatherer promet
 	wrap := func(route string, h http.Handler) http.Handler {
 		return promhttp.InstrumentHandlerDuration(durations.MustCurryWith(prometheus.Labels{"handler": route}), h)
 	}
-	registerQueryAPIs(routes, cfg, db, reg, gatherer, log, wrap)
+	registerQueryAPIs(routes, cfg, db, reg, gatherer, log, wrap, x)
 	rw, err := promrw.New(cfg.RemoteWrite, db, db, log, reg, im)
 	if err != nil {
 		return nil, err
@@ -299,6 +319,17 @@ func newMux(cfg Config, db *store.DB, reg prometheus.Registerer, gatherer promet
 		routes.handleFunc(auth.Admin, "GET /debug/pprof/trace", pprof.Trace)
 	}
 	routes.handle(auth.Read, "GET /api/v1/tenants", tenantsInfo(cfg.Tenants))
+	// Prometheus' reload: the rule files are read again (the auth file
+	// reloads by itself).
+	routes.handleFunc(auth.Admin, "POST /-/reload", func(w http.ResponseWriter, _ *http.Request) {
+		if err := x.reloadRules(); err != nil {
+			http.Error(w, "failed to reload rule files: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		_, _ = io.WriteString(w, "rule files reloaded\n")
+	})
+	// An alert's generatorURL (Prometheus' /graph link) opens the UI.
+	routes.handle(auth.Public, "GET /graph", ruler.GraphRedirect())
 	// The UI's files hold no data (every call it makes needs read); they
 	// are served to anyone so that the UI can ask for a token.
 	routes.handle(auth.Public, "GET /", ui.Handler())
@@ -307,7 +338,7 @@ func newMux(cfg Config, db *store.DB, reg prometheus.Registerer, gatherer promet
 
 // registerQueryAPIs adds the query APIs to routes (the read scope),
 // sharing one counter of the queries their limits refuse.
-func registerQueryAPIs(routes *routeTable, cfg Config, db *store.DB, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *zap.Logger, wrap query.Wrap) {
+func registerQueryAPIs(routes *routeTable, cfg Config, db *store.DB, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *zap.Logger, wrap query.Wrap, x muxExtras) {
 	qm := query.NewMetrics(reg)
 	logql, promql := cfg.LogQL, cfg.PromQL
 	promql.CORSOrigins = cfg.HTTP.TrustedOrigins
@@ -321,10 +352,38 @@ func registerQueryAPIs(routes *routeTable, cfg Config, db *store.DB, reg prometh
 	// Every other /api/v1 route is Prometheus' own API; the more specific
 	// routes take precedence. Its admin routes (off: they answer that
 	// they are disabled) need the admin scope.
-	promAPI := wrap("/api/v1 (prometheus)", query.NewPromAPI(promql, db, db, log, reg, gatherer, qm, version))
+	var promRules, logqlRules func() query.RulesRetriever
+	if x.ruler != nil {
+		promRules = func() query.RulesRetriever { return x.ruler.PromQL() }
+		logqlRules = func() query.RulesRetriever { return x.ruler.LogQL() }
+	}
+	var ams query.AlertmanagerRetriever
+	if x.notifier != nil {
+		ams = x.notifier
+	}
+	promAPI := wrap("/api/v1 (prometheus)", query.NewPromAPI(promql, x.engine, db, db, query.PromSources{Rules: promRules, Alertmanagers: ams}, log, reg, gatherer, qm, version))
 	routes.handle(auth.Read, "GET /api/v1/", promAPI)
 	routes.handle(auth.Read, "POST /api/v1/", promAPI)
 	routes.handle(auth.Admin, "POST /api/v1/admin/", promAPI)
+	// Loki's ruler: its Prometheus-format rules and alerts of the LogQL
+	// rules (what Grafana lists for a Loki), and its YAML read API.
+	// (Only its rules and alerts are routed: its other handlers' metrics go
+	// to a registry of their own.)
+	lokiRulesAPI := http.StripPrefix("/prometheus", query.NewPromAPI(promql, x.engine, db, db, query.PromSources{Rules: logqlRules}, log, prometheus.NewRegistry(), gatherer, qm, version))
+	routes.handle(auth.Read, "GET /prometheus/api/v1/rules", wrap("/prometheus/api/v1/rules", lokiRulesAPI))
+	routes.handle(auth.Read, "GET /prometheus/api/v1/alerts", wrap("/prometheus/api/v1/alerts", lokiRulesAPI))
+	lokiRules := wrap("/loki/api/v1/rules", ruler.LokiRules(func(*http.Request) *ruler.Ruler { return x.ruler }))
+	routes.handle(auth.Read, "GET /loki/api/v1/rules", lokiRules)
+	routes.handle(auth.Read, "GET /loki/api/v1/rules/{namespace}", lokiRules)
+	routes.handle(auth.Read, "GET /loki/api/v1/rules/{namespace}/{group}", lokiRules)
+	routes.handle(auth.Read, "GET /api/prom/rules", lokiRules) // Loki's older path
+	routes.handle(auth.Read, "GET /api/v1/alert_evidence", wrap("/api/v1/alert_evidence", ruler.EvidenceHandler(func(*http.Request) ruler.EvidenceSource {
+		return ruler.EvidenceSource{Exemplars: db, Logs: db, LogQLMaxLines: cfg.LogQL.MaxLines,
+			Trace: func(ctx context.Context, id model.TraceID) (ptrace.Traces, error) {
+				t, err := db.Trace(ctx, id)
+				return t.Spans, err
+			}}
+	})))
 }
 
 // registerStoreMetrics exposes the store's size, read when scraped.

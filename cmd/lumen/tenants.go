@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,8 +30,18 @@ import (
 	"github.com/lumenobs/lumen/internal/fault"
 	"github.com/lumenobs/lumen/internal/telemetry"
 	"github.com/lumenobs/lumen/internal/tenant"
+	"github.com/lumenobs/lumen/query"
+	"github.com/lumenobs/lumen/query/ruler"
 	"github.com/lumenobs/lumen/store"
 )
+
+// instanceOf is the host:port of an http(s) URL, for the instance label.
+func instanceOf(u string) string {
+	if p, err := url.Parse(u); err == nil && p.Host != "" {
+		return p.Host
+	}
+	return u
+}
 
 // TenantsConfig turns tenants on: every signal stored, indexed and
 // queried per tenant (docs/security.md).
@@ -46,6 +58,17 @@ type TenantsConfig struct {
 	// Limits are a tenant's own store limits (the keys of limits), over
 	// the server's.
 	Limits map[string]yaml.Node `yaml:"limits"`
+	// Rules are a tenant's own rules (the default tenant's are the
+	// top-level rule_files and logql_rule_files); a tenant with rules is
+	// opened at start, so that they are evaluated.
+	Rules map[string]TenantRules `yaml:"rules"`
+}
+
+// TenantRules are one tenant's rule files and ready-made rule sets.
+type TenantRules struct {
+	RuleFiles      []string `yaml:"rule_files"`
+	LogQLRuleFiles []string `yaml:"logql_rule_files"`
+	Builtin        []string `yaml:"builtin"`
 }
 
 // DefaultTenantsConfig: off; "default"; at most 64.
@@ -85,16 +108,32 @@ func (c TenantsConfig) Validate(base store.Limits) error {
 			return err
 		}
 	}
+	for id, r := range c.Rules {
+		if err := tenant.ValidID(id); err != nil {
+			return fmt.Errorf("tenants.rules: %w", err)
+		}
+		if id == c.Default {
+			return fmt.Errorf("tenants.rules.%s: the default tenant's rules are the top-level rule_files, logql_rule_files and rules.builtin", id)
+		}
+		if !c.Enabled {
+			return fmt.Errorf("tenants.rules.%s: tenants.enabled is off", id)
+		}
+		if err := ruler.Check(r.RuleFiles, r.LogQLRuleFiles, r.Builtin); err != nil {
+			return fmt.Errorf("tenants.rules.%s: %w", id, err)
+		}
+	}
 	return nil
 }
 
 // tenantStack is one tenant's store and what writes to it and reads it.
 type tenantStack struct {
-	id      string
-	db      *store.DB
-	writer  otlp.Writer // adds log fields; counts span metrics
-	routes  *routeTable
-	stopGen func()
+	id       string
+	db       *store.DB
+	writer   otlp.Writer // adds log fields; counts span metrics
+	routes   *routeTable
+	stopGen  func()
+	ruler    *ruler.Ruler // nil: the tenant has no rules
+	stopSelf func()
 }
 
 // tenantSet opens each tenant's store and stack when first asked for,
@@ -106,6 +145,10 @@ type tenantSet struct {
 	im    *telemetry.Ingest
 	ready *atomic.Bool
 	group *store.DiskGroup
+	// notifier sends every tenant's alerts (nil: no Alertmanager);
+	// externalURL is the UI's from outside.
+	notifier    *ruler.Notifier
+	externalURL string
 
 	mu      sync.Mutex
 	stacks  map[string]*tenantStack
@@ -117,15 +160,52 @@ type tenantSet struct {
 
 var errTooManyTenants = errors.New("too many tenants")
 
-func newTenantSet(cfg Config, log *zap.Logger, reg *prometheus.Registry, im *telemetry.Ingest, ready *atomic.Bool) (*tenantSet, error) {
-	s := &tenantSet{cfg: cfg, log: log, reg: reg, im: im, ready: ready, stacks: map[string]*tenantStack{}, opening: map[string]*opening{}}
+func newTenantSet(cfg Config, log *zap.Logger, reg *prometheus.Registry, im *telemetry.Ingest, ready *atomic.Bool, n *ruler.Notifier) (*tenantSet, error) {
+	s := &tenantSet{cfg: cfg, log: log, reg: reg, im: im, ready: ready, stacks: map[string]*tenantStack{}, opening: map[string]*opening{},
+		notifier: n, externalURL: cfg.Rules.ExternalURLOr(ruler.DefaultExternalURL(cfg.HTTPAddr, cfg.HTTP.TLS.Or(cfg.TLS).Enabled()))}
 	if cfg.Tenants.Enabled && cfg.MaxDiskBytes > 0 {
 		s.group = store.NewDiskGroup()
 	}
 	if _, err := s.get(s.defaultID()); err != nil {
 		return nil, err
 	}
+	// A tenant with rules is opened now: its rules are evaluated whether
+	// or not it is written to.
+	for id := range cfg.Tenants.Rules {
+		if _, err := s.get(id); err != nil {
+			return nil, errors.Join(err, s.close())
+		}
+	}
 	return s, nil
+}
+
+// rulesOf is tenant id's rule files and ready-made sets.
+func (s *tenantSet) rulesOf(id string) TenantRules {
+	switch {
+	case id == s.defaultID():
+		return TenantRules{RuleFiles: s.cfg.RuleFiles, LogQLRuleFiles: s.cfg.LogQLRuleFiles, Builtin: s.cfg.Rules.Builtin}
+	case s.cfg.Tenants.Enabled:
+		return s.cfg.Tenants.Rules[id]
+	}
+	return TenantRules{}
+}
+
+// reloadRules reads every open tenant's rule files again; a tenant whose
+// files have an error keeps its rules before.
+func (s *tenantSet) reloadRules() error {
+	s.mu.Lock()
+	var rulers []*ruler.Ruler
+	for _, st := range s.stacks {
+		if st.ruler != nil {
+			rulers = append(rulers, st.ruler)
+		}
+	}
+	s.mu.Unlock()
+	var errs []error
+	for _, r := range rulers {
+		errs = append(errs, r.Reload())
+	}
+	return errors.Join(errs...)
 }
 
 func (s *tenantSet) defaultID() string { return s.cfg.Tenants.Default }
@@ -183,8 +263,12 @@ type opening struct {
 	err  error
 }
 
-// close stops the stack's span metrics, then closes its store.
+// close stops the stack's rules and span metrics, then closes its store.
 func (st *tenantStack) close() error {
+	if st.ruler != nil {
+		st.ruler.Stop()
+	}
+	st.stopSelf()
 	st.stopGen()
 	if err := st.db.Close(); err != nil {
 		return fmt.Errorf("close store of tenant %q: %w", st.id, err)
@@ -238,7 +322,7 @@ func (s *tenantSet) open(id string) (*tenantStack, error) {
 		_ = db.Close()
 		return nil, err
 	}
-	st := &tenantStack{id: id, db: db, stopGen: func() {}}
+	st := &tenantStack{id: id, db: db, stopGen: func() {}, stopSelf: func() {}}
 	fields := fieldWriter{DB: db, det: logfields.New(cfg.LogFields)}
 	st.writer = fields
 	if cfg.SpanMetrics.Enabled {
@@ -254,10 +338,44 @@ func (s *tenantSet) open(id string) (*tenantStack, error) {
 		// Before the store closes: the last counts are written.
 		st.stopGen = func() { stop(); <-done }
 	}
-	if st.routes, err = newMux(cfg, db, reg, s.reg, log, s.im, s.ready); err != nil {
+	engine := query.NewPromEngine(cfg.PromQL, log, reg)
+	if rs := s.rulesOf(id); id != emptyDir && (len(rs.RuleFiles) > 0 || len(rs.LogQLRuleFiles) > 0 || len(rs.Builtin) > 0) {
+		rc := cfg.Rules
+		rc.Builtin = rs.Builtin
+		o := ruler.Options{PromFiles: rs.RuleFiles, LogQLFiles: rs.LogQLRuleFiles, Config: rc, ExternalURL: s.externalURL,
+			Engine: engine, Queryable: db, Appendable: db, Logs: db, LogQLMaxLines: cfg.LogQL.MaxLines,
+			Notifier: s.notifier, Log: log, Reg: reg}
+		if cfg.Tenants.Enabled {
+			o.Tenant = id
+		}
+		if st.ruler, err = ruler.New(o); err != nil {
+			st.stopGen()
+			_ = db.Close()
+			return nil, fmt.Errorf("rules of tenant %q: %w", id, err)
+		}
+	}
+	x := muxExtras{engine: engine, ruler: st.ruler, notifier: s.notifier, reloadRules: s.reloadRules}
+	if st.routes, err = newMux(cfg, db, reg, s.reg, log, s.im, s.ready, x); err != nil {
+		if st.ruler != nil {
+			st.ruler.Stop()
+		}
 		st.stopGen()
 		_ = db.Close()
 		return nil, err
+	}
+	if st.ruler != nil {
+		st.ruler.Run()
+		if slices.Contains(s.rulesOf(id).Builtin, "lumen") {
+			// Lumen's own metrics, for the rules that watch it.
+			ctx, stop := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			target := labels.FromStrings("job", "lumen", "instance", instanceOf(s.externalURL))
+			go func() {
+				defer close(done)
+				ruler.SelfMetrics(ctx, s.reg, db, cfg.Rules.EvaluationInterval, target, log)
+			}()
+			st.stopSelf = func() { stop(); <-done }
+		}
 	}
 	if id != s.defaultID() {
 		s.log.Info("tenant opened", zap.String("tenant", id))

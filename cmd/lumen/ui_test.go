@@ -27,6 +27,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/lumenobs/lumen/query"
+	"github.com/lumenobs/lumen/query/ruler"
 )
 
 const (
@@ -37,6 +38,8 @@ const (
 	tokenScript = "../../ui/e2e/token.mjs"
 	// tenantsScript drives the UI against a server with tenants.
 	tenantsScript = "../../ui/e2e/tenants.mjs"
+	// alertsScript drives the Alerts page.
+	alertsScript  = "../../ui/e2e/alerts.mjs"
 	playwrightDir = "../../ui/node_modules/playwright-core"
 	uiNotBuilt    = "the UI is not built: run `make ui` before the tests"
 	// bigSpans is the size of the trace the render benchmark opens.
@@ -454,4 +457,63 @@ func TestUISwitchesTenants(t *testing.T) {
 	err := runBrowserScript(t, node, tenantsScript, 2*time.Minute, "LUMEN_URL="+s.api(""), "LUMEN_OPS_TOKEN="+opsSecret,
 		"LUMEN_TEAM_A_TOKEN="+teamASecret, "LUMEN_TEAM_B_TOKEN="+teamBSecret, "LUMEN_CHROMIUM="+chromium)
 	require.NoError(t, err, "browser tenants test failed: see the log above")
+}
+
+// TestUIShowsAlertsAndTheirTraces: an alert over span metrics fires; its
+// evidence is the exemplar traces of its series, the failed one first;
+// the Alerts page in Chromium shows it and opens that trace.
+func TestUIShowsAlertsAndTheirTraces(t *testing.T) {
+	node, chromium := browserTools(t, alertsScript)
+	dir := t.TempDir()
+	cfg := testConfig(t, filepath.Join(dir, "data"))
+	cfg.SpanMetrics.Interval = 200 * time.Millisecond
+	cfg.Rules.EvaluationInterval = time.Second
+	cfg.RuleFiles = []string{writeFile(t, dir, "shop.yml", `groups:
+  - name: shop
+    interval: 1s
+    rules:
+      - alert: BackendCalls
+        expr: sum by (service) (traces_spanmetrics_calls_total{service="backend"}) > 0
+        labels:
+          severity: page
+        annotations:
+          summary: "backend serves calls"
+`)}
+	s := startServer(t, cfg)
+	now := time.Now()
+	sendCallTrees(t, s, &seqIDs{}, 6, now.Add(-time.Minute))
+	errorTrace := fmt.Sprintf("7e00000000000000000000000000%04x", 3)
+	firing := waitFiring(t, s.api(""), "/api/v1/alerts", 20*time.Second)
+	require.Equal(t, "backend", firing.Labels["service"])
+
+	// The evidence API: the backend's exemplar traces, the failed first,
+	// with its span's name, duration and status read from the store.
+	var ev ruler.Evidence
+	require.Eventually(t, func() bool {
+		code, body := apiGet(t, s, "/api/v1/alert_evidence", url.Values{"expr": {`sum by (service) (traces_spanmetrics_calls_total{service="backend"}) > 0`},
+			"labels": {`{alertname="BackendCalls", service="backend", severity="page"}`}, "start": {fmt.Sprint(now.Add(-10 * time.Minute).UnixMilli())}})
+		require.Equal(t, http.StatusOK, code, string(body))
+		var r struct{ Data ruler.Evidence }
+		require.NoError(t, json.Unmarshal(body, &r))
+		ev = r.Data
+		return len(ev.Traces) >= 2
+	}, 10*time.Second, 100*time.Millisecond, "fewer than two exemplar traces")
+	require.Equal(t, errorTrace, ev.Traces[0].TraceID)
+	require.True(t, ev.Traces[0].Error && ev.Traces[0].Found)
+	require.Equal(t, "reserve", ev.Traces[0].Name)
+	require.Equal(t, "backend", ev.Traces[0].Service)
+	require.InDelta(t, 0.008, ev.Traces[0].Duration, 1e-6)
+	for _, tr := range ev.Traces {
+		require.Equal(t, "backend", tr.Series["service"], "an exemplar of another service")
+	}
+	// Bad parameters are a 400 naming them.
+	code, body := apiGet(t, s, "/api/v1/alert_evidence", url.Values{"expr": {"sum("}})
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Contains(t, string(body), "alert_evidence: expr")
+	code, body = apiGet(t, s, "/api/v1/alert_evidence", url.Values{"expr": {"up"}, "lang": {"sql"}})
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Contains(t, string(body), `lang \"sql\" is neither promql nor logql`)
+
+	err := runBrowserScript(t, node, alertsScript, 2*time.Minute, "LUMEN_URL="+s.api(""), "LUMEN_ERROR_TRACE="+errorTrace, "LUMEN_CHROMIUM="+chromium)
+	require.NoError(t, err, "browser alerts test failed: see the log above")
 }

@@ -3,6 +3,7 @@ import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import './style.css';
 import { AUTH_EVENT, getJSON, getTenant, getToken, setTenant, setToken, type TenantInfo } from './api';
+import { AlertPage, AlertsPage } from './pages/alerts';
 import { LogsPage } from './pages/logs';
 import { MetricsPage } from './pages/metrics';
 import { ServicesPage } from './pages/services';
@@ -15,6 +16,7 @@ const nav: { page: Page; label: string }[] = [
   { page: 'logs', label: 'Logs' },
   { page: 'metrics', label: 'Metrics' },
   { page: 'services', label: 'Services' },
+  { page: 'alerts', label: 'Alerts' },
 ];
 
 /**
@@ -101,7 +103,7 @@ function App() {
     window.addEventListener('hashchange', on);
     return () => window.removeEventListener('hashchange', on);
   }, []);
-  const active = route.page === 'trace' ? 'traces' : route.page;
+  const active = route.page === 'trace' ? 'traces' : route.page === 'alert' ? 'alerts' : route.page;
   return (
     <>
       <header class="top">
@@ -127,6 +129,8 @@ function App() {
         {route.page === 'logs' && <LogsPage params={route.params} now={now} />}
         {route.page === 'metrics' && <MetricsPage params={route.params} now={now} />}
         {route.page === 'services' && <ServicesPage params={route.params} now={now} />}
+        {route.page === 'alerts' && <AlertsPage now={now} />}
+        {route.page === 'alert' && <AlertPage key={route.params.toString()} params={route.params} now={now} />}
       </main>
     </>
   );

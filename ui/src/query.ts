@@ -313,3 +313,29 @@ export const maxChartSeries = 200;
 export function capSeries<T>(series: T[], max = maxChartSeries): { shown: T[]; hidden: number } {
   return series.length > max ? { shown: series.slice(0, max), hidden: series.length - max } : { shown: series, hidden: 0 };
 }
+
+/**
+ * parseLabelSet reads a label set as Prometheus writes one
+ * ({a="b", c="d\"e"}); null when it is not one.
+ */
+export function parseLabelSet(s: string): Record<string, string> | null {
+  const t = s.trim();
+  if (!t.startsWith('{') || !t.endsWith('}')) return null;
+  const out: Record<string, string> = {};
+  const re = /\s*([A-Za-z_][A-Za-z0-9_.]*|"(?:[^"\\]|\\.)*")\s*=\s*("(?:[^"\\]|\\.)*")\s*(,|$)/y;
+  const body = t.slice(1, -1);
+  re.lastIndex = 0;
+  while (re.lastIndex < body.length) {
+    const m = re.exec(body);
+    if (!m) return body.slice(re.lastIndex).trim() === '' ? out : null;
+    const name = m[1].startsWith('"') ? JSON.parse(m[1]) : m[1];
+    out[name] = JSON.parse(m[2]);
+    if (m[3] === '') break;
+  }
+  return out;
+}
+
+/** labelsAgree: every label of the series that the alert also has is the same (an alert adds its rule's labels and alertname). */
+export function labelsAgree(alert: Record<string, string>, series: Record<string, string>): boolean {
+  return Object.entries(series).every(([k, v]) => k === '__name__' || !(k in alert) || alert[k] === v);
+}

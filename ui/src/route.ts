@@ -2,8 +2,8 @@
 // query and time range is a link and the back button works, and no UI path
 // can collide with the API paths (/metrics is Lumen's own metrics endpoint).
 
-export type Page = 'traces' | 'trace' | 'logs' | 'metrics' | 'services';
-const pages: Page[] = ['traces', 'trace', 'logs', 'metrics', 'services'];
+export type Page = 'traces' | 'trace' | 'logs' | 'metrics' | 'services' | 'alerts' | 'alert';
+const pages: Page[] = ['traces', 'trace', 'logs', 'metrics', 'services', 'alerts', 'alert'];
 
 export interface Route { page: Page; id: string; params: URLSearchParams }
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
-  applyCompletion, autoStep, capSeries, completionAt, formatDuration, isLogQuery, parseAttrs, parseDuration, redQueries, resolveRange,
+  applyCompletion, autoStep, capSeries, completionAt, formatDuration, isLogQuery, labelsAgree, parseAttrs, parseDuration, parseLabelSet, redQueries, resolveRange,
   resolveTime, searchParams, selectorOf, serviceQueries, suggest, traceOfLine, volumeQuery, type SearchForm,
 } from '../src/query';
 
@@ -110,4 +110,15 @@ test('a log line links to its trace as the server finds it', () => {
 test('charts draw at most a bounded number of series', () => {
   assert.deepEqual(capSeries([1, 2, 3], 5), { shown: [1, 2, 3], hidden: 0 });
   assert.deepEqual(capSeries([1, 2, 3, 4, 5, 6], 4), { shown: [1, 2, 3, 4], hidden: 2 });
+});
+
+test('an alert label set is read as Prometheus writes it, and series agree with it', () => {
+  assert.deepEqual(parseLabelSet('{alertname="QueueTooLong", queue="a", severity="page"}'), { alertname: 'QueueTooLong', queue: 'a', severity: 'page' });
+  assert.deepEqual(parseLabelSet('{msg="say \\"hi\\", ok", "dotted.name"="x"}'), { msg: 'say "hi", ok', 'dotted.name': 'x' });
+  assert.deepEqual(parseLabelSet('{}'), {});
+  assert.equal(parseLabelSet('queue="a"'), null);
+  assert.equal(parseLabelSet('{queue=a}'), null);
+  const alert = { alertname: 'QueueTooLong', queue: 'a', severity: 'page' };
+  assert.ok(labelsAgree(alert, { __name__: 'queue_length', queue: 'a', instance: 'x' }));
+  assert.ok(!labelsAgree(alert, { queue: 'b' }));
 });
