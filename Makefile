@@ -7,7 +7,7 @@ FUZZTIME  ?= 20s
 BENCHTIME ?= 1x
 PKGS      := ./...
 
-.PHONY: logql-goldens jaeger-goldens promtool-peer all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
+.PHONY: logql-goldens jaeger-goldens promtool-peer prometheus-peer bench-rules rules-goldens all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
 
 all: build
 
@@ -157,6 +157,22 @@ bench:
 ## load: spans/s through OTLP gRPC into a running lumen serve (see BENCHMARKS.md)
 load:
 	$(GO) run ./cmd/lumen-load $(LOADFLAGS)
+
+## bench-rules: 1,000 recording rules over 100k live series, Lumen beside
+## Prometheus (the peer from prometheus-peer when built), ~10 minutes
+bench-rules:
+	cmd/lumen-load/rules-bench.sh
+
+## rules-goldens: /api/v1/rules and /api/v1/alerts of Prometheus v0.315.0
+## (built by prometheus-peer) over a rule file and a scraped target, in
+## cmd/lumen/testdata/rules-api/, which `make test` compares Lumen's with
+rules-goldens: prometheus-peer
+	LUMEN_RULES_GOLDENS=$(PEERS)/prometheus-$(PROMETHEUS_VERSION) $(GO) test -count=1 -run '^TestRulesAPIMatchesPrometheus$$' ./cmd/lumen/
+
+## prometheus-peer: Prometheus v0.315.0 built from its Go module into
+## $(PEERS) (a test and benchmark reference, never imported)
+prometheus-peer:
+	GOWORK=off .ci/build-peer github.com/prometheus/prometheus $(PROMETHEUS_VERSION) ./cmd/prometheus $(PEERS)/prometheus-$(PROMETHEUS_VERSION)
 
 clean:
 	rm -rf bin bench.txt ui/test-out test-results

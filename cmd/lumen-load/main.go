@@ -48,6 +48,8 @@ type options struct {
 	podsDir, agentAddr string
 	rate, files        int
 	tlsCA, token       string
+	rules              int
+	rulesFile          string
 }
 
 func main() {
@@ -62,7 +64,7 @@ func main() {
 	flag.IntVar(&o.lookups, "lookups", 2000, "trace-by-id requests after the load")
 	flag.IntVar(&o.pid, "pid", 0, "server process id, to report its peak RSS (VmHWM) and CPU time from /proc")
 	flag.BoolVar(&o.compress, "gzip", false, "gzip-compress requests")
-	flag.StringVar(&o.signal, "signal", "traces", "traces (OTLP gRPC), metrics (remote write 1.0 to --http), logs (Loki push to --http) or podlogs (container log files for lumen agent)")
+	flag.StringVar(&o.signal, "signal", "traces", "traces (OTLP gRPC), metrics (remote write 1.0 to --http), logs (Loki push to --http), podlogs (container log files for lumen agent); for the rules benchmark: rulefile (write -rules recording rules to -rules-file), live (every -series once per 15 s, for -duration), ruleeval (watch --http's rule groups and -pid's CPU for -duration)")
 	flag.IntVar(&o.streams, "streams", 100, "logs: streams")
 	flag.IntVar(&o.searches, "searches", 0, "traces: Tempo searches to time after the load")
 	flag.StringVar(&o.mix, "mix", "realistic", "logs: realistic (skewed values, as real traffic) or uniform (uniformly random values, a compressor's worst case)")
@@ -71,6 +73,8 @@ func main() {
 	flag.StringVar(&o.agentAddr, "agent", "127.0.0.1:4321", "podlogs: the agent's HTTP address, for its /metrics")
 	flag.IntVar(&o.rate, "rate", 5000, "podlogs: lines per second, over all files")
 	flag.IntVar(&o.files, "files", 50, "podlogs: container log files")
+	flag.IntVar(&o.rules, "rules", 1000, "rulefile: recording rules to write")
+	flag.StringVar(&o.rulesFile, "rules-file", "rules.yml", "rulefile: where to write them")
 	flag.StringVar(&o.tlsCA, "tls-ca", "", "traces: the server speaks TLS with a certificate of this CA")
 	flag.StringVar(&o.token, "token", "", "traces: bearer token sent on every request")
 	flag.Parse()
@@ -92,6 +96,12 @@ func run(o options, out io.Writer) error {
 		return runLogs(o, out)
 	case "podlogs":
 		return runPodLogs(o, out)
+	case "rulefile":
+		return writeRuleFile(o.rulesFile, o.rules)
+	case "live":
+		return runLive(o, out)
+	case "ruleeval":
+		return runRuleEval(o, out)
 	}
 	if err := loopbackOnly(o.grpcAddr); err != nil {
 		return err

@@ -25,15 +25,7 @@ func runMetrics(o options, out io.Writer) error {
 	}
 	// Label sets are built once: the generator shares the machine's cores
 	// with the server, and formatting them per request would be its main cost.
-	sets := make([][]prompb.Label, o.series)
-	for i := range sets {
-		sets[i] = []prompb.Label{
-			{Name: "__name__", Value: fmt.Sprintf("app_metric_%d", i%100)},
-			{Name: "instance", Value: fmt.Sprintf("10.1.%d.%d:9100", (i/100)/250, (i/100)%250)},
-			{Name: "job", Value: "node"},
-			{Name: "region", Value: "eu-west-1"},
-		}
-	}
+	sets := metricLabels(o.series)
 	perRound := (o.series + o.batch - 1) / o.batch
 	requests := int64(o.total / o.batch)
 	start := time.Now().Add(-time.Duration(requests/int64(perRound)+2) * 15 * time.Second).Truncate(15 * time.Second)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -508,4 +509,50 @@ func TestReleaseBinaryIsStatic(t *testing.T) {
 	// -ldflags '-s -w' (not recorded in the build info under -trimpath):
 	// no symbol table.
 	assert.Nil(t, f.Section(".symtab"), "the binary is not stripped")
+}
+
+// TestHelmRules: rule files given as chart values become a ConfigMap
+// mounted where the server's flags read them; the files rendered are
+// rule files `lumen check-config` accepts.
+func TestHelmRules(t *testing.T) {
+	helm := lookTool(t, "helm", "go install helm.sh/helm/v3/cmd/helm@v3.22.0")
+	chart := "../../deploy/helm/lumen"
+	values := "testdata/helm-rules-values.yaml"
+	render(t, helm, "lint", "--strict", chart, "-f", values)
+	o := decodeManifests(t, render(t, helm, "template", "obs", chart, "--namespace", "observability", "-f", values))
+	require.Len(t, o.statefulSets, 1)
+	pod := o.statefulSets[0].Spec.Template.Spec
+	args := pod.Containers[0].Args
+	for _, want := range []string{"--rules=/etc/lumen/rules/promql-*.yml", "--logql-rules=/etc/lumen/rules/logql-*.yml",
+		"--rules-builtin=spanmetrics,lumen", "--alertmanager-url=http://alertmanager.monitoring:9093", "--external-url=https://lumen.example.com"} {
+		require.Contains(t, args, want)
+	}
+	var mounted bool
+	for _, m := range pod.Containers[0].VolumeMounts {
+		mounted = mounted || (m.Name == "rules" && m.MountPath == "/etc/lumen/rules" && m.ReadOnly)
+	}
+	require.True(t, mounted, "the rules volume is not mounted at /etc/lumen/rules")
+	var cm *corev1.ConfigMap
+	for i := range o.configMaps {
+		if o.configMaps[i].Name == "obs-lumen-rules" {
+			cm = &o.configMaps[i]
+		}
+	}
+	require.NotNil(t, cm, "no obs-lumen-rules ConfigMap")
+	require.ElementsMatch(t, []string{"promql-queue.yml", "logql-shop.yml"}, slices.Collect(maps.Keys(cm.Data)))
+	var volume bool
+	for _, v := range pod.Volumes {
+		volume = volume || (v.Name == "rules" && v.ConfigMap != nil && v.ConfigMap.Name == cm.Name)
+	}
+	require.True(t, volume, "the rules volume is not the ConfigMap")
+
+	// The files as the pod sees them, checked by lumen itself.
+	dir := t.TempDir()
+	for name, content := range cm.Data {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600))
+	}
+	var out bytes.Buffer
+	require.NoError(t, run(t.Context(), []string{"check-config", "--data-dir", dir, "--rules", filepath.Join(dir, "promql-*.yml"),
+		"--logql-rules", filepath.Join(dir, "logql-*.yml"), "--rules-builtin", "spanmetrics,lumen"}, &out, io.Discard))
+	require.Contains(t, out.String(), "rules of tenant default: 4 groups, 15 rules")
 }

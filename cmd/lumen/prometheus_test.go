@@ -30,6 +30,28 @@ func lookTool(t *testing.T, name, install string) string {
 	return path
 }
 
+// runPrometheus runs a real Prometheus with dir/prometheus.yml on addr;
+// stop ends it (then its output is all in logs), and it is shown when the
+// test fails.
+func runPrometheus(t *testing.T, bin, dir, addr string, extra ...string) (stop func(), logs *bytes.Buffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	logs = &bytes.Buffer{}
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--config.file=" + filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path=" + filepath.Join(dir, "tsdb"), "--web.listen-address=" + addr, "--log.level=warn"}, extra...)...)
+	cmd.Stderr, cmd.Stdout = logs, logs
+	require.NoError(t, cmd.Start())
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); _ = cmd.Wait() }) }
+	t.Cleanup(func() {
+		stop()
+		if t.Failed() {
+			t.Logf("prometheus output:\n%s", logs.String())
+		}
+	})
+	return stop, logs
+}
+
 // TestRealPrometheusRemoteWrite runs a real Prometheus that scrapes itself
 // and Lumen and remote-writes everything to Lumen, then asks promtool the
 // same questions of both.
@@ -55,22 +77,7 @@ remote_write:
     metadata_config: {send_interval: 1s}
 `, s.cfg.HTTPAddr, promAddr, s.cfg.HTTPAddr)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o600))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var logs bytes.Buffer
-	cmd := exec.CommandContext(ctx, prom, "--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "tsdb"), "--web.listen-address="+promAddr, "--log.level=warn",
-		"--enable-feature=native-histograms,exemplar-storage")
-	cmd.Stderr, cmd.Stdout = &logs, &logs
-	require.NoError(t, cmd.Start())
-	var once sync.Once
-	stop := func() { once.Do(func() { cancel(); _ = cmd.Wait() }) }
-	defer func() {
-		stop()
-		if t.Failed() {
-			t.Logf("prometheus output:\n%s", logs.String())
-		}
-	}()
+	stop, logs := runPrometheus(t, prom, dir, promAddr, "--enable-feature=native-histograms,exemplar-storage")
 
 	query := func(server string, args ...string) string {
 		out, err := exec.Command(promtool, append([]string{"query"}, append(args[:1:1], append([]string{"http://" + server}, args[1:]...)...)...)...).CombinedOutput()

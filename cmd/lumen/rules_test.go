@@ -73,6 +73,16 @@ func (r *receiver) find(name, status string) (received, bool) {
 	return received{}, false
 }
 
+// alertmanagerWithHook is a real Alertmanager delivering to a webhook
+// receiver: the receiver and the Alertmanager's URL.
+func alertmanagerWithHook(t *testing.T) (*receiver, string) {
+	t.Helper()
+	hook := &receiver{}
+	hs := httptest.NewServer(hook)
+	t.Cleanup(hs.Close)
+	return hook, startAlertmanager(t, hs.URL)
+}
+
 // startAlertmanager runs Debian's Alertmanager on loopback, delivering
 // every alert to hook; it returns its URL.
 func startAlertmanager(t *testing.T, hook string) string {
@@ -197,10 +207,7 @@ const shopLogRules = `groups:
 // delivered by its webhook: pending, then firing once 'for' has passed,
 // templated, linked to Lumen's UI, and resolved.
 func TestAlertsReachAlertmanager(t *testing.T) {
-	hook := &receiver{}
-	hs := httptest.NewServer(hook)
-	defer hs.Close()
-	am := startAlertmanager(t, hs.URL)
+	hook, am := alertmanagerWithHook(t)
 
 	dir := t.TempDir()
 	cfg := testConfig(t, filepath.Join(dir, "data"))
@@ -462,6 +469,7 @@ func TestRuleFileErrors(t *testing.T) {
 	// Reload: a broken file is refused with its position, the old rules stay.
 	cfg := testConfig(t, filepath.Join(dir, "data"))
 	cfg.RuleFiles = []string{good}
+	cfg.Rules.ReloadInterval = 0 // only SIGHUP and /-/reload here
 	s := startServer(t, cfg)
 	require.NoError(t, os.WriteFile(good, []byte(strings.ReplaceAll(queueRules, "queue_length > 100", "queue_length >")), 0o600))
 	code, body := post(t, s.api("/-/reload"), "text/plain", nil)
@@ -555,4 +563,84 @@ func waitFiring(t *testing.T, base, path string, limit time.Duration) apiAlert {
 		return false
 	}, limit, 100*time.Millisecond, "no alert fired at %s", path)
 	return firing
+}
+
+// TestTenantRules: with tenants, each tenant's rules read its own data
+// only, its groups are listed to it alone, and its alerts reach
+// Alertmanager with its tenant label.
+func TestTenantRules(t *testing.T) {
+	hook, am := alertmanagerWithHook(t)
+	dir := t.TempDir()
+	cfg := testConfig(t, filepath.Join(dir, "data"))
+	cfg.Tenants.Enabled = true
+	cfg.RuleFiles = []string{writeFile(t, dir, "default.yml", queueRules)}
+	cfg.Tenants.Rules = map[string]TenantRules{"team-b": {RuleFiles: []string{writeFile(t, dir, "team-b.yml",
+		strings.ReplaceAll(strings.ReplaceAll(queueRules, "QueueTooLong", "TeamBQueue"), "name: queue", "name: team-b-queue"))}}}
+	cfg.Rules.EvaluationInterval = time.Second
+	require.NoError(t, alertmanagerURLs(&cfg, am))
+	require.NoError(t, cfg.Validate())
+	s := startServer(t, cfg)
+
+	// Only team-b's queue is long; the default tenant's is short.
+	write := func(tenant string, v float64) {
+		req := prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{Labels: []prompb.Label{{Name: "__name__", Value: "queue_length"}, {Name: "queue", Value: "a"}},
+			Samples: []prompb.Sample{{Timestamp: time.Now().UnixMilli(), Value: v}}}}}
+		pb, err := req.Marshal()
+		require.NoError(t, err)
+		code, body := post(t, s.api("/api/v1/write"), "application/x-protobuf", snappy.Encode(nil, pb),
+			"Content-Encoding", "snappy", "X-Prometheus-Remote-Write-Version", "0.1.0", "X-Scope-OrgID", tenant)
+		require.Equal(t, http.StatusNoContent, code, body)
+	}
+	write("default", 5)
+	write("team-b", 700)
+	var fired received
+	require.Eventually(t, func() bool {
+		var ok bool
+		fired, ok = hook.find("TeamBQueue", "firing")
+		return ok
+	}, 30*time.Second, 100*time.Millisecond, "team-b's alert was not delivered")
+	require.Equal(t, "team-b", fired.Labels["tenant"])
+	require.Contains(t, fired.Annotations[ruler.TracesURLAnnotation], "tenant=team-b")
+	_, ok := hook.find("QueueTooLong", "firing")
+	require.False(t, ok, "the default tenant's rule fired on team-b's data")
+
+	groups := func(tenant string) string {
+		code, body := apiGet(t, s, "/api/v1/rules", nil, "X-Scope-OrgID", tenant)
+		require.Equal(t, http.StatusOK, code, string(body))
+		return string(body)
+	}
+	require.Contains(t, groups("team-b"), `"name":"team-b-queue"`)
+	require.NotContains(t, groups("team-b"), `"name":"queue"`)
+	require.Contains(t, groups("default"), `"name":"queue"`)
+	require.NotContains(t, groups("default"), `"name":"team-b-queue"`)
+	require.NotContains(t, groups("team-c"), `-queue"`, "a tenant without rules lists none")
+}
+
+// TestRuleFilesReloadOnChange: an edited rule file, and a new file a glob
+// matches, are read without a signal (as a Kubernetes ConfigMap update
+// arrives).
+func TestRuleFilesReloadOnChange(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "a.yml", queueRules)
+	cfg := testConfig(t, filepath.Join(dir, "data"))
+	cfg.RuleFiles = []string{filepath.Join(dir, "*.yml")}
+	cfg.Rules.ReloadInterval = 100 * time.Millisecond
+	s := startServer(t, cfg)
+	has := func(name string) func() bool {
+		return func() bool {
+			_, r := promGet(t, s, "/api/v1/rules", nil)
+			return strings.Contains(string(r.Data), `"name":"`+name+`"`)
+		}
+	}
+	require.True(t, has("QueueTooLong")())
+	writeFile(t, dir, "a.yml", strings.ReplaceAll(queueRules, "QueueTooLong", "QueueFull"))
+	require.Eventually(t, has("QueueFull"), 10*time.Second, 50*time.Millisecond, "the edited file was not read")
+	writeFile(t, dir, "b.yml", strings.ReplaceAll(strings.ReplaceAll(queueRules, "QueueTooLong", "Second"), "name: queue", "name: second"))
+	require.Eventually(t, has("Second"), 10*time.Second, 50*time.Millisecond, "the new file was not read")
+	// A broken edit keeps the rules, once (not retried until it changes).
+	writeFile(t, dir, "b.yml", "groups: [")
+	require.Eventually(t, func() bool {
+		return strings.Contains(get(t, s.api("/metrics")), "lumen_rules_config_last_reload_successful 0")
+	}, 10*time.Second, 50*time.Millisecond)
+	require.True(t, has("Second")())
 }

@@ -514,6 +514,9 @@ func TestUIShowsAlertsAndTheirTraces(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, code)
 	require.Contains(t, string(body), `lang \"sql\" is neither promql nor logql`)
 
-	err := runBrowserScript(t, node, alertsScript, 2*time.Minute, "LUMEN_URL="+s.api(""), "LUMEN_ERROR_TRACE="+errorTrace, "LUMEN_CHROMIUM="+chromium)
+	screenshots, err := filepath.Abs("../../test-results/ui")
+	require.NoError(t, err)
+	err = runBrowserScript(t, node, alertsScript, 2*time.Minute, "LUMEN_URL="+s.api(""), "LUMEN_ERROR_TRACE="+errorTrace,
+		"LUMEN_CHROMIUM="+chromium, "LUMEN_SCREENSHOTS="+screenshots)
 	require.NoError(t, err, "browser alerts test failed: see the log above")
 }

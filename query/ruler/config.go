@@ -34,9 +34,11 @@ type Config struct {
 	OutageTolerance time.Duration `yaml:"outage_tolerance"`
 	ForGracePeriod  time.Duration `yaml:"for_grace_period"`
 	ResendDelay     time.Duration `yaml:"resend_delay"`
-	// MaxConcurrentEvals lets up to this many rules of a group that do not
-	// depend on each other be evaluated at once (Prometheus'
-	// --rules.max-concurrent-rule-evals); 1: one at a time.
+	// MaxConcurrentEvals lets up to this many rules that do not depend on
+	// each other be evaluated at once (Prometheus'
+	// --enable-feature=concurrent-rule-eval with
+	// --rules.max-concurrent-evals); 1, the default: one at a time,
+	// in order, as Prometheus does by default.
 	MaxConcurrentEvals int64 `yaml:"max_concurrent_evals"`
 	// ExternalURL is where Lumen's UI is reached from outside: the alerts'
 	// generatorURL and lumen_traces_url start with it, and templates see
@@ -48,6 +50,9 @@ type Config struct {
 	// Builtin are the ready-made rule sets to evaluate (Builtins lists
 	// them); none by default.
 	Builtin []string `yaml:"builtin"`
+	// ReloadInterval is how often the rule files are checked for changes
+	// (read again when they changed); 0: only on SIGHUP and POST /-/reload.
+	ReloadInterval time.Duration `yaml:"reload_interval"`
 }
 
 // DefaultConfig is Prometheus' defaults.
@@ -57,7 +62,8 @@ func DefaultConfig() Config {
 		OutageTolerance:    time.Hour,
 		ForGracePeriod:     10 * time.Minute,
 		ResendDelay:        time.Minute,
-		MaxConcurrentEvals: 4,
+		MaxConcurrentEvals: 1,
+		ReloadInterval:     10 * time.Second,
 	}
 }
 
@@ -67,8 +73,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("rules: evaluation_interval %s, outage_tolerance %s, resend_delay %s and max_concurrent_evals %d must be positive",
 			c.EvaluationInterval, c.OutageTolerance, c.ResendDelay, c.MaxConcurrentEvals)
 	}
-	if c.QueryOffset < 0 || c.ForGracePeriod < 0 {
-		return fmt.Errorf("rules: query_offset %s and for_grace_period %s must not be negative", c.QueryOffset, c.ForGracePeriod)
+	if c.QueryOffset < 0 || c.ForGracePeriod < 0 || c.ReloadInterval < 0 {
+		return fmt.Errorf("rules: query_offset %s, for_grace_period %s and reload_interval %s must not be negative", c.QueryOffset, c.ForGracePeriod, c.ReloadInterval)
 	}
 	if c.ExternalURL != "" {
 		u, err := url.Parse(c.ExternalURL)

@@ -2,9 +2,13 @@ package ruler
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -57,11 +61,13 @@ type Ruler struct {
 	o      Options
 	prom   *rules.Manager
 	logs   *rules.Manager
+	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
 	mu        sync.Mutex
 	lastErr   error
+	loaded    string // hash of the rule files last read
 	reloads   prometheus.Gauge
 	reloadsAt prometheus.Gauge
 }
@@ -72,7 +78,7 @@ func New(o Options) (*Ruler, error) {
 		o.Log = zap.NewNop()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Ruler{o: o, cancel: cancel}
+	r := &Ruler{o: o, ctx: ctx, cancel: cancel}
 	r.reloads = prometheus.NewGauge(prometheus.GaugeOpts{Name: "lumen_rules_config_last_reload_successful",
 		Help: "Whether the last load of the rule files succeeded (1) or kept the rules before it (0)."})
 	r.reloadsAt = prometheus.NewGauge(prometheus.GaugeOpts{Name: "lumen_rules_config_last_reload_success_timestamp_seconds",
@@ -131,11 +137,16 @@ type noDependencies struct{}
 
 func (noDependencies) AnalyseRules([]rules.Rule) {}
 
-// Run starts evaluating; Stop ends it.
+// Run starts evaluating, and watching the rule files (Config.
+// ReloadInterval); Stop ends both.
 func (r *Ruler) Run() {
 	for _, m := range []*rules.Manager{r.prom, r.logs} {
 		r.wg.Add(1)
 		go func() { defer r.wg.Done(); m.Run() }()
+	}
+	if r.o.Config.ReloadInterval > 0 {
+		r.wg.Add(1)
+		go func() { defer r.wg.Done(); r.Watch(r.ctx, r.o.Config.ReloadInterval) }()
 	}
 }
 
@@ -166,9 +177,12 @@ func (r *Ruler) Reload() error {
 }
 
 func (r *Ruler) reload() error {
+	sum := r.filesHash()
 	if err := Check(r.o.PromFiles, r.o.LogQLFiles, r.o.Config.Builtin); err != nil {
+		r.setLoaded(sum) // tried: not again until the files change
 		return err
 	}
+	defer r.setLoaded(sum)
 	prom, err := Expand(r.o.PromFiles)
 	if err != nil {
 		return err
@@ -189,6 +203,53 @@ func (r *Ruler) reload() error {
 		return fmt.Errorf("logql rules: %w", err)
 	}
 	return nil
+}
+
+func (r *Ruler) setLoaded(sum string) {
+	r.mu.Lock()
+	r.loaded = sum
+	r.mu.Unlock()
+}
+
+// filesHash sums the names and contents of the files the globs name now.
+func (r *Ruler) filesHash() string {
+	h := sha256.New()
+	for _, globs := range [][]string{r.o.PromFiles, r.o.LogQLFiles} {
+		for _, g := range globs {
+			m, _ := filepath.Glob(g)
+			for _, f := range m {
+				b, err := os.ReadFile(f)
+				fmt.Fprintf(h, "%s\x00%d\x00", f, len(b))
+				if err == nil {
+					h.Write(b)
+				}
+			}
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Watch reloads the rules when their files change (a file edited, added
+// to or removed from a glob, a Kubernetes ConfigMap updated), checking
+// every interval until ctx is done.
+func (r *Ruler) Watch(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		r.mu.Lock()
+		loaded := r.loaded
+		r.mu.Unlock()
+		if r.filesHash() != loaded {
+			if err := r.Reload(); err == nil {
+				r.o.Log.Info("rule files changed: reloaded")
+			}
+		}
+	}
 }
 
 // LastError is the last reload's error; nil when it succeeded.

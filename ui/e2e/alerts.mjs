@@ -3,19 +3,25 @@
 //   LUMEN_URL          the server's HTTP address
 //   LUMEN_ERROR_TRACE  the trace whose backend span failed: the first of the alert's traces
 //   LUMEN_CHROMIUM     the browser
+//   LUMEN_SCREENSHOTS  where alerts.png and alert.png are saved
 // The server evaluates a rule whose alert BackendCalls fires for the
 // backend service, over span metrics that carry exemplars. It prints
 // `STEP …` as it goes and exits non-zero on the first failed expectation.
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { launch, run, steps } from './lib.mjs';
 
 const base = process.env.LUMEN_URL;
 const errorTrace = process.env.LUMEN_ERROR_TRACE;
 const browser = await launch();
 const { expect, step } = steps();
+const shots = process.env.LUMEN_SCREENSHOTS ?? 'test-results/ui';
+mkdirSync(shots, { recursive: true });
 
 await run(browser, async () => {
   const page = await (await browser.newContext()).newPage();
   page.setDefaultTimeout(15000);
+  await page.setViewportSize({ width: 1400, height: 900 });
   const row = page.locator('[data-testid=alert-row]:has-text("BackendCalls")');
 
   await step('the Alerts page: the firing alert and its rule', async () => {
@@ -25,6 +31,7 @@ await run(browser, async () => {
     expect(await row.first().locator('text=service').count() > 0, "the alert's labels are not shown");
     await page.locator('[data-testid=rule-row]:has-text("BackendCalls")').waitFor();
     expect(await page.locator('a[aria-current=page]:has-text("Alerts")').count() === 1, 'the Alerts tab is not the current one');
+    await page.screenshot({ path: join(shots, 'alerts.png') });
   });
 
   await step("the alert's page: its chart, and its traces erroring first", async () => {
@@ -37,6 +44,7 @@ await run(browser, async () => {
     const id = await first.locator('[data-testid=evidence-trace-link]').textContent();
     expect(id === errorTrace, `the first trace is ${id}, not ${errorTrace}`);
     expect((await first.textContent()).includes('reserve'), "the trace's span is not named");
+    await page.screenshot({ path: join(shots, 'alert.png') });
   });
 
   await step('one click to the trace', async () => {
