@@ -124,10 +124,25 @@ type RulesRetriever = v1.RulesRetriever
 type AlertmanagerRetriever = v1.AlertmanagerRetriever
 
 // PromSources are what the API lists besides the data: the rules (nil:
-// none) and the Alertmanagers alerts go to (nil: none).
+// none) and the Alertmanagers alerts go to (nil: none). Rules is given
+// the request's context: WithLogQLRules marks the requests that list the
+// LogQL rules (Loki's ruler API answers in Prometheus' shape).
 type PromSources struct {
-	Rules         func() RulesRetriever
+	Rules         func(ctx context.Context) RulesRetriever
 	Alertmanagers AlertmanagerRetriever
+}
+
+type logqlRulesKey struct{}
+
+// WithLogQLRules marks a request as asking for the LogQL rules.
+func WithLogQLRules(ctx context.Context) context.Context {
+	return context.WithValue(ctx, logqlRulesKey{}, true)
+}
+
+// WantsLogQLRules reports whether WithLogQLRules marked ctx.
+func WantsLogQLRules(ctx context.Context) bool {
+	v, _ := ctx.Value(logqlRulesKey{}).(bool)
+	return v
 }
 
 // NewPromAPI builds the API over q with engine. version is Lumen's,
@@ -138,9 +153,9 @@ func NewPromAPI(cfg PromConfig, engine promql.QueryEngine, q storage.SampleAndCh
 		log = zap.NewNop()
 	}
 	slogger := telemetry.Slog(log.Named("query.prometheus"))
-	rulesOf := func(context.Context) v1.RulesRetriever {
+	rulesOf := func(ctx context.Context) v1.RulesRetriever {
 		if src.Rules != nil {
-			if r := src.Rules(); r != nil {
+			if r := src.Rules(ctx); r != nil {
 				return r
 			}
 		}

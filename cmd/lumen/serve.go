@@ -352,24 +352,29 @@ func registerQueryAPIs(routes *routeTable, cfg Config, db *store.DB, reg prometh
 	// Every other /api/v1 route is Prometheus' own API; the more specific
 	// routes take precedence. Its admin routes (off: they answer that
 	// they are disabled) need the admin scope.
-	var promRules, logqlRules func() query.RulesRetriever
+	var rules func(context.Context) query.RulesRetriever
 	if x.ruler != nil {
-		promRules = func() query.RulesRetriever { return x.ruler.PromQL() }
-		logqlRules = func() query.RulesRetriever { return x.ruler.LogQL() }
+		rules = func(ctx context.Context) query.RulesRetriever {
+			if query.WantsLogQLRules(ctx) {
+				return x.ruler.LogQL()
+			}
+			return x.ruler.PromQL()
+		}
 	}
 	var ams query.AlertmanagerRetriever
 	if x.notifier != nil {
 		ams = x.notifier
 	}
-	promAPI := wrap("/api/v1 (prometheus)", query.NewPromAPI(promql, x.engine, db, db, query.PromSources{Rules: promRules, Alertmanagers: ams}, log, reg, gatherer, qm, version))
+	prom := query.NewPromAPI(promql, x.engine, db, db, query.PromSources{Rules: rules, Alertmanagers: ams}, log, reg, gatherer, qm, version)
+	promAPI := wrap("/api/v1 (prometheus)", prom)
 	routes.handle(auth.Read, "GET /api/v1/", promAPI)
 	routes.handle(auth.Read, "POST /api/v1/", promAPI)
 	routes.handle(auth.Admin, "POST /api/v1/admin/", promAPI)
-	// Loki's ruler: its Prometheus-format rules and alerts of the LogQL
+	// Loki's ruler: its Prometheus-shaped rules and alerts of the LogQL
 	// rules (what Grafana lists for a Loki), and its YAML read API.
-	// (Only its rules and alerts are routed: its other handlers' metrics go
-	// to a registry of their own.)
-	lokiRulesAPI := http.StripPrefix("/prometheus", query.NewPromAPI(promql, x.engine, db, db, query.PromSources{Rules: logqlRules}, log, prometheus.NewRegistry(), gatherer, qm, version))
+	lokiRulesAPI := http.StripPrefix("/prometheus", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		prom.ServeHTTP(w, r.WithContext(query.WithLogQLRules(r.Context())))
+	}))
 	routes.handle(auth.Read, "GET /prometheus/api/v1/rules", wrap("/prometheus/api/v1/rules", lokiRulesAPI))
 	routes.handle(auth.Read, "GET /prometheus/api/v1/alerts", wrap("/prometheus/api/v1/alerts", lokiRulesAPI))
 	lokiRules := wrap("/loki/api/v1/rules", ruler.LokiRules(func(*http.Request) *ruler.Ruler { return x.ruler }))
