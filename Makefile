@@ -7,7 +7,7 @@ FUZZTIME  ?= 20s
 BENCHTIME ?= 1x
 PKGS      := ./...
 
-.PHONY: logql-goldens jaeger-goldens promtool-peer prometheus-peer bench-rules rules-goldens all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
+.PHONY: logql-goldens jaeger-goldens promtool-peer prometheus-peer bench-rules rules-goldens vm-peer bench-metrics-peers all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
 
 all: build
 
@@ -168,6 +168,17 @@ bench-rules:
 ## cmd/lumen/testdata/rules-api/, which `make test` compares Lumen's with
 rules-goldens: prometheus-peer
 	LUMEN_RULES_GOLDENS=$(PEERS)/prometheus-$(PROMETHEUS_VERSION) $(GO) test -count=1 -run '^TestRulesAPIMatchesPrometheus$$' ./cmd/lumen/
+
+## vm-peer: VictoriaMetrics v1.140.0 built from its Go module into $(PEERS)
+## (a benchmark reference, never imported)
+VM_VERSION := v1.140.0
+vm-peer:
+	.ci/build-peer github.com/VictoriaMetrics/VictoriaMetrics $(VM_VERSION) ./app/victoria-metrics $(PEERS)/victoria-metrics-$(VM_VERSION)
+
+## bench-metrics-peers: remote-write ingest into Lumen, VictoriaMetrics and
+## Prometheus alternately, the same load (cmd/lumen-load/peers-metrics.sh)
+bench-metrics-peers: vm-peer prometheus-peer
+	cmd/lumen-load/peers-metrics.sh
 
 ## prometheus-peer: Prometheus v0.315.0 built from its Go module into
 ## $(PEERS) (a test and benchmark reference, never imported)

@@ -50,6 +50,7 @@ type options struct {
 	tlsCA, token       string
 	rules              int
 	rulesFile          string
+	disk               string
 }
 
 func main() {
@@ -73,6 +74,7 @@ func main() {
 	flag.StringVar(&o.agentAddr, "agent", "127.0.0.1:4321", "podlogs: the agent's HTTP address, for its /metrics")
 	flag.IntVar(&o.rate, "rate", 5000, "podlogs: lines per second, over all files")
 	flag.IntVar(&o.files, "files", 50, "podlogs: container log files")
+	flag.StringVar(&o.disk, "disk", "", "the server's data directory: its bytes on disk are reported after the load (metrics)")
 	flag.IntVar(&o.rules, "rules", 1000, "rulefile: recording rules to write")
 	flag.StringVar(&o.rulesFile, "rules-file", "rules.yml", "rulefile: where to write them")
 	flag.StringVar(&o.tlsCA, "tls-ca", "", "traces: the server speaks TLS with a certificate of this CA")

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/klauspost/compress/snappy"
@@ -111,7 +114,36 @@ func runMetrics(o options, out io.Writer) error {
 		anon, _ := procStatus(o.pid, "RssAnon")
 		fmt.Fprintf(out, "server peak RSS: %s (anonymous now: %s)\n", rss, anon)
 	}
+	if o.disk != "" && sent.Load() > 0 {
+		n, err := dirBytes(o.disk)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "on disk: %d bytes in %s, %.2f bytes per sample\n", n, o.disk, float64(n)/float64(sent.Load()))
+	}
 	return nil
+}
+
+// dirBytes is the bytes the files under dir take on disk (their blocks, as
+// du counts them).
+func dirBytes(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil // removed meanwhile
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			n += st.Blocks * 512
+		} else {
+			n += info.Size()
+		}
+		return nil
+	})
+	return n, err
 }
 
 // sampleValue mixes the kinds of series a node exporter sends: a third
