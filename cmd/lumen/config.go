@@ -598,14 +598,24 @@ func (b *ByteSize) parse(s string) error {
 // UnmarshalYAML reads a size: a number of bytes or a string with a unit.
 func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error { return b.parse(n.Value) }
 
+// ruleSets are the rule files and ready-made sets of each tenant that has
+// some: the default tenant's are the top-level ones; with tenants, the
+// others' are tenants.rules.
+func (c Config) ruleSets() map[string]TenantRules {
+	sets := map[string]TenantRules{c.Tenants.Default: {RuleFiles: c.RuleFiles, LogQLRuleFiles: c.LogQLRuleFiles, Builtin: c.Rules.Builtin}}
+	if c.Tenants.Enabled {
+		for id, r := range c.Tenants.Rules {
+			sets[id] = r
+		}
+	}
+	return sets
+}
+
 // ruleSummary is what check-config says of the rule files: how many
 // groups and rules each tenant's hold.
 func ruleSummary(cfg Config) string {
 	var b strings.Builder
-	sets := map[string]TenantRules{cfg.Tenants.Default: {RuleFiles: cfg.RuleFiles, LogQLRuleFiles: cfg.LogQLRuleFiles, Builtin: cfg.Rules.Builtin}}
-	for id, r := range cfg.Tenants.Rules {
-		sets[id] = r
-	}
+	sets := cfg.ruleSets()
 	ids := make([]string, 0, len(sets))
 	for id := range sets {
 		ids = append(ids, id)

@@ -35,6 +35,15 @@ import (
 	"github.com/lumenobs/lumen/store"
 )
 
+// goUntilStopped runs run in a goroutine until the returned stop is
+// called; stop returns once run has.
+func goUntilStopped(run func(context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); run(ctx) }()
+	return func() { cancel(); <-done }
+}
+
 // instanceOf is the host:port of an http(s) URL, for the instance label.
 func instanceOf(u string) string {
 	if p, err := url.Parse(u); err == nil && p.Host != "" {
@@ -179,17 +188,6 @@ func newTenantSet(cfg Config, log *zap.Logger, reg *prometheus.Registry, im *tel
 	return s, nil
 }
 
-// rulesOf is tenant id's rule files and ready-made sets.
-func (s *tenantSet) rulesOf(id string) TenantRules {
-	switch {
-	case id == s.defaultID():
-		return TenantRules{RuleFiles: s.cfg.RuleFiles, LogQLRuleFiles: s.cfg.LogQLRuleFiles, Builtin: s.cfg.Rules.Builtin}
-	case s.cfg.Tenants.Enabled:
-		return s.cfg.Tenants.Rules[id]
-	}
-	return TenantRules{}
-}
-
 // reloadRules reads every open tenant's rule files again; a tenant whose
 // files have an error keeps its rules before.
 func (s *tenantSet) reloadRules() error {
@@ -332,14 +330,12 @@ func (s *tenantSet) open(id string) (*tenantStack, error) {
 			return nil, err
 		}
 		st.writer = observingWriter{fieldWriter: fields, gen: gen}
-		gctx, stop := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); gen.Run(gctx) }()
-		// Before the store closes: the last counts are written.
-		st.stopGen = func() { stop(); <-done }
+		// Stopped before the store closes: the last counts are written.
+		st.stopGen = goUntilStopped(gen.Run)
 	}
 	engine := query.NewPromEngine(cfg.PromQL, log, reg)
-	if rs := s.rulesOf(id); id != emptyDir && (len(rs.RuleFiles) > 0 || len(rs.LogQLRuleFiles) > 0 || len(rs.Builtin) > 0) {
+	rs := s.cfg.ruleSets()[id]
+	if id != emptyDir && (len(rs.RuleFiles) > 0 || len(rs.LogQLRuleFiles) > 0 || len(rs.Builtin) > 0) {
 		rc := cfg.Rules
 		rc.Builtin = rs.Builtin
 		o := ruler.Options{PromFiles: rs.RuleFiles, LogQLFiles: rs.LogQLRuleFiles, Config: rc, ExternalURL: s.externalURL,
@@ -365,16 +361,12 @@ func (s *tenantSet) open(id string) (*tenantStack, error) {
 	}
 	if st.ruler != nil {
 		st.ruler.Run()
-		if slices.Contains(s.rulesOf(id).Builtin, "lumen") {
+		if slices.Contains(rs.Builtin, "lumen") {
 			// Lumen's own metrics, for the rules that watch it.
-			ctx, stop := context.WithCancel(context.Background())
-			done := make(chan struct{})
 			target := labels.FromStrings("job", "lumen", "instance", instanceOf(s.externalURL))
-			go func() {
-				defer close(done)
+			st.stopSelf = goUntilStopped(func(ctx context.Context) {
 				ruler.SelfMetrics(ctx, s.reg, db, cfg.Rules.EvaluationInterval, target, log)
-			}()
-			st.stopSelf = func() { stop(); <-done }
+			})
 		}
 	}
 	if id != s.defaultID() {

@@ -5,7 +5,6 @@
 package ruler
 
 import (
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -181,5 +180,3 @@ func (c AlertingConfig) Validate() error {
 	}
 	return nil
 }
-
-var errNoRules = errors.New("no rules")

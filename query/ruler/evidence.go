@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
+	"github.com/lumenobs/lumen/internal/fault"
 	"github.com/lumenobs/lumen/internal/logids"
 	"github.com/lumenobs/lumen/internal/model"
 	"github.com/lumenobs/lumen/query/logql"
@@ -83,8 +84,23 @@ func EvidenceHandler(src func(*http.Request) EvidenceSource) http.Handler {
 		ev, err := evidence(r, src(r))
 		w.Header().Set("Content-Type", "application/json")
 		if err != nil {
-			w.WriteHeader(http.StatusBadRequest)
-			_ = json.NewEncoder(w).Encode(map[string]string{"status": "error", "errorType": "bad_data", "error": err.Error()})
+			// The request's errors are 400; the store's, a limit, a timeout
+			// or a client gone as internal/fault classifies them for every
+			// API.
+			code, typ := http.StatusBadRequest, "bad_data"
+			if !errors.Is(err, errBadEvidence) && !errors.Is(err, logql.ErrParse) {
+				c := fault.Classify(err)
+				c.SetRetryAfter(w.Header())
+				code, typ = c.HTTP, "internal"
+				switch {
+				case c.HTTP == http.StatusBadRequest:
+					typ = "bad_data" // a limit
+				case c.Reason == "unavailable" || c.Reason == "timeout" || c.Reason == "canceled":
+					typ = c.Reason
+				}
+			}
+			w.WriteHeader(code)
+			_ = json.NewEncoder(w).Encode(map[string]string{"status": "error", "errorType": typ, "error": err.Error()})
 			return
 		}
 		_ = json.NewEncoder(w).Encode(map[string]any{"status": "success", "data": ev})

@@ -66,7 +66,6 @@ type Ruler struct {
 	wg     sync.WaitGroup
 
 	mu        sync.Mutex
-	lastErr   error
 	loaded    string // hash of the rule files last read
 	reloads   prometheus.Gauge
 	reloadsAt prometheus.Gauge
@@ -162,11 +161,7 @@ func (r *Ruler) Stop() {
 // has an error, the rules before stay and the error names each file,
 // line, group and rule that is wrong.
 func (r *Ruler) Reload() error {
-	err := r.reload()
-	r.mu.Lock()
-	r.lastErr = err
-	r.mu.Unlock()
-	if err != nil {
+	if err := r.reload(); err != nil {
 		r.reloads.Set(0)
 		r.o.Log.Error("rule files not loaded; the rules before stay", zap.Error(err))
 		return err
@@ -252,13 +247,6 @@ func (r *Ruler) Watch(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// LastError is the last reload's error; nil when it succeeded.
-func (r *Ruler) LastError() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.lastErr
-}
-
 // PromQL is the PromQL rules (Prometheus' /api/v1/rules and alerts).
 func (r *Ruler) PromQL() *rules.Manager { return r.prom }
 
@@ -305,24 +293,21 @@ func (r *Ruler) notify(lang Lang) rules.NotifyFunc {
 			if r.o.Tenant != "" {
 				lset = labels.NewBuilder(lset).Set("tenant", r.o.Tenant).Labels()
 			}
-			ann := labels.NewBuilder(alert.Annotations)
-			end := time.Now()
+			// The link's window ends now, or when the alert resolved; the
+			// alert ends then, or when it is no longer valid.
+			end, endsAt := time.Now(), alert.ValidUntil
 			if !alert.ResolvedAt.IsZero() {
-				end = alert.ResolvedAt
+				end, endsAt = alert.ResolvedAt, alert.ResolvedAt
 			}
+			ann := labels.NewBuilder(alert.Annotations)
 			ann.Set(TracesURLAnnotation, r.o.ExternalURL+AlertLink(lang, expr, alert.Labels, alert.ActiveAt, end, r.o.Tenant))
-			a := &notifier.Alert{
+			res = append(res, &notifier.Alert{
 				StartsAt:     alert.FiredAt,
+				EndsAt:       endsAt,
 				Labels:       lset,
 				Annotations:  ann.Labels(),
 				GeneratorURL: r.o.ExternalURL + GeneratorPath(lang, expr),
-			}
-			if !alert.ResolvedAt.IsZero() {
-				a.EndsAt = alert.ResolvedAt
-			} else {
-				a.EndsAt = alert.ValidUntil
-			}
-			res = append(res, a)
+			})
 		}
 		r.o.Notifier.Send(res...)
 	}

@@ -6,7 +6,7 @@
 import { getJSON, loki, prom, useAsync } from '../api';
 import { Chart, fmtValue, toChartSeries } from '../chart';
 import { Empty, ErrorBox, Labels, Loading, fmtTime } from '../components';
-import { autoStep, labelsAgree, parseLabelSet, resolveRange, type Range } from '../query';
+import { autoStep, labelsAgree, parseLabelSet, quote, resolveRange, type Range } from '../query';
 import { href, traceHref } from '../route';
 
 export interface RuleAlert { labels: Record<string, string>; annotations: Record<string, string>; state: string; activeAt?: string; value: string }
@@ -24,7 +24,7 @@ async function rulesOf(path: string, signal: AbortSignal): Promise<RuleGroup[]> 
 /** alertHref is an alert's page: its expression and evidence over its window, from five minutes before it became active. */
 export function alertHref(lang: Lang, rule: Rule, a: RuleAlert, now: number): string {
   const active = a.activeAt ? Date.parse(a.activeAt) : now - 3600e3;
-  const labels = `{${Object.entries(a.labels).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(', ')}}`;
+  const labels = `{${Object.entries(a.labels).map(([k, v]) => `${k}=${quote(v)}`).join(', ')}}`;
   return href('alert', { lang, expr: rule.query, labels, from: String(active - 300e3), to: String(now + 60e3) });
 }
 
