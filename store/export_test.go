@@ -1,7 +1,14 @@
 package store
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/prometheus/prometheus/model/labels"
+)
 
 // Abandon stops the store the way a crash would (see abandon), for the
 // tests outside the package.
 func (db *DB) Abandon(t *testing.T) { db.abandon(t) }
+
+// KeyOf is the key AppendEncoded finds lset's series by.
+func KeyOf(lset labels.Labels) []byte { return keyOf(lset) }

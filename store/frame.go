@@ -57,9 +57,12 @@ func (c *codec) encode(codec byte, payload []byte) []byte {
 // until the next flush: the write-ahead log is on every acknowledged request's
 // path and is deleted once its samples are in chunks.
 func (c *codec) encodeFast(codec byte, payload []byte) []byte {
-	dst := make([]byte, 1, 1+len(payload)/3)
-	dst[0] = codec
-	return c.fast.EncodeAll(payload, dst)
+	return c.appendFast(make([]byte, 0, 1+len(payload)/3), codec, payload)
+}
+
+// appendFast appends the frame value encodeFast makes to dst.
+func (c *codec) appendFast(dst []byte, codec byte, payload []byte) []byte {
+	return c.fast.EncodeAll(payload, append(dst, codec))
 }
 
 // encodeTight is encode at zstd's better-compression level, for log

@@ -371,7 +371,7 @@ func (db *DB) Appender(ctx context.Context) storage.Appender {
 	if h := db.metrics; h != nil {
 		h.storedOnce.Do(func() { h.stored = db.storedUntil(w.now) })
 	}
-	return &appender{db: db, ctx: ctx, pending: map[uint64]int64{}, window: w}
+	return &appender{db: db, ctx: ctx, window: w}
 }
 
 // storedUntil is the time (unix ms) no sample the store held before this
@@ -400,6 +400,53 @@ type appender struct {
 	meta      []pendingMetadata
 	pending   map[uint64]int64 // newest time per series in this request
 	window    TimeWindow       // the times the request may have, read once
+	cmp       []byte           // AppendEncoded's scratch
+	bufs      *appendBufs      // where pending, series and samples came from
+}
+
+// appendBufs are an appender's per-request buffers (its pending, series and
+// samples), taken at its first sample and given back at its commit or
+// rollback for the next request: at hundreds of requests of thousands of
+// samples a second, allocating them anew was most of what ingest
+// allocated.
+type appendBufs struct {
+	pending map[uint64]int64
+	series  []*memSeries
+	samples []walSample
+}
+
+// maxPooledSamples bounds the buffers kept for reuse: a map keeps the room
+// its largest use needed.
+const maxPooledSamples = 1 << 16
+
+// walRecordPool holds buffers for the commits' WAL records, which are
+// compressed into a frame before append returns.
+var walRecordPool = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxPooledRecord = 4 << 20
+
+var appendBufPool = sync.Pool{New: func() any { return &appendBufs{pending: map[uint64]int64{}} }}
+
+// take gives the appender its buffers.
+func (a *appender) take() {
+	if a.bufs == nil {
+		a.bufs = appendBufPool.Get().(*appendBufs)
+		a.pending, a.series, a.samples = a.bufs.pending, a.bufs.series[:0], a.bufs.samples[:0]
+	}
+}
+
+// giveBack returns the buffers for reuse and empties the appender.
+func (a *appender) giveBack() {
+	b := a.bufs
+	a.bufs = nil
+	if b != nil && len(a.samples) <= maxPooledSamples {
+		clear(a.pending)
+		clear(a.series)
+		clear(a.samples)
+		b.series, b.samples = a.series[:0], a.samples[:0]
+		appendBufPool.Put(b)
+	}
+	a.pending, a.series, a.samples, a.exemplars, a.meta = nil, nil, nil, nil, nil
 }
 
 type pendingExemplar struct {
@@ -468,6 +515,14 @@ func (a *appender) appendPoint(lset labels.Labels, p point) (storage.SeriesRef, 
 	if err != nil {
 		return 0, err
 	}
+	return a.appendTo(s, p)
+}
+
+// appendTo adds p, within the request's time window, to s: the checks of
+// order and duplicates Append describes.
+func (a *appender) appendTo(s *memSeries, p point) (storage.SeriesRef, error) {
+	a.take()
+	t := p.t
 	last, ok := a.pending[s.ref]
 	if !ok {
 		s.mu.Lock()
@@ -523,7 +578,13 @@ func (a *appender) Commit() error {
 				defs = append(defs, walSeries{ref: s.ref, lset: s.lset})
 			}
 		}
-		if _, err := h.wal.append(encodeWALRecord(defs, a.samples)); err != nil {
+		rec := walRecordPool.Get().(*[]byte)
+		*rec = appendWALRecord((*rec)[:0], defs, a.samples)
+		_, err := h.wal.append(*rec)
+		if cap(*rec) <= maxPooledRecord {
+			walRecordPool.Put(rec)
+		}
+		if err != nil {
 			return err
 		}
 		for _, s := range fresh {
@@ -538,14 +599,14 @@ func (a *appender) Commit() error {
 		cut = append(cut, c...)
 	}
 	exemplars, meta := a.exemplars, a.meta
-	a.series, a.samples, a.exemplars, a.meta = nil, nil, nil, nil
+	a.giveBack()
 	return a.db.writePartition(cut, exemplars, meta)
 }
 
 // Rollback drops the request's samples. Series it created stay in the head,
 // empty and undefined in the WAL until a record refers to them.
 func (a *appender) Rollback() error {
-	a.series, a.samples, a.exemplars, a.meta = nil, nil, nil, nil
+	a.giveBack()
 	return nil
 }
 
@@ -637,6 +698,7 @@ func (a *appender) appendSTZero(lset labels.Labels, t int64, z point) (storage.S
 				storage.ErrOutOfBounds, time.UnixMilli(st).UTC().Format(time.RFC3339Nano), lset, time.UnixMilli(since).UTC().Format(time.RFC3339Nano))
 		}
 	}
+	a.take()
 	if pending, ok := a.pending[s.ref]; ok {
 		last = max(last, pending)
 	}

@@ -46,7 +46,11 @@ const (
 )
 
 func encodeWALRecord(series []walSeries, samples []walSample) []byte {
-	b := make([]byte, 0, 16+len(series)*64+len(samples)*15)
+	return appendWALRecord(make([]byte, 0, 16+len(series)*64+len(samples)*20), series, samples)
+}
+
+// appendWALRecord appends the record of series and samples to b.
+func appendWALRecord(b []byte, series []walSeries, samples []walSample) []byte {
 	b = append(b, walRecordV2)
 	b = binary.AppendUvarint(b, uint64(len(series)))
 	for _, s := range series {

@@ -193,12 +193,12 @@ func (w *walLog) start(last uint64, first walFirst) error {
 
 // append writes one record durably and returns its size on disk.
 func (w *walLog) append(payload []byte) (int, error) {
-	body := w.codec.encodeFast(codecZstdOTLP, payload)
-	if err := w.seg.Append(body); err != nil {
+	frame := w.codec.appendFast(make([]byte, wlog.FrameHeader, wlog.FrameHeader+1+len(payload)/3), codecZstdOTLP, payload)
+	if err := w.seg.AppendFrame(frame); err != nil {
 		return 0, w.classify(err)
 	}
-	w.wrote(len(body) + wlog.FrameHeader)
-	return len(body) + wlog.FrameHeader, nil
+	w.wrote(len(frame))
+	return len(frame), nil
 }
 
 // classify wraps a write error as the store's: a full disk, or unavailable.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/klauspost/compress/snappy"
@@ -81,13 +82,17 @@ type MetadataSetter interface {
 
 // Handler serves POST /api/v1/write.
 type Handler struct {
-	cfg   Config
-	next  http.Handler
-	meta  MetadataSetter
-	gate  *admit.Gate
-	bytes *admit.Bytes
-	m     *telemetry.Ingest
-	log   *zap.Logger
+	cfg  Config
+	app  storage.Appendable
+	next http.Handler // 2.0
+	// invalid is Prometheus' handler's count of samples of series skipped
+	// for their labels, which the 1.0 path adds to.
+	invalid *invalidLabelsCounter
+	meta    MetadataSetter
+	gate    *admit.Gate
+	bytes   *admit.Bytes
+	m       *telemetry.Ingest
+	log     *zap.Logger
 }
 
 // New returns the remote-write handler over app: Prometheus' write handler,
@@ -108,8 +113,9 @@ func New(cfg Config, app storage.Appendable, meta MetadataSetter, log *zap.Logge
 	if m == nil {
 		m = telemetry.NewIngest(nil)
 	}
-	next := remote.NewWriteHandler(telemetry.Slog(log), reg, countingAppendable{app, m}, accepted, false, false, true)
-	return &Handler{cfg: cfg, next: next, meta: meta, gate: admit.New(cfg.MaxInFlight, cfg.QueueWait, "remote-write requests"),
+	invalid := &invalidLabelsCounter{Registerer: reg}
+	next := remote.NewWriteHandler(telemetry.Slog(log), invalid, countingAppendable{app, m}, accepted, false, false, true)
+	return &Handler{cfg: cfg, app: app, next: next, invalid: invalid, meta: meta, gate: admit.New(cfg.MaxInFlight, cfg.QueueWait, "remote-write requests"),
 		bytes: admit.NewBytes(cfg.MaxInFlightBytes, cfg.QueueWait, "remote-write requests"), m: m, log: log}, nil
 }
 
@@ -136,6 +142,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer func() { h.bytes.Release(held) }()
 	body, decoded, err := h.readBody(w, r, &held)
+	defer putDecoded(decoded)
 	if err != nil {
 		if !errors.Is(err, errBudget) {
 			h.m.Rejected.WithLabelValues("metrics", fault.HTTPError(w, err).Reason).Inc()
@@ -150,6 +157,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer h.gate.Leave()
 
+	if msg == remoteapi.WriteV1MessageType {
+		h.serveV1(w, r, decoded)
+		return
+	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
 	var failed storeError
@@ -164,19 +175,46 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec.send(w)
-	if rec.code < 300 && h.meta != nil && msg == remoteapi.WriteV1MessageType {
-		if md := v1Metadata(decoded); len(md) > 0 {
-			if err := h.meta.SetMetadata(md); err != nil {
-				h.log.Warn("metric metadata not stored", zap.Int("metrics", len(md)), zap.Error(err))
-			}
-		}
-	}
 	if rec.code >= 300 {
 		reason := "invalid"
 		if rec.code >= 500 {
 			reason = "unavailable"
 		}
 		h.m.Rejected.WithLabelValues("metrics", reason).Inc()
+	}
+}
+
+// serveV1 stores a 1.0 request (see v1.go) and answers as Prometheus'
+// handler does: 204 when stored, 400 naming what is wrong with the
+// request, a store error as internal/fault classifies it. The metadata of a
+// stored request is kept.
+func (h *Handler) serveV1(w http.ResponseWriter, r *http.Request, decoded []byte) {
+	wr, err := h.writeV1(r.Context(), decoded)
+	h.m.Received.WithLabelValues("metrics").Add(float64(wr.offered))
+	if wr.invalid > 0 && h.invalid.c != nil {
+		h.invalid.c.Add(float64(wr.invalid))
+	}
+	if err != nil {
+		if code := v1Status(err); code != 0 {
+			h.m.Rejected.WithLabelValues("metrics", "invalid").Inc()
+			http.Error(w, err.Error(), code)
+			return
+		}
+		c := fault.HTTPError(w, fmt.Errorf("remote write not stored: %w", err))
+		h.m.Rejected.WithLabelValues("metrics", c.Reason).Inc()
+		if c.HTTP >= 500 {
+			h.log.Warn("remote write not stored", zap.Error(err))
+		}
+		return
+	}
+	h.m.Stored.WithLabelValues("metrics").Add(float64(wr.appended))
+	w.WriteHeader(http.StatusNoContent)
+	if h.meta != nil {
+		if md := v1Metadata(decoded); len(md) > 0 {
+			if err := h.meta.SetMetadata(md); err != nil {
+				h.log.Warn("metric metadata not stored", zap.Int("metrics", len(md)), zap.Error(err))
+			}
+		}
 	}
 }
 
@@ -212,10 +250,31 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, held *int64) 
 	// A length header can look right on any bytes: decode once (snappy
 	// decodes at GB/s) so that a body that is not snappy gets an error that
 	// says so; the decoded bytes serve the metadata scan.
-	if decoded, err = snappy.Decode(make([]byte, n), body); err != nil {
+	if decoded, err = snappy.Decode(getDecoded(n), body); err != nil {
 		return nil, nil, fmt.Errorf("%w: body is not snappy-compressed (block format): %w", fault.ErrInvalid, err)
 	}
 	return body, decoded, nil
+}
+
+// decodedPool holds the buffers of decoded bodies: nothing keeps a
+// reference into one once its request is answered (labels and metadata are
+// copied out of it).
+var decodedPool sync.Pool
+
+// maxPooledDecoded bounds the buffers kept.
+const maxPooledDecoded = 8 << 20
+
+func getDecoded(n int) []byte {
+	if b, ok := decodedPool.Get().(*[]byte); ok && cap(*b) >= n {
+		return (*b)[:n]
+	}
+	return make([]byte, n)
+}
+
+func putDecoded(b []byte) {
+	if b != nil && cap(b) <= maxPooledDecoded {
+		decodedPool.Put(&b)
+	}
 }
 
 // v1Metadata reads the metadata (field 3) of a decoded 1.0 WriteRequest,

@@ -214,9 +214,15 @@ func SyncDir(dir string) error {
 // again, so the next one follows the last whole frame.
 func (s *Segment) Append(body []byte) error {
 	frame := make([]byte, FrameHeader, FrameHeader+len(body))
+	return s.AppendFrame(append(frame, body...))
+}
+
+// AppendFrame is Append of frame[FrameHeader:], the body, with room for the
+// header before it, which AppendFrame fills in: no copy of the body.
+func (s *Segment) AppendFrame(frame []byte) error {
+	body := frame[FrameHeader:]
 	binary.BigEndian.PutUint32(frame, uint32(len(body)))
 	binary.BigEndian.PutUint32(frame[4:], crc32.Checksum(body, castagnoli))
-	frame = append(frame, body...)
 
 	s.mu.Lock()
 	if s.broken != nil {
