@@ -177,7 +177,8 @@ vm-peer:
 	.ci/build-peer github.com/VictoriaMetrics/VictoriaMetrics $(VM_VERSION) ./app/victoria-metrics $(PEERS)/victoria-metrics-$(VM_VERSION)
 
 ## bench-metrics-peers: remote-write ingest into Lumen, VictoriaMetrics and
-## Prometheus alternately, the same load (cmd/lumen-load/peers-metrics.sh)
+## Prometheus alternately, the same load, then PromQL latency after it and
+## idle (cmd/lumen-load/peers-metrics.sh; ROUNDS, NAMES, IDLE, RUNS)
 bench-metrics-peers: vm-peer prometheus-peer
 	cmd/lumen-load/peers-metrics.sh
 

@@ -27,6 +27,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lumenobs/lumen/internal/limits"
+	"github.com/lumenobs/lumen/internal/promsplit"
 	"github.com/lumenobs/lumen/internal/telemetry"
 )
 
@@ -60,6 +61,12 @@ type PromConfig struct {
 	// --storage.remote.read-sample-limit.
 	RemoteReadConcurrency int `yaml:"remote_read_concurrency"`
 	RemoteReadSampleLimit int `yaml:"remote_read_sample_limit"`
+	// RangeQueryParts is how many parts, over consecutive runs of its
+	// steps, a range query of at least 16 steps is asked in at once
+	// (internal/promsplit): 0 is one per core (GOMAXPROCS), 1 never splits.
+	// The answer is the same; each part holds one of the max_concurrent
+	// slots' worth of engine work on a core of its own.
+	RangeQueryParts int `yaml:"range_query_parts"`
 }
 
 // DefaultPromConfig returns Prometheus' own defaults, but for
@@ -76,8 +83,8 @@ func (c PromConfig) Validate() error {
 		return fmt.Errorf("promql: timeout %s, max_samples %d, lookback_delta %s, max_concurrent %d, remote_read_concurrency %d and remote_read_sample_limit %d must be positive",
 			c.Timeout, c.MaxSamples, c.LookbackDelta, c.MaxConcurrent, c.RemoteReadConcurrency, c.RemoteReadSampleLimit)
 	}
-	if c.MaxQueued < 0 || c.MaxQueryLength < 0 {
-		return fmt.Errorf("promql: max_queued %d and max_query_length %s must not be negative", c.MaxQueued, c.MaxQueryLength)
+	if c.MaxQueued < 0 || c.MaxQueryLength < 0 || c.RangeQueryParts < 0 {
+		return fmt.Errorf("promql: max_queued %d, max_query_length %s and range_query_parts %d must not be negative", c.MaxQueued, c.MaxQueryLength, c.RangeQueryParts)
 	}
 	return nil
 }
@@ -166,6 +173,9 @@ func NewPromAPI(cfg PromConfig, engine promql.QueryEngine, q storage.SampleAndCh
 		ams = src.Alertmanagers
 	}
 	started := time.Now()
+	if cfg.RangeQueryParts != 1 {
+		engine = &promsplit.Engine{QueryEngine: engine, Parts: cfg.RangeQueryParts}
+	}
 	api := v1.NewAPI(
 		engine,
 		q,

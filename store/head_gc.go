@@ -27,6 +27,7 @@ func (h *metricsHead) removeIdle() {
 			continue
 		}
 		gone[s] = true
+		s.gone = true
 		delete(h.byRef, ref)
 		unbucket(h.byHash, s.lset.Hash(), s)
 		name := s.lset.Get(labels.MetricName)
@@ -38,6 +39,9 @@ func (h *metricsHead) removeIdle() {
 		return
 	}
 	h.unindex(gone)
+	isGone := func(s *memSeries) bool { return s.gone }
+	h.ordered = slices.DeleteFunc(h.ordered, isGone) // ranks keep their order
+	h.unordered = slices.DeleteFunc(h.unordered, isGone)
 	h.removed.Add(uint64(len(gone)))
 	h.log.Info("idle series left the head", zap.Int("series", len(gone)), zap.Int("left", len(h.byRef)))
 }
@@ -68,12 +72,21 @@ func (h *metricsHead) unindex(gone map[*memSeries]bool) {
 			rest := slices.DeleteFunc(h.postings[name][v], func(s *memSeries) bool { return gone[s] })
 			if len(rest) == 0 {
 				delete(h.postings[name], v)
+				if l := h.values[name]; l != nil {
+					l.stale++
+				}
 				continue
 			}
 			h.postings[name][v] = slices.Clip(rest)
 		}
 		if len(h.postings[name]) == 0 {
 			delete(h.postings, name)
+			if l := h.values[name]; l != nil {
+				for _, mv := range l.matched {
+					h.matchedSize -= len(mv.values)
+				}
+				delete(h.values, name)
+			}
 		}
 	}
 }

@@ -2,6 +2,10 @@ package store_test
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -92,4 +96,48 @@ func TestAppendEncoded(t *testing.T) {
 	}
 	require.NoError(t, ss.Err())
 	require.Equal(t, 3, n)
+}
+
+// TestHeadSeriesInLabelOrder: series the head alone holds come out of
+// Select in label order, made in any order and over several requests
+// (the head ranks them once and merges new ones in), and a regexp selector
+// picks the same series asked again after new values arrive.
+func TestHeadSeriesInLabelOrder(t *testing.T) {
+	db := openStore(t, t.TempDir())
+	defer db.Close()
+	now := time.Now().Add(-time.Minute).UnixMilli()
+	rng := rand.New(rand.NewPCG(1, 2))
+	var want []labels.Labels
+	sel := func(ms ...*labels.Matcher) []labels.Labels {
+		q, err := db.Querier(now-60_000, now+60_000)
+		require.NoError(t, err)
+		defer q.Close()
+		ss := q.Select(context.Background(), false, nil, ms...)
+		var got []labels.Labels
+		for ss.Next() {
+			got = append(got, ss.At().Labels())
+		}
+		require.NoError(t, ss.Err())
+		return got
+	}
+	name := labels.MustNewMatcher(labels.MatchEqual, "__name__", "m")
+	inst := labels.MustNewMatcher(labels.MatchRegexp, "instance", "10[.]1[.]0[.].*|h.*7")
+	for round := range 4 {
+		app := db.Appender(context.Background())
+		for _, i := range rng.Perm(300) {
+			ls := labels.FromStrings("__name__", "m", "instance", fmt.Sprintf("10.1.%d.%d", round, i), "z", strconv.Itoa(i%7))
+			_, err := app.Append(0, ls, now, float64(i))
+			require.NoError(t, err)
+			want = append(want, ls)
+		}
+		_, err := app.Append(0, labels.FromStrings("__name__", "m", "instance", fmt.Sprintf("host%d7", round)), now, 1)
+		require.NoError(t, err)
+		want = append(want, labels.FromStrings("__name__", "m", "instance", fmt.Sprintf("host%d7", round)))
+		require.NoError(t, app.Commit())
+		got := sel(name)
+		slices.SortFunc(want, labels.Compare)
+		require.Equal(t, want, got, "round %d: the head's series in label order", round)
+		picked := sel(name, inst)
+		require.Len(t, picked, 300+round+1, "round %d", round)
+	}
 }

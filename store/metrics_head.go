@@ -1,11 +1,13 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +40,19 @@ type metricsHead struct {
 	// postings: label name -> value -> the head's series with it, for
 	// queries that select few of many series (h.mu guards it).
 	postings map[string]map[string][]*memSeries
+	// values keeps each label name's values sorted, and the values regexp
+	// selectors matched (see valueList). Values are added under h.mu held
+	// exclusively; readers merge them in under valuesMu.
+	values   map[string]*valueList
+	valuesMu sync.Mutex
+	// matchedSize counts the values kept for matchers (valuesMu).
+	matchedSize int
+	// ordered holds the head's series in label order, as ranked (each
+	// series' rank is its index), and unordered those made since
+	// (appended under h.mu held exclusively; merged in under valuesMu):
+	// queries sort the series they select by rank instead of comparing
+	// labels, which took a tenth of a query over 100k series.
+	ordered, unordered []*memSeries
 	// perMetric counts the head's series by metric name, for
 	// MaxSeriesPerMetric (h.mu guards it).
 	perMetric map[string]int
@@ -86,6 +101,11 @@ type memSeries struct {
 	// partition names the partition holding this series' labels and
 	// postings, so they are written once per partition.
 	partition string
+	// gone is set when the series leaves the head (h.mu held
+	// exclusively); rank is its place in the head's label order
+	// (h.valuesMu).
+	gone bool
+	rank uint32
 }
 
 func newMemSeries(ref uint64, lset labels.Labels) *memSeries {
@@ -145,7 +165,56 @@ func (h *metricsHead) add(ref uint64, lset labels.Labels, hash uint64) *memSerie
 		h.perMetric = map[string]int{}
 	}
 	h.perMetric[lset.Get(labels.MetricName)]++
+	h.unordered = append(h.unordered, s)
 	return s
+}
+
+// sortByLabels sorts ss (series of the head) in label order: by their
+// ranks, merging the series made since the last ranking in first.
+func (h *metricsHead) sortByLabels(ss []*memSeries) {
+	if len(ss) < 2 {
+		return
+	}
+	h.mu.RLock()
+	h.valuesMu.Lock()
+	if len(h.unordered) > 0 {
+		fresh := slices.Clone(h.unordered)
+		slices.SortFunc(fresh, func(a, b *memSeries) int { return labels.Compare(a.lset, b.lset) })
+		merged := make([]*memSeries, 0, len(h.ordered)+len(fresh))
+		i, j := 0, 0
+		for i < len(h.ordered) || j < len(fresh) {
+			var s *memSeries
+			if j == len(fresh) || (i < len(h.ordered) && labels.Compare(h.ordered[i].lset, fresh[j].lset) <= 0) {
+				s, i = h.ordered[i], i+1
+			} else {
+				s, j = fresh[j], j+1
+			}
+			if !s.gone {
+				s.rank = uint32(len(merged))
+				merged = append(merged, s)
+			}
+		}
+		h.ordered, h.unordered = merged, nil
+	}
+	type ranked struct {
+		rank uint32
+		s    *memSeries
+	}
+	rs := make([]ranked, len(ss))
+	for i, s := range ss {
+		rs[i] = ranked{s.rank, s}
+	}
+	h.valuesMu.Unlock()
+	h.mu.RUnlock()
+	slices.SortFunc(rs, func(a, b ranked) int {
+		if c := cmp.Compare(a.rank, b.rank); c != 0 {
+			return c
+		}
+		return labels.Compare(a.s.lset, b.s.lset) // a series gone meanwhile
+	})
+	for i, r := range rs {
+		ss[i] = r.s
+	}
 }
 
 // add appends a sample to the series' open chunk, cutting chunks as they
@@ -251,28 +320,31 @@ func (s *memSeries) failedLocked() []*cutChunk {
 
 // headChunks returns copies of the chunks only the head holds (pending and
 // open) that overlap [mint, maxt].
-func (s *memSeries) headChunks(mint, maxt int64) []chunkenc.Chunk {
+func (s *memSeries) headChunks(mint, maxt int64, out []chunkenc.Chunk) []chunkenc.Chunk {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []chunkenc.Chunk
-	add := func(enc chunkenc.Encoding, data []byte, cmint, cmaxt int64) {
-		if cmaxt < mint || cmint > maxt {
-			return
-		}
-		if c, err := chunkenc.FromData(enc, slices.Clone(data)); err == nil {
-			out = append(out, c)
-		}
-	}
 	for _, c := range s.pending {
-		add(c.enc, c.data, c.mint, c.maxt)
+		out = appendChunk(out, c.enc, c.data, c.mint, c.maxt, mint, maxt)
 	}
 	if b := &s.open; b.chunk != nil && b.chunk.NumSamples() > 0 {
-		add(b.chunk.Encoding(), b.chunk.Bytes(), b.mint, b.maxt)
+		out = appendChunk(out, b.chunk.Encoding(), b.chunk.Bytes(), b.mint, b.maxt, mint, maxt)
 	}
 	if len(s.ooo) > 0 && s.ooo[len(s.ooo)-1].t >= mint && s.ooo[0].t <= maxt {
 		for _, c := range buildChunks(s.ooo) {
-			add(c.enc, c.data, c.mint, c.maxt)
+			out = appendChunk(out, c.enc, c.data, c.mint, c.maxt, mint, maxt)
 		}
+	}
+	return out
+}
+
+// appendChunk appends a copy of a head chunk spanning [cmint, cmaxt] when
+// it overlaps [mint, maxt].
+func appendChunk(out []chunkenc.Chunk, enc chunkenc.Encoding, data []byte, cmint, cmaxt, mint, maxt int64) []chunkenc.Chunk {
+	if cmaxt < mint || cmint > maxt {
+		return out
+	}
+	if c, err := chunkenc.FromData(enc, slices.Clone(data)); err == nil {
+		out = append(out, c)
 	}
 	return out
 }
@@ -821,13 +893,154 @@ func (h *metricsHead) index(s *memSeries) {
 			vals = map[string][]*memSeries{}
 			h.postings[l.Name] = vals
 		}
+		if _, ok := vals[l.Value]; !ok {
+			h.valueList(l.Name).fresh = append(h.valueList(l.Name).fresh, l.Value)
+		}
 		vals[l.Value] = append(vals[l.Value], s)
 	})
 }
 
-// selectSeries returns the head's series that match ms: the smallest
-// postings list of the matchers that cannot match an absent label, then
-// every matcher on each.
+// valueList is one label name's values in the head: sorted, and those
+// added since it was last sorted. sorted may still hold values the head no
+// longer has (readers skip those not in the postings); stale counts them,
+// and past half of the list it is rebuilt. matched keeps, per regexp
+// matcher, the values it matches: a dashboard asks the same selectors
+// again and again, and matching a regexp against every value of a label
+// with 100k values takes tens of milliseconds. New values are matched
+// against the kept matchers as they are merged in.
+type valueList struct {
+	sorted, fresh []string
+	stale         int
+	matched       map[string]*matchedValues
+}
+
+type matchedValues struct {
+	m      *labels.Matcher
+	values []string // sorted; may hold values gone from the head
+}
+
+// maxMatchedValues bounds the values the head keeps for matchers, over
+// all label names (16 bytes each, the strings being the series' own).
+const maxMatchedValues = 1 << 18
+
+// valueList returns name's list, made if new; h.mu is held exclusively.
+func (h *metricsHead) valueList(name string) *valueList {
+	if h.values == nil {
+		h.values = map[string]*valueList{}
+	}
+	l := h.values[name]
+	if l == nil {
+		l = &valueList{}
+		h.values[name] = l
+	}
+	return l
+}
+
+// refreshLocked merges the fresh values in and drops gone ones when they
+// are many; h.mu is held (shared) and h.valuesMu.
+func (h *metricsHead) refreshLocked(name string, l *valueList) {
+	vals := h.postings[name]
+	if l.stale > len(l.sorted)/2 {
+		keep := func(v string) bool { _, ok := vals[v]; return !ok }
+		l.sorted = slices.DeleteFunc(slices.Clone(l.sorted), keep)
+		for _, mv := range l.matched {
+			n := len(mv.values)
+			mv.values = slices.DeleteFunc(slices.Clone(mv.values), keep)
+			h.matchedSize -= n - len(mv.values)
+		}
+		l.stale = 0
+	}
+	if len(l.fresh) == 0 {
+		return
+	}
+	fresh := slices.Clone(l.fresh)
+	slices.Sort(fresh)
+	fresh = slices.Compact(fresh)
+	l.sorted = mergeSorted(l.sorted, fresh)
+	for _, mv := range l.matched {
+		var add []string
+		for _, v := range fresh {
+			if mv.m.Matches(v) {
+				add = append(add, v)
+			}
+		}
+		if len(add) > 0 {
+			h.matchedSize += len(add)
+			mv.values = mergeSorted(mv.values, add)
+		}
+	}
+	l.fresh = nil
+}
+
+// mergeSorted merges two sorted lists into a new one, each value once.
+func mergeSorted(a, b []string) []string {
+	out := make([]string, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		switch c := strings.Compare(a[i], b[j]); {
+		case c < 0:
+			out = append(out, a[i])
+			i++
+		case c > 0:
+			out = append(out, b[j])
+			j++
+		default:
+			out = append(out, a[i])
+			i, j = i+1, j+1
+		}
+	}
+	out = append(out, a[i:]...)
+	return append(out, b[j:]...)
+}
+
+// matchingValues returns the values of m's label that m (a regexp
+// matcher) matches, sorted, from the kept results or by matching every
+// value once; h.mu is held (shared). The result is only read, and only
+// while h.mu is held; it may hold values gone from the head.
+func (h *metricsHead) matchingValues(m *labels.Matcher) []string {
+	l := h.values[m.Name]
+	if l == nil {
+		return nil
+	}
+	h.valuesMu.Lock()
+	defer h.valuesMu.Unlock()
+	h.refreshLocked(m.Name, l)
+	key := m.String()
+	if mv := l.matched[key]; mv != nil {
+		return mv.values
+	}
+	var out []string
+	if p := m.Prefix(); p != "" {
+		lo, _ := slices.BinarySearch(l.sorted, p)
+		for _, v := range l.sorted[lo:] {
+			if !strings.HasPrefix(v, p) {
+				break
+			}
+			if m.Matches(v) {
+				out = append(out, v)
+			}
+		}
+	} else {
+		for _, v := range l.sorted {
+			if m.Matches(v) {
+				out = append(out, v)
+			}
+		}
+	}
+	if h.matchedSize+len(out) > maxMatchedValues {
+		for _, l := range h.values {
+			l.matched = nil
+		}
+		h.matchedSize = 0
+	}
+	if l.matched == nil {
+		l.matched = map[string]*matchedValues{}
+	}
+	l.matched[key] = &matchedValues{m: m, values: out}
+	h.matchedSize += len(out)
+	return out
+}
+
 func (h *metricsHead) selectSeries(ms []*labels.Matcher) []*memSeries {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
@@ -838,10 +1051,23 @@ func (h *metricsHead) selectSeries(ms []*labels.Matcher) []*memSeries {
 			continue
 		}
 		var set []*memSeries
-		if m.Type == labels.MatchEqual {
-			set = h.postings[m.Name][m.Value]
-		} else {
-			for v, ss := range h.postings[m.Name] {
+		vals := h.postings[m.Name]
+		switch {
+		case m.Type == labels.MatchEqual:
+			set = vals[m.Value]
+		case m.Type == labels.MatchRegexp && len(m.SetMatches()) > 0:
+			// a|b|c: each value's series, each value once.
+			values := slices.Clone(m.SetMatches())
+			slices.Sort(values)
+			for _, v := range slices.Compact(values) {
+				set = append(set, vals[v]...)
+			}
+		case m.Type == labels.MatchRegexp || m.Type == labels.MatchNotRegexp:
+			for _, v := range h.matchingValues(m) {
+				set = append(set, vals[v]...) // none when gone
+			}
+		default:
+			for v, ss := range vals {
 				if m.Matches(v) {
 					set = append(set, ss...)
 				}

@@ -38,40 +38,67 @@ type found struct {
 // collect gathers every series matching ms with its chunks in [mint, maxt],
 // from the partitions whose sample times overlap and from the head. Series
 // with the same labels (new refs after a restart, several partitions) are
-// merged.
-func (q *querier) collect(ctx context.Context, ms []*labels.Matcher) (map[string]*found, error) {
-	out := map[string]*found{}
+// merged. When no partition overlaps, the head's series are taken as they
+// are: it holds each label set once.
+func (q *querier) collect(ctx context.Context, ms []*labels.Matcher) ([]found, error) {
+	fs, _, err := q.collectSorted(ctx, ms)
+	return fs, err
+}
+
+// collectSorted is collect, telling whether the series are in label order
+// already (those of the head alone are).
+func (q *querier) collectSorted(ctx context.Context, ms []*labels.Matcher) ([]found, bool, error) {
+	limit := q.db.opts.Limits.MaxSeriesPerQuery
+	tooMany := func() error {
+		return fmt.Errorf("%w: the query selects more than %d series (limits.max_series_per_query); narrow its selectors", ErrLimit, limit)
+	}
+	parts, err := q.partitions()
+	if err != nil {
+		return nil, false, err
+	}
+	head := q.db.metrics.selectSeries(ms)
+	if len(parts) == 0 {
+		if limit > 0 && len(head) > limit {
+			return nil, false, tooMany()
+		}
+		q.db.metrics.sortByLabels(head)
+		out := make([]found, len(head))
+		for i, s := range head {
+			out[i] = found{lset: s.lset, chunks: s.headChunks(q.mint, q.maxt, nil)}
+		}
+		return out, true, nil
+	}
+	byKey := map[string]int{}
+	var out []found
 	var key []byte
-	limit, over := q.db.opts.Limits.MaxSeriesPerQuery, false
+	over := false
 	add := func(lset labels.Labels, c chunkenc.Chunk) {
 		key = lset.Bytes(key[:0]) // a compact encoding: String() quotes every value
-		f := out[string(key)]
-		if f == nil {
+		i, ok := byKey[string(key)]
+		if !ok {
 			if limit > 0 && len(out) >= limit {
 				over = true // nothing more is held; the query fails below
 				return
 			}
-			f = &found{lset: lset}
-			out[string(key)] = f
+			i = len(out)
+			byKey[string(key)] = i
+			out = append(out, found{lset: lset})
 		}
 		if c != nil {
-			f.chunks = append(f.chunks, c)
+			out[i].chunks = append(out[i].chunks, c)
 		}
-	}
-	parts, err := q.partitions()
-	if err != nil {
-		return nil, err
 	}
 	for _, p := range parts {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if err := q.collectPartition(p, ms, add); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
-	for _, s := range q.db.metrics.selectSeries(ms) {
-		chunks := s.headChunks(q.mint, q.maxt)
+	var chunks []chunkenc.Chunk
+	for _, s := range head {
+		chunks = s.headChunks(q.mint, q.maxt, chunks[:0])
 		for _, c := range chunks {
 			add(s.lset, c)
 		}
@@ -80,9 +107,9 @@ func (q *querier) collect(ctx context.Context, ms []*labels.Matcher) (map[string
 		}
 	}
 	if over {
-		return nil, fmt.Errorf("%w: the query selects more than %d series (limits.max_series_per_query); narrow its selectors", ErrLimit, limit)
+		return nil, false, tooMany()
 	}
-	return out, nil
+	return out, false, nil
 }
 
 // selectLimited is Select with a limit: the matching label sets first,
@@ -163,7 +190,7 @@ func (q *querier) selectLimited(ctx context.Context, ms []*labels.Matcher, limit
 			var chunks []chunkenc.Chunk
 			for _, src := range c.from {
 				if src.part < 0 {
-					chunks = append(chunks, src.head.headChunks(q.mint, q.maxt)...)
+					chunks = src.head.headChunks(q.mint, q.maxt, chunks)
 					continue
 				}
 				cs, err := q.chunks(readers[src.part], src.ref)
@@ -498,22 +525,25 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 		}
 		return &seriesSet{series: set, i: -1}
 	}
-	fs, err := q.collect(ctx, ms)
+	fs, sorted, err := q.collectSorted(ctx, ms)
 	if err != nil {
 		return storage.ErrSeriesSet(err)
 	}
+	// In label order whether or not sortSeries asks: the merge above
+	// leaves a map order, and PromQL results (ties of topk and limitk,
+	// float sums, errors naming series) should be those of Prometheus'
+	// TSDB reading the same series sorted.
+	if !sorted {
+		slices.SortFunc(fs, func(a, b found) int { return labels.Compare(a.lset, b.lset) })
+	}
 	set := make([]storage.Series, 0, len(fs))
-	for _, f := range fs {
+	series := make([]chunkSeries, len(fs))
+	for i, f := range fs {
 		if len(f.chunks) == 0 {
 			continue
 		}
-		set = append(set, &chunkSeries{lset: f.lset, chunks: f.chunks, mint: q.mint, maxt: q.maxt})
-	}
-	// Sorted whether or not sortSeries asks: the merge above leaves a map
-	// order, and PromQL results should not depend on it.
-	slices.SortFunc(set, func(a, b storage.Series) int { return labels.Compare(a.Labels(), b.Labels()) })
-	if hints != nil && hints.Limit > 0 && len(set) > hints.Limit {
-		set = set[:hints.Limit]
+		series[i] = chunkSeries{lset: f.lset, chunks: f.chunks, mint: q.mint, maxt: q.maxt}
+		set = append(set, &series[i])
 	}
 	return &seriesSet{series: set, i: -1}
 }
@@ -586,6 +616,10 @@ type chunkSeries struct {
 func (s *chunkSeries) Labels() labels.Labels { return s.lset }
 
 func (s *chunkSeries) Iterator(it chunkenc.Iterator) chunkenc.Iterator {
+	if len(s.chunks) == 1 {
+		// One chunk: its own iterator, reused when it is one already.
+		return s.chunks[0].Iterator(it)
+	}
 	its := make([]chunkenc.Iterator, len(s.chunks))
 	for i, c := range s.chunks {
 		its[i] = c.Iterator(nil)
@@ -636,3 +670,10 @@ func (p *partition) seriesLabels(txn *badger.Txn, ref uint64, sb *labels.Scratch
 	}
 	return lset, nil
 }
+
+// ConcurrentSeries reports that the series a querier selects may be
+// iterated by several goroutines at once and after the querier is closed:
+// they are chunks copied out of the head or read from a partition, never
+// changed. The parts of a split range query share them
+// (internal/promsplit).
+func (db *DB) ConcurrentSeries() bool { return true }

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/prometheus/util/teststorage"
 	"github.com/stretchr/testify/require"
 
+	"github.com/lumenobs/lumen/internal/promsplit"
 	"github.com/lumenobs/lumen/store"
 )
 
@@ -852,6 +853,8 @@ func TestPromQLCompliance(t *testing.T) {
 		// the engine dereferences a nil func.
 		NoStepSubqueryIntervalFn: func(int64) int64 { return time.Minute.Milliseconds() },
 	})
+	counted := &countingEngine{Engine: engine}
+	inParts := &promsplit.Engine{QueryEngine: counted, Parser: promqlParser, Parts: 3}
 	cases := demoCases(demoStart)
 	evals := demoEvaluations(demoStart)
 	seen := map[string]bool{}
@@ -871,6 +874,13 @@ func TestPromQLCompliance(t *testing.T) {
 				want := evaluate(engine, labelOrder{ref}, c.expr, ev)
 				if !want.equal(got) {
 					t.Fatalf("%s: Prometheus' TSDB and Lumen differ:\n%s", ev.name, firstDifference(want.String(), got.String()))
+				}
+				if !ev.instant() {
+					// Asked in parts as Lumen's API asks a range query
+					// (internal/promsplit): the same answer, to the bit.
+					if parts := evaluate(inParts, db, c.expr, ev); !parts.equal(got) {
+						t.Fatalf("%s: the query asked in 3 parts and whole differ:\n%s", ev.name, firstDifference(got.String(), parts.String()))
+					}
 				}
 				answers[i] = got
 				if !ev.tester || !aggregates(c.expr) {
@@ -893,6 +903,15 @@ func TestPromQLCompliance(t *testing.T) {
 	if t.Failed() {
 		return
 	}
+	// Nearly every range case was asked in 3 parts (not those with
+	// @ start() or @ end()).
+	rangeEvals := 0
+	for _, ev := range evals {
+		if !ev.instant() {
+			rangeEvals++
+		}
+	}
+	require.Greater(t, counted.ranges, 2*len(cases)*rangeEvals, "range queries asked in parts")
 	line := fmt.Sprintf("PromQL agreement: %d expressions × %d evaluations, all equal to Prometheus' TSDB", len(cases), len(evals))
 	t.Log(line)
 	t.Logf("PromQL agreement: %d of %d range answers compared as the compliance tester does differ from Prometheus' head, each only in how topk, bottomk or limitk broke a tie: %s",
@@ -901,6 +920,17 @@ func TestPromQLCompliance(t *testing.T) {
 		require.NoError(t, os.MkdirAll(dir, 0o755))
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "promql.txt"), []byte(line+"\n"), 0o644))
 	}
+}
+
+// countingEngine counts the range queries made.
+type countingEngine struct {
+	*promql.Engine
+	ranges int
+}
+
+func (c *countingEngine) NewRangeQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, start, end time.Time, interval time.Duration) (promql.Query, error) {
+	c.ranges++
+	return c.Engine.NewRangeQuery(ctx, q, opts, qs, start, end, interval)
 }
 
 // labelOrder reads a Queryable's series in label order (as Lumen returns
@@ -1088,7 +1118,7 @@ func testerEqual(a, b answer) bool {
 }
 
 // evaluate answers expr over q.
-func evaluate(e *promql.Engine, q storage.Queryable, expr string, ev evaluation) answer {
+func evaluate(e promql.QueryEngine, q storage.Queryable, expr string, ev evaluation) answer {
 	ctx := context.Background()
 	var (
 		qry promql.Query

@@ -41,6 +41,9 @@ type options struct {
 	pid                int
 	compress           bool
 	signal             string
+	queries            []string
+	queryRuns          int
+	names              int
 	series             int
 	streams            int
 	mix                string
@@ -65,7 +68,7 @@ func main() {
 	flag.IntVar(&o.lookups, "lookups", 2000, "trace-by-id requests after the load")
 	flag.IntVar(&o.pid, "pid", 0, "server process id, to report its peak RSS (VmHWM) and CPU time from /proc")
 	flag.BoolVar(&o.compress, "gzip", false, "gzip-compress requests")
-	flag.StringVar(&o.signal, "signal", "traces", "traces (OTLP gRPC), metrics (remote write 1.0 to --http), logs (Loki push to --http), podlogs (container log files for lumen agent); for the rules benchmark: rulefile (write -rules recording rules to -rules-file), live (every -series once per 15 s, for -duration), ruleeval (watch --http's rule groups and -pid's CPU for -duration)")
+	flag.StringVar(&o.signal, "signal", "traces", "traces (OTLP gRPC), metrics (remote write 1.0 to --http), logs (Loki push to --http), podlogs (container log files for lumen agent), promql (time -query over --http's Prometheus API); for the rules benchmark: rulefile (write -rules recording rules to -rules-file), live (every -series once per 15 s, for -duration), ruleeval (watch --http's rule groups and -pid's CPU for -duration)")
 	flag.IntVar(&o.streams, "streams", 100, "logs: streams")
 	flag.IntVar(&o.searches, "searches", 0, "traces: Tempo searches to time after the load")
 	flag.StringVar(&o.mix, "mix", "realistic", "logs: realistic (skewed values, as real traffic) or uniform (uniformly random values, a compressor's worst case)")
@@ -75,6 +78,12 @@ func main() {
 	flag.IntVar(&o.rate, "rate", 5000, "podlogs: lines per second, over all files")
 	flag.IntVar(&o.files, "files", 50, "podlogs: container log files")
 	flag.StringVar(&o.disk, "disk", "", "the server's data directory: its bytes on disk are reported after the load (metrics)")
+	flag.Func("query", "promql: a query to time (repeat for several; default: a rate by job over one metric name and over all)", func(q string) error {
+		o.queries = append(o.queries, q)
+		return nil
+	})
+	flag.IntVar(&o.names, "names", 100, "metrics: metric names the series are spread over (app_metric_N; 1: all are http_requests_total)")
+	flag.IntVar(&o.queryRuns, "query-runs", 20, "promql: runs of each query, instant and range")
 	flag.IntVar(&o.rules, "rules", 1000, "rulefile: recording rules to write")
 	flag.StringVar(&o.rulesFile, "rules-file", "rules.yml", "rulefile: where to write them")
 	flag.StringVar(&o.tlsCA, "tls-ca", "", "traces: the server speaks TLS with a certificate of this CA")
@@ -104,6 +113,8 @@ func run(o options, out io.Writer) error {
 		return runLive(o, out)
 	case "ruleeval":
 		return runRuleEval(o, out)
+	case "promql":
+		return runPromQL(o, out)
 	}
 	if err := loopbackOnly(o.grpcAddr); err != nil {
 		return err

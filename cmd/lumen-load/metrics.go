@@ -28,7 +28,7 @@ func runMetrics(o options, out io.Writer) error {
 	}
 	// Label sets are built once: the generator shares the machine's cores
 	// with the server, and formatting them per request would be its main cost.
-	sets := metricLabels(o.series)
+	sets := metricLabels(o.series, o.names)
 	perRound := (o.series + o.batch - 1) / o.batch
 	requests := int64(o.total / o.batch)
 	start := time.Now().Add(-time.Duration(requests/int64(perRound)+2) * 15 * time.Second).Truncate(15 * time.Second)

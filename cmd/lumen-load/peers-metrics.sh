@@ -6,7 +6,11 @@
 # gives samples/s, the server's CPU-seconds per million samples, its peak
 # RSS and its bytes on disk per sample (VictoriaMetrics and Prometheus
 # flushed first; Lumen without its disk reserve, a 112-MiB file of free
-# space kept for a full disk, which is not data). Peers: `make vm-peer
+# space kept for a full disk, which is not data). Then PromQL latency
+# (lumen-load -signal promql: a rate by job over all series and over 250 of
+# them, instant and 30-min range) right after the load and again after
+# IDLE seconds idle. The series are NAMES metric names (1: all are
+# http_requests_total, as the queries expect). Peers: `make vm-peer
 # prometheus-peer`. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,16 +20,26 @@ PROM=${PROM:-$PEERS/prometheus-v0.315.0}
 SERIES=${SERIES:-100000}
 TOTAL=${TOTAL:-4000000}
 ROUNDS=${ROUNDS:-1}
+NAMES=${NAMES:-1}
+IDLE=${IDLE:-20}
+RUNS=${RUNS:-10}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 go build -o "$work/lumen" ./cmd/lumen
 go build -o "$work/lumen-load" ./cmd/lumen-load
-echo "machine: $(nproc) cores; load: $SERIES series, $TOTAL samples, 2000 per request, 4 senders"
+echo "machine: $(nproc) cores; load: $SERIES series ($NAMES metric names), $TOTAL samples, 2000 per request, 4 senders"
 
 load() { # name addr pid dir
   echo "== $1"
-  "$work/lumen-load" -signal metrics -http "$2" -series "$SERIES" -total "$TOTAL" -batch 2000 -concurrency 4 -duration 5m -pid "$3" -disk "$4" \
+  "$work/lumen-load" -signal metrics -names "$NAMES" -http "$2" -series "$SERIES" -total "$TOTAL" -batch 2000 -concurrency 4 -duration 5m -pid "$3" -disk "$4" \
     | grep -v '^$'
+  if [ "$NAMES" = 1 ]; then
+    echo "-- PromQL right after the load"
+    "$work/lumen-load" -signal promql -http "$2" -query-runs "$RUNS" -duration 5m
+    sleep "$IDLE"
+    echo "-- PromQL after ${IDLE} s idle"
+    "$work/lumen-load" -signal promql -http "$2" -query-runs "$RUNS" -duration 5m
+  fi
 }
 
 after() { # dir what

@@ -25,14 +25,19 @@ import (
 // a fleet of scraped targets would; -signal ruleeval watches a server's
 // rule groups (Lumen's or Prometheus': the same metrics) and its CPU.
 
-// metricLabels are the label sets of the metrics modes: 100 metric names,
-// each on series/100 instances.
-func metricLabels(series int) [][]prompb.Label {
+// metricLabels are the label sets of the metrics modes: names metric
+// names, each on series/names instances.
+func metricLabels(series, names int) [][]prompb.Label {
+	names = max(names, 1)
 	sets := make([][]prompb.Label, series)
 	for i := range sets {
+		name := fmt.Sprintf("app_metric_%d", i%names)
+		if names == 1 {
+			name = "http_requests_total"
+		}
 		sets[i] = []prompb.Label{
-			{Name: "__name__", Value: fmt.Sprintf("app_metric_%d", i%100)},
-			{Name: "instance", Value: fmt.Sprintf("10.1.%d.%d:9100", (i/100)/250, (i/100)%250)},
+			{Name: "__name__", Value: name},
+			{Name: "instance", Value: fmt.Sprintf("10.1.%d.%d:9100", (i/names)/250, (i/names)%250)},
 			{Name: "job", Value: "node"},
 			{Name: "region", Value: "eu-west-1"},
 		}
@@ -74,7 +79,7 @@ func runLive(o options, out io.Writer) error {
 	if err := waitReady(o.httpAddr, 30*time.Second); err != nil {
 		return err
 	}
-	sets := metricLabels(o.series)
+	sets := metricLabels(o.series, 100)
 	client := &http.Client{Timeout: 30 * time.Second}
 	deadline := time.Now().Add(o.duration)
 	var sent, refused int64
