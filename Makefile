@@ -7,7 +7,7 @@ FUZZTIME  ?= 20s
 BENCHTIME ?= 1x
 PKGS      := ./...
 
-.PHONY: logql-goldens jaeger-goldens promtool-peer prometheus-peer bench-rules rules-goldens vm-peer bench-metrics-peers all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
+.PHONY: jaeger-peer bench-traces-peers logql-goldens jaeger-goldens promtool-peer prometheus-peer bench-rules rules-goldens vm-peer bench-metrics-peers all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
 
 all: build
 
@@ -175,6 +175,17 @@ rules-goldens: prometheus-peer
 VM_VERSION := v1.140.0
 vm-peer:
 	.ci/build-peer github.com/VictoriaMetrics/VictoriaMetrics $(VM_VERSION) ./app/victoria-metrics $(PEERS)/victoria-metrics-$(VM_VERSION)
+
+## jaeger-peer: Jaeger v1.76.0 (v2) built from its Go module into
+## $(PEERS), for bench-traces-peers
+jaeger-peer:
+	.ci/build-peer github.com/jaegertracing/jaeger $(JAEGER_VERSION) ./cmd/jaeger $(PEERS)/jaeger-$(JAEGER_VERSION)
+
+## bench-traces-peers: OTLP trace ingest into Lumen and Jaeger (Badger)
+## alternately, then trace-by-id right after (cmd/lumen-load/peers-traces.sh;
+## TOTAL, DURATION, LOOKUPS, ROUNDS)
+bench-traces-peers: jaeger-peer
+	cmd/lumen-load/peers-traces.sh
 
 ## bench-metrics-peers: remote-write ingest into Lumen, VictoriaMetrics and
 ## Prometheus alternately, the same load, then PromQL latency after it and

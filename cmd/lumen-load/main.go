@@ -6,6 +6,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -43,6 +44,9 @@ type options struct {
 	signal             string
 	queries            []string
 	queryRuns          int
+	jaegerURL          string
+	correlated         bool
+	readyURL           string
 	names              int
 	series             int
 	streams            int
@@ -82,6 +86,9 @@ func main() {
 		o.queries = append(o.queries, q)
 		return nil
 	})
+	flag.StringVar(&o.jaegerURL, "jaeger-url", "", "traces: time trace-by-id through this Jaeger API prefix (the id is appended), e.g. http://127.0.0.1:16686/api/traces/ or Lumen's http://127.0.0.1:4320/jaeger/api/traces/")
+	flag.BoolVar(&o.correlated, "correlated", true, "traces: also time Lumen's correlated trace by id (/api/v1/traces/{id})")
+	flag.StringVar(&o.readyURL, "ready-url", "", "traces: the URL that answers 200 once the server is ready (default: --http's /-/ready)")
 	flag.IntVar(&o.names, "names", 100, "metrics: metric names the series are spread over (app_metric_N; 1: all are http_requests_total)")
 	flag.IntVar(&o.queryRuns, "query-runs", 20, "promql: runs of each query, instant and range")
 	flag.IntVar(&o.rules, "rules", 1000, "rulefile: recording rules to write")
@@ -119,7 +126,11 @@ func run(o options, out io.Writer) error {
 	if err := loopbackOnly(o.grpcAddr); err != nil {
 		return err
 	}
-	if err := waitReady(o.httpAddr, 10*time.Second); err != nil {
+	ready := o.readyURL
+	if ready == "" {
+		ready = httpURL(o.httpAddr, "/-/ready")
+	}
+	if err := waitURL(ready, 10*time.Second); err != nil {
 		return err
 	}
 	conn, err := grpc.NewClient(o.grpcAddr, grpcOptions()...)
@@ -204,7 +215,14 @@ func run(o options, out io.Writer) error {
 		file, _ := procStatus(o.pid, "RssFile")
 		fmt.Fprintf(out, "server peak RSS: %s (now: %s anonymous, %s file-backed: Badger's memory-mapped files)\n", rss, anon, file)
 	}
-	if m, err := scrape(o.httpAddr); err == nil {
+	if o.disk != "" && sent.Load() > 0 {
+		n, err := dirBytes(o.disk)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "on disk: %d bytes in %s, %.1f bytes per span\n", n, o.disk, float64(n)/float64(sent.Load()))
+	}
+	if m, err := scrape(o.httpAddr); err == nil && o.jaegerURL == "" {
 		disk := m["lumen_store_disk_bytes"]
 		fmt.Fprintf(out, "server RSS now: %.0f MiB; store on disk: %.1f MiB", m["process_resident_memory_bytes"]/(1<<20), disk/(1<<20))
 		if s := m[`lumen_ingest_items_stored_total{signal="traces"}`]; s > 0 {
@@ -268,9 +286,15 @@ func shift(td ptrace.Traces, d pcommon.Timestamp) {
 // waitReady waits for the server's /-/ready, so a load run does not start
 // against a server that is not there.
 func waitReady(addr string, limit time.Duration) error {
+	return waitURL(httpURL(addr, "/-/ready"), limit)
+}
+
+// waitURL waits for u to answer 200.
+func waitURL(u string, limit time.Duration) error {
+	addr := u
 	deadline := time.Now().Add(limit)
 	for {
-		resp, err := httpClient(5 * time.Second).Get(httpURL(addr, "/-/ready"))
+		resp, err := httpClient(5 * time.Second).Get(u)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -284,27 +308,40 @@ func waitReady(addr string, limit time.Duration) error {
 	}
 }
 
-// lookups times trace-by-id requests twice: the spans alone (what a
-// tracing backend's trace-by-id answers) and the correlated answer (spans,
-// log lines and metrics).
+// lookups times trace-by-id requests: the spans alone (what a tracing
+// backend's trace-by-id answers: Lumen's /api/v1/traces/{id}?include=trace,
+// or, with -jaeger-url, the Jaeger API of Lumen or of Jaeger itself) and,
+// with -correlated, Lumen's correlated answer (spans, log lines and
+// metrics).
 func lookups(o options, ids []pcommon.TraceID, out io.Writer) error {
 	if o.lookups == 0 || len(ids) == 0 {
 		return nil
 	}
-	for _, kind := range []struct{ what, query string }{{"trace by id over HTTP, spans only", "?include=trace"}, {"correlated trace by id over HTTP (spans, logs, metrics)", ""}} {
+	type kind struct{ what, url string }
+	kinds := []kind{{"trace by id over HTTP, spans only", httpURL(o.httpAddr, "/api/v1/traces/%s?include=trace")}}
+	if o.jaegerURL != "" {
+		kinds = []kind{{"trace by id, Jaeger API " + o.jaegerURL, o.jaegerURL + "%s"}}
+	}
+	if o.correlated {
+		kinds = append(kinds, kind{"correlated trace by id over HTTP (spans, logs, metrics)", httpURL(o.httpAddr, "/api/v1/traces/%s")})
+	}
+	for _, k := range kinds {
 		rnd := rand.New(rand.NewPCG(3, 4))
 		lat, err := timedGets(httpClient(10*time.Second), o.lookups, func() string {
-			return httpURL(o.httpAddr, "/api/v1/traces/"+ids[rnd.IntN(len(ids))].String()+kind.query)
-		}, func(u string, code int, _ []byte) error {
+			return fmt.Sprintf(k.url, ids[rnd.IntN(len(ids))].String())
+		}, func(u string, code int, body []byte) error {
 			if code != http.StatusOK {
 				return fmt.Errorf("%s: HTTP %d", u, code)
+			}
+			if !bytes.Contains(body, []byte("spanID")) && !bytes.Contains(body, []byte("spanId")) && !bytes.Contains(body, []byte("span_id")) {
+				return fmt.Errorf("%s: no spans in the answer: %.200s", u, body)
 			}
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("%s: %w", kind.what, err)
+			return fmt.Errorf("%s: %w", k.what, err)
 		}
-		fmt.Fprintf(out, "%s (%d lookups): %s\n", kind.what, len(lat), quantiles(lat))
+		fmt.Fprintf(out, "%s (%d lookups): %s\n", k.what, len(lat), quantiles(lat))
 	}
 	return nil
 }

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Trace ingest and trace-by-id beside Jaeger, in one run: Lumen and Jaeger
+# (v2, Badger storage, no batch processor, so that an acknowledged span is
+# stored as in Lumen) each alone on a fresh data dir take the same OTLP/gRPC
+# load from lumen-load (TOTAL spans at most, for at most DURATION: 100
+# traces of 10 spans per request, 4 senders), alternated ROUNDS times; each
+# prints spans/s, the server's CPU-seconds per million spans, its peak RSS,
+# its bytes on disk per span, then LOOKUPS trace-by-id requests right after
+# the load through the Jaeger API (Lumen's /jaeger/api/traces/{id},
+# Jaeger's /api/traces/{id}) and, for Lumen, its correlated answer. Peer:
+# `make jaeger-peer`. Loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PEERS=${PEERS:-$HOME/.cache/lumen-peers}
+JAEGER=${JAEGER:-$PEERS/jaeger-v1.76.0}
+TOTAL=${TOTAL:-1000000}
+DURATION=${DURATION:-3m}
+LOOKUPS=${LOOKUPS:-200}
+ROUNDS=${ROUNDS:-1}
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+go build -o "$work/lumen" ./cmd/lumen
+go build -o "$work/lumen-load" ./cmd/lumen-load
+echo "machine: $(nproc) cores; load: at most $TOTAL spans or $DURATION, 1000 per request (100 traces x 10), 4 senders; $LOOKUPS lookups after"
+
+load() { # name grpc http pid dir jaeger-url ready-url correlated
+  echo "== $1"
+  "$work/lumen-load" -grpc "$2" -http "$3" -batch 1000 -spans-per-trace 10 -concurrency 4 -total "$TOTAL" -duration "$DURATION" \
+    -pid "$4" -disk "$5" -lookups "$LOOKUPS" -jaeger-url "$6" -ready-url "$7" -correlated="$8" | grep -v '^$'
+}
+
+jaeger_config() { # dir
+  cat <<YAML
+service:
+  extensions: [jaeger_storage, jaeger_query, healthcheckv2]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: warn
+extensions:
+  healthcheckv2:
+    use_v2: true
+    http:
+      endpoint: 127.0.0.1:23133
+  jaeger_query:
+    storage:
+      traces: badger_store
+    http:
+      endpoint: 127.0.0.1:26686
+    grpc:
+      endpoint: 127.0.0.1:26685
+  jaeger_storage:
+    backends:
+      badger_store:
+        badger:
+          directories:
+            keys: $1/keys
+            values: $1/values
+          ephemeral: false
+          ttl:
+            spans: 48h
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:24317
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: badger_store
+YAML
+}
+
+for r in $(seq "$ROUNDS"); do
+  rm -rf "$work/d" && mkdir -p "$work/d"
+  "$work/lumen" serve --data-dir "$work/d" --http-addr 127.0.0.1:14320 --otlp-grpc-addr 127.0.0.1:14317 \
+    --otlp-http-addr 127.0.0.1:14318 --log-level warn --disk-reserve-bytes 0 &
+  pid=$!
+  load "lumen (round $r)" 127.0.0.1:14317 127.0.0.1:14320 $pid "$work/d" http://127.0.0.1:14320/jaeger/api/traces/ http://127.0.0.1:14320/-/ready true
+  kill $pid; wait $pid 2>/dev/null || true
+
+  rm -rf "$work/d" && mkdir -p "$work/d/keys" "$work/d/values"
+  jaeger_config "$work/d" > "$work/jaeger.yaml"
+  "$JAEGER" --config "$work/jaeger.yaml" > "$work/jaeger.log" 2>&1 &
+  pid=$!
+  load "jaeger (round $r, Badger)" 127.0.0.1:24317 127.0.0.1:26686 $pid "$work/d" http://127.0.0.1:26686/api/traces/ http://127.0.0.1:23133/status false \
+    || { tail -20 "$work/jaeger.log"; exit 1; }
+  kill $pid; wait $pid 2>/dev/null || true
+done
