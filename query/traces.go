@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/prometheus/model/exemplar"
@@ -120,61 +122,85 @@ func (a *API) serviceSeries(ctx context.Context, services []string, from, to tim
 		return nil, err
 	}
 	defer q.Close()
+	// Each service's selections run on their own, a core's worth at a
+	// time; the answer keeps the services' order.
+	perService := make([][]ServiceSeries, len(services))
+	errs := make([]error, len(services))
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for i, svc := range services {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			perService[i], errs[i] = serviceSeriesOf(ctx, q, svc, from, to)
+		})
+	}
+	wg.Wait()
 	out := []ServiceSeries{}
-	for _, svc := range services {
-		seen := map[string]bool{}
-		// The service's RED series from span metrics first, then what else
-		// names it, up to the bound; span-metric buckets only if room is left.
-		selects := [][]*labels.Matcher{{
-			labels.MustNewMatcher(labels.MatchRegexp, "__name__", redSeries),
-			labels.MustNewMatcher(labels.MatchEqual, "service", svc),
-		}}
-		for _, name := range serviceLabels {
-			selects = append(selects, []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, name, svc), notGenerated})
+	for i := range services {
+		if errs[i] != nil {
+			return nil, errs[i]
 		}
-		for _, ms := range selects {
-			if len(seen) >= maxSeriesPerService {
-				break
+		out = append(out, perService[i]...)
+	}
+	return out, nil
+}
+
+// serviceSeriesOf is serviceSeries of one service.
+func serviceSeriesOf(ctx context.Context, q storage.Querier, svc string, from, to time.Time) ([]ServiceSeries, error) {
+	out := []ServiceSeries{}
+	seen := map[string]bool{}
+	// The service's RED series from span metrics first, then what else
+	// names it, up to the bound; span-metric buckets only if room is left.
+	selects := [][]*labels.Matcher{{
+		labels.MustNewMatcher(labels.MatchRegexp, "__name__", redSeries),
+		labels.MustNewMatcher(labels.MatchEqual, "service", svc),
+	}}
+	for _, name := range serviceLabels {
+		selects = append(selects, []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, name, svc), notGenerated})
+	}
+	for _, ms := range selects {
+		if len(seen) >= maxSeriesPerService {
+			break
+		}
+		// A limit, so the store reads the chunks of the series returned,
+		// not of every one that matches (a service can have thousands of
+		// span-metric series).
+		hints := &storage.SelectHints{Start: from.UnixMilli(), End: to.UnixMilli(), Limit: maxSeriesPerService}
+		set := q.Select(ctx, true, hints, ms...)
+		for set.Next() && len(seen) < maxSeriesPerService {
+			series := set.At()
+			k := series.Labels().String()
+			if seen[k] {
+				continue
 			}
-			// A limit, so the store reads the chunks of the series returned,
-			// not of every one that matches (a service can have thousands of
-			// span-metric series).
-			hints := &storage.SelectHints{Start: from.UnixMilli(), End: to.UnixMilli(), Limit: maxSeriesPerService}
-			set := q.Select(ctx, true, hints, ms...)
-			for set.Next() && len(seen) < maxSeriesPerService {
-				series := set.At()
-				k := series.Labels().String()
-				if seen[k] {
+			seen[k] = true
+			ss := ServiceSeries{Service: svc, Metric: series.Labels().Map(), Values: [][2]any{}}
+			it := series.Iterator(nil)
+			for vt := it.Next(); vt != chunkenc.ValNone; vt = it.Next() {
+				if t := it.AtT(); t < from.UnixMilli() || t > to.UnixMilli() {
 					continue
 				}
-				seen[k] = true
-				ss := ServiceSeries{Service: svc, Metric: series.Labels().Map(), Values: [][2]any{}}
-				it := series.Iterator(nil)
-				for vt := it.Next(); vt != chunkenc.ValNone; vt = it.Next() {
-					if t := it.AtT(); t < from.UnixMilli() || t > to.UnixMilli() {
-						continue
+				switch vt {
+				case chunkenc.ValFloat:
+					t, v := it.At()
+					ss.Values = append(ss.Values, [2]any{float64(t) / 1000, strconv.FormatFloat(v, 'f', -1, 64)})
+				case chunkenc.ValHistogram, chunkenc.ValFloatHistogram:
+					t, h := it.AtFloatHistogram(nil)
+					b, err := promql.HPoint{T: t, H: h}.MarshalJSON()
+					if err != nil {
+						return nil, fmt.Errorf("histogram of %s at %d: %w", series.Labels(), t, err)
 					}
-					switch vt {
-					case chunkenc.ValFloat:
-						t, v := it.At()
-						ss.Values = append(ss.Values, [2]any{float64(t) / 1000, strconv.FormatFloat(v, 'f', -1, 64)})
-					case chunkenc.ValHistogram, chunkenc.ValFloatHistogram:
-						t, h := it.AtFloatHistogram(nil)
-						b, err := promql.HPoint{T: t, H: h}.MarshalJSON()
-						if err != nil {
-							return nil, fmt.Errorf("histogram of %s at %d: %w", series.Labels(), t, err)
-						}
-						ss.Histograms = append(ss.Histograms, b)
-					}
+					ss.Histograms = append(ss.Histograms, b)
 				}
-				if err := it.Err(); err != nil {
-					return nil, err
-				}
-				out = append(out, ss)
 			}
-			if err := set.Err(); err != nil {
+			if err := it.Err(); err != nil {
 				return nil, err
 			}
+			out = append(out, ss)
+		}
+		if err := set.Err(); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil
@@ -304,14 +330,23 @@ func (a *API) trace(w http.ResponseWriter, r *http.Request) {
 	}
 	if inc["metrics"] {
 		from, to := resp.StartTime.Add(-seriesWindow), resp.EndTime.Add(seriesWindow)
-		series, err := a.serviceSeries(r.Context(), resp.Services, from, to)
-		if err != nil {
-			writeError(w, fmt.Errorf("%w: series of the trace's services: %w", store.ErrUnavailable, err))
+		// The services' series and the graph are read at once: each is a
+		// few selections in every partition, and the answer waits for both.
+		var (
+			series     []ServiceSeries
+			graph      []Dependency
+			serr, gerr error
+			wg         sync.WaitGroup
+		)
+		wg.Go(func() { series, serr = a.serviceSeries(r.Context(), resp.Services, from, to) })
+		wg.Go(func() { graph, gerr = serviceGraph(r.Context(), a.r, from, to) })
+		wg.Wait()
+		if serr != nil {
+			writeError(w, fmt.Errorf("%w: series of the trace's services: %w", store.ErrUnavailable, serr))
 			return
 		}
-		graph, err := serviceGraph(r.Context(), a.r, from, to)
-		if err != nil {
-			writeError(w, fmt.Errorf("%w: service graph around the trace: %w", store.ErrUnavailable, err))
+		if gerr != nil {
+			writeError(w, fmt.Errorf("%w: service graph around the trace: %w", store.ErrUnavailable, gerr))
 			return
 		}
 		graph = slices.DeleteFunc(graph, func(d Dependency) bool {
