@@ -11,4 +11,8 @@ import (
 func (db *DB) Abandon(t *testing.T) { db.abandon(t) }
 
 // KeyOf is the key AppendEncoded finds lset's series by.
-func KeyOf(lset labels.Labels) []byte { return keyOf(lset) }
+func KeyOf(lset labels.Labels) []byte {
+	var key []byte
+	lset.Range(func(l labels.Label) { key = AppendLabelKey(key, []byte(l.Name), []byte(l.Value)) })
+	return key
+}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/cespare/xxhash/v2"
-	"github.com/prometheus/prometheus/model/labels"
 )
 
 // AppendLabelKey appends one label to key, a label set in the form
@@ -58,11 +57,4 @@ func (a *appender) AppendEncoded(key []byte, t int64, v float64) (found bool, er
 	s.lastAppend.Store(a.window.now.UnixNano())
 	_, err = a.appendTo(s, point{t: t, v: v})
 	return true, err
-}
-
-// keyOf is the key AppendEncoded finds the series of lset by.
-func keyOf(lset labels.Labels) []byte {
-	var key []byte
-	lset.Range(func(l labels.Label) { key = AppendLabelKey(key, []byte(l.Name), []byte(l.Value)) })
-	return key
 }

@@ -894,7 +894,8 @@ func (h *metricsHead) index(s *memSeries) {
 			h.postings[l.Name] = vals
 		}
 		if _, ok := vals[l.Value]; !ok {
-			h.valueList(l.Name).fresh = append(h.valueList(l.Name).fresh, l.Value)
+			vl := h.valueList(l.Name)
+			vl.fresh = append(vl.fresh, l.Value)
 		}
 		vals[l.Value] = append(vals[l.Value], s)
 	})

@@ -437,46 +437,39 @@ func (ix labelIndex) candidateRefs(txn *badger.Txn, ms []*labels.Matcher) ([]uin
 }
 
 func (ix labelIndex) postingsFor(txn *badger.Txn, m *labels.Matcher) ([]uint64, error) {
-	if m.Type == labels.MatchRegexp {
-		if values := m.SetMatches(); len(values) > 0 {
-			// A regexp of alternatives (a|b|c): each value's postings,
-			// through one iterator (making one costs an iterator per
-			// table).
-			var refs []uint64
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: ix.postingPrefix(m.Name), PrefetchValues: false})
-			defer it.Close()
-			for _, v := range values {
-				prefix := ix.postingValuePrefix(m.Name, v)
-				for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-					k := it.Item().Key()
-					if len(k) != len(prefix)+8 {
-						return nil, fmt.Errorf("%w: posting key of %d bytes", ErrCorrupt, len(k))
-					}
-					refs = append(refs, binary.BigEndian.Uint64(k[len(prefix):]))
-				}
-			}
-			slices.Sort(refs)
-			return slices.Compact(refs), nil
+	// Equality, or a regexp of alternatives (a|b|c): each value's
+	// postings, through one iterator (making one costs an iterator per
+	// table).
+	var values []string
+	switch {
+	case m.Type == labels.MatchEqual:
+		values = []string{m.Value}
+	case m.Type == labels.MatchRegexp:
+		values = m.SetMatches()
+	}
+	if len(values) > 0 {
+		prefix := ix.postingPrefix(m.Name)
+		if len(values) == 1 {
+			prefix = ix.postingValuePrefix(m.Name, values[0])
 		}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+		defer it.Close()
+		var refs []uint64
+		for _, v := range values {
+			var err error
+			if refs, err = valueRefs(it, ix.postingValuePrefix(m.Name, v), refs); err != nil {
+				return nil, err
+			}
+		}
+		slices.Sort(refs)
+		return slices.Compact(refs), nil
 	}
-	prefix := ix.postingPrefix(m.Name)
-	if m.Type == labels.MatchEqual {
-		prefix = ix.postingValuePrefix(m.Name, m.Value)
-	}
+	// Any other matcher: every value of the label, matched.
 	namePrefixLen := len(ix.postingPrefix(m.Name))
 	var refs []uint64
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: ix.postingPrefix(m.Name), PrefetchValues: false})
 	defer it.Close()
-	equal := m.Type == labels.MatchEqual
 	for it.Rewind(); it.Valid(); it.Next() {
-		if k := it.Item().Key(); equal {
-			// The prefix is the value: the ref is all that is left.
-			if len(k) != len(prefix)+8 {
-				return nil, fmt.Errorf("%w: posting key of %d bytes", ErrCorrupt, len(k))
-			}
-			refs = append(refs, binary.BigEndian.Uint64(k[len(prefix):]))
-			continue
-		}
 		value, ref, err := parsePostingKey(it.Item().Key(), namePrefixLen)
 		if err != nil {
 			return nil, err
@@ -487,6 +480,19 @@ func (ix labelIndex) postingsFor(txn *badger.Txn, m *labels.Matcher) ([]uint64, 
 	}
 	slices.Sort(refs)
 	return slices.Compact(refs), nil
+}
+
+// valueRefs appends the refs of the posting keys under prefix, one
+// value's: the prefix is the value, the ref is all that is left of a key.
+func valueRefs(it *badger.Iterator, prefix []byte, refs []uint64) ([]uint64, error) {
+	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+		k := it.Item().Key()
+		if len(k) != len(prefix)+8 {
+			return nil, fmt.Errorf("%w: posting key of %d bytes", ErrCorrupt, len(k))
+		}
+		refs = append(refs, binary.BigEndian.Uint64(k[len(prefix):]))
+	}
+	return refs, nil
 }
 
 func (ix labelIndex) allRefs(txn *badger.Txn) ([]uint64, error) {

@@ -119,7 +119,8 @@ func (h *Handler) writeV1With(ctx context.Context, body []byte, full bool) (w *v
 				return w, err
 			}
 		}
-		return w, w.done()
+		w.done()
+		return w, nil
 	}
 	for len(body) > 0 {
 		num, typ, n := protowire.ConsumeTag(body)
@@ -159,15 +160,15 @@ func (h *Handler) writeV1With(ctx context.Context, body []byte, full bool) (w *v
 		}
 		body = body[n:]
 	}
-	return w, w.done()
+	w.done()
+	return w, nil
 }
 
 // done logs what the request dropped.
-func (w *v1Writer) done() error {
+func (w *v1Writer) done() {
 	if w.outOfOrderExemplars > 0 {
 		w.log.Warn("out-of-order exemplars dropped", zap.Int("exemplars", w.outOfOrderExemplars))
 	}
-	return nil
 }
 
 // series writes one TimeSeries message.
@@ -488,7 +489,7 @@ type invalidLabelsCounter struct {
 const invalidLabelsMetric = "prometheus_api_remote_write_invalid_labels_samples_total"
 
 func (r *invalidLabelsCounter) keep(c prometheus.Collector) {
-	if ctr, ok := c.(prometheus.Counter); ok && r.c == nil && containsQuoted(ctr.Desc().String(), invalidLabelsMetric) {
+	if ctr, ok := c.(prometheus.Counter); ok && r.c == nil && strings.Contains(ctr.Desc().String(), `"`+invalidLabelsMetric+`"`) {
 		r.c = ctr
 	}
 }
@@ -504,8 +505,6 @@ func (r *invalidLabelsCounter) MustRegister(cs ...prometheus.Collector) {
 	}
 	r.Registerer.MustRegister(cs...)
 }
-
-func containsQuoted(s, name string) bool { return strings.Contains(s, `"`+name+`"`) }
 
 // validation is the name and value check of Prometheus' handler.
 var validation = model.UTF8Validation

@@ -183,20 +183,9 @@ func (s *splitQuery) Exec(ctx context.Context) *promql.Result {
 		slices.SortFunc(out[i].Floats, func(a, b promql.FPoint) int { return cmp.Compare(a.T, b.T) })
 		slices.SortFunc(out[i].Histograms, func(a, b promql.HPoint) int { return cmp.Compare(a.T, b.T) })
 	}
-	slices.SortFunc(out, func(a, b promql.Series) int { return compareLabels(a, b) })
+	// In label order, as promql.Matrix sorts a range query's answer.
+	slices.SortFunc(out, func(a, b promql.Series) int { return labels.Compare(a.Metric, b.Metric) })
 	return &promql.Result{Value: out, Warnings: warnings}
-}
-
-// compareLabels orders series as promql.Matrix sorts them.
-func compareLabels(a, b promql.Series) int {
-	m := promql.Matrix{a, b}
-	switch {
-	case m.Less(0, 1):
-		return -1
-	case m.Less(1, 0):
-		return 1
-	}
-	return 0
 }
 
 // Close closes every part.
