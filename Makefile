@@ -7,7 +7,7 @@ FUZZTIME  ?= 20s
 BENCHTIME ?= 1x
 PKGS      := ./...
 
-.PHONY: jaeger-peer bench-traces-peers logql-goldens jaeger-goldens promtool-peer prometheus-peer bench-rules rules-goldens vm-peer bench-metrics-peers all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
+.PHONY: loki-peer bench-logs-peers jaeger-peer bench-traces-peers logql-goldens jaeger-goldens promtool-peer prometheus-peer bench-rules rules-goldens vm-peer bench-metrics-peers all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
 
 all: build
 
@@ -139,6 +139,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzLogBlock$$' -fuzztime $(FUZZTIME) ./store/
 	$(GO) test -run '^$$' -fuzz '^FuzzLogWALRecord$$' -fuzztime $(FUZZTIME) ./store/
 	$(GO) test -run '^$$' -fuzz '^FuzzDetect$$' -fuzztime $(FUZZTIME) ./ingest/logfields/
+	$(GO) test -run '^$$' -fuzz '^FuzzWordLevel$$' -fuzztime $(FUZZTIME) ./ingest/logfields/
 	$(GO) test -run '^$$' -fuzz '^FuzzTrain$$' -fuzztime $(FUZZTIME) ./query/drain/
 	$(GO) test -run '^$$' -fuzz '^FuzzScanner$$' -fuzztime $(FUZZTIME) ./internal/logfmtscan/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeProto$$' -fuzztime $(FUZZTIME) ./ingest/loki/
@@ -186,6 +187,17 @@ jaeger-peer:
 ## TOTAL, DURATION, LOOKUPS, ROUNDS)
 bench-traces-peers: jaeger-peer
 	cmd/lumen-load/peers-traces.sh
+
+## loki-peer: Loki v3.7.8 built from its Go module into $(PEERS), for
+## bench-logs-peers
+loki-peer:
+	.ci/build-peer github.com/grafana/loki/v3 $(LOKI_VERSION) ./cmd/loki $(PEERS)/loki-$(LOKI_VERSION)
+
+## bench-logs-peers: Loki push ingest into Lumen and Loki alternately, then
+## a trace's lines by LogQL and by Lumen's index (cmd/lumen-load/peers-logs.sh;
+## TOTAL, DURATION, MIX, ROUNDS, LOOKUPS, COMPRESSIONS)
+bench-logs-peers: loki-peer
+	cmd/lumen-load/peers-logs.sh
 
 ## bench-metrics-peers: remote-write ingest into Lumen, VictoriaMetrics and
 ## Prometheus alternately, the same load, then PromQL latency after it and

@@ -67,7 +67,7 @@ func Open(o Options) (*DB, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	c, err := newCodec()
+	c, err := newCodec(o.LogCompression)
 	if err != nil {
 		return nil, err
 	}

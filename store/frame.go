@@ -3,7 +3,9 @@ package store
 import (
 	"fmt"
 	"runtime"
+	"slices"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -11,6 +13,10 @@ import (
 const (
 	codecZstdOTLP    byte = 1 // zstd-compressed OTLP protobuf (ExportTraceServiceRequest / ExportLogsServiceRequest)
 	codecZstdColumns byte = 2 // zstd-compressed span frame: id and time columns, then OTLP protobuf (spancodec.go)
+	// codecS2 (4) is an S2-compressed record of the log WAL: lines are
+	// written there once more before their block is compressed, and S2
+	// takes a fraction of the CPU of zstd's fastest level for them.
+	codecS2 byte = 4
 )
 
 // maxFrameBytes bounds a frame's decompressed size, so that a corrupt value
@@ -18,13 +24,17 @@ const (
 const maxFrameBytes = 256 << 20
 
 type codec struct {
-	enc   *zstd.Encoder
-	fast  *zstd.Encoder // for short-lived values (the write-ahead logs): speed over ratio
-	tight *zstd.Encoder // for log blocks: ratio over speed, written once and kept
-	dec   *zstd.Decoder
+	enc  *zstd.Encoder
+	fast *zstd.Encoder // for short-lived values (the write-ahead logs): speed over ratio
+	// blocks compresses log blocks: at zstd's fastest level, or at its
+	// better-compression level with LogCompressionBetter.
+	blocks *zstd.Encoder
+	dec    *zstd.Decoder
 }
 
-func newCodec() (*codec, error) {
+// newCodec makes the store's codec; blockCompression is
+// Options.LogCompression.
+func newCodec(blockCompression string) (*codec, error) {
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
 	if err != nil {
 		return nil, fmt.Errorf("zstd encoder: %w", err)
@@ -33,7 +43,11 @@ func newCodec() (*codec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("zstd encoder: %w", err)
 	}
-	tight, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithWindowSize(2<<20))
+	level := zstd.SpeedFastest
+	if blockCompression == LogCompressionBetter {
+		level = zstd.SpeedBetterCompression
+	}
+	blocks, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithWindowSize(2<<20))
 	if err != nil {
 		return nil, fmt.Errorf("zstd encoder: %w", err)
 	}
@@ -41,7 +55,7 @@ func newCodec() (*codec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("zstd decoder: %w", err)
 	}
-	return &codec{enc: enc, fast: fast, tight: tight, dec: dec}, nil
+	return &codec{enc: enc, fast: fast, blocks: blocks, dec: dec}, nil
 }
 
 func (c *codec) close() { c.dec.Close() }
@@ -65,13 +79,18 @@ func (c *codec) appendFast(dst []byte, codec byte, payload []byte) []byte {
 	return c.fast.EncodeAll(payload, append(dst, codec))
 }
 
-// encodeTight is encode at zstd's better-compression level, for log
-// blocks: lines are most of what the store keeps, and that level takes
-// about 8 % off their size for less CPU than the rest of ingest.
-func (c *codec) encodeTight(codec byte, payload []byte) []byte {
+// appendS2 appends an S2 frame value (codecS2) of payload to dst.
+func appendS2(dst, payload []byte) []byte {
+	n := len(dst) + 1
+	dst = slices.Grow(append(dst, codecS2), s2.MaxEncodedLen(len(payload)))
+	return dst[:n+len(s2.Encode(dst[n:cap(dst)], payload))]
+}
+
+// encodeBlock compresses a log block into a frame value.
+func (c *codec) encodeBlock(codec byte, payload []byte) []byte {
 	dst := make([]byte, 1, 1+len(payload)/6)
 	dst[0] = codec
-	return c.tight.EncodeAll(payload, dst)
+	return c.blocks.EncodeAll(payload, dst)
 }
 
 // decode returns the codec and the decompressed payload of a frame value.
@@ -79,12 +98,23 @@ func (c *codec) decode(val []byte) (byte, []byte, error) {
 	if len(val) < 2 {
 		return 0, nil, fmt.Errorf("%w: frame of %d bytes", ErrCorrupt, len(val))
 	}
-	if val[0] != codecZstdOTLP && val[0] != codecZstdColumns && val[0] != codecZstdLogBlock {
+	var out []byte
+	switch val[0] {
+	case codecZstdOTLP, codecZstdColumns, codecZstdLogBlock:
+		var err error
+		if out, err = c.dec.DecodeAll(val[1:], nil); err != nil {
+			return 0, nil, fmt.Errorf("%w: frame: %w", ErrCorrupt, err)
+		}
+	case codecS2:
+		n, err := s2.DecodedLen(val[1:])
+		if err != nil || n > maxFrameBytes {
+			return 0, nil, fmt.Errorf("%w: S2 frame of %d bytes decoded: %v", ErrCorrupt, n, err) //nolint:errorlint // the codec's error is a detail
+		}
+		if out, err = s2.Decode(nil, val[1:]); err != nil {
+			return 0, nil, fmt.Errorf("%w: S2 frame: %w", ErrCorrupt, err)
+		}
+	default:
 		return 0, nil, fmt.Errorf("%w: frame codec %#x", ErrCorrupt, val[0])
-	}
-	out, err := c.dec.DecodeAll(val[1:], nil)
-	if err != nil {
-		return 0, nil, fmt.Errorf("%w: frame: %w", ErrCorrupt, err)
 	}
 	if len(out) == 0 {
 		return 0, nil, fmt.Errorf("%w: frame with an empty payload", ErrCorrupt)

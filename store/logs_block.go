@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"cmp"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"unsafe"
@@ -108,20 +110,58 @@ func parseLogTraceKey(k []byte) (blockRef, error) {
 // Block payload, compressed as a whole with zstd (frame codec 0x03). Entries
 // are sorted by time; like things sit together so the compressor sees runs.
 //
-//	payload := uvarint(n) times flags ids metadata lengths lines
+//	payload := uvarint(n) times flags ids levels metadata lengths lines
 //	times   := n × uvarint(t − previous t)         the first against the block's mint
-//	flags   := n × byte: 1 trace id, 2 span id, 4 metadata
-//	ids     := trace_id[16] and/or span_id[8] of each flagged entry, in order
-//	metadata:= labels (as for 0x40) of each entry flagged 4, in order
+//	flags   := n × byte: 1 trace id, 2 span id, 4 metadata, 8 level,
+//	           16 trace id in the line, 32 span id in the line
+//	ids     := of each entry in order: trace_id[16] (flag 1) or uvarint(offset
+//	           of its 32 hex digits in the line) (16), then span_id[8] (2) or
+//	           uvarint(offset of its 16 hex digits) (32)
+//	levels  := of each entry flagged 8: one byte, its detected_level (blockLevels)
+//	metadata:= labels (as for 0x40) of each entry flagged 4, in order, without
+//	           a detected_level given by flag 8
 //	lengths := n × uvarint(len(line))
 //	lines   := the lines, back to back
+//
+// Flags 8, 16 and 32 came later (blocks without them read the same): most
+// lines carry only a detected_level, and a line's ids are usually written in
+// it, so neither is stored twice.
 const codecZstdLogBlock byte = 3
 
 const (
 	flagTrace    byte = 1
 	flagSpan     byte = 2
 	flagMetadata byte = 4
+	// Blocks only, not the WAL:
+	flagLevel       byte = 8
+	flagTraceInLine byte = 16
+	flagSpanInLine  byte = 32
+	blockFlags           = flagTrace | flagSpan | flagMetadata | flagLevel | flagTraceInLine | flagSpanInLine
 )
+
+// levelLabel is the structured-metadata field ingest sets on every line
+// (ingest/logfields); blockLevels are the values a block stores as a byte.
+const levelLabel = "detected_level"
+
+var blockLevels = [...]string{"trace", "debug", "info", "warn", "error", "critical", "fatal", "unknown"}
+
+// levelOnly[i] is the metadata of a line that has nothing but level i:
+// shared by every such line read.
+var levelOnly = func() (ls [len(blockLevels)]labels.Labels) {
+	for i, l := range blockLevels {
+		ls[i] = labels.FromStrings(levelLabel, l)
+	}
+	return ls
+}()
+
+func levelCode(v string) (byte, bool) {
+	for i, l := range blockLevels {
+		if l == v {
+			return byte(i), true
+		}
+	}
+	return 0, false
+}
 
 // sortEntries orders entries by time, then line, and drops exact
 // duplicates (same time, line, ids and metadata), as Loki drops a line
@@ -150,9 +190,11 @@ func compareEntries(a, b LogEntry) int {
 
 // encodeBlock encodes sorted entries; mint is es[0].T.
 func encodeBlock(es []LogEntry) []byte {
+	// Room for a line, its time, flags, length, ids and a short label set
+	// or two: one allocation for most blocks.
 	size := 16
 	for i := range es {
-		size += len(es[i].Line) + 32
+		size += len(es[i].Line) + 64
 	}
 	b := make([]byte, 0, size)
 	b = binary.AppendUvarint(b, uint64(len(es)))
@@ -161,30 +203,69 @@ func encodeBlock(es []LogEntry) []byte {
 		b = binary.AppendUvarint(b, uint64(es[i].T-prev))
 		prev = es[i].T
 	}
+	type where struct {
+		trace, span int // offsets of the ids' hex digits in the line; -1: not there
+		f, level    byte
+		md          labels.Labels // the metadata to store
+	}
+	ws := make([]where, len(es))
 	for i := range es {
+		e, w := &es[i], &ws[i]
+		w.trace, w.span, w.md = -1, -1, e.Metadata
 		var f byte
-		if !es[i].TraceID.IsEmpty() {
-			f |= flagTrace
+		if !e.TraceID.IsEmpty() {
+			if w.trace = hexIndex(e.Line, e.TraceID[:]); w.trace >= 0 {
+				f |= flagTraceInLine
+			} else {
+				f |= flagTrace
+			}
 		}
-		if !es[i].SpanID.IsEmpty() {
-			f |= flagSpan
+		if !e.SpanID.IsEmpty() {
+			if w.span = hexIndex(e.Line, e.SpanID[:]); w.span >= 0 {
+				f |= flagSpanInLine
+			} else {
+				f |= flagSpan
+			}
 		}
-		if !es[i].Metadata.IsEmpty() {
+		if lvl := e.Metadata.Get(levelLabel); lvl != "" {
+			if code, ok := levelCode(lvl); ok {
+				f |= flagLevel
+				w.level = code
+				if e.Metadata.Len() == 1 {
+					w.md = labels.EmptyLabels()
+				} else {
+					w.md = labels.NewBuilder(e.Metadata).Del(levelLabel).Labels()
+				}
+			}
+		}
+		if !w.md.IsEmpty() {
 			f |= flagMetadata
 		}
+		w.f = f
 		b = append(b, f)
 	}
 	for i := range es {
-		if !es[i].TraceID.IsEmpty() {
+		switch w := &ws[i]; {
+		case w.trace >= 0:
+			b = binary.AppendUvarint(b, uint64(w.trace))
+		case !es[i].TraceID.IsEmpty():
 			b = append(b, es[i].TraceID[:]...)
 		}
-		if !es[i].SpanID.IsEmpty() {
+		switch w := &ws[i]; {
+		case w.span >= 0:
+			b = binary.AppendUvarint(b, uint64(w.span))
+		case !es[i].SpanID.IsEmpty():
 			b = append(b, es[i].SpanID[:]...)
 		}
 	}
-	for i := range es {
-		if !es[i].Metadata.IsEmpty() {
-			b = encodeLabels(b, es[i].Metadata)
+	for i := range ws {
+		if ws[i].f&flagLevel != 0 {
+			b = append(b, ws[i].level)
+		}
+	}
+	for i := range ws {
+		if !ws[i].md.IsEmpty() {
+			b = encodeLabels(b, ws[i].md)
 		}
 	}
 	for i := range es {
@@ -194,6 +275,24 @@ func encodeBlock(es []LogEntry) []byte {
 		b = append(b, es[i].Line...)
 	}
 	return b
+}
+
+// hexIndex is where id is written in line as hex digits (lowercase, or
+// else uppercase), or -1.
+func hexIndex(line string, id []byte) int {
+	if len(line) < 2*len(id) {
+		return -1
+	}
+	var buf [32]byte
+	h := buf[:2*len(id)]
+	hex.Encode(h, id)
+	if i := strings.Index(line, unsafe.String(unsafe.SliceData(h), len(h))); i >= 0 {
+		return i
+	}
+	if i := strings.Index(line, strings.ToUpper(string(h))); i >= 0 {
+		return i
+	}
+	return -1
 }
 
 // decodeBlock decodes a block payload; mint is from its key.
@@ -234,40 +333,68 @@ func decodeBlockLines(b []byte, mint int64, sb *labels.ScratchBuilder, view bool
 	}
 	flags := b[:n]
 	b = b[n:]
+	// Offsets of ids written in their lines, resolved once the lines are.
+	type inLine struct {
+		i           int
+		trace, span uint64
+	}
+	var offs []inLine
 	for i, f := range flags {
-		if f&^(flagTrace|flagSpan|flagMetadata) != 0 {
+		if f&^blockFlags != 0 || f&(flagTrace|flagTraceInLine) == flagTrace|flagTraceInLine || f&(flagSpan|flagSpanInLine) == flagSpan|flagSpanInLine {
 			return nil, bad("flag")
 		}
-		if f&flagTrace != 0 {
+		o := inLine{i: i, trace: math.MaxUint64, span: math.MaxUint64}
+		switch {
+		case f&flagTrace != 0:
 			if len(b) < 16 {
 				return nil, bad("trace id")
 			}
 			es[i].TraceID = model.TraceID(b[:16])
 			b = b[16:]
+		case f&flagTraceInLine != 0:
+			v, w := binary.Uvarint(b)
+			if w <= 0 {
+				return nil, bad("trace id offset")
+			}
+			o.trace, b = v, b[w:]
 		}
-		if f&flagSpan != 0 {
+		switch {
+		case f&flagSpan != 0:
 			if len(b) < 8 {
 				return nil, bad("span id")
 			}
 			es[i].SpanID = model.SpanID(b[:8])
 			b = b[8:]
+		case f&flagSpanInLine != 0:
+			v, w := binary.Uvarint(b)
+			if w <= 0 {
+				return nil, bad("span id offset")
+			}
+			o.span, b = v, b[w:]
+		}
+		if f&(flagTraceInLine|flagSpanInLine) != 0 {
+			offs = append(offs, o)
 		}
 	}
+	var levels []byte
+	for _, f := range flags {
+		if f&flagLevel != 0 {
+			if len(b) == 0 || int(b[0]) >= len(blockLevels) {
+				return nil, bad("level")
+			}
+			levels, b = append(levels, b[0]), b[1:]
+		}
+	}
+	// Metadata is decoded after the lines: which trace a line belongs to
+	// may be written in it.
+	mds := make([][]byte, n)
 	for i, f := range flags {
 		if f&flagMetadata != 0 {
-			if only != nil && es[i].TraceID != *only {
-				rest, err := skipLabels(b)
-				if err != nil {
-					return nil, fmt.Errorf("log block metadata: %w", err)
-				}
-				b = rest
-				continue
-			}
-			ls, rest, err := decodeLabels(b, sb)
+			rest, err := skipLabels(b)
 			if err != nil {
 				return nil, fmt.Errorf("log block metadata: %w", err)
 			}
-			es[i].Metadata, b = ls, rest
+			mds[i], b = b[:len(b)-len(rest)], rest
 		}
 	}
 	lens := make([]uint64, n)
@@ -292,5 +419,57 @@ func decodeBlockLines(b []byte, mint int64, sb *labels.ScratchBuilder, view bool
 	for i, l := range lens {
 		es[i].Line, all = all[:l], all[l:]
 	}
+	for _, o := range offs {
+		e := &es[o.i]
+		if o.trace != math.MaxUint64 && !hexAt(e.Line, o.trace, e.TraceID[:]) {
+			return nil, bad("trace id in the line")
+		}
+		if o.span != math.MaxUint64 && !hexAt(e.Line, o.span, e.SpanID[:]) {
+			return nil, bad("span id in the line")
+		}
+	}
+	next := 0
+	for i, f := range flags {
+		var lvl labels.Labels
+		if f&flagLevel != 0 {
+			lvl, next = levelOnly[levels[next]], next+1
+		}
+		if only != nil && es[i].TraceID != *only {
+			continue // another trace's metadata is not decoded
+		}
+		switch {
+		case mds[i] == nil:
+			es[i].Metadata = lvl
+		default:
+			ls, _, err := decodeLabels(mds[i], sb)
+			if err != nil {
+				return nil, fmt.Errorf("log block metadata: %w", err)
+			}
+			if f&flagLevel != 0 {
+				if ls.Has(levelLabel) {
+					return nil, bad("level given twice")
+				}
+				ls = labels.NewBuilder(ls).Set(levelLabel, lvl.Get(levelLabel)).Labels()
+			}
+			es[i].Metadata = ls
+		}
+	}
 	return es, nil
+}
+
+// hexAt decodes the 2×len(id) hex digits at off in line into id; false
+// when they are not there, not hex, or all zeros (an id never is).
+func hexAt(line string, off uint64, id []byte) bool {
+	if off > uint64(len(line)) || uint64(len(line))-off < uint64(2*len(id)) {
+		return false
+	}
+	if _, err := hex.Decode(id, unsafe.Slice(unsafe.StringData(line[off:]), 2*len(id))); err != nil {
+		return false
+	}
+	for _, c := range id {
+		if c != 0 {
+			return true
+		}
+	}
+	return false
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -15,6 +16,11 @@ func fuzzEntries() []LogEntry {
 		{T: 1_000, Line: "level=info msg=started", Metadata: labels.FromStrings("user", "u1")},
 		{T: 2_500, Line: `{"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"}`, TraceID: model.TraceID{1}, SpanID: model.SpanID{2}},
 		{T: 9_000_000_000, Line: ""},
+		{T: 9_000_000_001, Line: "ts=1 traceID=4bf92f3577b34da6a3ce929d0e0e4736 spanID=00f067aa0ba902b7", TraceID: model.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36},
+			SpanID: model.SpanID{0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7}, Metadata: labels.FromStrings("detected_level", "info")},
+		{T: 9_000_000_002, Line: "X-TRACE 4BF92F3577B34DA6A3CE929D0E0E4736", TraceID: model.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36},
+			Metadata: labels.FromStrings("detected_level", "warn", "user", "u2")},
+		{T: 9_000_000_003, Line: "odd level", Metadata: labels.FromStrings("detected_level", "notice")},
 	}
 }
 
@@ -134,4 +140,30 @@ func TestCutBlocksStayVisibleUntilWritten(t *testing.T) {
 	require.NoError(t, db.writeLogBlocks(cut))
 	require.Empty(t, cut[0].s.pending)
 	require.Equal(t, 50, lines(), "written, read once")
+}
+
+// Both log compressions read back the same lines, and better is smaller on
+// lines like an application's.
+func TestLogCompressionSettings(t *testing.T) {
+	var es []LogEntry
+	for i := range 5000 {
+		es = append(es, LogEntry{T: int64(i) * 1_000, Line: fmt.Sprintf(`{"level":"info","msg":"order persisted","user_id":"u-%d","item":"sku-%d","duration_ms":%d.%d}`, i*7919%100000, i*104729%20000, i%97, i%10),
+			Metadata: labels.FromStrings("detected_level", "info")})
+	}
+	payload := encodeBlock(es)
+	sizes := map[string]int{}
+	for _, setting := range []string{LogCompressionFast, LogCompressionBetter} {
+		c, err := newCodec(setting)
+		require.NoError(t, err)
+		val := c.encodeBlock(codecZstdLogBlock, payload)
+		sizes[setting] = len(val)
+		_, got, err := c.decode(val)
+		require.NoError(t, err)
+		var sb labels.ScratchBuilder
+		back, err := decodeBlock(got, es[0].T, &sb)
+		require.NoError(t, err)
+		require.Equal(t, es, back)
+		c.close()
+	}
+	require.Less(t, sizes[LogCompressionBetter], sizes[LogCompressionFast], "better compresses more: %v", sizes)
 }

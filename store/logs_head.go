@@ -276,14 +276,18 @@ func (db *DB) writeLogStreams(streams []LogStream) (refused int, first, err erro
 			defs = append(defs, walStream{ref: t.s.ref, lset: t.s.lset})
 		}
 	}
-	rec := encodeLogWALRecord(defs, func(add func(ref uint64, e *LogEntry)) {
+	rec := walRecordPool.Get().(*[]byte)
+	*rec = appendLogWALRecord((*rec)[:0], defs, func(add func(ref uint64, e *LogEntry)) {
 		for _, t := range targets {
 			for i := range t.es {
 				add(t.s.ref, &t.es[i])
 			}
 		}
 	})
-	size, err := h.wal.append(rec)
+	size, err := h.wal.append(*rec)
+	if cap(*rec) <= maxPooledRecord {
+		walRecordPool.Put(rec)
+	}
 	if err != nil {
 		h.state.mu.RUnlock()
 		return 0, nil, err
@@ -382,7 +386,7 @@ func (db *DB) writeLogBlocks(cut []*cutBlock) error {
 	for i, c := range cut {
 		es := c.entries
 		refs[i] = blockRef{ref: c.s.ref, mint: es[0].T, maxt: es[len(es)-1].T, seq: db.nextSeq()}
-		vals[i] = db.codec.encodeTight(codecZstdLogBlock, encodeBlock(es))
+		vals[i] = db.codec.encodeBlock(codecZstdLogBlock, encodeBlock(es))
 		if i == 0 || refs[i].mint < lo {
 			lo = refs[i].mint
 		}
@@ -492,6 +496,7 @@ func (db *DB) openLogs() error {
 		h.nextRef.Store(max(h.nextRef.Load(), ref))
 	}
 	h.wal = newWALLog(db, "log", logsWALDir)
+	h.wal.s2 = true
 	if err := h.wal.recover(h.replay, func() error { return db.writeLogBlocks(h.cutAll()) }, h.streamsRecord); err != nil {
 		return err
 	}

@@ -238,20 +238,43 @@ func sumBlock(b []byte) (LogChunk, error) {
 	flags := b[:n]
 	b = b[n:]
 	for _, f := range flags {
-		if f&flagTrace != 0 {
-			if len(b) < 16 {
-				return c, bad("trace id")
+		for _, id := range [2]struct {
+			raw, inLine byte
+			n           int
+		}{{flagTrace, flagTraceInLine, 16}, {flagSpan, flagSpanInLine, 8}} {
+			switch {
+			case f&id.raw != 0:
+				if len(b) < id.n {
+					return c, bad("id")
+				}
+				b = b[id.n:]
+			case f&id.inLine != 0:
+				_, w := binary.Uvarint(b)
+				if w <= 0 {
+					return c, bad("id offset")
+				}
+				b = b[w:]
 			}
-			b = b[16:]
-		}
-		if f&flagSpan != 0 {
-			if len(b) < 8 {
-				return c, bad("span id")
-			}
-			b = b[8:]
 		}
 	}
 	symbols := map[string]struct{}{}
+	symbol := func(s string) {
+		if _, ok := symbols[s]; !ok {
+			symbols[s] = struct{}{}
+			c.Bytes += int64(len(s))
+		}
+	}
+	for _, f := range flags {
+		if f&flagLevel != 0 {
+			if len(b) == 0 || int(b[0]) >= len(blockLevels) {
+				return c, bad("level")
+			}
+			c.Bytes += 8
+			symbol(levelLabel)
+			symbol(blockLevels[b[0]])
+			b = b[1:]
+		}
+	}
 	for _, f := range flags {
 		if f&flagMetadata == 0 {
 			continue
@@ -267,11 +290,7 @@ func sumBlock(b []byte) (LogChunk, error) {
 			if w <= 0 || l > uint64(len(b)-w) {
 				return c, bad("metadata")
 			}
-			s := b[w : w+int(l)]
-			if _, ok := symbols[string(s)]; !ok {
-				symbols[string(s)] = struct{}{}
-				c.Bytes += int64(l)
-			}
+			symbol(string(b[w : w+int(l)]))
 			b = b[w+int(l):]
 		}
 	}

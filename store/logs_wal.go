@@ -30,7 +30,12 @@ type walEntry struct {
 }
 
 func encodeLogWALRecord(streams []walStream, entries func(add func(ref uint64, e *LogEntry))) []byte {
-	b := []byte{logWALRecord}
+	return appendLogWALRecord(nil, streams, entries)
+}
+
+// appendLogWALRecord appends the record encodeLogWALRecord makes to b.
+func appendLogWALRecord(b []byte, streams []walStream, entries func(add func(ref uint64, e *LogEntry))) []byte {
+	b = append(b, logWALRecord)
 	b = binary.AppendUvarint(b, uint64(len(streams)))
 	for _, s := range streams {
 		b = binary.AppendUvarint(b, s.ref)

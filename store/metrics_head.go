@@ -495,7 +495,7 @@ const maxPooledSamples = 1 << 16
 // compressed into a frame before append returns.
 var walRecordPool = sync.Pool{New: func() any { return new([]byte) }}
 
-const maxPooledRecord = 4 << 20
+const maxPooledRecord = 8 << 20
 
 var appendBufPool = sync.Pool{New: func() any { return &appendBufs{pending: map[uint64]int64{}} }}
 

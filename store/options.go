@@ -8,6 +8,12 @@ import (
 	"go.uber.org/zap"
 )
 
+// Values of Options.LogCompression.
+const (
+	LogCompressionFast   = "fast"
+	LogCompressionBetter = "better"
+)
+
 // Options configures a DB. Start from DefaultOptions.
 type Options struct {
 	// Dir is the data directory; partitions live under Dir/partitions.
@@ -81,6 +87,11 @@ type Options struct {
 	// LogBlockBytes is how many bytes of log lines a stream gathers in the
 	// head before they are compressed into one block.
 	LogBlockBytes int
+	// LogCompression is how log blocks are compressed: LogCompressionFast
+	// (zstd's fastest level, the default) or LogCompressionBetter (its
+	// better-compression level: about 8 % smaller blocks for about three
+	// times the compression CPU, a third more CPU per line in all).
+	LogCompression string
 	// LogCheckpointInterval is how often every stream's open block is
 	// written and the log WAL starts a new generation.
 	LogCheckpointInterval time.Duration
@@ -128,6 +139,7 @@ func DefaultOptions(dir string) Options {
 		MetricsOutOfOrderWindow:   10 * time.Minute,
 
 		LogBlockBytes:         1 << 20,
+		LogCompression:        LogCompressionFast,
 		LogHeadBytes:          64 << 20,
 		LogCheckpointInterval: 15 * time.Minute,
 		LogWALBytes:           256 << 20,
@@ -166,6 +178,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("store: metrics checkpoint interval %s is not positive", o.MetricsCheckpointInterval)
 	case o.LogBlockBytes < 1<<10 || o.LogBlockBytes > 64<<20:
 		return fmt.Errorf("store: log block size %d is outside 1 KiB..64 MiB", o.LogBlockBytes)
+	case o.LogCompression != LogCompressionFast && o.LogCompression != LogCompressionBetter:
+		return fmt.Errorf("store: log compression %q: %s or %s", o.LogCompression, LogCompressionFast, LogCompressionBetter)
 	case o.LogCheckpointInterval <= 0:
 		return fmt.Errorf("store: log checkpoint interval %s is not positive", o.LogCheckpointInterval)
 	case o.LogHeadBytes < int64(o.LogBlockBytes):

@@ -385,6 +385,7 @@ func TestOptionsValidate(t *testing.T) {
 		{"retention below a partition", func(o *store.Options) { o.Retention = time.Hour }, "shorter than one partition"},
 		{"negative budget", func(o *store.Options) { o.MaxDiskBytes = -1 }, "negative"},
 		{"zero frame", func(o *store.Options) { o.FrameItems = 0 }, "frame items"},
+		{"unknown log compression", func(o *store.Options) { o.LogCompression = "max" }, `log compression "max": fast or better`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := store.DefaultOptions(t.TempDir())

@@ -37,6 +37,7 @@ type walLog struct {
 	root, sub string
 	opts      Options
 	codec     *codec
+	s2        bool // records in S2 frames (codecS2), not zstd ones
 	log       *zap.Logger
 
 	seg *wlog.Segment // the generation being written
@@ -178,7 +179,7 @@ func (w *walLog) start(last uint64, first walFirst) error {
 		return w.classify(err)
 	}
 	if first.rec != nil {
-		if err := seg.Append(w.codec.encodeFast(codecZstdOTLP, first.rec)); err != nil {
+		if err := seg.Append(w.frame(nil, first.rec)); err != nil {
 			_ = seg.Close()
 			_ = os.Remove(seg.Path())
 			return w.classify(err)
@@ -193,12 +194,31 @@ func (w *walLog) start(last uint64, first walFirst) error {
 
 // append writes one record durably and returns its size on disk.
 func (w *walLog) append(payload []byte) (int, error) {
-	frame := w.codec.appendFast(make([]byte, wlog.FrameHeader, wlog.FrameHeader+1+len(payload)/3), codecZstdOTLP, payload)
-	if err := w.seg.AppendFrame(frame); err != nil {
+	buf := walFramePool.Get().(*[]byte)
+	frame := w.frame(append((*buf)[:0], make([]byte, wlog.FrameHeader)...), payload)
+	err := w.seg.AppendFrame(frame)
+	n := len(frame)
+	*buf = frame
+	if cap(frame) <= maxPooledRecord {
+		walFramePool.Put(buf)
+	}
+	if err != nil {
 		return 0, w.classify(err)
 	}
-	w.wrote(len(frame))
-	return len(frame), nil
+	w.wrote(n)
+	return n, nil
+}
+
+// walFramePool holds buffers for frames, which the segment has copied
+// to its file when append returns.
+var walFramePool = sync.Pool{New: func() any { return new([]byte) }}
+
+// frame appends the frame value of a record to dst.
+func (w *walLog) frame(dst, payload []byte) []byte {
+	if w.s2 {
+		return appendS2(dst, payload)
+	}
+	return w.codec.appendFast(dst, codecZstdOTLP, payload)
 }
 
 // classify wraps a write error as the store's: a full disk, or unavailable.

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
+	"github.com/lumenobs/lumen/internal/model"
 	"github.com/lumenobs/lumen/store/wlog"
 )
 
@@ -142,12 +143,52 @@ func TestLogWALFailedAppendThenCrash(t *testing.T) {
 	db, err := Open(o)
 	require.NoError(t, err)
 	defer db.Close()
-	got, err := db.SelectLogs(context.Background(), LogSelect{Start: walT0.UnixNano(), End: walT0.Add(time.Hour).UnixNano(),
-		Matchers: []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "app", "cart")}})
-	require.NoError(t, err)
+	got := walHourLogs(t, db, "cart")
 	require.Len(t, got, 1)
 	require.Len(t, got[0].Entries, 1)
 	require.Equal(t, "kept", got[0].Entries[0].Line)
+}
+
+// A log WAL generation written by builds whose records were zstd frames,
+// followed by one whose records are S2 frames: both replay, every line with
+// its trace id and metadata.
+func TestLogWALReplaysZstdAndS2Frames(t *testing.T) {
+	dir := t.TempDir()
+	c, err := newCodec(LogCompressionFast)
+	require.NoError(t, err)
+	defer c.close()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, logsWALDir), 0o750))
+	ls := labels.FromStrings("app", "cart")
+	tid := model.TraceID{1, 2, 3}
+	rec := func(streams []walStream, line string, sec int) []byte {
+		return encodeLogWALRecord(streams, func(add func(uint64, *LogEntry)) {
+			add(1, &LogEntry{T: walT0.Add(time.Duration(sec) * time.Second).UnixNano(), Line: line, TraceID: tid, Metadata: labels.FromStrings("k", line)})
+		})
+	}
+	seg := append([]byte(wlog.Magic), wlog.Version)
+	seg = append(seg, walFrame(c.encodeFast(codecZstdOTLP, rec([]walStream{{ref: 1, lset: ls}}, "zstd", 0)))...)
+	seg = append(seg, walFrame(appendS2(nil, rec(nil, "s2", 1)))...)
+	require.NoError(t, os.WriteFile(wlog.SegmentPath(filepath.Join(dir, logsWALDir), 1), seg, 0o640))
+	o := DefaultOptions(dir)
+	o.Retention = 0
+	db, err := Open(o)
+	require.NoError(t, err)
+	defer db.Close()
+	got := walHourLogs(t, db, "cart")
+	require.Len(t, got, 1)
+	require.Len(t, got[0].Entries, 2)
+	for i, want := range []string{"zstd", "s2"} {
+		e := got[0].Entries[i]
+		require.Equal(t, want, e.Line)
+		require.Equal(t, tid, e.TraceID)
+		require.Equal(t, want, e.Metadata.Get("k"))
+	}
+	require.Empty(t, db.WALReplaySkipped())
+	// What this build writes to the log WAL is S2.
+	require.NoError(t, db.WriteLogStreams(context.Background(), []LogStream{{Labels: ls, Entries: []LogEntry{{T: walT0.UnixNano(), Line: "new"}}}}))
+	b, err := os.ReadFile(newestSegment(t, dir, logsWALDir))
+	require.NoError(t, err)
+	require.Equal(t, codecS2, b[len(wlog.Magic)+1+wlog.FrameHeader], "the first frame's codec")
 }
 
 // Many writers making the same new streams and series at once, then a
@@ -181,9 +222,7 @@ func TestWALConcurrentWritersThenCrash(t *testing.T) {
 		n += len(vs)
 	}
 	require.Equal(t, writers*rounds, n)
-	got, err := db.SelectLogs(context.Background(), LogSelect{Start: walT0.UnixNano(), End: walT0.Add(time.Hour).UnixNano(),
-		Matchers: []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "app", "s")}})
-	require.NoError(t, err)
+	got := walHourLogs(t, db, "s")
 	lines := 0
 	for _, s := range got {
 		lines += len(s.Entries)
@@ -233,7 +272,7 @@ func TestWALReplaySkipsWhatItCannotUse(t *testing.T) {
 			require.NoError(t, f.Close())
 		}, wlog.SkipChecksum, []float64{0, 2}},
 		{"a sample of a series never defined", func(t *testing.T, path string, _ []int64) {
-			c, err := newCodec()
+			c, err := newCodec(LogCompressionFast)
 			require.NoError(t, err)
 			defer c.close()
 			f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
@@ -281,7 +320,7 @@ func TestLegacyWALGenerationReplays(t *testing.T) {
 	o := DefaultOptions(dir)
 	o.Retention = 0
 	o.Logger = zap.NewNop()
-	c, err := newCodec()
+	c, err := newCodec(LogCompressionFast)
 	require.NoError(t, err)
 	defer c.close()
 	ls := labels.FromStrings("__name__", "old", "job", "l")
@@ -304,9 +343,7 @@ func TestLegacyWALGenerationReplays(t *testing.T) {
 	require.NoError(t, err)
 	defer db.Close()
 	require.Equal(t, []float64{42}, floats(t, db, "old")[ls.String()])
-	got, err := db.SelectLogs(context.Background(), LogSelect{Start: walT0.UnixNano(), End: walT0.Add(time.Hour).UnixNano(),
-		Matchers: []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "app", "legacy")}})
-	require.NoError(t, err)
+	got := walHourLogs(t, db, "legacy")
 	require.Len(t, got, 1)
 	require.Equal(t, "from before", got[0].Entries[0].Line)
 	for _, sub := range []string{metricsWALDir, logsWALDir} {
@@ -321,7 +358,7 @@ func TestLegacyWALGenerationReplays(t *testing.T) {
 // FuzzWALSegment opens a store whose metrics and log WALs hold the given
 // bytes as a segment: it always opens, whatever they are.
 func FuzzWALSegment(f *testing.F) {
-	c, err := newCodec()
+	c, err := newCodec(LogCompressionFast)
 	require.NoError(f, err)
 	defer c.close()
 	frame := func(payload []byte) []byte { return walFrame(c.encodeFast(codecZstdOTLP, payload)) }
@@ -335,6 +372,9 @@ func FuzzWALSegment(f *testing.F) {
 	}))...)
 	f.Add(good)
 	f.Add(logs)
+	f.Add(append(append([]byte{}, hdr...), walFrame(appendS2(nil, encodeLogWALRecord([]walStream{{ref: 1, lset: labels.FromStrings("a", "b")}}, func(add func(uint64, *LogEntry)) {
+		add(1, &LogEntry{T: 5, Line: "l"})
+	})))...))
 	f.Add(good[:len(good)-5])
 	f.Add(hdr)
 	f.Add([]byte("LWA"))
@@ -351,6 +391,15 @@ func FuzzWALSegment(f *testing.F) {
 		require.NoError(t, err)
 		require.NoError(t, db.Close())
 	})
+}
+
+// walHourLogs is the lines of {app="<app>"} in the hour from walT0.
+func walHourLogs(t *testing.T, db *DB, app string) []LogStream {
+	t.Helper()
+	got, err := db.SelectLogs(context.Background(), LogSelect{Start: walT0.UnixNano(), End: walT0.Add(time.Hour).UnixNano(),
+		Matchers: []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "app", app)}})
+	require.NoError(t, err)
+	return got
 }
 
 // walFrame is body framed as a WAL segment frames it (store/wlog).

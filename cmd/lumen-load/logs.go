@@ -30,7 +30,11 @@ func runLogs(o options, out io.Writer) error {
 	if o.mix != "realistic" && o.mix != "uniform" {
 		return fmt.Errorf("--mix %q: realistic or uniform", o.mix)
 	}
-	if err := waitReady(o.httpAddr, 10*time.Second); err != nil {
+	ready := o.readyURL
+	if ready == "" {
+		ready = httpURL(o.httpAddr, "/-/ready")
+	}
+	if err := waitURL(ready, 3*time.Minute); err != nil {
 		return err
 	}
 	requests := int64(o.total / o.batch)
@@ -107,14 +111,53 @@ func runLogs(o options, out io.Writer) error {
 		fmt.Fprintf(out, "server peak RSS: %s (anonymous now: %s)\n", rss, anon)
 	}
 	fmt.Fprintf(out, "raw line bytes: %d (divide by the data dir's size after a clean stop for the compression ratio)\n", rawBytes.Load())
-	if err := traceLookups(o, ids, out); err != nil {
-		return err
+	if o.disk != "" && n > 0 {
+		b, err := dirBytes(o.disk)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "on disk right after the load: %d bytes in %s, %.1f bytes per line\n", b, o.disk, float64(b)/float64(n))
 	}
-	for _, q := range []string{`{namespace="shop"} |= "needle"`, `{app="app-7"} |= "needle"`} {
-		if err := needleQuery(o, q, first.Add(-time.Minute), time.Now().Add(time.Minute), out); err != nil {
+	if o.correlated {
+		if err := traceLookups(o, ids, out); err != nil {
 			return err
 		}
 	}
+	from, to := first.Add(-time.Minute), time.Now().Add(time.Minute)
+	if err := logqlTraceLookups(o, ids, from, to, out); err != nil {
+		return err
+	}
+	for _, q := range []string{`{namespace="shop"} |= "needle"`, `{app="app-7"} |= "needle"`} {
+		if err := needleQuery(o, q, from, to, out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// logqlTraceLookups times what a Loki user asks to find a trace's lines
+// without Lumen's index: {namespace="shop"} |= "<id>" over the whole load,
+// for -logql-lookups of the ids sent; each answer must hold the id.
+func logqlTraceLookups(o options, ids []string, from, to time.Time, out io.Writer) error {
+	if o.logqlLookups == 0 || len(ids) == 0 {
+		return nil
+	}
+	rnd := rand.New(rand.NewPCG(7, 8))
+	var id string
+	lat, err := timedGets(&http.Client{Timeout: 2 * time.Minute}, o.logqlLookups, func() string {
+		id = ids[rnd.IntN(len(ids))]
+		q := url.Values{"query": {`{namespace="shop"} |= "` + id + `"`}, "start": {fmt.Sprint(from.UnixNano())}, "end": {fmt.Sprint(to.UnixNano())}, "limit": {"100"}}
+		return "http://" + o.httpAddr + "/loki/api/v1/query_range?" + q.Encode()
+	}, func(u string, code int, body []byte) error {
+		if code != http.StatusOK || !bytes.Contains(body, []byte(id)) {
+			return fmt.Errorf("%s: HTTP %d without the id: %.300s", u, code, body)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("trace id by LogQL: %w", err)
+	}
+	fmt.Fprintf(out, "a trace's lines by LogQL {namespace=\"shop\"} |= \"<id>\" (%d ids): %s\n", len(lat), quantiles(lat))
 	return nil
 }
 

@@ -47,6 +47,7 @@ type options struct {
 	jaegerURL          string
 	correlated         bool
 	readyURL           string
+	logqlLookups       int
 	names              int
 	series             int
 	streams            int
@@ -81,14 +82,15 @@ func main() {
 	flag.StringVar(&o.agentAddr, "agent", "127.0.0.1:4321", "podlogs: the agent's HTTP address, for its /metrics")
 	flag.IntVar(&o.rate, "rate", 5000, "podlogs: lines per second, over all files")
 	flag.IntVar(&o.files, "files", 50, "podlogs: container log files")
-	flag.StringVar(&o.disk, "disk", "", "the server's data directory: its bytes on disk are reported after the load (metrics)")
+	flag.StringVar(&o.disk, "disk", "", "the server's data directory: its bytes on disk are reported after the load")
 	flag.Func("query", "promql: a query to time (repeat for several; default: a rate by job over one metric name and over all)", func(q string) error {
 		o.queries = append(o.queries, q)
 		return nil
 	})
 	flag.StringVar(&o.jaegerURL, "jaeger-url", "", "traces: time trace-by-id through this Jaeger API prefix (the id is appended), e.g. http://127.0.0.1:16686/api/traces/ or Lumen's http://127.0.0.1:4320/jaeger/api/traces/")
-	flag.BoolVar(&o.correlated, "correlated", true, "traces: also time Lumen's correlated trace by id (/api/v1/traces/{id})")
-	flag.StringVar(&o.readyURL, "ready-url", "", "traces: the URL that answers 200 once the server is ready (default: --http's /-/ready)")
+	flag.BoolVar(&o.correlated, "correlated", true, "traces and logs: also time Lumen's correlated trace by id (/api/v1/traces/{id})")
+	flag.IntVar(&o.logqlLookups, "logql-lookups", 5, "logs: trace ids to look for with LogQL ({namespace=\"shop\"} |= \"<id>\") after the load, as a Loki user does")
+	flag.StringVar(&o.readyURL, "ready-url", "", "traces and logs: the URL that answers 200 once the server is ready (default: --http's /-/ready)")
 	flag.IntVar(&o.names, "names", 100, "metrics: metric names the series are spread over (app_metric_N; 1: all are http_requests_total)")
 	flag.IntVar(&o.queryRuns, "query-runs", 20, "promql: runs of each query, instant and range")
 	flag.IntVar(&o.rules, "rules", 1000, "rulefile: recording rules to write")

@@ -55,6 +55,10 @@ type Config struct {
 	// they hold and start a new WAL generation (which bounds the WAL and is
 	// when idle series leave memory).
 	CheckpointInterval Duration `yaml:"checkpoint_interval"`
+	// LogCompression is how log blocks are compressed: fast (zstd's
+	// fastest level) or better (its better-compression level: about 8 %
+	// less disk for about a third more CPU per line).
+	LogCompression string `yaml:"log_compression"`
 	// OutOfOrderWindow is how late a metric sample may arrive (relative to
 	// its series' newest) and still be stored.
 	OutOfOrderWindow Duration      `yaml:"out_of_order_window"`
@@ -226,6 +230,7 @@ func DefaultConfig() Config {
 		Limits:              store.DefaultLimits(),
 		HeadIdleTimeout:     Duration(store.DefaultHeadIdleTimeout),
 		CheckpointInterval:  Duration(store.DefaultOptions("").MetricsCheckpointInterval),
+		LogCompression:      store.LogCompressionFast,
 		Traces:              query.DefaultTraceConfig(),
 		HTTP:                DefaultHTTPConfig(),
 		Tenants:             DefaultTenantsConfig(),
@@ -250,6 +255,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("out_of_order_window %s is negative", c.OutOfOrderWindow)
 	case c.ShutdownTimeout <= 0:
 		return fmt.Errorf("shutdown_timeout %s is not positive", c.ShutdownTimeout)
+	}
+	if c.LogCompression != store.LogCompressionFast && c.LogCompression != store.LogCompressionBetter {
+		return fmt.Errorf("log_compression %q: %s or %s", c.LogCompression, store.LogCompressionFast, store.LogCompressionBetter)
 	}
 	if c.HeadIdleTimeout <= 0 || c.CheckpointInterval <= 0 {
 		return fmt.Errorf("head_idle_timeout %s and checkpoint_interval %s must be positive", c.HeadIdleTimeout, c.CheckpointInterval)
@@ -344,6 +352,7 @@ func settings() []setting[Config] {
 		{"max-active-streams", "LUMEN_MAX_ACTIVE_STREAMS", "log streams in memory at once; a new one past it is refused (400) (0: none)", integer(func(c *Config) *int { return &c.Limits.MaxActiveStreams }), false},
 		{"head-idle-timeout", "LUMEN_HEAD_IDLE_TIMEOUT", "how long a series or stream with nothing written to it stays in memory", func(c *Config, v string) error { return c.HeadIdleTimeout.parse(v) }, false},
 		{"checkpoint-interval", "LUMEN_CHECKPOINT_INTERVAL", "how often the metrics and log heads are written and their WAL starts anew", func(c *Config, v string) error { return c.CheckpointInterval.parse(v) }, false},
+		{"log-compression", "LUMEN_LOG_COMPRESSION", "how log blocks are compressed: fast, or better (about 8% less disk for about a third more CPU per line)", str(func(c *Config) *string { return &c.LogCompression }), false},
 		{"log-format", "LUMEN_LOG_FORMAT", "console or json", str(func(c *Config) *string { return &c.Log.Format }), false},
 		{"log-level", "LUMEN_LOG_LEVEL", "debug, info, warn or error", str(func(c *Config) *string { return &c.Log.Level }), false},
 		{"tls-cert-file", "LUMEN_TLS_CERT_FILE", "TLS certificate (PEM) of every listener, read again when it changes", str(func(c *Config) *string { return &c.TLS.CertFile }), false},

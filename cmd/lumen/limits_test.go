@@ -440,6 +440,7 @@ func TestLimitsConfig(t *testing.T) {
 		{"no tails", []string{"--logql-max-tails", "0"}, "max_tails 0"},
 		{"negative range", []string{"--logql-max-query-length", "-1h"}, "max_query_length -1h0m0s must not be negative"},
 		{"no read timeout", []string{"--http-read-timeout", "0s"}, "read_timeout 0s"},
+		{"unknown compression", []string{"--log-compression", "gzip"}, `log_compression "gzip": fast or better`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := loadConfig(tc.args, none, "serve")

@@ -310,6 +310,7 @@ func (s *tenantSet) open(id string) (*tenantStack, error) {
 	so.HeadIdleTimeout = time.Duration(cfg.HeadIdleTimeout)
 	so.MetricsCheckpointInterval = time.Duration(cfg.CheckpointInterval)
 	so.LogCheckpointInterval = time.Duration(cfg.CheckpointInterval)
+	so.LogCompression = cfg.LogCompression
 	so.MetricsOutOfOrderWindow = time.Duration(cfg.OutOfOrderWindow)
 	so.Logger = log.Named("store")
 	db, err := store.Open(so)

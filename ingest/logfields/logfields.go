@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
+	"unsafe"
 
 	"github.com/buger/jsonparser"
 	"github.com/prometheus/prometheus/model/labels"
@@ -114,26 +116,63 @@ func (d *Detector) Apply(streams []store.LogStream) {
 		if !d.cfg.DiscoverLogLevels {
 			continue
 		}
+		fromStream, ok := d.streamLevel(streams[i].Labels)
 		for j := range streams[i].Entries {
 			e := &streams[i].Entries[j]
-			if lvl, ok := d.level(streams[i].Labels, e); ok {
-				e.Metadata = labels.NewBuilder(e.Metadata).Set(LevelLabel, lvl).Labels()
+			if lvl, set := d.level(fromStream, ok, e); set {
+				e.Metadata = withLevel(e.Metadata, lvl)
 			}
 		}
 	}
 }
 
-// level is the detected_level to set on e: a present one normalised, or
-// one from the stream's labels, the line's metadata or the line itself.
-func (d *Detector) level(stream labels.Labels, e *store.LogEntry) (string, bool) {
-	if v := e.Metadata.Get(LevelLabel); e.Metadata.Has(LevelLabel) {
-		n := Normalise(v)
-		return n, n != v
+// levelOnly holds, for each level Normalise and wordLevel give, the
+// metadata of a line that has nothing but that level: most lines, which
+// then share one label set instead of each building its own.
+var levelOnly = func() map[string]labels.Labels {
+	m := map[string]labels.Labels{}
+	for _, l := range []string{"trace", "debug", "info", "warn", "error", "critical", "fatal", UnknownLevel} {
+		m[l] = labels.FromStrings(LevelLabel, l)
 	}
+	return m
+}()
+
+// withLevel is md with detected_level set to lvl.
+func withLevel(md labels.Labels, lvl string) labels.Labels {
+	if md.IsEmpty() {
+		if ls, ok := levelOnly[lvl]; ok {
+			return ls
+		}
+	}
+	return labels.NewBuilder(md).Set(LevelLabel, lvl).Labels()
+}
+
+// streamLevel is the level a stream's labels give its lines, if any.
+func (d *Detector) streamLevel(stream labels.Labels) (string, bool) {
 	for _, f := range d.cfg.LogLevelFields {
 		if stream.Has(f) {
 			return Normalise(stream.Get(f)), true
 		}
+	}
+	return "", false
+}
+
+// level is the detected_level to set on e: a present one normalised, or
+// one from the stream's labels (fromStream, when inStream), the line's
+// metadata or the line itself.
+func (d *Detector) level(fromStream string, inStream bool, e *store.LogEntry) (string, bool) {
+	if e.Metadata.IsEmpty() {
+		if inStream {
+			return fromStream, true
+		}
+		return d.fromLine(e.Line), true
+	}
+	if v := e.Metadata.Get(LevelLabel); e.Metadata.Has(LevelLabel) {
+		n := Normalise(v)
+		return n, n != v
+	}
+	if inStream {
+		return fromStream, true
 	}
 	for _, f := range d.cfg.LogLevelFields {
 		if e.Metadata.Has(f) {
@@ -246,7 +285,8 @@ func (d *Detector) jsonLevel(line string) string {
 			return nil
 		})
 	}
-	_ = walk([]byte(line), 0)
+	// jsonparser only reads: the line is walked in place, not copied.
+	_ = walk(unsafe.Slice(unsafe.StringData(line), len(line)), 0)
 	return found
 }
 
@@ -330,6 +370,14 @@ var levelWords = []struct{ word, level string }{
 // wordLevel guesses a level from the earliest level word standing on its
 // own in the line ("unknown" when there is none).
 func wordLevel(line string) string {
+	if lvl, ok := asciiWordLevel(line); ok {
+		return lvl
+	}
+	return lowerWordLevel(line)
+}
+
+// lowerWordLevel is wordLevel over a lowercased copy of the line.
+func lowerWordLevel(line string) string {
 	lower := strings.ToLower(line)
 	at, guess := len(lower), UnknownLevel
 	for _, w := range levelWords {
@@ -343,6 +391,53 @@ func wordLevel(line string) string {
 		}
 	}
 	return guess
+}
+
+// asciiWordLevel is wordLevel in one pass without lowercasing a copy, for
+// lines that are all ASCII (most); ok is false for any other line, whose
+// lowercase form may differ in length or gain letters (U+0130 lowercases
+// to 'i').
+func asciiWordLevel(line string) (string, bool) {
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		if c >= utf8.RuneSelf {
+			return "", false
+		}
+		// A level word starts at a boundary with one of these letters.
+		switch c | 0x20 {
+		case 't', 'd', 'f', 'c', 'e', 'w', 'i':
+		default:
+			continue
+		}
+		if i > 0 && !leftBoundary(line, i-1) {
+			continue
+		}
+		for _, w := range levelWords {
+			if len(line)-i >= len(w.word) && asciiEqualFold(line[i:i+len(w.word)], w.word) && rightBoundary(line, i+len(w.word)) {
+				// Lowercasing the whole line could not give an earlier
+				// match: the bytes before i are ASCII, and a word starting
+				// before i and reaching past it would need a boundary
+				// byte inside it at i-1.
+				return w.level, true
+			}
+		}
+	}
+	return UnknownLevel, true
+}
+
+// asciiEqualFold compares s with a lowercase ASCII word, ignoring the case
+// of s.
+func asciiEqualFold(s, lower string) bool {
+	for i := 0; i < len(lower); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func boundedIndex(s, word string) int {

@@ -95,6 +95,19 @@ func FuzzDetect(f *testing.F) {
 	})
 }
 
+// FuzzWordLevel: the one-pass guess over ASCII lines gives what the
+// guess over a lowercased copy gives, for any line.
+func FuzzWordLevel(f *testing.F) {
+	for _, s := range []string{"[ERROR] boom", "misc:error terror informed", "warn\u0130ng", "WARN\u0130NG x", "x Warning: y", "infoerror", "(critical)", "fatal,", "\u0130nfo", "err", "=trace=", "a\tdebug\n", "Error\u212a"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		if got, want := wordLevel(line), lowerWordLevel(line); got != want {
+			t.Fatalf("%q: %s, lowercased: %s", line, got, want)
+		}
+	})
+}
+
 // BenchmarkApply: the cost per line of the ingest-time fields, over the
 // line shapes a cluster sends (JSON, logfmt, plain text).
 func BenchmarkApply(b *testing.B) {

@@ -282,15 +282,16 @@ func decodeProto(body []byte, maxDecoded int64) ([]stream, error) {
 	if err := req.Unmarshal(raw); err != nil {
 		return nil, fmt.Errorf("body is not a Loki PushRequest protobuf: %w", err)
 	}
+	// Unmarshal copies every string out of raw: they are kept as they are.
 	out := make([]stream, 0, len(req.Streams))
 	for _, s := range req.Streams {
-		st := stream{labels: strings.Clone(s.Labels), Entries: make([]store.LogEntry, 0, len(s.Entries))}
+		st := stream{labels: s.Labels, Entries: make([]store.LogEntry, 0, len(s.Entries))}
 		for _, e := range s.Entries {
-			le := store.LogEntry{T: e.Timestamp.UnixNano(), Line: strings.Clone(e.Line)}
+			le := store.LogEntry{T: e.Timestamp.UnixNano(), Line: e.Line}
 			if len(e.StructuredMetadata) > 0 {
 				var b labels.ScratchBuilder
 				for _, l := range e.StructuredMetadata {
-					b.Add(strings.Clone(l.Name), strings.Clone(l.Value))
+					b.Add(l.Name, l.Value)
 				}
 				b.Sort()
 				le.Metadata = b.Labels()
@@ -397,6 +398,7 @@ func (h *Handler) check(streams []stream) (good []store.LogStream, refused int, 
 			continue
 		}
 		st := store.LogStream{Labels: lset, Entries: s.Entries[:0]}
+		fromStream := logids.FromLabels(lset)
 		for j, e := range s.Entries {
 			switch {
 			case len(e.Line) > h.cfg.MaxLineBytes:
@@ -414,7 +416,7 @@ func (h *Handler) check(streams []stream) (good []store.LogStream, refused int, 
 				note("stream %s line %d: %v", lset, j, err)
 				continue
 			}
-			ids := logids.Extract(e.Metadata, lset, e.Line)
+			ids := logids.ExtractWith(e.Metadata, fromStream, e.Line)
 			e.TraceID, e.SpanID = ids.Trace, ids.Span
 			st.Entries = append(st.Entries, e)
 		}

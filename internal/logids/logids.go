@@ -17,7 +17,6 @@ package logids
 
 import (
 	"encoding/hex"
-	"strings"
 
 	"github.com/prometheus/prometheus/model/labels"
 
@@ -38,11 +37,17 @@ func (ids IDs) Found() bool { return !ids.Trace.IsEmpty() }
 // labels, then the line; the first place that names a trace id wins, and
 // the span id comes from that same place.
 func Extract(metadata, stream labels.Labels, line string) IDs {
+	return ExtractWith(metadata, FromLabels(stream), line)
+}
+
+// ExtractWith is Extract with the stream's ids already read
+// (FromLabels(stream)), for the lines of one stream.
+func ExtractWith(metadata labels.Labels, stream IDs, line string) IDs {
 	if ids := FromLabels(metadata); ids.Found() {
 		return ids
 	}
-	if ids := FromLabels(stream); ids.Found() {
-		return ids
+	if stream.Found() {
+		return stream
 	}
 	return FromLine(line)
 }
@@ -73,12 +78,17 @@ func FromLabels(ls labels.Labels) IDs {
 
 // FromLine reads the ids from the text of a line.
 func FromLine(line string) IDs {
-	// Every key this looks for contains "race" or "pan" (in some case),
-	// and a bare traceparent has three '-'; lines with none of them, most
-	// lines, are done after one scan by the standard library.
-	if !mayHoldIDs(line) {
+	// A trace id is 16 or 32 hex digits, alone or inside a traceparent:
+	// a line without 16 hex digits in a row, most lines, holds none, and
+	// finding that out reads about one byte in eight.
+	if !hasHexRun(line, 16) {
 		return IDs{}
 	}
+	return scanLine(line)
+}
+
+// scanLine reads the ids from the words of a line.
+func scanLine(line string) IDs {
 	var ids, parent IDs
 	pending := keyNone
 	for i := 0; i < len(line); {
@@ -133,10 +143,38 @@ func settle(ids, parent IDs) IDs {
 	return ids
 }
 
-func mayHoldIDs(s string) bool {
-	return strings.Contains(s, "race") || strings.Contains(s, "RACE") ||
-		strings.Contains(s, "pan") || strings.Contains(s, "PAN") || strings.Count(s, "-") >= 3
+// hasHexRun reports whether s holds n hex digits in a row. It looks at
+// every n-th byte: a byte that is not a digit cannot be inside the run, so
+// the next n-1 bytes need no look unless a later one is a digit, from which
+// the run is measured both ways.
+func hasHexRun(s string, n int) bool {
+	for i := n - 1; i < len(s); {
+		if !isHex[s[i]] {
+			i += n
+			continue
+		}
+		lo, hi := i, i+1
+		for lo > 0 && isHex[s[lo-1]] {
+			lo--
+		}
+		for hi < len(s) && isHex[s[hi]] && hi-lo < n {
+			hi++
+		}
+		if hi-lo >= n {
+			return true
+		}
+		// s[hi] is not a digit: a run ends at hi+n at the earliest.
+		i = hi + n
+	}
+	return false
 }
+
+var isHex = func() (t [256]bool) {
+	for _, c := range "0123456789abcdefABCDEF" {
+		t[c] = true
+	}
+	return t
+}()
 
 type key int
 
@@ -150,6 +188,15 @@ const (
 // keyKind classifies a key by its name lowercased without '_', '.' and '-'.
 func keyKind(name string) key {
 	if len(name) < 6 || len(name) > 16 {
+		return keyNone
+	}
+	// Each key ends in 'd' or 't', before any '_', '.' or '-': most words
+	// are done here.
+	last := len(name) - 1
+	for last > 0 && (name[last] == '_' || name[last] == '.' || name[last] == '-') {
+		last--
+	}
+	if c := name[last] | 0x20; c != 'd' && c != 't' {
 		return keyNone
 	}
 	var buf [16]byte
@@ -176,9 +223,14 @@ func keyKind(name string) key {
 	return keyNone
 }
 
-func isWord(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == '-'
-}
+func isWord(c byte) bool { return wordBytes[c] }
+
+var wordBytes = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == '-'
+	}
+	return t
+}()
 
 func isSeparator(c byte) bool {
 	return c == '"' || c == '\'' || c == ':' || c == '=' || c == ' ' || c == '\t' || c == '\\'

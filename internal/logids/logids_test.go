@@ -3,6 +3,8 @@ package logids
 import (
 	"encoding/hex"
 	"fmt"
+	"math/rand/v2"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -90,13 +92,35 @@ func TestExtractOrder(t *testing.T) {
 	require.False(t, Extract(labels.FromStrings("trace_id", "nope"), labels.EmptyLabels(), "plain").Found())
 }
 
+var hexRun = regexp.MustCompile(`[0-9a-fA-F]{16}`)
+
+func TestHasHexRun(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	const alphabet = "0aF9g- z"
+	for range 20000 {
+		b := make([]byte, rnd.IntN(60))
+		for i := range b {
+			b[i] = alphabet[rnd.IntN(len(alphabet))]
+			if rnd.IntN(3) > 0 && i > 0 {
+				b[i] = "0123456789abcdef"[rnd.IntN(16)]
+			}
+		}
+		require.Equal(t, hexRun.Match(b), hasHexRun(string(b), 16), "%q", b)
+	}
+}
+
 func FuzzFromLine(f *testing.F) {
 	f.Add(`{"trace_id":"` + tid + `","span_id":"` + sid + `"}`)
 	f.Add(`level=info traceparent=00-` + tid + `-` + sid + `-01`)
 	f.Add(`trace.id: ` + tid)
 	f.Add("")
+	f.Add("x-" + tid[:15] + "-" + tid[:16])
+	f.Add("id=" + tid[:16] + "-00000000000000000000000000000000000000000000")
 	f.Fuzz(func(t *testing.T, line string) {
 		got := FromLine(line)
+		// The hex-run check skips only lines the scan finds nothing in.
+		require.Equal(t, scanLine(line), got, "%q", line)
+		require.Equal(t, hexRun.MatchString(line), hasHexRun(line, 16), "hex run in %q", line)
 		if got.Trace.IsEmpty() {
 			require.True(t, got.Span.IsEmpty(), "a span id without a trace id in %q", line)
 			return
