@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/grafana/loki/pkg/push"
@@ -274,15 +275,37 @@ func decodeProto(body []byte, maxDecoded int64) ([]stream, error) {
 	if int64(n) > maxDecoded {
 		return nil, fmt.Errorf("%w: body decodes to %d bytes, over %d", errTooLarge, n, maxDecoded)
 	}
-	raw, err := snappy.Decode(make([]byte, n), body)
+	buf := rawPool.Get().(*[]byte)
+	defer func() {
+		if cap(*buf) <= maxPooledRaw {
+			rawPool.Put(buf)
+		}
+	}()
+	raw, err := snappy.Decode((*buf)[:cap(*buf)], body)
 	if err != nil {
 		return nil, fmt.Errorf("body is not snappy-compressed (block format): %w", err)
+	}
+	*buf = raw
+	// Lumen's decoder reads what it knows exactly as the push package
+	// does; anything else is left to the push package, which decides.
+	if out, ok := decodePush(raw); ok {
+		return out, nil
 	}
 	var req push.PushRequest
 	if err := req.Unmarshal(raw); err != nil {
 		return nil, fmt.Errorf("body is not a Loki PushRequest protobuf: %w", err)
 	}
-	// Unmarshal copies every string out of raw: they are kept as they are.
+	return fromPushRequest(req), nil
+}
+
+// rawPool holds decoded bodies: nothing decoded refers to one.
+var rawPool = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxPooledRaw = 8 << 20
+
+// fromPushRequest is the streams of a decoded PushRequest. Unmarshal copies
+// every string out of the body: they are kept as they are.
+func fromPushRequest(req push.PushRequest) []stream {
 	out := make([]stream, 0, len(req.Streams))
 	for _, s := range req.Streams {
 		st := stream{labels: s.Labels, Entries: make([]store.LogEntry, 0, len(s.Entries))}
@@ -300,7 +323,7 @@ func decodeProto(body []byte, maxDecoded int64) ([]stream, error) {
 		}
 		out = append(out, st)
 	}
-	return out, nil
+	return out
 }
 
 type jsonRequest struct {
