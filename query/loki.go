@@ -54,6 +54,15 @@ func NewLoki(r LogReader, cfg LokiConfig, m *Metrics, log *zap.Logger) *LokiAPI 
 		tails: limits.New("tails", cfg.MaxTails, 0), upgrader: newUpgrader(cfg.TrustedOrigins)}
 }
 
+// Admit admits a request that reads logs the way a LogQL query does (the
+// alert evidence API): a slot of the LogQL queries' limiter, and their
+// timeout on its context. done must be called once it is answered.
+func (a *LokiAPI) Admit(r *http.Request) (ctx context.Context, done func(), err error) {
+	ctx, done, err = admit(r, a.lim, a.cfg.Timeout)
+	a.m.count(apiLoki, err)
+	return ctx, done, err
+}
+
 // Register adds the Loki routes to mux; wrap instruments each handler.
 func (a *LokiAPI) Register(mux Mux, wrap Wrap) {
 	wrap = orPlain(wrap)

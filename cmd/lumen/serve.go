@@ -346,7 +346,8 @@ func registerQueryAPIs(routes *routeTable, cfg Config, db *store.DB, reg prometh
 	logql.MaxQueryLength, promql.MaxQueryLength = cfg.queryLength(logql.MaxQueryLength), cfg.queryLength(promql.MaxQueryLength)
 	read := routes.scoped(auth.Read)
 	query.New(db, cfg.Traces, qm, log).Register(read, wrap)
-	query.NewLoki(db, logql, qm, log).Register(read, wrap)
+	loki := query.NewLoki(db, logql, qm, log)
+	loki.Register(read, wrap)
 	query.NewTempo(db, store.DefaultSearchAttributes, version, cfg.Traces, qm, log).Register(read, wrap)
 	query.NewJaeger(db, cfg.Traces, qm, log).Register(read, wrap)
 	// Every other /api/v1 route is Prometheus' own API; the more specific
@@ -388,7 +389,7 @@ func registerQueryAPIs(routes *routeTable, cfg Config, db *store.DB, reg prometh
 				t, err := db.Trace(ctx, id)
 				return t.Spans, err
 			}}
-	})))
+	}, loki.Admit)))
 }
 
 // registerStoreMetrics exposes the store's size, read when scraped.

@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/lumenobs/lumen/internal/fault"
+	"github.com/lumenobs/lumen/internal/limits"
 	"github.com/lumenobs/lumen/internal/logids"
 	"github.com/lumenobs/lumen/internal/model"
 	"github.com/lumenobs/lumen/query/logql"
@@ -76,19 +77,43 @@ const (
 	maxTracesRead    = 200
 )
 
+// Admit admits a request to the store (a slot of a query limiter and a
+// timeout on its context), or refuses it; done is called once the request
+// is answered.
+type Admit func(*http.Request) (ctx context.Context, done func(), err error)
+
 // EvidenceHandler serves GET /api/v1/alert_evidence: lang (promql,
 // logql), expr, labels (the alert's, as {a="b"}), start and end (unix
 // ms or s, RFC 3339; default the last hour), limit (20, at most 500).
-func EvidenceHandler(src func(*http.Request) EvidenceSource) http.Handler {
+// admit, when not nil, admits each request before the store is read.
+func EvidenceHandler(src func(*http.Request) EvidenceSource, admit Admit) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ev, err := evidence(r, src(r))
+		var (
+			ev  Evidence
+			err error
+		)
+		if admit != nil {
+			ctx, done, aerr := admit(r)
+			if err = aerr; err == nil {
+				defer done()
+				r = r.WithContext(ctx)
+			}
+		}
+		if err == nil {
+			ev, err = evidence(r, src(r))
+		}
 		w.Header().Set("Content-Type", "application/json")
 		if err != nil {
 			// The request's errors are 400; the store's, a limit, a timeout
 			// or a client gone as internal/fault classifies them for every
 			// API.
 			code, typ := http.StatusBadRequest, "bad_data"
-			if !errors.Is(err, errBadEvidence) && !errors.Is(err, logql.ErrParse) {
+			switch {
+			case errors.Is(err, limits.ErrBusy):
+				// Turned away by the limiter, as every query API answers it.
+				w.Header().Set("Retry-After", "1")
+				code, typ = http.StatusServiceUnavailable, "unavailable"
+			case !errors.Is(err, errBadEvidence) && !errors.Is(err, logql.ErrParse):
 				c := fault.Classify(err)
 				c.SetRetryAfter(w.Header())
 				code, typ = c.HTTP, "internal"

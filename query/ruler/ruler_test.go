@@ -3,6 +3,8 @@ package ruler
 import (
 	"context"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/require"
 
+	"github.com/lumenobs/lumen/internal/limits"
 	"github.com/lumenobs/lumen/store"
 )
 
@@ -150,4 +153,41 @@ func FuzzParseRules(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The evidence API is admitted like a query: turned away with 503 and
+// Retry-After when its limiter has no slot, before the store is read, and
+// the slot is freed once it is answered.
+func TestEvidenceAdmitted(t *testing.T) {
+	lim := limits.New("LogQL queries", 1, 0)
+	read := 0
+	h := EvidenceHandler(func(*http.Request) EvidenceSource {
+		read++
+		return EvidenceSource{}
+	}, func(r *http.Request) (context.Context, func(), error) {
+		release, err := lim.Acquire(r.Context())
+		if err != nil {
+			return nil, nil, err
+		}
+		return r.Context(), release, nil
+	})
+	hold, err := lim.Acquire(context.Background())
+	require.NoError(t, err)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/v1/alert_evidence?lang=logql&expr=x", nil))
+	require.Equal(t, http.StatusServiceUnavailable, rec.Code, rec.Body.String())
+	require.Equal(t, "1", rec.Header().Get("Retry-After"))
+	require.Contains(t, rec.Body.String(), `"errorType":"unavailable"`)
+	require.Contains(t, rec.Body.String(), "LogQL queries")
+	require.Zero(t, read, "the store was read")
+	hold()
+	// With a slot: the request is read (and refused for its bad expression),
+	// and its slot is back afterwards.
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/v1/alert_evidence?lang=logql&expr=x", nil))
+	require.Equal(t, http.StatusBadRequest, rec.Code, rec.Body.String())
+	require.Equal(t, 1, read)
+	again, err := lim.Acquire(context.Background())
+	require.NoError(t, err, "the slot was not freed")
+	again()
 }
