@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"fmt"
 	"testing"
 
@@ -30,6 +31,8 @@ func fuzzEntries() []LogEntry {
 func FuzzLogBlock(f *testing.F) {
 	f.Add(encodeBlock(sortEntries(fuzzEntries())), int64(1_000))
 	f.Add([]byte{1, 0, 0, 0}, int64(0))
+	f.Add(encodeBlockV1(sortEntries(fuzzEntries())), int64(1_000))
+	f.Add([]byte{0, 2, 0, 0, 0, 64, 1, 'a', '\n', 'b', '\n'}, int64(0))
 	f.Fuzz(func(t *testing.T, b []byte, mint int64) {
 		var sb labels.ScratchBuilder
 		es, err := decodeBlock(b, mint, &sb)
@@ -166,4 +169,71 @@ func TestLogCompressionSettings(t *testing.T) {
 		c.close()
 	}
 	require.Less(t, sizes[LogCompressionBetter], sizes[LogCompressionFast], "better compresses more: %v", sizes)
+}
+
+// encodeBlockV1 encodes entries as blocks were written before separated
+// lines and the flags 8, 16 and 32: every length listed, ids and metadata
+// whole.
+func encodeBlockV1(es []LogEntry) []byte {
+	b := binary.AppendUvarint(nil, uint64(len(es)))
+	prev := es[0].T
+	for _, e := range es {
+		b = binary.AppendUvarint(b, uint64(e.T-prev))
+		prev = e.T
+	}
+	for _, e := range es {
+		var f byte
+		if !e.TraceID.IsEmpty() {
+			f |= flagTrace
+		}
+		if !e.SpanID.IsEmpty() {
+			f |= flagSpan
+		}
+		if !e.Metadata.IsEmpty() {
+			f |= flagMetadata
+		}
+		b = append(b, f)
+	}
+	for _, e := range es {
+		if !e.TraceID.IsEmpty() {
+			b = append(b, e.TraceID[:]...)
+		}
+		if !e.SpanID.IsEmpty() {
+			b = append(b, e.SpanID[:]...)
+		}
+	}
+	for _, e := range es {
+		if !e.Metadata.IsEmpty() {
+			b = encodeLabels(b, e.Metadata)
+		}
+	}
+	for _, e := range es {
+		b = binary.AppendUvarint(b, uint64(len(e.Line)))
+	}
+	for _, e := range es {
+		b = append(b, e.Line...)
+	}
+	return b
+}
+
+// Blocks written by earlier builds read as they did, and sum up as blocks
+// written now do.
+func TestLogBlockEarlierLayoutReads(t *testing.T) {
+	es := sortEntries(append(fuzzEntries(),
+		LogEntry{T: 9_000_000_010, Line: "ERROR boom\n\tat a.b(C.java:1)\n\tat d.e(F.java:2)", Metadata: labels.FromStrings("detected_level", "error", "trace_id", "x")},
+		LogEntry{T: 9_000_000_011, Line: "\n"}))
+	var sb labels.ScratchBuilder
+	old, now := encodeBlockV1(es), encodeBlock(es)
+	require.NotEqual(t, old, now)
+	for _, payload := range [][]byte{old, now} {
+		got, err := decodeBlock(payload, es[0].T, &sb)
+		require.NoError(t, err)
+		require.Equal(t, es, got)
+	}
+	a, err := sumBlock(old)
+	require.NoError(t, err)
+	b, err := sumBlock(now)
+	require.NoError(t, err)
+	require.Equal(t, a, b)
+	require.Equal(t, int64(len(es)), b.Entries)
 }

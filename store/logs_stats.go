@@ -220,6 +220,10 @@ func (db *DB) streamChunks(txn *badger.Txn, ref uint64, start, end int64, f func
 func sumBlock(b []byte) (LogChunk, error) {
 	bad := func(what string) error { return fmt.Errorf("%w: log block: %s", ErrCorrupt, what) }
 	var c LogChunk
+	separated := len(b) > 0 && b[0] == separatedBlock
+	if separated {
+		b = b[1:]
+	}
 	n, w := binary.Uvarint(b)
 	if w <= 0 || n == 0 || n > uint64(len(b)) {
 		return c, bad("entry count")
@@ -293,6 +297,25 @@ func sumBlock(b []byte) (LogChunk, error) {
 			symbol(string(b[w : w+int(l)]))
 			b = b[w+int(l):]
 		}
+	}
+	if separated {
+		// The lengths given (of lines holding '\n'), then every line and
+		// its '\n': the lines are what is left, less one byte each.
+		for _, f := range flags {
+			if f&flagMultiline != 0 {
+				_, w := binary.Uvarint(b)
+				if w <= 0 {
+					return c, bad("line length")
+				}
+				b = b[w:]
+			}
+		}
+		if uint64(len(b)) < n {
+			return c, bad("lines")
+		}
+		c.Bytes += int64(len(b)) - int64(n)
+		c.Entries = int64(n)
+		return c, nil
 	}
 	for range n {
 		l, w := binary.Uvarint(b)
