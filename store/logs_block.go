@@ -150,9 +150,9 @@ const (
 	separatedBlock byte = 0
 )
 
-// levelLabel is the structured-metadata field ingest sets on every line
+// LevelLabel is the structured-metadata field ingest sets on every line
 // (ingest/logfields); blockLevels are the values a block stores as a byte.
-const levelLabel = "detected_level"
+const LevelLabel = "detected_level"
 
 var blockLevels = [...]string{"trace", "debug", "info", "warn", "error", "critical", "fatal", "unknown"}
 
@@ -160,10 +160,21 @@ var blockLevels = [...]string{"trace", "debug", "info", "warn", "error", "critic
 // shared by every such line read.
 var levelOnly = func() (ls [len(blockLevels)]labels.Labels) {
 	for i, l := range blockLevels {
-		ls[i] = labels.FromStrings(levelLabel, l)
+		ls[i] = labels.FromStrings(LevelLabel, l)
 	}
 	return ls
 }()
+
+// LevelOnly is the metadata of a line that has nothing but level lvl, one
+// label set shared by every such line, for the levels a block stores as a
+// byte; false for any other level.
+func LevelOnly(lvl string) (labels.Labels, bool) {
+	code, ok := levelCode(lvl)
+	if !ok {
+		return labels.EmptyLabels(), false
+	}
+	return levelOnly[code], true
+}
 
 func levelCode(v string) (byte, bool) {
 	for i, l := range blockLevels {
@@ -239,14 +250,14 @@ func encodeBlock(es []LogEntry) []byte {
 				f |= flagSpan
 			}
 		}
-		if lvl := e.Metadata.Get(levelLabel); lvl != "" {
+		if lvl := e.Metadata.Get(LevelLabel); lvl != "" {
 			if code, ok := levelCode(lvl); ok {
 				f |= flagLevel
 				w.level = code
 				if e.Metadata.Len() == 1 {
 					w.md = labels.EmptyLabels()
 				} else {
-					w.md = labels.NewBuilder(e.Metadata).Del(levelLabel).Labels()
+					w.md = labels.NewBuilder(e.Metadata).Del(LevelLabel).Labels()
 				}
 			}
 		}
@@ -489,10 +500,10 @@ func decodeBlockLines(b []byte, mint int64, sb *labels.ScratchBuilder, view bool
 				return nil, fmt.Errorf("log block metadata: %w", err)
 			}
 			if f&flagLevel != 0 {
-				if ls.Has(levelLabel) {
+				if ls.Has(LevelLabel) {
 					return nil, bad("level given twice")
 				}
-				ls = labels.NewBuilder(ls).Set(levelLabel, lvl.Get(levelLabel)).Labels()
+				ls = labels.NewBuilder(ls).Set(LevelLabel, lvl.Get(LevelLabel)).Labels()
 			}
 			es[i].Metadata = ls
 		}

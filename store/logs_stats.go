@@ -274,7 +274,7 @@ func sumBlock(b []byte) (LogChunk, error) {
 				return c, bad("level")
 			}
 			c.Bytes += 8
-			symbol(levelLabel)
+			symbol(LevelLabel)
 			symbol(blockLevels[b[0]])
 			b = b[1:]
 		}

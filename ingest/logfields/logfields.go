@@ -27,7 +27,7 @@ import (
 const (
 	ServiceNameLabel = "service_name"
 	UnknownService   = "unknown_service"
-	LevelLabel       = "detected_level"
+	LevelLabel       = store.LevelLabel
 	UnknownLevel     = "unknown"
 )
 
@@ -126,22 +126,11 @@ func (d *Detector) Apply(streams []store.LogStream) {
 	}
 }
 
-// levelOnly holds, for each level Normalise and wordLevel give, the
-// metadata of a line that has nothing but that level: most lines, which
-// then share one label set instead of each building its own.
-var levelOnly = func() map[string]labels.Labels {
-	m := map[string]labels.Labels{}
-	for _, l := range []string{"trace", "debug", "info", "warn", "error", "critical", "fatal", UnknownLevel} {
-		m[l] = labels.FromStrings(LevelLabel, l)
-	}
-	return m
-}()
-
 // withLevel is md with detected_level set to lvl.
 func withLevel(md labels.Labels, lvl string) labels.Labels {
 	if md.IsEmpty() {
-		if ls, ok := levelOnly[lvl]; ok {
-			return ls
+		if ls, ok := store.LevelOnly(lvl); ok {
+			return ls // shared with every line of that level, and with those read back from blocks
 		}
 	}
 	return labels.NewBuilder(md).Set(LevelLabel, lvl).Labels()
