@@ -133,6 +133,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/auth/
 	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./internal/auth/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRules$$' -fuzztime $(FUZZTIME) ./query/ruler/
+	$(GO) test -run '^$$' -fuzz '^FuzzServiceSeriesJSON$$' -fuzztime $(FUZZTIME) ./query/
 	$(GO) test -run '^$$' -fuzz '^FuzzRemoteWrite$$' -fuzztime $(FUZZTIME) ./ingest/promrw/
 	$(GO) test -run '^$$' -fuzz '^FuzzV1MatchesPrometheusHandler$$' -fuzztime $(FUZZTIME) ./ingest/promrw/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecimalChunk$$' -fuzztime $(FUZZTIME) ./store/

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -116,7 +117,34 @@ var notGenerated = labels.MustNewMatcher(labels.MatchNotRegexp, "__name__", "tra
 // redSeries are a service's rate, errors and duration from span metrics.
 const redSeries = "traces_spanmetrics_calls_total|traces_spanmetrics_duration_seconds_count|traces_spanmetrics_duration_seconds_sum"
 
-func (a *API) serviceSeries(ctx context.Context, services []string, from, to time.Time) ([]ServiceSeries, error) {
+// maxREDNames is how many span names of a service in a trace restrict its
+// RED series to those names; a trace with more takes the service's RED
+// series in label order, as for a trace without spans there.
+const maxREDNames = 64
+
+// spanNames are the distinct span names of each service in td, sorted.
+func spanNames(td ptrace.Traces) map[string][]string {
+	out := map[string][]string{}
+	for _, rs := range td.ResourceSpans().All() {
+		v, ok := rs.Resource().Attributes().Get("service.name")
+		if !ok || v.Str() == "" {
+			continue
+		}
+		svc := v.Str()
+		for _, ss := range rs.ScopeSpans().All() {
+			for _, sp := range ss.Spans().All() {
+				out[svc] = append(out[svc], sp.Name())
+			}
+		}
+	}
+	for svc, names := range out {
+		slices.Sort(names)
+		out[svc] = slices.Compact(names)
+	}
+	return out
+}
+
+func (a *API) serviceSeries(ctx context.Context, services []string, names map[string][]string, from, to time.Time) ([]ServiceSeries, error) {
 	q, err := a.r.Querier(from.UnixMilli(), to.UnixMilli())
 	if err != nil {
 		return nil, err
@@ -132,7 +160,7 @@ func (a *API) serviceSeries(ctx context.Context, services []string, from, to tim
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			perService[i], errs[i] = serviceSeriesOf(ctx, q, svc, from, to)
+			perService[i], errs[i] = serviceSeriesOf(ctx, q, svc, names[svc], from, to)
 		})
 	}
 	wg.Wait()
@@ -146,16 +174,30 @@ func (a *API) serviceSeries(ctx context.Context, services []string, from, to tim
 	return out, nil
 }
 
-// serviceSeriesOf is serviceSeries of one service.
-func serviceSeriesOf(ctx context.Context, q storage.Querier, svc string, from, to time.Time) ([]ServiceSeries, error) {
+// serviceSeriesOf is serviceSeries of one service, whose spans in the trace
+// are named names.
+func serviceSeriesOf(ctx context.Context, q storage.Querier, svc string, names []string, from, to time.Time) ([]ServiceSeries, error) {
 	out := []ServiceSeries{}
 	seen := map[string]bool{}
-	// The service's RED series from span metrics first, then what else
-	// names it, up to the bound; span-metric buckets only if room is left.
-	selects := [][]*labels.Matcher{{
+	// The RED series from span metrics of the service's operations in the
+	// trace first, then what else names the service, up to the bound.
+	red := []*labels.Matcher{
 		labels.MustNewMatcher(labels.MatchRegexp, "__name__", redSeries),
 		labels.MustNewMatcher(labels.MatchEqual, "service", svc),
-	}}
+	}
+	if len(names) > 0 && len(names) <= maxREDNames {
+		quoted := make([]string, len(names))
+		for i, n := range names {
+			quoted[i] = regexp.QuoteMeta(n)
+		}
+		m, err := labels.NewMatcher(labels.MatchRegexp, "span_name", strings.Join(quoted, "|"))
+		if err != nil {
+			return nil, fmt.Errorf("span names of %s: %w", svc, err)
+		}
+		red = append(red, m)
+	}
+	selects := [][]*labels.Matcher{red}
+	var key []byte
 	for _, name := range serviceLabels {
 		selects = append(selects, []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, name, svc), notGenerated})
 	}
@@ -170,7 +212,8 @@ func serviceSeriesOf(ctx context.Context, q storage.Querier, svc string, from, t
 		set := q.Select(ctx, true, hints, ms...)
 		for set.Next() && len(seen) < maxSeriesPerService {
 			series := set.At()
-			k := series.Labels().String()
+			key = series.Labels().Bytes(key[:0])
+			k := string(key)
 			if seen[k] {
 				continue
 			}
@@ -338,7 +381,7 @@ func (a *API) trace(w http.ResponseWriter, r *http.Request) {
 			serr, gerr error
 			wg         sync.WaitGroup
 		)
-		wg.Go(func() { series, serr = a.serviceSeries(r.Context(), resp.Services, from, to) })
+		wg.Go(func() { series, serr = a.serviceSeries(r.Context(), resp.Services, spanNames(t.Spans), from, to) })
 		wg.Go(func() { graph, gerr = serviceGraph(r.Context(), a.r, from, to) })
 		wg.Wait()
 		if serr != nil {
@@ -354,7 +397,14 @@ func (a *API) trace(w http.ResponseWriter, r *http.Request) {
 		})
 		resp.Metrics = &TraceMetrics{Exemplars: exemplarSeries(exemplars), Series: series, ServiceGraph: graph, From: from, To: to}
 	}
-	writeJSON(w, http.StatusOK, resp)
+	body, err := encodeTraceResponse(resp)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(append(body, '\n')) // the client went away; nothing to do
 }
 
 // exemplarRange is the time range (unix ns) of exemplars, for a trace known

@@ -198,11 +198,12 @@ func (q exemplarQuerier) Select(start, end int64, sets ...[]*labels.Matcher) ([]
 		if lo == 0 || hi < msToNanos(start) || lo > msToNanos(end) {
 			continue
 		}
+		pv := p.postings.view()
 		err := p.view(func(txn *badger.Txn) error {
 			var sb labels.ScratchBuilder
 			seen := map[uint64]bool{}
 			for _, ms := range sets {
-				refs, err := candidateRefs(txn, ms)
+				refs, err := candidateRefs(txn, pv, ms)
 				if err != nil {
 					return err
 				}

@@ -58,6 +58,7 @@ func (s *memSeries) empty() bool {
 // unindex drops the gone series from the postings, each list filtered
 // once; h.mu is held.
 func (h *metricsHead) unindex(gone map[*memSeries]bool) {
+	h.epoch++
 	touched := map[string]map[string]bool{}
 	for s := range gone {
 		s.lset.Range(func(l labels.Label) {

@@ -37,6 +37,8 @@ func TestIdleSeriesAndStreamsLeaveTheHead(t *testing.T) {
 		// round's data, the second finds the older rounds idle.
 		require.NoError(t, db.CheckpointMetrics())
 		require.NoError(t, db.CheckpointLogs())
+		up := []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "__name__", "up")}
+		require.Len(t, db.metrics.selectSeries(up), perRound, "round %d: the head selects the round's series", r)
 		clk.set(100 << 30)
 		clk.mu.Lock()
 		clk.now = clk.now.Add(61 * time.Minute)
@@ -46,6 +48,14 @@ func TestIdleSeriesAndStreamsLeaveTheHead(t *testing.T) {
 		st := db.HeadStats()
 		require.Zero(t, st.Series, "round %d: every series is idle an hour later", r)
 		require.Zero(t, st.Streams, "round %d", r)
+		require.Empty(t, db.metrics.selectSeries(up), "round %d: nor the selections the head keeps", r)
+		// Read from the partition alone, whose postings the rounds
+		// before were read (and cached) from: this round's are there.
+		require.Equal(t, perRound*(r+1), len(floats(t, db, "up")), "round %d", r)
+		got, err := db.SelectLogs(context.Background(), LogSelect{Start: walT0.UnixNano(), End: clk.Now().UnixNano(),
+			Matchers: []*labels.Matcher{labels.MustNewMatcher(labels.MatchRegexp, "pod", "pod-.*")}})
+		require.NoError(t, err)
+		require.Equal(t, perRound*(r+1), len(got), "round %d", r)
 	}
 	st := db.HeadStats()
 	require.Equal(t, uint64(perRound*rounds), st.SeriesRemoved)

@@ -223,9 +223,10 @@ type partStream struct {
 // matchingStreams lists the streams of p that ms select.
 func matchingStreams(p *partition, ms []*labels.Matcher) ([]partStream, error) {
 	var out []partStream
+	pv := p.postings.view()
 	err := wrapRead(p.view(func(txn *badger.Txn) error {
 		var sb labels.ScratchBuilder
-		refs, err := streamIndex.candidateRefs(txn, ms)
+		refs, err := streamIndex.candidateRefs(txn, pv, ms)
 		if err != nil {
 			return err
 		}
@@ -411,8 +412,9 @@ func (db *DB) LogSeries(ctx context.Context, ms []*labels.Matcher, start, end in
 		if !overlaps(p, start, end) {
 			continue
 		}
+		pv := p.postings.view()
 		err := wrapRead(p.view(func(txn *badger.Txn) error {
-			refs, err := streamIndex.candidateRefs(txn, ms)
+			refs, err := streamIndex.candidateRefs(txn, pv, ms)
 			if err != nil {
 				return err
 			}

@@ -58,6 +58,10 @@ type metricsHead struct {
 	perMetric map[string]int
 	// removed counts idle series removed from the head.
 	removed atomic.Uint64
+	// epoch changes whenever a series enters or leaves the postings (under
+	// h.mu held exclusively); selected keeps selections made at an epoch.
+	epoch    uint64
+	selected selectionCache
 
 	nextRef atomic.Uint64
 	wal     *walLog // appended under state.mu shared, rotated under it exclusive
@@ -171,7 +175,11 @@ func (h *metricsHead) add(ref uint64, lset labels.Labels, hash uint64) *memSerie
 
 // sortByLabels sorts ss (series of the head) in label order: by their
 // ranks, merging the series made since the last ranking in first.
-func (h *metricsHead) sortByLabels(ss []*memSeries) {
+func (h *metricsHead) sortByLabels(ss []*memSeries) { h.sortByLabelsWith(ss, nil) }
+
+// sortByLabelsWith is sortByLabels, moving with[i] along with ss[i] (with
+// is nil or as long as ss).
+func (h *metricsHead) sortByLabelsWith(ss []*memSeries, with []int) {
 	if len(ss) < 2 {
 		return
 	}
@@ -199,10 +207,14 @@ func (h *metricsHead) sortByLabels(ss []*memSeries) {
 	type ranked struct {
 		rank uint32
 		s    *memSeries
+		with int
 	}
 	rs := make([]ranked, len(ss))
 	for i, s := range ss {
-		rs[i] = ranked{s.rank, s}
+		rs[i] = ranked{rank: s.rank, s: s}
+		if with != nil {
+			rs[i].with = with[i]
+		}
 	}
 	h.valuesMu.Unlock()
 	h.mu.RUnlock()
@@ -214,6 +226,9 @@ func (h *metricsHead) sortByLabels(ss []*memSeries) {
 	})
 	for i, r := range rs {
 		ss[i] = r.s
+		if with != nil {
+			with[i] = r.with
+		}
 	}
 }
 
@@ -884,6 +899,7 @@ func (v appenderV2) Rollback() error { return v.a.Rollback() }
 
 // index adds a new series to the head's postings; h.mu is held.
 func (h *metricsHead) index(s *memSeries) {
+	h.epoch++
 	if h.postings == nil {
 		h.postings = map[string]map[string][]*memSeries{}
 	}
@@ -1045,6 +1061,20 @@ func (h *metricsHead) matchingValues(m *labels.Matcher) []string {
 func (h *metricsHead) selectSeries(ms []*labels.Matcher) []*memSeries {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
+	// The same selection at the same epoch selects the same series: a
+	// dashboard's refresh or one trace's answer after another's finds
+	// them made. (h.epoch does not change under h.mu held shared.)
+	key := selectionKey(ms)
+	if got, ok := h.selected.get(key, h.epoch); ok {
+		return slices.Clone(got)
+	}
+	out := h.selectSeriesLocked(ms)
+	h.selected.put(key, h.epoch, out)
+	return slices.Clone(out)
+}
+
+// selectSeriesLocked is selectSeries without the cache; h.mu is held.
+func (h *metricsHead) selectSeriesLocked(ms []*labels.Matcher) []*memSeries {
 	var best []*memSeries
 	found := false
 	for _, m := range ms {

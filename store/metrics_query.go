@@ -52,19 +52,31 @@ func (q *querier) collectSorted(ctx context.Context, ms []*labels.Matcher) ([]fo
 	tooMany := func() error {
 		return fmt.Errorf("%w: the query selects more than %d series (limits.max_series_per_query); narrow its selectors", ErrLimit, limit)
 	}
+	// The head is read before the partitions: a chunk written from the
+	// head to a partition meanwhile is then in what was copied from the
+	// head or in what the partition holds (or both: equal samples are
+	// merged), never in neither.
+	head := q.db.metrics.selectSeries(ms)
+	if limit > 0 && len(head) > limit {
+		return nil, false, tooMany()
+	}
+	headChunks := make([][]chunkenc.Chunk, len(head))
+	for i, s := range head {
+		headChunks[i] = s.headChunks(q.mint, q.maxt, nil)
+	}
 	parts, err := q.partitions()
 	if err != nil {
 		return nil, false, err
 	}
-	head := q.db.metrics.selectSeries(ms)
 	if len(parts) == 0 {
-		if limit > 0 && len(head) > limit {
-			return nil, false, tooMany()
+		order := make([]int, len(head))
+		for i := range order {
+			order[i] = i
 		}
-		q.db.metrics.sortByLabels(head)
+		q.db.metrics.sortByLabelsWith(head, order)
 		out := make([]found, len(head))
-		for i, s := range head {
-			out[i] = found{lset: s.lset, chunks: s.headChunks(q.mint, q.maxt, nil)}
+		for i, j := range order {
+			out[i] = found{lset: head[i].lset, chunks: headChunks[j]}
 		}
 		return out, true, nil
 	}
@@ -96,13 +108,11 @@ func (q *querier) collectSorted(ctx context.Context, ms []*labels.Matcher) ([]fo
 			return nil, false, err
 		}
 	}
-	var chunks []chunkenc.Chunk
-	for _, s := range head {
-		chunks = s.headChunks(q.mint, q.maxt, chunks[:0])
-		for _, c := range chunks {
+	for i, s := range head {
+		for _, c := range headChunks[i] {
 			add(s.lset, c)
 		}
-		if len(chunks) == 0 {
+		if len(headChunks[i]) == 0 {
 			add(s.lset, nil)
 		}
 	}
@@ -118,9 +128,9 @@ func (q *querier) collectSorted(ctx context.Context, ms []*labels.Matcher) ([]fo
 // reads the chunks of a few.
 func (q *querier) selectLimited(ctx context.Context, ms []*labels.Matcher, limit int) ([]storage.Series, error) {
 	type source struct {
-		part int // index in parts, or -1 for the head
-		ref  uint64
-		head *memSeries
+		part   int // index in parts, or -1 for the head
+		ref    uint64
+		chunks []chunkenc.Chunk // the head's
 	}
 	type cand struct {
 		lset labels.Labels
@@ -137,6 +147,13 @@ func (q *querier) selectLimited(ctx context.Context, ms []*labels.Matcher, limit
 		}
 		c.from = append(c.from, src)
 	}
+	// The head first, its chunks copied, as in collectSorted (a chunk
+	// written from the head to a partition meanwhile is in one or both).
+	head := q.db.metrics.selectSeries(ms)
+	headChunks := make([][]chunkenc.Chunk, len(head))
+	for i, s := range head {
+		headChunks[i] = s.headChunks(q.mint, q.maxt, nil)
+	}
 	parts, err := q.partitions()
 	if err != nil {
 		return nil, err
@@ -145,29 +162,13 @@ func (q *querier) selectLimited(ctx context.Context, ms []*labels.Matcher, limit
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		err := p.view(func(txn *badger.Txn) error {
-			refs, err := candidateRefs(txn, ms)
-			if err != nil {
-				return err
-			}
-			var sb labels.ScratchBuilder
-			for _, ref := range refs {
-				lset, err := p.seriesLabels(txn, ref, &sb)
-				if err != nil {
-					return err
-				}
-				if matchesAll(lset, ms) {
-					add(lset, source{part: i, ref: ref})
-				}
-			}
-			return nil
-		})
+		err := p.selectSeries(ms, func(s refLabels) { add(s.lset, source{part: i, ref: s.ref}) })
 		if err != nil {
 			return nil, err
 		}
 	}
-	for _, s := range q.db.metrics.selectSeries(ms) {
-		add(s.lset, source{part: -1, head: s})
+	for i, s := range head {
+		add(s.lset, source{part: -1, chunks: headChunks[i]})
 	}
 	cands := make([]*cand, 0, len(byKey))
 	for _, c := range byKey {
@@ -190,7 +191,7 @@ func (q *querier) selectLimited(ctx context.Context, ms []*labels.Matcher, limit
 			var chunks []chunkenc.Chunk
 			for _, src := range c.from {
 				if src.part < 0 {
-					chunks = src.head.headChunks(q.mint, q.maxt, chunks)
+					chunks = append(chunks, src.chunks...)
 					continue
 				}
 				cs, err := q.chunks(readers[src.part], src.ref)
@@ -249,32 +250,63 @@ func matchesAll(lset labels.Labels, ms []*labels.Matcher) bool {
 	return true
 }
 
-func (q *querier) collectPartition(p *partition, ms []*labels.Matcher, add func(labels.Labels, chunkenc.Chunk)) error {
-	return p.view(func(txn *badger.Txn) error {
-		refs, err := candidateRefs(txn, ms)
+// selectSeries calls fn with each of p's series that ms select, in ref
+// order, from the partition's cache of selections or from its postings.
+func (p *partition) selectSeries(ms []*labels.Matcher, fn func(refLabels)) error {
+	key := selectionKey(ms)
+	pv := p.postings.view()
+	if got, ok := pv.getSelection(key); ok {
+		for _, s := range got {
+			fn(s)
+		}
+		return nil
+	}
+	var out []refLabels
+	err := p.view(func(txn *badger.Txn) error {
+		refs, err := candidateRefs(txn, pv, ms)
 		if err != nil {
 			return err
 		}
-		cr := &chunkReader{txn: txn}
-		defer cr.close()
 		var sb labels.ScratchBuilder
 		for _, ref := range refs {
 			lset, err := p.seriesLabels(txn, ref, &sb)
 			if err != nil {
 				return err
 			}
-			if !matchesAll(lset, ms) {
-				continue
+			if matchesAll(lset, ms) {
+				out = append(out, refLabels{ref: ref, lset: lset})
 			}
-			chunks, err := q.chunks(cr, ref)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	pv.putSelection(key, out)
+	for _, s := range out {
+		fn(s)
+	}
+	return nil
+}
+
+func (q *querier) collectPartition(p *partition, ms []*labels.Matcher, add func(labels.Labels, chunkenc.Chunk)) error {
+	var series []refLabels
+	if err := p.selectSeries(ms, func(s refLabels) { series = append(series, s) }); err != nil {
+		return err
+	}
+	return p.view(func(txn *badger.Txn) error {
+		cr := &chunkReader{txn: txn}
+		defer cr.close()
+		for _, s := range series {
+			chunks, err := q.chunks(cr, s.ref)
 			if err != nil {
 				return err
 			}
 			for _, c := range chunks {
-				add(lset, c)
+				add(s.lset, c)
 			}
 			if len(chunks) == 0 {
-				add(lset, nil)
+				add(s.lset, nil)
 			}
 		}
 		return nil
@@ -383,8 +415,8 @@ func (q *querier) chunkAt(item *badger.Item) (chunkenc.Chunk, int64, error) {
 // candidateRefs returns the refs of series that may match ms, from the
 // postings of the matchers that do not match the empty value (those cannot
 // select series that lack the label). With no such matcher, every series.
-func candidateRefs(txn *badger.Txn, ms []*labels.Matcher) ([]uint64, error) {
-	return seriesIndex.candidateRefs(txn, ms)
+func candidateRefs(txn *badger.Txn, pv postingsView, ms []*labels.Matcher) ([]uint64, error) {
+	return seriesIndex.candidateRefs(txn, pv, ms)
 }
 
 // candidateRefs is candidateRefs over the index ix.
@@ -393,7 +425,7 @@ func candidateRefs(txn *badger.Txn, ms []*labels.Matcher) ([]uint64, error) {
 // postings of every value of its label.
 const narrowEnough = 1024
 
-func (ix labelIndex) candidateRefs(txn *badger.Txn, ms []*labels.Matcher) ([]uint64, error) {
+func (ix labelIndex) candidateRefs(txn *badger.Txn, pv postingsView, ms []*labels.Matcher) ([]uint64, error) {
 	var result []uint64
 	first := true
 	// Equality and set matchers (a|b|c) first: they read only their values'
@@ -417,7 +449,7 @@ func (ix labelIndex) candidateRefs(txn *badger.Txn, ms []*labels.Matcher) ([]uin
 		if !first && !cheap(m) && len(result) <= narrowEnough {
 			continue
 		}
-		set, err := ix.postingsFor(txn, m)
+		set, err := ix.postingsFor(txn, pv, m)
 		if err != nil {
 			return nil, err
 		}
@@ -436,10 +468,10 @@ func (ix labelIndex) candidateRefs(txn *badger.Txn, ms []*labels.Matcher) ([]uin
 	return result, nil
 }
 
-func (ix labelIndex) postingsFor(txn *badger.Txn, m *labels.Matcher) ([]uint64, error) {
+func (ix labelIndex) postingsFor(txn *badger.Txn, pv postingsView, m *labels.Matcher) ([]uint64, error) {
 	// Equality, or a regexp of alternatives (a|b|c): each value's
-	// postings, through one iterator (making one costs an iterator per
-	// table).
+	// postings, from the partition's cache or through one iterator
+	// (making one costs an iterator per table).
 	var values []string
 	switch {
 	case m.Type == labels.MatchEqual:
@@ -452,14 +484,34 @@ func (ix labelIndex) postingsFor(txn *badger.Txn, m *labels.Matcher) ([]uint64, 
 		if len(values) == 1 {
 			prefix = ix.postingValuePrefix(m.Name, values[0])
 		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
-		defer it.Close()
-		var refs []uint64
-		for _, v := range values {
-			var err error
-			if refs, err = valueRefs(it, ix.postingValuePrefix(m.Name, v), refs); err != nil {
-				return nil, err
+		var it *badger.Iterator
+		defer func() {
+			if it != nil {
+				it.Close()
 			}
+		}()
+		perValue := make([][]uint64, 0, len(values))
+		for _, v := range values {
+			key := ix.postingValuePrefix(m.Name, v)
+			refs, ok := pv.get(key)
+			if !ok {
+				if it == nil {
+					it = txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+				}
+				var err error
+				if refs, err = valueRefs(it, key, nil); err != nil {
+					return nil, err
+				}
+				pv.put(key, refs)
+			}
+			perValue = append(perValue, refs)
+		}
+		if len(perValue) == 1 {
+			return perValue[0], nil // in key order: sorted, each once
+		}
+		var refs []uint64
+		for _, r := range perValue {
+			refs = append(refs, r...)
 		}
 		slices.Sort(refs)
 		return slices.Compact(refs), nil

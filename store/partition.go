@@ -68,6 +68,9 @@ type partition struct {
 	// by a posting would otherwise read each from Badger.
 	series     sync.Map // uint64 -> labels.Labels
 	seriesSize atomic.Int64
+
+	// postings caches the partition's postings by label value.
+	postings postingsCache
 }
 
 // maxCachedSeries bounds a partition's series label cache.

@@ -260,7 +260,18 @@ func (db *DB) writeHead(fill func(p *partition, set func(k, v []byte))) (string,
 func writeBatch(p *partition, kvs [][]byte) error {
 	wb := p.db.NewWriteBatch()
 	defer wb.Cancel()
+	postings := false
+	defer func() {
+		// Once a batch with postings is committed (or failed, part of
+		// it perhaps), cached postings are read again.
+		if postings {
+			p.postings.written()
+		}
+	}()
 	for i := 0; i < len(kvs); i += 2 {
+		if k := kvs[i]; len(k) > 0 && (k[0] == nsPosting || k[0] == nsStreamPosting) {
+			postings = true
+		}
 		if err := wb.Set(kvs[i], kvs[i+1]); err != nil {
 			return partitionWriteError(p, "write", err)
 		}
