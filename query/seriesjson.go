@@ -17,11 +17,17 @@ import (
 func encodeTraceResponse(r TraceResponse) ([]byte, error) {
 	trace, metrics := r.Trace, r.Metrics
 	r.Trace, r.Metrics = nil, nil
-	b, err := json.Marshal(r)
+	head, err := json.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("encode trace %s: %w", r.TraceID, err)
 	}
-	b = b[:len(b)-1] // the closing brace
+	size := len(head) + len(trace) + 256
+	if metrics != nil {
+		for _, s := range metrics.Series {
+			size += 160 + 32*len(s.Values) + 96*len(s.Histograms)
+		}
+	}
+	b := append(make([]byte, 0, size), head[:len(head)-1]...) // less its closing brace
 	if len(trace) > 0 {
 		b = append(b, `,"trace":`...)
 		b = append(b, trace...) // OTLP/JSON as ptrace writes it: compact

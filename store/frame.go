@@ -94,7 +94,11 @@ func (c *codec) encodeBlock(codec byte, payload []byte) []byte {
 }
 
 // decode returns the codec and the decompressed payload of a frame value.
-func (c *codec) decode(val []byte) (byte, []byte, error) {
+func (c *codec) decode(val []byte) (byte, []byte, error) { return c.decodeTo(nil, val) }
+
+// decodeTo is decode, the payload in dst's memory when it is large enough
+// (dst's contents are overwritten).
+func (c *codec) decodeTo(dst, val []byte) (byte, []byte, error) {
 	if len(val) < 2 {
 		return 0, nil, fmt.Errorf("%w: frame of %d bytes", ErrCorrupt, len(val))
 	}
@@ -102,7 +106,7 @@ func (c *codec) decode(val []byte) (byte, []byte, error) {
 	switch val[0] {
 	case codecZstdOTLP, codecZstdColumns, codecZstdLogBlock:
 		var err error
-		if out, err = c.dec.DecodeAll(val[1:], nil); err != nil {
+		if out, err = c.dec.DecodeAll(val[1:], dst[:0]); err != nil {
 			return 0, nil, fmt.Errorf("%w: frame: %w", ErrCorrupt, err)
 		}
 	case codecS2:
@@ -110,7 +114,7 @@ func (c *codec) decode(val []byte) (byte, []byte, error) {
 		if err != nil || n > maxFrameBytes {
 			return 0, nil, fmt.Errorf("%w: S2 frame of %d bytes decoded: %v", ErrCorrupt, n, err) //nolint:errorlint // the codec's error is a detail
 		}
-		if out, err = s2.Decode(nil, val[1:]); err != nil {
+		if out, err = s2.Decode(dst[:cap(dst)], val[1:]); err != nil {
 			return 0, nil, fmt.Errorf("%w: S2 frame: %w", ErrCorrupt, err)
 		}
 	default:

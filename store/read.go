@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 
 	"github.com/dgraph-io/badger/v4"
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -110,22 +111,42 @@ func (db *DB) readTrace(p *partition, id model.TraceID, spans ptrace.Traces, log
 			if err != nil {
 				return fmt.Errorf("%w: frame %c/%d/%d named by trace %s: %v", ErrCorrupt, ref.Kind, ref.Seq, ref.Frame, id, err) //nolint:errorlint // Badger errors stay inside the store
 			}
-			val, err := item.ValueCopy(nil)
-			if err != nil {
-				return fmt.Errorf("%w: read frame: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
+			// A span frame is decoded into a pooled buffer, inside
+			// Badger's read of it: the trace's spans are copied out of
+			// it (a frame holds a whole request, the trace a few spans of
+			// it). Log frames of earlier builds keep their own memory.
+			var buf *[]byte
+			if ref.Kind == KindSpans {
+				buf = payloadPool.Get().(*[]byte)
 			}
-			codec, payload, err := db.codec.decode(val)
-			if err != nil {
+			err = item.Value(func(val []byte) error {
+				var dst []byte
+				if buf != nil {
+					dst = *buf
+				}
+				codec, payload, err := db.codec.decodeTo(dst, val)
+				if err != nil {
+					return err
+				}
+				*budget -= int64(len(payload))
+				switch ref.Kind {
+				case KindSpans:
+					err = appendTraceSpans(codec, payload, id, spans)
+					if cap(payload) <= maxPooledPayload {
+						*buf = payload[:0]
+					}
+				case KindLogs:
+					err = appendTraceLogs(payload, id, logs)
+				}
 				return err
-			}
-			*budget -= int64(len(payload))
-			switch ref.Kind {
-			case KindSpans:
-				err = appendTraceSpans(codec, payload, id, spans)
-			case KindLogs:
-				err = appendTraceLogs(payload, id, logs)
+			})
+			if buf != nil {
+				payloadPool.Put(buf)
 			}
 			if err != nil {
+				if !errors.Is(err, ErrCorrupt) {
+					err = fmt.Errorf("%w: read frame: %v", ErrUnavailable, err) //nolint:errorlint // Badger errors stay inside the store
+				}
 				return err
 			}
 		}
@@ -137,6 +158,14 @@ func (db *DB) readTrace(p *partition, id model.TraceID, spans ptrace.Traces, log
 	return err
 }
 
+// payloadPool holds buffers for span frames decoded to read a trace's
+// spans out of them; buffers past maxPooledPayload are not kept.
+var payloadPool = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxPooledPayload = 4 << 20
+
+// appendTraceSpans appends the spans of trace id in a span frame's payload
+// to dst. Nothing of dst refers to payload afterwards.
 func appendTraceSpans(codec byte, payload []byte, id model.TraceID, dst ptrace.Traces) error {
 	want := pcommon.TraceID(id)
 	if codec == codecZstdColumns {

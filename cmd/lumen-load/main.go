@@ -39,6 +39,7 @@ type options struct {
 	total              int
 	duration           time.Duration
 	lookups            int
+	idle               time.Duration
 	pid                int
 	compress           bool
 	signal             string
@@ -71,6 +72,7 @@ func main() {
 	flag.IntVar(&o.total, "total", 1_000_000, "spans to send at most")
 	flag.DurationVar(&o.duration, "duration", 2*time.Minute, "longest time to send for")
 	flag.IntVar(&o.lookups, "lookups", 2000, "trace-by-id requests after the load")
+	flag.DurationVar(&o.idle, "idle", 0, "traces: after the lookups right after the load, wait this long and time them again (the server idle)")
 	flag.IntVar(&o.pid, "pid", 0, "server process id, to report its peak RSS (VmHWM) and CPU time from /proc")
 	flag.BoolVar(&o.compress, "gzip", false, "gzip-compress requests")
 	flag.StringVar(&o.signal, "signal", "traces", "traces (OTLP gRPC), metrics (remote write 1.0 to --http), logs (Loki push to --http), podlogs (container log files for lumen agent), promql (time -query over --http's Prometheus API); for the rules benchmark: rulefile (write -rules recording rules to -rules-file), live (every -series once per 15 s, for -duration), ruleeval (watch --http's rule groups and -pid's CPU for -duration)")
@@ -234,6 +236,13 @@ func run(o options, out io.Writer) error {
 	}
 	if err := lookups(o, ids, out); err != nil {
 		return err
+	}
+	if o.idle > 0 && o.lookups > 0 {
+		time.Sleep(o.idle)
+		fmt.Fprintf(out, "-- after %s idle\n", o.idle)
+		if err := lookups(o, ids, out); err != nil {
+			return err
+		}
 	}
 	return searches(o, start.Add(-5*time.Minute), time.Now().Add(time.Minute), out)
 }

@@ -7,7 +7,8 @@
 # prints spans/s, the server's CPU-seconds per million spans, its peak RSS,
 # its bytes on disk per span, then LOOKUPS trace-by-id requests right after
 # the load through the Jaeger API (Lumen's /jaeger/api/traces/{id},
-# Jaeger's /api/traces/{id}) and, for Lumen, its correlated answer. Peer:
+# Jaeger's /api/traces/{id}) and, for Lumen, its correlated answer, and
+# again after IDLE (default 20s) with the server idle. Peer:
 # `make jaeger-peer`. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,6 +18,7 @@ TOTAL=${TOTAL:-1000000}
 DURATION=${DURATION:-3m}
 LOOKUPS=${LOOKUPS:-200}
 ROUNDS=${ROUNDS:-1}
+IDLE=${IDLE:-20s}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 go build -o "$work/lumen" ./cmd/lumen
@@ -26,7 +28,7 @@ echo "machine: $(nproc) cores; load: at most $TOTAL spans or $DURATION, 1000 per
 load() { # name grpc http pid dir jaeger-url ready-url correlated
   echo "== $1"
   "$work/lumen-load" -grpc "$2" -http "$3" -batch 1000 -spans-per-trace 10 -concurrency 4 -total "$TOTAL" -duration "$DURATION" \
-    -pid "$4" -disk "$5" -lookups "$LOOKUPS" -jaeger-url "$6" -ready-url "$7" -correlated="$8" | grep -v '^$'
+    -pid "$4" -disk "$5" -lookups "$LOOKUPS" -idle "$IDLE" -jaeger-url "$6" -ready-url "$7" -correlated="$8" | grep -v '^$'
 }
 
 jaeger_config() { # dir
