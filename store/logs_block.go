@@ -335,173 +335,224 @@ func decodeBlockView(b []byte, mint int64, sb *labels.ScratchBuilder, only *mode
 	return decodeBlockLines(b, mint, sb, true, only)
 }
 
-// decodeBlockLines decodes a block; with only set, the structured metadata
-// of lines of other traces is skipped, not decoded (their Metadata is
-// empty), as a trace's lookup reads just its own lines.
-func decodeBlockLines(b []byte, mint int64, sb *labels.ScratchBuilder, view bool, only *model.TraceID) ([]LogEntry, error) {
-	bad := func(what string) error { return fmt.Errorf("%w: log block: %s", ErrCorrupt, what) }
-	separated := len(b) > 0 && b[0] == separatedBlock
+// blockParts are a log block's sections (store/FORMAT.md), found by one
+// walk of its layout that checks every length: decodeBlockLines builds the
+// lines from them, sumBlock counts them.
+type blockParts struct {
+	separated bool   // the layout whose lines end in '\n' (a leading 0x00)
+	times     []byte // a uvarint per line: its time after the previous one's
+	flags     []byte // a byte per line
+	ids       []byte // per flags: trace and span ids, raw or as offsets in the line
+	levels    []byte // a byte per line with flagLevel: its index in blockLevels
+	metadata  []byte // per line with flagMetadata: its labels' encoding
+	lengths   []byte // a uvarint per line (separated: per line with flagMultiline)
+	lines     []byte
+}
+
+func badBlock(what string) error { return fmt.Errorf("%w: log block: %s", ErrCorrupt, what) }
+
+// splitBlock walks a block payload into its sections.
+func splitBlock(b []byte) (blockParts, error) {
+	var p blockParts
 	allowed := blockFlags
-	if separated {
+	if p.separated = len(b) > 0 && b[0] == separatedBlock; p.separated {
 		b, allowed = b[1:], blockFlags|flagMultiline
 	}
 	n, w := binary.Uvarint(b)
 	if w <= 0 || n == 0 || n > uint64(len(b)) {
-		return nil, bad("entry count")
+		return p, badBlock("entry count")
 	}
 	b = b[w:]
-	es := make([]LogEntry, n)
-	t := mint
-	for i := range es {
-		d, w := binary.Uvarint(b)
+	rest := b
+	for range n {
+		_, w := binary.Uvarint(b)
 		if w <= 0 {
-			return nil, bad("time")
+			return p, badBlock("time")
 		}
-		t += int64(d)
-		es[i].T = t
 		b = b[w:]
 	}
+	p.times = rest[:len(rest)-len(b)]
 	if uint64(len(b)) < n {
-		return nil, bad("flags")
+		return p, badBlock("flags")
 	}
-	flags := b[:n]
-	b = b[n:]
+	p.flags, b = b[:n], b[n:]
+	rest = b
+	for _, f := range p.flags {
+		if f&^allowed != 0 || f&(flagTrace|flagTraceInLine) == flagTrace|flagTraceInLine || f&(flagSpan|flagSpanInLine) == flagSpan|flagSpanInLine {
+			return p, badBlock("flag")
+		}
+		for _, id := range [2]struct {
+			raw, inLine byte
+			n           int
+		}{{flagTrace, flagTraceInLine, 16}, {flagSpan, flagSpanInLine, 8}} {
+			switch {
+			case f&id.raw != 0:
+				if len(b) < id.n {
+					return p, badBlock("id")
+				}
+				b = b[id.n:]
+			case f&id.inLine != 0:
+				_, w := binary.Uvarint(b)
+				if w <= 0 {
+					return p, badBlock("id offset")
+				}
+				b = b[w:]
+			}
+		}
+	}
+	p.ids, rest = rest[:len(rest)-len(b)], b
+	for _, f := range p.flags {
+		if f&flagLevel != 0 {
+			if len(b) == 0 || int(b[0]) >= len(blockLevels) {
+				return p, badBlock("level")
+			}
+			b = b[1:]
+		}
+	}
+	p.levels, rest = rest[:len(rest)-len(b)], b
+	for _, f := range p.flags {
+		if f&flagMetadata != 0 {
+			after, err := skipLabels(b)
+			if err != nil {
+				return p, fmt.Errorf("log block metadata: %w", err)
+			}
+			b = after
+		}
+	}
+	p.metadata, rest = rest[:len(rest)-len(b)], b
+	var total uint64
+	for _, f := range p.flags {
+		if p.separated && f&flagMultiline == 0 {
+			continue
+		}
+		l, w := binary.Uvarint(b)
+		if w <= 0 || l > uint64(len(b)) {
+			return p, badBlock("line length")
+		}
+		total += l
+		b = b[w:]
+	}
+	p.lengths = rest[:len(rest)-len(b)]
+	if !p.separated && total != uint64(len(b)) {
+		return p, badBlock("lines")
+	}
+	if p.separated && uint64(len(b)) < n {
+		return p, badBlock("lines")
+	}
+	p.lines = b
+	return p, nil
+}
+
+// decodeBlockLines decodes a block; with only set, the structured metadata
+// of lines of other traces is skipped, not decoded (their Metadata is
+// empty), as a trace's lookup reads just its own lines.
+func decodeBlockLines(b []byte, mint int64, sb *labels.ScratchBuilder, view bool, only *model.TraceID) ([]LogEntry, error) {
+	p, err := splitBlock(b)
+	if err != nil {
+		return nil, err
+	}
+	es := make([]LogEntry, len(p.flags))
+	t, times := mint, p.times
+	for i := range es {
+		d, w := binary.Uvarint(times) // checked by splitBlock
+		t += int64(d)
+		es[i].T, times = t, times[w:]
+	}
 	// Offsets of ids written in their lines, resolved once the lines are.
 	type inLine struct {
 		i           int
 		trace, span uint64
 	}
 	var offs []inLine
-	for i, f := range flags {
-		if f&^allowed != 0 || f&(flagTrace|flagTraceInLine) == flagTrace|flagTraceInLine || f&(flagSpan|flagSpanInLine) == flagSpan|flagSpanInLine {
-			return nil, bad("flag")
-		}
+	ids := p.ids
+	for i, f := range p.flags {
 		o := inLine{i: i, trace: math.MaxUint64, span: math.MaxUint64}
 		switch {
 		case f&flagTrace != 0:
-			if len(b) < 16 {
-				return nil, bad("trace id")
-			}
-			es[i].TraceID = model.TraceID(b[:16])
-			b = b[16:]
+			es[i].TraceID, ids = model.TraceID(ids[:16]), ids[16:]
 		case f&flagTraceInLine != 0:
-			v, w := binary.Uvarint(b)
-			if w <= 0 {
-				return nil, bad("trace id offset")
-			}
-			o.trace, b = v, b[w:]
+			v, w := binary.Uvarint(ids)
+			o.trace, ids = v, ids[w:]
 		}
 		switch {
 		case f&flagSpan != 0:
-			if len(b) < 8 {
-				return nil, bad("span id")
-			}
-			es[i].SpanID = model.SpanID(b[:8])
-			b = b[8:]
+			es[i].SpanID, ids = model.SpanID(ids[:8]), ids[8:]
 		case f&flagSpanInLine != 0:
-			v, w := binary.Uvarint(b)
-			if w <= 0 {
-				return nil, bad("span id offset")
-			}
-			o.span, b = v, b[w:]
+			v, w := binary.Uvarint(ids)
+			o.span, ids = v, ids[w:]
 		}
 		if f&(flagTraceInLine|flagSpanInLine) != 0 {
 			offs = append(offs, o)
 		}
 	}
-	var levels []byte
-	for _, f := range flags {
-		if f&flagLevel != 0 {
-			if len(b) == 0 || int(b[0]) >= len(blockLevels) {
-				return nil, bad("level")
-			}
-			levels, b = append(levels, b[0]), b[1:]
-		}
-	}
-	// Metadata is decoded after the lines: which trace a line belongs to
-	// may be written in it.
-	mds := make([][]byte, n)
-	for i, f := range flags {
-		if f&flagMetadata != 0 {
-			rest, err := skipLabels(b)
-			if err != nil {
-				return nil, fmt.Errorf("log block metadata: %w", err)
-			}
-			mds[i], b = b[:len(b)-len(rest)], rest
-		}
-	}
-	lens := make([]uint64, n)
-	var total uint64
-	for i, f := range flags {
-		if separated && f&flagMultiline == 0 {
-			continue
-		}
-		l, w := binary.Uvarint(b)
-		if w <= 0 || l > uint64(len(b)) {
-			return nil, bad("line length")
-		}
-		lens[i], total = l, total+l
-		b = b[w:]
-	}
-	if !separated && total != uint64(len(b)) {
-		return nil, bad("lines")
-	}
 	var all string
 	if view {
-		all = unsafe.String(unsafe.SliceData(b), len(b))
+		all = unsafe.String(unsafe.SliceData(p.lines), len(p.lines))
 	} else {
-		all = string(b) // one allocation for every line of the block
+		all = string(p.lines) // one allocation for every line of the block
 	}
-	for i, l := range lens {
-		if !separated {
+	lengths := p.lengths
+	for i, f := range p.flags {
+		var l uint64
+		if !p.separated || f&flagMultiline != 0 {
+			var w int
+			l, w = binary.Uvarint(lengths) // checked by splitBlock
+			lengths = lengths[w:]
+		}
+		if !p.separated {
 			es[i].Line, all = all[:l], all[l:]
 			continue
 		}
 		// A line ends at its '\n', or after its given length.
-		if flags[i]&flagMultiline == 0 {
+		if f&flagMultiline == 0 {
 			j := strings.IndexByte(all, '\n')
 			if j < 0 {
-				return nil, bad("line without its end")
+				return nil, badBlock("line without its end")
 			}
 			l = uint64(j)
 		}
 		if l >= uint64(len(all)) || all[l] != '\n' {
-			return nil, bad("line without its end")
+			return nil, badBlock("line without its end")
 		}
 		es[i].Line, all = all[:l], all[l+1:]
 	}
-	if separated && len(all) != 0 {
-		return nil, bad("bytes after the last line")
+	if p.separated && len(all) != 0 {
+		return nil, badBlock("bytes after the last line")
 	}
 	for _, o := range offs {
 		e := &es[o.i]
 		if o.trace != math.MaxUint64 && !hexAt(e.Line, o.trace, e.TraceID[:]) {
-			return nil, bad("trace id in the line")
+			return nil, badBlock("trace id in the line")
 		}
 		if o.span != math.MaxUint64 && !hexAt(e.Line, o.span, e.SpanID[:]) {
-			return nil, bad("span id in the line")
+			return nil, badBlock("span id in the line")
 		}
 	}
-	next := 0
-	for i, f := range flags {
+	next, mds := 0, p.metadata
+	for i, f := range p.flags {
 		var lvl labels.Labels
 		if f&flagLevel != 0 {
-			lvl, next = levelOnly[levels[next]], next+1
+			lvl, next = levelOnly[p.levels[next]], next+1
+		}
+		var md []byte
+		if f&flagMetadata != 0 {
+			after, _ := skipLabels(mds) // checked by splitBlock
+			md, mds = mds[:len(mds)-len(after)], after
 		}
 		if only != nil && es[i].TraceID != *only {
 			continue // another trace's metadata is not decoded
 		}
 		switch {
-		case mds[i] == nil:
+		case md == nil:
 			es[i].Metadata = lvl
 		default:
-			ls, _, err := decodeLabels(mds[i], sb)
+			ls, _, err := decodeLabels(md, sb)
 			if err != nil {
 				return nil, fmt.Errorf("log block metadata: %w", err)
 			}
 			if f&flagLevel != 0 {
 				if ls.Has(LevelLabel) {
-					return nil, bad("level given twice")
+					return nil, badBlock("level given twice")
 				}
 				ls = labels.NewBuilder(ls).Set(LevelLabel, lvl.Get(LevelLabel)).Labels()
 			}

@@ -35,14 +35,24 @@ func FuzzLogBlock(f *testing.F) {
 	f.Add([]byte{0, 2, 0, 0, 0, 64, 1, 'a', '\n', 'b', '\n'}, int64(0))
 	f.Fuzz(func(t *testing.T, b []byte, mint int64) {
 		var sb labels.ScratchBuilder
+		sum, sumErr := sumBlock(b)
 		es, err := decodeBlock(b, mint, &sb)
 		if err != nil {
 			require.ErrorIs(t, err, ErrCorrupt)
+			if sumErr != nil {
+				require.ErrorIs(t, sumErr, ErrCorrupt)
+			}
 			return
 		}
 		again, err := decodeBlock(encodeBlock(es), es[0].T, &sb)
 		require.NoError(t, err)
 		require.Equal(t, es, again)
+		// Loki's stats of a block are those of the same lines written now.
+		require.NoError(t, sumErr)
+		require.Equal(t, int64(len(es)), sum.Entries)
+		now, err := sumBlock(encodeBlock(es))
+		require.NoError(t, err)
+		require.Equal(t, now, sum)
 		// Read for one trace: every line, that trace's metadata, no other's.
 		one, err := decodeBlockLines(b, mint, &sb, false, &es[0].TraceID)
 		require.NoError(t, err)

@@ -216,50 +216,14 @@ func (db *DB) streamChunks(txn *badger.Txn, ref uint64, start, end int64, f func
 }
 
 // sumBlock sums up a block payload (see encodeBlock) without building its
-// lines: the entry count, the line lengths and the metadata.
+// lines: the entry count, the line lengths and the metadata, counted as
+// Loki counts a chunk's (each distinct metadata string once, 8 bytes a
+// pair; detected_level as a pair).
 func sumBlock(b []byte) (LogChunk, error) {
-	bad := func(what string) error { return fmt.Errorf("%w: log block: %s", ErrCorrupt, what) }
 	var c LogChunk
-	separated := len(b) > 0 && b[0] == separatedBlock
-	if separated {
-		b = b[1:]
-	}
-	n, w := binary.Uvarint(b)
-	if w <= 0 || n == 0 || n > uint64(len(b)) {
-		return c, bad("entry count")
-	}
-	b = b[w:]
-	for range n {
-		_, w := binary.Uvarint(b)
-		if w <= 0 {
-			return c, bad("time")
-		}
-		b = b[w:]
-	}
-	if uint64(len(b)) < n {
-		return c, bad("flags")
-	}
-	flags := b[:n]
-	b = b[n:]
-	for _, f := range flags {
-		for _, id := range [2]struct {
-			raw, inLine byte
-			n           int
-		}{{flagTrace, flagTraceInLine, 16}, {flagSpan, flagSpanInLine, 8}} {
-			switch {
-			case f&id.raw != 0:
-				if len(b) < id.n {
-					return c, bad("id")
-				}
-				b = b[id.n:]
-			case f&id.inLine != 0:
-				_, w := binary.Uvarint(b)
-				if w <= 0 {
-					return c, bad("id offset")
-				}
-				b = b[w:]
-			}
-		}
+	p, err := splitBlock(b)
+	if err != nil {
+		return c, err
 	}
 	symbols := map[string]struct{}{}
 	symbol := func(s string) {
@@ -268,63 +232,27 @@ func sumBlock(b []byte) (LogChunk, error) {
 			c.Bytes += int64(len(s))
 		}
 	}
-	for _, f := range flags {
-		if f&flagLevel != 0 {
-			if len(b) == 0 || int(b[0]) >= len(blockLevels) {
-				return c, bad("level")
-			}
-			c.Bytes += 8
-			symbol(LevelLabel)
-			symbol(blockLevels[b[0]])
-			b = b[1:]
-		}
+	for _, l := range p.levels {
+		c.Bytes += 8
+		symbol(LevelLabel)
+		symbol(blockLevels[l])
 	}
-	for _, f := range flags {
-		if f&flagMetadata == 0 {
-			continue
-		}
-		pairs, w := binary.Uvarint(b)
-		if w <= 0 || pairs > uint64(len(b)) {
-			return c, bad("metadata")
-		}
-		b = b[w:]
+	for md := p.metadata; len(md) > 0; { // checked by splitBlock
+		pairs, w := binary.Uvarint(md)
+		md = md[w:]
 		c.Bytes += 8 * int64(pairs)
 		for range 2 * pairs {
-			l, w := binary.Uvarint(b)
-			if w <= 0 || l > uint64(len(b)-w) {
-				return c, bad("metadata")
-			}
-			symbol(string(b[w : w+int(l)]))
-			b = b[w+int(l):]
+			l, w := binary.Uvarint(md)
+			symbol(string(md[w : w+int(l)]))
+			md = md[w+int(l):]
 		}
 	}
-	if separated {
-		// The lengths given (of lines holding '\n'), then every line and
-		// its '\n': the lines are what is left, less one byte each.
-		for _, f := range flags {
-			if f&flagMultiline != 0 {
-				_, w := binary.Uvarint(b)
-				if w <= 0 {
-					return c, bad("line length")
-				}
-				b = b[w:]
-			}
-		}
-		if uint64(len(b)) < n {
-			return c, bad("lines")
-		}
-		c.Bytes += int64(len(b)) - int64(n)
-		c.Entries = int64(n)
-		return c, nil
+	n := int64(len(p.flags))
+	if p.separated {
+		c.Bytes += int64(len(p.lines)) - n // every line's '\n' is not its own
+	} else {
+		c.Bytes += int64(len(p.lines)) // every line's length, and nothing else
 	}
-	for range n {
-		l, w := binary.Uvarint(b)
-		if w <= 0 {
-			return c, bad("line length")
-		}
-		c.Bytes += int64(l)
-		b = b[w:]
-	}
-	c.Entries = int64(n)
+	c.Entries = n
 	return c, nil
 }
