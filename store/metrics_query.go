@@ -181,7 +181,7 @@ func (q *querier) selectLimited(ctx context.Context, ms []*labels.Matcher, limit
 	err = withViews(parts, func(txns []*badger.Txn) error {
 		readers := make([]*chunkReader, len(txns))
 		for i, txn := range txns {
-			readers[i] = &chunkReader{txn: txn}
+			readers[i] = newChunkReader(parts[i], txn)
 			defer readers[i].close()
 		}
 		for _, c := range cands {
@@ -295,7 +295,7 @@ func (q *querier) collectPartition(p *partition, ms []*labels.Matcher, add func(
 		return err
 	}
 	return p.view(func(txn *badger.Txn) error {
-		cr := &chunkReader{txn: txn}
+		cr := newChunkReader(p, txn)
 		defer cr.close()
 		for _, s := range series {
 			chunks, err := q.chunks(cr, s.ref)
@@ -319,7 +319,15 @@ func (q *querier) collectPartition(p *partition, ms []*labels.Matcher, add func(
 type chunkReader struct {
 	txn      *badger.Txn
 	inOrder  *badger.Iterator // reverse: newest chunk first
-	outOrder *badger.Iterator
+	outOrder *badger.Iterator // nil when the partition has no out-of-order chunk
+	// noOutOfOrder: the partition held no out-of-order chunk when the
+	// read began (see partition.outOfOrder).
+	noOutOfOrder bool
+}
+
+// newChunkReader is a chunk reader of p inside txn.
+func newChunkReader(p *partition, txn *badger.Txn) *chunkReader {
+	return &chunkReader{txn: txn, noOutOfOrder: !p.outOfOrder.Load()}
 }
 
 func (cr *chunkReader) close() {
@@ -338,7 +346,9 @@ func (cr *chunkReader) close() {
 func (q *querier) chunks(cr *chunkReader, ref uint64) ([]chunkenc.Chunk, error) {
 	if cr.inOrder == nil {
 		cr.inOrder = cr.txn.NewIterator(badger.IteratorOptions{Prefix: []byte{nsChunk}, Reverse: true})
-		cr.outOrder = cr.txn.NewIterator(badger.IteratorOptions{Prefix: []byte{nsChunkOOO}})
+		if !cr.noOutOfOrder {
+			cr.outOrder = cr.txn.NewIterator(badger.IteratorOptions{Prefix: []byte{nsChunkOOO}})
+		}
 	}
 	prefix := chunkPrefix(ref)
 	var out []chunkenc.Chunk
@@ -356,6 +366,9 @@ func (q *querier) chunks(cr *chunkReader, ref uint64) ([]chunkenc.Chunk, error) 
 		}
 	}
 	slices.Reverse(out)
+	if cr.outOrder == nil {
+		return out, nil
+	}
 	prefix[0] = nsChunkOOO
 	it = cr.outOrder
 	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {

@@ -71,6 +71,10 @@ type partition struct {
 
 	// postings caches the partition's postings by label value.
 	postings postingsCache
+	// outOfOrder is set once the partition holds an out-of-order chunk
+	// (found at open, or set before a write that adds one commits):
+	// reads of a partition without any skip looking for them per series.
+	outOfOrder atomic.Bool
 }
 
 // maxCachedSeries bounds a partition's series label cache.
@@ -175,6 +179,12 @@ func (p *partition) load(o Options) error {
 
 func (p *partition) loadBounds() error {
 	return p.db.View(func(txn *badger.Txn) error {
+		ooo := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{nsChunkOOO}, PrefetchValues: false})
+		ooo.Rewind()
+		if ooo.Valid() {
+			p.outOfOrder.Store(true)
+		}
+		ooo.Close()
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: boundsPrefix, PrefetchValues: false})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {

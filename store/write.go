@@ -269,8 +269,13 @@ func writeBatch(p *partition, kvs [][]byte) error {
 		}
 	}()
 	for i := 0; i < len(kvs); i += 2 {
-		if k := kvs[i]; len(k) > 0 && (k[0] == nsPosting || k[0] == nsStreamPosting) {
+		switch k := kvs[i]; {
+		case len(k) == 0:
+		case k[0] == nsPosting || k[0] == nsStreamPosting:
 			postings = true
+		case k[0] == nsChunkOOO:
+			// Before the commit: a read that can see the chunk sees this.
+			p.outOfOrder.Store(true)
 		}
 		if err := wb.Set(kvs[i], kvs[i+1]); err != nil {
 			return partitionWriteError(p, "write", err)
