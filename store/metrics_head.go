@@ -61,7 +61,7 @@ type metricsHead struct {
 	// epoch changes whenever a series enters or leaves the postings (under
 	// h.mu held exclusively); selected keeps selections made at an epoch.
 	epoch    uint64
-	selected selectionCache
+	selected epochCache[[]*memSeries]
 
 	nextRef atomic.Uint64
 	wal     *walLog // appended under state.mu shared, rotated under it exclusive
@@ -1069,7 +1069,7 @@ func (h *metricsHead) selectSeries(ms []*labels.Matcher) []*memSeries {
 		return slices.Clone(got)
 	}
 	out := h.selectSeriesLocked(ms)
-	h.selected.put(key, h.epoch, out)
+	h.selected.put(key, h.epoch, out, len(out))
 	return slices.Clone(out)
 }
 

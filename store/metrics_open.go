@@ -15,6 +15,7 @@ import (
 // written, and then they are deleted; writes go to a new generation.
 func (db *DB) openMetrics() error {
 	h := &metricsHead{db: db, log: db.log.Named("metrics"), byHash: map[uint64][]*memSeries{}, byRef: map[uint64]*memSeries{}}
+	h.selected.max = maxCachedSelected
 	db.metrics = h
 	for _, p := range db.parts {
 		ref, err := maxSetRef(p, nsSeries)

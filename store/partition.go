@@ -151,6 +151,7 @@ func newPartition(root string, start time.Time, o Options) *partition {
 		start: start,
 		end:   start.UTC().Truncate(o.PartitionDuration).Add(o.PartitionDuration),
 	}
+	p.postings.refs.max, p.postings.selected.max = maxCachedPostingRefs/2, maxCachedPostingRefs/2
 	p.dir = filepath.Join(root, p.name)
 	return p
 }

@@ -8,27 +8,59 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 )
 
-// postingsCache keeps a partition's postings by label value (the refs of
-// one name=value, sorted), so that a selection asked again — a dashboard's
-// refresh, the correlated answer of one trace after another — does not
-// iterate the same posting keys in Badger each time. Postings are only ever
-// added to a partition (series and streams are never removed from one; a
-// partition is dropped whole), so an entry is valid until the partition's
-// next write that adds postings: every such write bumps gen once committed,
-// and an entry read from a snapshot older than gen is read again.
-type postingsCache struct {
-	gen  atomic.Uint64
-	mu   sync.Mutex
-	m    map[string]cachedPostings
-	refs int // refs held, bounded by maxCachedPostingRefs
-	// selected keeps whole selections (the series that match a set of
-	// matchers, with their labels), by selectionKey, on the same terms.
-	selected map[string]cachedSelection
+// epochCache keeps values by key for one epoch of the data they were read
+// from: an entry is used only at the epoch it was made at, and the cache
+// starts over at a new epoch or past its bound (held counts what each value
+// holds; a value over a quarter of the bound is not kept).
+type epochCache[V any] struct {
+	mu    sync.Mutex
+	epoch uint64
+	m     map[string]V
+	held  int
+	max   int
 }
 
-type cachedSelection struct {
-	gen    uint64
-	series []refLabels // shared: never changed
+func (c *epochCache[V]) get(key string, epoch uint64) (V, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.epoch != epoch {
+		var zero V
+		return zero, false
+	}
+	v, ok := c.m[key]
+	return v, ok
+}
+
+// put keeps v, made at epoch and holding n items; v is not changed after.
+func (c *epochCache[V]) put(key string, epoch uint64, v V, n int) {
+	if n > c.max/4 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || c.epoch != epoch || c.held+n > c.max {
+		c.m, c.epoch, c.held = map[string]V{}, epoch, 0
+	}
+	if _, ok := c.m[key]; !ok {
+		c.m[key] = v
+		c.held += n
+	}
+}
+
+// postingsCache keeps a partition's postings by label value (the refs of
+// one name=value, sorted) and its selections (the series that match a set
+// of matchers, with their labels), so that a selection asked again — a
+// dashboard's refresh, the correlated answer of one trace after another —
+// does not iterate the same posting keys in Badger each time. Postings are
+// only ever added to a partition (series and streams are never removed
+// from one; a partition is dropped whole), so what is kept is valid until
+// the partition's next write that adds postings: every such write bumps
+// gen once committed, and an entry read from a snapshot older than gen is
+// read again.
+type postingsCache struct {
+	gen      atomic.Uint64
+	refs     epochCache[[]uint64]    // by posting value prefix
+	selected epochCache[[]refLabels] // by selectionKey
 }
 
 // refLabels is a partition's series: its ref there and its labels.
@@ -37,14 +69,10 @@ type refLabels struct {
 	lset labels.Labels
 }
 
-type cachedPostings struct {
-	gen  uint64
-	refs []uint64 // shared: never changed
-}
-
 // maxCachedPostingRefs bounds the refs a partition's postings cache holds
 // (8 bytes each; a selection's series count one each, their labels being
-// those of the partition's series cache): past it, the cache starts over.
+// those of the partition's series cache), half for postings and half for
+// selections.
 const maxCachedPostingRefs = 1 << 20
 
 // postingsView is a read's use of a partition's postings cache: gen is
@@ -67,77 +95,30 @@ func (v postingsView) get(key []byte) ([]uint64, bool) {
 	if v.c == nil {
 		return nil, false
 	}
-	v.c.mu.Lock()
-	defer v.c.mu.Unlock()
-	e, ok := v.c.m[string(key)]
-	if !ok || e.gen != v.c.gen.Load() {
-		return nil, false
+	return v.c.refs.get(string(key), v.c.gen.Load())
+}
+
+func (v postingsView) put(key []byte, refs []uint64) {
+	if v.c != nil && v.gen == v.c.gen.Load() { // else postings were added since the read began
+		v.c.refs.put(string(key), v.gen, refs, len(refs))
 	}
-	return e.refs, true
 }
 
 func (v postingsView) getSelection(key string) ([]refLabels, bool) {
 	if v.c == nil {
 		return nil, false
 	}
-	v.c.mu.Lock()
-	defer v.c.mu.Unlock()
-	e, ok := v.c.selected[key]
-	if !ok || e.gen != v.c.gen.Load() {
-		return nil, false
-	}
-	return e.series, true
+	return v.c.selected.get(key, v.c.gen.Load())
 }
 
 func (v postingsView) putSelection(key string, series []refLabels) {
-	if v.c == nil || len(series) > maxCachedPostingRefs/4 {
-		return
+	if v.c != nil && v.gen == v.c.gen.Load() {
+		v.c.selected.put(key, v.gen, series, len(series))
 	}
-	v.c.mu.Lock()
-	defer v.c.mu.Unlock()
-	if v.gen != v.c.gen.Load() {
-		return
-	}
-	if v.c.selected == nil || v.c.refs+len(series) > maxCachedPostingRefs {
-		v.c.m, v.c.selected, v.c.refs = map[string]cachedPostings{}, map[string]cachedSelection{}, 0
-	}
-	if old, ok := v.c.selected[key]; ok {
-		v.c.refs -= len(old.series)
-	}
-	v.c.selected[key] = cachedSelection{gen: v.gen, series: series}
-	v.c.refs += len(series)
-}
-
-func (v postingsView) put(key []byte, refs []uint64) {
-	if v.c == nil || len(refs) > maxCachedPostingRefs/4 {
-		return
-	}
-	v.c.mu.Lock()
-	defer v.c.mu.Unlock()
-	if v.gen != v.c.gen.Load() {
-		return // postings were added since the read began
-	}
-	if v.c.m == nil || v.c.refs+len(refs) > maxCachedPostingRefs {
-		v.c.m, v.c.selected, v.c.refs = map[string]cachedPostings{}, map[string]cachedSelection{}, 0
-	}
-	if old, ok := v.c.m[string(key)]; ok {
-		v.c.refs -= len(old.refs)
-	}
-	v.c.m[string(key)] = cachedPostings{gen: v.gen, refs: refs}
-	v.c.refs += len(refs)
-}
-
-// selectionCache keeps the head's series selections by their matchers,
-// valid for one epoch of the head's postings (see metricsHead.epoch).
-type selectionCache struct {
-	mu     sync.Mutex
-	epoch  uint64
-	m      map[string][]*memSeries
-	series int // held, bounded by maxCachedSelected
 }
 
 // maxCachedSelected bounds the series pointers the head keeps for
-// selections (8 bytes each): past it, the cache starts over.
+// selections (8 bytes each; see metricsHead.selected).
 const maxCachedSelected = 1 << 20
 
 // selectionKey is the matchers' identity: each one's type, name and value.
@@ -151,30 +132,4 @@ func selectionKey(ms []*labels.Matcher) string {
 		b = append(b, m.Value...)
 	}
 	return string(b)
-}
-
-func (c *selectionCache) get(key string, epoch uint64) ([]*memSeries, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.epoch != epoch {
-		return nil, false
-	}
-	got, ok := c.m[key]
-	return got, ok
-}
-
-// put keeps a selection made at epoch; the slice is not changed after.
-func (c *selectionCache) put(key string, epoch uint64, series []*memSeries) {
-	if len(series) > maxCachedSelected/4 {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil || c.epoch != epoch || c.series+len(series) > maxCachedSelected {
-		c.m, c.epoch, c.series = map[string][]*memSeries{}, epoch, 0
-	}
-	if _, ok := c.m[key]; !ok {
-		c.m[key] = series
-		c.series += len(series)
-	}
 }
