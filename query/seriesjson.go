@@ -42,41 +42,35 @@ func encodeTraceResponse(r TraceResponse) ([]byte, error) {
 }
 
 func (m *TraceMetrics) appendJSON(b []byte) ([]byte, error) {
-	parts := []struct {
-		name string
-		v    any
-	}{{"exemplars", m.Exemplars}, {"series", nil}, {"serviceGraph", m.ServiceGraph}, {"from", m.From}, {"to", m.To}}
-	for i, p := range parts {
-		if i == 0 {
-			b = append(b, '{')
-		} else {
-			b = append(b, ',')
+	var err error
+	marshal := func(b []byte, name string, v any) []byte {
+		enc, merr := json.Marshal(v)
+		if merr != nil && err == nil {
+			err = fmt.Errorf("%s: %w", name, merr)
 		}
-		b = appendJSONString(b, p.name)
-		b = append(b, ':')
-		if p.name == "series" {
-			if m.Series == nil {
-				b = append(b, "null"...)
-				continue
+		return append(b, enc...)
+	}
+	b = marshal(append(b, `{"exemplars":`...), "exemplars", m.Exemplars)
+	b = append(b, `,"series":`...)
+	if m.Series == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i, s := range m.Series {
+			if i > 0 {
+				b = append(b, ',')
 			}
-			b = append(b, '[')
-			for j, s := range m.Series {
-				if j > 0 {
-					b = append(b, ',')
-				}
-				var err error
-				if b, err = s.appendJSON(b); err != nil {
-					return nil, err
-				}
+			if b, err = s.appendJSON(b); err != nil {
+				return nil, err
 			}
-			b = append(b, ']')
-			continue
 		}
-		enc, err := json.Marshal(p.v)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p.name, err)
-		}
-		b = append(b, enc...)
+		b = append(b, ']')
+	}
+	b = marshal(append(b, `,"serviceGraph":`...), "serviceGraph", m.ServiceGraph)
+	b = marshal(append(b, `,"from":`...), "from", m.From)
+	b = marshal(append(b, `,"to":`...), "to", m.To)
+	if err != nil {
+		return nil, err
 	}
 	return append(b, '}'), nil
 }

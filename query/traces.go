@@ -122,15 +122,21 @@ const redSeries = "traces_spanmetrics_calls_total|traces_spanmetrics_duration_se
 // series in label order, as for a trace without spans there.
 const maxREDNames = 64
 
+// traceService is the service a resource of a trace names (its
+// service.name string), or "": services and spanNames agree on it.
+func traceService(res pcommon.Resource) string {
+	v, _ := res.Attributes().Get("service.name")
+	return v.Str()
+}
+
 // spanNames are the distinct span names of each service in td, sorted.
 func spanNames(td ptrace.Traces) map[string][]string {
 	out := map[string][]string{}
 	for _, rs := range td.ResourceSpans().All() {
-		v, ok := rs.Resource().Attributes().Get("service.name")
-		if !ok || v.Str() == "" {
+		svc := traceService(rs.Resource())
+		if svc == "" {
 			continue
 		}
-		svc := v.Str()
 		for _, ss := range rs.ScopeSpans().All() {
 			for _, sp := range ss.Spans().All() {
 				out[svc] = append(out[svc], sp.Name())
@@ -521,13 +527,10 @@ func timeRange(td ptrace.Traces, logs []TraceLog) (lo, hi uint64) {
 // service_name of its log streams, sorted.
 func services(td ptrace.Traces, logs []store.LogStream) []string {
 	seen := map[string]bool{}
-	add := func(res pcommon.Resource) {
-		if v, ok := res.Attributes().Get("service.name"); ok && v.Str() != "" {
-			seen[v.Str()] = true
-		}
-	}
 	for _, rs := range td.ResourceSpans().All() {
-		add(rs.Resource())
+		if svc := traceService(rs.Resource()); svc != "" {
+			seen[svc] = true
+		}
 	}
 	for _, st := range logs {
 		if v := st.Labels.Get("service_name"); v != "" && v != "unknown_service" {
