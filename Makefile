@@ -185,8 +185,8 @@ jaeger-peer:
 	.ci/build-peer github.com/jaegertracing/jaeger $(JAEGER_VERSION) ./cmd/jaeger $(PEERS)/jaeger-$(JAEGER_VERSION)
 
 ## bench-traces-peers: OTLP trace ingest into Lumen and Jaeger (Badger)
-## alternately, then trace-by-id right after (cmd/lumen-load/peers-traces.sh;
-## TOTAL, DURATION, LOOKUPS, ROUNDS)
+## alternately, then trace-by-id right after and again after IDLE
+## (cmd/lumen-load/peers-traces.sh; TOTAL, DURATION, LOOKUPS, ROUNDS, IDLE)
 bench-traces-peers: jaeger-peer
 	cmd/lumen-load/peers-traces.sh
 
