@@ -93,12 +93,12 @@ func parsePostingKey(k []byte, namePrefixLen int) (string, uint64, error) {
 // sortableTime maps an int64 time to a uint64 in the same order.
 func sortableTime(t int64) uint64 { return uint64(t) ^ (1 << 63) }
 
-func chunkKey(ref uint64, mint int64) []byte {
-	k := make([]byte, 17)
-	k[0] = nsChunk
-	binary.BigEndian.PutUint64(k[1:9], ref)
-	binary.BigEndian.PutUint64(k[9:17], sortableTime(mint))
-	return k
+func chunkKey(ref uint64, mint int64) []byte { return appendChunkKey(make([]byte, 0, 17), ref, mint) }
+
+func appendChunkKey(k []byte, ref uint64, mint int64) []byte {
+	k = append(k, nsChunk)
+	k = binary.BigEndian.AppendUint64(k, ref)
+	return binary.BigEndian.AppendUint64(k, sortableTime(mint))
 }
 
 func chunkPrefix(ref uint64) []byte { return chunkKey(ref, 0)[:9:9] }

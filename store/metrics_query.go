@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -294,23 +295,34 @@ func (q *querier) collectPartition(p *partition, ms []*labels.Matcher, add func(
 	if err := p.selectSeries(ms, func(s refLabels) { series = append(series, s) }); err != nil {
 		return err
 	}
-	return p.view(func(txn *badger.Txn) error {
+	// Read newest ref first: the chunk reader walks its reverse iterator
+	// from one series to the next instead of seeking for each (see
+	// chunkReader.position); the series are added in ref order after.
+	perSeries := make([][]chunkenc.Chunk, len(series))
+	err := p.view(func(txn *badger.Txn) error {
 		cr := newChunkReader(p, txn)
 		defer cr.close()
-		for _, s := range series {
-			chunks, err := q.chunks(cr, s.ref)
+		for i := len(series) - 1; i >= 0; i-- {
+			chunks, err := q.chunks(cr, series[i].ref)
 			if err != nil {
 				return err
 			}
-			for _, c := range chunks {
-				add(s.lset, c)
-			}
-			if len(chunks) == 0 {
-				add(s.lset, nil)
-			}
+			perSeries[i] = chunks
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	for i, s := range series {
+		for _, c := range perSeries[i] {
+			add(s.lset, c)
+		}
+		if len(perSeries[i]) == 0 {
+			add(s.lset, nil)
+		}
+	}
+	return nil
 }
 
 // chunkReader holds one iterator of each chunk kind for a partition's read,
@@ -323,6 +335,10 @@ type chunkReader struct {
 	// noOutOfOrder: the partition held no out-of-order chunk when the
 	// read began (see partition.outOfOrder).
 	noOutOfOrder bool
+	target       []byte
+	read         bool   // the in-order iterator has been positioned
+	last         uint64 // the ref it was last positioned for
+	walks, seeks int    // how it reached each series (tests)
 }
 
 // newChunkReader is a chunk reader of p inside txn.
@@ -339,6 +355,37 @@ func (cr *chunkReader) close() {
 	}
 }
 
+// maxWalk is how many keys the reverse iterator steps over to reach the
+// next series before it seeks instead: a step is one comparison in each
+// table's block, a seek a binary search in each table.
+const maxWalk = 32
+
+// position puts the in-order (reverse) iterator at the newest chunk of ref
+// that starts at or before maxt: the largest key not above that target.
+// After a read of a larger ref, the iterator stands at the largest key not
+// above a key that is above the target (where that read sought or stopped),
+// so it is already there or steps down to it — series asked largest ref
+// first, as collectPartition does, cost one step per chunk key of a dense
+// selection rather than one seek per series. Otherwise, or when the target
+// is more than maxWalk keys away, it seeks.
+func (cr *chunkReader) position(ref uint64, maxt int64) {
+	cr.target = appendChunkKey(cr.target[:0], ref, maxt)
+	it := cr.inOrder
+	if cr.read && ref < cr.last {
+		cr.last = ref
+		for range maxWalk {
+			if !it.Valid() || bytes.Compare(it.Item().Key(), cr.target) <= 0 {
+				cr.walks++
+				return
+			}
+			it.Next()
+		}
+	}
+	cr.read, cr.last = true, ref
+	cr.seeks++
+	it.Seek(cr.target)
+}
+
 // chunks returns the series' chunks, in-order and out-of-order, that overlap
 // [mint, maxt]. In-order chunks of a series follow one another in time, so
 // they are read newest first from maxt back to the first that ends before
@@ -353,7 +400,7 @@ func (q *querier) chunks(cr *chunkReader, ref uint64) ([]chunkenc.Chunk, error) 
 	prefix := chunkPrefix(ref)
 	var out []chunkenc.Chunk
 	it := cr.inOrder
-	for it.Seek(chunkKey(ref, q.maxt)); it.ValidForPrefix(prefix); it.Next() {
+	for cr.position(ref, q.maxt); it.ValidForPrefix(prefix); it.Next() {
 		c, end, err := q.chunkAt(it.Item())
 		if err != nil {
 			return nil, err
