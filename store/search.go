@@ -209,38 +209,93 @@ func (db *DB) searchEntries(td ptrace.Traces) *searchBatch {
 			}
 		}
 	}
-	// Aggregate per (term, bucket, trace) through a map, then sort the
-	// (far fewer) aggregates.
-	type aggKey struct {
-		term          int32
-		bucket, trace uint32
-	}
-	at := make(map[aggKey]int32, len(sb.entries)/4)
-	out := make([]searchEntry, 0, len(sb.entries)/4)
-	for i := range sb.entries {
-		e := &sb.entries[i]
-		k := aggKey{e.term, e.bucket, e.trace}
-		if j, ok := at[k]; ok {
-			l := &out[j]
-			l.start = min(l.start, e.start)
-			l.minDur = min(l.minDur, e.minDur)
-			l.maxDur = max(l.maxDur, e.maxDur)
-			continue
-		}
-		at[k] = int32(len(out))
-		out = append(out, *e)
-	}
-	slices.SortFunc(out, func(a, b searchEntry) int {
-		if c := cmp.Compare(a.term, b.term); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(a.bucket, b.bucket); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.trace, b.trace)
-	})
-	sb.entries = out
+	sb.entries = aggregateEntries(sb.entries, len(sb.terms))
 	return sb
+}
+
+// aggregateEntries merges the entries of one (term, bucket, trace) and
+// returns them sorted by term, bucket and trace: grouped by term first (a
+// counting sort, which keeps span order), then each term's entries sorted
+// by bucket and trace, equal neighbours merged.
+func aggregateEntries(es []searchEntry, terms int) []searchEntry {
+	offs := make([]int, terms+1)
+	for i := range es {
+		offs[es[i].term+1]++
+	}
+	for t := range terms {
+		offs[t+1] += offs[t]
+	}
+	byTerm := make([]searchEntry, len(es))
+	next := slices.Clone(offs[:terms])
+	for i := range es {
+		t := es[i].term
+		byTerm[next[t]] = es[i]
+		next[t]++
+	}
+	out := es[:0]
+	var keys []uint64
+	for t := range terms {
+		group := byTerm[offs[t]:offs[t+1]]
+		keys = sortedByBucketAndTrace(group, keys[:0])
+		for _, k := range keys {
+			e := &group[k]
+			if n := len(out); n > 0 && out[n-1].term == e.term && out[n-1].bucket == e.bucket && out[n-1].trace == e.trace {
+				l := &out[n-1]
+				l.start = min(l.start, e.start)
+				l.minDur = min(l.minDur, e.minDur)
+				l.maxDur = max(l.maxDur, e.maxDur)
+				continue
+			}
+			out = append(out, *e)
+		}
+	}
+	return out
+}
+
+// Packed sort keys of one term's entries: the bucket's distance from the
+// group's first (20 bits), the trace ordinal (22) and the entry's index
+// (22), so that a group sorts as integers.
+const (
+	packedIndex  = 1<<22 - 1
+	packedTraces = 1 << 22
+	packedSpread = 1 << 20
+)
+
+// sortedByBucketAndTrace returns the indexes of group's entries in bucket
+// then trace order (equal ones in group order), appended to keys.
+func sortedByBucketAndTrace(group []searchEntry, keys []uint64) []uint64 {
+	if len(group) == 0 {
+		return keys
+	}
+	lo := group[0].bucket
+	for i := range group {
+		lo = min(lo, group[i].bucket)
+	}
+	packable := len(group) <= packedIndex
+	for i := range group {
+		e := &group[i]
+		if !packable || e.bucket-lo >= packedSpread || e.trace >= packedTraces {
+			packable = false
+			break
+		}
+		keys = append(keys, uint64(e.bucket-lo)<<44|uint64(e.trace)<<22|uint64(i))
+	}
+	if packable {
+		slices.Sort(keys)
+		for i := range keys {
+			keys[i] &= packedIndex
+		}
+		return keys
+	}
+	keys = keys[:0]
+	for i := range group {
+		keys = append(keys, uint64(i))
+	}
+	slices.SortStableFunc(keys, func(a, b uint64) int {
+		x, y := &group[a], &group[b]
+		return cmp.Or(cmp.Compare(x.bucket, y.bucket), cmp.Compare(x.trace, y.trace))
+	})
+	return keys
 }
 
 func termPrefix(t Term) []byte { return t.encode([]byte{nsSearchTerm}) }
@@ -256,28 +311,67 @@ func batchTracesKey(seq uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{nsSearchTraces}, seq)
 }
 
-// encodePostings writes one term's entries of one bucket: trace ordinal,
-// start (µs into the second), and the durations in µs, rounded out.
+// Postings values. The first form (written before postings format 2) starts
+// with uvarint(n), never 0; later ones start with 0x00 and a format byte.
+const (
+	postingsV2    byte = 0x01 // ordinals as differences, durations as min and max − min
+	postingsAlias byte = 0x02 // the same postings as another term's, same second and batch
+)
+
+// encodePostings writes one term's entries of one bucket, sorted by trace
+// ordinal: the ordinal's difference from the one before, start (µs into the
+// second), the shortest duration in µs rounded down and the longest, rounded
+// up, less the shortest.
 func encodePostings(es []searchEntry) []byte {
 	base := uint64(es[0].bucket) * nsPerBucket
-	b := binary.AppendUvarint(make([]byte, 0, 4+len(es)*8), uint64(len(es)))
+	b := binary.AppendUvarint(append(make([]byte, 0, 6+len(es)*7), 0, postingsV2), uint64(len(es)))
+	prev := uint32(0)
 	for _, e := range es {
-		b = binary.AppendUvarint(b, uint64(e.trace))
+		b = binary.AppendUvarint(b, uint64(e.trace-prev))
+		prev = e.trace
+		lo, hi := e.minDur/1000, (e.maxDur+999)/1000
 		b = binary.AppendUvarint(b, (e.start-min(e.start, base))/1000)
-		b = binary.AppendUvarint(b, e.minDur/1000)
-		b = binary.AppendUvarint(b, (e.maxDur+999)/1000)
+		b = binary.AppendUvarint(b, lo)
+		b = binary.AppendUvarint(b, hi-lo)
 	}
 	return b
 }
 
+// aliasPostings is the value of a term whose postings in a second and batch
+// are those of term t.
+func aliasPostings(t Term) []byte { return t.encode([]byte{0, postingsAlias}) }
+
+// postingsAliasOf returns the term whose postings v stands for, when v is
+// an alias.
+func postingsAliasOf(v []byte) (Term, bool, error) {
+	if len(v) < 2 || v[0] != 0 || v[1] != postingsAlias {
+		return Term{}, false, nil
+	}
+	t, rest, err := decodeTerm(v[2:])
+	if err == nil && len(rest) != 0 {
+		err = fmt.Errorf("%w: search postings alias", ErrCorrupt)
+	}
+	return t, err == nil, err
+}
+
+// decodePostings calls f with each posting of v, a term's postings of one
+// bucket in either format (not an alias), until f returns false.
 func decodePostings(bucket uint32, b []byte, traces []model.TraceID, f func(p posting) bool) error {
 	bad := fmt.Errorf("%w: search postings", ErrCorrupt)
+	v2 := len(b) >= 2 && b[0] == 0 && b[1] == postingsV2
+	switch {
+	case v2:
+		b = b[2:]
+	case len(b) > 0 && b[0] == 0:
+		return bad
+	}
 	n, w := binary.Uvarint(b)
 	if w <= 0 || n > uint64(len(b)) {
 		return bad
 	}
 	b = b[w:]
 	base := uint64(bucket) * nsPerBucket
+	ord := uint64(0)
 	for range n {
 		var vals [4]uint64
 		for i := range vals {
@@ -287,7 +381,14 @@ func decodePostings(bucket uint32, b []byte, traces []model.TraceID, f func(p po
 			}
 			vals[i], b = v, b[w:]
 		}
-		if vals[0] >= uint64(len(traces)) {
+		if v2 {
+			ord += vals[0]
+			if ord < vals[0] || vals[2]+vals[3] < vals[2] {
+				return bad
+			}
+			vals[0], vals[3] = ord, vals[2]+vals[3]
+		}
+		if vals[0] >= uint64(len(traces)) || vals[2] > math.MaxUint64/1000 || vals[3] > math.MaxUint64/1000 {
 			return bad
 		}
 		if !f(posting{id: traces[vals[0]], start: base + vals[1]*1000, minDur: vals[2] * 1000, maxDur: vals[3] * 1000}) {
@@ -333,13 +434,28 @@ func (db *DB) writeSearch(p *partition, set func(k, v []byte), seq uint64, sb *s
 	}
 	set(batchTracesKey(seq), ids)
 	var catalog []Term
+	// A term whose postings in a second are another's (a resource
+	// attribute of a request with one resource, a value every span has)
+	// is written as an alias of the first term with them.
+	first := map[string]int32{}
+	var same []byte
 	for i := 0; i < len(sb.entries); {
 		j := i + 1
 		for j < len(sb.entries) && sb.entries[j].term == sb.entries[i].term && sb.entries[j].bucket == sb.entries[i].bucket {
 			j++
 		}
-		t := sb.terms[sb.entries[i].term]
-		set(termKey(t, sb.entries[i].bucket, seq), encodePostings(sb.entries[i:j]))
+		e := sb.entries[i]
+		t := sb.terms[e.term]
+		val := encodePostings(sb.entries[i:j])
+		same = binary.BigEndian.AppendUint32(append(same[:0], val...), e.bucket)
+		if other, ok := first[string(same)]; ok {
+			if alias := aliasPostings(sb.terms[other]); len(alias) < len(val) {
+				val = alias
+			}
+		} else {
+			first[string(same)] = e.term
+		}
+		set(termKey(t, e.bucket, seq), val)
 		i = j
 	}
 	for _, t := range sb.terms {
@@ -552,12 +668,27 @@ func readBucket(parts []*partition, prefix []byte, bucket uint32, keep func(post
 				if err != nil {
 					return err
 				}
+				keepAll := func(ps posting) bool {
+					if keep(ps) {
+						out = append(out, ps)
+					}
+					return true
+				}
 				err = it.Item().Value(func(v []byte) error {
-					return decodePostings(bucket, v, traces, func(ps posting) bool {
-						if keep(ps) {
-							out = append(out, ps)
+					target, ok, err := postingsAliasOf(v)
+					if err != nil || !ok {
+						return cmp.Or(err, decodePostings(bucket, v, traces, keepAll))
+					}
+					// The same postings as target's, in this second and batch.
+					item, err := txn.Get(termKey(target, bucket, binary.BigEndian.Uint64(k[len(mp):])))
+					if err != nil {
+						return fmt.Errorf("%w: search postings alias: %v", ErrCorrupt, err) //nolint:errorlint // Badger errors stay inside the store
+					}
+					return item.Value(func(v []byte) error {
+						if _, ok, _ := postingsAliasOf(v); ok {
+							return fmt.Errorf("%w: search postings alias of an alias", ErrCorrupt)
 						}
-						return true
+						return decodePostings(bucket, v, traces, keepAll)
 					})
 				})
 				if err != nil {

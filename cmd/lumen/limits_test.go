@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -353,6 +354,11 @@ func TestSlowClientIsCutOff(t *testing.T) {
 	began := time.Now()
 	require.NoError(t, conn.SetReadDeadline(time.Now().Add(8*time.Second)))
 	_, err = io.Copy(io.Discard, conn) // until the server closes the connection
+	if errors.Is(err, syscall.ECONNRESET) {
+		// Closed with the client's bytes unread: the kernel answers the
+		// next of them with a reset, which is a close too.
+		err = nil
+	}
 	require.NoError(t, err, "the server closed the connection before the client's deadline")
 	require.Less(t, time.Since(began), 3*time.Second)
 	stop()
