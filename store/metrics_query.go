@@ -37,18 +37,10 @@ type found struct {
 }
 
 // collect gathers every series matching ms with its chunks in [mint, maxt],
-// from the partitions whose sample times overlap and from the head. Series
-// with the same labels (new refs after a restart, several partitions) are
-// merged. When no partition overlaps, the head's series are taken as they
-// are: it holds each label set once.
+// from the partitions whose sample times overlap and from the head, in
+// label order. Series with the same labels (new refs after a restart,
+// several partitions) are merged.
 func (q *querier) collect(ctx context.Context, ms []*labels.Matcher) ([]found, error) {
-	fs, _, err := q.collectSorted(ctx, ms)
-	return fs, err
-}
-
-// collectSorted is collect, telling whether the series are in label order
-// already (those of the head alone are).
-func (q *querier) collectSorted(ctx context.Context, ms []*labels.Matcher) ([]found, bool, error) {
 	limit := q.db.opts.Limits.MaxSeriesPerQuery
 	tooMany := func() error {
 		return fmt.Errorf("%w: the query selects more than %d series (limits.max_series_per_query); narrow its selectors", ErrLimit, limit)
@@ -59,7 +51,7 @@ func (q *querier) collectSorted(ctx context.Context, ms []*labels.Matcher) ([]fo
 	// merged), never in neither.
 	head := q.db.metrics.selectSeries(ms)
 	if limit > 0 && len(head) > limit {
-		return nil, false, tooMany()
+		return nil, tooMany()
 	}
 	headChunks := make([][]chunkenc.Chunk, len(head))
 	for i, s := range head {
@@ -67,60 +59,70 @@ func (q *querier) collectSorted(ctx context.Context, ms []*labels.Matcher) ([]fo
 	}
 	parts, err := q.partitions()
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	if len(parts) == 0 {
-		order := make([]int, len(head))
-		for i := range order {
-			order[i] = i
-		}
-		q.db.metrics.sortByLabelsWith(head, order)
-		out := make([]found, len(head))
-		for i, j := range order {
-			out[i] = found{lset: head[i].lset, chunks: headChunks[j]}
-		}
-		return out, true, nil
+	// Each partition's selection and the head's series in label order,
+	// merged: series with equal labels (several partitions, new refs
+	// after a restart) become one, their chunks in the order of the
+	// partitions, then the head's.
+	type source struct {
+		n      int
+		lset   func(k int) labels.Labels
+		chunks func(k int) []chunkenc.Chunk
+		pos    int
 	}
-	byKey := map[string]int{}
-	var out []found
-	var key []byte
-	over := false
-	add := func(lset labels.Labels, c chunkenc.Chunk) {
-		key = lset.Bytes(key[:0]) // a compact encoding: String() quotes every value
-		i, ok := byKey[string(key)]
-		if !ok {
-			if limit > 0 && len(out) >= limit {
-				over = true // nothing more is held; the query fails below
-				return
-			}
-			i = len(out)
-			byKey[string(key)] = i
-			out = append(out, found{lset: lset})
-		}
-		if c != nil {
-			out[i].chunks = append(out[i].chunks, c)
-		}
-	}
+	srcs := make([]source, 0, len(parts)+1)
 	for _, p := range parts {
 		if err := ctx.Err(); err != nil {
-			return nil, false, err
+			return nil, err
 		}
-		if err := q.collectPartition(p, ms, add); err != nil {
-			return nil, false, err
+		sel, perSeries, err := q.collectPartition(p, ms)
+		if err != nil {
+			return nil, err
 		}
+		order := sel.labelOrder()
+		srcs = append(srcs, source{
+			n:      len(order),
+			lset:   func(k int) labels.Labels { return sel.series[order[k]].lset },
+			chunks: func(k int) []chunkenc.Chunk { return perSeries[order[k]] },
+		})
 	}
-	for i, s := range head {
-		for _, c := range headChunks[i] {
-			add(s.lset, c)
-		}
-		if len(headChunks[i]) == 0 {
-			add(s.lset, nil)
-		}
+	order := make([]int, len(head))
+	for i := range order {
+		order[i] = i
 	}
-	if over {
-		return nil, false, tooMany()
+	q.db.metrics.sortByLabelsWith(head, order)
+	srcs = append(srcs, source{
+		n:      len(head),
+		lset:   func(k int) labels.Labels { return head[k].lset },
+		chunks: func(k int) []chunkenc.Chunk { return headChunks[order[k]] },
+	})
+	var out []found
+	for {
+		best := -1
+		for i := range srcs {
+			if s := &srcs[i]; s.pos < s.n && (best < 0 || labels.Compare(s.lset(s.pos), srcs[best].lset(srcs[best].pos)) < 0) {
+				best = i
+			}
+		}
+		if best < 0 {
+			return out, nil
+		}
+		if limit > 0 && len(out) >= limit {
+			return nil, tooMany()
+		}
+		f := found{lset: srcs[best].lset(srcs[best].pos)}
+		for i := range srcs {
+			for s := &srcs[i]; s.pos < s.n && labels.Equal(s.lset(s.pos), f.lset); s.pos++ {
+				if f.chunks == nil {
+					f.chunks = slices.Clip(s.chunks(s.pos)) // this query's own
+				} else {
+					f.chunks = append(f.chunks, s.chunks(s.pos)...)
+				}
+			}
+		}
+		out = append(out, f)
 	}
-	return out, false, nil
 }
 
 // selectLimited is Select with a limit: the matching label sets first,
@@ -148,7 +150,7 @@ func (q *querier) selectLimited(ctx context.Context, ms []*labels.Matcher, limit
 		}
 		c.from = append(c.from, src)
 	}
-	// The head first, its chunks copied, as in collectSorted (a chunk
+	// The head first, its chunks copied, as in collect (a chunk
 	// written from the head to a partition meanwhile is in one or both).
 	head := q.db.metrics.selectSeries(ms)
 	headChunks := make([][]chunkenc.Chunk, len(head))
@@ -252,15 +254,25 @@ func matchesAll(lset labels.Labels, ms []*labels.Matcher) bool {
 }
 
 // selectSeries calls fn with each of p's series that ms select, in ref
-// order, from the partition's cache of selections or from its postings.
+// order.
 func (p *partition) selectSeries(ms []*labels.Matcher, fn func(refLabels)) error {
+	sel, err := p.selection(ms)
+	if err != nil {
+		return err
+	}
+	for _, s := range sel.series {
+		fn(s)
+	}
+	return nil
+}
+
+// selection returns p's series that ms select, from the partition's cache
+// of selections or from its postings. It is shared: not to be changed.
+func (p *partition) selection(ms []*labels.Matcher) (*selection, error) {
 	key := selectionKey(ms)
 	pv := p.postings.view()
 	if got, ok := pv.getSelection(key); ok {
-		for _, s := range got {
-			fn(s)
-		}
-		return nil
+		return got, nil
 	}
 	var out []refLabels
 	err := p.view(func(txn *badger.Txn) error {
@@ -281,25 +293,26 @@ func (p *partition) selectSeries(ms []*labels.Matcher, fn func(refLabels)) error
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	pv.putSelection(key, out)
-	for _, s := range out {
-		fn(s)
-	}
-	return nil
+	sel := &selection{series: out}
+	pv.putSelection(key, sel)
+	return sel, nil
 }
 
-func (q *querier) collectPartition(p *partition, ms []*labels.Matcher, add func(labels.Labels, chunkenc.Chunk)) error {
-	var series []refLabels
-	if err := p.selectSeries(ms, func(s refLabels) { series = append(series, s) }); err != nil {
-		return err
+// collectPartition returns p's series that ms select and, for each, its
+// chunks that overlap the querier's range.
+func (q *querier) collectPartition(p *partition, ms []*labels.Matcher) (*selection, [][]chunkenc.Chunk, error) {
+	sel, err := p.selection(ms)
+	if err != nil {
+		return nil, nil, err
 	}
+	series := sel.series
 	// Read newest ref first: the chunk reader walks its reverse iterator
 	// from one series to the next instead of seeking for each (see
-	// chunkReader.position); the series are added in ref order after.
+	// chunkReader.position).
 	perSeries := make([][]chunkenc.Chunk, len(series))
-	err := p.view(func(txn *badger.Txn) error {
+	err = p.view(func(txn *badger.Txn) error {
 		cr := newChunkReader(p, txn)
 		defer cr.close()
 		for i := len(series) - 1; i >= 0; i-- {
@@ -312,17 +325,9 @@ func (q *querier) collectPartition(p *partition, ms []*labels.Matcher, add func(
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	for i, s := range series {
-		for _, c := range perSeries[i] {
-			add(s.lset, c)
-		}
-		if len(perSeries[i]) == 0 {
-			add(s.lset, nil)
-		}
-	}
-	return nil
+	return sel, perSeries, nil
 }
 
 // chunkReader holds one iterator of each chunk kind for a partition's read,
@@ -650,16 +655,12 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 		}
 		return &seriesSet{series: set, i: -1}
 	}
-	fs, sorted, err := q.collectSorted(ctx, ms)
+	// In label order whether or not sortSeries asks: PromQL results (ties
+	// of topk and limitk, float sums, errors naming series) should be
+	// those of Prometheus' TSDB reading the same series sorted.
+	fs, err := q.collect(ctx, ms)
 	if err != nil {
 		return storage.ErrSeriesSet(err)
-	}
-	// In label order whether or not sortSeries asks: the merge above
-	// leaves a map order, and PromQL results (ties of topk and limitk,
-	// float sums, errors naming series) should be those of Prometheus'
-	// TSDB reading the same series sorted.
-	if !sorted {
-		slices.SortFunc(fs, func(a, b found) int { return labels.Compare(a.lset, b.lset) })
 	}
 	set := make([]storage.Series, 0, len(fs))
 	series := make([]chunkSeries, len(fs))

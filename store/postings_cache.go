@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/binary"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -59,8 +60,29 @@ func (c *epochCache[V]) put(key string, epoch uint64, v V, n int) {
 // read again.
 type postingsCache struct {
 	gen      atomic.Uint64
-	refs     epochCache[[]uint64]    // by posting value prefix
-	selected epochCache[[]refLabels] // by selectionKey
+	refs     epochCache[[]uint64]   // by posting value prefix
+	selected epochCache[*selection] // by selectionKey
+}
+
+// selection is the series of a partition that a set of matchers selects,
+// in ref order, and their order by labels, made when first asked for.
+type selection struct {
+	series   []refLabels
+	once     sync.Once
+	byLabels []int32
+}
+
+// labelOrder returns the indexes of the series in label order (series with
+// equal labels, under several refs, in ref order).
+func (s *selection) labelOrder() []int32 {
+	s.once.Do(func() {
+		s.byLabels = make([]int32, len(s.series))
+		for i := range s.byLabels {
+			s.byLabels[i] = int32(i)
+		}
+		slices.SortStableFunc(s.byLabels, func(a, b int32) int { return labels.Compare(s.series[a].lset, s.series[b].lset) })
+	})
+	return s.byLabels
 }
 
 // refLabels is a partition's series: its ref there and its labels.
@@ -104,16 +126,16 @@ func (v postingsView) put(key []byte, refs []uint64) {
 	}
 }
 
-func (v postingsView) getSelection(key string) ([]refLabels, bool) {
+func (v postingsView) getSelection(key string) (*selection, bool) {
 	if v.c == nil {
 		return nil, false
 	}
 	return v.c.selected.get(key, v.c.gen.Load())
 }
 
-func (v postingsView) putSelection(key string, series []refLabels) {
+func (v postingsView) putSelection(key string, sel *selection) {
 	if v.c != nil && v.gen == v.c.gen.Load() {
-		v.c.selected.put(key, v.gen, series, len(series))
+		v.c.selected.put(key, v.gen, sel, len(sel.series))
 	}
 }
 
