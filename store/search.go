@@ -147,7 +147,7 @@ const nsPerBucket = uint64(1e9)
 // so the cost is a few map lookups per span and no allocation per entry.
 func (db *DB) searchEntries(td ptrace.Traces) *searchBatch {
 	indexed := db.searchAttrs
-	sb := &searchBatch{entries: make([]searchEntry, 0, td.SpanCount()*8)}
+	sb := &searchBatch{entries: getEntries(td.SpanCount() * 8)}
 	termIDs := map[Term]int32{}
 	traceIDs := map[model.TraceID]uint32{}
 	intern := func(t Term) int32 {
@@ -225,7 +225,8 @@ func aggregateEntries(es []searchEntry, terms int) []searchEntry {
 	for t := range terms {
 		offs[t+1] += offs[t]
 	}
-	byTerm := make([]searchEntry, len(es))
+	byTerm := getEntries(len(es))[:len(es)]
+	defer putEntries(byTerm)
 	next := slices.Clone(offs[:terms])
 	for i := range es {
 		t := es[i].term
@@ -250,6 +251,27 @@ func aggregateEntries(es []searchEntry, terms int) []searchEntry {
 		}
 	}
 	return out
+}
+
+// entryBufs recycles requests' search entries (tens of bytes per span and
+// indexed term, the largest allocation of a trace write).
+var entryBufs sync.Pool // *[]searchEntry
+
+// getEntries returns an empty entry buffer with room for n.
+func getEntries(n int) []searchEntry {
+	if p, ok := entryBufs.Get().(*[]searchEntry); ok && cap(*p) >= n {
+		return (*p)[:0]
+	}
+	return make([]searchEntry, 0, n)
+}
+
+// putEntries gives es back for another request; it must not be used after.
+func putEntries(es []searchEntry) {
+	if cap(es) == 0 || cap(es) > 1<<18 {
+		return
+	}
+	es = es[:0]
+	entryBufs.Put(&es)
 }
 
 // Packed sort keys of one term's entries: the bucket's distance from the

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -33,8 +35,38 @@ var errSpanFrame = errors.New("span frame")
 // encodeSpanFrame encodes td as a span frame payload. It zeroes the columnar
 // fields in td.
 func encodeSpanFrame(td ptrace.Traces) ([]byte, error) {
+	var s spanFrameScratch
+	return s.encode(td)
+}
+
+// spanFrameScratch is what encoding a span frame uses and can reuse: the
+// frame's spans, their index by id, the payload (valid until the next
+// encode).
+type spanFrameScratch struct {
+	spans []ptrace.Span
+	index map[pcommon.SpanID]int
+	buf   []byte
+}
+
+var spanFrameScratchPool = sync.Pool{New: func() any { return &spanFrameScratch{index: map[pcommon.SpanID]int{}} }}
+
+// release forgets the spans (so that they can be collected) and returns s
+// to the pool.
+func (s *spanFrameScratch) release() {
+	clear(s.spans)
+	s.spans = s.spans[:0]
+	clear(s.index)
+	if cap(s.buf) > 4<<20 {
+		s.buf = nil
+	}
+	spanFrameScratchPool.Put(s)
+}
+
+// encode encodes td as a span frame payload, in s.buf. It zeroes the
+// columnar fields in td.
+func (s *spanFrameScratch) encode(td ptrace.Traces) ([]byte, error) {
 	n := td.SpanCount()
-	spans := make([]ptrace.Span, 0, n)
+	spans := s.spans[:0]
 	for _, rs := range td.ResourceSpans().All() {
 		for _, ss := range rs.ScopeSpans().All() {
 			for _, sp := range ss.Spans().All() {
@@ -42,13 +74,18 @@ func encodeSpanFrame(td ptrace.Traces) ([]byte, error) {
 			}
 		}
 	}
-	index := make(map[pcommon.SpanID]int, n)
+	s.spans = spans
+	if s.index == nil {
+		s.index = make(map[pcommon.SpanID]int, n)
+	}
+	index := s.index
+	clear(index)
 	for i, sp := range spans {
 		if _, dup := index[sp.SpanID()]; !dup {
 			index[sp.SpanID()] = i
 		}
 	}
-	b := make([]byte, 0, 64*n)
+	b := slices.Grow(s.buf[:0], 64*n)
 	b = binary.AppendUvarint(b, uint64(n))
 
 	// Trace ids, run-length encoded.
@@ -126,7 +163,8 @@ func encodeSpanFrame(td ptrace.Traces) ([]byte, error) {
 	}
 	b = binary.AppendUvarint(b, uint64(len(proto)))
 	b = append(b, proto...)
-	return append(b, tail...), nil
+	s.buf = append(b, tail...)
+	return s.buf, nil
 }
 
 // columnReader reads the columns of a span frame, remembering the first error.

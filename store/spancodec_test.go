@@ -83,6 +83,24 @@ func TestSpanFrameRoundTrip(t *testing.T) {
 	}
 }
 
+// TestSpanFrameScratchIsReused: one scratch encodes frame after frame —
+// larger, smaller, with parents that were in an earlier frame's index — as
+// fresh ones do, and a payload it made stays right until the next encode.
+func TestSpanFrameScratchIsReused(t *testing.T) {
+	s := spanFrameScratchPool.Get().(*spanFrameScratch)
+	defer s.release()
+	for i, td := range []ptrace.Traces{otlptest.New(1).Traces(100, 3), edgeTraces(), otlptest.New(1).Traces(10, 3), otlptest.New(2).Traces(1, 300), ptrace.NewTraces(), otlptest.New(3).Traces(5, 2)} {
+		want, err := encodeSpanFrame(cloneTraces(td))
+		require.NoError(t, err)
+		got, err := s.encode(cloneTraces(td))
+		require.NoError(t, err)
+		require.Equal(t, want, got, "frame %d", i)
+		decoded, err := decodeSpanFrame(got)
+		require.NoError(t, err)
+		requireSameTraces(t, td, decoded)
+	}
+}
+
 // TestSpanFrameDecodesOneTrace: decoding one trace's spans (the others
 // skipped in the protobuf) gives what decoding all and filtering gives.
 func TestSpanFrameDecodesOneTrace(t *testing.T) {

@@ -79,12 +79,16 @@ func (db *DB) WriteTraces(ctx context.Context, td ptrace.Traces) error {
 		return fmt.Errorf("write traces: %w", err)
 	}
 	facts := db.searchEntries(td)
-	b, err := db.buildBatch(KindSpans, db.nextSeq(), &spanSource{td: td})
+	src := &spanSource{td: td}
+	b, err := db.buildBatch(KindSpans, db.nextSeq(), src)
+	src.release()
 	if err != nil {
 		return err
 	}
 	b.search = facts
-	return db.commit(b)
+	err = db.commit(b)
+	putEntries(facts.entries)
+	return err
 }
 
 func validateTraces(td ptrace.Traces) error {
@@ -174,10 +178,19 @@ func (db *DB) frameFull(n int, sameTrace bool) bool {
 
 // spanSource cuts ptrace.Traces into frames.
 type spanSource struct {
-	td     ptrace.Traces
-	cur    ptrace.Traces
-	open   bool
-	groups map[[2]int]ptrace.SpanSlice // (resource, scope) -> spans of the open frame
+	td      ptrace.Traces
+	cur     ptrace.Traces
+	open    bool
+	groups  map[[2]int]ptrace.SpanSlice // (resource, scope) -> spans of the open frame
+	scratch *spanFrameScratch           // a payload is compressed before the next frame is encoded
+}
+
+// release returns what the frames were encoded with.
+func (s *spanSource) release() {
+	if s.scratch != nil {
+		s.scratch.release()
+		s.scratch = nil
+	}
 }
 
 func (s *spanSource) refs() []itemRef {
@@ -215,7 +228,10 @@ func (s *spanSource) move(r itemRef) {
 
 func (s *spanSource) marshal() (byte, []byte, error) {
 	s.open = false
-	payload, err := encodeSpanFrame(s.cur)
+	if s.scratch == nil {
+		s.scratch = spanFrameScratchPool.Get().(*spanFrameScratch)
+	}
+	payload, err := s.scratch.encode(s.cur)
 	return codecZstdColumns, payload, err
 }
 
