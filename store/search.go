@@ -698,8 +698,11 @@ func readBucket(parts []*partition, prefix []byte, bucket uint32, keep func(post
 				}
 				err = it.Item().Value(func(v []byte) error {
 					target, ok, err := postingsAliasOf(v)
-					if err != nil || !ok {
-						return cmp.Or(err, decodePostings(bucket, v, traces, keepAll))
+					if err != nil {
+						return err
+					}
+					if !ok {
+						return decodePostings(bucket, v, traces, keepAll)
 					}
 					// The same postings as target's, in this second and batch.
 					item, err := txn.Get(termKey(target, bucket, binary.BigEndian.Uint64(k[len(mp):])))

@@ -48,14 +48,13 @@ type spanFrameScratch struct {
 	buf   []byte
 }
 
-var spanFrameScratchPool = sync.Pool{New: func() any { return &spanFrameScratch{index: map[pcommon.SpanID]int{}} }}
+var spanFrameScratchPool = sync.Pool{New: func() any { return new(spanFrameScratch) }}
 
 // release forgets the spans (so that they can be collected) and returns s
 // to the pool.
 func (s *spanFrameScratch) release() {
 	clear(s.spans)
 	s.spans = s.spans[:0]
-	clear(s.index)
 	if cap(s.buf) > 4<<20 {
 		s.buf = nil
 	}
