@@ -66,10 +66,8 @@ func TestChunkReaderWalksAsItSeeks(t *testing.T) {
 	require.Len(t, refs, series-series/3)
 	require.True(t, slices.IsSorted(refs))
 
-	read := func(q *querier, cr *chunkReader, ref uint64) []string {
+	describe := func(cs []chunkenc.Chunk) []string {
 		t.Helper()
-		cs, err := q.chunks(cr, ref)
-		require.NoError(t, err)
 		var out []string
 		for _, c := range cs {
 			it := c.Iterator(nil)
@@ -86,6 +84,15 @@ func TestChunkReaderWalksAsItSeeks(t *testing.T) {
 			out = append(out, fmt.Sprintf("%d samples %d..%d", n, first, last))
 		}
 		return out
+	}
+	lists := map[uint64][]chunkenc.Chunk{} // what one reader returned, by ref
+	read := func(q *querier, cr *chunkReader, ref uint64) []string {
+		t.Helper()
+		cs, err := q.chunks(cr, ref)
+		require.NoError(t, err)
+		require.Equal(t, len(cs), cap(cs), "a series' chunks cannot be appended to in place")
+		lists[ref] = cs
+		return describe(cs)
 	}
 	windows := [][2]int{{-100, -1}, {0, samples}, {130, 130}, {100, 140}, {239, 481}, {700, 2000}, {samples + 10, samples + 400}}
 	for _, w := range windows {
@@ -104,8 +111,19 @@ func TestChunkReaderWalksAsItSeeks(t *testing.T) {
 			rnd.Shuffle(len(refs), func(i, j int) { orders["random"][i], orders["random"][j] = orders["random"][j], orders["random"][i] })
 			for name, order := range orders {
 				cr := newChunkReader(p, txn)
+				clear(lists)
 				for _, ref := range order {
 					require.Equal(t, want[ref], read(q, cr, ref), "window %v, %s, ref %d", w, name, ref)
+				}
+				// The chunks (their bytes, decimal chunks, lists) come
+				// from the reader's shared blocks: every series' are
+				// still its own after the whole read and after appends
+				// to the others' (as merging partitions does).
+				for _, ref := range order {
+					lists[ref] = append(lists[ref], chunkenc.NewXORChunk())
+				}
+				for _, ref := range order {
+					require.Equal(t, want[ref], describe(lists[ref][:len(lists[ref])-1]), "window %v, %s, ref %d after the read", w, name, ref)
 				}
 				if name == "largest first" {
 					// Neighbouring selected series are at most two

@@ -163,119 +163,230 @@ func appendPacked(b []byte, x []int64) []byte {
 
 var errDecimalChunk = errors.New("decimal chunk")
 
-// readPacked reads count values written by appendPacked and returns the rest.
-func readPacked(b []byte, count int) ([]int64, []byte, error) {
+// decimalChunk is a decimal chunk read in place: its layout is checked
+// when it is made (so that reading it cannot run past its bytes), read
+// again by each iterator, and its samples are decoded as they are
+// iterated, without arrays per chunk. It cannot be appended to.
+type decimalChunk struct {
+	data []byte
+	n    int
+}
+
+// decimalLayout is where a decimal chunk's parts are.
+type decimalLayout struct {
+	n      int
+	t0, d0 int64  // the first time and the first time delta
+	tw     int    // width of the times' packed second differences
+	tbits  []byte // those, n-2 of them
+	exp    int
+	mode   byte
+	m0, e0 int64  // the first mantissa, and in mode 1 the first mantissa delta
+	vw     int    // width of the packed mantissa differences
+	vbits  []byte // those: n-1 in mode 0, n-2 in mode 1
+}
+
+// parseDecimalChunk checks a decimal chunk's layout and returns it ready
+// to iterate: a count, header varints, widths of at most 64 bits and
+// exactly the packed bytes they call for, nothing after.
+func parseDecimalChunk(b []byte) (decimalLayout, error) {
+	var c decimalLayout
+	bad := func(what string) (decimalLayout, error) {
+		return decimalLayout{}, fmt.Errorf("%w: %w: %s", ErrCorrupt, errDecimalChunk, what)
+	}
+	un, w := binary.Uvarint(b)
+	if w <= 0 || un == 0 || un > maxDecimalSamples {
+		return bad("sample count")
+	}
+	c.n = int(un)
+	b = b[w:]
+	if c.t0, w = binary.Varint(b); w <= 0 {
+		return bad("first time")
+	}
+	b = b[w:]
+	if c.n > 1 {
+		if c.d0, w = binary.Varint(b); w <= 0 {
+			return bad("first time delta")
+		}
+		b = b[w:]
+	}
+	var err error
+	if c.tw, c.tbits, b, err = splitPacked(b, max(c.n-2, 0)); err != nil {
+		return decimalLayout{}, err
+	}
+	if len(b) < 2 || b[0] > maxDecimalExp || b[1] > decimalModeDoubleD {
+		return bad("value header")
+	}
+	c.exp, c.mode = int(b[0]), b[1]
+	b = b[2:]
+	if c.m0, w = binary.Varint(b); w <= 0 {
+		return bad("first value")
+	}
+	b = b[w:]
+	packed := c.n - 1
+	if c.mode == decimalModeDoubleD {
+		packed = max(c.n-2, 0)
+		if c.n > 1 {
+			if c.e0, w = binary.Varint(b); w <= 0 {
+				return bad("first value delta")
+			}
+			b = b[w:]
+		}
+	}
+	if c.vw, c.vbits, b, err = splitPacked(b, packed); err != nil {
+		return decimalLayout{}, err
+	}
+	if len(b) != 0 {
+		return bad("trailing bytes")
+	}
+	return c, nil
+}
+
+// splitPacked splits count values written by appendPacked from what
+// follows them: their width, their bytes, the rest.
+func splitPacked(b []byte, count int) (int, []byte, []byte, error) {
 	if len(b) == 0 {
-		return nil, nil, fmt.Errorf("%w: %w: missing width", ErrCorrupt, errDecimalChunk)
+		return 0, nil, nil, fmt.Errorf("%w: %w: missing width", ErrCorrupt, errDecimalChunk)
 	}
 	w := int(b[0])
 	b = b[1:]
 	if w > 64 {
-		return nil, nil, fmt.Errorf("%w: %w: width %d", ErrCorrupt, errDecimalChunk, w)
-	}
-	out := make([]int64, count)
-	if w == 0 {
-		return out, b, nil
+		return 0, nil, nil, fmt.Errorf("%w: %w: width %d", ErrCorrupt, errDecimalChunk, w)
 	}
 	nbytes := (count*w + 7) / 8
 	if nbytes > len(b) {
-		return nil, nil, fmt.Errorf("%w: %w: %d values of %d bits in %d bytes", ErrCorrupt, errDecimalChunk, count, w, len(b))
+		return 0, nil, nil, fmt.Errorf("%w: %w: %d values of %d bits in %d bytes", ErrCorrupt, errDecimalChunk, count, w, len(b))
 	}
-	pos := 0 // bit position
-	for i := range out {
-		var u uint64
-		for left := w; left > 0; {
-			bit := pos & 7
-			take := min(left, 8-bit)
-			part := uint64(b[pos>>3]>>uint(8-bit-take)) & (1<<uint(take) - 1)
-			u = u<<uint(take) | part
-			pos += take
-			left -= take
-		}
-		out[i] = unzigzag(u)
-	}
-	return out, b[nbytes:], nil
+	return w, b[:nbytes], b[nbytes:], nil
 }
 
-// decodeDecimalChunk returns the samples of a decimal chunk.
-func decodeDecimalChunk(b []byte) ([]int64, []float64, error) {
-	bad := func(what string) error { return fmt.Errorf("%w: %w: %s", ErrCorrupt, errDecimalChunk, what) }
-	un, w := binary.Uvarint(b)
-	if w <= 0 || un == 0 || un > maxDecimalSamples {
-		return nil, nil, bad("sample count")
+// readBits returns the w bits (w <= 64) of b at bit pos, most significant
+// first, zigzag-decoded; b holds them (parseDecimalChunk checked).
+func readBits(b []byte, pos, w int) int64 {
+	if w == 0 {
+		return 0
 	}
-	n := int(un)
-	b = b[w:]
-	ts := make([]int64, n)
-	t0, w := binary.Varint(b)
-	if w <= 0 {
-		return nil, nil, bad("first time")
+	i, bit := pos>>3, pos&7
+	if i+8 <= len(b) && w <= 64-bit {
+		return unzigzag(binary.BigEndian.Uint64(b[i:]) << uint(bit) >> uint(64-w))
 	}
-	b = b[w:]
-	ts[0] = t0
-	var d0 int64
-	if n > 1 {
-		if d0, w = binary.Varint(b); w <= 0 {
-			return nil, nil, bad("first time delta")
-		}
-		b = b[w:]
-		ts[1] = t0 + d0
+	var u uint64
+	for left := w; left > 0; {
+		bit := pos & 7
+		take := min(left, 8-bit)
+		part := uint64(b[pos>>3]>>uint(8-bit-take)) & (1<<uint(take) - 1)
+		u = u<<uint(take) | part
+		pos += take
+		left -= take
 	}
-	dods, b, err := readPacked(b, max(n-2, 0))
-	if err != nil {
-		return nil, nil, err
-	}
-	for i := 2; i < n; i++ {
-		d0 += dods[i-2]
-		ts[i] = ts[i-1] + d0
-	}
-	if len(b) < 2 || b[0] > maxDecimalExp || b[1] > decimalModeDoubleD {
-		return nil, nil, bad("value header")
-	}
-	exp, mode := int(b[0]), b[1]
-	b = b[2:]
-	ms := make([]int64, n)
-	if ms[0], w = binary.Varint(b); w <= 0 {
-		return nil, nil, bad("first value")
-	}
-	b = b[w:]
-	if mode == decimalModeDelta {
-		deltas, rest, err := readPacked(b, n-1)
-		if err != nil {
-			return nil, nil, err
-		}
-		for i := 1; i < n; i++ {
-			ms[i] = ms[i-1] + deltas[i-1]
-		}
-		b = rest
-	} else {
-		var d int64
-		if n > 1 {
-			if d, w = binary.Varint(b); w <= 0 {
-				return nil, nil, bad("first value delta")
-			}
-			b = b[w:]
-			ms[1] = ms[0] + d
-		}
-		dd, rest, err := readPacked(b, max(n-2, 0))
-		if err != nil {
-			return nil, nil, err
-		}
-		for i := 2; i < n; i++ {
-			d += dd[i-2]
-			ms[i] = ms[i-1] + d
-		}
-		b = rest
-	}
-	if len(b) != 0 {
-		return nil, nil, bad("trailing bytes")
-	}
-	vs := make([]float64, n)
-	for i, m := range ms {
-		vs[i] = float64(m) / pow10[exp]
-	}
-	return ts, vs, nil
+	return unzigzag(u)
 }
+
+func newDecimalChunk(data []byte) (*decimalChunk, error) {
+	l, err := parseDecimalChunk(data)
+	if err != nil {
+		return nil, err
+	}
+	return &decimalChunk{data: data, n: l.n}, nil
+}
+
+func (c *decimalChunk) Bytes() []byte               { return c.data }
+func (c *decimalChunk) Encoding() chunkenc.Encoding { return encDecimal }
+func (c *decimalChunk) NumSamples() int             { return c.n }
+func (c *decimalChunk) Compact()                    {}
+func (c *decimalChunk) Reset(stream []byte) {
+	*c = decimalChunk{data: stream}
+	if l, err := parseDecimalChunk(stream); err == nil { // a corrupt stream reads as empty
+		c.n = l.n
+	}
+}
+func (c *decimalChunk) Appender() (chunkenc.Appender, error) {
+	return nil, errors.New("a decimal chunk is written whole and cannot be appended to")
+}
+
+func (c *decimalChunk) Iterator(it chunkenc.Iterator) chunkenc.Iterator {
+	d, ok := it.(*decimalIterator)
+	if !ok {
+		d = &decimalIterator{}
+	}
+	*d = decimalIterator{i: -1}
+	if c.n > 0 {
+		d.c, _ = parseDecimalChunk(c.data) // checked when c was made
+	}
+	return d
+}
+
+// decimalIterator decodes a decimal chunk's float samples one at a time.
+type decimalIterator struct {
+	c      decimalLayout
+	i      int   // the current sample, -1 before the first
+	t, dt  int64 // its time and the last time delta
+	m, dm  int64 // its mantissa and the last mantissa delta
+	tp, vp int   // bit positions in the packed times and mantissas
+}
+
+func (it *decimalIterator) Next() chunkenc.ValueType {
+	c := &it.c
+	if it.i >= c.n-1 {
+		it.i = c.n
+		return chunkenc.ValNone
+	}
+	it.i++
+	switch it.i {
+	case 0:
+		it.t, it.m = c.t0, c.m0
+		return chunkenc.ValFloat
+	case 1:
+		it.dt = c.d0
+	default:
+		it.dt += readBits(c.tbits, it.tp, c.tw)
+		it.tp += c.tw
+	}
+	it.t += it.dt
+	switch {
+	case c.mode == decimalModeDelta:
+		it.dm = readBits(c.vbits, it.vp, c.vw)
+		it.vp += c.vw
+	case it.i == 1:
+		it.dm = c.e0
+	default:
+		it.dm += readBits(c.vbits, it.vp, c.vw)
+		it.vp += c.vw
+	}
+	it.m += it.dm
+	return chunkenc.ValFloat
+}
+
+// Seek moves to the first sample at or after t; a current sample that is
+// already there stays.
+func (it *decimalIterator) Seek(t int64) chunkenc.ValueType {
+	if it.i >= it.c.n {
+		return chunkenc.ValNone
+	}
+	if it.i >= 0 && it.t >= t {
+		return chunkenc.ValFloat
+	}
+	for it.Next() == chunkenc.ValFloat {
+		if it.t >= t {
+			return chunkenc.ValFloat
+		}
+	}
+	return chunkenc.ValNone
+}
+
+func (it *decimalIterator) At() (int64, float64) {
+	return it.t, float64(it.m) / pow10[it.c.exp]
+}
+
+func (it *decimalIterator) AtHistogram(*histogram.Histogram) (int64, *histogram.Histogram) {
+	return it.t, nil
+}
+
+func (it *decimalIterator) AtFloatHistogram(*histogram.FloatHistogram) (int64, *histogram.FloatHistogram) {
+	return it.t, nil
+}
+func (it *decimalIterator) AtT() int64  { return it.t }
+func (it *decimalIterator) AtST() int64 { return 0 }
+func (it *decimalIterator) Err() error  { return nil }
 
 // compactChunk returns a finished chunk's encoding and bytes as written
 // to a partition: a float chunk becomes a decimal chunk when that is
@@ -303,86 +414,3 @@ func compactChunk(c builtChunk) (chunkenc.Encoding, []byte) {
 	}
 	return c.enc, c.data
 }
-
-// decimalChunk is a decimal chunk decoded for reading: its samples are
-// iterated directly, not re-encoded as XOR. It cannot be appended to.
-type decimalChunk struct {
-	data []byte
-	ts   []int64
-	vs   []float64
-}
-
-func newDecimalChunk(data []byte) (*decimalChunk, error) {
-	ts, vs, err := decodeDecimalChunk(data)
-	if err != nil {
-		return nil, err
-	}
-	return &decimalChunk{data: data, ts: ts, vs: vs}, nil
-}
-
-func (c *decimalChunk) Bytes() []byte               { return c.data }
-func (c *decimalChunk) Encoding() chunkenc.Encoding { return encDecimal }
-func (c *decimalChunk) NumSamples() int             { return len(c.ts) }
-func (c *decimalChunk) Compact()                    {}
-func (c *decimalChunk) Reset(stream []byte) {
-	c.data = stream
-	var err error
-	if c.ts, c.vs, err = decodeDecimalChunk(stream); err != nil { // a corrupt stream reads as empty
-		c.ts, c.vs = nil, nil
-	}
-}
-func (c *decimalChunk) Appender() (chunkenc.Appender, error) {
-	return nil, errors.New("a decimal chunk is written whole and cannot be appended to")
-}
-
-func (c *decimalChunk) Iterator(it chunkenc.Iterator) chunkenc.Iterator {
-	if d, ok := it.(*decimalIterator); ok {
-		d.ts, d.vs, d.i = c.ts, c.vs, -1
-		return d
-	}
-	return &decimalIterator{ts: c.ts, vs: c.vs, i: -1}
-}
-
-// decimalIterator iterates a decoded decimal chunk's float samples.
-type decimalIterator struct {
-	ts []int64
-	vs []float64
-	i  int
-}
-
-func (it *decimalIterator) Next() chunkenc.ValueType {
-	if it.i < len(it.ts) {
-		it.i++
-	}
-	if it.i >= len(it.ts) {
-		return chunkenc.ValNone
-	}
-	return chunkenc.ValFloat
-}
-
-// Seek moves to the first sample at or after t; a current sample that is
-// already there stays.
-func (it *decimalIterator) Seek(t int64) chunkenc.ValueType {
-	if it.i < 0 {
-		it.i = 0
-	}
-	for it.i < len(it.ts) && it.ts[it.i] < t {
-		it.i++
-	}
-	if it.i >= len(it.ts) {
-		return chunkenc.ValNone
-	}
-	return chunkenc.ValFloat
-}
-
-func (it *decimalIterator) At() (int64, float64) { return it.ts[it.i], it.vs[it.i] }
-func (it *decimalIterator) AtHistogram(*histogram.Histogram) (int64, *histogram.Histogram) {
-	return it.ts[it.i], nil
-}
-
-func (it *decimalIterator) AtFloatHistogram(*histogram.FloatHistogram) (int64, *histogram.FloatHistogram) {
-	return it.ts[it.i], nil
-}
-func (it *decimalIterator) AtT() int64  { return it.ts[it.i] }
-func (it *decimalIterator) AtST() int64 { return 0 }
-func (it *decimalIterator) Err() error  { return nil }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strconv"
@@ -32,6 +33,123 @@ func xorSize(ts []int64, vs []float64) int {
 		app.Append(0, ts[i], vs[i])
 	}
 	return len(c.Bytes())
+}
+
+// readPacked reads count values written by appendPacked and returns the rest
+// (the decoder decimal chunks had before they were read in place, kept as
+// the reference their iterator is checked against).
+func readPacked(b []byte, count int) ([]int64, []byte, error) {
+	if len(b) == 0 {
+		return nil, nil, fmt.Errorf("%w: %w: missing width", ErrCorrupt, errDecimalChunk)
+	}
+	w := int(b[0])
+	b = b[1:]
+	if w > 64 {
+		return nil, nil, fmt.Errorf("%w: %w: width %d", ErrCorrupt, errDecimalChunk, w)
+	}
+	out := make([]int64, count)
+	if w == 0 {
+		return out, b, nil
+	}
+	nbytes := (count*w + 7) / 8
+	if nbytes > len(b) {
+		return nil, nil, fmt.Errorf("%w: %w: %d values of %d bits in %d bytes", ErrCorrupt, errDecimalChunk, count, w, len(b))
+	}
+	pos := 0 // bit position
+	for i := range out {
+		var u uint64
+		for left := w; left > 0; {
+			bit := pos & 7
+			take := min(left, 8-bit)
+			part := uint64(b[pos>>3]>>uint(8-bit-take)) & (1<<uint(take) - 1)
+			u = u<<uint(take) | part
+			pos += take
+			left -= take
+		}
+		out[i] = unzigzag(u)
+	}
+	return out, b[nbytes:], nil
+}
+
+// decodeDecimalChunk returns the samples of a decimal chunk as arrays: the
+// reference decoder.
+func decodeDecimalChunk(b []byte) ([]int64, []float64, error) {
+	bad := func(what string) error { return fmt.Errorf("%w: %w: %s", ErrCorrupt, errDecimalChunk, what) }
+	un, w := binary.Uvarint(b)
+	if w <= 0 || un == 0 || un > maxDecimalSamples {
+		return nil, nil, bad("sample count")
+	}
+	n := int(un)
+	b = b[w:]
+	ts := make([]int64, n)
+	t0, w := binary.Varint(b)
+	if w <= 0 {
+		return nil, nil, bad("first time")
+	}
+	b = b[w:]
+	ts[0] = t0
+	var d0 int64
+	if n > 1 {
+		if d0, w = binary.Varint(b); w <= 0 {
+			return nil, nil, bad("first time delta")
+		}
+		b = b[w:]
+		ts[1] = t0 + d0
+	}
+	dods, b, err := readPacked(b, max(n-2, 0))
+	if err != nil {
+		return nil, nil, err
+	}
+	for i := 2; i < n; i++ {
+		d0 += dods[i-2]
+		ts[i] = ts[i-1] + d0
+	}
+	if len(b) < 2 || b[0] > maxDecimalExp || b[1] > decimalModeDoubleD {
+		return nil, nil, bad("value header")
+	}
+	exp, mode := int(b[0]), b[1]
+	b = b[2:]
+	ms := make([]int64, n)
+	if ms[0], w = binary.Varint(b); w <= 0 {
+		return nil, nil, bad("first value")
+	}
+	b = b[w:]
+	if mode == decimalModeDelta {
+		deltas, rest, err := readPacked(b, n-1)
+		if err != nil {
+			return nil, nil, err
+		}
+		for i := 1; i < n; i++ {
+			ms[i] = ms[i-1] + deltas[i-1]
+		}
+		b = rest
+	} else {
+		var d int64
+		if n > 1 {
+			if d, w = binary.Varint(b); w <= 0 {
+				return nil, nil, bad("first value delta")
+			}
+			b = b[w:]
+			ms[1] = ms[0] + d
+		}
+		dd, rest, err := readPacked(b, max(n-2, 0))
+		if err != nil {
+			return nil, nil, err
+		}
+		for i := 2; i < n; i++ {
+			d += dd[i-2]
+			ms[i] = ms[i-1] + d
+		}
+		b = rest
+	}
+	if len(b) != 0 {
+		return nil, nil, bad("trailing bytes")
+	}
+	vs := make([]float64, n)
+	for i, m := range ms {
+		vs[i] = float64(m) / pow10[exp]
+	}
+	return ts, vs, nil
 }
 
 func TestDecimalChunks(t *testing.T) {
@@ -151,9 +269,24 @@ func FuzzDecimalChunk(f *testing.F) {
 	enc, _ := encodeDecimalChunk([]int64{1000, 2000, 3000}, []float64{1.5, 2.5, 3})
 	f.Add(enc, seed(7, 7, 7, 7))
 	f.Fuzz(func(t *testing.T, chunk, values []byte) {
-		// Any bytes: decoded or refused as corrupt, never a panic.
-		if _, _, err := decodeDecimalChunk(chunk); err != nil {
+		// Any bytes: decoded or refused as corrupt, never a panic; read in
+		// place exactly as the reference decodes them.
+		refT, refV, refErr := decodeDecimalChunk(chunk)
+		c, err := newDecimalChunk(chunk)
+		if refErr != nil {
+			require.ErrorIs(t, refErr, ErrCorrupt)
 			require.ErrorIs(t, err, ErrCorrupt)
+		} else {
+			require.NoError(t, err)
+			require.Equal(t, len(refT), c.NumSamples())
+			it := c.Iterator(nil)
+			for i := range refT {
+				require.Equal(t, chunkenc.ValFloat, it.Next())
+				gotT, gotV := it.At()
+				require.Equal(t, refT[i], gotT)
+				require.Equal(t, math.Float64bits(refV[i]), math.Float64bits(gotV))
+			}
+			require.Equal(t, chunkenc.ValNone, it.Next())
 		}
 		// Any values: encoded losslessly or refused.
 		var ts []int64

@@ -101,8 +101,6 @@ func appendChunkKey(k []byte, ref uint64, mint int64) []byte {
 	return binary.BigEndian.AppendUint64(k, sortableTime(mint))
 }
 
-func chunkPrefix(ref uint64) []byte { return chunkKey(ref, 0)[:9:9] }
-
 func parseChunkKey(k []byte) (ref uint64, mint int64, err error) {
 	if len(k) != 17 || (k[0] != nsChunk && k[0] != nsChunkOOO) {
 		return 0, 0, fmt.Errorf("%w: chunk key of %d bytes", ErrCorrupt, len(k))

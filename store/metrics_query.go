@@ -97,7 +97,11 @@ func (q *querier) collect(ctx context.Context, ms []*labels.Matcher) ([]found, e
 		lset:   func(k int) labels.Labels { return head[k].lset },
 		chunks: func(k int) []chunkenc.Chunk { return headChunks[order[k]] },
 	})
-	var out []found
+	most := 0 // series in all sources: as many as the merge can give
+	for _, s := range srcs {
+		most += s.n
+	}
+	out := make([]found, 0, most)
 	for {
 		best := -1
 		for i := range srcs {
@@ -341,9 +345,43 @@ type chunkReader struct {
 	// read began (see partition.outOfOrder).
 	noOutOfOrder bool
 	target       []byte
+	prefix       []byte // a series' chunk key prefix
 	read         bool   // the in-order iterator has been positioned
 	last         uint64 // the ref it was last positioned for
 	walks, seeks int    // how it reached each series (tests)
+	// What the read returns is carved from blocks rather than allocated
+	// chunk by chunk: chunks' bytes (Badger's are valid only inside its
+	// callback), decimal chunks, and each series' list of chunks. The
+	// blocks live as long as the query holds a chunk of theirs.
+	bytes    []byte
+	decimals []decimalChunk
+	lists    []chunkenc.Chunk
+}
+
+// Block sizes of a chunk reader's allocations.
+const (
+	chunkBytesBlock = 64 << 10
+	decimalsBlock   = 256
+	listsBlock      = 1024
+)
+
+// copyBytes returns a copy of b from the reader's byte blocks.
+func (cr *chunkReader) copyBytes(b []byte) []byte {
+	if cap(cr.bytes)-len(cr.bytes) < len(b) {
+		cr.bytes = make([]byte, 0, max(chunkBytesBlock, len(b)))
+	}
+	n := len(cr.bytes)
+	cr.bytes = append(cr.bytes, b...)
+	return cr.bytes[n:len(cr.bytes):len(cr.bytes)]
+}
+
+// decimal returns a place for c in the reader's blocks.
+func (cr *chunkReader) decimal(c decimalChunk) *decimalChunk {
+	if len(cr.decimals) == cap(cr.decimals) {
+		cr.decimals = make([]decimalChunk, 0, decimalsBlock)
+	}
+	cr.decimals = append(cr.decimals, c)
+	return &cr.decimals[len(cr.decimals)-1]
 }
 
 // newChunkReader is a chunk reader of p inside txn.
@@ -402,11 +440,17 @@ func (q *querier) chunks(cr *chunkReader, ref uint64) ([]chunkenc.Chunk, error) 
 			cr.outOrder = cr.txn.NewIterator(badger.IteratorOptions{Prefix: []byte{nsChunkOOO}})
 		}
 	}
-	prefix := chunkPrefix(ref)
-	var out []chunkenc.Chunk
+	cr.prefix = appendChunkKey(cr.prefix[:0], ref, 0)[:9]
+	prefix := cr.prefix
+	// The series' chunks are appended to the reader's list block and
+	// returned as a slice of it that an append cannot write past.
+	if cap(cr.lists)-len(cr.lists) < 16 {
+		cr.lists = make([]chunkenc.Chunk, 0, listsBlock)
+	}
+	start := len(cr.lists)
 	it := cr.inOrder
 	for cr.position(ref, q.maxt); it.ValidForPrefix(prefix); it.Next() {
-		c, end, err := q.chunkAt(it.Item())
+		c, end, err := q.chunkAt(cr, it.Item())
 		if err != nil {
 			return nil, err
 		}
@@ -414,30 +458,32 @@ func (q *querier) chunks(cr *chunkReader, ref uint64) ([]chunkenc.Chunk, error) 
 			break
 		}
 		if c != nil {
-			out = append(out, c)
+			cr.lists = append(cr.lists, c)
 		}
 	}
-	slices.Reverse(out)
-	if cr.outOrder == nil {
-		return out, nil
-	}
-	prefix[0] = nsChunkOOO
-	it = cr.outOrder
-	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-		c, _, err := q.chunkAt(it.Item())
-		if err != nil {
-			return nil, err
+	slices.Reverse(cr.lists[start:])
+	if cr.outOrder != nil {
+		prefix[0] = nsChunkOOO
+		it = cr.outOrder
+		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+			c, _, err := q.chunkAt(cr, it.Item())
+			if err != nil {
+				return nil, err
+			}
+			if c != nil {
+				cr.lists = append(cr.lists, c)
+			}
 		}
-		if c != nil {
-			out = append(out, c)
-		}
 	}
-	return out, nil
+	if len(cr.lists) == start {
+		return nil, nil
+	}
+	return cr.lists[start:len(cr.lists):len(cr.lists)], nil
 }
 
 // chunkAt decodes the chunk of item when it overlaps [mint, maxt] (nil
 // otherwise) and returns its last time.
-func (q *querier) chunkAt(item *badger.Item) (chunkenc.Chunk, int64, error) {
+func (q *querier) chunkAt(cr *chunkReader, item *badger.Item) (chunkenc.Chunk, int64, error) {
 	_, cmint, err := parseChunkKey(item.Key())
 	if err != nil {
 		return nil, 0, err
@@ -459,10 +505,13 @@ func (q *querier) chunkAt(item *badger.Item) (chunkenc.Chunk, int64, error) {
 		if end < q.mint {
 			return nil
 		}
-		data := slices.Clone(val[1+w:]) // val is only valid inside Value
+		data := cr.copyBytes(val[1+w:]) // val is only valid inside Value
 		var err error
 		if enc := chunkenc.Encoding(val[0]); enc == encDecimal {
-			c, err = newDecimalChunk(data)
+			var l decimalLayout
+			if l, err = parseDecimalChunk(data); err == nil {
+				c = cr.decimal(decimalChunk{data: data, n: l.n})
+			}
 		} else {
 			c, err = chunkenc.FromData(enc, data)
 		}
