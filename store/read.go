@@ -168,8 +168,8 @@ const maxPooledPayload = 4 << 20
 // to dst. Nothing of dst refers to payload afterwards.
 func appendTraceSpans(codec byte, payload []byte, id model.TraceID, dst ptrace.Traces) error {
 	want := pcommon.TraceID(id)
-	if codec == codecZstdColumns {
-		td, err := decodeSpanFrameOf(payload, &want)
+	if codec == codecZstdColumns || codec == codecZstdSpanAttrs {
+		td, err := decodeSpanFrameOf(codec, payload, &want)
 		if err != nil {
 			return err
 		}
@@ -193,8 +193,8 @@ func appendTraceSpans(codec byte, payload []byte, id model.TraceID, dst ptrace.T
 
 // decodeSpans decodes a span frame of either codec.
 func decodeSpans(codec byte, payload []byte) (ptrace.Traces, error) {
-	if codec == codecZstdColumns {
-		return decodeSpanFrame(payload)
+	if codec == codecZstdColumns || codec == codecZstdSpanAttrs {
+		return decodeSpanFrame(codec, payload)
 	}
 	td, err := tracesUnmarshaler.UnmarshalTraces(payload)
 	if err != nil {

@@ -32,10 +32,10 @@ import (
 
 var errSpanFrame = errors.New("span frame")
 
-// encodeSpanFrame encodes td as a span frame payload. It zeroes the columnar
-// fields in td.
-func encodeSpanFrame(td ptrace.Traces) ([]byte, error) {
-	var s spanFrameScratch
+// encodeSpanFrame encodes td as a span frame payload of codec (0x05, or
+// 0x02 as earlier builds wrote). It zeroes the columnar fields in td.
+func encodeSpanFrame(codec byte, td ptrace.Traces) ([]byte, error) {
+	s := spanFrameScratch{plain: codec == codecZstdColumns}
 	return s.encode(td)
 }
 
@@ -46,6 +46,10 @@ type spanFrameScratch struct {
 	spans []ptrace.Span
 	index map[pcommon.SpanID]int
 	buf   []byte
+	attrs spanSplitter
+	// plain: the protobuf keeps its spans' attributes (codec 0x02, as
+	// earlier builds wrote; tests).
+	plain bool
 }
 
 var spanFrameScratchPool = sync.Pool{New: func() any { return new(spanFrameScratch) }}
@@ -58,11 +62,15 @@ func (s *spanFrameScratch) release() {
 	if cap(s.buf) > 4<<20 {
 		s.buf = nil
 	}
+	s.attrs.forget()
+	if cap(s.attrs.proto) > 4<<20 {
+		s.attrs = spanSplitter{}
+	}
 	spanFrameScratchPool.Put(s)
 }
 
-// encode encodes td as a span frame payload, in s.buf. It zeroes the
-// columnar fields in td.
+// encode encodes td as a span frame payload (codec 0x05, or 0x02 when
+// s.plain), in s.buf. It zeroes the columnar fields in td.
 func (s *spanFrameScratch) encode(td ptrace.Traces) ([]byte, error) {
 	n := td.SpanCount()
 	spans := s.spans[:0]
@@ -160,8 +168,12 @@ func (s *spanFrameScratch) encode(td ptrace.Traces) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	b = binary.AppendUvarint(b, uint64(len(proto)))
-	b = append(b, proto...)
+	if s.plain {
+		b = binary.AppendUvarint(b, uint64(len(proto)))
+		b = append(b, proto...)
+	} else if b, err = s.attrs.appendSplit(b, proto); err != nil {
+		return nil, fmt.Errorf("span frame columns: %w", err)
+	}
 	s.buf = append(b, tail...)
 	return s.buf, nil
 }
@@ -209,16 +221,16 @@ func (r *columnReader) bytes(n int, what string) []byte {
 	return out
 }
 
-// decodeSpanFrame decodes a span frame payload.
-func decodeSpanFrame(payload []byte) (ptrace.Traces, error) {
-	return decodeSpanFrameOf(payload, nil)
+// decodeSpanFrame decodes a span frame payload of codec 0x02 or 0x05.
+func decodeSpanFrame(codec byte, payload []byte) (ptrace.Traces, error) {
+	return decodeSpanFrameOf(codec, payload, nil)
 }
 
 // decodeSpanFrameOf decodes the spans of one trace (all of them when want
 // is nil). The columns say which spans are the trace's; the others are
 // skipped in the protobuf without being decoded, so reading a trace of a
 // few spans from a frame of hundreds costs those few.
-func decodeSpanFrameOf(payload []byte, want *pcommon.TraceID) (ptrace.Traces, error) {
+func decodeSpanFrameOf(codec byte, payload []byte, want *pcommon.TraceID) (ptrace.Traces, error) {
 	r := &columnReader{b: payload}
 	n := r.uvarint("span count")
 	// Every span takes at least 8 bytes of span id: a count beyond that is
@@ -276,18 +288,28 @@ func decodeSpanFrameOf(payload []byte, want *pcommon.TraceID) (ptrace.Traces, er
 	if r.err != nil {
 		return ptrace.Traces{}, r.err
 	}
+	var attrs *spanColumns
+	if codec == codecZstdSpanAttrs {
+		var err error
+		if attrs, err = readSpanColumns(r, n); err != nil {
+			return ptrace.Traces{}, err
+		}
+	}
 	keep := func(i int) bool { return want == nil || traceIDs[i] == *want }
 	// The protobuf's spans, in order: how many events and links each has
-	// (to walk the columns that follow), and, when filtering, a protobuf of
-	// the kept spans only.
-	counts, kept, err := scanSpans(proto, keep)
+	// (to walk the columns that follow), and, when filtering or putting
+	// attributes back, a protobuf of the kept spans only.
+	counts, kept, err := scanSpans(proto, keep, attrs, want == nil)
+	if err == nil && attrs != nil {
+		err = attrs.finish()
+	}
 	if err != nil {
 		return ptrace.Traces{}, fmt.Errorf("%w: %w: %w", ErrCorrupt, errSpanFrame, err)
 	}
 	if uint64(len(counts)) != n {
 		return ptrace.Traces{}, fmt.Errorf("%w: %w: protobuf holds %d spans, columns %d", ErrCorrupt, errSpanFrame, len(counts), n)
 	}
-	if want == nil {
+	if want == nil && attrs == nil {
 		kept = proto
 	}
 	td, err := tracesUnmarshaler.UnmarshalTraces(kept)
@@ -370,11 +392,13 @@ const (
 
 // scanSpans walks an ExportTraceServiceRequest at the wire level: it counts
 // every span's events and links and, for spans keep accepts, copies them
-// (with their resource and scope) into a smaller request; groups left
-// without spans are left out.
-func scanSpans(proto []byte, keep func(int) bool) ([]spanCounts, []byte, error) {
+// (with their resource and scope, and their attributes from attrs when
+// there are attribute columns) into a smaller request; groups left
+// without spans are left out unless whole (every span kept: the request
+// as it was).
+func scanSpans(proto []byte, keep func(int) bool, attrs *spanColumns, whole bool) ([]spanCounts, []byte, error) {
 	var counts []spanCounts
-	var out []byte
+	var out, body []byte
 	err := eachField(proto, func(num protowire.Number, typ protowire.Type, field []byte) error {
 		if num != fieldResourceSpans || typ != protowire.BytesType {
 			return nil
@@ -408,7 +432,22 @@ func scanSpans(proto []byte, keep func(int) bool) ([]spanCounts, []byte, error) 
 				}); err != nil {
 					return err
 				}
-				if keep(len(counts)) {
+				i := len(counts)
+				switch {
+				case attrs != nil:
+					var more spanCounts
+					var err error
+					if body, more, err = attrs.appendSpan(append(body[:0], span...), i, keep(i)); err != nil {
+						return err
+					}
+					c.events += more.events
+					c.links += more.links
+					if keep(i) {
+						ssOut = protowire.AppendTag(ssOut, fieldSpans, protowire.BytesType)
+						ssOut = protowire.AppendBytes(ssOut, body)
+						spans++
+					}
+				case keep(i):
 					ssOut = append(ssOut, field...)
 					spans++
 				}
@@ -418,7 +457,7 @@ func scanSpans(proto []byte, keep func(int) bool) ([]spanCounts, []byte, error) 
 			if err != nil {
 				return err
 			}
-			if spans > 0 {
+			if spans > 0 || whole {
 				rsOut = protowire.AppendTag(rsOut, fieldScopeSpans, protowire.BytesType)
 				rsOut = protowire.AppendBytes(rsOut, ssOut)
 				kept = true
@@ -428,7 +467,7 @@ func scanSpans(proto []byte, keep func(int) bool) ([]spanCounts, []byte, error) 
 		if err != nil {
 			return err
 		}
-		if kept {
+		if kept || whole {
 			out = protowire.AppendTag(out, fieldResourceSpans, protowire.BytesType)
 			out = protowire.AppendBytes(out, rsOut)
 		}

@@ -232,7 +232,7 @@ func (s *spanSource) marshal() (byte, []byte, error) {
 		s.scratch = spanFrameScratchPool.Get().(*spanFrameScratch)
 	}
 	payload, err := s.scratch.encode(s.cur)
-	return codecZstdColumns, payload, err
+	return codecZstdSpanAttrs, payload, err
 }
 
 // writeHead runs fill on one Badger write batch of the head partition and

@@ -1,0 +1,568 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"slices"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// Field columns (span frames of codec 0x05): every field of every span —
+// name, kind, status, events, links, and each attribute by its key — is
+// moved out of the frame's protobuf into a column of that field's values,
+// span after span, so that the compressor sees a column of routes or of
+// client addresses rather than each between other fields. A column of few
+// distinct values is dictionary-coded. A span's columns, in order, are its
+// shape; spans of one instrumentation share few shapes. What is left of the
+// protobuf is its resources and scopes, and an empty message per span.
+// See FORMAT.md.
+//
+//	fields  := uvarint(columns) { column id }
+//	           uvarint(shapes) { uvarint(len) { uvarint(column) } }
+//	           n × uvarint(shape)
+//	           columns × ( uvarint(len(values)) values )
+//	id      := 0x00 uvarint(len) key   an attribute: its KeyValue without the key field
+//	         | uvarint(field number)   any field: the field as it is, tag included
+//	values  := 0x00 { uvarint(len) value }                                  plain
+//	         | 0x01 uvarint(entries) { uvarint(len) value } { uvarint(entry) }  dictionary
+//
+// An attribute is moved by its key when its KeyValue has one key field,
+// first or last (pdata writes it last), or none (the empty key); it is put
+// back key first, which is the same message. Other attributes go to the
+// column of field 9 as they are. A span's fields come back in their order,
+// so repeated fields (attributes, events, links) keep theirs.
+
+// OTLP field numbers the field columns use.
+const (
+	fieldSpanAttributes = 9 // Span.attributes
+	fieldKeyValueKey    = 1 // KeyValue.key
+	// The tags of KeyValue's fields key (1) and value (2), both
+	// length-delimited.
+	keyTag   = fieldKeyValueKey<<3 | byte(protowire.BytesType)
+	valueTag = 2<<3 | byte(protowire.BytesType)
+)
+
+// Column value encodings.
+const (
+	columnPlain      = 0
+	columnDictionary = 1
+)
+
+// maxDictionary is the most distinct values a dictionary-coded column
+// has; a column with more is written plain.
+const maxDictionary = 1024
+
+// columnKey names a column: an attribute key, or a field number.
+type columnKey struct {
+	field protowire.Number // 0 for an attribute
+	key   string
+}
+
+// spanSplitter moves spans' fields out of a marshalled request into
+// columns; its maps and buffers are reused from frame to frame.
+type spanSplitter struct {
+	attrIDs   map[string]int           // attribute columns by key
+	fieldIDs  map[protowire.Number]int // field columns by number
+	columns   []splitColumn
+	shapeIDs  map[string]int
+	shapes    []byte // the shapes section's entries
+	nShapes   int
+	spans     []byte // n × uvarint(shape)
+	shape     []byte
+	prev      []int  // the columns of the previous span, in order
+	prevShape []byte // its shape's number, as written
+	cur       []int
+	ss, rs    []byte // the scope and resource spans being rebuilt
+	proto     []byte
+	// A column's distinct values by their hash, numbered as first seen,
+	// and each value's number.
+	distinct map[uint64]int
+	entries  [][]byte
+	index    []int
+}
+
+var columnSeed = maphash.MakeSeed()
+
+type splitColumn struct {
+	key    columnKey
+	values [][]byte // into the marshalled request
+}
+
+func (a *spanSplitter) reset() {
+	if a.attrIDs == nil {
+		a.attrIDs, a.fieldIDs, a.shapeIDs, a.distinct = map[string]int{}, map[protowire.Number]int{}, map[string]int{}, map[uint64]int{}
+	}
+	clear(a.attrIDs)
+	clear(a.fieldIDs)
+	clear(a.shapeIDs)
+	a.prev = a.prev[:0]
+	for i := range a.columns {
+		clear(a.columns[i].values)
+		a.columns[i].values = a.columns[i].values[:0]
+	}
+	a.columns = a.columns[:0]
+	a.shapes, a.nShapes, a.spans, a.proto = a.shapes[:0], 0, a.spans[:0], a.proto[:0]
+}
+
+// forget drops what refers to the last request's bytes, so that they can
+// be collected while the splitter waits in a pool.
+func (a *spanSplitter) forget() {
+	for i := range a.columns {
+		clear(a.columns[i].values)
+	}
+	clear(a.entries)
+}
+
+// appendSplit appends uvarint(len(proto')) proto' fields to b, where
+// proto' is proto (an ExportTraceServiceRequest) with every span emptied.
+func (a *spanSplitter) appendSplit(b, proto []byte) ([]byte, error) {
+	a.reset()
+	err := eachField(proto, func(num protowire.Number, typ protowire.Type, field []byte) error {
+		if num != fieldResourceSpans || typ != protowire.BytesType {
+			a.proto = append(a.proto, field...)
+			return nil
+		}
+		rs, _ := protowire.ConsumeBytes(field[protowire.SizeTag(num):])
+		a.rs = a.rs[:0]
+		err := eachField(rs, func(num protowire.Number, typ protowire.Type, field []byte) error {
+			if num != fieldScopeSpans || typ != protowire.BytesType {
+				a.rs = append(a.rs, field...)
+				return nil
+			}
+			ss, _ := protowire.ConsumeBytes(field[protowire.SizeTag(num):])
+			a.ss = a.ss[:0]
+			err := eachField(ss, func(num protowire.Number, typ protowire.Type, field []byte) error {
+				if num != fieldSpans || typ != protowire.BytesType {
+					a.ss = append(a.ss, field...)
+					return nil
+				}
+				span, _ := protowire.ConsumeBytes(field[protowire.SizeTag(num):])
+				if err := a.splitSpan(span); err != nil {
+					return err
+				}
+				a.ss = protowire.AppendTag(a.ss, fieldSpans, protowire.BytesType)
+				a.ss = protowire.AppendVarint(a.ss, 0)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			a.rs = protowire.AppendTag(a.rs, fieldScopeSpans, protowire.BytesType)
+			a.rs = protowire.AppendBytes(a.rs, a.ss)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		a.proto = protowire.AppendTag(a.proto, fieldResourceSpans, protowire.BytesType)
+		a.proto = protowire.AppendBytes(a.proto, a.rs)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	b = binary.AppendUvarint(b, uint64(len(a.proto)))
+	b = append(b, a.proto...)
+	b = binary.AppendUvarint(b, uint64(len(a.columns)))
+	for _, c := range a.columns {
+		b = binary.AppendUvarint(b, uint64(c.key.field))
+		if c.key.field == 0 {
+			b = binary.AppendUvarint(b, uint64(len(c.key.key)))
+			b = append(b, c.key.key...)
+		}
+	}
+	b = binary.AppendUvarint(b, uint64(a.nShapes))
+	b = append(b, a.shapes...)
+	b = append(b, a.spans...)
+	for i := range a.columns {
+		b = a.appendColumn(b, a.columns[i].values)
+	}
+	return b, nil
+}
+
+// appendColumn appends uvarint(len(values)) values: dictionary-coded
+// when that is smaller, plain otherwise.
+func (a *spanSplitter) appendColumn(b []byte, values [][]byte) []byte {
+	plain := 1
+	for _, v := range values {
+		plain += protowire.SizeVarint(uint64(len(v))) + len(v)
+	}
+	if dict, ok := a.dictionary(values); ok && dict < plain {
+		b = binary.AppendUvarint(b, uint64(dict))
+		b = append(b, columnDictionary)
+		b = binary.AppendUvarint(b, uint64(len(a.entries)))
+		for _, v := range a.entries {
+			b = binary.AppendUvarint(b, uint64(len(v)))
+			b = append(b, v...)
+		}
+		for _, e := range a.index {
+			b = binary.AppendUvarint(b, uint64(e))
+		}
+		return b
+	}
+	b = binary.AppendUvarint(b, uint64(plain))
+	b = append(b, columnPlain)
+	for _, v := range values {
+		b = binary.AppendUvarint(b, uint64(len(v)))
+		b = append(b, v...)
+	}
+	return b
+}
+
+// dictionary numbers values' distinct values in a.entries and a.index and
+// returns the size of the dictionary-coded column; false when more than
+// half the values are distinct (a dictionary would not pay), more than
+// maxDictionary, or two distinct values hash alike.
+func (a *spanSplitter) dictionary(values [][]byte) (int, bool) {
+	clear(a.distinct)
+	a.entries, a.index = a.entries[:0], a.index[:0]
+	size := 1
+	hashed := false // the entries are in a.distinct: there are many
+	for _, v := range values {
+		e, ok := -1, false
+		if !hashed { // a few entries: compared, not hashed
+			for i, x := range a.entries {
+				if bytes.Equal(x, v) {
+					e, ok = i, true
+					break
+				}
+			}
+		} else {
+			h := maphash.Bytes(columnSeed, v)
+			if e, ok = a.distinct[h]; ok && !bytes.Equal(a.entries[e], v) {
+				return 0, false
+			}
+		}
+		if !ok {
+			if len(a.entries) >= maxDictionary || 2*len(a.entries) > len(values) {
+				return 0, false
+			}
+			e = len(a.entries)
+			a.entries = append(a.entries, v)
+			size += protowire.SizeVarint(uint64(len(v))) + len(v)
+			switch {
+			case hashed:
+				a.distinct[maphash.Bytes(columnSeed, v)] = e
+			case len(a.entries) > fewEntries:
+				hashed = true
+				for i, x := range a.entries {
+					h := maphash.Bytes(columnSeed, x)
+					if _, dup := a.distinct[h]; dup {
+						return 0, false
+					}
+					a.distinct[h] = i
+				}
+			}
+		}
+		a.index = append(a.index, e)
+		size += protowire.SizeVarint(uint64(e))
+	}
+	return size + protowire.SizeVarint(uint64(len(a.entries))), true
+}
+
+// fewEntries is how many distinct values of a column are compared one by
+// one before they are hashed.
+const fewEntries = 8
+
+// splitSpan puts each of span's fields in its column and the span's
+// shape in a.spans.
+func (a *spanSplitter) splitSpan(span []byte) error {
+	a.shape, a.cur = a.shape[:0], a.cur[:0]
+	for rest := span; len(rest) > 0; {
+		num, typ, field, err := nextField(rest)
+		if err != nil {
+			return err
+		}
+		rest = rest[len(field):]
+		fnum, key, value, attr := num, []byte(nil), field, false
+		if num == fieldSpanAttributes && typ == protowire.BytesType {
+			_, _, n := protowire.ConsumeTag(field)
+			kv, _ := protowire.ConsumeBytes(field[n:])
+			if k, rest, ok := splitKeyValue(kv); ok {
+				fnum, key, value, attr = 0, k, rest, true
+			}
+		}
+		id := a.column(fnum, key, attr)
+		a.columns[id].values = append(a.columns[id].values, value)
+		a.cur = append(a.cur, id)
+		a.shape = binary.AppendUvarint(a.shape, uint64(id))
+	}
+	if slices.Equal(a.cur, a.prev) && a.nShapes > 0 { // the previous span's shape
+		a.spans = append(a.spans, a.prevShape...)
+		return nil
+	}
+	a.prev, a.cur = a.cur, a.prev
+	id, ok := a.shapeIDs[string(a.shape)]
+	if !ok {
+		id = a.nShapes
+		a.nShapes++
+		a.shapeIDs[string(a.shape)] = id
+		a.shapes = binary.AppendUvarint(a.shapes, uint64(len(a.shape)))
+		a.shapes = append(a.shapes, a.shape...)
+	}
+	n := len(a.spans)
+	a.spans = binary.AppendUvarint(a.spans, uint64(id))
+	a.prevShape = append(a.prevShape[:0], a.spans[n:]...)
+	return nil
+}
+
+// nextField returns the first field of b: its number, wire type and
+// whole encoding (tag included).
+func nextField(b []byte) (protowire.Number, protowire.Type, []byte, error) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n < 0 {
+		return 0, 0, nil, protowire.ParseError(n)
+	}
+	m := protowire.ConsumeFieldValue(num, typ, b[n:])
+	if m < 0 {
+		return 0, 0, nil, protowire.ParseError(m)
+	}
+	return num, typ, b[:n+m], nil
+}
+
+// column returns the number of the column of an attribute's key or a
+// field's number, making it when it is new. Spans of one frame mostly
+// have the previous span's columns in the same order: that column is
+// tried first.
+func (a *spanSplitter) column(field protowire.Number, key []byte, attr bool) int {
+	if j := len(a.cur); j < len(a.prev) {
+		c := a.columns[a.prev[j]].key
+		if c.field == field && (!attr || c.key == string(key)) {
+			return a.prev[j]
+		}
+	}
+	var id int
+	var ok bool
+	if attr {
+		id, ok = a.attrIDs[string(key)]
+	} else {
+		id, ok = a.fieldIDs[field]
+	}
+	if ok {
+		return id
+	}
+	id = len(a.columns)
+	k := columnKey{field: field}
+	if attr {
+		k.key = string(key)
+		a.attrIDs[k.key] = id
+	} else {
+		a.fieldIDs[field] = id
+	}
+	if len(a.columns) < cap(a.columns) {
+		a.columns = a.columns[:id+1]
+		a.columns[id].key = k
+	} else {
+		a.columns = append(a.columns, splitColumn{key: k})
+	}
+	return id
+}
+
+// splitKeyValue returns a KeyValue's key and the rest of it, when that
+// round-trips: one key field, first or last (pdata writes it last), or
+// none (the empty key).
+func splitKeyValue(kv []byte) (key, rest []byte, ok bool) {
+	// pdata's: the value field, then the key field.
+	if len(kv) > 0 && kv[0] == valueTag {
+		if l, n := protowire.ConsumeVarint(kv[1:]); n > 0 && l < uint64(len(kv)) {
+			if p := 1 + n + int(l); p < len(kv) && kv[p] == keyTag {
+				if k, m := protowire.ConsumeBytes(kv[p+1:]); m > 0 && p+1+m == len(kv) {
+					return k, kv[:p], true
+				}
+			}
+		}
+	}
+	from, to := -1, -1 // where the key field is
+	for off := 0; off < len(kv); {
+		num, typ, field, err := nextField(kv[off:])
+		if err != nil {
+			return nil, nil, false
+		}
+		if num == fieldKeyValueKey {
+			if typ != protowire.BytesType || from >= 0 {
+				return nil, nil, false
+			}
+			from, to = off, off+len(field)
+		}
+		off += len(field)
+	}
+	switch {
+	case from < 0:
+		return nil, kv, true
+	case from == 0:
+		rest = kv[to:]
+	case to == len(kv):
+		rest = kv[:from]
+	default:
+		return nil, nil, false
+	}
+	_, _, n := protowire.ConsumeTag(kv[from:to])
+	key, _ = protowire.ConsumeBytes(kv[from+n : to])
+	return key, rest, true
+}
+
+// spanColumns reads a frame's field columns back, span by span.
+type spanColumns struct {
+	keys   []columnKey
+	shapes [][]int
+	spans  []int // each span's shape
+	cols   []columnCursor
+}
+
+// columnCursor reads one column's values in order.
+type columnCursor struct {
+	b    []byte   // what is left: values, or dictionary entry numbers
+	dict [][]byte // the dictionary's entries, when dictionary-coded
+}
+
+func (c *columnCursor) next() ([]byte, bool) {
+	l, n := binary.Uvarint(c.b)
+	if n <= 0 {
+		return nil, false
+	}
+	if c.dict != nil {
+		c.b = c.b[n:]
+		if l >= uint64(len(c.dict)) {
+			return nil, false
+		}
+		return c.dict[l], true
+	}
+	if l > uint64(len(c.b)-n) {
+		return nil, false
+	}
+	v := c.b[n : n+int(l)]
+	c.b = c.b[n+int(l):]
+	return v, true
+}
+
+// readSpanColumns reads the field columns of a frame of n spans.
+func readSpanColumns(r *columnReader, n uint64) (*spanColumns, error) {
+	a := &spanColumns{}
+	ncols := r.uvarint("column count")
+	if ncols > uint64(len(r.b)) { // a column takes at least a byte
+		r.fail("column count")
+	}
+	for i := uint64(0); i < ncols && r.err == nil; i++ {
+		var k columnKey
+		if k.field = protowire.Number(min(r.uvarint("column field"), uint64(protowire.MaxValidNumber)+1)); k.field == 0 {
+			k.key = string(r.bytes(int(min(r.uvarint("attribute key length"), uint64(len(r.b))+1)), "attribute key"))
+		}
+		a.keys = append(a.keys, k)
+	}
+	nshapes := r.uvarint("shape count")
+	if nshapes > uint64(len(r.b)) {
+		r.fail("shape count")
+	}
+	for i := uint64(0); i < nshapes && r.err == nil; i++ {
+		sr := columnReader{b: r.bytes(int(min(r.uvarint("shape length"), uint64(len(r.b))+1)), "shape")}
+		var shape []int
+		for len(sr.b) > 0 && sr.err == nil {
+			k := sr.uvarint("shape")
+			if k >= ncols {
+				sr.fail("shape column")
+			}
+			shape = append(shape, int(k))
+		}
+		if sr.err != nil {
+			r.fail("shape")
+		}
+		a.shapes = append(a.shapes, shape)
+	}
+	if n > uint64(len(r.b)) { // a span's shape takes a byte
+		r.fail("span shapes")
+	}
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		s := r.uvarint("span shape")
+		if s >= nshapes {
+			r.fail("span shape")
+		}
+		a.spans = append(a.spans, int(s))
+	}
+	for i := uint64(0); i < ncols && r.err == nil; i++ {
+		cr := columnReader{b: r.bytes(int(min(r.uvarint("column length"), uint64(len(r.b))+1)), "column")}
+		var c columnCursor
+		switch mode := cr.bytes(1, "column encoding"); {
+		case cr.err != nil:
+		case mode[0] == columnPlain:
+		case mode[0] == columnDictionary:
+			entries := cr.uvarint("dictionary size")
+			if entries == 0 || entries > uint64(len(cr.b)) {
+				cr.fail("dictionary size")
+			}
+			c.dict = make([][]byte, 0, min(entries, uint64(len(cr.b))))
+			for range entries {
+				if cr.err != nil {
+					break
+				}
+				c.dict = append(c.dict, cr.bytes(int(min(cr.uvarint("dictionary entry length"), uint64(len(cr.b))+1)), "dictionary entry"))
+			}
+		default:
+			cr.fail("column encoding")
+		}
+		if cr.err != nil {
+			r.fail("column")
+		}
+		c.b = cr.b
+		a.cols = append(a.cols, c)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	return a, nil
+}
+
+// appendSpan appends span i's fields from the columns to body and returns
+// it with the number of events and links among them; or, with appendTo
+// false, only steps over span i's values.
+func (a *spanColumns) appendSpan(body []byte, i int, appendTo bool) ([]byte, spanCounts, error) {
+	var c spanCounts
+	if i >= len(a.spans) {
+		return nil, c, errors.New("more spans than shapes")
+	}
+	for _, k := range a.shapes[a.spans[i]] {
+		value, ok := a.cols[k].next()
+		if !ok {
+			return nil, c, fmt.Errorf("column %d of %d truncated or malformed", k, len(a.cols))
+		}
+		key := a.keys[k]
+		switch key.field {
+		case fieldEvents:
+			c.events++
+		case fieldLinks:
+			c.links++
+		}
+		if !appendTo {
+			continue
+		}
+		if key.field != 0 {
+			body = append(body, value...)
+			continue
+		}
+		size := len(value)
+		if len(key.key) > 0 {
+			size += 1 + protowire.SizeBytes(len(key.key))
+		}
+		body = protowire.AppendTag(body, fieldSpanAttributes, protowire.BytesType)
+		body = protowire.AppendVarint(body, uint64(size))
+		if len(key.key) > 0 {
+			body = protowire.AppendTag(body, fieldKeyValueKey, protowire.BytesType)
+			body = protowire.AppendString(body, key.key)
+		}
+		body = append(body, value...)
+	}
+	return body, c, nil
+}
+
+// finish checks that every column was read to its end.
+func (a *spanColumns) finish() error {
+	for k, c := range a.cols {
+		if len(c.b) != 0 {
+			return fmt.Errorf("column %d of %d has %d bytes left", k, len(a.cols), len(c.b))
+		}
+	}
+	return nil
+}
