@@ -16,3 +16,7 @@ func KeyOf(lset labels.Labels) []byte {
 	lset.Range(func(l labels.Label) { key = AppendLabelKey(key, []byte(l.Name), []byte(l.Value)) })
 	return key
 }
+
+// WritePlainSpanFrames makes the store write span frames of codec 0x02,
+// as earlier builds did, until it is called with false.
+func WritePlainSpanFrames(on bool) { writePlainSpanFrames.Store(on) }

@@ -404,3 +404,33 @@ func TestUnknownEntriesInDataDirAreIgnored(t *testing.T) {
 	db := openStore(t, dir)
 	require.NoError(t, db.Close())
 }
+
+// TestSpanFramesOfEarlierBuildsRead: a store holding span frames of codec
+// 0x02 (as builds before field columns wrote them) and of codec 0x05 reads
+// every trace of both, whole, before and after a restart.
+func TestSpanFramesOfEarlierBuildsRead(t *testing.T) {
+	dir := t.TempDir()
+	db := openStore(t, dir)
+	earlier, now := otlptest.New(21).Traces(30, 4), otlptest.New(22).Traces(30, 4)
+	wantEarlier, wantNow := copyTraces(earlier), copyTraces(now)
+	store.WritePlainSpanFrames(true)
+	err := db.WriteTraces(context.Background(), earlier)
+	store.WritePlainSpanFrames(false)
+	require.NoError(t, err)
+	require.NoError(t, db.WriteTraces(context.Background(), now))
+	check := func(db *store.DB) {
+		t.Helper()
+		for _, want := range []ptrace.Traces{wantEarlier, wantNow} {
+			for _, id := range otlptest.TraceIDs(want) {
+				got, err := db.Trace(context.Background(), model.TraceID(id))
+				require.NoError(t, err)
+				requireSameSpans(t, otlptest.FilterTrace(want, id), got.Spans)
+			}
+		}
+	}
+	check(db)
+	require.NoError(t, db.Close())
+	db = openStore(t, dir)
+	defer db.Close()
+	check(db)
+}

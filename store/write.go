@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -226,10 +227,18 @@ func (s *spanSource) move(r itemRef) {
 	ss.Spans().At(r.i).MoveTo(dst.AppendEmpty())
 }
 
+// writePlainSpanFrames makes span frames of codec 0x02, as builds before
+// codec 0x05 wrote them (tests of reading both).
+var writePlainSpanFrames atomic.Bool
+
 func (s *spanSource) marshal() (byte, []byte, error) {
 	s.open = false
 	if s.scratch == nil {
 		s.scratch = spanFrameScratchPool.Get().(*spanFrameScratch)
+	}
+	if s.scratch.plain = writePlainSpanFrames.Load(); s.scratch.plain {
+		payload, err := s.scratch.encode(s.cur)
+		return codecZstdColumns, payload, err
 	}
 	payload, err := s.scratch.encode(s.cur)
 	return codecZstdSpanAttrs, payload, err
