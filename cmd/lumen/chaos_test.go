@@ -174,19 +174,20 @@ func (n *chaosNode) metric(series string) float64 {
 // ledger is what the load generators had acknowledged.
 type ledger struct {
 	mu      sync.Mutex
-	traces  map[pcommon.TraceID]int // spans per trace
-	cycleOf map[pcommon.TraceID]int // the cycle a trace was sent in
-	lines   map[string][]int        // "cycle/writer" -> line numbers
-	samples map[string]int          // "cycle/writer" -> samples
-	rolled  map[string]int          // "cycle/writer" -> series first sent in a refused request, then acknowledged
-	olines  map[string][]int        // "cycle/writer" -> OTLP log record numbers
-	opoints map[string]int          // "cycle/writer" -> OTLP gauge points
-	codes   map[string]int          // "signal status" -> requests
-	batch   int                     // samples or lines per request
+	traces  map[pcommon.TraceID]int    // spans per trace
+	cycleOf map[pcommon.TraceID]int    // the cycle a trace was sent in
+	routeOf map[pcommon.TraceID]string // the http.route its spans carry, which search finds it by
+	lines   map[string][]int           // "cycle/writer" -> line numbers
+	samples map[string]int             // "cycle/writer" -> samples
+	rolled  map[string]int             // "cycle/writer" -> series first sent in a refused request, then acknowledged
+	olines  map[string][]int           // "cycle/writer" -> OTLP log record numbers
+	opoints map[string]int             // "cycle/writer" -> OTLP gauge points
+	codes   map[string]int             // "signal status" -> requests
+	batch   int                        // samples or lines per request
 }
 
 func newLedger() *ledger {
-	return &ledger{traces: map[pcommon.TraceID]int{}, cycleOf: map[pcommon.TraceID]int{}, lines: map[string][]int{}, samples: map[string]int{}, rolled: map[string]int{}, codes: map[string]int{}, batch: 10,
+	return &ledger{traces: map[pcommon.TraceID]int{}, cycleOf: map[pcommon.TraceID]int{}, routeOf: map[pcommon.TraceID]string{}, lines: map[string][]int{}, samples: map[string]int{}, rolled: map[string]int{}, codes: map[string]int{}, batch: 10,
 		olines: map[string][]int{}, opoints: map[string]int{}}
 }
 
@@ -209,6 +210,16 @@ func (l *ledger) load(ctx context.Context, n *chaosNode, cycle, writers, max int
 			g := otlptest.New(uint64(cycle)*1000 + 7)
 			for i := 0; i < max && ctx.Err() == nil; i++ {
 				td := g.Traces(5, 3)
+				// An indexed attribute per hundred requests (at most 500
+				// traces), so that one search per route finds them all.
+				route := fmt.Sprintf("/chaos/%d/%d", cycle, i/100)
+				for _, rs := range td.ResourceSpans().All() {
+					for _, ss := range rs.ScopeSpans().All() {
+						for _, sp := range ss.Spans().All() {
+							sp.Attributes().PutStr("http.route", route)
+						}
+					}
+				}
 				ids := otlptest.TraceIDs(td)
 				rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				_, err := client.Export(rctx, ptraceotlp.NewExportRequestFromTraces(td))
@@ -218,6 +229,7 @@ func (l *ledger) load(ctx context.Context, n *chaosNode, cycle, writers, max int
 					for _, id := range ids {
 						l.traces[id] += 3
 						l.cycleOf[id] = cycle
+						l.routeOf[id] = route
 					}
 					l.mu.Unlock()
 				}
@@ -381,6 +393,33 @@ func (l *ledger) verify(t *testing.T, n *chaosNode, cycles map[string]bool) {
 		require.NoError(t, json.Unmarshal(body, &tr))
 		require.GreaterOrEqual(t, tr.SpanCount, spans, "trace %s", id)
 	}
+	// Every acknowledged trace is found by search too: its index entries
+	// survived with its spans.
+	byRoute := map[string][]pcommon.TraceID{}
+	for id, route := range l.routeOf {
+		if cycles == nil || cycles[strconv.Itoa(l.cycleOf[id])] {
+			byRoute[route] = append(byRoute[route], id)
+		}
+	}
+	for route, ids := range byRoute {
+		q := url.Values{"tags": {"http.route=" + route}, "limit": {"1000"},
+			"start": {fmt.Sprint(time.Now().Add(-time.Hour).Unix())}, "end": {fmt.Sprint(time.Now().Add(time.Hour).Unix())}}
+		code, body := getBody(n.url("/api/search?" + q.Encode()))
+		require.Equal(t, http.StatusOK, code, string(body))
+		var res struct {
+			Traces []struct {
+				TraceID string `json:"traceID"`
+			} `json:"traces"`
+		}
+		require.NoError(t, json.Unmarshal(body, &res))
+		found := map[string]bool{}
+		for _, tr := range res.Traces {
+			found[tr.TraceID] = true
+		}
+		for _, id := range ids {
+			require.True(t, found[id.String()], "acknowledged trace %s is not found by searching http.route=%s (%d of %d found)", id, route, len(found), len(ids))
+		}
+	}
 	for key, seqs := range l.lines {
 		cycle, writer, _ := strings.Cut(key, "/")
 		if cycles != nil && !cycles[cycle] {
@@ -528,7 +567,7 @@ func TestChaosKill9(t *testing.T) {
 	for _, s := range l.opoints {
 		samples += s
 	}
-	t.Logf("kill -9 cycles: %d in %s; acknowledged and read back: %d traces, %d log lines (Loki push and OTLP), %d samples (remote write and OTLP); lost 0; restarts refused 0; statuses %v",
+	t.Logf("kill -9 cycles: %d in %s; acknowledged and read back (and found by search): %d traces, %d log lines (Loki push and OTLP), %d samples (remote write and OTLP); lost 0; restarts refused 0; statuses %v",
 		cycles, time.Since(began).Round(time.Second), len(l.traces), lines, samples, l.codes)
 }
 
