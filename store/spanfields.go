@@ -74,6 +74,8 @@ type spanSplitter struct {
 	spans     []byte // n × uvarint(shape)
 	shape     []byte
 	prev      []int  // the columns of the previous span, in order
+	next      []int  // by column: the column that last followed it in a span, or -1
+	first     int    // the column the last span began with, or -1
 	prevShape []byte // its shape's number, as written
 	cur       []int
 	ss, rs    []byte // the scope and resource spans being rebuilt
@@ -99,7 +101,7 @@ func (a *spanSplitter) reset() {
 	clear(a.attrIDs)
 	clear(a.fieldIDs)
 	clear(a.shapeIDs)
-	a.prev = a.prev[:0]
+	a.prev, a.next, a.first = a.prev[:0], a.next[:0], -1
 	for i := range a.columns {
 		clear(a.columns[i].values)
 		a.columns[i].values = a.columns[i].values[:0]
@@ -326,26 +328,40 @@ func nextField(b []byte) (protowire.Number, protowire.Type, []byte, error) {
 
 // column returns the number of the column of an attribute's key or a
 // field's number, making it when it is new. Spans of one frame mostly
-// have the previous span's columns in the same order: that column is
-// tried first.
+// have their columns in the same order, some with a field more or less
+// (an event, a link): the column that last followed the span's previous
+// one (or began the last span) is tried first.
 func (a *spanSplitter) column(field protowire.Number, key []byte, attr bool) int {
-	if j := len(a.cur); j < len(a.prev) {
-		c := a.columns[a.prev[j]].key
-		if c.field == field && (!attr || c.key == string(key)) {
-			return a.prev[j]
-		}
+	guess := a.first
+	if j := len(a.cur); j > 0 {
+		guess = a.next[a.cur[j-1]]
 	}
-	var id int
-	var ok bool
-	if attr {
+	id, ok := guess, false
+	if guess >= 0 {
+		c := a.columns[guess].key
+		ok = c.field == field && (!attr || c.key == string(key))
+	}
+	switch {
+	case ok:
+	case attr:
 		id, ok = a.attrIDs[string(key)]
-	} else {
+	default:
 		id, ok = a.fieldIDs[field]
 	}
-	if ok {
-		return id
+	if !ok {
+		id = a.newColumn(field, key, attr)
 	}
-	id = len(a.columns)
+	if j := len(a.cur); j > 0 {
+		a.next[a.cur[j-1]] = id
+	} else {
+		a.first = id
+	}
+	return id
+}
+
+// newColumn makes the column of an attribute's key or a field's number.
+func (a *spanSplitter) newColumn(field protowire.Number, key []byte, attr bool) int {
+	id := len(a.columns)
 	k := columnKey{field: field}
 	if attr {
 		k.key = string(key)
@@ -359,6 +375,7 @@ func (a *spanSplitter) column(field protowire.Number, key []byte, attr bool) int
 	} else {
 		a.columns = append(a.columns, splitColumn{key: k})
 	}
+	a.next = append(a.next, -1)
 	return id
 }
 
