@@ -20,3 +20,8 @@ func KeyOf(lset labels.Labels) []byte {
 // WritePlainSpanFrames makes the store write span frames of codec 0x02,
 // as earlier builds did, until it is called with false.
 func WritePlainSpanFrames(on bool) { writePlainSpanFrames.Store(on) }
+
+// WritePostingsV2 makes the store write search postings in format 2 with
+// the 0x06 batch table, as earlier builds did, until it is called with
+// false.
+func WritePostingsV2(on bool) { writePostingsV2.Store(on) }

@@ -8,9 +8,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -26,8 +28,9 @@ import (
 //	                                     spans with it start in that second
 //	KEY: 0x05 term                    -> empty: the catalog of terms (services, span names, values)
 //	term     := kind[1] uvarint(len) a uvarint(len) b
-//	KEY: 0x06 seq[8]                  -> trace_id[16] × n: the traces of batch seq, by ordinal
-//	postings := uvarint(n) { uvarint(ordinal) uvarint(µs into the second) uvarint(min dur µs) uvarint(max dur µs) }
+//	KEY: 0x06 seq[8]                  -> trace_id[16] × n: the traces of batch seq, by ordinal (postings formats 1, 2)
+//	KEY: 0x07 seq[8]                  -> uvarint(n) trace_id[16] × n uvarint(base µs) width start[width] × n: the traces of batch seq (format 3)
+//	postings := 0x00 0x03 uvarint(n) { uvarint(Δordinal) uvarint(µs after the trace's start) uvarint(min dur µs) uvarint(max dur − min dur µs) }
 //
 // One key per (term, batch, second) rather than per (term, trace) keeps the
 // index to tens of keys per request of a thousand spans. ^second is the
@@ -37,7 +40,8 @@ import (
 const (
 	nsSearchTerm   byte = 0x04
 	nsSearchCat    byte = 0x05
-	nsSearchTraces byte = 0x06 // KEY: 0x06 seq[8] -> the batch's trace ids, 16 bytes each, by ordinal
+	nsSearchTraces byte = 0x06 // KEY: 0x06 seq[8] -> the batch's trace ids, 16 bytes each, by ordinal (postings formats 1 and 2)
+	nsSearchBatch  byte = 0x07 // KEY: 0x07 seq[8] -> the batch's traces: their ids and starts (postings format 3)
 )
 
 // Kinds of search term.
@@ -117,6 +121,7 @@ type posting struct {
 // per term, its postings by second.
 type searchBatch struct {
 	traces []model.TraceID
+	starts []uint64 // each trace's earliest span start in the request, ns
 	terms  []Term
 	// entries sorted by term, bucket, trace ordinal; one per span and term
 	// until aggregated.
@@ -175,12 +180,14 @@ func (db *DB) searchEntries(td ptrace.Traces) *searchBatch {
 			for _, sp := range ss.Spans().All() {
 				id := model.TraceID(sp.TraceID())
 				ord, ok := traceIDs[id]
+				start, end := uint64(sp.StartTimestamp()), uint64(sp.EndTimestamp())
 				if !ok {
 					ord = uint32(len(sb.traces))
 					traceIDs[id] = ord
 					sb.traces = append(sb.traces, id)
+					sb.starts = append(sb.starts, start)
 				}
-				start, end := uint64(sp.StartTimestamp()), uint64(sp.EndTimestamp())
+				sb.starts[ord] = min(sb.starts[ord], start)
 				dur := end - min(end, start)
 				e := searchEntry{bucket: uint32(min(start/nsPerBucket, math.MaxUint32)), trace: ord, start: start, minDur: dur, maxDur: dur}
 				add := func(t int32) {
@@ -328,9 +335,101 @@ func termKey(t Term, bucket uint32, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(k, seq)
 }
 
-// batchTracesKey keys the trace ids of batch seq, in ordinal order.
+// batchTracesKey keys the trace ids of batch seq, in ordinal order
+// (postings formats 1 and 2).
 func batchTracesKey(seq uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{nsSearchTraces}, seq)
+}
+
+// batchKey keys the traces of batch seq, their ids and starts (postings
+// format 3).
+func batchKey(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{nsSearchBatch}, seq)
+}
+
+// batchTable is a batch's traces by ordinal, read in place: their ids
+// and, from postings format 3 on, their earliest span starts (µs).
+type batchTable struct {
+	n      int
+	ids    []byte // n × 16
+	base   uint64 // the earliest start, µs
+	width  int    // bytes of each start after base
+	starts []byte // n × width, big-endian
+}
+
+func (t batchTable) id(i int) model.TraceID { return model.TraceID(t.ids[16*i:]) }
+
+// start returns trace i's start in µs (format 3 tables only), false when
+// it is past what a time can be.
+func (t batchTable) start(i int) (uint64, bool) {
+	var v uint64
+	for _, c := range t.starts[t.width*i : t.width*(i+1)] {
+		v = v<<8 | uint64(c)
+	}
+	us := t.base + v
+	return us, us >= t.base && us <= math.MaxUint64/1000
+}
+
+// encodeBatchTable writes a batch's traces for postings of format 3:
+// uvarint(n), the ids, uvarint(the earliest start in µs), a width, then
+// each start in µs after the earliest in that many bytes, big-endian — a
+// fixed width, so that a reader finds a trace's start without decoding the
+// others'.
+func encodeBatchTable(ids []model.TraceID, starts []uint64) []byte {
+	base := uint64(math.MaxUint64)
+	for _, s := range starts {
+		base = min(base, s/1000)
+	}
+	if len(starts) == 0 {
+		base = 0
+	}
+	var most uint64
+	for _, s := range starts {
+		most = max(most, s/1000-base)
+	}
+	width := max(1, (bits.Len64(most)+7)/8)
+	b := binary.AppendUvarint(make([]byte, 0, 12+len(ids)*(16+width)), uint64(len(ids)))
+	for _, id := range ids {
+		b = append(b, id[:]...)
+	}
+	b = binary.AppendUvarint(b, base)
+	b = append(b, byte(width))
+	for _, s := range starts {
+		v := s/1000 - base
+		for i := width - 1; i >= 0; i-- {
+			b = append(b, byte(v>>(8*i)))
+		}
+	}
+	return b
+}
+
+// decodeBatchTable reads what encodeBatchTable wrote, in place.
+func decodeBatchTable(b []byte) (batchTable, error) {
+	bad := fmt.Errorf("%w: search batch traces", ErrCorrupt)
+	n, w := binary.Uvarint(b)
+	if w <= 0 || n > uint64(len(b)-w)/17 { // an id and a start byte each
+		return batchTable{}, bad
+	}
+	b = b[w:]
+	t := batchTable{n: int(n), ids: b[:16*n]}
+	b = b[16*n:]
+	if t.base, w = binary.Uvarint(b); w <= 0 || len(b) < w+1 {
+		return batchTable{}, bad
+	}
+	t.width, b = int(b[w]), b[w+1:]
+	if t.width < 1 || t.width > 8 || uint64(len(b)) != n*uint64(t.width) {
+		return batchTable{}, bad
+	}
+	t.starts = b
+	return t, nil
+}
+
+// idsTable is the 0x06 table of formats 1 and 2, read in place.
+func idsTable(v []byte) (batchTable, error) {
+	if len(v)%16 != 0 {
+		return batchTable{}, fmt.Errorf("%w: traces of search batch", ErrCorrupt)
+	}
+	return batchTable{n: len(v) / 16, ids: v}, nil
 }
 
 // Postings values. The first form (written before postings format 2) starts
@@ -338,26 +437,53 @@ func batchTracesKey(seq uint64) []byte {
 const (
 	postingsV2    byte = 0x01 // ordinals as differences, durations as min and max − min
 	postingsAlias byte = 0x02 // the same postings as another term's, same second and batch
+	postingsV3    byte = 0x03 // and starts after the trace's start in the batch table (0x07)
 )
 
+// postingsFormat is the format byte of a postings value (not an alias):
+// 0 for the first format.
+func postingsFormat(v []byte) byte {
+	if len(v) >= 2 && v[0] == 0 {
+		return v[1]
+	}
+	return 0
+}
+
 // encodePostings writes one term's entries of one bucket, sorted by trace
-// ordinal: the ordinal's difference from the one before, start (µs into the
-// second), the shortest duration in µs rounded down and the longest, rounded
+// ordinal, in format 3: the ordinal's difference from the one before, the
+// start in µs after the trace's (starts, by ordinal: its earliest span's,
+// in ns), the shortest duration in µs rounded down and the longest, rounded
 // up, less the shortest.
-func encodePostings(es []searchEntry) []byte {
+func encodePostings(es []searchEntry, starts []uint64) []byte {
+	return encodePostingsIn(postingsV3, es, starts)
+}
+
+// encodePostingsV2 writes entries in format 2, as builds before format 3
+// did: starts in µs into the bucket's second (tests of reading both).
+func encodePostingsV2(es []searchEntry) []byte { return encodePostingsIn(postingsV2, es, nil) }
+
+func encodePostingsIn(format byte, es []searchEntry, starts []uint64) []byte {
 	base := uint64(es[0].bucket) * nsPerBucket
-	b := binary.AppendUvarint(append(make([]byte, 0, 6+len(es)*7), 0, postingsV2), uint64(len(es)))
+	b := binary.AppendUvarint(append(make([]byte, 0, 6+len(es)*7), 0, format), uint64(len(es)))
 	prev := uint32(0)
 	for _, e := range es {
 		b = binary.AppendUvarint(b, uint64(e.trace-prev))
 		prev = e.trace
 		lo, hi := e.minDur/1000, (e.maxDur+999)/1000
-		b = binary.AppendUvarint(b, (e.start-min(e.start, base))/1000)
+		since := (e.start - min(e.start, base)) / 1000
+		if format == postingsV3 {
+			since = e.start/1000 - starts[e.trace]/1000
+		}
+		b = binary.AppendUvarint(b, since)
 		b = binary.AppendUvarint(b, lo)
 		b = binary.AppendUvarint(b, hi-lo)
 	}
 	return b
 }
+
+// writePostingsV2 makes writes use postings format 2 and the 0x06 table,
+// as builds before format 3 did (tests of reading both).
+var writePostingsV2 atomic.Bool
 
 // aliasPostings is the value of a term whose postings in a second and batch
 // are those of term t.
@@ -377,11 +503,16 @@ func postingsAliasOf(v []byte) (Term, bool, error) {
 }
 
 // decodePostings calls f with each posting of v, a term's postings of one
-// bucket in either format (not an alias), until f returns false.
-func decodePostings(bucket uint32, b []byte, traces []model.TraceID, f func(p posting) bool) error {
+// bucket in any format (not an alias), until f returns false. traces is the
+// batch's table: from 0x06 for formats 1 and 2, from 0x07 (with starts)
+// for format 3.
+func decodePostings(bucket uint32, b []byte, table batchTable, f func(p posting) bool) error {
 	bad := fmt.Errorf("%w: search postings", ErrCorrupt)
-	v2 := len(b) >= 2 && b[0] == 0 && b[1] == postingsV2
+	format := postingsFormat(b)
+	v2 := format == postingsV2 || format == postingsV3
 	switch {
+	case format == postingsV3 && table.width == 0:
+		return bad
 	case v2:
 		b = b[2:]
 	case len(b) > 0 && b[0] == 0:
@@ -410,10 +541,19 @@ func decodePostings(bucket uint32, b []byte, traces []model.TraceID, f func(p po
 			}
 			vals[0], vals[3] = ord, vals[2]+vals[3]
 		}
-		if vals[0] >= uint64(len(traces)) || vals[2] > math.MaxUint64/1000 || vals[3] > math.MaxUint64/1000 {
+		if vals[0] >= uint64(table.n) || vals[1] > math.MaxUint64/1000 || vals[2] > math.MaxUint64/1000 || vals[3] > math.MaxUint64/1000 {
 			return bad
 		}
-		if !f(posting{id: traces[vals[0]], start: base + vals[1]*1000, minDur: vals[2] * 1000, maxDur: vals[3] * 1000}) {
+		start := base + vals[1]*1000
+		if format == postingsV3 {
+			ts, ok := table.start(int(vals[0]))
+			us := ts + vals[1]
+			if !ok || us < ts || us > math.MaxUint64/1000 {
+				return bad
+			}
+			start = us * 1000
+		}
+		if !f(posting{id: table.id(int(vals[0])), start: start, minDur: vals[2] * 1000, maxDur: vals[3] * 1000}) {
 			return nil
 		}
 	}
@@ -450,11 +590,16 @@ func (c *searchCatalog) fresh(part string, terms []Term) []Term {
 
 // writeSearch adds a request's search index to the batch being written.
 func (db *DB) writeSearch(p *partition, set func(k, v []byte), seq uint64, sb *searchBatch) {
-	ids := make([]byte, 0, 16*len(sb.traces))
-	for _, id := range sb.traces {
-		ids = append(ids, id[:]...)
+	v2 := writePostingsV2.Load()
+	if v2 {
+		ids := make([]byte, 0, 16*len(sb.traces))
+		for _, id := range sb.traces {
+			ids = append(ids, id[:]...)
+		}
+		set(batchTracesKey(seq), ids)
+	} else {
+		set(batchKey(seq), encodeBatchTable(sb.traces, sb.starts))
 	}
-	set(batchTracesKey(seq), ids)
 	var catalog []Term
 	// A term whose postings in a second are another's (a resource
 	// attribute of a request with one resource, a value every span has)
@@ -468,7 +613,12 @@ func (db *DB) writeSearch(p *partition, set func(k, v []byte), seq uint64, sb *s
 		}
 		e := sb.entries[i]
 		t := sb.terms[e.term]
-		val := encodePostings(sb.entries[i:j])
+		var val []byte
+		if v2 {
+			val = encodePostingsV2(sb.entries[i:j])
+		} else {
+			val = encodePostings(sb.entries[i:j], sb.starts)
+		}
 		same = binary.BigEndian.AppendUint32(append(same[:0], val...), e.bucket)
 		if other, ok := first[string(same)]; ok {
 			if alias := aliasPostings(sb.terms[other]); len(alias) < len(val) {
@@ -686,26 +836,25 @@ func readBucket(parts []*partition, prefix []byte, bucket uint32, keep func(post
 				if len(k) != len(mp)+8 {
 					return fmt.Errorf("%w: search key of %d bytes", ErrCorrupt, len(k))
 				}
-				traces, err := batchTraces(txn, binary.BigEndian.Uint64(k[len(mp):]))
-				if err != nil {
-					return err
-				}
+				seq := binary.BigEndian.Uint64(k[len(mp):])
 				keepAll := func(ps posting) bool {
 					if keep(ps) {
 						out = append(out, ps)
 					}
 					return true
 				}
-				err = it.Item().Value(func(v []byte) error {
+				err := it.Item().Value(func(v []byte) error {
 					target, ok, err := postingsAliasOf(v)
 					if err != nil {
 						return err
 					}
 					if !ok {
-						return decodePostings(bucket, v, traces, keepAll)
+						return withBatchTable(txn, seq, postingsFormat(v), func(table batchTable) error {
+							return decodePostings(bucket, v, table, keepAll)
+						})
 					}
 					// The same postings as target's, in this second and batch.
-					item, err := txn.Get(termKey(target, bucket, binary.BigEndian.Uint64(k[len(mp):])))
+					item, err := txn.Get(termKey(target, bucket, seq))
 					if err != nil {
 						return fmt.Errorf("%w: search postings alias: %v", ErrCorrupt, err) //nolint:errorlint // Badger errors stay inside the store
 					}
@@ -713,7 +862,9 @@ func readBucket(parts []*partition, prefix []byte, bucket uint32, keep func(post
 						if _, ok, _ := postingsAliasOf(v); ok {
 							return fmt.Errorf("%w: search postings alias of an alias", ErrCorrupt)
 						}
-						return decodePostings(bucket, v, traces, keepAll)
+						return withBatchTable(txn, seq, postingsFormat(v), func(table batchTable) error {
+							return decodePostings(bucket, v, table, keepAll)
+						})
 					})
 				})
 				if err != nil {
@@ -748,24 +899,25 @@ func (h *postingHeap) Pop() any {
 	return x
 }
 
-// batchTraces reads the trace ids of batch seq.
-func batchTraces(txn *badger.Txn, seq uint64) ([]model.TraceID, error) {
-	item, err := txn.Get(batchTracesKey(seq))
-	if err != nil {
-		return nil, fmt.Errorf("%w: traces of search batch %d: %v", ErrCorrupt, seq, err) //nolint:errorlint // Badger errors stay inside the store
+// withBatchTable calls fn with the table of batch seq that postings of
+// format name traces by — ids and starts (0x07) for format 3, ids (0x06)
+// before —, read in place: valid only during fn.
+func withBatchTable(txn *badger.Txn, seq uint64, format byte, fn func(batchTable) error) error {
+	key, decode := batchKey(seq), decodeBatchTable
+	if format != postingsV3 {
+		key, decode = batchTracesKey(seq), idsTable
 	}
-	var out []model.TraceID
-	err = item.Value(func(v []byte) error {
-		if len(v)%16 != 0 {
-			return fmt.Errorf("%w: traces of search batch %d", ErrCorrupt, seq)
+	item, err := txn.Get(key)
+	if err != nil {
+		return fmt.Errorf("%w: traces of search batch %d: %v", ErrCorrupt, seq, err) //nolint:errorlint // Badger errors stay inside the store
+	}
+	return item.Value(func(v []byte) error {
+		t, err := decode(v)
+		if err != nil {
+			return err
 		}
-		out = make([]model.TraceID, len(v)/16)
-		for i := range out {
-			out[i] = model.TraceID(v[16*i:])
-		}
-		return nil
+		return fn(t)
 	})
-	return out, err
 }
 
 // summarize makes a trace's summary from its spans; with match, it lists

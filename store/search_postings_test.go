@@ -56,10 +56,11 @@ func entriesFrom(data []byte) []searchEntry {
 	return es
 }
 
-// FuzzSearchPostings: any bytes decode without a panic, to postings of
-// known traces or to ErrCorrupt; postings written in format 2 and in the
-// first format read back the same, to the microsecond, durations rounded
-// out.
+// FuzzSearchPostings: any bytes decode without a panic, as postings (with
+// either kind of batch table) to postings of known traces or to
+// ErrCorrupt, and as a batch table; postings written in formats 3 and 2
+// and in the first format read back the same, to the microsecond,
+// durations rounded out.
 func FuzzSearchPostings(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{0, postingsAlias, TermService, 3, 'w', 'e', 'b', 0})
@@ -67,10 +68,60 @@ func FuzzSearchPostings(f *testing.F) {
 	f.Add([]byte{0, postingsV2, 2, 0, 0x80, 0x80, 1, 5, 0, 1, 7, 8})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		traces := make([]model.TraceID, 64)
+		starts := make([]uint64, 64) // each trace began before the bucket
 		for i := range traces {
 			traces[i][0] = byte(i)
+			starts[i] = fuzzBucket*nsPerBucket - uint64(i)*12_345_678
 		}
-		err := decodePostings(fuzzBucket, data, traces, func(p posting) bool {
+		var raw []byte
+		for _, id := range traces {
+			raw = append(raw, id[:]...)
+		}
+		ids, err := idsTable(raw) // formats 1 and 2 (0x06)
+		require.NoError(t, err)
+		table, err := decodeBatchTable(encodeBatchTable(traces, starts)) // format 3 (0x07)
+		require.NoError(t, err)
+		for i := range traces {
+			us, ok := table.start(i)
+			require.True(t, ok)
+			require.Equal(t, starts[i]/1000, us)
+			require.Equal(t, traces[i], table.id(i))
+		}
+		for _, tb := range []batchTable{ids, table} {
+			err := decodePostings(fuzzBucket, data, tb, func(p posting) bool {
+				require.Less(t, int(p.id[0]), len(traces))
+				return true
+			})
+			if err != nil {
+				require.ErrorIs(t, err, ErrCorrupt)
+			}
+		}
+		// Any bytes as a batch table: read or refused as corrupt; what
+		// reads writes back to the same traces and starts.
+		if bt, err := decodeBatchTable(data); err != nil {
+			require.ErrorIs(t, err, ErrCorrupt)
+		} else {
+			var ids []model.TraceID
+			var ns []uint64
+			valid := true
+			for i := range bt.n {
+				us, ok := bt.start(i)
+				valid = valid && ok
+				ids, ns = append(ids, bt.id(i)), append(ns, us*1000)
+			}
+			if valid {
+				again, err := decodeBatchTable(encodeBatchTable(ids, ns))
+				require.NoError(t, err)
+				require.Equal(t, bt.n, again.n)
+				for i := range bt.n {
+					require.Equal(t, bt.id(i), again.id(i))
+					a, _ := bt.start(i)
+					b, _ := again.start(i)
+					require.Equal(t, a, b)
+				}
+			}
+		}
+		err = decodePostings(fuzzBucket, data, table, func(p posting) bool {
 			require.Less(t, int(p.id[0]), len(traces))
 			return true
 		})
@@ -95,15 +146,26 @@ func FuzzSearchPostings(f *testing.F) {
 		for _, e := range es {
 			want = append(want, posting{id: traces[e.trace], start: e.start / 1000 * 1000, minDur: e.minDur / 1000 * 1000, maxDur: (e.maxDur + 999) / 1000 * 1000})
 		}
-		for name, enc := range map[string][]byte{"format 2": encodePostings(es), "first format": encodePostingsV1(es)} {
+		for name, enc := range map[string][]byte{"format 3": encodePostings(es, starts), "format 2": encodePostingsV2(es), "first format": encodePostingsV1(es)} {
+			tb := ids
+			if name == "format 3" {
+				tb = table
+			}
 			var got []posting
-			require.NoError(t, decodePostings(fuzzBucket, enc, traces, func(p posting) bool { got = append(got, p); return true }), name)
+			require.NoError(t, decodePostings(fuzzBucket, enc, tb, func(p posting) bool { got = append(got, p); return true }), name)
 			require.Equal(t, want, got, name)
 			_, ok, err := postingsAliasOf(enc)
 			require.False(t, ok, name)
 			require.NoError(t, err, name)
 		}
-		require.Less(t, len(encodePostings(es)), len(encodePostingsV1(es))+3, "format 2 is no larger but for its two-byte mark")
+		require.Less(t, len(encodePostingsV2(es)), len(encodePostingsV1(es))+3, "format 2 is no larger but for its two-byte mark")
+		// A format 3 table for the entries' own traces, started where
+		// their first entry is: every start is stored as 0.
+		own := slices.Clone(starts)
+		for _, e := range es {
+			own[e.trace] = e.start
+		}
+		require.LessOrEqual(t, len(encodePostings(es, own)), len(encodePostingsV2(es)), "format 3 stores starts after the trace's")
 	})
 }
 

@@ -405,17 +405,21 @@ func TestUnknownEntriesInDataDirAreIgnored(t *testing.T) {
 	require.NoError(t, db.Close())
 }
 
-// TestSpanFramesOfEarlierBuildsRead: a store holding span frames of codec
-// 0x02 (as builds before field columns wrote them) and of codec 0x05 reads
-// every trace of both, whole, before and after a restart.
+// TestSpanFramesOfEarlierBuildsRead: a store holding what builds before
+// span field columns and postings format 3 wrote (span frames of codec
+// 0x02, postings of format 2 with the 0x06 batch table) and what is
+// written now reads every trace of both, whole, and finds every one by
+// search, before and after a restart.
 func TestSpanFramesOfEarlierBuildsRead(t *testing.T) {
 	dir := t.TempDir()
 	db := openStore(t, dir)
 	earlier, now := otlptest.New(21).Traces(30, 4), otlptest.New(22).Traces(30, 4)
 	wantEarlier, wantNow := copyTraces(earlier), copyTraces(now)
 	store.WritePlainSpanFrames(true)
+	store.WritePostingsV2(true)
 	err := db.WriteTraces(context.Background(), earlier)
 	store.WritePlainSpanFrames(false)
+	store.WritePostingsV2(false)
 	require.NoError(t, err)
 	require.NoError(t, db.WriteTraces(context.Background(), now))
 	check := func(db *store.DB) {
@@ -426,6 +430,30 @@ func TestSpanFramesOfEarlierBuildsRead(t *testing.T) {
 				require.NoError(t, err)
 				requireSameSpans(t, otlptest.FilterTrace(want, id), got.Spans)
 			}
+		}
+		// Search: every trace, and by a span name of each set.
+		window := store.TraceSearch{Start: uint64(time.Now().Add(-time.Hour).UnixNano()), End: uint64(time.Now().Add(time.Hour).UnixNano()), Limit: 1000}
+		res, err := db.SearchTraces(context.Background(), window)
+		require.NoError(t, err)
+		found := map[model.TraceID]bool{}
+		for _, s := range res.Traces {
+			found[s.TraceID] = true
+		}
+		for _, want := range []ptrace.Traces{wantEarlier, wantNow} {
+			for _, id := range otlptest.TraceIDs(want) {
+				require.True(t, found[model.TraceID(id)], "trace %s found by search", id)
+			}
+			sp := want.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0)
+			svc, _ := want.ResourceSpans().At(0).Resource().Attributes().Get("service.name")
+			q := window
+			q.Drive = store.Term{Kind: store.TermName, A: svc.Str(), B: sp.Name()}
+			res, err := db.SearchTraces(context.Background(), q)
+			require.NoError(t, err)
+			var ids []model.TraceID
+			for _, s := range res.Traces {
+				ids = append(ids, s.TraceID)
+			}
+			require.Contains(t, ids, model.TraceID(sp.TraceID()), "span name %q of %s", sp.Name(), svc.Str())
 		}
 	}
 	check(db)
