@@ -358,17 +358,23 @@ type chunkReader struct {
 	lists    []chunkenc.Chunk
 }
 
-// Block sizes of a chunk reader's allocations.
+// Largest block sizes of a chunk reader's allocations: its first blocks
+// are small and each next one twice the last, so that a read of a few
+// series (a correlated answer's) allocates little and one of 100k few
+// blocks.
 const (
 	chunkBytesBlock = 64 << 10
 	decimalsBlock   = 256
 	listsBlock      = 1024
 )
 
+// nextBlock is the size of the block after one of size last, at most most.
+func nextBlock(last, most int) int { return min(max(2*last, most/64), most) }
+
 // copyBytes returns a copy of b from the reader's byte blocks.
 func (cr *chunkReader) copyBytes(b []byte) []byte {
 	if cap(cr.bytes)-len(cr.bytes) < len(b) {
-		cr.bytes = make([]byte, 0, max(chunkBytesBlock, len(b)))
+		cr.bytes = make([]byte, 0, max(nextBlock(cap(cr.bytes), chunkBytesBlock), len(b)))
 	}
 	n := len(cr.bytes)
 	cr.bytes = append(cr.bytes, b...)
@@ -378,7 +384,7 @@ func (cr *chunkReader) copyBytes(b []byte) []byte {
 // decimal returns a place for c in the reader's blocks.
 func (cr *chunkReader) decimal(c decimalChunk) *decimalChunk {
 	if len(cr.decimals) == cap(cr.decimals) {
-		cr.decimals = make([]decimalChunk, 0, decimalsBlock)
+		cr.decimals = make([]decimalChunk, 0, nextBlock(cap(cr.decimals), decimalsBlock))
 	}
 	cr.decimals = append(cr.decimals, c)
 	return &cr.decimals[len(cr.decimals)-1]
@@ -444,8 +450,8 @@ func (q *querier) chunks(cr *chunkReader, ref uint64) ([]chunkenc.Chunk, error) 
 	prefix := cr.prefix
 	// The series' chunks are appended to the reader's list block and
 	// returned as a slice of it that an append cannot write past.
-	if cap(cr.lists)-len(cr.lists) < 16 {
-		cr.lists = make([]chunkenc.Chunk, 0, listsBlock)
+	if cap(cr.lists)-len(cr.lists) < 8 {
+		cr.lists = make([]chunkenc.Chunk, 0, max(nextBlock(cap(cr.lists), listsBlock), 16))
 	}
 	start := len(cr.lists)
 	it := cr.inOrder

@@ -290,8 +290,9 @@ func decodeSpanFrameOf(codec byte, payload []byte, want *pcommon.TraceID) (ptrac
 	}
 	var attrs *spanColumns
 	if codec == codecZstdSpanAttrs {
-		var err error
-		if attrs, err = readSpanColumns(r, n); err != nil {
+		attrs = getSpanColumns()
+		defer putSpanColumns(attrs) // the protobuf below is a copy, decoded before the return
+		if err := readSpanColumns(r, n, attrs); err != nil {
 			return ptrace.Traces{}, err
 		}
 	}

@@ -276,15 +276,16 @@ func TestSpanColumnsKeepFieldsAsTheyAre(t *testing.T) {
 	require.NoError(t, err)
 	r := &columnReader{b: b}
 	rest := r.bytes(int(r.uvarint("length")), "protobuf")
-	attrs, err := readSpanColumns(r, uint64(len(spans)))
-	require.NoError(t, err)
+	attrs := &spanColumns{}
+	require.NoError(t, readSpanColumns(r, uint64(len(spans)), attrs))
 	require.Empty(t, r.b)
 	columns := func(i int) (keys []string) {
-		for _, k := range attrs.shapes[attrs.spans[i]] {
-			if c := attrs.keys[k]; c.field == 0 {
-				keys = append(keys, "attribute "+c.key)
+		sh := attrs.spans[i]
+		for _, k := range attrs.shapes[attrs.shapeAt[sh]:attrs.shapeAt[sh+1]] {
+			if attrs.fields[k] == 0 {
+				keys = append(keys, "attribute "+string(attrs.keys[k]))
 			} else {
-				keys = append(keys, fmt.Sprint("field ", c.field))
+				keys = append(keys, fmt.Sprint("field ", attrs.fields[k]))
 			}
 		}
 		return keys

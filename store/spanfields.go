@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"slices"
+	"sync"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -422,18 +423,42 @@ func splitKeyValue(kv []byte) (key, rest []byte, ok bool) {
 	return key, rest, true
 }
 
-// spanColumns reads a frame's field columns back, span by span.
+// spanColumns reads a frame's field columns back, span by span. Its
+// slices refer to the payload and are reused from frame to frame (see
+// getSpanColumns).
 type spanColumns struct {
-	keys   []columnKey
-	shapes [][]int
-	spans  []int // each span's shape
-	cols   []columnCursor
+	fields  []protowire.Number // each column's field, 0 for an attribute
+	keys    [][]byte           // each attribute column's key
+	shapes  []int              // every shape's columns, one after another
+	shapeAt []int              // shape i is shapes[shapeAt[i]:shapeAt[i+1]]
+	spans   []int              // each span's shape
+	cols    []columnCursor
+}
+
+var spanColumnsPool = sync.Pool{New: func() any { return new(spanColumns) }}
+
+// getSpanColumns returns an empty spanColumns; putSpanColumns gives it
+// back once nothing refers to what it read.
+func getSpanColumns() *spanColumns { return spanColumnsPool.Get().(*spanColumns) }
+
+func putSpanColumns(a *spanColumns) {
+	for i := range a.cols {
+		clear(a.cols[i].dict)
+		a.cols[i].dict, a.cols[i].b = a.cols[i].dict[:0], nil
+	}
+	clear(a.keys)
+	a.fields, a.keys, a.shapes, a.shapeAt, a.spans, a.cols = a.fields[:0], a.keys[:0], a.shapes[:0], a.shapeAt[:0], a.spans[:0], a.cols[:0]
+	if cap(a.shapes) > 1<<16 || cap(a.spans) > 1<<16 {
+		return // an odd frame's: not worth keeping
+	}
+	spanColumnsPool.Put(a)
 }
 
 // columnCursor reads one column's values in order.
 type columnCursor struct {
 	b    []byte   // what is left: values, or dictionary entry numbers
 	dict [][]byte // the dictionary's entries, when dictionary-coded
+	dic  bool
 }
 
 func (c *columnCursor) next() ([]byte, bool) {
@@ -441,7 +466,7 @@ func (c *columnCursor) next() ([]byte, bool) {
 	if n <= 0 {
 		return nil, false
 	}
-	if c.dict != nil {
+	if c.dic {
 		c.b = c.b[n:]
 		if l >= uint64(len(c.dict)) {
 			return nil, false
@@ -456,38 +481,38 @@ func (c *columnCursor) next() ([]byte, bool) {
 	return v, true
 }
 
-// readSpanColumns reads the field columns of a frame of n spans.
-func readSpanColumns(r *columnReader, n uint64) (*spanColumns, error) {
-	a := &spanColumns{}
+// readSpanColumns reads the field columns of a frame of n spans into a.
+func readSpanColumns(r *columnReader, n uint64, a *spanColumns) error {
 	ncols := r.uvarint("column count")
 	if ncols > uint64(len(r.b)) { // a column takes at least a byte
 		r.fail("column count")
 	}
 	for i := uint64(0); i < ncols && r.err == nil; i++ {
-		var k columnKey
-		if k.field = protowire.Number(min(r.uvarint("column field"), uint64(protowire.MaxValidNumber)+1)); k.field == 0 {
-			k.key = string(r.bytes(int(min(r.uvarint("attribute key length"), uint64(len(r.b))+1)), "attribute key"))
+		field := protowire.Number(min(r.uvarint("column field"), uint64(protowire.MaxValidNumber)+1))
+		var key []byte
+		if field == 0 {
+			key = r.bytes(int(min(r.uvarint("attribute key length"), uint64(len(r.b))+1)), "attribute key")
 		}
-		a.keys = append(a.keys, k)
+		a.fields, a.keys = append(a.fields, field), append(a.keys, key)
 	}
 	nshapes := r.uvarint("shape count")
 	if nshapes > uint64(len(r.b)) {
 		r.fail("shape count")
 	}
+	a.shapeAt = append(a.shapeAt, 0)
 	for i := uint64(0); i < nshapes && r.err == nil; i++ {
 		sr := columnReader{b: r.bytes(int(min(r.uvarint("shape length"), uint64(len(r.b))+1)), "shape")}
-		var shape []int
 		for len(sr.b) > 0 && sr.err == nil {
 			k := sr.uvarint("shape")
 			if k >= ncols {
 				sr.fail("shape column")
 			}
-			shape = append(shape, int(k))
+			a.shapes = append(a.shapes, int(k))
 		}
 		if sr.err != nil {
 			r.fail("shape")
 		}
-		a.shapes = append(a.shapes, shape)
+		a.shapeAt = append(a.shapeAt, len(a.shapes))
 	}
 	if n > uint64(len(r.b)) { // a span's shape takes a byte
 		r.fail("span shapes")
@@ -501,16 +526,22 @@ func readSpanColumns(r *columnReader, n uint64) (*spanColumns, error) {
 	}
 	for i := uint64(0); i < ncols && r.err == nil; i++ {
 		cr := columnReader{b: r.bytes(int(min(r.uvarint("column length"), uint64(len(r.b))+1)), "column")}
-		var c columnCursor
+		if len(a.cols) < cap(a.cols) {
+			a.cols = a.cols[:len(a.cols)+1]
+		} else {
+			a.cols = append(a.cols, columnCursor{})
+		}
+		c := &a.cols[len(a.cols)-1]
+		c.dic = false
 		switch mode := cr.bytes(1, "column encoding"); {
 		case cr.err != nil:
 		case mode[0] == columnPlain:
 		case mode[0] == columnDictionary:
+			c.dic = true
 			entries := cr.uvarint("dictionary size")
 			if entries == 0 || entries > uint64(len(cr.b)) {
 				cr.fail("dictionary size")
 			}
-			c.dict = make([][]byte, 0, min(entries, uint64(len(cr.b))))
 			for range entries {
 				if cr.err != nil {
 					break
@@ -524,12 +555,8 @@ func readSpanColumns(r *columnReader, n uint64) (*spanColumns, error) {
 			r.fail("column")
 		}
 		c.b = cr.b
-		a.cols = append(a.cols, c)
 	}
-	if r.err != nil {
-		return nil, r.err
-	}
-	return a, nil
+	return r.err
 }
 
 // appendSpan appends span i's fields from the columns to body and returns
@@ -540,13 +567,14 @@ func (a *spanColumns) appendSpan(body []byte, i int, appendTo bool) ([]byte, spa
 	if i >= len(a.spans) {
 		return nil, c, errors.New("more spans than shapes")
 	}
-	for _, k := range a.shapes[a.spans[i]] {
+	sh := a.spans[i]
+	for _, k := range a.shapes[a.shapeAt[sh]:a.shapeAt[sh+1]] {
 		value, ok := a.cols[k].next()
 		if !ok {
 			return nil, c, fmt.Errorf("column %d of %d truncated or malformed", k, len(a.cols))
 		}
-		key := a.keys[k]
-		switch key.field {
+		field, key := a.fields[k], a.keys[k]
+		switch field {
 		case fieldEvents:
 			c.events++
 		case fieldLinks:
@@ -555,19 +583,19 @@ func (a *spanColumns) appendSpan(body []byte, i int, appendTo bool) ([]byte, spa
 		if !appendTo {
 			continue
 		}
-		if key.field != 0 {
+		if field != 0 {
 			body = append(body, value...)
 			continue
 		}
 		size := len(value)
-		if len(key.key) > 0 {
-			size += 1 + protowire.SizeBytes(len(key.key))
+		if len(key) > 0 {
+			size += 1 + protowire.SizeBytes(len(key))
 		}
 		body = protowire.AppendTag(body, fieldSpanAttributes, protowire.BytesType)
 		body = protowire.AppendVarint(body, uint64(size))
-		if len(key.key) > 0 {
+		if len(key) > 0 {
 			body = protowire.AppendTag(body, fieldKeyValueKey, protowire.BytesType)
-			body = protowire.AppendString(body, key.key)
+			body = protowire.AppendBytes(body, key)
 		}
 		body = append(body, value...)
 	}
