@@ -17,9 +17,10 @@ const (
 	// written there once more before their block is compressed, and S2
 	// takes a fraction of the CPU of zstd's fastest level for them.
 	codecS2 byte = 4
-	// codecZstdSpanAttrs (5) is a span frame whose spans' attributes are
-	// in columns by key after the protobuf (spancodec.go).
-	codecZstdSpanAttrs byte = 5
+	// codecZstdSpanFields (5) is a span frame whose spans' fields, each
+	// attribute by its key, are in columns after the protobuf
+	// (spanfields.go).
+	codecZstdSpanFields byte = 5
 )
 
 // maxFrameBytes bounds a frame's decompressed size, so that a corrupt value
@@ -107,7 +108,7 @@ func (c *codec) decodeTo(dst, val []byte) (byte, []byte, error) {
 	}
 	var out []byte
 	switch val[0] {
-	case codecZstdOTLP, codecZstdColumns, codecZstdLogBlock, codecZstdSpanAttrs:
+	case codecZstdOTLP, codecZstdColumns, codecZstdLogBlock, codecZstdSpanFields:
 		var err error
 		if out, err = c.dec.DecodeAll(val[1:], dst[:0]); err != nil {
 			return 0, nil, fmt.Errorf("%w: frame: %w", ErrCorrupt, err)

@@ -281,14 +281,6 @@ func readBits(b []byte, pos, w int) int64 {
 	return unzigzag(u)
 }
 
-func newDecimalChunk(data []byte) (*decimalChunk, error) {
-	l, err := parseDecimalChunk(data)
-	if err != nil {
-		return nil, err
-	}
-	return &decimalChunk{data: data, n: l.n}, nil
-}
-
 func (c *decimalChunk) Bytes() []byte               { return c.data }
 func (c *decimalChunk) Encoding() chunkenc.Encoding { return encDecimal }
 func (c *decimalChunk) NumSamples() int             { return c.n }

@@ -35,6 +35,16 @@ func xorSize(ts []int64, vs []float64) int {
 	return len(c.Bytes())
 }
 
+// newDecimalChunk is a decimal chunk of data, checked (a query's reader
+// places them in its blocks instead).
+func newDecimalChunk(data []byte) (*decimalChunk, error) {
+	l, err := parseDecimalChunk(data)
+	if err != nil {
+		return nil, err
+	}
+	return &decimalChunk{data: data, n: l.n}, nil
+}
+
 // readPacked reads count values written by appendPacked and returns the rest
 // (the decoder decimal chunks had before they were read in place, kept as
 // the reference their iterator is checked against).

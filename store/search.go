@@ -843,15 +843,18 @@ func readBucket(parts []*partition, prefix []byte, bucket uint32, keep func(post
 					}
 					return true
 				}
+				decode := func(v []byte) error {
+					return withBatchTable(txn, seq, postingsFormat(v), func(table batchTable) error {
+						return decodePostings(bucket, v, table, keepAll)
+					})
+				}
 				err := it.Item().Value(func(v []byte) error {
 					target, ok, err := postingsAliasOf(v)
 					if err != nil {
 						return err
 					}
 					if !ok {
-						return withBatchTable(txn, seq, postingsFormat(v), func(table batchTable) error {
-							return decodePostings(bucket, v, table, keepAll)
-						})
+						return decode(v)
 					}
 					// The same postings as target's, in this second and batch.
 					item, err := txn.Get(termKey(target, bucket, seq))
@@ -862,9 +865,7 @@ func readBucket(parts []*partition, prefix []byte, bucket uint32, keep func(post
 						if _, ok, _ := postingsAliasOf(v); ok {
 							return fmt.Errorf("%w: search postings alias of an alias", ErrCorrupt)
 						}
-						return withBatchTable(txn, seq, postingsFormat(v), func(table batchTable) error {
-							return decodePostings(bucket, v, table, keepAll)
-						})
+						return decode(v)
 					})
 				})
 				if err != nil {

@@ -43,11 +43,11 @@ func encodeSpanFrame(codec byte, td ptrace.Traces) ([]byte, error) {
 // frame's spans, their index by id, the payload (valid until the next
 // encode).
 type spanFrameScratch struct {
-	spans []ptrace.Span
-	index map[pcommon.SpanID]int
-	buf   []byte
-	attrs spanSplitter
-	// plain: the protobuf keeps its spans' attributes (codec 0x02, as
+	spans  []ptrace.Span
+	index  map[pcommon.SpanID]int
+	buf    []byte
+	fields spanSplitter
+	// plain: the protobuf keeps its spans' fields (codec 0x02, as
 	// earlier builds wrote; tests).
 	plain bool
 }
@@ -62,9 +62,9 @@ func (s *spanFrameScratch) release() {
 	if cap(s.buf) > 4<<20 {
 		s.buf = nil
 	}
-	s.attrs.forget()
-	if cap(s.attrs.proto) > 4<<20 {
-		s.attrs = spanSplitter{}
+	s.fields.forget()
+	if cap(s.fields.proto) > 4<<20 {
+		s.fields = spanSplitter{}
 	}
 	spanFrameScratchPool.Put(s)
 }
@@ -171,7 +171,7 @@ func (s *spanFrameScratch) encode(td ptrace.Traces) ([]byte, error) {
 	if s.plain {
 		b = binary.AppendUvarint(b, uint64(len(proto)))
 		b = append(b, proto...)
-	} else if b, err = s.attrs.appendSplit(b, proto); err != nil {
+	} else if b, err = s.fields.appendSplit(b, proto); err != nil {
 		return nil, fmt.Errorf("span frame columns: %w", err)
 	}
 	s.buf = append(b, tail...)
@@ -288,21 +288,21 @@ func decodeSpanFrameOf(codec byte, payload []byte, want *pcommon.TraceID) (ptrac
 	if r.err != nil {
 		return ptrace.Traces{}, r.err
 	}
-	var attrs *spanColumns
-	if codec == codecZstdSpanAttrs {
-		attrs = getSpanColumns()
-		defer putSpanColumns(attrs) // the protobuf below is a copy, decoded before the return
-		if err := readSpanColumns(r, n, attrs); err != nil {
+	var cols *spanColumns
+	if codec == codecZstdSpanFields {
+		cols = getSpanColumns()
+		defer putSpanColumns(cols) // the protobuf below is a copy, decoded before the return
+		if err := readSpanColumns(r, n, cols); err != nil {
 			return ptrace.Traces{}, err
 		}
 	}
 	keep := func(i int) bool { return want == nil || traceIDs[i] == *want }
 	// The protobuf's spans, in order: how many events and links each has
 	// (to walk the columns that follow), and, when filtering or putting
-	// attributes back, a protobuf of the kept spans only.
-	counts, kept, err := scanSpans(proto, keep, attrs, want == nil)
-	if err == nil && attrs != nil {
-		err = attrs.finish()
+	// fields back from their columns, a protobuf of the kept spans only.
+	counts, kept, err := scanSpans(proto, keep, cols, want == nil)
+	if err == nil && cols != nil {
+		err = cols.finish()
 	}
 	if err != nil {
 		return ptrace.Traces{}, fmt.Errorf("%w: %w: %w", ErrCorrupt, errSpanFrame, err)
@@ -310,7 +310,7 @@ func decodeSpanFrameOf(codec byte, payload []byte, want *pcommon.TraceID) (ptrac
 	if uint64(len(counts)) != n {
 		return ptrace.Traces{}, fmt.Errorf("%w: %w: protobuf holds %d spans, columns %d", ErrCorrupt, errSpanFrame, len(counts), n)
 	}
-	if want == nil && attrs == nil {
+	if want == nil && cols == nil {
 		kept = proto
 	}
 	td, err := tracesUnmarshaler.UnmarshalTraces(kept)
@@ -393,11 +393,11 @@ const (
 
 // scanSpans walks an ExportTraceServiceRequest at the wire level: it counts
 // every span's events and links and, for spans keep accepts, copies them
-// (with their resource and scope, and their attributes from attrs when
-// there are attribute columns) into a smaller request; groups left
+// (with their resource and scope, and their fields from cols when the
+// frame has field columns) into a smaller request; groups left
 // without spans are left out unless whole (every span kept: the request
 // as it was).
-func scanSpans(proto []byte, keep func(int) bool, attrs *spanColumns, whole bool) ([]spanCounts, []byte, error) {
+func scanSpans(proto []byte, keep func(int) bool, cols *spanColumns, whole bool) ([]spanCounts, []byte, error) {
 	var counts []spanCounts
 	var out, body []byte
 	err := eachField(proto, func(num protowire.Number, typ protowire.Type, field []byte) error {
@@ -435,10 +435,10 @@ func scanSpans(proto []byte, keep func(int) bool, attrs *spanColumns, whole bool
 				}
 				i := len(counts)
 				switch {
-				case attrs != nil:
+				case cols != nil:
 					var more spanCounts
 					var err error
-					if body, more, err = attrs.appendSpan(append(body[:0], span...), i, keep(i)); err != nil {
+					if body, more, err = cols.appendSpan(append(body[:0], span...), i, keep(i)); err != nil {
 						return err
 					}
 					c.events += more.events

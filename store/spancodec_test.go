@@ -67,7 +67,7 @@ func edgeTraces() ptrace.Traces {
 
 // spanFrameCodecs are the span frame payloads a store reads: with
 // attribute columns (written now) and without (written by earlier builds).
-var spanFrameCodecs = []byte{codecZstdSpanAttrs, codecZstdColumns}
+var spanFrameCodecs = []byte{codecZstdSpanFields, codecZstdColumns}
 
 func TestSpanFrameRoundTrip(t *testing.T) {
 	for _, tc := range []struct {
@@ -100,12 +100,12 @@ func TestSpanFrameScratchIsReused(t *testing.T) {
 	s := spanFrameScratchPool.Get().(*spanFrameScratch)
 	defer s.release()
 	for i, td := range []ptrace.Traces{otlptest.New(1).Traces(100, 3), edgeTraces(), otlptest.New(1).Traces(10, 3), otlptest.New(2).Traces(1, 300), ptrace.NewTraces(), otlptest.New(3).Traces(5, 2)} {
-		want, err := encodeSpanFrame(codecZstdSpanAttrs, cloneTraces(td))
+		want, err := encodeSpanFrame(codecZstdSpanFields, cloneTraces(td))
 		require.NoError(t, err)
 		got, err := s.encode(cloneTraces(td))
 		require.NoError(t, err)
 		require.Equal(t, want, got, "frame %d", i)
-		decoded, err := decodeSpanFrame(codecZstdSpanAttrs, got)
+		decoded, err := decodeSpanFrame(codecZstdSpanFields, got)
 		require.NoError(t, err)
 		requireSameTraces(t, td, decoded)
 	}
@@ -156,14 +156,14 @@ func FuzzSpanFrame(f *testing.F) {
 		for _, codec := range spanFrameCodecs {
 			payload, err := encodeSpanFrame(codec, cloneTraces(td))
 			require.NoError(f, err)
-			f.Add(codec == codecZstdSpanAttrs, payload)
+			f.Add(codec == codecZstdSpanFields, payload)
 		}
 	}
 	f.Add(true, []byte{0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, attrs bool, payload []byte) {
 		codec := codecZstdColumns
 		if attrs {
-			codec = codecZstdSpanAttrs
+			codec = codecZstdSpanFields
 		}
 		td, err := decodeSpanFrame(codec, payload)
 		if err != nil {

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// Field columns (span frames of codec 0x05): every field of every span —
+// Field columns (span frames of codec 0x05, codecZstdSpanFields): every field of every span —
 // name, kind, status, events, links, and each attribute by its key — is
 // moved out of the frame's protobuf into a column of that field's values,
 // span after span, so that the compressor sees a column of routes or of
@@ -174,8 +174,7 @@ func (a *spanSplitter) appendSplit(b, proto []byte) ([]byte, error) {
 	for _, c := range a.columns {
 		b = binary.AppendUvarint(b, uint64(c.key.field))
 		if c.key.field == 0 {
-			b = binary.AppendUvarint(b, uint64(len(c.key.key)))
-			b = append(b, c.key.key...)
+			b = protowire.AppendString(b, c.key.key)
 		}
 	}
 	b = binary.AppendUvarint(b, uint64(a.nShapes))
@@ -192,15 +191,14 @@ func (a *spanSplitter) appendSplit(b, proto []byte) ([]byte, error) {
 func (a *spanSplitter) appendColumn(b []byte, values [][]byte) []byte {
 	plain := 1
 	for _, v := range values {
-		plain += protowire.SizeVarint(uint64(len(v))) + len(v)
+		plain += protowire.SizeBytes(len(v))
 	}
 	if dict, ok := a.dictionary(values); ok && dict < plain {
 		b = binary.AppendUvarint(b, uint64(dict))
 		b = append(b, columnDictionary)
 		b = binary.AppendUvarint(b, uint64(len(a.entries)))
 		for _, v := range a.entries {
-			b = binary.AppendUvarint(b, uint64(len(v)))
-			b = append(b, v...)
+			b = protowire.AppendBytes(b, v)
 		}
 		for _, e := range a.index {
 			b = binary.AppendUvarint(b, uint64(e))
@@ -210,8 +208,7 @@ func (a *spanSplitter) appendColumn(b []byte, values [][]byte) []byte {
 	b = binary.AppendUvarint(b, uint64(plain))
 	b = append(b, columnPlain)
 	for _, v := range values {
-		b = binary.AppendUvarint(b, uint64(len(v)))
-		b = append(b, v...)
+		b = protowire.AppendBytes(b, v)
 	}
 	return b
 }
@@ -246,7 +243,7 @@ func (a *spanSplitter) dictionary(values [][]byte) (int, bool) {
 			}
 			e = len(a.entries)
 			a.entries = append(a.entries, v)
-			size += protowire.SizeVarint(uint64(len(v))) + len(v)
+			size += protowire.SizeBytes(len(v))
 			switch {
 			case hashed:
 				a.distinct[maphash.Bytes(columnSeed, v)] = e
@@ -304,8 +301,7 @@ func (a *spanSplitter) splitSpan(span []byte) error {
 		id = a.nShapes
 		a.nShapes++
 		a.shapeIDs[string(a.shape)] = id
-		a.shapes = binary.AppendUvarint(a.shapes, uint64(len(a.shape)))
-		a.shapes = append(a.shapes, a.shape...)
+		a.shapes = protowire.AppendBytes(a.shapes, a.shape)
 	}
 	n := len(a.spans)
 	a.spans = binary.AppendUvarint(a.spans, uint64(id))

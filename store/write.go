@@ -236,12 +236,12 @@ func (s *spanSource) marshal() (byte, []byte, error) {
 	if s.scratch == nil {
 		s.scratch = spanFrameScratchPool.Get().(*spanFrameScratch)
 	}
+	codec := codecZstdSpanFields
 	if s.scratch.plain = writePlainSpanFrames.Load(); s.scratch.plain {
-		payload, err := s.scratch.encode(s.cur)
-		return codecZstdColumns, payload, err
+		codec = codecZstdColumns
 	}
 	payload, err := s.scratch.encode(s.cur)
-	return codecZstdSpanAttrs, payload, err
+	return codec, payload, err
 }
 
 // writeHead runs fill on one Badger write batch of the head partition and
