@@ -17,11 +17,11 @@ func KeyOf(lset labels.Labels) []byte {
 	return key
 }
 
-// WritePlainSpanFrames makes the store write span frames of codec 0x02,
-// as earlier builds did, until it is called with false.
-func WritePlainSpanFrames(on bool) { writePlainSpanFrames.Store(on) }
+// WriteSpanCodec makes the store write span frames of codec (0x02 or
+// 0x05), as earlier builds did, until it is called with 0.
+func WriteSpanCodec(codec byte) { writeSpanCodec.Store(uint32(codec)) }
 
-// WritePostingsV2 makes the store write search postings in format 2 with
-// the 0x06 batch table, as earlier builds did, until it is called with
-// false.
-func WritePostingsV2(on bool) { writePostingsV2.Store(on) }
+// WritePostingsFormat makes the store write search postings in format 2
+// (with the 0x06 batch table) or 3, as earlier builds did, until it is
+// called with 0.
+func WritePostingsFormat(format byte) { writePostingsFormat.Store(uint32(format)) }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"fmt"
 	"runtime"
 	"slices"
@@ -21,6 +22,11 @@ const (
 	// attribute by its key, are in columns after the protobuf
 	// (spanfields.go).
 	codecZstdSpanFields byte = 5
+	// codecSpanRaw (6) is a span frame of codec 0x05 whose ids and
+	// durations, which a compressor cannot shrink, are stored as they
+	// are ahead of the zstd-compressed rest: codec uvarint(len(raw)) raw
+	// zstd(rest); its payload is raw followed by rest (spancodec.go).
+	codecSpanRaw byte = 6
 )
 
 // maxFrameBytes bounds a frame's decompressed size, so that a corrupt value
@@ -71,6 +77,15 @@ func (c *codec) encode(codec byte, payload []byte) []byte {
 	return c.enc.EncodeAll(payload, dst)
 }
 
+// encodeSplit makes a frame value of codec (codecSpanRaw) whose payload is
+// raw, stored as it is, followed by rest, compressed.
+func (c *codec) encodeSplit(codec byte, raw, rest []byte) []byte {
+	dst := make([]byte, 1, 1+binary.MaxVarintLen64+len(raw)+len(rest)/3)
+	dst[0] = codec
+	dst = append(binary.AppendUvarint(dst, uint64(len(raw))), raw...)
+	return c.enc.EncodeAll(rest, dst)
+}
+
 // encodeFast is encode at zstd's fastest level, for values that live only
 // until the next flush: the write-ahead log is on every acknowledged request's
 // path and is deleted once its samples are in chunks.
@@ -111,6 +126,16 @@ func (c *codec) decodeTo(dst, val []byte) (byte, []byte, error) {
 	case codecZstdOTLP, codecZstdColumns, codecZstdLogBlock, codecZstdSpanFields:
 		var err error
 		if out, err = c.dec.DecodeAll(val[1:], dst[:0]); err != nil {
+			return 0, nil, fmt.Errorf("%w: frame: %w", ErrCorrupt, err)
+		}
+	case codecSpanRaw:
+		n, w := binary.Uvarint(val[1:])
+		if w <= 0 || n > uint64(len(val)-1-w) {
+			return 0, nil, fmt.Errorf("%w: frame of %d bytes with %d raw", ErrCorrupt, len(val), n)
+		}
+		raw, rest := val[1+w:1+w+int(n)], val[1+w+int(n):]
+		var err error
+		if out, err = c.dec.DecodeAll(rest, append(dst[:0], raw...)); err != nil {
 			return 0, nil, fmt.Errorf("%w: frame: %w", ErrCorrupt, err)
 		}
 	case codecS2:

@@ -64,6 +64,8 @@ func FuzzFrameDecode(f *testing.F) {
 	defer c.close()
 	f.Add(c.encode(codecZstdOTLP, []byte("hello frames")))
 	f.Add(c.encode(codecZstdColumns, []byte("columns")))
+	f.Add(c.encodeSplit(codecSpanRaw, []byte("raw ids"), []byte("compressed rest")))
+	f.Add([]byte{codecSpanRaw, 0xff, 0x01, 1, 2})
 	f.Add([]byte{codecZstdOTLP})
 	f.Add([]byte{9, 1, 2, 3})
 	f.Add(appendS2(nil, []byte("an S2 record, an S2 record")))
@@ -75,8 +77,12 @@ func FuzzFrameDecode(f *testing.F) {
 			return
 		}
 		re := c.encode(codec, out)
-		if codec == codecS2 {
+		switch codec {
+		case codecS2:
 			re = appendS2(nil, out)
+		case codecSpanRaw: // the payload is raw then rest: split anywhere
+			k := len(out) / 2
+			re = c.encodeSplit(codec, out[:k], out[k:])
 		}
 		_, again, err := c.decode(re)
 		require.NoError(t, err)

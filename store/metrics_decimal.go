@@ -144,21 +144,31 @@ func packedWidth(x []int64) int {
 // most significant bit first.
 func appendPacked(b []byte, x []int64) []byte {
 	w := packedWidth(x)
-	b = append(b, byte(w))
-	free := 0 // bits still free in the last byte
+	bw := bitWriter{b: append(b, byte(w))}
 	for _, v := range x {
-		u := zigzag(v)
-		for left := w; left > 0; {
-			if free == 0 {
-				b, free = append(b, 0), 8
-			}
-			take := min(left, free)
-			part := (u >> (left - take)) & (1<<uint(take) - 1)
-			b[len(b)-1] |= byte(part << uint(free-take))
-			free, left = free-take, left-take
-		}
+		bw.write(zigzag(v), w)
 	}
-	return b
+	return bw.b
+}
+
+// bitWriter appends values of a given width in bits to b, most significant
+// bit first, each starting where the one before ended.
+type bitWriter struct {
+	b    []byte
+	free int // bits still free in the last byte
+}
+
+// write appends the w low bits of u (w <= 64).
+func (bw *bitWriter) write(u uint64, w int) {
+	for left := w; left > 0; {
+		if bw.free == 0 {
+			bw.b, bw.free = append(bw.b, 0), 8
+		}
+		take := min(left, bw.free)
+		part := (u >> (left - take)) & (1<<uint(take) - 1)
+		bw.b[len(bw.b)-1] |= byte(part << uint(bw.free-take))
+		bw.free, left = bw.free-take, left-take
+	}
 }
 
 var errDecimalChunk = errors.New("decimal chunk")
@@ -261,13 +271,17 @@ func splitPacked(b []byte, count int) (int, []byte, []byte, error) {
 
 // readBits returns the w bits (w <= 64) of b at bit pos, most significant
 // first, zigzag-decoded; b holds them (parseDecimalChunk checked).
-func readBits(b []byte, pos, w int) int64 {
+func readBits(b []byte, pos, w int) int64 { return unzigzag(readUint(b, pos, w)) }
+
+// readUint returns the w bits (w <= 64) of b at bit pos, most significant
+// first, as bitWriter wrote them; b must hold them.
+func readUint(b []byte, pos, w int) uint64 {
 	if w == 0 {
 		return 0
 	}
 	i, bit := pos>>3, pos&7
 	if i+8 <= len(b) && w <= 64-bit {
-		return unzigzag(binary.BigEndian.Uint64(b[i:]) << uint(bit) >> uint(64-w))
+		return binary.BigEndian.Uint64(b[i:]) << uint(bit) >> uint(64-w)
 	}
 	var u uint64
 	for left := w; left > 0; {
@@ -278,7 +292,7 @@ func readBits(b []byte, pos, w int) int64 {
 		pos += take
 		left -= take
 	}
-	return unzigzag(u)
+	return u
 }
 
 func (c *decimalChunk) Bytes() []byte               { return c.data }

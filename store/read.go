@@ -168,7 +168,7 @@ const maxPooledPayload = 4 << 20
 // to dst. Nothing of dst refers to payload afterwards.
 func appendTraceSpans(codec byte, payload []byte, id model.TraceID, dst ptrace.Traces) error {
 	want := pcommon.TraceID(id)
-	if codec == codecZstdColumns || codec == codecZstdSpanFields {
+	if codec == codecZstdColumns || codec == codecZstdSpanFields || codec == codecSpanRaw {
 		td, err := decodeSpanFrameOf(codec, payload, &want)
 		if err != nil {
 			return err
@@ -193,7 +193,7 @@ func appendTraceSpans(codec byte, payload []byte, id model.TraceID, dst ptrace.T
 
 // decodeSpans decodes a span frame of either codec.
 func decodeSpans(codec byte, payload []byte) (ptrace.Traces, error) {
-	if codec == codecZstdColumns || codec == codecZstdSpanFields {
+	if codec == codecZstdColumns || codec == codecZstdSpanFields || codec == codecSpanRaw {
 		return decodeSpanFrame(codec, payload)
 	}
 	td, err := tracesUnmarshaler.UnmarshalTraces(payload)

@@ -438,7 +438,45 @@ const (
 	postingsV2    byte = 0x01 // ordinals as differences, durations as min and max − min
 	postingsAlias byte = 0x02 // the same postings as another term's, same second and batch
 	postingsV3    byte = 0x03 // and starts after the trace's start in the batch table (0x07)
+	postingsV4    byte = 0x04 // and durations as codes of a log scale (durationCode)
 )
+
+// Durations in postings of format 4 are codes of a log scale with eight
+// steps an octave: exact below 16 µs, then within 9 %. A posting's
+// durations only prune a search's candidates (whose spans are then
+// checked), so its shortest is rounded down to a code and its longest up;
+// most spans' durations take a byte instead of two or three.
+const (
+	exactDurationCodes = 16
+	// maxDurationCode is 2^52 µs (142 years); a longest duration coded
+	// at or above it reads as unbounded.
+	maxDurationCode = exactDurationCodes + (52-4)*8
+)
+
+// durationCode returns the code of a duration in µs, rounded down, or up.
+func durationCode(us uint64, up bool) uint64 {
+	if us < exactDurationCodes {
+		return us
+	}
+	e := bits.Len64(us) - 1 // >= 4
+	m := (us >> (e - 3)) & 7
+	c := uint64(exactDurationCodes+(e-4)*8) + m
+	if up && us&(1<<(e-3)-1) != 0 {
+		c++
+	}
+	return min(c, maxDurationCode)
+}
+
+// codeDuration returns the duration in µs that a code stands for (at most
+// maxDurationCode's).
+func codeDuration(c uint64) uint64 {
+	if c < exactDurationCodes {
+		return c
+	}
+	c = min(c, maxDurationCode) - exactDurationCodes
+	e, m := c/8+4, c%8
+	return (8 + m) << (e - 3)
+}
 
 // postingsFormat is the format byte of a postings value (not an alias):
 // 0 for the first format.
@@ -450,17 +488,14 @@ func postingsFormat(v []byte) byte {
 }
 
 // encodePostings writes one term's entries of one bucket, sorted by trace
-// ordinal, in format 3: the ordinal's difference from the one before, the
+// ordinal, in format 4: the ordinal's difference from the one before, the
 // start in µs after the trace's (starts, by ordinal: its earliest span's,
-// in ns), the shortest duration in µs rounded down and the longest, rounded
-// up, less the shortest.
+// in ns), the shortest duration's code rounded down and the longest's,
+// rounded up, less the shortest's. Formats 2 and 3 (earlier builds) store
+// the durations in µs; format 2 the start in µs into the bucket's second.
 func encodePostings(es []searchEntry, starts []uint64) []byte {
-	return encodePostingsIn(postingsV3, es, starts)
+	return encodePostingsIn(postingsV4, es, starts)
 }
-
-// encodePostingsV2 writes entries in format 2, as builds before format 3
-// did: starts in µs into the bucket's second (tests of reading both).
-func encodePostingsV2(es []searchEntry) []byte { return encodePostingsIn(postingsV2, es, nil) }
 
 func encodePostingsIn(format byte, es []searchEntry, starts []uint64) []byte {
 	base := uint64(es[0].bucket) * nsPerBucket
@@ -470,8 +505,11 @@ func encodePostingsIn(format byte, es []searchEntry, starts []uint64) []byte {
 		b = binary.AppendUvarint(b, uint64(e.trace-prev))
 		prev = e.trace
 		lo, hi := e.minDur/1000, (e.maxDur+999)/1000
+		if format == postingsV4 {
+			lo, hi = durationCode(lo, false), durationCode(hi, true)
+		}
 		since := (e.start - min(e.start, base)) / 1000
-		if format == postingsV3 {
+		if format >= postingsV3 {
 			since = e.start/1000 - starts[e.trace]/1000
 		}
 		b = binary.AppendUvarint(b, since)
@@ -481,9 +519,10 @@ func encodePostingsIn(format byte, es []searchEntry, starts []uint64) []byte {
 	return b
 }
 
-// writePostingsV2 makes writes use postings format 2 and the 0x06 table,
-// as builds before format 3 did (tests of reading both).
-var writePostingsV2 atomic.Bool
+// writePostingsFormat, when set, makes writes use postings of that format
+// (2, with the 0x06 table, or 3; the format's number, not its byte) as
+// earlier builds did (tests of reading them).
+var writePostingsFormat atomic.Uint32
 
 // aliasPostings is the value of a term whose postings in a second and batch
 // are those of term t.
@@ -505,13 +544,13 @@ func postingsAliasOf(v []byte) (Term, bool, error) {
 // decodePostings calls f with each posting of v, a term's postings of one
 // bucket in any format (not an alias), until f returns false. traces is the
 // batch's table: from 0x06 for formats 1 and 2, from 0x07 (with starts)
-// for format 3.
+// for formats 3 and 4.
 func decodePostings(bucket uint32, b []byte, table batchTable, f func(p posting) bool) error {
 	bad := fmt.Errorf("%w: search postings", ErrCorrupt)
 	format := postingsFormat(b)
-	v2 := format == postingsV2 || format == postingsV3
+	v2 := format >= postingsV2 && format <= postingsV4 && format != postingsAlias
 	switch {
-	case format == postingsV3 && table.width == 0:
+	case format >= postingsV3 && table.width == 0:
 		return bad
 	case v2:
 		b = b[2:]
@@ -541,11 +580,17 @@ func decodePostings(bucket uint32, b []byte, table batchTable, f func(p posting)
 			}
 			vals[0], vals[3] = ord, vals[2]+vals[3]
 		}
+		if format == postingsV4 {
+			if vals[3] > maxDurationCode {
+				return bad
+			}
+			vals[2], vals[3] = codeDuration(vals[2]), codeDuration(vals[3])
+		}
 		if vals[0] >= uint64(table.n) || vals[1] > math.MaxUint64/1000 || vals[2] > math.MaxUint64/1000 || vals[3] > math.MaxUint64/1000 {
 			return bad
 		}
 		start := base + vals[1]*1000
-		if format == postingsV3 {
+		if format >= postingsV3 {
 			ts, ok := table.start(int(vals[0]))
 			us := ts + vals[1]
 			if !ok || us < ts || us > math.MaxUint64/1000 {
@@ -553,7 +598,11 @@ func decodePostings(bucket uint32, b []byte, table batchTable, f func(p posting)
 			}
 			start = us * 1000
 		}
-		if !f(posting{id: table.id(int(vals[0])), start: start, minDur: vals[2] * 1000, maxDur: vals[3] * 1000}) {
+		maxDur := vals[3] * 1000
+		if format == postingsV4 && vals[3] == codeDuration(maxDurationCode) {
+			maxDur = math.MaxUint64
+		}
+		if !f(posting{id: table.id(int(vals[0])), start: start, minDur: vals[2] * 1000, maxDur: maxDur}) {
 			return nil
 		}
 	}
@@ -590,8 +639,14 @@ func (c *searchCatalog) fresh(part string, terms []Term) []Term {
 
 // writeSearch adds a request's search index to the batch being written.
 func (db *DB) writeSearch(p *partition, set func(k, v []byte), seq uint64, sb *searchBatch) {
-	v2 := writePostingsV2.Load()
-	if v2 {
+	format := postingsV4
+	switch writePostingsFormat.Load() {
+	case 2:
+		format = postingsV2
+	case 3:
+		format = postingsV3
+	}
+	if format == postingsV2 {
 		ids := make([]byte, 0, 16*len(sb.traces))
 		for _, id := range sb.traces {
 			ids = append(ids, id[:]...)
@@ -613,12 +668,7 @@ func (db *DB) writeSearch(p *partition, set func(k, v []byte), seq uint64, sb *s
 		}
 		e := sb.entries[i]
 		t := sb.terms[e.term]
-		var val []byte
-		if v2 {
-			val = encodePostingsV2(sb.entries[i:j])
-		} else {
-			val = encodePostings(sb.entries[i:j], sb.starts)
-		}
+		val := encodePostingsIn(format, sb.entries[i:j], sb.starts)
 		same = binary.BigEndian.AppendUint32(append(same[:0], val...), e.bucket)
 		if other, ok := first[string(same)]; ok {
 			if alias := aliasPostings(sb.terms[other]); len(alias) < len(val) {
@@ -675,7 +725,9 @@ type TraceSearch struct {
 	// them in the same bucket.
 	Also []Term
 	// MinDuration and MaxDuration (ns, 0: unbounded) prune candidates by
-	// the durations of their spans with the Drive term.
+	// the durations of their spans with the Drive term, as the index
+	// keeps them: rounded out to within an eighth. They never drop a
+	// trace that meets them; Match is what checks them exactly.
 	MinDuration, MaxDuration uint64
 	// Match, when set, must hold for at least one span of a trace; the
 	// candidate's spans are read to check it.
@@ -901,11 +953,11 @@ func (h *postingHeap) Pop() any {
 }
 
 // withBatchTable calls fn with the table of batch seq that postings of
-// format name traces by — ids and starts (0x07) for format 3, ids (0x06)
-// before —, read in place: valid only during fn.
+// format name traces by — ids and starts (0x07) for formats 3 and 4, ids
+// (0x06) before —, read in place: valid only during fn.
 func withBatchTable(txn *badger.Txn, seq uint64, format byte, fn func(batchTable) error) error {
 	key, decode := batchKey(seq), decodeBatchTable
-	if format != postingsV3 {
+	if format < postingsV3 || format == postingsAlias {
 		key, decode = batchTracesKey(seq), idsTable
 	}
 	item, err := txn.Get(key)

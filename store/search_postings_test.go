@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -60,7 +61,7 @@ func entriesFrom(data []byte) []searchEntry {
 // either kind of batch table) to postings of known traces or to
 // ErrCorrupt, and as a batch table; postings written in formats 3 and 2
 // and in the first format read back the same, to the microsecond,
-// durations rounded out.
+// durations rounded out; in format 4, durations rounded out to their codes.
 func FuzzSearchPostings(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{0, postingsAlias, TermService, 3, 'w', 'e', 'b', 0})
@@ -142,31 +143,82 @@ func FuzzSearchPostings(f *testing.F) {
 		if len(es) == 0 {
 			return
 		}
-		var want []posting
+		var want, coded []posting
 		for _, e := range es {
-			want = append(want, posting{id: traces[e.trace], start: e.start / 1000 * 1000, minDur: e.minDur / 1000 * 1000, maxDur: (e.maxDur + 999) / 1000 * 1000})
+			p := posting{id: traces[e.trace], start: e.start / 1000 * 1000, minDur: e.minDur / 1000 * 1000, maxDur: (e.maxDur + 999) / 1000 * 1000}
+			want = append(want, p)
+			p.minDur = codeDuration(durationCode(p.minDur/1000, false)) * 1000
+			p.maxDur = codeDuration(durationCode(p.maxDur/1000, true)) * 1000
+			coded = append(coded, p)
 		}
-		for name, enc := range map[string][]byte{"format 3": encodePostings(es, starts), "format 2": encodePostingsV2(es), "first format": encodePostingsV1(es)} {
-			tb := ids
-			if name == "format 3" {
+		v2, v3 := encodePostingsIn(postingsV2, es, nil), encodePostingsIn(postingsV3, es, starts)
+		for name, enc := range map[string][]byte{"format 4": encodePostings(es, starts), "format 3": v3, "format 2": v2, "first format": encodePostingsV1(es)} {
+			tb, w := ids, want
+			switch name {
+			case "format 4":
+				tb, w = table, coded
+			case "format 3":
 				tb = table
 			}
 			var got []posting
 			require.NoError(t, decodePostings(fuzzBucket, enc, tb, func(p posting) bool { got = append(got, p); return true }), name)
-			require.Equal(t, want, got, name)
+			require.Equal(t, w, got, name)
 			_, ok, err := postingsAliasOf(enc)
 			require.False(t, ok, name)
 			require.NoError(t, err, name)
 		}
-		require.Less(t, len(encodePostingsV2(es)), len(encodePostingsV1(es))+3, "format 2 is no larger but for its two-byte mark")
+		// Format 4's durations enclose the µs ones, within a step.
+		for i := range want {
+			require.LessOrEqual(t, coded[i].minDur, want[i].minDur)
+			require.GreaterOrEqual(t, coded[i].maxDur, want[i].maxDur)
+			require.LessOrEqual(t, want[i].minDur-coded[i].minDur, want[i].minDur/8)
+			require.LessOrEqual(t, coded[i].maxDur-want[i].maxDur, want[i].maxDur/8)
+		}
+		require.Less(t, len(v2), len(encodePostingsV1(es))+3, "format 2 is no larger but for its two-byte mark")
 		// A format 3 table for the entries' own traces, started where
 		// their first entry is: every start is stored as 0.
 		own := slices.Clone(starts)
 		for _, e := range es {
 			own[e.trace] = e.start
 		}
-		require.LessOrEqual(t, len(encodePostings(es, own)), len(encodePostingsV2(es)), "format 3 stores starts after the trace's")
+		require.LessOrEqual(t, len(encodePostingsIn(postingsV3, es, own)), len(v2), "format 3 stores starts after the trace's")
+		require.LessOrEqual(t, len(encodePostings(es, starts)), len(v3), "format 4 is no larger than format 3")
 	})
+}
+
+// TestDurationCodes: a code rounded down is at most the duration and one
+// rounded up at least, within an eighth, exact below 16 µs; codes rise
+// with durations; every code stands for the duration it is the code of.
+func TestDurationCodes(t *testing.T) {
+	values := []uint64{0, 1, 15, 16, 17, 31, 32, 33, 200, 5199, 1 << 20, 1<<20 + 1, 1<<52 - 1, 1 << 52, 1<<52 + 1, math.MaxUint64}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for range 10000 {
+		values = append(values, rnd.Uint64()>>rnd.IntN(64))
+	}
+	for _, us := range values {
+		lo, hi := durationCode(us, false), durationCode(us, true)
+		require.LessOrEqual(t, lo, hi)
+		require.LessOrEqual(t, hi, uint64(maxDurationCode))
+		require.LessOrEqual(t, codeDuration(lo), us, "%d µs", us)
+		require.Equal(t, lo, durationCode(codeDuration(lo), false))
+		if us < exactDurationCodes {
+			require.Equal(t, us, codeDuration(lo))
+			require.Equal(t, lo, hi)
+		}
+		if us <= codeDuration(maxDurationCode) {
+			require.GreaterOrEqual(t, codeDuration(hi), us, "%d µs", us)
+			require.LessOrEqual(t, codeDuration(hi)-us, us/8, "%d µs", us)
+			require.LessOrEqual(t, us-codeDuration(lo), us/8, "%d µs", us)
+		}
+		if us > 0 {
+			require.LessOrEqual(t, durationCode(us-1, false), lo)
+		}
+	}
+	for c := range uint64(maxDurationCode) {
+		require.Less(t, codeDuration(c), codeDuration(c+1))
+		require.Equal(t, c, durationCode(codeDuration(c), true))
+	}
+	require.Less(t, durationCode(5000, true), uint64(128), "5 ms takes a byte")
 }
 
 // TestSearchPostingsAliases: a term whose postings in a second and batch

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
+	"math/bits"
 	"slices"
 	"sync"
 
@@ -32,11 +34,14 @@ import (
 
 var errSpanFrame = errors.New("span frame")
 
-// encodeSpanFrame encodes td as a span frame payload of codec (0x05, or
-// 0x02 as earlier builds wrote). It zeroes the columnar fields in td.
+// encodeSpanFrame encodes td as a span frame payload of codec (0x06, or
+// 0x05 or 0x02 as earlier builds wrote): for 0x06, its raw part followed
+// by the rest, as a read decompresses it. It zeroes the columnar fields
+// in td.
 func encodeSpanFrame(codec byte, td ptrace.Traces) ([]byte, error) {
-	s := spanFrameScratch{plain: codec == codecZstdColumns}
-	return s.encode(td)
+	s := spanFrameScratch{codec: codec}
+	raw, rest, err := s.encode(td)
+	return append(raw, rest...), err
 }
 
 // spanFrameScratch is what encoding a span frame uses and can reuse: the
@@ -46,10 +51,16 @@ type spanFrameScratch struct {
 	spans  []ptrace.Span
 	index  map[pcommon.SpanID]int
 	buf    []byte
+	raw    []byte
 	fields spanSplitter
-	// plain: the protobuf keeps its spans' fields (codec 0x02, as
-	// earlier builds wrote; tests).
-	plain bool
+	// traces numbers a frame's trace ids (codec 0x06), traceIDs in that
+	// order; runTraces is each run's.
+	traces    map[pcommon.TraceID]int
+	traceIDs  []pcommon.TraceID
+	runTraces []int
+	// codec is the frame's: codecSpanRaw (or 0), or 0x05 or 0x02 as
+	// earlier builds wrote (tests).
+	codec byte
 }
 
 var spanFrameScratchPool = sync.Pool{New: func() any { return new(spanFrameScratch) }}
@@ -62,6 +73,9 @@ func (s *spanFrameScratch) release() {
 	if cap(s.buf) > 4<<20 {
 		s.buf = nil
 	}
+	if cap(s.raw) > 1<<20 {
+		s.raw = nil
+	}
 	s.fields.forget()
 	if cap(s.fields.proto) > 4<<20 {
 		s.fields = spanSplitter{}
@@ -69,9 +83,10 @@ func (s *spanFrameScratch) release() {
 	spanFrameScratchPool.Put(s)
 }
 
-// encode encodes td as a span frame payload (codec 0x05, or 0x02 when
-// s.plain), in s.buf. It zeroes the columnar fields in td.
-func (s *spanFrameScratch) encode(td ptrace.Traces) ([]byte, error) {
+// encode encodes td as a span frame of s.codec, in s.raw and s.buf (valid
+// until the next encode): raw, the part stored as it is (codec 0x06 only),
+// and rest, the part compressed. It zeroes the columnar fields in td.
+func (s *spanFrameScratch) encode(td ptrace.Traces) (raw, rest []byte, err error) {
 	n := td.SpanCount()
 	spans := s.spans[:0]
 	for _, rs := range td.ResourceSpans().All() {
@@ -92,8 +107,13 @@ func (s *spanFrameScratch) encode(td ptrace.Traces) ([]byte, error) {
 			index[sp.SpanID()] = i
 		}
 	}
+	split := s.codec == codecSpanRaw || s.codec == 0
 	b := slices.Grow(s.buf[:0], 64*n)
-	b = binary.AppendUvarint(b, uint64(n))
+	a := b // the ids: the raw part's, with codec 0x06
+	if split {
+		a = slices.Grow(s.raw[:0], 12*n)
+	}
+	a = binary.AppendUvarint(a, uint64(n))
 
 	// Trace ids, run-length encoded.
 	var runs [][2]int // first span, length
@@ -104,15 +124,63 @@ func (s *spanFrameScratch) encode(td ptrace.Traces) ([]byte, error) {
 		}
 		runs = append(runs, [2]int{i, 1})
 	}
-	b = binary.AppendUvarint(b, uint64(len(runs)))
-	for _, r := range runs {
-		id := spans[r[0]].TraceID()
-		b = append(b, id[:]...)
-		b = binary.AppendUvarint(b, uint64(r[1]))
+	if split {
+		// Each trace id once, in the order first seen; the runs name
+		// them by their place (a frame's spans are grouped by resource,
+		// so a trace's spans make a run in each).
+		if s.traces == nil {
+			s.traces = make(map[pcommon.TraceID]int, len(runs))
+		}
+		clear(s.traces)
+		s.runTraces, s.traceIDs = s.runTraces[:0], s.traceIDs[:0]
+		for _, r := range runs {
+			id := spans[r[0]].TraceID()
+			k, ok := s.traces[id]
+			if !ok {
+				k = len(s.traceIDs)
+				s.traces[id] = k
+				s.traceIDs = append(s.traceIDs, id)
+			}
+			s.runTraces = append(s.runTraces, k)
+		}
+		a = binary.AppendUvarint(a, uint64(len(s.traceIDs)))
+		for _, id := range s.traceIDs {
+			a = append(a, id[:]...)
+		}
+	} else {
+		a = binary.AppendUvarint(a, uint64(len(runs)))
+		for _, r := range runs {
+			id := spans[r[0]].TraceID()
+			a = append(a, id[:]...)
+			a = binary.AppendUvarint(a, uint64(r[1]))
+		}
 	}
 	for _, sp := range spans {
 		id := sp.SpanID()
-		b = append(b, id[:]...)
+		a = append(a, id[:]...)
+	}
+	var tail []byte
+	if split {
+		// Link ids and durations join the raw part; run lengths start
+		// the compressed one.
+		links := 0
+		for _, sp := range spans {
+			links += sp.Links().Len()
+		}
+		a = binary.AppendUvarint(a, uint64(links))
+		for _, sp := range spans {
+			for _, l := range sp.Links().All() {
+				tid, sid := l.TraceID(), l.SpanID()
+				a = append(append(a, tid[:]...), sid[:]...)
+			}
+		}
+		a = s.appendDurations(a, spans)
+		b = binary.AppendUvarint(b, uint64(len(runs)))
+		for i, r := range runs {
+			b = binary.AppendUvarint(binary.AppendUvarint(b, uint64(s.runTraces[i])), uint64(r[1]))
+		}
+	} else {
+		b = a
 	}
 	for _, sp := range spans {
 		p := sp.ParentSpanID()
@@ -132,21 +200,24 @@ func (s *spanFrameScratch) encode(td ptrace.Traces) ([]byte, error) {
 		b = binary.AppendVarint(b, int64(start-prev))
 		prev = start
 	}
-	for _, sp := range spans {
-		b = binary.AppendVarint(b, int64(uint64(sp.EndTimestamp())-uint64(sp.StartTimestamp())))
+	if !split {
+		for _, sp := range spans {
+			b = binary.AppendVarint(b, int64(uint64(sp.EndTimestamp())-uint64(sp.StartTimestamp())))
+		}
 	}
 	// Event times and link ids are read before the spans are cleared.
-	var tail []byte
 	for _, sp := range spans {
 		for _, ev := range sp.Events().All() {
 			tail = binary.AppendVarint(tail, int64(uint64(ev.Timestamp())-uint64(sp.StartTimestamp())))
 		}
 	}
-	for _, sp := range spans {
-		for _, l := range sp.Links().All() {
-			tid, sid := l.TraceID(), l.SpanID()
-			tail = append(tail, tid[:]...)
-			tail = append(tail, sid[:]...)
+	if !split {
+		for _, sp := range spans {
+			for _, l := range sp.Links().All() {
+				tid, sid := l.TraceID(), l.SpanID()
+				tail = append(tail, tid[:]...)
+				tail = append(tail, sid[:]...)
+			}
 		}
 	}
 
@@ -166,16 +237,76 @@ func (s *spanFrameScratch) encode(td ptrace.Traces) ([]byte, error) {
 	}
 	proto, err := tracesMarshaler.MarshalTraces(td)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if s.plain {
+	if s.codec == codecZstdColumns {
 		b = binary.AppendUvarint(b, uint64(len(proto)))
 		b = append(b, proto...)
 	} else if b, err = s.fields.appendSplit(b, proto); err != nil {
-		return nil, fmt.Errorf("span frame columns: %w", err)
+		return nil, nil, fmt.Errorf("span frame columns: %w", err)
 	}
 	s.buf = append(b, tail...)
-	return s.buf, nil
+	if !split {
+		return nil, s.buf, nil
+	}
+	s.raw = a
+	return s.raw, s.buf, nil
+}
+
+// maxDurationUnit is the largest power of ten a frame's durations are
+// stored in units of: 10^9 ns, a second.
+const maxDurationUnit = 9
+
+var powersOfTen = [maxDurationUnit + 1]uint64{1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9}
+
+// appendDurations appends the spans' durations (end − start, modulo 2^64)
+// as codec 0x06 stores them: in units of the largest power of ten that
+// divides them all (the clock's resolution: many SDKs give µs), less the
+// shortest, bit-packed at the width the longest needs.
+//
+//	durations := unit[1] uvarint(shortest) width[1] n × (duration/10^unit − shortest)[width bits]
+func (s *spanFrameScratch) appendDurations(b []byte, spans []ptrace.Span) []byte {
+	unit := maxDurationUnit
+	lo, hi := uint64(math.MaxUint64), uint64(0)
+	for _, sp := range spans {
+		d := uint64(sp.EndTimestamp()) - uint64(sp.StartTimestamp())
+		for unit > 0 && d%powersOfTen[unit] != 0 {
+			unit--
+		}
+	}
+	for _, sp := range spans {
+		d := (uint64(sp.EndTimestamp()) - uint64(sp.StartTimestamp())) / powersOfTen[unit]
+		lo, hi = min(lo, d), max(hi, d)
+	}
+	if len(spans) == 0 {
+		lo = 0
+	}
+	w := bits.Len64(hi - lo)
+	b = binary.AppendUvarint(append(b, byte(unit)), lo)
+	bw := bitWriter{b: append(b, byte(w))}
+	for _, sp := range spans {
+		bw.write((uint64(sp.EndTimestamp())-uint64(sp.StartTimestamp()))/powersOfTen[unit]-lo, w)
+	}
+	return bw.b
+}
+
+// readDurations reads n durations written by appendDurations.
+func (r *columnReader) readDurations(n uint64) []uint64 {
+	unit := r.bytes(1, "duration unit")[0]
+	lo := r.uvarint("shortest duration")
+	w := r.bytes(1, "duration width")[0]
+	if unit > maxDurationUnit || w > 64 {
+		r.fail("durations")
+	}
+	if r.err != nil {
+		return nil
+	}
+	packed := r.bytes(int((n*uint64(w)+7)/8), "durations")
+	out := make([]uint64, n)
+	for i := range out {
+		out[i] = (lo + readUint(packed, i*int(w), int(w))) * powersOfTen[unit]
+	}
+	return out
 }
 
 // columnReader reads the columns of a span frame, remembering the first error.
@@ -221,7 +352,7 @@ func (r *columnReader) bytes(n int, what string) []byte {
 	return out
 }
 
-// decodeSpanFrame decodes a span frame payload of codec 0x02 or 0x05.
+// decodeSpanFrame decodes a span frame payload of codec 0x02, 0x05 or 0x06.
 func decodeSpanFrame(codec byte, payload []byte) (ptrace.Traces, error) {
 	return decodeSpanFrameOf(codec, payload, nil)
 }
@@ -238,10 +369,48 @@ func decodeSpanFrameOf(codec byte, payload []byte, want *pcommon.TraceID) (ptrac
 	if r.err != nil || n > uint64(len(r.b))/8 {
 		return ptrace.Traces{}, fmt.Errorf("%w: %w: span count %d for %d bytes", ErrCorrupt, errSpanFrame, n, len(payload))
 	}
+	split := codec == codecSpanRaw
 	traceIDs := make([]pcommon.TraceID, 0, n)
+	spanIDs := make([]pcommon.SpanID, n)
+	readSpanIDs := func() {
+		for i := range spanIDs {
+			spanIDs[i] = pcommon.SpanID(r.bytes(8, "span id"))
+		}
+	}
+	var (
+		frameTraces []byte        // codec 0x06: the frame's trace ids, each once
+		links       *columnReader // codec 0x06: every link's ids, in order
+		ends        []uint64
+	)
+	if split {
+		// The raw part: the trace ids, span ids, link ids, durations;
+		// the runs start the compressed part.
+		k := r.uvarint("trace count")
+		if k > n {
+			r.fail("trace count")
+		}
+		frameTraces = r.bytes(16*int(min(k, n)), "trace ids")
+		readSpanIDs()
+		nl := r.uvarint("link count")
+		if nl > uint64(len(r.b))/24 {
+			r.fail("link ids")
+		}
+		links = &columnReader{b: r.bytes(24*int(min(nl, uint64(len(r.b))/24)), "link ids")}
+		ends = r.readDurations(n)
+	}
 	runs := r.uvarint("trace id runs")
 	for i := uint64(0); i < runs && r.err == nil; i++ {
-		id := pcommon.TraceID(r.bytes(16, "trace id"))
+		var id pcommon.TraceID
+		if split {
+			k := r.uvarint("run's trace")
+			if k >= uint64(len(frameTraces))/16 {
+				r.fail("run's trace")
+				break
+			}
+			id = pcommon.TraceID(frameTraces[16*k:])
+		} else {
+			id = pcommon.TraceID(r.bytes(16, "trace id"))
+		}
 		l := r.uvarint("trace id run")
 		if l > n-uint64(len(traceIDs)) {
 			r.fail("trace id run")
@@ -254,9 +423,8 @@ func decodeSpanFrameOf(codec byte, payload []byte, want *pcommon.TraceID) (ptrac
 	if r.err == nil && uint64(len(traceIDs)) != n {
 		r.fail("trace id runs")
 	}
-	spanIDs := make([]pcommon.SpanID, n)
-	for i := range spanIDs {
-		spanIDs[i] = pcommon.SpanID(r.bytes(8, "span id"))
+	if !split {
+		readSpanIDs()
 	}
 	parents := make([]pcommon.SpanID, n)
 	for i := range parents {
@@ -276,9 +444,18 @@ func decodeSpanFrameOf(codec byte, payload []byte, want *pcommon.TraceID) (ptrac
 		prev += uint64(r.varint("start"))
 		starts[i] = prev
 	}
-	ends := make([]uint64, n)
-	for i := range ends {
-		ends[i] = starts[i] + uint64(r.varint("duration"))
+	if r.err != nil {
+		return ptrace.Traces{}, r.err
+	}
+	if split {
+		for i := range ends {
+			ends[i] += starts[i]
+		}
+	} else {
+		ends = make([]uint64, n)
+		for i := range ends {
+			ends[i] = starts[i] + uint64(r.varint("duration"))
+		}
 	}
 	if r.err != nil {
 		return ptrace.Traces{}, r.err
@@ -289,7 +466,7 @@ func decodeSpanFrameOf(codec byte, payload []byte, want *pcommon.TraceID) (ptrac
 		return ptrace.Traces{}, r.err
 	}
 	var cols *spanColumns
-	if codec == codecZstdSpanFields {
+	if codec != codecZstdColumns {
 		cols = getSpanColumns()
 		defer putSpanColumns(cols) // the protobuf below is a copy, decoded before the return
 		if err := readSpanColumns(r, n, cols); err != nil {
@@ -361,18 +538,28 @@ func decodeSpanFrameOf(codec byte, payload []byte, want *pcommon.TraceID) (ptrac
 			ev.SetTimestamp(pcommon.Timestamp(uint64(sp.StartTimestamp()) + uint64(r.varint("event time"))))
 		}
 	}
+	lr := r
+	if split {
+		lr = links
+	}
 	for i, c := range counts {
 		if idx[i] < 0 {
-			r.bytes(24*c.links, "link ids")
+			lr.bytes(24*c.links, "link ids")
 			continue
 		}
 		for _, l := range all[idx[i]].Links().All() {
-			l.SetTraceID(pcommon.TraceID(r.bytes(16, "link trace id")))
-			l.SetSpanID(pcommon.SpanID(r.bytes(8, "link span id")))
+			l.SetTraceID(pcommon.TraceID(lr.bytes(16, "link trace id")))
+			l.SetSpanID(pcommon.SpanID(lr.bytes(8, "link span id")))
 		}
+	}
+	if split && r.err == nil && lr.err == nil && len(lr.b) != 0 {
+		lr.fail("link ids")
 	}
 	if r.err != nil {
 		return ptrace.Traces{}, r.err
+	}
+	if lr.err != nil {
+		return ptrace.Traces{}, lr.err
 	}
 	if len(r.b) != 0 {
 		return ptrace.Traces{}, fmt.Errorf("%w: %w: %d trailing bytes", ErrCorrupt, errSpanFrame, len(r.b))

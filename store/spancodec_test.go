@@ -65,9 +65,10 @@ func edgeTraces() ptrace.Traces {
 	return td
 }
 
-// spanFrameCodecs are the span frame payloads a store reads: with
-// attribute columns (written now) and without (written by earlier builds).
-var spanFrameCodecs = []byte{codecZstdSpanFields, codecZstdColumns}
+// spanFrameCodecs are the span frame payloads a store reads: with raw ids
+// and durations (written now), with field columns and without (written by
+// earlier builds).
+var spanFrameCodecs = []byte{codecSpanRaw, codecZstdSpanFields, codecZstdColumns}
 
 func TestSpanFrameRoundTrip(t *testing.T) {
 	for _, tc := range []struct {
@@ -100,12 +101,13 @@ func TestSpanFrameScratchIsReused(t *testing.T) {
 	s := spanFrameScratchPool.Get().(*spanFrameScratch)
 	defer s.release()
 	for i, td := range []ptrace.Traces{otlptest.New(1).Traces(100, 3), edgeTraces(), otlptest.New(1).Traces(10, 3), otlptest.New(2).Traces(1, 300), ptrace.NewTraces(), otlptest.New(3).Traces(5, 2)} {
-		want, err := encodeSpanFrame(codecZstdSpanFields, cloneTraces(td))
+		want, err := encodeSpanFrame(codecSpanRaw, cloneTraces(td))
 		require.NoError(t, err)
-		got, err := s.encode(cloneTraces(td))
+		raw, rest, err := s.encode(cloneTraces(td))
 		require.NoError(t, err)
+		got := append(slices.Clip(raw), rest...)
 		require.Equal(t, want, got, "frame %d", i)
-		decoded, err := decodeSpanFrame(codecZstdSpanFields, got)
+		decoded, err := decodeSpanFrame(codecSpanRaw, got)
 		require.NoError(t, err)
 		requireSameTraces(t, td, decoded)
 	}
@@ -156,14 +158,14 @@ func FuzzSpanFrame(f *testing.F) {
 		for _, codec := range spanFrameCodecs {
 			payload, err := encodeSpanFrame(codec, cloneTraces(td))
 			require.NoError(f, err)
-			f.Add(codec == codecZstdSpanFields, payload)
+			f.Add(codec, payload)
 		}
 	}
-	f.Add(true, []byte{0xff, 0xff, 0xff, 0xff, 0x0f})
-	f.Fuzz(func(t *testing.T, attrs bool, payload []byte) {
-		codec := codecZstdColumns
-		if attrs {
-			codec = codecZstdSpanFields
+	f.Add(codecZstdSpanFields, []byte{0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Add(codecSpanRaw, []byte{1, 1, 15: 0, 8: 0, 0, 0, 64})
+	f.Fuzz(func(t *testing.T, codec byte, payload []byte) {
+		if !slices.Contains(spanFrameCodecs, codec) {
+			codec = spanFrameCodecs[int(codec)%len(spanFrameCodecs)]
 		}
 		td, err := decodeSpanFrame(codec, payload)
 		if err != nil {
@@ -176,7 +178,7 @@ func FuzzSpanFrame(f *testing.F) {
 			require.NoError(t, err)
 			requireSameTraces(t, otlptest.FilterTrace(td, id), one)
 		}
-		// Whatever decodes re-encodes, in either codec, to something that
+		// Whatever decodes re-encodes, in every codec, to something that
 		// decodes the same.
 		for _, c := range spanFrameCodecs {
 			again, err := encodeSpanFrame(c, cloneTraces(td))
@@ -323,7 +325,7 @@ func BenchmarkSpanFrame(b *testing.B) {
 		frames[i] = g.Traces(25, 10)
 	}
 	for _, codec := range spanFrameCodecs {
-		s := spanFrameScratch{plain: codec == codecZstdColumns}
+		s := spanFrameScratch{codec: codec}
 		vals := make([][]byte, len(frames))
 		b.Run(fmt.Sprintf("codec %d/encode", codec), func(b *testing.B) {
 			bytes, spans := 0, 0
@@ -337,9 +339,13 @@ func BenchmarkSpanFrame(b *testing.B) {
 					}
 					b.StartTimer()
 				}
-				payload, err := s.encode(tds[k])
+				raw, rest, err := s.encode(tds[k])
 				require.NoError(b, err)
-				vals[k] = c.encode(codec, payload)
+				if codec == codecSpanRaw {
+					vals[k] = c.encodeSplit(codec, raw, rest)
+				} else {
+					vals[k] = c.encode(codec, rest)
+				}
 				bytes, spans = bytes+len(vals[k]), spans+250
 			}
 			b.ReportMetric(float64(bytes)/float64(spans), "B/span")

@@ -407,24 +407,30 @@ func TestUnknownEntriesInDataDirAreIgnored(t *testing.T) {
 
 // TestSpanFramesOfEarlierBuildsRead: a store holding what builds before
 // span field columns and postings format 3 wrote (span frames of codec
-// 0x02, postings of format 2 with the 0x06 batch table) and what is
-// written now reads every trace of both, whole, and finds every one by
-// search, before and after a restart.
+// 0x02, postings of format 2 with the 0x06 batch table), what builds
+// before raw ids and postings format 4 wrote (codec 0x05, format 3) and
+// what is written now reads every trace of each, whole, and finds every
+// one by search, before and after a restart.
 func TestSpanFramesOfEarlierBuildsRead(t *testing.T) {
 	dir := t.TempDir()
 	db := openStore(t, dir)
-	earlier, now := otlptest.New(21).Traces(30, 4), otlptest.New(22).Traces(30, 4)
-	wantEarlier, wantNow := copyTraces(earlier), copyTraces(now)
-	store.WritePlainSpanFrames(true)
-	store.WritePostingsV2(true)
+	earlier, fields, now := otlptest.New(21).Traces(30, 4), otlptest.New(23).Traces(30, 4), otlptest.New(22).Traces(30, 4)
+	wantEarlier, wantFields, wantNow := copyTraces(earlier), copyTraces(fields), copyTraces(now)
+	store.WriteSpanCodec(0x02)
+	store.WritePostingsFormat(2)
 	err := db.WriteTraces(context.Background(), earlier)
-	store.WritePlainSpanFrames(false)
-	store.WritePostingsV2(false)
+	store.WriteSpanCodec(0x05)
+	store.WritePostingsFormat(3)
+	if err == nil {
+		err = db.WriteTraces(context.Background(), fields)
+	}
+	store.WriteSpanCodec(0)
+	store.WritePostingsFormat(0)
 	require.NoError(t, err)
 	require.NoError(t, db.WriteTraces(context.Background(), now))
 	check := func(db *store.DB) {
 		t.Helper()
-		for _, want := range []ptrace.Traces{wantEarlier, wantNow} {
+		for _, want := range []ptrace.Traces{wantEarlier, wantFields, wantNow} {
 			for _, id := range otlptest.TraceIDs(want) {
 				got, err := db.Trace(context.Background(), model.TraceID(id))
 				require.NoError(t, err)
@@ -439,7 +445,7 @@ func TestSpanFramesOfEarlierBuildsRead(t *testing.T) {
 		for _, s := range res.Traces {
 			found[s.TraceID] = true
 		}
-		for _, want := range []ptrace.Traces{wantEarlier, wantNow} {
+		for _, want := range []ptrace.Traces{wantEarlier, wantFields, wantNow} {
 			for _, id := range otlptest.TraceIDs(want) {
 				require.True(t, found[model.TraceID(id)], "trace %s found by search", id)
 			}

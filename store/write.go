@@ -124,8 +124,9 @@ type frameSource interface {
 	// when none is open.
 	move(r itemRef)
 	// marshal encodes the frame being built and closes it, returning the
-	// frame codec and the payload to compress.
-	marshal() (byte, []byte, error)
+	// frame codec, the part of its payload stored as it is (codecSpanRaw
+	// only) and the part to compress.
+	marshal() (codec byte, raw, rest []byte, err error)
 }
 
 // buildBatch cuts a request into frames. Items are ordered by trace id across
@@ -146,11 +147,15 @@ func (db *DB) buildBatch(kind Kind, seq uint64, src frameSource) (*batch, error)
 		if n == 0 {
 			return nil
 		}
-		codec, payload, err := src.marshal()
+		codec, raw, rest, err := src.marshal()
 		if err != nil {
 			return fmt.Errorf("encode frame: %w", err)
 		}
-		b.endFrame(db.codec.encode(codec, payload))
+		if codec == codecSpanRaw {
+			b.endFrame(db.codec.encodeSplit(codec, raw, rest))
+		} else {
+			b.endFrame(db.codec.encode(codec, rest))
+		}
 		n = 0
 		return nil
 	}
@@ -227,21 +232,22 @@ func (s *spanSource) move(r itemRef) {
 	ss.Spans().At(r.i).MoveTo(dst.AppendEmpty())
 }
 
-// writePlainSpanFrames makes span frames of codec 0x02, as builds before
-// codec 0x05 wrote them (tests of reading both).
-var writePlainSpanFrames atomic.Bool
+// writeSpanCodec, when set, makes span frames of that codec (0x02 or 0x05)
+// as earlier builds wrote them (tests of reading them).
+var writeSpanCodec atomic.Uint32
 
-func (s *spanSource) marshal() (byte, []byte, error) {
+func (s *spanSource) marshal() (byte, []byte, []byte, error) {
 	s.open = false
 	if s.scratch == nil {
 		s.scratch = spanFrameScratchPool.Get().(*spanFrameScratch)
 	}
-	codec := codecZstdSpanFields
-	if s.scratch.plain = writePlainSpanFrames.Load(); s.scratch.plain {
-		codec = codecZstdColumns
+	codec := byte(writeSpanCodec.Load())
+	if codec == 0 {
+		codec = codecSpanRaw
 	}
-	payload, err := s.scratch.encode(s.cur)
-	return codec, payload, err
+	s.scratch.codec = codec
+	raw, rest, err := s.scratch.encode(s.cur)
+	return codec, raw, rest, err
 }
 
 // writeHead runs fill on one Badger write batch of the head partition and
