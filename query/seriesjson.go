@@ -75,6 +75,73 @@ func (m *TraceMetrics) appendJSON(b []byte) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
+// Sample is a float sample of a series, written [unix seconds, "value"] as
+// Prometheus writes a matrix's samples.
+type Sample struct {
+	T int64 // ms
+	V float64
+}
+
+func (p Sample) appendJSON(b []byte) ([]byte, error) {
+	b, err := appendSeconds(append(b, '['), p.T)
+	if err != nil {
+		return nil, err
+	}
+	// A float's text is digits, '.', '-', '+', "NaN" or "Inf": nothing
+	// to escape.
+	b = strconv.AppendFloat(append(b, ',', '"'), p.V, 'f', -1, 64)
+	return append(b, '"', ']'), nil
+}
+
+// appendSeconds appends ms/1000 as encoding/json writes the float64
+// ms/1000: under 10^15 ms (31,000 years) that is the decimal itself, its
+// fraction's trailing zeros trimmed (a decimal of at most 15 digits is the
+// shortest that reads back as the float64 nearest it), written here
+// without formatting a float.
+func appendSeconds(b []byte, ms int64) ([]byte, error) {
+	if ms <= -1e15 || ms >= 1e15 {
+		return appendJSONValue(b, float64(ms)/1000)
+	}
+	if ms < 0 {
+		b, ms = append(b, '-'), -ms
+	}
+	b = strconv.AppendInt(b, ms/1000, 10)
+	if frac := ms % 1000; frac != 0 {
+		digits := [3]byte{byte('0' + frac/100), byte('0' + frac/10%10), byte('0' + frac%10)}
+		n := 3
+		for digits[n-1] == '0' {
+			n--
+		}
+		b = append(append(b, '.'), digits[:n]...)
+	}
+	return b, nil
+}
+
+// MarshalJSON writes the sample as [unix seconds, "value"].
+func (p Sample) MarshalJSON() ([]byte, error) { return p.appendJSON(nil) }
+
+// UnmarshalJSON reads a sample written as [unix seconds, "value"].
+func (p *Sample) UnmarshalJSON(b []byte) error {
+	var pair [2]json.RawMessage
+	if err := json.Unmarshal(b, &pair); err != nil {
+		return fmt.Errorf("sample: %w", err)
+	}
+	var sec float64
+	var val string
+	if err := json.Unmarshal(pair[0], &sec); err != nil {
+		return fmt.Errorf("sample time: %w", err)
+	}
+	if err := json.Unmarshal(pair[1], &val); err != nil {
+		return fmt.Errorf("sample value: %w", err)
+	}
+	v, err := strconv.ParseFloat(val, 64)
+	if err != nil {
+		return fmt.Errorf("sample value: %w", err)
+	}
+	*p = Sample{T: int64(math.Round(sec * 1000)), V: v}
+	return nil
+}
+
 // MarshalJSON writes a service's series as encoding/json would, without
 // its reflection.
 func (s ServiceSeries) MarshalJSON() ([]byte, error) {
@@ -98,24 +165,22 @@ func (s ServiceSeries) appendJSON(b []byte) ([]byte, error) {
 		b = append(b, ':')
 		b = appendJSONString(b, s.Metric[k])
 	}
-	b = append(b, `},"values":[`...)
-	for i, v := range s.Values {
-		if i > 0 {
-			b = append(b, ',')
-		}
+	b = append(b, `},"values":`...)
+	if s.Values == nil {
+		b = append(b, "null"...)
+	} else {
 		b = append(b, '[')
-		for j, x := range v {
-			if j > 0 {
+		for i, v := range s.Values {
+			if i > 0 {
 				b = append(b, ',')
 			}
 			var err error
-			if b, err = appendJSONValue(b, x); err != nil {
+			if b, err = v.appendJSON(b); err != nil {
 				return nil, fmt.Errorf("series %s: %w", s.Metric["__name__"], err)
 			}
 		}
 		b = append(b, ']')
 	}
-	b = append(b, ']')
 	if len(s.Histograms) > 0 {
 		b = append(b, `,"histograms":[`...)
 		for i, h := range s.Histograms {

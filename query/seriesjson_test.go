@@ -3,13 +3,15 @@ package query
 import (
 	"encoding/json"
 	"math"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 )
 
-// plainSeries has ServiceSeries' fields without its MarshalJSON.
+// plainSeries has ServiceSeries' fields without its MarshalJSON, its
+// samples as [2]any pairs of a float and a string.
 type plainSeries struct {
 	Service    string            `json:"service"`
 	Metric     map[string]string `json:"metric"`
@@ -17,41 +19,66 @@ type plainSeries struct {
 	Histograms []json.RawMessage `json:"histograms,omitempty"`
 }
 
+func plain(s ServiceSeries) plainSeries {
+	p := plainSeries{Service: s.Service, Metric: s.Metric, Histograms: s.Histograms}
+	if s.Values != nil {
+		p.Values = [][2]any{}
+	}
+	for _, v := range s.Values {
+		p.Values = append(p.Values, [2]any{float64(v.T) / 1000, strconv.FormatFloat(v.V, 'f', -1, 64)})
+	}
+	return p
+}
+
 // TestServiceSeriesJSONIsEncodingJSONs: the hand-written encoding is byte
 // for byte encoding/json's, escapes and odd values included.
 func TestServiceSeriesJSONIsEncodingJSONs(t *testing.T) {
 	for _, s := range []ServiceSeries{
-		{Service: "cart", Metric: map[string]string{"__name__": "up", "job": "cart"}, Values: [][2]any{}},
+		{Service: "cart", Metric: map[string]string{"__name__": "up", "job": "cart"}, Values: []Sample{}},
 		{Service: "c\"a<r>t&", Metric: map[string]string{"z": "é\u2028\x01", "a": "\xff\xfe", "span_name": `GET /a\b`},
-			Values: [][2]any{{1796193452.99, "1"}, {0.0, "NaN"}, {1e-7, "+Inf"}, {1e22, "-1.5e-300"}, {-3.25, "0"}}},
-		{Service: "h", Metric: map[string]string{}, Values: [][2]any{},
+			Values: []Sample{{1796193452990, 1}, {0, math.NaN()}, {1, math.Inf(1)}, {math.MaxInt64, -1.5e-300}, {-3250, 0}, {math.MinInt64, math.Inf(-1)}, {7, 1e22},
+				{-1, 0.1}, {-999, 2}, {1e15 - 1, 3}, {1e15, 4}, {-1e15 + 1, 5}, {-1e15, 6}, {999_999_999_999_990, 7}, {100, 8}, {1010, 9}}},
+		{Service: "h", Metric: map[string]string{}, Values: []Sample{},
 			Histograms: []json.RawMessage{json.RawMessage(`[1,{"count":"3","sum":"1.25","buckets":[[0,"0.5","1","1"]]}]`)}},
+		{Service: "nil", Metric: map[string]string{}},
 	} {
 		got, err := json.Marshal(s)
 		require.NoError(t, err)
-		want, err := json.Marshal(plainSeries(s))
+		want, err := json.Marshal(plain(s))
 		require.NoError(t, err)
 		require.Equal(t, string(want), string(got))
+		// And reads back.
+		var back ServiceSeries
+		require.NoError(t, json.Unmarshal(got, &back))
+		require.Len(t, back.Values, len(s.Values))
+		for i, v := range s.Values {
+			if v.T > -1<<53 && v.T < 1<<53 { // a float64 of seconds holds ms exactly
+				require.Equal(t, v.T, back.Values[i].T)
+			}
+			require.Equal(t, strconv.FormatFloat(v.V, 'f', -1, 64), strconv.FormatFloat(back.Values[i].V, 'f', -1, 64))
+		}
 	}
-	_, err := json.Marshal(ServiceSeries{Values: [][2]any{{math.NaN(), "1"}}})
-	require.Error(t, err, "a NaN time fails as it does in encoding/json")
 }
 
 // FuzzServiceSeriesJSON: for any labels and sample, the hand-written
-// encoding is encoding/json's (or fails where it fails).
+// encoding is encoding/json's (or fails where it fails), and reads back.
 func FuzzServiceSeriesJSON(f *testing.F) {
-	f.Add("cart", "span_name", "GET /a", 1796193452.99, "1")
-	f.Add("c\"<", "\xff", "\u2028", 1e-7, "NaN")
-	f.Fuzz(func(t *testing.T, svc, name, value string, ts float64, v string) {
-		s := ServiceSeries{Service: svc, Metric: map[string]string{name: value, "__name__": v}, Values: [][2]any{{ts, v}}}
+	f.Add("cart", "span_name", "GET /a", int64(1796193452990), 1.0)
+	f.Add("c\"<", "\xff", "\u2028", int64(-1), math.NaN())
+	f.Add("", "", "", int64(-999_999_999_999_999), 0.0)
+	f.Fuzz(func(t *testing.T, svc, name, value string, ts int64, v float64) {
+		s := ServiceSeries{Service: svc, Metric: map[string]string{name: value, "__name__": value}, Values: []Sample{{ts, v}}}
 		got, err := json.Marshal(s)
-		want, wantErr := json.Marshal(plainSeries(s))
+		want, wantErr := json.Marshal(plain(s))
 		if wantErr != nil {
 			require.Error(t, err)
 			return
 		}
 		require.NoError(t, err)
 		require.Equal(t, string(want), string(got))
+		var back ServiceSeries
+		require.NoError(t, json.Unmarshal(got, &back))
+		require.Equal(t, strconv.FormatFloat(v, 'f', -1, 64), strconv.FormatFloat(back.Values[0].V, 'f', -1, 64))
 	})
 }
 
@@ -66,7 +93,7 @@ func TestEncodeTraceResponse(t *testing.T) {
 		Logs:  []TraceLog{{Time: time.Unix(1796193452, 0).UTC(), TimeUnixNano: "1796193452000000000", Stream: map[string]string{"app": "<cart>"}, Line: "paid \"ok\"", SpanID: "0102030405060708"}},
 		Metrics: &TraceMetrics{
 			Exemplars:    []ExemplarSeries{{SeriesLabels: map[string]string{"__name__": "x"}, Exemplars: []Exemplar{{Labels: map[string]string{"trace_id": "5b"}, Value: "1", Timestamp: 1796193452.5}}}},
-			Series:       []ServiceSeries{{Service: "cart", Metric: map[string]string{"__name__": "up"}, Values: [][2]any{{1796193452.0, "1"}}}},
+			Series:       []ServiceSeries{{Service: "cart", Metric: map[string]string{"__name__": "up"}, Values: []Sample{{1796193452000, 1}}}},
 			ServiceGraph: []Dependency{{Parent: "cart", Child: "db", CallCount: 3}},
 			From:         time.Unix(1796193152, 0).UTC(), To: time.Unix(1796193753, 0).UTC(),
 		},

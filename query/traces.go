@@ -93,8 +93,8 @@ type TraceMetrics struct {
 type ServiceSeries struct {
 	Service string            `json:"service"`
 	Metric  map[string]string `json:"metric"`
-	// Values are [unix seconds, "value"] pairs, as Prometheus writes them.
-	Values [][2]any `json:"values"`
+	// Values are written [unix seconds, "value"], as Prometheus writes them.
+	Values []Sample `json:"values"`
 	// Histograms are the native histogram samples, [unix seconds,
 	// {count, sum, buckets}] as Prometheus writes them in a matrix.
 	Histograms []json.RawMessage `json:"histograms,omitempty"`
@@ -115,7 +115,41 @@ const maxSeriesPerService = 50
 var notGenerated = labels.MustNewMatcher(labels.MatchNotRegexp, "__name__", "traces_(spanmetrics|service_graph)_.+")
 
 // redSeries are a service's rate, errors and duration from span metrics.
-const redSeries = "traces_spanmetrics_calls_total|traces_spanmetrics_duration_seconds_count|traces_spanmetrics_duration_seconds_sum"
+var redSeries = labels.MustNewMatcher(labels.MatchRegexp, "__name__",
+	"traces_spanmetrics_calls_total|traces_spanmetrics_duration_seconds_count|traces_spanmetrics_duration_seconds_sum")
+
+// spanNameMatchers keeps the span_name matchers of recent answers by their
+// expression: a service's spans in one trace are named as in the next, and
+// compiling the expression was a fifth of the time its series took. It is
+// cleared when full, so it holds at most maxCachedMatchers.
+var spanNameMatchers = struct {
+	sync.Mutex
+	m map[string]*labels.Matcher
+}{m: map[string]*labels.Matcher{}}
+
+const maxCachedMatchers = 512
+
+// spanNameMatcher returns the matcher of span_name =~ re.
+func spanNameMatcher(re string) (*labels.Matcher, error) {
+	c := &spanNameMatchers
+	c.Lock()
+	m := c.m[re]
+	c.Unlock()
+	if m != nil {
+		return m, nil
+	}
+	m, err := labels.NewMatcher(labels.MatchRegexp, "span_name", re)
+	if err != nil {
+		return nil, err
+	}
+	c.Lock()
+	if len(c.m) >= maxCachedMatchers {
+		clear(c.m)
+	}
+	c.m[re] = m
+	c.Unlock()
+	return m, nil
+}
 
 // maxREDNames is how many span names of a service in a trace restrict its
 // RED series to those names; a trace with more takes the service's RED
@@ -187,16 +221,13 @@ func serviceSeriesOf(ctx context.Context, q storage.Querier, svc string, names [
 	seen := map[string]bool{}
 	// The RED series from span metrics of the service's operations in the
 	// trace first, then what else names the service, up to the bound.
-	red := []*labels.Matcher{
-		labels.MustNewMatcher(labels.MatchRegexp, "__name__", redSeries),
-		labels.MustNewMatcher(labels.MatchEqual, "service", svc),
-	}
+	red := []*labels.Matcher{redSeries, labels.MustNewMatcher(labels.MatchEqual, "service", svc)}
 	if len(names) > 0 && len(names) <= maxREDNames {
 		quoted := make([]string, len(names))
 		for i, n := range names {
 			quoted[i] = regexp.QuoteMeta(n)
 		}
-		m, err := labels.NewMatcher(labels.MatchRegexp, "span_name", strings.Join(quoted, "|"))
+		m, err := spanNameMatcher(strings.Join(quoted, "|"))
 		if err != nil {
 			return nil, fmt.Errorf("span names of %s: %w", svc, err)
 		}
@@ -224,7 +255,7 @@ func serviceSeriesOf(ctx context.Context, q storage.Querier, svc string, names [
 				continue
 			}
 			seen[k] = true
-			ss := ServiceSeries{Service: svc, Metric: series.Labels().Map(), Values: [][2]any{}}
+			ss := ServiceSeries{Service: svc, Metric: series.Labels().Map(), Values: []Sample{}}
 			it := series.Iterator(nil)
 			for vt := it.Next(); vt != chunkenc.ValNone; vt = it.Next() {
 				if t := it.AtT(); t < from.UnixMilli() || t > to.UnixMilli() {
@@ -233,7 +264,7 @@ func serviceSeriesOf(ctx context.Context, q storage.Querier, svc string, names [
 				switch vt {
 				case chunkenc.ValFloat:
 					t, v := it.At()
-					ss.Values = append(ss.Values, [2]any{float64(t) / 1000, strconv.FormatFloat(v, 'f', -1, 64)})
+					ss.Values = append(ss.Values, Sample{T: t, V: v})
 				case chunkenc.ValHistogram, chunkenc.ValFloatHistogram:
 					t, h := it.AtFloatHistogram(nil)
 					b, err := promql.HPoint{T: t, H: h}.MarshalJSON()

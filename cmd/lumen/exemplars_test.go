@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -146,7 +147,7 @@ func TestTraceShowsItsServicesSeries(t *testing.T) {
 	values := func(ss query.ServiceSeries) []string {
 		var out []string
 		for _, v := range ss.Values {
-			out = append(out, v[1].(string))
+			out = append(out, strconv.FormatFloat(v.V, 'f', -1, 64))
 		}
 		return out
 	}
