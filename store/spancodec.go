@@ -477,7 +477,7 @@ func decodeSpanFrameOf(codec byte, payload []byte, want *pcommon.TraceID) (ptrac
 	// The protobuf's spans, in order: how many events and links each has
 	// (to walk the columns that follow), and, when filtering or putting
 	// fields back from their columns, a protobuf of the kept spans only.
-	counts, kept, err := scanSpans(proto, keep, cols, want == nil)
+	counts, kept, err := scanSpans(proto, int(n), keep, cols, want == nil)
 	if err == nil && cols != nil {
 		err = cols.finish()
 	}
@@ -584,8 +584,8 @@ const (
 // frame has field columns) into a smaller request; groups left
 // without spans are left out unless whole (every span kept: the request
 // as it was).
-func scanSpans(proto []byte, keep func(int) bool, cols *spanColumns, whole bool) ([]spanCounts, []byte, error) {
-	var counts []spanCounts
+func scanSpans(proto []byte, n int, keep func(int) bool, cols *spanColumns, whole bool) ([]spanCounts, []byte, error) {
+	counts := make([]spanCounts, 0, n) // n, the frame's span count: a hint
 	var out, body []byte
 	err := eachField(proto, func(num protowire.Number, typ protowire.Type, field []byte) error {
 		if num != fieldResourceSpans || typ != protowire.BytesType {

@@ -297,7 +297,7 @@ func TestSpanColumnsKeepFieldsAsTheyAre(t *testing.T) {
 	require.Equal(t, []string{"field 5", "attribute a", "attribute c"}, columns(2))
 	require.Equal(t, []string{"field 5", "attribute ", "attribute a"}, columns(3))
 
-	_, back, err := scanSpans(rest, func(int) bool { return true }, attrs, true)
+	_, back, err := scanSpans(rest, 0, func(int) bool { return true }, attrs, true)
 	require.NoError(t, err)
 	require.NoError(t, attrs.finish())
 	want, err := tracesUnmarshaler.UnmarshalTraces(proto)
