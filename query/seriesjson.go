@@ -9,12 +9,12 @@ import (
 	"unicode/utf8"
 )
 
-// encodeTraceResponse is json.Marshal(r), without encoding/json's
-// reflection over the metrics' series or its second pass over every
-// Marshaler's output (the trace's OTLP/JSON, each series): a trace's
-// answer carries a hundred series or more, and encoding them was a third
-// of its time. The trace and the metrics come last.
-func encodeTraceResponse(r TraceResponse) ([]byte, error) {
+// encodeTraceResponseTo appends json.Marshal(r) to dst, without
+// encoding/json's reflection over the metrics' series or its second pass
+// over every Marshaler's output (the trace's OTLP/JSON, each series): a
+// trace's answer carries a hundred series or more, and encoding them was a
+// third of its time. The trace and the metrics come last.
+func encodeTraceResponseTo(dst []byte, r TraceResponse) ([]byte, error) {
 	trace, metrics := r.Trace, r.Metrics
 	r.Trace, r.Metrics = nil, nil
 	head, err := json.Marshal(r)
@@ -27,7 +27,7 @@ func encodeTraceResponse(r TraceResponse) ([]byte, error) {
 			size += 160 + 32*len(s.Values) + 96*len(s.Histograms)
 		}
 	}
-	b := append(make([]byte, 0, size), head[:len(head)-1]...) // less its closing brace
+	b := append(slices.Grow(dst, size+1), head[:len(head)-1]...) // less its closing brace
 	if len(trace) > 0 {
 		b = append(b, `,"trace":`...)
 		b = append(b, trace...) // OTLP/JSON as ptrace writes it: compact

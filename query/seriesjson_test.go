@@ -107,8 +107,12 @@ func TestEncodeTraceResponse(t *testing.T) {
 	for _, r := range []TraceResponse{full, empty, noSeries, nilSeries} {
 		want, err := json.Marshal(r)
 		require.NoError(t, err)
-		got, err := encodeTraceResponse(r)
+		got, err := encodeTraceResponseTo(nil, r)
 		require.NoError(t, err)
 		require.JSONEq(t, string(want), string(got))
+		// Into a used buffer, as answers reuse them: the same bytes.
+		again, err := encodeTraceResponseTo(append(make([]byte, 0, 8), "old bytes"...)[:0], r)
+		require.NoError(t, err)
+		require.Equal(t, string(got), string(again))
 	}
 }

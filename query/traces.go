@@ -442,15 +442,28 @@ func (a *API) trace(w http.ResponseWriter, r *http.Request) {
 		})
 		resp.Metrics = &TraceMetrics{Exemplars: exemplarSeries(exemplars), Series: series, ServiceGraph: graph, From: from, To: to}
 	}
-	body, err := encodeTraceResponse(resp)
+	buf := responseBuffers.Get().(*[]byte)
+	body, err := encodeTraceResponseTo((*buf)[:0], resp)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(append(body, '\n')) // the client went away; nothing to do
+	body = append(body, '\n')
+	_, _ = w.Write(body) // the client went away; nothing to do
+	if cap(body) <= maxPooledResponse {
+		*buf = body[:0]
+		responseBuffers.Put(buf)
+	}
 }
+
+// responseBuffers hold the buffers trace answers are written into, for
+// the next answers: an answer is tens of KiB, a third of what it
+// allocated. One past maxPooledResponse is let go.
+var responseBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxPooledResponse = 1 << 20
 
 // exemplarRange is the time range (unix ns) of exemplars, for a trace known
 // only from them.
