@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"maps"
 	"math/rand/v2"
@@ -38,6 +39,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/lumenobs/lumen/internal/loopback"
 	"github.com/lumenobs/lumen/internal/otlptest"
@@ -184,6 +186,25 @@ type ledger struct {
 	opoints map[string]int             // "cycle/writer" -> OTLP gauge points
 	codes   map[string]int             // "signal status" -> requests
 	batch   int                        // samples or lines per request
+	// tenant is sent as X-Scope-OrgID with every write and read (none:
+	// the default tenant).
+	tenant string
+}
+
+// tenantName is the ledger's tenant, "default" for the default one.
+func (l *ledger) tenantName() string {
+	if l.tenant == "" {
+		return "default"
+	}
+	return l.tenant
+}
+
+// header is what names the ledger's tenant on a request.
+func (l *ledger) header() []string {
+	if l.tenant == "" {
+		return nil
+	}
+	return []string{"X-Scope-OrgID", l.tenant}
 }
 
 func newLedger() *ledger {
@@ -207,7 +228,7 @@ func (l *ledger) load(ctx context.Context, n *chaosNode, cycle, writers, max int
 		defer conn.Close()
 		client := ptraceotlp.NewGRPCClient(conn)
 		wg.Go(func() {
-			g := otlptest.New(uint64(cycle)*1000 + 7)
+			g := otlptest.New(uint64(cycle)*1000 + 7 + uint64(len(l.tenant))<<32 + uint64(crc32.ChecksumIEEE([]byte(l.tenant)))) // other traces for each tenant
 			for i := 0; i < max && ctx.Err() == nil; i++ {
 				td := g.Traces(5, 3)
 				// An indexed attribute per hundred requests (at most 500
@@ -222,6 +243,9 @@ func (l *ledger) load(ctx context.Context, n *chaosNode, cycle, writers, max int
 				}
 				ids := otlptest.TraceIDs(td)
 				rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				if h := l.header(); h != nil {
+					rctx = metadata.AppendToOutgoingContext(rctx, h...)
+				}
 				_, err := client.Export(rctx, ptraceotlp.NewExportRequestFromTraces(td))
 				cancel()
 				if err == nil {
@@ -254,7 +278,7 @@ func (l *ledger) pushSamples(ctx context.Context, n *chaosNode, key string, star
 			seq := i*l.batch + j
 			ts.Samples = append(ts.Samples, prompb.Sample{Timestamp: start.UnixMilli() + int64(seq), Value: float64(seq)})
 		}
-		code := chaosWrite(n, ts)
+		code := l.write(n, ts)
 		l.code("metrics", code)
 		if code == http.StatusNoContent {
 			l.mu.Lock()
@@ -277,17 +301,18 @@ func (l *ledger) rollBack(n *chaosNode, key string, i int) {
 		return prompb.TimeSeries{Labels: []prompb.Label{{Name: "__name__", Value: name}, {Name: "cycle", Value: cycle}, {Name: "n", Value: strconv.Itoa(i)}, {Name: "writer", Value: writer}},
 			Samples: []prompb.Sample{{Timestamp: t.UnixMilli(), Value: 1}}}
 	}
-	l.code("metrics", chaosWrite(n, series("chaos_rolled", now.Add(-time.Second)), series("chaos_future", now.Add(time.Hour))))
-	if chaosWrite(n, series("chaos_rolled", now)) == http.StatusNoContent {
+	l.code("metrics", l.write(n, series("chaos_rolled", now.Add(-time.Second)), series("chaos_future", now.Add(time.Hour))))
+	if l.write(n, series("chaos_rolled", now)) == http.StatusNoContent {
 		l.mu.Lock()
 		l.rolled[key]++
 		l.mu.Unlock()
 	}
 }
 
-func chaosWrite(n *chaosNode, ts ...prompb.TimeSeries) int {
+func (l *ledger) write(n *chaosNode, ts ...prompb.TimeSeries) int {
 	pb, _ := (&prompb.WriteRequest{Timeseries: ts}).Marshal()
-	return postBody(n.url("/api/v1/write"), "application/x-protobuf", snappy.Encode(nil, pb), "Content-Encoding", "snappy", "X-Prometheus-Remote-Write-Version", "0.1.0")
+	return postBody(n.url("/api/v1/write"), "application/x-protobuf", snappy.Encode(nil, pb),
+		append([]string{"Content-Encoding", "snappy", "X-Prometheus-Remote-Write-Version", "0.1.0"}, l.header()...)...)
 }
 
 func (l *ledger) pushLines(ctx context.Context, n *chaosNode, key string, start time.Time, max int) {
@@ -298,10 +323,10 @@ func (l *ledger) pushLines(ctx context.Context, n *chaosNode, key string, start 
 		for j := range l.batch {
 			seq := i*l.batch + j
 			seqs = append(seqs, seq)
-			vals = append(vals, fmt.Sprintf(`["%d","level=info seq=%d"]`, start.UnixNano()+int64(seq), seq))
+			vals = append(vals, fmt.Sprintf(`["%d","level=info tenant=%s seq=%d"]`, start.UnixNano()+int64(seq), l.tenantName(), seq))
 		}
 		body := fmt.Sprintf(`{"streams":[{"stream":{"chaos":"mixed","cycle":%q,"writer":%q},"values":[%s]}]}`, cycle, writer, strings.Join(vals, ","))
-		code := postBody(n.url("/loki/api/v1/push"), "application/json", []byte(body))
+		code := postBody(n.url("/loki/api/v1/push"), "application/json", []byte(body), l.header()...)
 		l.code("logs", code)
 		if code == http.StatusNoContent {
 			l.mu.Lock()
@@ -338,7 +363,7 @@ func (l *ledger) pushOTLP(ctx context.Context, n *chaosNode, key string, start t
 			p.Attributes().PutStr("writer", writer)
 		}
 		lb, _ := (&plog.ProtoMarshaler{}).MarshalLogs(logs)
-		code := postBody("http://"+n.cfg.OTLP.HTTPAddr+"/v1/logs", "application/x-protobuf", lb)
+		code := postBody("http://"+n.cfg.OTLP.HTTPAddr+"/v1/logs", "application/x-protobuf", lb, l.header()...)
 		l.code("otlp-logs", code)
 		if code == http.StatusOK {
 			l.mu.Lock()
@@ -346,7 +371,7 @@ func (l *ledger) pushOTLP(ctx context.Context, n *chaosNode, key string, start t
 			l.mu.Unlock()
 		}
 		mb, _ := (&pmetric.ProtoMarshaler{}).MarshalMetrics(md)
-		code = postBody("http://"+n.cfg.OTLP.HTTPAddr+"/v1/metrics", "application/x-protobuf", mb)
+		code = postBody("http://"+n.cfg.OTLP.HTTPAddr+"/v1/metrics", "application/x-protobuf", mb, l.header()...)
 		l.code("otlp-metrics", code)
 		if code == http.StatusOK {
 			l.mu.Lock()
@@ -385,7 +410,7 @@ func (l *ledger) verify(t *testing.T, n *chaosNode, cycles map[string]bool) {
 		if cycles != nil && !cycles[strconv.Itoa(l.cycleOf[id])] {
 			continue
 		}
-		code, body := getBody(n.url("/api/v1/traces/" + id.String() + "?include=trace"))
+		code, body := getBody(n.url("/api/v1/traces/"+id.String()+"?include=trace"), l.header()...)
 		require.Equal(t, http.StatusOK, code, "acknowledged trace %s: %s", id, body)
 		var tr struct {
 			SpanCount int `json:"spanCount"`
@@ -404,7 +429,7 @@ func (l *ledger) verify(t *testing.T, n *chaosNode, cycles map[string]bool) {
 	for route, ids := range byRoute {
 		q := url.Values{"tags": {"http.route=" + route}, "limit": {"1000"},
 			"start": {fmt.Sprint(time.Now().Add(-time.Hour).Unix())}, "end": {fmt.Sprint(time.Now().Add(time.Hour).Unix())}}
-		code, body := getBody(n.url("/api/search?" + q.Encode()))
+		code, body := getBody(n.url("/api/search?"+q.Encode()), l.header()...)
 		require.Equal(t, http.StatusOK, code, string(body))
 		var res struct {
 			Traces []struct {
@@ -425,7 +450,7 @@ func (l *ledger) verify(t *testing.T, n *chaosNode, cycles map[string]bool) {
 		if cycles != nil && !cycles[cycle] {
 			continue
 		}
-		got := readLines(t, n, fmt.Sprintf(`{chaos="mixed",cycle=%q,writer=%q}`, cycle, writer))
+		got := readLines(t, n, fmt.Sprintf(`{chaos="mixed",cycle=%q,writer=%q}`, cycle, writer), l.header()...)
 		for _, seq := range seqs {
 			require.True(t, got[seq], "acknowledged line %d of %s is missing (%d of %d read)", seq, key, len(got), len(seqs))
 		}
@@ -435,7 +460,7 @@ func (l *ledger) verify(t *testing.T, n *chaosNode, cycles map[string]bool) {
 		if cycles != nil && !cycles[cycle] {
 			continue
 		}
-		got := readLines(t, n, fmt.Sprintf(`{service_name="chaos-otlp-%s-%s"}`, cycle, writer))
+		got := readLines(t, n, fmt.Sprintf(`{service_name="chaos-otlp-%s-%s"}`, cycle, writer), l.header()...)
 		for _, seq := range seqs {
 			require.True(t, got[seq], "acknowledged OTLP log record %d of %s is missing (%d of %d read)", seq, key, len(got), len(seqs))
 		}
@@ -454,21 +479,21 @@ func (l *ledger) verifySamples(t *testing.T, n *chaosNode, cycles map[string]boo
 		if cycles != nil && !cycles[cycle] {
 			continue
 		}
-		got := instantValue(t, n, "/api/v1/query", fmt.Sprintf(query, cycle, writer), time.Now().Add(time.Hour))
+		got := instantValue(t, n, "/api/v1/query", fmt.Sprintf(query, cycle, writer), time.Now().Add(time.Hour), l.header()...)
 		require.GreaterOrEqual(t, got, want, "acknowledged samples of %s", key)
 	}
 }
 
 // readLines reads every line of a selector, 5000 at a time, oldest
 // first, and returns their sequence numbers.
-func readLines(t *testing.T, n *chaosNode, selector string) map[int]bool {
+func readLines(t *testing.T, n *chaosNode, selector string, header ...string) map[int]bool {
 	t.Helper()
 	got := map[int]bool{}
 	from := time.Now().Add(-6 * time.Hour).UnixNano()
 	for {
 		q := url.Values{"query": {selector}, "limit": {"5000"}, "direction": {"forward"},
 			"start": {fmt.Sprint(from)}, "end": {fmt.Sprint(time.Now().Add(time.Hour).UnixNano())}}
-		code, body := getBody(n.url("/loki/api/v1/query_range?" + q.Encode()))
+		code, body := getBody(n.url("/loki/api/v1/query_range?"+q.Encode()), header...)
 		require.Equal(t, http.StatusOK, code, string(body))
 		var res struct {
 			Data struct {
@@ -497,10 +522,10 @@ func readLines(t *testing.T, n *chaosNode, selector string) map[int]bool {
 
 // instantValue runs an instant query — PromQL or LogQL, whose APIs answer
 // alike — that must return one series, and returns its value.
-func instantValue(t *testing.T, n *chaosNode, path, query string, at time.Time) int {
+func instantValue(t *testing.T, n *chaosNode, path, query string, at time.Time, header ...string) int {
 	t.Helper()
 	q := url.Values{"query": {query}, "time": {fmt.Sprint(at.Unix())}}
-	code, body := getBody(n.url(path + "?" + q.Encode()))
+	code, body := getBody(n.url(path+"?"+q.Encode()), header...)
 	require.Equal(t, http.StatusOK, code, string(body))
 	var res struct {
 		Data struct {
@@ -515,8 +540,15 @@ func instantValue(t *testing.T, n *chaosNode, path, query string, at time.Time) 
 	return v
 }
 
-func getBody(u string) (int, []byte) {
-	resp, err := (&http.Client{Timeout: time.Minute}).Get(u)
+func getBody(u string, header ...string) (int, []byte) {
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		return 0, []byte(err.Error())
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
 	if err != nil {
 		return 0, []byte(err.Error())
 	}
@@ -569,6 +601,78 @@ func TestChaosKill9(t *testing.T) {
 	}
 	t.Logf("kill -9 cycles: %d in %s; acknowledged and read back (and found by search): %d traces, %d log lines (Loki push and OTLP), %d samples (remote write and OTLP); lost 0; restarts refused 0; statuses %v",
 		cycles, time.Since(began).Round(time.Second), len(l.traces), lines, samples, l.codes)
+}
+
+// TestChaosKill9Tenants: the same, with tenants on and three of them
+// writing at once — two named by X-Scope-OrgID and the default one —, so
+// that a kill lands while several tenants' stores and write-ahead logs are
+// mid-write: after every restart each tenant reads back everything it was
+// acknowledged, and no tenant reads another's lines or traces.
+func TestChaosKill9Tenants(t *testing.T) {
+	cycles := 6
+	if chaosLong() {
+		cycles = 60
+	}
+	if v, err := strconv.Atoi(os.Getenv("LUMEN_CHAOS_CYCLES")); err == nil {
+		cycles = v
+	}
+	n := newChaosNode(t, t.TempDir(), "--tenants --checkpoint-interval 3s")
+	require.NoError(t, n.start())
+	var ledgers []*ledger
+	for _, tenant := range []string{"team-a", "team-b", ""} {
+		l := newLedger()
+		l.tenant = tenant
+		ledgers = append(ledgers, l)
+	}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
+	for c := range cycles {
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		for _, l := range ledgers {
+			wg.Go(func() { l.load(ctx, n, c, 1, 100) })
+		}
+		time.Sleep(time.Duration(200+rng.IntN(800)) * time.Millisecond)
+		n.kill()
+		cancel()
+		wg.Wait()
+		require.NoError(t, n.start(), "restart after SIGKILL %d refused", c+1)
+		for _, l := range ledgers {
+			l.verify(t, n, map[string]bool{strconv.Itoa(c): true})
+		}
+		// Each tenant's lines and traces are its own: the others read
+		// none of them (a line names its writer's tenant).
+		for i, l := range ledgers {
+			other := ledgers[(i+1)%len(ledgers)]
+			q := url.Values{"query": {fmt.Sprintf(`{chaos="mixed",cycle="%d"} |= "tenant=%s "`, c, l.tenantName())}, "limit": {"10"},
+				"start": {fmt.Sprint(time.Now().Add(-time.Hour).UnixNano())}, "end": {fmt.Sprint(time.Now().Add(time.Hour).UnixNano())}}
+			code, body := getBody(n.url("/loki/api/v1/query_range?"+q.Encode()), other.header()...)
+			require.Equal(t, http.StatusOK, code, string(body))
+			require.NotContains(t, string(body), "tenant="+l.tenantName()+" ", "tenant %q reads lines of %q", other.tenantName(), l.tenantName())
+			code, body = getBody(n.url("/loki/api/v1/query_range?"+q.Encode()), l.header()...)
+			require.Equal(t, http.StatusOK, code, string(body))
+			l.mu.Lock()
+			var id pcommon.TraceID
+			for tid, cycle := range l.cycleOf {
+				if cycle == c {
+					id = tid
+					break
+				}
+			}
+			acked := len(l.lines[strconv.Itoa(c)+"/0"])
+			l.mu.Unlock()
+			if acked > 0 { // the check above could fail
+				require.Contains(t, string(body), "tenant="+l.tenantName()+" ", "tenant %q reads its own lines", l.tenantName())
+			}
+			if !id.IsEmpty() {
+				code, body := getBody(n.url("/api/v1/traces/"+id.String()+"?include=trace"), other.header()...)
+				require.Equal(t, http.StatusNotFound, code, "tenant %q reads trace %s of %q: %s", other.tenantName(), id, l.tenantName(), body)
+			}
+		}
+	}
+	for _, l := range ledgers {
+		l.verify(t, n, nil)
+		t.Logf("tenant %q: %d traces acknowledged and read back after %d kill -9 cycles; statuses %v", l.tenant, len(l.traces), cycles, l.codes)
+	}
 }
 
 // incompressibleLines is a Loki push of n lines of random text, so that
