@@ -504,7 +504,10 @@ func encodePostingsIn(format byte, es []searchEntry, starts []uint64) []byte {
 	for _, e := range es {
 		b = binary.AppendUvarint(b, uint64(e.trace-prev))
 		prev = e.trace
-		lo, hi := e.minDur/1000, (e.maxDur+999)/1000
+		lo, hi := e.minDur/1000, e.maxDur/1000
+		if e.maxDur%1000 != 0 { // rounded up, without overflowing near 2^64 ns
+			hi++
+		}
 		if format == postingsV4 {
 			lo, hi = durationCode(lo, false), durationCode(hi, true)
 		}

@@ -221,6 +221,38 @@ func TestDurationCodes(t *testing.T) {
 	require.Less(t, durationCode(5000, true), uint64(128), "5 ms takes a byte")
 }
 
+// TestSearchPostingsLongDurations: in format 4, durations of any length —
+// up to 2^64 ns, past the last code — read back as bounds that enclose
+// them: the shortest at most, the longest at least (unbounded past the
+// codes), so that pruning by duration never drops a trace that meets it.
+func TestSearchPostingsLongDurations(t *testing.T) {
+	durs := []uint64{0, 999, 1000, 15_999, 245_000_000, 3600e9, 1 << 60, 1 << 52 * 1000, 1<<52*1000 + 1, math.MaxUint64 - 998, math.MaxUint64} // rising
+	traces := make([]model.TraceID, len(durs)*len(durs))
+	starts := make([]uint64, len(traces))
+	var es []searchEntry
+	for i, lo := range durs {
+		for j, hi := range durs[i:] {
+			k := i*len(durs) + i + j
+			traces[k][0], traces[k][1] = byte(i), byte(j)
+			starts[k] = fuzzBucket * nsPerBucket
+			es = append(es, searchEntry{bucket: fuzzBucket, trace: uint32(k), start: starts[k] + 5000, minDur: lo, maxDur: hi})
+		}
+	}
+	table, err := decodeBatchTable(encodeBatchTable(traces, starts))
+	require.NoError(t, err)
+	var got []posting
+	require.NoError(t, decodePostings(fuzzBucket, encodePostings(es, starts), table, func(p posting) bool { got = append(got, p); return true }))
+	require.Len(t, got, len(es))
+	for i, e := range es {
+		require.LessOrEqual(t, got[i].minDur, e.minDur, "shortest of %d..%d ns", e.minDur, e.maxDur)
+		require.GreaterOrEqual(t, got[i].maxDur, e.maxDur, "longest of %d..%d ns", e.minDur, e.maxDur)
+		require.Equal(t, e.start, got[i].start)
+		if e.maxDur >= 1<<52*1000+1 {
+			require.Equal(t, uint64(math.MaxUint64), got[i].maxDur, "past the codes: unbounded")
+		}
+	}
+}
+
 // TestSearchPostingsAliases: a term whose postings in a second and batch
 // are another's is written as an alias of it — here the resource
 // attributes of requests with one resource, and a span attribute every span
