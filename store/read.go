@@ -168,7 +168,7 @@ const maxPooledPayload = 4 << 20
 // to dst. Nothing of dst refers to payload afterwards.
 func appendTraceSpans(codec byte, payload []byte, id model.TraceID, dst ptrace.Traces) error {
 	want := pcommon.TraceID(id)
-	if codec == codecZstdColumns || codec == codecZstdSpanFields || codec == codecSpanRaw {
+	if isSpanFrame(codec) {
 		td, err := decodeSpanFrameOf(codec, payload, &want)
 		if err != nil {
 			return err
@@ -191,9 +191,15 @@ func appendTraceSpans(codec byte, payload []byte, id model.TraceID, dst ptrace.T
 	return nil
 }
 
-// decodeSpans decodes a span frame of either codec.
+// isSpanFrame reports whether frames of codec are span frames (columns
+// and a protobuf, spancodec.go) rather than a plain OTLP protobuf.
+func isSpanFrame(codec byte) bool {
+	return codec == codecZstdColumns || codec == codecZstdSpanFields || codec == codecSpanRaw
+}
+
+// decodeSpans decodes a span frame of any codec.
 func decodeSpans(codec byte, payload []byte) (ptrace.Traces, error) {
-	if codec == codecZstdColumns || codec == codecZstdSpanFields || codec == codecSpanRaw {
+	if isSpanFrame(codec) {
 		return decodeSpanFrame(codec, payload)
 	}
 	td, err := tracesUnmarshaler.UnmarshalTraces(payload)

@@ -29,8 +29,8 @@ import (
 //	KEY: 0x05 term                    -> empty: the catalog of terms (services, span names, values)
 //	term     := kind[1] uvarint(len) a uvarint(len) b
 //	KEY: 0x06 seq[8]                  -> trace_id[16] × n: the traces of batch seq, by ordinal (postings formats 1, 2)
-//	KEY: 0x07 seq[8]                  -> uvarint(n) trace_id[16] × n uvarint(base µs) width start[width] × n: the traces of batch seq (format 3)
-//	postings := 0x00 0x03 uvarint(n) { uvarint(Δordinal) uvarint(µs after the trace's start) uvarint(min dur µs) uvarint(max dur − min dur µs) }
+//	KEY: 0x07 seq[8]                  -> uvarint(n) trace_id[16] × n uvarint(base µs) width start[width] × n: the traces of batch seq (formats 3, 4)
+//	postings := 0x00 0x04 uvarint(n) { uvarint(Δordinal) uvarint(µs after the trace's start) uvarint(min dur code) uvarint(max dur code − min dur code) }
 //
 // One key per (term, batch, second) rather than per (term, trace) keeps the
 // index to tens of keys per request of a thousand spans. ^second is the
@@ -41,7 +41,7 @@ const (
 	nsSearchTerm   byte = 0x04
 	nsSearchCat    byte = 0x05
 	nsSearchTraces byte = 0x06 // KEY: 0x06 seq[8] -> the batch's trace ids, 16 bytes each, by ordinal (postings formats 1 and 2)
-	nsSearchBatch  byte = 0x07 // KEY: 0x07 seq[8] -> the batch's traces: their ids and starts (postings format 3)
+	nsSearchBatch  byte = 0x07 // KEY: 0x07 seq[8] -> the batch's traces: their ids and starts (postings formats 3 and 4)
 )
 
 // Kinds of search term.
@@ -342,7 +342,7 @@ func batchTracesKey(seq uint64) []byte {
 }
 
 // batchKey keys the traces of batch seq, their ids and starts (postings
-// format 3).
+// formats 3 and 4).
 func batchKey(seq uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{nsSearchBatch}, seq)
 }
@@ -370,7 +370,7 @@ func (t batchTable) start(i int) (uint64, bool) {
 	return us, us >= t.base && us <= math.MaxUint64/1000
 }
 
-// encodeBatchTable writes a batch's traces for postings of format 3:
+// encodeBatchTable writes a batch's traces for postings of formats 3 and 4:
 // uvarint(n), the ids, uvarint(the earliest start in µs), a width, then
 // each start in µs after the earliest in that many bytes, big-endian — a
 // fixed width, so that a reader finds a trace's start without decoding the
@@ -583,10 +583,12 @@ func decodePostings(bucket uint32, b []byte, table batchTable, f func(p posting)
 			}
 			vals[0], vals[3] = ord, vals[2]+vals[3]
 		}
+		unbounded := false
 		if format == postingsV4 {
 			if vals[3] > maxDurationCode {
 				return bad
 			}
+			unbounded = vals[3] == maxDurationCode
 			vals[2], vals[3] = codeDuration(vals[2]), codeDuration(vals[3])
 		}
 		if vals[0] >= uint64(table.n) || vals[1] > math.MaxUint64/1000 || vals[2] > math.MaxUint64/1000 || vals[3] > math.MaxUint64/1000 {
@@ -602,7 +604,7 @@ func decodePostings(bucket uint32, b []byte, table batchTable, f func(p posting)
 			start = us * 1000
 		}
 		maxDur := vals[3] * 1000
-		if format == postingsV4 && vals[3] == codeDuration(maxDurationCode) {
+		if unbounded {
 			maxDur = math.MaxUint64
 		}
 		if !f(posting{id: table.id(int(vals[0])), start: start, minDur: vals[2] * 1000, maxDur: maxDur}) {

@@ -58,8 +58,10 @@ type spanFrameScratch struct {
 	traces    map[pcommon.TraceID]int
 	traceIDs  []pcommon.TraceID
 	runTraces []int
-	// codec is the frame's: codecSpanRaw (or 0), or 0x05 or 0x02 as
-	// earlier builds wrote (tests).
+	// durs are the frame's spans' durations (codec 0x06).
+	durs []uint64
+	// codec is the frame's: codecSpanRaw, or 0x05 or 0x02 as earlier
+	// builds wrote (tests).
 	codec byte
 }
 
@@ -107,7 +109,7 @@ func (s *spanFrameScratch) encode(td ptrace.Traces) (raw, rest []byte, err error
 			index[sp.SpanID()] = i
 		}
 	}
-	split := s.codec == codecSpanRaw || s.codec == 0
+	split := s.codec == codecSpanRaw
 	b := slices.Grow(s.buf[:0], 64*n)
 	a := b // the ids: the raw part's, with codec 0x06
 	if split {
@@ -262,30 +264,33 @@ var powersOfTen = [maxDurationUnit + 1]uint64{1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e
 // appendDurations appends the spans' durations (end − start, modulo 2^64)
 // as codec 0x06 stores them: in units of the largest power of ten that
 // divides them all (the clock's resolution: many SDKs give µs), less the
-// shortest, bit-packed at the width the longest needs.
+// shortest, bit-packed at the width the longest less the shortest needs.
 //
 //	durations := unit[1] uvarint(shortest) width[1] n × (duration/10^unit − shortest)[width bits]
 func (s *spanFrameScratch) appendDurations(b []byte, spans []ptrace.Span) []byte {
+	durs := s.durs[:0]
 	unit := maxDurationUnit
-	lo, hi := uint64(math.MaxUint64), uint64(0)
 	for _, sp := range spans {
 		d := uint64(sp.EndTimestamp()) - uint64(sp.StartTimestamp())
 		for unit > 0 && d%powersOfTen[unit] != 0 {
 			unit--
 		}
+		durs = append(durs, d)
 	}
-	for _, sp := range spans {
-		d := (uint64(sp.EndTimestamp()) - uint64(sp.StartTimestamp())) / powersOfTen[unit]
-		lo, hi = min(lo, d), max(hi, d)
+	s.durs = durs
+	lo, hi := uint64(math.MaxUint64), uint64(0)
+	for i, d := range durs {
+		durs[i] = d / powersOfTen[unit]
+		lo, hi = min(lo, durs[i]), max(hi, durs[i])
 	}
-	if len(spans) == 0 {
+	if len(durs) == 0 {
 		lo = 0
 	}
 	w := bits.Len64(hi - lo)
 	b = binary.AppendUvarint(append(b, byte(unit)), lo)
 	bw := bitWriter{b: append(b, byte(w))}
-	for _, sp := range spans {
-		bw.write((uint64(sp.EndTimestamp())-uint64(sp.StartTimestamp()))/powersOfTen[unit]-lo, w)
+	for _, d := range durs {
+		bw.write(d-lo, w)
 	}
 	return bw.b
 }

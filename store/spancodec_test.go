@@ -100,6 +100,7 @@ func TestSpanFrameRoundTrip(t *testing.T) {
 func TestSpanFrameScratchIsReused(t *testing.T) {
 	s := spanFrameScratchPool.Get().(*spanFrameScratch)
 	defer s.release()
+	s.codec = codecSpanRaw
 	for i, td := range []ptrace.Traces{otlptest.New(1).Traces(100, 3), edgeTraces(), otlptest.New(1).Traces(10, 3), otlptest.New(2).Traces(1, 300), ptrace.NewTraces(), otlptest.New(3).Traces(5, 2)} {
 		want, err := encodeSpanFrame(codecSpanRaw, cloneTraces(td))
 		require.NoError(t, err)

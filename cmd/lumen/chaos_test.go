@@ -49,6 +49,18 @@ import (
 // chaosLong reports whether the long suite (make chaos) runs.
 func chaosLong() bool { return os.Getenv("LUMEN_CHAOS") == "long" }
 
+// chaosCycles is how many kill -9 cycles a test runs: short in make test,
+// long with LUMEN_CHAOS=long, or LUMEN_CHAOS_CYCLES when set.
+func chaosCycles(short, long int) int {
+	if v, err := strconv.Atoi(os.Getenv("LUMEN_CHAOS_CYCLES")); err == nil {
+		return v
+	}
+	if chaosLong() {
+		return long
+	}
+	return short
+}
+
 // chaosNode is `lumen serve` in a child process on loopback ports over one
 // data dir, started and killed again and again.
 type chaosNode struct {
@@ -560,13 +572,7 @@ func getBody(u string, header ...string) (int, []byte) {
 // TestChaosKill9: mixed load, SIGKILL at a random moment, restart, and
 // every acknowledged item is read back; the restart always succeeds.
 func TestChaosKill9(t *testing.T) {
-	cycles := 20
-	if chaosLong() {
-		cycles = 200
-	}
-	if v, err := strconv.Atoi(os.Getenv("LUMEN_CHAOS_CYCLES")); err == nil {
-		cycles = v
-	}
+	cycles := chaosCycles(20, 200)
 	n := newChaosNode(t, t.TempDir(), "--checkpoint-interval 3s")
 	require.NoError(t, n.start())
 	l := newLedger()
@@ -609,13 +615,7 @@ func TestChaosKill9(t *testing.T) {
 // mid-write: after every restart each tenant reads back everything it was
 // acknowledged, and no tenant reads another's lines or traces.
 func TestChaosKill9Tenants(t *testing.T) {
-	cycles := 6
-	if chaosLong() {
-		cycles = 60
-	}
-	if v, err := strconv.Atoi(os.Getenv("LUMEN_CHAOS_CYCLES")); err == nil {
-		cycles = v
-	}
+	cycles := chaosCycles(6, 60)
 	n := newChaosNode(t, t.TempDir(), "--tenants --checkpoint-interval 3s")
 	require.NoError(t, n.start())
 	var ledgers []*ledger
