@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"slices"
 
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
@@ -69,6 +70,23 @@ func decimalExp(v float64) (int, bool) {
 // encodeDecimalChunk encodes float samples (times ascending) as a decimal
 // chunk, or returns false when the values are not all decimals.
 func encodeDecimalChunk(ts []int64, vs []float64) ([]byte, bool) {
+	var sc decimalScratch
+	return sc.appendDecimalChunk(nil, ts, vs)
+}
+
+// decimalScratch holds the arrays a chunk's compaction works in, reused
+// from chunk to chunk so that compacting a checkpoint's chunks leaves no
+// garbage but the values written.
+type decimalScratch struct {
+	ts, ms, d1, d2 []int64
+	vs             []float64
+	out            []byte
+	it             chunkenc.Iterator
+}
+
+// appendDecimalChunk appends the decimal chunk of float samples (times
+// ascending) to b, or returns false when the values are not all decimals.
+func (sc *decimalScratch) appendDecimalChunk(b []byte, ts []int64, vs []float64) ([]byte, bool) {
 	n := len(ts)
 	if n == 0 || n > maxDecimalSamples {
 		return nil, false
@@ -81,7 +99,8 @@ func encodeDecimalChunk(ts []int64, vs []float64) ([]byte, bool) {
 		}
 		exp = max(exp, e)
 	}
-	ms := make([]int64, n)
+	ms := slices.Grow(sc.ms[:0], n)[:n]
+	sc.ms = ms
 	for i, v := range vs {
 		m := math.Round(v * pow10[exp])
 		if math.Abs(m) >= maxExactMantissa || m/pow10[exp] != v {
@@ -89,16 +108,17 @@ func encodeDecimalChunk(ts []int64, vs []float64) ([]byte, bool) {
 		}
 		ms[i] = int64(m)
 	}
-	b := make([]byte, 0, 32+n*2)
+	b = slices.Grow(b, 32+n*2)
 	b = binary.AppendUvarint(b, uint64(n))
 	b = binary.AppendVarint(b, ts[0])
 	if n > 1 {
 		b = binary.AppendVarint(b, ts[1]-ts[0])
 	}
-	b = appendPacked(b, secondDifferences(ts))
+	b = appendPacked(b, sc.secondDifferences(ts))
 	b = append(b, byte(exp))
-	deltas := firstDifferences(ms)
-	dods := secondDifferences(ms)
+	sc.d1 = appendDifferences(sc.d1[:0], ms)
+	sc.d2 = appendDifferences(sc.d2[:0], sc.d1)
+	deltas, dods := sc.d1, sc.d2
 	if packedWidth(dods) < packedWidth(deltas) {
 		b = append(b, decimalModeDoubleD)
 		b = binary.AppendVarint(b, ms[0])
@@ -114,20 +134,21 @@ func encodeDecimalChunk(ts []int64, vs []float64) ([]byte, bool) {
 	return b, true
 }
 
-// firstDifferences returns x[i]-x[i-1] for i >= 1; secondDifferences the
-// differences of those.
-func firstDifferences(x []int64) []int64 {
-	if len(x) < 2 {
-		return nil
-	}
-	out := make([]int64, len(x)-1)
-	for i := 1; i < len(x); i++ {
-		out[i-1] = x[i] - x[i-1]
-	}
-	return out
+// secondDifferences returns the differences of x's differences, in the
+// scratch's second array (its first holds the differences).
+func (sc *decimalScratch) secondDifferences(x []int64) []int64 {
+	sc.d1 = appendDifferences(sc.d1[:0], x)
+	sc.d2 = appendDifferences(sc.d2[:0], sc.d1)
+	return sc.d2
 }
 
-func secondDifferences(x []int64) []int64 { return firstDifferences(firstDifferences(x)) }
+// appendDifferences appends x[i]-x[i-1] for i >= 1 to dst.
+func appendDifferences(dst, x []int64) []int64 {
+	for i := 1; i < len(x); i++ {
+		dst = append(dst, x[i]-x[i-1])
+	}
+	return dst
+}
 
 func zigzag(v int64) uint64   { return uint64(v<<1) ^ uint64(v>>63) }
 func unzigzag(u uint64) int64 { return int64(u>>1) ^ -int64(u&1) }
@@ -396,8 +417,9 @@ func (it *decimalIterator) Err() error  { return nil }
 
 // compactChunk returns a finished chunk's encoding and bytes as written
 // to a partition: a float chunk becomes a decimal chunk when that is
-// smaller; other chunks are written as they are.
-func compactChunk(c builtChunk) (chunkenc.Encoding, []byte) {
+// smaller; other chunks are written as they are. The decimal bytes live in
+// the scratch until its next use.
+func (sc *decimalScratch) compactChunk(c builtChunk) (chunkenc.Encoding, []byte) {
 	if c.enc != chunkenc.EncXOR {
 		return c.enc, c.data
 	}
@@ -405,17 +427,21 @@ func compactChunk(c builtChunk) (chunkenc.Encoding, []byte) {
 	if err != nil {
 		return c.enc, c.data
 	}
-	n := xc.NumSamples()
-	ts, vs := make([]int64, 0, n), make([]float64, 0, n)
-	it := xc.Iterator(nil)
-	for it.Next() == chunkenc.ValFloat {
-		t, v := it.At()
+	ts, vs := sc.ts[:0], sc.vs[:0]
+	sc.it = xc.Iterator(sc.it)
+	for sc.it.Next() == chunkenc.ValFloat {
+		t, v := sc.it.At()
 		ts, vs = append(ts, t), append(vs, v)
 	}
-	if it.Err() != nil {
+	sc.ts, sc.vs = ts, vs
+	if sc.it.Err() != nil {
 		return c.enc, c.data
 	}
-	if d, ok := encodeDecimalChunk(ts, vs); ok && len(d) < len(c.data) {
+	d, ok := sc.appendDecimalChunk(sc.out[:0], ts, vs)
+	if ok {
+		sc.out = d
+	}
+	if ok && len(d) < len(c.data) {
 		return encDecimal, d
 	}
 	return c.enc, c.data

@@ -164,6 +164,9 @@ func decodeDecimalChunk(b []byte) ([]int64, []float64, error) {
 
 func TestDecimalChunks(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
+	// One scratch compacts every case's chunk in turn, as a checkpoint's
+	// write does: what one chunk left in it must not reach the next.
+	var sc decimalScratch
 	parse := func(s string) float64 { v, _ := strconv.ParseFloat(s, 64); return v }
 	for _, tc := range []struct {
 		name    string
@@ -196,6 +199,19 @@ func TestDecimalChunks(t *testing.T) {
 			}
 			b, ok := encodeDecimalChunk(ts, vs)
 			require.Equal(t, tc.decimal, ok)
+			xc := chunkenc.NewXORChunk()
+			app, _ := xc.Appender()
+			for i := range ts {
+				app.Append(0, ts[i], vs[i])
+			}
+			enc, data := sc.compactChunk(builtChunk{enc: chunkenc.EncXOR, data: xc.Bytes()})
+			if !ok || len(b) >= len(xc.Bytes()) {
+				require.Equal(t, chunkenc.EncXOR, enc)
+				require.Equal(t, xc.Bytes(), data)
+			} else {
+				require.Equal(t, encDecimal, enc)
+				require.Equal(t, b, data, "compacted with a used scratch")
+			}
 			if !ok {
 				return
 			}

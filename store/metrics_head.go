@@ -396,6 +396,7 @@ func (db *DB) writePartition(chunks []*cutChunk, exemplars []pendingExemplar, me
 			fresh = append(fresh, s)
 		}
 		var lo, hi int64 = math.MaxInt64, math.MinInt64
+		var sc decimalScratch
 		for _, pm := range meta {
 			set(metadataKV(pm))
 		}
@@ -408,7 +409,7 @@ func (db *DB) writePartition(chunks []*cutChunk, exemplars []pendingExemplar, me
 		}
 		for _, c := range chunks {
 			ensureSeries(c.s)
-			enc, data := compactChunk(c.builtChunk)
+			enc, data := sc.compactChunk(c.builtChunk)
 			val := make([]byte, 0, 1+10+len(data))
 			val = append(val, byte(enc))
 			val = binary.AppendUvarint(val, uint64(c.maxt-c.mint))

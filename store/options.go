@@ -131,7 +131,7 @@ func DefaultOptions(dir string) Options {
 		RetentionInterval: time.Minute,
 		FrameItems:        256,
 		SyncWrites:        true,
-		MemTableBytes:     16 << 20,
+		MemTableBytes:     8 << 20,
 		IndexCacheBytes:   16 << 20,
 		BlockCacheBytes:   8 << 20,
 

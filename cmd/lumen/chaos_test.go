@@ -700,12 +700,12 @@ func TestChaosDiskFull(t *testing.T) {
 	// for about 24 MiB of logs above the floor (and what the value-log
 	// file being written holds, reserved already), besides what the store
 	// holds ahead: the files of the partition being written (a value-log
-	// file and a memtable's log, 2 × 32 + 2 × 16 MiB), room for the next
+	// file and a memtable's log, 2 × 32 + 2 × 8 MiB), room for the next
 	// ones (as much again), and the disk reserve (that and 16 MiB).
 	filler := filepath.Join(disk, "someone-elses-file")
 	require.NoError(t, os.WriteFile(filler, nil, 0o644))
 	free := smalldisk.Free(t, disk)
-	require.NoError(t, exec.Command("fallocate", "-l", strconv.FormatInt(free-(48+96+96+112)<<20, 10), filler).Run())
+	require.NoError(t, exec.Command("fallocate", "-l", strconv.FormatInt(free-(48+80+80+96)<<20, 10), filler).Run())
 	n := newChaosNode(t, filepath.Join(disk, "data"), "--min-free-disk-bytes 24MiB --checkpoint-interval 2s")
 	require.NoError(t, n.start())
 	rng := rand.New(rand.NewPCG(1, 2))

@@ -43,3 +43,41 @@ func TestAutoGoMemLimit(t *testing.T) {
 	_, err = loadConfig([]string{"--auto-gomemlimit-ratio", "1.5"}, none, "serve")
 	require.ErrorContains(t, err, "auto_gomemlimit_ratio 1.5 is not between 0 (off) and 1")
 }
+
+// TestGOGC: without GOGC in the environment the gogc setting is the
+// collector's target (50 unless set); GOGC in the environment wins; the
+// setting is a flag and is validated.
+func TestGOGC(t *testing.T) {
+	prev := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(prev) })
+	t.Setenv("GOGC", "")
+	require.NoError(t, os.Unsetenv("GOGC"))
+	log := zap.NewNop()
+
+	require.Equal(t, 50, setGCPercent(log, 50))
+	require.Equal(t, 50, debug.SetGCPercent(100))
+
+	t.Setenv("GOGC", "200")
+	require.Equal(t, 100, setGCPercent(log, 50), "GOGC in the environment wins")
+	require.Equal(t, 100, debug.SetGCPercent(100))
+
+	none := func(string) string { return "" }
+	def, err := loadConfig(nil, none, "serve")
+	require.NoError(t, err)
+	require.Equal(t, 50, def.GOGC)
+	cfg, err := loadConfig([]string{"--gogc", "75"}, none, "serve")
+	require.NoError(t, err)
+	require.Equal(t, 75, cfg.GOGC)
+	cfg, err = loadConfig(nil, func(k string) string {
+		if k == "LUMEN_GOGC" {
+			return "120"
+		}
+		return ""
+	}, "serve")
+	require.NoError(t, err)
+	require.Equal(t, 120, cfg.GOGC)
+	_, err = loadConfig([]string{"--gogc", "0"}, none, "serve")
+	require.ErrorContains(t, err, "gogc 0 is not between 1 and 10000")
+	_, err = loadConfig([]string{"--gogc", "off"}, none, "serve")
+	require.ErrorContains(t, err, `"off" is not a whole number`)
+}

@@ -117,6 +117,7 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 		zap.String("http_addr", cfg.HTTPAddr), zap.String("otlp_grpc_addr", cfg.OTLP.GRPCAddr), zap.String("otlp_http_addr", cfg.OTLP.HTTPAddr))
 
 	setMemoryLimit(log, cfg.AutoGoMemLimitRatio, memoryLimit)
+	setGCPercent(log, cfg.GOGC)
 	cfg = cfg.withListeners()
 	warnExposed(log, cfg)
 
