@@ -129,6 +129,9 @@ func ReadBody(w http.ResponseWriter, r *http.Request, limit int64, timeout time.
 // Content-Length when it gives one within the limit (one byte more, to see
 // the end without growing), instead of growing from 512 bytes by doubling:
 // a remote-write body then costs its size once, not about twice in garbage.
+// The declared size is reserved by Acquire before the read (within the
+// in-flight bound), so a client that declares more than it sends holds no
+// more memory than it was admitted for.
 func readAll(rd io.Reader, declared, limit int64) ([]byte, error) {
 	size := int64(512)
 	if declared >= 0 && declared <= limit {
