@@ -116,9 +116,8 @@ func (sc *decimalScratch) appendDecimalChunk(b []byte, ts []int64, vs []float64)
 	}
 	b = appendPacked(b, sc.secondDifferences(ts))
 	b = append(b, byte(exp))
-	sc.d1 = appendDifferences(sc.d1[:0], ms)
-	sc.d2 = appendDifferences(sc.d2[:0], sc.d1)
-	deltas, dods := sc.d1, sc.d2
+	dods := sc.secondDifferences(ms)
+	deltas := sc.d1
 	if packedWidth(dods) < packedWidth(deltas) {
 		b = append(b, decimalModeDoubleD)
 		b = binary.AppendVarint(b, ms[0])
