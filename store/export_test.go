@@ -25,3 +25,7 @@ func WriteSpanCodec(codec byte) { writeSpanCodec.Store(uint32(codec)) }
 // (with the 0x06 batch table) or 3, as earlier builds did, until it is
 // called with 0.
 func WritePostingsFormat(format byte) { writePostingsFormat.Store(uint32(format)) }
+
+// WriteLogTraceKeys makes the store write the trace index of log blocks
+// as earlier builds did (0x43 keys) while on.
+func WriteLogTraceKeys(on bool) { writeLogTraceKeys.Store(on) }

@@ -37,6 +37,22 @@ func FuzzTraceIndexKey(f *testing.F) {
 			require.NoError(t, err)
 			require.Equal(t, [2]uint64{lo, hi}, [2]uint64{lo2, hi2})
 		}
+		if seq, err := parseLogTraceTailKey(raw); err == nil {
+			// A seq in a longer varint than written decodes the same.
+			var tail model.TraceID
+			copy(tail[16-logTraceTailLen:], raw[1:])
+			got, err := parseLogTraceTailKey(logTraceTailKey(tail, seq))
+			require.NoError(t, err)
+			require.Equal(t, seq, got)
+			require.Equal(t, raw[:1+logTraceTailLen], logTraceTailPrefix(tail))
+		}
+		if br, err := parseLogTraceKey(raw); err == nil {
+			require.Equal(t, raw[17:], br.appendTo(nil))
+		}
+		if br, err := parseLogBlockSeq(seq, raw); err == nil {
+			require.Equal(t, raw, br.appendTo(nil))
+			require.Equal(t, seq, br.seq)
+		}
 		// Encoding round-trips.
 		var id model.TraceID
 		copy(id[:], raw)
@@ -52,6 +68,16 @@ func FuzzTraceIndexKey(f *testing.F) {
 		gotRef, err = parseFrameKey(frameKey(ref))
 		require.NoError(t, err)
 		require.Equal(t, ref, gotRef)
+		gotSeq, err := parseLogTraceTailKey(logTraceTailKey(id, seq))
+		require.NoError(t, err)
+		require.Equal(t, seq, gotSeq)
+		require.Equal(t, logTraceTailPrefix(id), logTraceTailKey(id, seq)[:1+logTraceTailLen])
+		br := blockRef{ref: uint64(frame), mint: int64(seq), maxt: -int64(seq), seq: seq}
+		gotBR, err := parseLogBlockSeq(seq, br.appendTo(nil))
+		require.NoError(t, err)
+		require.Equal(t, br, gotBR)
+		_, err = parseLogBlockSeq(seq+1, br.appendTo(nil))
+		require.ErrorIs(t, err, ErrCorrupt, "a block's key naming another block")
 		lo, hi, err := parseBounds(encodeBounds(seq, uint64(frame)))
 		require.NoError(t, err)
 		require.Equal(t, [2]uint64{seq, uint64(frame)}, [2]uint64{lo, hi})

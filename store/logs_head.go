@@ -373,6 +373,10 @@ func ValidLabelName(s string) bool {
 	return true
 }
 
+// writeLogTraceKeys, when set, makes the trace index of blocks as earlier
+// builds wrote it: 0x43 keys (tests of reading them).
+var writeLogTraceKeys atomic.Bool
+
 // writeLogBlocks writes cut blocks, with their streams' labels, postings
 // and trace index, to the head partition in one batch.
 func (db *DB) writeLogBlocks(cut []*cutBlock) error {
@@ -403,14 +407,22 @@ func (db *DB) writeLogBlocks(cut []*cutBlock) error {
 				c.s.lset.Range(func(l labels.Label) { set(streamIndex.postingKey(l.Name, l.Value, c.s.ref), nil) })
 			}
 			set(logBlockKey(refs[i]), vals[i])
+			full := writeLogTraceKeys.Load()
 			seen := map[[16]byte]struct{}{}
 			for j := range c.entries {
 				id := c.entries[j].TraceID
 				if _, ok := seen[id]; ok || id.IsEmpty() {
 					continue
 				}
+				if len(seen) == 0 && !full {
+					set(logBlockSeqKey(refs[i].seq), refs[i].appendTo(make([]byte, 0, blockRefLen)))
+				}
 				seen[id] = struct{}{}
-				set(logTraceKey(id, refs[i]), nil)
+				if full {
+					set(logTraceKey(id, refs[i]), nil)
+				} else {
+					set(logTraceTailKey(id, refs[i].seq), nil)
+				}
 			}
 		}
 		if bounds := p.widen(uint64(max(lo, 0)), uint64(max(hi, 0))); bounds != nil {

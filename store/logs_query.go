@@ -508,6 +508,39 @@ func sortedKeys(m map[string]struct{}) []string {
 	return out
 }
 
+// logTraceTailRefs appends to refs the blocks that 0x44 keys name for
+// id: blocks with lines of the trace, and rarely of another whose id ends
+// with the same 8 bytes.
+func logTraceTailRefs(txn *badger.Txn, id model.TraceID, refs []blockRef) ([]blockRef, error) {
+	var seqs []uint64
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: logTraceTailPrefix(id), PrefetchValues: false})
+	for it.Rewind(); it.Valid(); it.Next() {
+		seq, err := parseLogTraceTailKey(it.Item().Key())
+		if err != nil {
+			it.Close()
+			return nil, err
+		}
+		seqs = append(seqs, seq)
+	}
+	it.Close()
+	for _, seq := range seqs {
+		item, err := txn.Get(logBlockSeqKey(seq))
+		if err != nil {
+			return nil, fmt.Errorf("%w: log block %d named by trace %s: %v", ErrCorrupt, seq, id, err) //nolint:errorlint // Badger errors stay inside the store
+		}
+		var br blockRef
+		err = item.Value(func(v []byte) error {
+			br, err = parseLogBlockSeq(seq, v)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		refs = append(refs, br)
+	}
+	return refs, nil
+}
+
 // traceLogs gathers the lines that carry id: from the blocks the partition's
 // trace index names, and from the head.
 func (db *DB) traceLogs(ctx context.Context, parts []*partition, id model.TraceID) ([]LogStream, bool, error) {
@@ -545,6 +578,10 @@ func (db *DB) traceLogs(ctx context.Context, parts []*partition, id model.TraceI
 				refs = append(refs, br)
 			}
 			it.Close()
+			refs, err := logTraceTailRefs(txn, id, refs)
+			if err != nil {
+				return err
+			}
 			for _, br := range refs {
 				lset, err := streamIndex.labelsOf(txn, br.ref, &sb)
 				if err != nil {

@@ -235,3 +235,62 @@ func TestLogTail(t *testing.T) {
 	require.Equal(t, 2, n)
 	require.ErrorIs(t, slow.Err(), store.ErrTailBehind)
 }
+
+// TestLogTraceIndex: a trace's lines are found through the trace index of
+// blocks whatever build wrote it (0x43 keys before, 0x44 now), and ids that
+// end the same way, or that are 64-bit ids padded with zeros in front, each
+// get their own lines only.
+func TestLogTraceIndex(t *testing.T) {
+	dir := t.TempDir()
+	db := openStore(t, dir, func(o *store.Options) { o.LogBlockBytes = 1 << 10 })
+	a := model.TraceID{1, 2, 3, 4, 5, 6, 7, 8, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8}
+	sameTail := model.TraceID{9, 9, 9, 9, 9, 9, 9, 9, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8}
+	short1 := model.TraceID{8: 0x11, 15: 0x01}
+	short2 := model.TraceID{8: 0x11, 15: 0x02}
+	ids := []model.TraceID{a, sameTail, short1, short2}
+	write := func(from, to int) {
+		t.Helper()
+		for i := from; i < to; i += 20 {
+			st := store.LogStream{Labels: labels.FromStrings("app", "cart")}
+			for j := i; j < i+20; j++ {
+				e := store.LogEntry{T: logT0.Add(time.Duration(j) * time.Second).UnixNano(), Line: fmt.Sprintf("level=info line=%d", j)}
+				if j%3 == 0 {
+					e.TraceID = ids[j/3%len(ids)]
+					e.Line += " trace_id=" + e.TraceID.String()
+				}
+				st.Entries = append(st.Entries, e)
+			}
+			require.NoError(t, db.WriteLogStreams(context.Background(), []store.LogStream{st}))
+		}
+		require.NoError(t, db.CheckpointLogs())
+	}
+	store.WriteLogTraceKeys(true)
+	t.Cleanup(func() { store.WriteLogTraceKeys(false) })
+	write(0, 240) // as earlier builds indexed blocks
+	store.WriteLogTraceKeys(false)
+	write(240, 480)
+	require.NoError(t, db.Close())
+	db = openStore(t, dir)
+	defer db.Close()
+
+	for k, id := range ids {
+		tr, err := db.Trace(context.Background(), id)
+		require.NoError(t, err)
+		require.Len(t, tr.Logs, 1, "trace %s", id)
+		var want []int64
+		for j := 0; j < 480; j += 3 {
+			if j/3%len(ids) == k {
+				want = append(want, logT0.Add(time.Duration(j)*time.Second).UnixNano())
+			}
+		}
+		var got []int64
+		for _, e := range tr.Logs[0].Entries {
+			require.Equal(t, id, e.TraceID)
+			require.Contains(t, e.Line, id.String())
+			got = append(got, e.T)
+		}
+		require.Equal(t, want, got, "trace %s: its lines from both halves, and only its own", id)
+	}
+	_, err := db.Trace(context.Background(), model.TraceID{7: 1, 8: 0xa1, 9: 0xa2, 10: 0xa3, 11: 0xa4, 12: 0xa5, 13: 0xa6, 14: 0xa7, 15: 0xa8})
+	require.ErrorIs(t, err, store.ErrNotFound, "an unknown id ending as a known one finds no lines")
+}

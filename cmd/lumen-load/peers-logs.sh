@@ -7,7 +7,7 @@
 # and stacks, a trace id in about one line in six), alternated ROUNDS times.
 # Each prints lines/s, the server's CPU-seconds per million lines, its peak
 # RSS (VmHWM: everything the process maps), its bytes on disk per line
-# (Lumen after a clean stop, without its disk reserve, a 112-MiB file of
+# (Lumen after a clean stop, without its disk reserve, a 96-MiB file of
 # free space kept for a full disk; Loki after /flush, its chunks and index
 # apart from its WAL), then a trace's lines found by LogQL
 # ({namespace="shop"} |= "<id>") and a rare string over everything, and for

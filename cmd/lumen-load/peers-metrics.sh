@@ -5,7 +5,7 @@
 # senders, 15-s steps from the past), alternated ROUNDS times; each line
 # gives samples/s, the server's CPU-seconds per million samples, its peak
 # RSS and its bytes on disk per sample (VictoriaMetrics and Prometheus
-# flushed first; Lumen without its disk reserve, a 112-MiB file of free
+# flushed first; Lumen without its disk reserve, a 96-MiB file of free
 # space kept for a full disk, which is not data). Then PromQL latency
 # (lumen-load -signal promql: a rate by job over all series and over 250 of
 # them, instant and 30-min range) right after the load and again after
