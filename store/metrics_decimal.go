@@ -30,7 +30,16 @@ import (
 //	         width(v) packed(zigzag(residual))
 //
 // value i = m_i / 10^exp; mode 0 packs m_i - m_{i-1} (n-1 of them),
-// mode 1 packs their differences (n-2). width is one byte, 0..64 bits.
+// mode 1 packs their differences (n-2). width is one byte, 0..64 bits, or
+// with 0x80 added, packed values with exceptions:
+//
+//	packed := width[1] | (0x80|width)[1] uvarint(k) k×(uvarint(gap) uvarint(zigzag(value))) bits
+//
+// where each of the k exceptions replaces the packed value at its index
+// (gap: the indexes between it and the one before, the first counted from
+// 0), its own slot packed as 0. A counter that resets, a sawtooth that
+// wraps or a missed scrape is one large difference among small ones: packed
+// at its width, it would take every slot of the chunk that wide.
 const encDecimal chunkenc.Encoding = 0x81
 
 const (
@@ -118,7 +127,7 @@ func (sc *decimalScratch) appendDecimalChunk(b []byte, ts []int64, vs []float64)
 	b = append(b, byte(exp))
 	dods := sc.secondDifferences(ms)
 	deltas := sc.d1
-	if packedWidth(dods) < packedWidth(deltas) {
+	if packedCost(dods) < packedCost(deltas) {
 		b = append(b, decimalModeDoubleD)
 		b = binary.AppendVarint(b, ms[0])
 		if n > 1 {
@@ -152,21 +161,68 @@ func appendDifferences(dst, x []int64) []int64 {
 func zigzag(v int64) uint64   { return uint64(v<<1) ^ uint64(v>>63) }
 func unzigzag(u uint64) int64 { return int64(u>>1) ^ -int64(u&1) }
 
-func packedWidth(x []int64) int {
-	var or uint64
+// packing chooses how to pack x: the width and the exceptions, those of
+// x's values that need more bits than it, so that the bytes are fewest.
+// Without exceptions it is the width of the widest value.
+func packing(x []int64) (w, k, cost int) {
+	var hist [65]int // values by their width
 	for _, v := range x {
-		or |= zigzag(v)
+		hist[bits.Len64(zigzag(v))]++
 	}
-	return bits.Len64(or)
+	gap := 1 // an exception's gap takes a byte when the chunk has fewer than 128 values
+	if len(x) >= 128 {
+		gap = 2
+	}
+	w = 64
+	for w > 0 && hist[w] == 0 {
+		w--
+	}
+	cost = 1 + (len(x)*w+7)/8
+	exc, excBytes := 0, 0
+	for cand := w - 1; cand >= 0; cand-- {
+		// The values of width cand+1 become exceptions too.
+		exc += hist[cand+1]
+		excBytes += hist[cand+1] * (gap + (cand+1+6)/7)
+		c := 1 + uvarintLen(uint64(exc)) + excBytes + (len(x)*cand+7)/8
+		if c < cost {
+			w, k, cost = cand, exc, c
+		}
+	}
+	return w, k, cost
 }
 
-// appendPacked writes the width, then every value zigzagged in width bits,
-// most significant bit first.
+func packedCost(x []int64) int {
+	_, _, c := packing(x)
+	return c
+}
+
+func uvarintLen(u uint64) int { return (bits.Len64(u|1) + 6) / 7 }
+
+// appendPacked writes x as packing chooses: the width (0x80 added when
+// exceptions follow), the exceptions, then every value zigzagged in width
+// bits, most significant bit first (an exception's slot 0).
 func appendPacked(b []byte, x []int64) []byte {
-	w := packedWidth(x)
-	bw := bitWriter{b: append(b, byte(w))}
+	w, k, _ := packing(x)
+	if k == 0 {
+		b = append(b, byte(w))
+	} else {
+		b = binary.AppendUvarint(append(b, 0x80|byte(w)), uint64(k))
+		last := -1
+		for i, v := range x {
+			if zz := zigzag(v); bits.Len64(zz) > w {
+				b = binary.AppendUvarint(b, uint64(i-last-1))
+				b = binary.AppendUvarint(b, zz)
+				last = i
+			}
+		}
+	}
+	bw := bitWriter{b: b}
 	for _, v := range x {
-		bw.write(zigzag(v), w)
+		if zz := zigzag(v); bits.Len64(zz) <= w {
+			bw.write(zz, w)
+		} else {
+			bw.write(0, w)
+		}
 	}
 	return bw.b
 }
@@ -206,13 +262,58 @@ type decimalChunk struct {
 type decimalLayout struct {
 	n      int
 	t0, d0 int64  // the first time and the first time delta
-	tw     int    // width of the times' packed second differences
-	tbits  []byte // those, n-2 of them
+	times  packed // the times' second differences, n-2 of them
 	exp    int
 	mode   byte
 	m0, e0 int64  // the first mantissa, and in mode 1 the first mantissa delta
-	vw     int    // width of the packed mantissa differences
-	vbits  []byte // those: n-1 in mode 0, n-2 in mode 1
+	values packed // the mantissas' differences: n-1 in mode 0, n-2 in mode 1
+}
+
+// packed is where a run of packed values is: their width, their bits and
+// their exceptions (checked: each index inside the run, in order).
+type packed struct {
+	w    int
+	bits []byte
+	exc  []byte // k × (uvarint(gap) uvarint(zigzag(value)))
+}
+
+// packedReader reads a run of packed values in order, in place.
+type packedReader struct {
+	p    *packed
+	pos  int    // bit position of the next value
+	i    int    // its index
+	exc  []byte // exceptions not reached yet
+	next int    // index of the next exception, -1 when none is left
+	val  int64  // its value
+}
+
+func (r *packedReader) reset(p *packed) {
+	*r = packedReader{p: p, exc: p.exc, next: -1}
+	r.advance(-1)
+}
+
+// advance reads the next exception after index last.
+func (r *packedReader) advance(last int) {
+	r.next = -1
+	if len(r.exc) == 0 {
+		return
+	}
+	gap, n := binary.Uvarint(r.exc)
+	zz, m := binary.Uvarint(r.exc[n:]) // checked by parsePackedExceptions
+	r.exc = r.exc[n+m:]
+	r.next, r.val = last+1+int(gap), unzigzag(zz)
+}
+
+// read returns the next value.
+func (r *packedReader) read() int64 {
+	v := readBits(r.p.bits, r.pos, r.p.w)
+	r.pos += r.p.w
+	if r.i == r.next {
+		v = r.val
+		r.advance(r.i)
+	}
+	r.i++
+	return v
 }
 
 // parseDecimalChunk checks a decimal chunk's layout and returns it ready
@@ -240,7 +341,7 @@ func parseDecimalChunk(b []byte) (decimalLayout, error) {
 		b = b[w:]
 	}
 	var err error
-	if c.tw, c.tbits, b, err = splitPacked(b, max(c.n-2, 0)); err != nil {
+	if c.times, b, err = splitPacked(b, max(c.n-2, 0)); err != nil {
 		return decimalLayout{}, err
 	}
 	if len(b) < 2 || b[0] > maxDecimalExp || b[1] > decimalModeDoubleD {
@@ -262,7 +363,7 @@ func parseDecimalChunk(b []byte) (decimalLayout, error) {
 			b = b[w:]
 		}
 	}
-	if c.vw, c.vbits, b, err = splitPacked(b, packed); err != nil {
+	if c.values, b, err = splitPacked(b, packed); err != nil {
 		return decimalLayout{}, err
 	}
 	if len(b) != 0 {
@@ -272,21 +373,48 @@ func parseDecimalChunk(b []byte) (decimalLayout, error) {
 }
 
 // splitPacked splits count values written by appendPacked from what
-// follows them: their width, their bytes, the rest.
-func splitPacked(b []byte, count int) (int, []byte, []byte, error) {
+// follows them, checking their exceptions.
+func splitPacked(b []byte, count int) (packed, []byte, error) {
+	bad := func(format string, a ...any) (packed, []byte, error) {
+		return packed{}, nil, fmt.Errorf("%w: %w: %s", ErrCorrupt, errDecimalChunk, fmt.Sprintf(format, a...))
+	}
 	if len(b) == 0 {
-		return 0, nil, nil, fmt.Errorf("%w: %w: missing width", ErrCorrupt, errDecimalChunk)
+		return bad("missing width")
 	}
-	w := int(b[0])
+	var p packed
+	p.w = int(b[0] &^ 0x80)
+	withExc := b[0]&0x80 != 0
 	b = b[1:]
-	if w > 64 {
-		return 0, nil, nil, fmt.Errorf("%w: %w: width %d", ErrCorrupt, errDecimalChunk, w)
+	if p.w > 64 {
+		return bad("width %d", p.w)
 	}
-	nbytes := (count*w + 7) / 8
+	if withExc {
+		k, n := binary.Uvarint(b)
+		if n <= 0 || k == 0 || k > uint64(count) {
+			return bad("%d exceptions among %d values", k, count)
+		}
+		b = b[n:]
+		at, start := -1, b
+		for range k {
+			gap, n := binary.Uvarint(b)
+			if n <= 0 || gap >= uint64(count-at-1) {
+				return bad("an exception past the %d values", count)
+			}
+			at += 1 + int(gap)
+			_, m := binary.Uvarint(b[n:])
+			if m <= 0 {
+				return bad("an exception's value")
+			}
+			b = b[n+m:]
+		}
+		p.exc = start[:len(start)-len(b)]
+	}
+	nbytes := (count*p.w + 7) / 8
 	if nbytes > len(b) {
-		return 0, nil, nil, fmt.Errorf("%w: %w: %d values of %d bits in %d bytes", ErrCorrupt, errDecimalChunk, count, w, len(b))
+		return bad("%d values of %d bits in %d bytes", count, p.w, len(b))
 	}
-	return w, b[:nbytes], b[nbytes:], nil
+	p.bits = b[:nbytes]
+	return p, b[nbytes:], nil
 }
 
 // readBits returns the w bits (w <= 64) of b at bit pos, most significant
@@ -338,6 +466,8 @@ func (c *decimalChunk) Iterator(it chunkenc.Iterator) chunkenc.Iterator {
 	if c.n > 0 {
 		d.c, _ = parseDecimalChunk(c.data) // checked when c was made
 	}
+	d.tr.reset(&d.c.times)
+	d.vr.reset(&d.c.values)
 	return d
 }
 
@@ -347,7 +477,7 @@ type decimalIterator struct {
 	i      int   // the current sample, -1 before the first
 	t, dt  int64 // its time and the last time delta
 	m, dm  int64 // its mantissa and the last mantissa delta
-	tp, vp int   // bit positions in the packed times and mantissas
+	tr, vr packedReader
 }
 
 func (it *decimalIterator) Next() chunkenc.ValueType {
@@ -364,19 +494,16 @@ func (it *decimalIterator) Next() chunkenc.ValueType {
 	case 1:
 		it.dt = c.d0
 	default:
-		it.dt += readBits(c.tbits, it.tp, c.tw)
-		it.tp += c.tw
+		it.dt += it.tr.read()
 	}
 	it.t += it.dt
 	switch {
 	case c.mode == decimalModeDelta:
-		it.dm = readBits(c.vbits, it.vp, c.vw)
-		it.vp += c.vw
+		it.dm = it.vr.read()
 	case it.i == 1:
 		it.dm = c.e0
 	default:
-		it.dm += readBits(c.vbits, it.vp, c.vw)
-		it.vp += c.vw
+		it.dm += it.vr.read()
 	}
 	it.m += it.dm
 	return chunkenc.ValFloat

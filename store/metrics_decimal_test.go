@@ -52,13 +52,39 @@ func readPacked(b []byte, count int) ([]int64, []byte, error) {
 	if len(b) == 0 {
 		return nil, nil, fmt.Errorf("%w: %w: missing width", ErrCorrupt, errDecimalChunk)
 	}
-	w := int(b[0])
+	w := int(b[0] &^ 0x80)
+	withExc := b[0]&0x80 != 0
 	b = b[1:]
 	if w > 64 {
 		return nil, nil, fmt.Errorf("%w: %w: width %d", ErrCorrupt, errDecimalChunk, w)
 	}
+	exc := map[int]int64{}
+	if withExc {
+		k, n := binary.Uvarint(b)
+		if n <= 0 || k == 0 || k > uint64(count) {
+			return nil, nil, fmt.Errorf("%w: %w: exceptions", ErrCorrupt, errDecimalChunk)
+		}
+		b = b[n:]
+		at := -1
+		for range k {
+			gap, n := binary.Uvarint(b)
+			if n <= 0 || gap >= uint64(count) || at+1+int(gap) >= count {
+				return nil, nil, fmt.Errorf("%w: %w: exception index", ErrCorrupt, errDecimalChunk)
+			}
+			at += 1 + int(gap)
+			zz, m := binary.Uvarint(b[n:])
+			if m <= 0 {
+				return nil, nil, fmt.Errorf("%w: %w: exception value", ErrCorrupt, errDecimalChunk)
+			}
+			exc[at] = unzigzag(zz)
+			b = b[n+m:]
+		}
+	}
 	out := make([]int64, count)
 	if w == 0 {
+		for i, v := range exc {
+			out[i] = v
+		}
 		return out, b, nil
 	}
 	nbytes := (count*w + 7) / 8
@@ -77,6 +103,9 @@ func readPacked(b []byte, count int) ([]int64, []byte, error) {
 			left -= take
 		}
 		out[i] = unzigzag(u)
+		if v, ok := exc[i]; ok {
+			out[i] = v
+		}
 	}
 	return out, b[nbytes:], nil
 }
@@ -174,25 +203,44 @@ func TestDecimalChunks(t *testing.T) {
 		decimal bool
 		maxSize int   // bytes for 120 samples
 		jitter  int64 // ms
+		times   func([]int64)
 	}{
-		{"constant", func(int) float64 { return 1 }, true, 16, 0},
-		{"constant, timestamps off by up to 4 ms", func(int) float64 { return 1 }, true, 90, 4},
-		{"steady counter", func(i int) float64 { return float64(1000 + 37*i) }, true, 20, 0},
-		{"counter", func(i int) float64 { return float64(1000 + 37*i + r.IntN(8)) }, true, 100, 0},
-		{"one-decimal gauge, parsed from text", func(int) float64 { return parse(strconv.FormatFloat(20+float64(r.IntN(200))/10, 'f', 1, 64)) }, true, 150, 0},
-		{"bytes gauge", func(int) float64 { return float64(r.Int64N(1 << 40)) }, true, 640, 0},
-		{"negative and fractional", func(i int) float64 { return parse(strconv.FormatFloat(-3.25+float64(i%9)*0.125, 'f', -1, 64)) }, true, 190, 0},
-		{"computed floats", func(i int) float64 { return math.Sin(float64(i)) }, false, 0, 0},
+		{"constant", func(int) float64 { return 1 }, true, 16, 0, nil},
+		{"constant, timestamps off by up to 4 ms", func(int) float64 { return 1 }, true, 90, 4, nil},
+		{"steady counter", func(i int) float64 { return float64(1000 + 37*i) }, true, 20, 0, nil},
+		{"counter", func(i int) float64 { return float64(1000 + 37*i + r.IntN(8)) }, true, 100, 0, nil},
+		{"one-decimal gauge, parsed from text", func(int) float64 { return parse(strconv.FormatFloat(20+float64(r.IntN(200))/10, 'f', 1, 64)) }, true, 150, 0, nil},
+		{"bytes gauge", func(int) float64 { return float64(r.Int64N(1 << 40)) }, true, 640, 0, nil},
+		{"negative and fractional", func(i int) float64 { return parse(strconv.FormatFloat(-3.25+float64(i%9)*0.125, 'f', -1, 64)) }, true, 190, 0, nil},
+		{"computed floats", func(i int) float64 { return math.Sin(float64(i)) }, false, 0, 0, nil},
 		{"a stale marker", func(i int) float64 {
 			if i == 60 {
 				return math.Float64frombits(0x7ff0000000000002)
 			}
 			return 1
-		}, false, 0, 0},
-		{"negative zero", func(i int) float64 { return math.Copysign(0, -1) }, false, 0, 0},
+		}, false, 0, 0, nil},
+		{"negative zero", func(i int) float64 { return math.Copysign(0, -1) }, false, 0, 0, nil},
+		// One large difference among small ones: an exception, not a
+		// width for every value.
+		{"a counter that resets", func(i int) float64 {
+			if i < 70 {
+				return float64(1000 + 37*i)
+			}
+			return float64(37 * (i - 70))
+		}, true, 32, 0, nil},
+		{"a sawtooth that wraps", func(i int) float64 { return float64((900+3*i)%1000) / 10 }, true, 32, 0, nil},
+		{"a missed scrape", func(int) float64 { return 1 }, true, 24, 0, func(ts []int64) {
+			for i := 50; i < len(ts); i++ {
+				ts[i] += 15_000
+			}
+		}},
+		{"a counter with resets and jitter", func(i int) float64 { return float64(37 * (i % 25)) }, true, 120, 3, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ts := scrapeTimes(r, tc.jitter)
+			if tc.times != nil {
+				tc.times(ts)
+			}
 			vs := make([]float64, len(ts))
 			for i := range vs {
 				vs[i] = tc.value(i)
@@ -294,6 +342,9 @@ func FuzzDecimalChunk(f *testing.F) {
 	f.Add([]byte{}, seed(1e300, -1e-300, 0.1))
 	enc, _ := encodeDecimalChunk([]int64{1000, 2000, 3000}, []float64{1.5, 2.5, 3})
 	f.Add(enc, seed(7, 7, 7, 7))
+	// Exceptions: a missed scrape and a counter that resets.
+	enc, _ = encodeDecimalChunk([]int64{0, 15, 30, 45, 75, 90, 105}, []float64{10, 20, 30, 40, 0, 10, 20})
+	f.Add(enc, seed(1, 2, 3, 4, 0, 1, 2, 3))
 	f.Fuzz(func(t *testing.T, chunk, values []byte) {
 		// Any bytes: decoded or refused as corrupt, never a panic; read in
 		// place exactly as the reference decodes them.
