@@ -508,12 +508,24 @@ func sortedKeys(m map[string]struct{}) []string {
 	return out
 }
 
-// logTraceTailRefs appends to refs the blocks that 0x44 keys name for
-// id: blocks with lines of the trace, and rarely of another whose id ends
-// with the same 8 bytes.
-func logTraceTailRefs(txn *badger.Txn, id model.TraceID, refs []blockRef) ([]blockRef, error) {
+// logTraceRefs returns the blocks a partition's trace index names for id:
+// those of 0x43 keys (earlier builds), and those of 0x44 keys — blocks with
+// lines of the trace, and rarely of another whose id ends with the same 8
+// bytes.
+func logTraceRefs(txn *badger.Txn, id model.TraceID) ([]blockRef, error) {
+	var refs []blockRef
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: logTracePrefix(id), PrefetchValues: false})
+	for it.Rewind(); it.Valid(); it.Next() {
+		br, err := parseLogTraceKey(it.Item().Key())
+		if err != nil {
+			it.Close()
+			return nil, err
+		}
+		refs = append(refs, br)
+	}
+	it.Close()
 	var seqs []uint64
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: logTraceTailPrefix(id), PrefetchValues: false})
+	it = txn.NewIterator(badger.IteratorOptions{Prefix: logTraceTailPrefix(id), PrefetchValues: false})
 	for it.Rewind(); it.Valid(); it.Next() {
 		seq, err := parseLogTraceTailKey(it.Item().Key())
 		if err != nil {
@@ -567,18 +579,7 @@ func (db *DB) traceLogs(ctx context.Context, parts []*partition, id model.TraceI
 			return nil, false, fmt.Errorf("logs of trace %s: %w", id, err)
 		}
 		err := wrapRead(p.view(func(txn *badger.Txn) error {
-			var refs []blockRef
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: logTracePrefix(id), PrefetchValues: false})
-			for it.Rewind(); it.Valid(); it.Next() {
-				br, err := parseLogTraceKey(it.Item().Key())
-				if err != nil {
-					it.Close()
-					return err
-				}
-				refs = append(refs, br)
-			}
-			it.Close()
-			refs, err := logTraceTailRefs(txn, id, refs)
+			refs, err := logTraceRefs(txn, id)
 			if err != nil {
 				return err
 			}

@@ -127,17 +127,17 @@ func (sc *decimalScratch) appendDecimalChunk(b []byte, ts []int64, vs []float64)
 	b = append(b, byte(exp))
 	dods := sc.secondDifferences(ms)
 	deltas := sc.d1
-	if packedCost(dods) < packedCost(deltas) {
+	if pd, pm := packing(dods), packing(deltas); pd.cost < pm.cost {
 		b = append(b, decimalModeDoubleD)
 		b = binary.AppendVarint(b, ms[0])
 		if n > 1 {
 			b = binary.AppendVarint(b, ms[1]-ms[0])
 		}
-		b = appendPacked(b, dods)
+		b = appendPackedAs(b, dods, pd)
 	} else {
 		b = append(b, decimalModeDelta)
 		b = binary.AppendVarint(b, ms[0])
-		b = appendPacked(b, deltas)
+		b = appendPackedAs(b, deltas, pm)
 	}
 	return b, true
 }
@@ -161,10 +161,14 @@ func appendDifferences(dst, x []int64) []int64 {
 func zigzag(v int64) uint64   { return uint64(v<<1) ^ uint64(v>>63) }
 func unzigzag(u uint64) int64 { return int64(u>>1) ^ -int64(u&1) }
 
+// packPlan is how a run of values is packed: at width w bits, with k
+// exceptions (the values wider than w), in cost bytes.
+type packPlan struct{ w, k, cost int }
+
 // packing chooses how to pack x: the width and the exceptions, those of
 // x's values that need more bits than it, so that the bytes are fewest.
 // Without exceptions it is the width of the widest value.
-func packing(x []int64) (w, k, cost int) {
+func packing(x []int64) packPlan {
 	var hist [65]int // values by their width
 	for _, v := range x {
 		hist[bits.Len64(zigzag(v))]++
@@ -173,36 +177,33 @@ func packing(x []int64) (w, k, cost int) {
 	if len(x) >= 128 {
 		gap = 2
 	}
-	w = 64
+	w := 64
 	for w > 0 && hist[w] == 0 {
 		w--
 	}
-	cost = 1 + (len(x)*w+7)/8
+	best := packPlan{w: w, cost: 1 + (len(x)*w+7)/8}
 	exc, excBytes := 0, 0
 	for cand := w - 1; cand >= 0; cand-- {
 		// The values of width cand+1 become exceptions too.
 		exc += hist[cand+1]
 		excBytes += hist[cand+1] * (gap + (cand+1+6)/7)
-		c := 1 + uvarintLen(uint64(exc)) + excBytes + (len(x)*cand+7)/8
-		if c < cost {
-			w, k, cost = cand, exc, c
+		if c := 1 + uvarintLen(uint64(exc)) + excBytes + (len(x)*cand+7)/8; c < best.cost {
+			best = packPlan{w: cand, k: exc, cost: c}
 		}
 	}
-	return w, k, cost
-}
-
-func packedCost(x []int64) int {
-	_, _, c := packing(x)
-	return c
+	return best
 }
 
 func uvarintLen(u uint64) int { return (bits.Len64(u|1) + 6) / 7 }
 
-// appendPacked writes x as packing chooses: the width (0x80 added when
+// appendPacked writes x as packing chooses.
+func appendPacked(b []byte, x []int64) []byte { return appendPackedAs(b, x, packing(x)) }
+
+// appendPackedAs writes x as plan says: the width (0x80 added when
 // exceptions follow), the exceptions, then every value zigzagged in width
 // bits, most significant bit first (an exception's slot 0).
-func appendPacked(b []byte, x []int64) []byte {
-	w, k, _ := packing(x)
+func appendPackedAs(b []byte, x []int64, plan packPlan) []byte {
+	w, k := plan.w, plan.k
 	if k == 0 {
 		b = append(b, byte(w))
 	} else {
@@ -299,7 +300,7 @@ func (r *packedReader) advance(last int) {
 		return
 	}
 	gap, n := binary.Uvarint(r.exc)
-	zz, m := binary.Uvarint(r.exc[n:]) // checked by parsePackedExceptions
+	zz, m := binary.Uvarint(r.exc[n:]) // checked by splitPacked
 	r.exc = r.exc[n+m:]
 	r.next, r.val = last+1+int(gap), unzigzag(zz)
 }
