@@ -40,6 +40,7 @@ type partition struct {
 	dir   string
 	start time.Time
 	end   time.Time
+	log   *zap.Logger
 
 	mu       sync.RWMutex
 	db       *badger.DB // nil once dropped
@@ -115,6 +116,13 @@ func badgerOptions(dir string, o Options, readOnly bool) badger.Options {
 		// live in the value log, which Badger does not compress.
 		WithCompression(options.ZSTD).
 		WithZSTDCompressionLevel(1).
+		// Table blocks of 16 KiB instead of Badger's 4: keys of one kind
+		// sit side by side (a series' chunks, postings, a trace index), so
+		// zstd finds four times the context, and a table's index names a
+		// quarter of the blocks. On 30M samples of 100k series 7.8 -> 6.7
+		// MB, on 2M spans 109 -> 104 MB, PromQL and trace reads unchanged
+		// (BENCHMARKS.md). Tables written with 4 KiB blocks read as before.
+		WithBlockSize(16 << 10).
 		WithBlockCacheSize(max(blockCache, 1<<20)).
 		WithIndexCacheSize(indexCache).
 		WithMemTableSize(o.MemTableBytes).
@@ -150,6 +158,7 @@ func newPartition(root string, start time.Time, o Options) *partition {
 		name:  partitionName(start),
 		start: start,
 		end:   start.UTC().Truncate(o.PartitionDuration).Add(o.PartitionDuration),
+		log:   o.Logger,
 	}
 	p.postings.refs.max, p.postings.selected.max = maxCachedPostingRefs/2, maxCachedPostingRefs/2
 	p.dir = filepath.Join(root, p.name)
@@ -227,6 +236,9 @@ func (p *partition) openDB(o Options, readOnly bool) error {
 		if err := db.Close(); err != nil {
 			return fmt.Errorf("recover partition %s: close: %w", p.name, err)
 		}
+	}
+	if readOnly {
+		p.releaseDiscard() // sealed by a build before this one, or a crash before it was released
 	}
 	if !readOnly && !roomForWritable(p.dir, o) {
 		return fmt.Errorf("%w: open partition %s: no room on the disk for the %s of files a writable partition reserves", ErrDiskFull, p.name, formatBytes(filesAhead(o)))
@@ -435,6 +447,7 @@ func (p *partition) seal(o Options) error {
 		p.db = nil
 		return fmt.Errorf("seal partition %s: close: %w", p.name, err)
 	}
+	p.releaseDiscard()
 	db, err := badger.Open(badgerOptions(p.dir, o, true))
 	if err != nil {
 		p.db = nil
@@ -456,7 +469,19 @@ func (p *partition) close() error {
 	if err != nil {
 		return fmt.Errorf("close partition %s: %w", p.name, err)
 	}
+	if !p.readOnly {
+		p.releaseDiscard()
+	}
 	return nil
+}
+
+// releaseDiscard gives back the disk of the unused part of the partition's
+// DISCARD file once no writable Badger maps it (discard.go): a megabyte a
+// partition, a page or two of it used.
+func (p *partition) releaseDiscard() {
+	if err := releaseDiscard(p.dir); err != nil && p.log != nil {
+		p.log.Warn("give back the unused disk of a partition's DISCARD file", zap.String("partition", p.name), zap.Error(err))
+	}
 }
 
 // drop closes the partition and deletes its files.

@@ -311,10 +311,19 @@ func TestDiskBudgetDropsOldestThenCutsTheHead(t *testing.T) {
 	require.Len(t, stats.Partitions, 4)
 	require.NoError(t, db.Close())
 
-	// Reopen with a budget the head partition fits in: the three older
-	// ones go, on open, before anything is written.
-	headBytes := stats.Partitions[0].DiskBytes
-	db = openStore(t, dir, func(o *store.Options) { o.Now = clk.Now; o.Retention = 0; o.MaxDiskBytes = headBytes * 3 / 2 })
+	// Reopen with a budget that everything but the three older partitions
+	// fits in with half of one to spare: they go, on open, before anything
+	// is written. (The head is larger than the sealed ones: its DISCARD
+	// file is reserved whole while it is writable; and it holds its last
+	// memtable, written at the close.)
+	db = openStore(t, dir, func(o *store.Options) { o.Now = clk.Now; o.Retention = 0 })
+	stats, err = db.Stats()
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+	older := stats.Partitions[0].DiskBytes
+	require.Equal(t, older, stats.Partitions[2].DiskBytes, "the older partitions hold the same")
+	budget := stats.DiskBytes - 3*older + older/2
+	db = openStore(t, dir, func(o *store.Options) { o.Now = clk.Now; o.Retention = 0; o.MaxDiskBytes = budget })
 	stats, err = db.Stats()
 	require.NoError(t, err)
 	require.Len(t, stats.Partitions, 1)
