@@ -33,8 +33,10 @@ func TestIdleSeriesAndStreamsLeaveTheHead(t *testing.T) {
 		}
 		require.NoError(t, a.Commit())
 		require.NoError(t, db.WriteLogStreams(context.Background(), streams))
-		// Two checkpoints an idle period apart: the first writes the
-		// round's data, the second finds the older rounds idle.
+		// Checkpoints an idle period apart: the first writes the round's
+		// log lines and carries its open metric chunks into the new WAL
+		// generation, the second writes those chunks (they took nothing
+		// since) and finds the streams idle, the third the series.
 		require.NoError(t, db.CheckpointMetrics())
 		require.NoError(t, db.CheckpointLogs())
 		up := []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "__name__", "up")}
@@ -45,6 +47,8 @@ func TestIdleSeriesAndStreamsLeaveTheHead(t *testing.T) {
 		clk.mu.Unlock()
 		require.NoError(t, db.CheckpointMetrics())
 		require.NoError(t, db.CheckpointLogs())
+		require.Equal(t, perRound, db.HeadStats().Series, "round %d: the series' chunks were written by that checkpoint", r)
+		require.NoError(t, db.CheckpointMetrics())
 		st := db.HeadStats()
 		require.Zero(t, st.Series, "round %d: every series is idle an hour later", r)
 		require.Zero(t, st.Streams, "round %d", r)

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/stretchr/testify/require"
 
 	"github.com/lumenobs/lumen/store/wlog"
@@ -69,6 +72,13 @@ func FuzzWALRecord(f *testing.F) {
 		{ref: 2, point: point{t: 9, fh: &histogram.FloatHistogram{CounterResetHint: histogram.GaugeType, Count: 2.5, Sum: 1, PositiveSpans: []histogram.Span{{Length: 1}}, PositiveBuckets: []float64{2.5}}}},
 	}))
 	f.Add(encodeWALRecord(nil, nil))
+	xor := chunkenc.NewXORChunk()
+	xapp, _ := xor.Appender()
+	for i := range 4 {
+		xapp.Append(0, int64(60_000+i*15_000), 20+float64(i)/10)
+	}
+	f.Add(encodeWALChunks([]walChunk{{ref: 3, data: xor.Bytes()}, {ref: 4, data: xor.Bytes()}}, 0))
+	f.Add(encodeWALChunks([]walChunk{{ref: 4, data: xor.Bytes()[:5]}}, 0))
 	f.Add([]byte{walRecordSamples, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var sb labels.ScratchBuilder
@@ -142,12 +152,13 @@ func TestMetricsCheckpointBoundsTheWAL(t *testing.T) {
 	require.Equal(t, []wlog.Gen{{N: first + 1}}, gens, "the old generation is gone")
 	for _, s := range db.metrics.byRef {
 		require.Empty(t, s.pending, "cut chunks are written")
-		require.Nil(t, s.open.chunk)
+		require.Equal(t, 200-chunkSamples, s.open.chunk.NumSamples(), "the open chunk is carried into the new generation, not cut")
 	}
 	requireSamples(t, db, start, 200)
 
 	// More samples after the checkpoint, then a crash: only the new
-	// generation replays, and nothing is lost or doubled.
+	// generation replays — the carried chunk's samples and those after
+	// it —, and nothing is lost or doubled.
 	appendSeries(t, db, 200, 330, start)
 	db.abandon(t)
 	db, err = Open(o)
@@ -158,4 +169,112 @@ func TestMetricsCheckpointBoundsTheWAL(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, gens, 1, "replayed generations are deleted once their chunks are written")
 	require.Greater(t, gens[0].N, first+1)
+}
+
+// chunkKeys counts the in-order chunk keys (0x22) in the store's
+// partitions, and the samples they hold.
+func chunkKeys(t *testing.T, db *DB) int {
+	t.Helper()
+	n := 0
+	for _, p := range db.parts {
+		require.NoError(t, p.view(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{nsChunk}})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				n++
+			}
+			return nil
+		}))
+	}
+	return n
+}
+
+// Checkpoints carry a float chunk that took samples since the last one into
+// the new WAL generation instead of cutting it: the chunk fills to
+// chunkSamples however many checkpoints pass (one key of 120 samples, not
+// one per checkpoint); a chunk that took nothing since is cut, so that the
+// series can leave the head; and a crash after a carry loses nothing.
+func TestCheckpointsCarryOpenChunks(t *testing.T) {
+	dir := t.TempDir()
+	db, o := openMetricsStore(t, dir)
+	var err error
+	start := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC).UnixMilli()
+	from := 0
+	for _, upTo := range []int{40, 80, 110} {
+		appendSeries(t, db, from, upTo, start)
+		require.NoError(t, db.CheckpointMetrics())
+		from = upTo
+	}
+	require.Zero(t, chunkKeys(t, db), "three checkpoints cut nothing")
+	gens, err := wlog.List(filepath.Join(dir, metricsWALDir))
+	require.NoError(t, err)
+	require.Len(t, gens, 1, "each checkpoint deleted the generation before it")
+	requireSamples(t, db, start, 110)
+
+	appendSeries(t, db, 110, 125, start)
+	require.Equal(t, 3, chunkKeys(t, db), "a chunk a series, cut at 120 samples")
+	for _, s := range db.metrics.byRef {
+		require.Equal(t, 5, s.open.chunk.NumSamples())
+	}
+
+	// A crash after a checkpoint carried the open chunks: they replay.
+	require.NoError(t, db.CheckpointMetrics())
+	appendSeries(t, db, 125, 130, start)
+	db.abandon(t)
+	db, err = Open(o)
+	require.NoError(t, err)
+	requireSamples(t, db, start, 130)
+
+	// Idle: the first checkpoint carries what came since the last one,
+	// the second cuts it.
+	appendSeries(t, db, 130, 135, start)
+	keys := chunkKeys(t, db)
+	require.NoError(t, db.CheckpointMetrics())
+	require.Equal(t, keys, chunkKeys(t, db))
+	require.NoError(t, db.CheckpointMetrics())
+	require.Equal(t, keys+3, chunkKeys(t, db))
+	for _, s := range db.metrics.byRef {
+		require.True(t, s.empty(), "nothing left but in the partitions")
+	}
+	requireSamples(t, db, start, 135)
+	require.NoError(t, db.Close())
+	db, err = Open(o)
+	require.NoError(t, err)
+	defer db.Close()
+	requireSamples(t, db, start, 135)
+}
+
+func TestWALChunkSamples(t *testing.T) {
+	c := chunkenc.NewXORChunk()
+	app, err := c.Appender()
+	require.NoError(t, err)
+	for i := range 5 {
+		app.Append(0, int64(1000+i*15), float64(i)/10)
+	}
+	rec := encodeWALChunks([]walChunk{{ref: 7, data: c.Bytes()}}, 0)
+	var sb labels.ScratchBuilder
+	series, samples, err := decodeWALRecord(rec, &sb)
+	require.NoError(t, err)
+	require.Empty(t, series)
+	require.Len(t, samples, 5)
+	for i, s := range samples {
+		require.Equal(t, uint64(7), s.ref)
+		require.Equal(t, int64(1000+i*15), s.t)
+		require.Equal(t, float64(i)/10, s.v)
+	}
+
+	short := slices.Clone(c.Bytes())
+	short[1] = 9 // says 9 samples, holds 5
+	_, _, err = decodeWALRecord(encodeWALChunks([]walChunk{{ref: 7, data: short}}, 0), &sb)
+	require.ErrorIs(t, err, ErrCorrupt)
+	_, _, err = decodeWALRecord(encodeWALChunks([]walChunk{{ref: 7, data: []byte{0}}}, 0), &sb)
+	require.ErrorIs(t, err, ErrCorrupt)
+
+	back := chunkenc.NewXORChunk()
+	bapp, err := back.Appender()
+	require.NoError(t, err)
+	bapp.Append(0, 2000, 1)
+	bapp.Append(0, 1000, 2) // a chunk's times must increase
+	_, _, err = decodeWALRecord(encodeWALChunks([]walChunk{{ref: 7, data: back.Bytes()}}, 0), &sb)
+	require.ErrorIs(t, err, ErrCorrupt)
 }

@@ -24,7 +24,10 @@ import (
 )
 
 // chunkSamples is how many samples a head chunk takes before it is cut and
-// written to the day partition.
+// written to the day partition. A checkpoint does not cut a float chunk that
+// took samples since the one before: it carries it into the new WAL
+// generation (checkpointFirst), so that a chunk holds 120 samples at any
+// scrape interval rather than a checkpoint interval's worth.
 const chunkSamples = 120
 
 // metricsHead holds every series' open chunk in memory; the WAL makes it
@@ -69,8 +72,11 @@ type metricsHead struct {
 	// runs, so that one runs at a time.
 	checkpointing atomic.Bool
 	// unwritten counts the samples committed since the last checkpoint cut
-	// the head, for the disk floor's reserve.
+	// the head (and those it carried), for the disk floor's reserve.
 	unwritten atomic.Int64
+	// carried counts the samples of the chunks the checkpoint being made
+	// carried into its new generation (state.mu held exclusively).
+	carried int64
 
 	// storedOnce sets stored when this head makes its first appender: the
 	// time (unix ms) no sample stored before is newer than (see
@@ -102,6 +108,10 @@ type memSeries struct {
 	ooo []point
 	// last is the newest sample accepted; last.t is noTime when none.
 	last point
+	// fresh is set when the open chunk takes a sample, and cleared by each
+	// checkpoint; carry is set by a checkpoint that carried the open chunk
+	// into the new WAL generation, so that its cut leaves the chunk open.
+	fresh, carry bool
 	// partition names the partition holding this series' labels and
 	// postings, so they are written once per partition.
 	partition string
@@ -245,6 +255,7 @@ func (s *memSeries) add(p point, oooWindow int64) (cut []*cutChunk, ok bool) {
 		cut = append(cut, s.pendLocked(c, false))
 	}
 	s.last = p
+	s.fresh = true
 	return cut, true
 }
 

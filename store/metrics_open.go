@@ -4,6 +4,8 @@ import (
 	"errors"
 	"slices"
 
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+
 	"github.com/prometheus/prometheus/model/labels"
 	"go.uber.org/zap"
 
@@ -84,8 +86,17 @@ func (h *metricsHead) replay(g wlog.Gen) error {
 }
 
 // cutAll cuts every series' open chunk.
-func (h *metricsHead) cutAll() []*cutChunk {
+func (h *metricsHead) cutAll() []*cutChunk { return h.cut(false) }
+
+// cutUncarried cuts every series' open chunk but those the checkpoint
+// carried into its new generation (checkpointFirst).
+func (h *metricsHead) cutUncarried() []*cutChunk { return h.cut(true) }
+
+func (h *metricsHead) cut(keepCarried bool) []*cutChunk {
 	h.unwritten.Store(0)
+	if keepCarried {
+		h.unwritten.Store(h.carried)
+	}
 	h.mu.RLock()
 	all := make([]*memSeries, 0, len(h.byRef))
 	for _, s := range h.byRef {
@@ -105,13 +116,87 @@ func (h *metricsHead) cutAll() []*cutChunk {
 	for _, s := range all {
 		s.mu.Lock()
 		cut = append(cut, s.failedLocked()...)
-		if c := s.cutLocked(); c != nil {
-			cut = append(cut, c)
+		if !keepCarried || !s.carry {
+			if c := s.cutLocked(); c != nil {
+				cut = append(cut, c)
+			}
 		}
+		s.carry = false
 		cut = append(cut, s.cutOOOLocked()...)
 		s.mu.Unlock()
 	}
 	return cut
+}
+
+// carryRecordBytes bounds the chunk bytes of one record a checkpoint
+// carries open chunks in.
+const carryRecordBytes = 8 << 20
+
+// encodeWALChunksOf is encodeWALChunks of the series' open chunks, size
+// bytes in all, read in place.
+func encodeWALChunksOf(series []*memSeries, size int) []byte {
+	chunks := make([]walChunk, len(series))
+	for i, s := range series {
+		s.mu.Lock()
+		chunks[i] = walChunk{ref: s.ref, data: s.open.chunk.Bytes()}
+		s.mu.Unlock()
+	}
+	return encodeWALChunks(chunks, size)
+}
+
+// checkpointFirst is what a checkpoint's new generation starts with: the
+// record that defines every series of the head, then the open float chunks
+// that took samples since the last checkpoint, as records of chunk samples
+// (kind 0x02). Those chunks stay open — their samples are durable in the
+// new generation, which the old one can be deleted without — and fill up
+// to chunkSamples: at a 15-s scrape a checkpoint every 15 minutes would
+// otherwise cut chunks of 60 samples, at 1 minute of 15, each a key of its
+// own. A chunk that took nothing since the last checkpoint is cut, so that
+// an idle series can leave the head. Runs with commits stopped, as does
+// the cut after it (cutUncarried).
+func (h *metricsHead) checkpointFirst() walFirst {
+	first := h.seriesRecord()
+	h.carried = 0
+	if first.rec == nil {
+		return first
+	}
+	h.mu.RLock()
+	all := make([]*memSeries, 0, len(h.byRef))
+	for _, s := range h.byRef {
+		all = append(all, s)
+	}
+	h.mu.RUnlock()
+	// Commits are stopped: open chunks do not change until the cut. A
+	// record's chunk bytes are copied once, into the record.
+	var (
+		batch []*memSeries
+		size  int
+	)
+	flush := func() {
+		if len(batch) > 0 {
+			first.more = append(first.more, encodeWALChunksOf(batch, size))
+		}
+		batch, size = batch[:0], 0
+	}
+	for _, s := range all {
+		s.mu.Lock()
+		c := s.open.chunk
+		// Set or cleared for every series: a rotation that failed after
+		// this leaves no stale mark for the next checkpoint.
+		s.carry = s.fresh && c != nil && c.Encoding() == chunkenc.EncXOR && c.NumSamples() > 0
+		s.fresh = false
+		if s.carry {
+			h.carried += int64(c.NumSamples())
+			size += len(c.Bytes())
+			batch = append(batch, s)
+		}
+		s.mu.Unlock()
+		if size >= carryRecordBytes {
+			flush()
+		}
+	}
+	flush()
+	return first
 }
 
 // seriesRecord is a WAL record that defines every series in the head, the
@@ -139,15 +224,25 @@ func (h *metricsHead) seriesRecord() walFirst {
 	return walFirst{rec: encodeWALRecord(series, nil), define: define}
 }
 
-// CheckpointMetrics bounds the WAL: new requests go to a new generation, every
-// open chunk is cut and written, and the old generation is deleted. It runs
-// on a timer (MetricsCheckpointInterval); tests call it directly. If writing
-// the chunks fails, the old generation stays and replays on the next open.
-func (db *DB) CheckpointMetrics() error {
+// CheckpointMetrics bounds the WAL: new requests go to a new generation, the
+// open float chunks that took samples since the last checkpoint are carried
+// into it (checkpointFirst), every other open chunk is cut and written, and
+// the old generation is deleted. It runs on a timer
+// (MetricsCheckpointInterval); tests call it directly. If writing the chunks
+// fails, the old generation stays and replays on the next open.
+func (db *DB) CheckpointMetrics() error { return db.checkpointMetrics(true) }
+
+// checkpointMetrics is CheckpointMetrics; without carry every open chunk is
+// cut, for the disk budget, which wants the WAL's samples in the partition
+// it can drop.
+func (db *DB) checkpointMetrics(carry bool) error {
 	h := db.metrics
 	// The new generation starts with every series the head knows, so that
 	// its records can be replayed without the old one.
-	return checkpoint(&h.state, h.wal, h.removeIdle, h.seriesRecord, h.cutAll, db.writeChunks)
+	if !carry {
+		return checkpoint(&h.state, h.wal, h.removeIdle, h.seriesRecord, h.cutAll, db.writeChunks)
+	}
+	return checkpoint(&h.state, h.wal, h.removeIdle, h.checkpointFirst, h.cutUncarried, db.writeChunks)
 }
 
 // closeMetrics stops commits, writes every open chunk to the head partition,

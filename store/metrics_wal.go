@@ -2,11 +2,13 @@ package store
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
 )
 
 // The metrics write-ahead log: one record per append request in a segment
@@ -17,11 +19,15 @@ import (
 //	               uvarint(samples) { uvarint(ref) sample }
 //	sample := 0x00 varint(t) float64bits[8]
 //	        | 0x01 uvarint(len) prompb.Histogram
+//	        | 0x02 uvarint(len) xorChunk
 //
 // A record defines (new series) every series its samples refer to that
 // the generation has not defined yet; a generation's first record defines
 // every series of the head. Samples keep the request's order. Histograms are Prometheus' remote-write
 // protobuf message (prompb.Histogram, timestamp inside), integer or float.
+// A sample of kind 0x02 is many: the float samples of an open head chunk
+// (Prometheus' XOR chunk bytes), carried into a new generation by a
+// checkpoint (checkpointFirst); it reads as its samples, in order.
 // Type 0x01, written before native histograms were kept, has float samples
 // only and no kind byte.
 const (
@@ -43,7 +49,59 @@ type walSeries struct {
 const (
 	walFloat     byte = 0x00
 	walHistogram byte = 0x01
+	walXORChunk  byte = 0x02
 )
+
+// walChunk is an open head chunk's float samples, as XOR chunk bytes.
+type walChunk struct {
+	ref  uint64
+	data []byte
+}
+
+// encodeWALChunks is a record of no series and the chunks (dataBytes of
+// chunk bytes in all, a hint), each a sample of kind 0x02.
+func encodeWALChunks(chunks []walChunk, dataBytes int) []byte {
+	size := 16 + dataBytes + len(chunks)*(2*binary.MaxVarintLen64+1)
+	b := append(make([]byte, 0, size), walRecordV2, 0)
+	b = binary.AppendUvarint(b, uint64(len(chunks)))
+	for _, c := range chunks {
+		b = binary.AppendUvarint(b, c.ref)
+		b = append(b, walXORChunk)
+		b = binary.AppendUvarint(b, uint64(len(c.data)))
+		b = append(b, c.data...)
+	}
+	return b
+}
+
+// appendXORSamples appends the samples of XOR chunk bytes data to out,
+// refusing bytes that are not a chunk of increasing times.
+func appendXORSamples(out []walSample, ref uint64, data []byte) ([]walSample, error) {
+	if len(data) < 2 {
+		return nil, errors.New("chunk too short")
+	}
+	c, err := chunkenc.FromData(chunkenc.EncXOR, data)
+	if err != nil {
+		return nil, fmt.Errorf("chunk: %w", err)
+	}
+	n := c.NumSamples()
+	it := c.Iterator(nil)
+	last := int64(math.MinInt64)
+	for i := 0; i < n; i++ {
+		if it.Next() != chunkenc.ValFloat {
+			return nil, errors.New("chunk holds fewer samples than it says")
+		}
+		t, v := it.At()
+		if i > 0 && t <= last {
+			return nil, errors.New("chunk times do not increase")
+		}
+		last = t
+		out = append(out, walSample{ref: ref, point: point{t: t, v: v}})
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("chunk: %w", err)
+	}
+	return out, nil
+}
 
 func encodeWALRecord(series []walSeries, samples []walSample) []byte {
 	return appendWALRecord(make([]byte, 0, 16+len(series)*64+len(samples)*20), series, samples)
@@ -134,6 +192,16 @@ func decodeWALRecord(b []byte, sb *labels.ScratchBuilder) ([]walSeries, []walSam
 			v := math.Float64frombits(binary.BigEndian.Uint64(b[w:]))
 			samples = append(samples, walSample{ref: ref, point: point{t: t, v: v}})
 			b = b[w+8:]
+		case walXORChunk:
+			l, w := binary.Uvarint(b)
+			if w <= 0 || l > uint64(len(b)-w) || typ != walRecordV2 {
+				return nil, nil, bad("chunk length")
+			}
+			var err error
+			if samples, err = appendXORSamples(samples, ref, b[w:w+int(l)]); err != nil {
+				return nil, nil, bad(err.Error())
+			}
+			b = b[w+int(l):]
 		case walHistogram:
 			l, w := binary.Uvarint(b)
 			if w <= 0 || l > uint64(len(b)-w) {

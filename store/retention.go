@@ -186,7 +186,7 @@ func (db *DB) checkpointSoon() {
 	if db.metrics.checkpointing.CompareAndSwap(false, true) {
 		db.wg.Go(func() {
 			defer db.metrics.checkpointing.Store(false)
-			if err := db.CheckpointMetrics(); err != nil && !errors.Is(err, ErrClosed) {
+			if err := db.checkpointMetrics(false); err != nil && !errors.Is(err, ErrClosed) {
 				db.log.Warn("metrics checkpoint for the disk budget", zap.Error(err))
 			}
 		})

@@ -57,6 +57,9 @@ type walLog struct {
 type walFirst struct {
 	rec    []byte
 	define func()
+	// more are records written after rec (the metrics head's carried
+	// chunks), before any request's.
+	more [][]byte
 }
 
 // dir is the directory of the log's generations.
@@ -178,8 +181,11 @@ func (w *walLog) start(last uint64, first walFirst) error {
 	if err != nil {
 		return w.classify(err)
 	}
-	if first.rec != nil {
-		if err := seg.Append(w.frame(nil, first.rec)); err != nil {
+	for _, rec := range append([][]byte{first.rec}, first.more...) {
+		if rec == nil {
+			continue
+		}
+		if err := seg.Append(w.frame(nil, rec)); err != nil {
 			_ = seg.Close()
 			_ = os.Remove(seg.Path())
 			return w.classify(err)
