@@ -29,3 +29,7 @@ func WritePostingsFormat(format byte) { writePostingsFormat.Store(uint32(format)
 // WriteLogTraceKeys makes the store write the trace index of log blocks
 // as earlier builds did (0x43 keys) while on.
 func WriteLogTraceKeys(on bool) { writeLogTraceKeys.Store(on) }
+
+// CheckpointMetricsCutting is a metrics checkpoint that cuts every open
+// chunk instead of carrying them (the disk budget's).
+func (db *DB) CheckpointMetricsCutting() error { return db.checkpointMetrics(false) }

@@ -66,3 +66,43 @@ func BenchmarkPromQLRateSum(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkCheckpoint times a metrics checkpoint over 100k series whose open
+// chunks hold 60 samples each (as a 15-s scrape leaves them after 15
+// minutes): carried into the new WAL generation, or cut and written to the
+// partition (as before 2026-12-03, and as the disk budget's checkpoint).
+func BenchmarkCheckpoint(b *testing.B) {
+	for _, mode := range []string{"carry", "cut"} {
+		b.Run(mode, func(b *testing.B) {
+			const series, samples = 100_000, 60
+			o := store.DefaultOptions(b.TempDir())
+			o.Retention = 0
+			o.RejectOlderThan = -1
+			db, err := store.Open(o)
+			require.NoError(b, err)
+			defer db.Close()
+			sets := make([]labels.Labels, series)
+			for i := range sets {
+				sets[i] = labels.FromStrings("__name__", "http_requests_total", "instance", fmt.Sprintf("10.0.%d.%d:9100", i/256, i%256), "job", fmt.Sprintf("job-%d", i%10))
+			}
+			t0 := time.Now().Add(-time.Hour).UnixMilli()
+			checkpoint := db.CheckpointMetrics
+			if mode == "cut" {
+				checkpoint = db.CheckpointMetricsCutting
+			}
+			for i := 0; b.Loop(); i++ {
+				b.StopTimer()
+				for r := range samples {
+					a := db.Appender(context.Background())
+					for j, lset := range sets {
+						_, err := a.Append(0, lset, t0+int64(i*samples+r)*15_000, float64(j+r))
+						require.NoError(b, err)
+					}
+					require.NoError(b, a.Commit())
+				}
+				b.StartTimer()
+				require.NoError(b, checkpoint())
+			}
+		})
+	}
+}

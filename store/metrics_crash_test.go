@@ -278,3 +278,19 @@ func TestWALChunkSamples(t *testing.T) {
 	_, _, err = decodeWALRecord(encodeWALChunks([]walChunk{{ref: 7, data: back.Bytes()}}, 0), &sb)
 	require.ErrorIs(t, err, ErrCorrupt)
 }
+
+// A sparse series' chunk is cut after chunkSpan however few samples it
+// holds: kept open across checkpoints, it would otherwise stay in the head
+// for days.
+func TestChunksSpanAtMostTwoHours(t *testing.T) {
+	var points []point
+	for i := range 7 {
+		points = append(points, point{t: int64(i) * 50 * 60_000, v: float64(i)}) // every 50 minutes
+	}
+	chunks := buildChunks(points)
+	require.Len(t, chunks, 3)
+	for _, c := range chunks {
+		require.Less(t, c.maxt-c.mint, chunkSpan)
+	}
+	require.Equal(t, []int64{0, 150 * 60_000, 300 * 60_000}, []int64{chunks[0].mint, chunks[1].mint, chunks[2].mint})
+}

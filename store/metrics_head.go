@@ -68,6 +68,11 @@ type metricsHead struct {
 
 	nextRef atomic.Uint64
 	wal     *walLog // appended under state.mu shared, rotated under it exclusive
+	// checkpointMu makes checkpoints (the timer's, the disk budget's) and
+	// the close run one at a time: a checkpoint whose write failed puts its
+	// generations back (walLog.keep), which must not follow a later
+	// checkpoint's deletion of the generation after them.
+	checkpointMu sync.Mutex
 	// checkpointing is set while a checkpoint started by the disk budget
 	// runs, so that one runs at a time.
 	checkpointing atomic.Bool

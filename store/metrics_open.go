@@ -237,6 +237,8 @@ func (db *DB) CheckpointMetrics() error { return db.checkpointMetrics(true) }
 // it can drop.
 func (db *DB) checkpointMetrics(carry bool) error {
 	h := db.metrics
+	h.checkpointMu.Lock()
+	defer h.checkpointMu.Unlock()
 	// The new generation starts with every series the head knows, so that
 	// its records can be replayed without the old one.
 	if !carry {
@@ -252,5 +254,7 @@ func (db *DB) closeMetrics() error {
 	if h == nil {
 		return nil
 	}
+	h.checkpointMu.Lock()
+	defer h.checkpointMu.Unlock()
 	return shutdown(&h.state, h.wal, h.cutAll, db.writeChunks)
 }

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"time"
+
 	"fmt"
 	"math"
 
@@ -56,6 +58,13 @@ type chunkBuilder struct {
 	mint, maxt int64
 }
 
+// chunkSpan is the longest time a chunk covers (ms): a sparse series' chunk
+// is cut after 2 hours however few samples it holds, as Prometheus' head
+// cuts chunks at its 2-hour block boundaries, so that an open chunk stays
+// in the head, and its samples out of the partitions' time bounds, no
+// longer than that.
+const chunkSpan = int64(2 * time.Hour / time.Millisecond)
+
 // Histogram chunks are cut by size as Prometheus cuts them: at about 1 KiB
 // once they hold a few samples, or at chunkSamples.
 const (
@@ -77,7 +86,7 @@ func (b *chunkBuilder) add(p point) []*builtChunk {
 	var cut []*builtChunk
 	var prev chunkenc.Appender
 	enc := p.encoding()
-	if b.chunk != nil && (b.chunk.Encoding() != enc || b.full()) {
+	if b.chunk != nil && (b.chunk.Encoding() != enc || b.full() || p.t-b.mint >= chunkSpan) {
 		if b.chunk.Encoding() == enc {
 			prev = b.app // tells the new chunk whether a counter reset starts it
 		}

@@ -84,6 +84,9 @@ func appendXORSamples(out []walSample, ref uint64, data []byte) ([]walSample, er
 		return nil, fmt.Errorf("chunk: %w", err)
 	}
 	n := c.NumSamples()
+	if n > chunkSamples {
+		return nil, fmt.Errorf("chunk of %d samples, more than a head chunk holds (%d)", n, chunkSamples)
+	}
 	it := c.Iterator(nil)
 	last := int64(math.MinInt64)
 	for i := 0; i < n; i++ {

@@ -185,11 +185,13 @@ func (w *walLog) start(last uint64, first walFirst) error {
 		if rec == nil {
 			continue
 		}
-		if err := seg.Append(w.frame(nil, rec)); err != nil {
+		frame := w.frame(nil, rec)
+		if err := seg.Append(frame); err != nil {
 			_ = seg.Close()
 			_ = os.Remove(seg.Path())
 			return w.classify(err)
 		}
+		w.wrote(len(frame) + wlog.FrameHeader)
 	}
 	w.seg, w.gen = seg, last+1
 	if first.define != nil {
@@ -254,17 +256,22 @@ func (w *walLog) rotate(first walFirst) (walRotation, error) {
 	return r, nil
 }
 
-// retire closes a rotated generation and deletes it with the older ones.
-func (w *walLog) retire(r walRotation) error {
+// retire closes a rotated generation and deletes it with the older ones,
+// oldest first. When one cannot be deleted it returns it and those after
+// it: they must stay known (w.older), to be deleted before any newer
+// generation is — a generation replayed without the one after it could
+// rebuild a chunk that a newer generation finished, shorter, and write it
+// over the finished one.
+func (w *walLog) retire(r walRotation) ([]wlog.Gen, error) {
 	if err := r.seg.Close(); err != nil {
 		w.log.Warn("close WAL segment", zap.Error(err))
 	}
-	for _, g := range r.gens {
+	for i, g := range r.gens {
 		if err := w.remove(g); err != nil {
-			return err
+			return r.gens[i:], err
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 // keep puts a rotation back: its contents could not be written, so its
@@ -283,7 +290,8 @@ func (w *walLog) close(keep bool) error {
 	if keep {
 		return w.seg.Close()
 	}
-	return w.retire(walRotation{seg: w.seg, gens: append(w.older, wlog.Gen{N: w.gen})})
+	_, err := w.retire(walRotation{seg: w.seg, gens: append(w.older, wlog.Gen{N: w.gen})})
+	return err // the store is closing: what is left replays on the next open
 }
 
 func (w *walLog) remove(g wlog.Gen) error { return wlog.Remove(w.dir(), g) }
@@ -322,7 +330,13 @@ func checkpoint[T any](h *headState, w *walLog, removeIdle func(), first func() 
 		h.mu.Unlock()
 		return fmt.Errorf("%s checkpoint: %w (the WAL is kept)", w.name, err)
 	}
-	return w.retire(r)
+	if rest, err := w.retire(r); err != nil {
+		h.mu.Lock()
+		w.older = append(rest, w.older...)
+		h.mu.Unlock()
+		return err
+	}
+	return nil
 }
 
 // shutdown stops commits, writes everything the head holds and, once that
