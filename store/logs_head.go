@@ -134,9 +134,11 @@ func (h *logHead) get(lset labels.Labels) *memStream {
 func (h *logHead) getOrCreate(lset labels.Labels, now int64) (*memStream, error) {
 	h.mu.RLock()
 	s := h.get(lset)
+	if s != nil {
+		s.lastWrite.Store(now) // before h.mu is let go: see metricsHead.getOrCreate
+	}
 	h.mu.RUnlock()
 	if s != nil {
-		s.lastWrite.Store(now)
 		return s, nil
 	}
 	h.mu.Lock()

@@ -147,9 +147,16 @@ func (h *metricsHead) getOrCreate(lset labels.Labels, now int64) (*memSeries, er
 	hash := lset.Hash()
 	h.mu.RLock()
 	s := h.get(lset, hash)
+	if s != nil {
+		// Marked used before h.mu is let go: removeIdle, which holds it
+		// exclusively, then finds the series used and keeps it. Marked
+		// after, a series idle past the timeout could leave the head
+		// between the two, and this request write to it unnamed by the
+		// WAL generation that follows.
+		s.lastAppend.Store(now)
+	}
 	h.mu.RUnlock()
 	if s != nil {
-		s.lastAppend.Store(now)
 		return s, nil
 	}
 	lim := h.db.opts.Limits

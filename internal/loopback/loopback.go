@@ -13,14 +13,30 @@ import (
 	"time"
 )
 
+var (
+	handedMu sync.Mutex
+	handed   = map[int]bool{}
+)
+
 // FreeAddr picks a free loopback port below Linux's ephemeral range
 // (32768–60999). A port the kernel hands out for ":0" can be taken, between
 // the pick and the server's bind, by an outgoing connection of a test running
 // in parallel; ports below the range are only ever taken by explicit listens.
+// A port is handed out once per process: a test that picks several
+// addresses before it starts the servers on them would otherwise find the
+// first still free when it picks the second.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
 	for range 100 {
-		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		port := 20000 + rand.IntN(12000)
+		handedMu.Lock()
+		taken := handed[port]
+		handed[port] = true
+		handedMu.Unlock()
+		if taken {
+			continue
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			continue
