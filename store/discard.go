@@ -37,6 +37,9 @@ func digHoles(path string) error {
 		return fmt.Errorf("dig holes: %w", err)
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err == nil && allocatedBytes(fi) < fi.Size() {
+		return nil // dug already (a sealed partition at each open): no need to read it again
+	}
 	page := int64(os.Getpagesize())
 	buf := make([]byte, page)
 	zeros := make([]byte, page)

@@ -4,9 +4,8 @@ import (
 	"errors"
 	"slices"
 
-	"github.com/prometheus/prometheus/tsdb/chunkenc"
-
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"go.uber.org/zap"
 
 	"github.com/lumenobs/lumen/store/wlog"
@@ -93,16 +92,12 @@ func (h *metricsHead) cutAll() []*cutChunk { return h.cut(false) }
 func (h *metricsHead) cutUncarried() []*cutChunk { return h.cut(true) }
 
 func (h *metricsHead) cut(keepCarried bool) []*cutChunk {
-	h.unwritten.Store(0)
+	var unwritten int64
 	if keepCarried {
-		h.unwritten.Store(h.carried)
+		unwritten = h.carried
 	}
-	h.mu.RLock()
-	all := make([]*memSeries, 0, len(h.byRef))
-	for _, s := range h.byRef {
-		all = append(all, s)
-	}
-	h.mu.RUnlock()
+	h.unwritten.Store(unwritten)
+	all := h.allSeries()
 	slices.SortFunc(all, func(a, b *memSeries) int {
 		switch {
 		case a.ref < b.ref:
@@ -155,17 +150,9 @@ func encodeWALChunksOf(series []*memSeries, size int) []byte {
 // an idle series can leave the head. Runs with commits stopped, as does
 // the cut after it (cutUncarried).
 func (h *metricsHead) checkpointFirst() walFirst {
-	first := h.seriesRecord()
+	all := h.allSeries()
+	first := seriesRecordOf(all)
 	h.carried = 0
-	if first.rec == nil {
-		return first
-	}
-	h.mu.RLock()
-	all := make([]*memSeries, 0, len(h.byRef))
-	for _, s := range h.byRef {
-		all = append(all, s)
-	}
-	h.mu.RUnlock()
 	// Commits are stopped: open chunks do not change until the cut. A
 	// record's chunk bytes are copied once, into the record.
 	var (
@@ -199,20 +186,30 @@ func (h *metricsHead) checkpointFirst() walFirst {
 	return first
 }
 
+// allSeries lists the head's series.
+func (h *metricsHead) allSeries() []*memSeries {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	all := make([]*memSeries, 0, len(h.byRef))
+	for _, s := range h.byRef {
+		all = append(all, s)
+	}
+	return all
+}
+
 // seriesRecord is a WAL record that defines every series in the head, the
 // first record of a new generation (nil when there are none), and what
 // marks those series defined once it is written. A series created while
 // the generation starts is not among them, and is defined by the first
 // record that refers to it.
-func (h *metricsHead) seriesRecord() walFirst {
-	h.mu.RLock()
-	all := make([]*memSeries, 0, len(h.byRef))
-	series := make([]walSeries, 0, len(h.byRef))
-	for _, s := range h.byRef {
-		all = append(all, s)
+func (h *metricsHead) seriesRecord() walFirst { return seriesRecordOf(h.allSeries()) }
+
+// seriesRecordOf is seriesRecord of the series all.
+func seriesRecordOf(all []*memSeries) walFirst {
+	series := make([]walSeries, 0, len(all))
+	for _, s := range all {
 		series = append(series, walSeries{ref: s.ref, lset: s.lset})
 	}
-	h.mu.RUnlock()
 	define := func() {
 		for _, s := range all {
 			s.defined.ok.Store(true)

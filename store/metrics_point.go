@@ -1,10 +1,9 @@
 package store
 
 import (
-	"time"
-
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"

@@ -197,7 +197,7 @@ func decodeWALRecord(b []byte, sb *labels.ScratchBuilder) ([]walSeries, []walSam
 			b = b[w+8:]
 		case walXORChunk:
 			l, w := binary.Uvarint(b)
-			if w <= 0 || l > uint64(len(b)-w) || typ != walRecordV2 {
+			if w <= 0 || l > uint64(len(b)-w) {
 				return nil, nil, bad("chunk length")
 			}
 			var err error
