@@ -161,7 +161,7 @@ func parseLogTraceKey(k []byte) (blockRef, error) {
 // Block payload, compressed as a whole with zstd (frame codec 0x03). Entries
 // are sorted by time; like things sit together so the compressor sees runs.
 //
-//	payload := uvarint(n) times flags ids levels metadata lengths lines
+//	payload := uvarint(n) times flags ids levels stamps metadata lengths lines
 //	times   := n × uvarint(t − previous t)         the first against the block's mint
 //	flags   := n × byte: 1 trace id, 2 span id, 4 metadata, 8 level,
 //	           16 trace id in the line, 32 span id in the line
@@ -169,6 +169,9 @@ func parseLogTraceKey(k []byte) (blockRef, error) {
 //	           of its 32 hex digits in the line) (16), then span_id[8] (2) or
 //	           uvarint(offset of its 16 hex digits) (32)
 //	levels  := of each entry flagged 8: one byte, its detected_level (blockLevels)
+//	stamps  := of each entry flagged 128: uvarint(offset) digits[1]
+//	           varint(stamp time − entry time): the RFC 3339 time taken
+//	           from its line (logs_stamp.go)
 //	metadata:= labels (as for 0x40) of each entry flagged 4, in order, without
 //	           a detected_level given by flag 8
 //	lengths := n × uvarint(len(line))
@@ -182,7 +185,10 @@ func parseLogTraceKey(k []byte) (blockRef, error) {
 //
 // Flags 8, 16 and 32 came later (blocks without them read the same): most
 // lines carry only a detected_level, and a line's ids are usually written in
-// it, so neither is stored twice.
+// it, so neither is stored twice. Flag 128 (separated blocks) came later
+// still: a line that writes its own time in RFC 3339 stores it as a stamp,
+// the line with the time's text blanked to zeros of the same length
+// ("0000-00-00T00:00:00.000Z"), written back in place when read.
 const codecZstdLogBlock byte = 3
 
 const (
@@ -193,7 +199,8 @@ const (
 	flagLevel       byte = 8
 	flagTraceInLine byte = 16
 	flagSpanInLine  byte = 32
-	flagMultiline   byte = 64 // separated blocks: the line holds '\n', its length is given
+	flagMultiline   byte = 64  // separated blocks: the line holds '\n', its length is given
+	flagTimeInLine  byte = 128 // separated blocks: the line's time is a stamp
 	blockFlags           = flagTrace | flagSpan | flagMetadata | flagLevel | flagTraceInLine | flagSpanInLine
 
 	// separatedBlock starts a block whose lines each end in '\n' (no
@@ -281,8 +288,12 @@ func encodeBlock(es []LogEntry) []byte {
 		trace, span int // offsets of the ids' hex digits in the line; -1: not there
 		f, level    byte
 		md          labels.Labels // the metadata to store
+		stampOff    int           // with flagTimeInLine: where the stamp is
+		digits      byte
+		delta       int64
 	}
 	ws := make([]where, len(es))
+	var stamps stampFinder
 	for i := range es {
 		e, w := &es[i], &ws[i]
 		w.trace, w.span, w.md = -1, -1, e.Metadata
@@ -318,6 +329,12 @@ func encodeBlock(es []LogEntry) []byte {
 		if strings.IndexByte(e.Line, '\n') >= 0 {
 			f |= flagMultiline
 		}
+		// A stamp is written back after the ids are read from the line's
+		// blank: it may not overlap them (an id glued to a year).
+		if off, n, digits, delta, ok := stamps.find(e.Line, e.T); ok && !spansOverlap(off, n, w.trace, 32) && !spansOverlap(off, n, w.span, 16) {
+			f |= flagTimeInLine
+			w.stampOff, w.digits, w.delta = off, digits, delta
+		}
 		w.f = f
 		b = append(b, f)
 	}
@@ -341,6 +358,13 @@ func encodeBlock(es []LogEntry) []byte {
 		}
 	}
 	for i := range ws {
+		if w := &ws[i]; w.f&flagTimeInLine != 0 {
+			b = binary.AppendUvarint(b, uint64(w.stampOff))
+			b = append(b, w.digits)
+			b = binary.AppendVarint(b, w.delta)
+		}
+	}
+	for i := range ws {
 		if !ws[i].md.IsEmpty() {
 			b = encodeLabels(b, ws[i].md)
 		}
@@ -351,7 +375,13 @@ func encodeBlock(es []LogEntry) []byte {
 		}
 	}
 	for i := range es {
-		b = append(append(b, es[i].Line...), '\n')
+		line := es[i].Line
+		if w := &ws[i]; w.f&flagTimeInLine != 0 {
+			b = append(b, line[:w.stampOff]...)
+			b = append(b, blankStamp(w.digits)...)
+			line = line[w.stampOff+stampLen(w.digits):]
+		}
+		b = append(append(b, line...), '\n')
 	}
 	return b
 }
@@ -395,6 +425,7 @@ type blockParts struct {
 	flags     []byte // a byte per line
 	ids       []byte // per flags: trace and span ids, raw or as offsets in the line
 	levels    []byte // a byte per line with flagLevel: its index in blockLevels
+	stamps    []byte // per line with flagTimeInLine: its stamp
 	metadata  []byte // per line with flagMetadata: its labels' encoding
 	lengths   []byte // a uvarint per line (separated: per line with flagMultiline)
 	lines     []byte
@@ -407,7 +438,7 @@ func splitBlock(b []byte) (blockParts, error) {
 	var p blockParts
 	allowed := blockFlags
 	if p.separated = len(b) > 0 && b[0] == separatedBlock; p.separated {
-		b, allowed = b[1:], blockFlags|flagMultiline
+		b, allowed = b[1:], blockFlags|flagMultiline|flagTimeInLine
 	}
 	n, w := binary.Uvarint(b)
 	if w <= 0 || n == 0 || n > uint64(len(b)) {
@@ -462,6 +493,20 @@ func splitBlock(b []byte) (blockParts, error) {
 	}
 	p.levels, rest = rest[:len(rest)-len(b)], b
 	for _, f := range p.flags {
+		if f&flagTimeInLine != 0 {
+			_, w := binary.Uvarint(b)
+			if w <= 0 || w >= len(b) || b[w] > 9 {
+				return p, badBlock("stamp")
+			}
+			b = b[w+1:]
+			if _, w = binary.Varint(b); w <= 0 {
+				return p, badBlock("stamp")
+			}
+			b = b[w:]
+		}
+	}
+	p.stamps, rest = rest[:len(rest)-len(b)], b
+	for _, f := range p.flags {
 		if f&flagMetadata != 0 {
 			after, err := skipLabels(b)
 			if err != nil {
@@ -496,7 +541,9 @@ func splitBlock(b []byte) (blockParts, error) {
 
 // decodeBlockLines decodes a block; with only set, the structured metadata
 // of lines of other traces is skipped, not decoded (their Metadata is
-// empty), as a trace's lookup reads just its own lines.
+// empty) and their stamps are not written back (their Line holds the
+// blank: logs_stamp.go), as a trace's lookup reads just its own lines. A
+// view's stamps are written into b.
 func decodeBlockLines(b []byte, mint int64, sb *labels.ScratchBuilder, view bool, only *model.TraceID) ([]LogEntry, error) {
 	p, err := splitBlock(b)
 	if err != nil {
@@ -536,12 +583,11 @@ func decodeBlockLines(b []byte, mint int64, sb *labels.ScratchBuilder, view bool
 			offs = append(offs, o)
 		}
 	}
-	var all string
-	if view {
-		all = unsafe.String(unsafe.SliceData(p.lines), len(p.lines))
-	} else {
-		all = string(p.lines) // one allocation for every line of the block
+	buf := p.lines // stamps are written into it, the lines are views of it
+	if !view {
+		buf = bytes.Clone(p.lines) // one allocation for every line of the block
 	}
+	all := unsafe.String(unsafe.SliceData(buf), len(buf))
 	lengths := p.lengths
 	for i, f := range p.flags {
 		var l uint64
@@ -579,6 +625,23 @@ func decodeBlockLines(b []byte, mint int64, sb *labels.ScratchBuilder, view bool
 			return nil, badBlock("span id in the line")
 		}
 	}
+	// Stamps, once the lines' trace ids are known: a trace's lookup writes
+	// only its own.
+	var sw stampWriter
+	stamps := p.stamps
+	for i, f := range p.flags {
+		if f&flagTimeInLine == 0 {
+			continue
+		}
+		off, digits, delta := nextStamp(&stamps)
+		if only != nil && es[i].TraceID != *only {
+			continue
+		}
+		start := int(uintptr(unsafe.Pointer(unsafe.StringData(es[i].Line))) - uintptr(unsafe.Pointer(unsafe.SliceData(buf))))
+		if err := writeStamp(buf[start:start+len(es[i].Line)], es[i].T, off, digits, delta, &sw); err != nil {
+			return nil, err
+		}
+	}
 	next, mds := 0, p.metadata
 	for i, f := range p.flags {
 		var lvl labels.Labels
@@ -612,6 +675,30 @@ func decodeBlockLines(b []byte, mint int64, sb *labels.ScratchBuilder, view bool
 	}
 	return es, nil
 }
+
+// nextStamp reads the stamp at the start of *b (checked by splitBlock).
+func nextStamp(b *[]byte) (off uint64, digits byte, delta int64) {
+	off, w := binary.Uvarint(*b)
+	digits = (*b)[w]
+	delta, w2 := binary.Varint((*b)[w+1:])
+	*b = (*b)[w+1+w2:]
+	return off, digits, delta
+}
+
+// writeStamp writes a stamp into the line of an entry at t, in place of the
+// blank it was stored as.
+func writeStamp(line []byte, t int64, off uint64, digits byte, delta int64, sw *stampWriter) error {
+	at, ok := stampAt(t, delta)
+	n := uint64(stampLen(digits))
+	if !ok || off > uint64(len(line)) || uint64(len(line))-off < n || string(line[off:off+n]) != blankStamp(digits) {
+		return badBlock("stamp")
+	}
+	sw.append(line[off:off], at, digits)
+	return nil
+}
+
+// spansOverlap tells whether [a, a+n) and [b, b+m) overlap; b < 0 is none.
+func spansOverlap(a, n, b, m int) bool { return b >= 0 && a < b+m && b < a+n }
 
 // hexAt decodes the 2×len(id) hex digits at off in line into id; false
 // when they are not there, not hex, or all zeros (an id never is).

@@ -22,6 +22,10 @@ func fuzzEntries() []LogEntry {
 		{T: 9_000_000_002, Line: "X-TRACE 4BF92F3577B34DA6A3CE929D0E0E4736", TraceID: model.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36},
 			Metadata: labels.FromStrings("detected_level", "warn", "user", "u2")},
 		{T: 9_000_000_003, Line: "odd level", Metadata: labels.FromStrings("detected_level", "notice")},
+		// Lines that write their own time (stamps, logs_stamp.go).
+		{T: 9_000_000_004, Line: `{"ts":"1970-01-01T00:00:09.000000004Z","msg":"own time"}`},
+		{T: 9_000_000_005, Line: "1970-01-01T00:00:09.120Z WARN 120 ms later\n\tat x.y(Z.java:1)", Metadata: labels.FromStrings("detected_level", "warn")},
+		{T: 9_000_000_006, Line: "at=1970-01-01T00:00:08Z traceID=4bf92f3577b34da6a3ce929d0e0e4736", TraceID: model.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36}},
 	}
 }
 
@@ -57,10 +61,21 @@ func FuzzLogBlock(f *testing.F) {
 		one, err := decodeBlockLines(b, mint, &sb, false, &es[0].TraceID)
 		require.NoError(t, err)
 		require.Len(t, one, len(es))
+		p, err := splitBlock(b)
+		require.NoError(t, err)
+		stamps := p.stamps
 		for i := range es {
 			want := es[i]
+			var off uint64
+			var digits byte
+			if p.flags[i]&flagTimeInLine != 0 {
+				off, digits, _ = nextStamp(&stamps)
+			}
 			if want.TraceID != es[0].TraceID {
 				want.Metadata = labels.EmptyLabels()
+				if p.flags[i]&flagTimeInLine != 0 { // the line holds its stamp's blank
+					want.Line = want.Line[:off] + blankStamp(digits) + want.Line[off+uint64(stampLen(digits)):]
+				}
 			}
 			require.Equal(t, want, one[i])
 		}
