@@ -164,7 +164,8 @@ func parseLogTraceKey(k []byte) (blockRef, error) {
 //	payload := uvarint(n) times flags ids levels stamps metadata lengths lines
 //	times   := n × uvarint(t − previous t)         the first against the block's mint
 //	flags   := n × byte: 1 trace id, 2 span id, 4 metadata, 8 level,
-//	           16 trace id in the line, 32 span id in the line
+//	           16 trace id in the line, 32 span id in the line, 64 the
+//	           line holds '\n' (its length is given), 128 a stamp
 //	ids     := of each entry in order: trace_id[16] (flag 1) or uvarint(offset
 //	           of its 32 hex digits in the line) (16), then span_id[8] (2) or
 //	           uvarint(offset of its 16 hex digits) (32)
@@ -411,7 +412,8 @@ func decodeBlock(b []byte, mint int64, sb *labels.ScratchBuilder) ([]LogEntry, e
 
 // decodeBlockView decodes a block payload with each line a view into b,
 // not a copy: for a reader that filters lines and clones the few it
-// keeps. b must not change while the lines are in use.
+// keeps. b must not change while the lines are in use, and is written:
+// each stamp goes back over its blank (logs_stamp.go), so b decodes once.
 func decodeBlockView(b []byte, mint int64, sb *labels.ScratchBuilder, only *model.TraceID) ([]LogEntry, error) {
 	return decodeBlockLines(b, mint, sb, true, only)
 }
