@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/prometheus/prometheus/model/labels"
 )
 
 // encodeTraceResponseTo appends json.Marshal(r) to dst, without
@@ -152,19 +154,16 @@ func (s ServiceSeries) appendJSON(b []byte) ([]byte, error) {
 	b = append(b, `{"service":`...)
 	b = appendJSONString(b, s.Service)
 	b = append(b, `,"metric":{`...)
-	names := make([]string, 0, len(s.Metric))
-	for k := range s.Metric {
-		names = append(names, k)
-	}
-	slices.Sort(names) // encoding/json writes a map's keys sorted
-	for i, k := range names {
-		if i > 0 {
+	first := true
+	s.Metric.Range(func(l labels.Label) { // sorted by name, as encoding/json writes a map
+		if !first {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, k)
+		first = false
+		b = appendJSONString(b, l.Name)
 		b = append(b, ':')
-		b = appendJSONString(b, s.Metric[k])
-	}
+		b = appendJSONString(b, l.Value)
+	})
 	b = append(b, `},"values":`...)
 	if s.Values == nil {
 		b = append(b, "null"...)
@@ -176,7 +175,7 @@ func (s ServiceSeries) appendJSON(b []byte) ([]byte, error) {
 			}
 			var err error
 			if b, err = v.appendJSON(b); err != nil {
-				return nil, fmt.Errorf("series %s: %w", s.Metric["__name__"], err)
+				return nil, fmt.Errorf("series %s: %w", s.Metric, err)
 			}
 		}
 		b = append(b, ']')

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/require"
 )
 
@@ -20,7 +21,7 @@ type plainSeries struct {
 }
 
 func plain(s ServiceSeries) plainSeries {
-	p := plainSeries{Service: s.Service, Metric: s.Metric, Histograms: s.Histograms}
+	p := plainSeries{Service: s.Service, Metric: s.Metric.Map(), Histograms: s.Histograms}
 	if s.Values != nil {
 		p.Values = [][2]any{}
 	}
@@ -34,13 +35,13 @@ func plain(s ServiceSeries) plainSeries {
 // for byte encoding/json's, escapes and odd values included.
 func TestServiceSeriesJSONIsEncodingJSONs(t *testing.T) {
 	for _, s := range []ServiceSeries{
-		{Service: "cart", Metric: map[string]string{"__name__": "up", "job": "cart"}, Values: []Sample{}},
-		{Service: "c\"a<r>t&", Metric: map[string]string{"z": "é\u2028\x01", "a": "\xff\xfe", "span_name": `GET /a\b`},
+		{Service: "cart", Metric: labels.FromMap(map[string]string{"__name__": "up", "job": "cart"}), Values: []Sample{}},
+		{Service: "c\"a<r>t&", Metric: labels.FromMap(map[string]string{"z": "é\u2028\x01", "a": "\xff\xfe", "span_name": `GET /a\b`}),
 			Values: []Sample{{1796193452990, 1}, {0, math.NaN()}, {1, math.Inf(1)}, {math.MaxInt64, -1.5e-300}, {-3250, 0}, {math.MinInt64, math.Inf(-1)}, {7, 1e22},
 				{-1, 0.1}, {-999, 2}, {1e15 - 1, 3}, {1e15, 4}, {-1e15 + 1, 5}, {-1e15, 6}, {999_999_999_999_990, 7}, {100, 8}, {1010, 9}}},
-		{Service: "h", Metric: map[string]string{}, Values: []Sample{},
+		{Service: "h", Metric: labels.FromMap(map[string]string{}), Values: []Sample{},
 			Histograms: []json.RawMessage{json.RawMessage(`[1,{"count":"3","sum":"1.25","buckets":[[0,"0.5","1","1"]]}]`)}},
-		{Service: "nil", Metric: map[string]string{}},
+		{Service: "nil", Metric: labels.FromMap(map[string]string{})},
 	} {
 		got, err := json.Marshal(s)
 		require.NoError(t, err)
@@ -67,7 +68,7 @@ func FuzzServiceSeriesJSON(f *testing.F) {
 	f.Add("c\"<", "\xff", "\u2028", int64(-1), math.NaN())
 	f.Add("", "", "", int64(-999_999_999_999_999), 0.0)
 	f.Fuzz(func(t *testing.T, svc, name, value string, ts int64, v float64) {
-		s := ServiceSeries{Service: svc, Metric: map[string]string{name: value, "__name__": value}, Values: []Sample{{ts, v}}}
+		s := ServiceSeries{Service: svc, Metric: labels.FromMap(map[string]string{name: value, "__name__": value}), Values: []Sample{{ts, v}}}
 		got, err := json.Marshal(s)
 		want, wantErr := json.Marshal(plain(s))
 		if wantErr != nil {
@@ -93,7 +94,7 @@ func TestEncodeTraceResponse(t *testing.T) {
 		Logs:  []TraceLog{{Time: time.Unix(1796193452, 0).UTC(), TimeUnixNano: "1796193452000000000", Stream: map[string]string{"app": "<cart>"}, Line: "paid \"ok\"", SpanID: "0102030405060708"}},
 		Metrics: &TraceMetrics{
 			Exemplars:    []ExemplarSeries{{SeriesLabels: map[string]string{"__name__": "x"}, Exemplars: []Exemplar{{Labels: map[string]string{"trace_id": "5b"}, Value: "1", Timestamp: 1796193452.5}}}},
-			Series:       []ServiceSeries{{Service: "cart", Metric: map[string]string{"__name__": "up"}, Values: []Sample{{1796193452000, 1}}}},
+			Series:       []ServiceSeries{{Service: "cart", Metric: labels.FromMap(map[string]string{"__name__": "up"}), Values: []Sample{{1796193452000, 1}}}},
 			ServiceGraph: []Dependency{{Parent: "cart", Child: "db", CallCount: 3}},
 			From:         time.Unix(1796193152, 0).UTC(), To: time.Unix(1796193753, 0).UTC(),
 		},

@@ -91,8 +91,8 @@ type TraceMetrics struct {
 
 // ServiceSeries is one series of a service in the trace.
 type ServiceSeries struct {
-	Service string            `json:"service"`
-	Metric  map[string]string `json:"metric"`
+	Service string        `json:"service"`
+	Metric  labels.Labels `json:"metric"`
 	// Values are written [unix seconds, "value"], as Prometheus writes them.
 	Values []Sample `json:"values"`
 	// Histograms are the native histogram samples, [unix seconds,
@@ -218,7 +218,8 @@ func (a *API) serviceSeries(ctx context.Context, services []string, names map[st
 // are named names.
 func serviceSeriesOf(ctx context.Context, q storage.Querier, svc string, names []string, from, to time.Time) ([]ServiceSeries, error) {
 	out := []ServiceSeries{}
-	seen := map[string]bool{}
+	seen := map[uint64][]labels.Labels{} // by hash; a collision is told apart by the labels
+	n := 0
 	// The RED series from span metrics of the service's operations in the
 	// trace first, then what else names the service, up to the bound.
 	red := []*labels.Matcher{redSeries, labels.MustNewMatcher(labels.MatchEqual, "service", svc)}
@@ -234,7 +235,6 @@ func serviceSeriesOf(ctx context.Context, q storage.Querier, svc string, names [
 		red = append(red, m)
 	}
 	selects := [][]*labels.Matcher{red}
-	var key []byte
 	// The series' samples share one backing array, each series a capped
 	// part of it: far fewer allocations than a slice grown per series.
 	var samples []Sample
@@ -242,7 +242,7 @@ func serviceSeriesOf(ctx context.Context, q storage.Querier, svc string, names [
 		selects = append(selects, []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, name, svc), notGenerated})
 	}
 	for _, ms := range selects {
-		if len(seen) >= maxSeriesPerService {
+		if n >= maxSeriesPerService {
 			break
 		}
 		// A limit, so the store reads the chunks of the series returned,
@@ -250,15 +250,16 @@ func serviceSeriesOf(ctx context.Context, q storage.Querier, svc string, names [
 		// span-metric series).
 		hints := &storage.SelectHints{Start: from.UnixMilli(), End: to.UnixMilli(), Limit: maxSeriesPerService}
 		set := q.Select(ctx, true, hints, ms...)
-		for set.Next() && len(seen) < maxSeriesPerService {
+		for set.Next() && n < maxSeriesPerService {
 			series := set.At()
-			key = series.Labels().Bytes(key[:0])
-			k := string(key)
-			if seen[k] {
+			lset := series.Labels()
+			h := lset.Hash()
+			if slices.ContainsFunc(seen[h], func(l labels.Labels) bool { return labels.Equal(l, lset) }) {
 				continue
 			}
-			seen[k] = true
-			ss := ServiceSeries{Service: svc, Metric: series.Labels().Map()}
+			seen[h] = append(seen[h], lset)
+			n++
+			ss := ServiceSeries{Service: svc, Metric: lset}
 			first := len(samples)
 			it := series.Iterator(nil)
 			for vt := it.Next(); vt != chunkenc.ValNone; vt = it.Next() {

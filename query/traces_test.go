@@ -130,7 +130,7 @@ func TestCorrelatedREDIsTheTracesOperations(t *testing.T) {
 	for _, ss := range got.Metrics.Series {
 		require.Equal(t, "cart", ss.Service)
 		require.Len(t, ss.Values, 1, ss.Metric)
-		series = append(series, ss.Metric["__name__"]+" "+ss.Metric["span_name"])
+		series = append(series, ss.Metric.Get("__name__")+" "+ss.Metric.Get("span_name"))
 	}
 	require.Equal(t, []string{
 		"traces_spanmetrics_calls_total " + op,

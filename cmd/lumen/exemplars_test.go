@@ -140,7 +140,7 @@ func TestTraceShowsItsServicesSeries(t *testing.T) {
 	byName := map[string]query.ServiceSeries{}
 	for _, ss := range m.Series {
 		require.Equal(t, "cart", ss.Service)
-		byName[ss.Metric["__name__"]] = ss
+		byName[ss.Metric.Get("__name__")] = ss
 	}
 	require.Len(t, byName, 3, "the other service's series is not there: %+v", m.Series)
 	// Only the samples within the trace's window ± 5 minutes.

@@ -112,7 +112,7 @@ func TestSpanMetricsAndServiceGraph(t *testing.T) {
 	require.True(t, linked, "the trace's answer lists the span-metrics exemplars that point at it")
 	red := map[string]bool{}
 	for _, ss := range got.Metrics.Series {
-		if ss.Metric["__name__"] == "traces_spanmetrics_calls_total" {
+		if ss.Metric.Get("__name__") == "traces_spanmetrics_calls_total" {
 			red[ss.Service] = true
 		}
 	}
