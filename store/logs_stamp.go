@@ -68,9 +68,7 @@ func (f *stampFinder) find(line string, t int64) (off, n int, digits byte, delta
 	if i >= len(s) || s[i] != 'Z' {
 		return 0, 0, 0, 0, false
 	}
-	for range 9 - int(digits) {
-		frac *= 10
-	}
+	frac *= int64(powersOfTen[9-digits])
 	at := day*nanosPerDay + int64((h*60+m)*60+sec)*int64(time.Second) + frac
 	return off, len(date) + i + 1, digits, at - t, true
 }
@@ -90,13 +88,6 @@ func stampAt(t, delta int64) (int64, bool) {
 		return 0, false
 	}
 	return t + delta, true
-}
-
-// appendStamp appends t (nanoseconds since 1970, in [0, maxStampNanos)) as
-// RFC 3339 in UTC with digits (0-9) digits of a second.
-func appendStamp(b []byte, t int64, digits byte) []byte {
-	var w stampWriter
-	return w.append(b, t, digits)
 }
 
 // stampWriter writes stamps, keeping the text of the last one's day and
@@ -125,6 +116,8 @@ func (w *stampWriter) setDay(t int64) int64 {
 	return day
 }
 
+// append appends t (nanoseconds since 1970, in [0, maxStampNanos)) as
+// RFC 3339 in UTC with digits (0-9) digits of a second.
 func (w *stampWriter) append(b []byte, t int64, digits byte) []byte {
 	if sec := t / int64(time.Second); !w.secKnown || sec != w.sec {
 		day := w.setDay(t)
@@ -139,10 +132,7 @@ func (w *stampWriter) append(b []byte, t int64, digits byte) []byte {
 	b = append(b, w.date[:]...)
 	b = append(b, w.clock[:]...)
 	if digits > 0 {
-		ns := int(t % int64(time.Second))
-		for range 9 - int(digits) {
-			ns /= 10
-		}
+		ns := int(uint64(t%int64(time.Second)) / powersOfTen[9-digits])
 		b = append(b, '.')
 		n := len(b)
 		b = append(b, "000000000"[:digits]...)

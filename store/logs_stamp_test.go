@@ -122,14 +122,15 @@ func TestStampsAgreeWithTimeFormat(t *testing.T) {
 				layout = "2006-01-02T15:04:05." + string(bytes.Repeat([]byte("0"), int(digits))) + "Z"
 			}
 			text := tm.Format(layout)
-			require.Equal(t, text, string(appendStamp(nil, tm.Truncate(time.Duration(tenTo(9-int(digits)))).UnixNano(), digits)))
+			var w stampWriter
+			require.Equal(t, text, string(w.append(nil, tm.Truncate(time.Duration(powersOfTen[9-digits])).UnixNano(), digits)))
 			line := "level=info ts=" + text + " msg=x"
 			off, n, d, delta, ok := f.find(line, ns)
 			require.True(t, ok, "%s", line)
 			require.Equal(t, len("level=info ts="), off)
 			require.Equal(t, len(text), n)
 			require.Equal(t, digits, d)
-			require.Equal(t, tm.Truncate(time.Duration(tenTo(9-int(digits)))).UnixNano()-ns, delta)
+			require.Equal(t, tm.Truncate(time.Duration(powersOfTen[9-digits])).UnixNano()-ns, delta)
 		}
 		nano := tm.Format(time.RFC3339Nano)
 		_, n, _, delta, ok := f.find(nano, ns)
@@ -142,14 +143,6 @@ func TestStampsAgreeWithTimeFormat(t *testing.T) {
 	require.False(t, ok)
 	_, _, _, _, ok = f.find(fmt.Sprint(time.Unix(0, maxStampNanos).UTC().Format(time.RFC3339Nano)), maxStampNanos)
 	require.False(t, ok)
-}
-
-func tenTo(n int) int64 {
-	v := int64(1)
-	for range n {
-		v *= 10
-	}
-	return v
 }
 
 // A stamp read from a block whose distance from its entry's time is more
