@@ -335,7 +335,10 @@ func (l *ledger) pushLines(ctx context.Context, n *chaosNode, key string, start 
 		for j := range l.batch {
 			seq := i*l.batch + j
 			seqs = append(seqs, seq)
-			vals = append(vals, fmt.Sprintf(`["%d","level=info tenant=%s seq=%d"]`, start.UnixNano()+int64(seq), l.tenantName(), seq))
+			// The line writes its own time, as a pipeline that takes the
+			// entry's time from the line does: stored as a stamp.
+			at := start.UnixNano() + int64(seq)
+			vals = append(vals, fmt.Sprintf(`["%d","ts=%s level=info tenant=%s seq=%d"]`, at, time.Unix(0, at).UTC().Format(time.RFC3339Nano), l.tenantName(), seq))
 		}
 		body := fmt.Sprintf(`{"streams":[{"stream":{"chaos":"mixed","cycle":%q,"writer":%q},"values":[%s]}]}`, cycle, writer, strings.Join(vals, ","))
 		code := postBody(n.url("/loki/api/v1/push"), "application/json", []byte(body), l.header()...)
@@ -522,6 +525,9 @@ func readLines(t *testing.T, n *chaosNode, selector string, header ...string) ma
 				seq, _ := strconv.Atoi(num)
 				got[seq] = true
 				ts, _ := strconv.ParseInt(v[0], 10, 64)
+				if strings.HasPrefix(v[1], "ts=") { // a line's own time comes back as it was pushed
+					require.True(t, strings.HasPrefix(v[1], "ts="+time.Unix(0, ts).UTC().Format(time.RFC3339Nano)+" "), "line %q at %d", v[1], ts)
+				}
 				from = max(from, ts+1)
 				read++
 			}
