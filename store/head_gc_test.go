@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -184,4 +185,59 @@ func TestSeriesPerQueryIsBounded(t *testing.T) {
 			require.NoError(t, res.Err)
 		}
 	}
+}
+
+// A query sorts the head series it selected by their ranks in the head's
+// label order. One that left the head since it was selected keeps its old
+// rank while those still there are ranked again with the series made
+// since: it is placed by its labels, not by that stale rank.
+func TestSelectedSeriesGoneMeanwhileSortByLabels(t *testing.T) {
+	clk := &fakeDisk{free: 100 << 30, now: walT0}
+	db, _ := openOnFakeDisk(t, t.TempDir(), clk, func(o *Options) { o.HeadIdleTimeout = time.Hour })
+	defer db.Close()
+	appendPods := func(pods ...string) {
+		t.Helper()
+		a := db.Appender(context.Background())
+		for _, pod := range pods {
+			_, err := a.Append(0, labels.FromStrings("__name__", "up", "pod", pod), clk.Now().UnixMilli(), 1)
+			require.NoError(t, err)
+		}
+		require.NoError(t, a.Commit())
+	}
+	var first, last, early []string
+	for i := range 5 {
+		first = append(first, fmt.Sprintf("p%02d", i))
+		last = append(last, fmt.Sprintf("p%02d", i+5))
+		early = append(early, fmt.Sprintf("o%02d", i))
+	}
+	appendPods(append(slices.Clone(first), last...)...)
+	up := []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "__name__", "up")}
+	db.metrics.sortByLabels(db.metrics.selectSeries(up)) // ranks p00..p09 as 0..9
+	require.NoError(t, db.CheckpointMetrics())           // carries their chunks
+	clk.mu.Lock()
+	clk.now = clk.now.Add(61 * time.Minute)
+	clk.mu.Unlock()
+	appendPods(first...)
+	require.NoError(t, db.CheckpointMetrics()) // writes p05..p09's chunks
+	selected := db.metrics.selectSeries(up)
+	require.Len(t, selected, 10)
+	require.NoError(t, db.CheckpointMetrics()) // p05..p09 leave the head
+	require.Equal(t, 5, db.HeadStats().Series)
+	appendPods(early...) // ranked before the rest at the next sort
+	selected = append(selected, db.metrics.selectSeries([]*labels.Matcher{labels.MustNewMatcher(labels.MatchRegexp, "pod", "o.*")})...)
+	require.Len(t, selected, 15)
+	with := make([]int, len(selected))
+	for i := range with {
+		with[i] = i
+	}
+	orig := slices.Clone(selected)
+	db.metrics.sortByLabelsWith(selected, with)
+	var got []string
+	for i, s := range selected {
+		got = append(got, s.lset.Get("pod"))
+		require.Same(t, orig[with[i]], s, "with moves along")
+	}
+	want := slices.Concat(early, first, last)
+	slices.Sort(want)
+	require.Equal(t, want, got)
 }

@@ -226,26 +226,43 @@ func (h *metricsHead) sortByLabelsWith(ss []*memSeries, with []int) {
 		}
 		h.ordered, h.unordered = merged, nil
 	}
+	// A series that left the head since it was selected keeps the rank
+	// it had: the ranks of those still in the head may have been given
+	// again since, so the gone ones are ordered by their labels and
+	// merged in.
 	type ranked struct {
 		rank uint32
 		s    *memSeries
 		with int
 	}
-	rs := make([]ranked, len(ss))
+	rs := make([]ranked, 0, len(ss))
+	var gone []ranked
 	for i, s := range ss {
-		rs[i] = ranked{rank: s.rank, s: s}
+		r := ranked{rank: s.rank, s: s}
 		if with != nil {
-			rs[i].with = with[i]
+			r.with = with[i]
+		}
+		if s.gone {
+			gone = append(gone, r)
+		} else {
+			rs = append(rs, r)
 		}
 	}
 	h.valuesMu.Unlock()
 	h.mu.RUnlock()
-	slices.SortFunc(rs, func(a, b ranked) int {
-		if c := cmp.Compare(a.rank, b.rank); c != 0 {
-			return c
+	slices.SortFunc(rs, func(a, b ranked) int { return cmp.Compare(a.rank, b.rank) })
+	if len(gone) > 0 {
+		slices.SortFunc(gone, func(a, b ranked) int { return labels.Compare(a.s.lset, b.s.lset) })
+		in := rs
+		rs = make([]ranked, 0, len(ss))
+		for len(in) > 0 || len(gone) > 0 {
+			if len(gone) == 0 || (len(in) > 0 && labels.Compare(in[0].s.lset, gone[0].s.lset) <= 0) {
+				rs, in = append(rs, in[0]), in[1:]
+			} else {
+				rs, gone = append(rs, gone[0]), gone[1:]
+			}
 		}
-		return labels.Compare(a.s.lset, b.s.lset) // a series gone meanwhile
-	})
+	}
 	for i, r := range rs {
 		ss[i] = r.s
 		if with != nil {

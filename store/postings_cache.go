@@ -55,14 +55,29 @@ func (c *epochCache[V]) put(key string, epoch uint64, v V, n int) {
 // does not iterate the same posting keys in Badger each time. Postings are
 // only ever added to a partition (series and streams are never removed
 // from one; a partition is dropped whole), so what is kept is valid until
-// the partition's next write that adds postings: every such write bumps
-// gen once committed, and an entry read from a snapshot older than gen is
-// read again.
+// the partition's next write that adds postings.
+//
+// state says which: its high bits count the writes with postings begun
+// and ended, its low bits how many are under way. A write bumps it before
+// its first key can be committed and again once all are (writing), so
+// each entry is kept under the state it was read at, read while no write
+// was under way and stored only if none began meanwhile: it holds exactly
+// what the partition held at that state, which a read that began at the
+// same state also sees (perhaps with more, committed since). A read that
+// begins while a write is under way neither uses the cache nor fills it.
 type postingsCache struct {
-	gen      atomic.Uint64
+	state    atomic.Uint64
 	refs     epochCache[[]uint64]   // by posting value prefix
 	selected epochCache[*selection] // by selectionKey
 }
+
+// writesUnderWay masks the count of writes under way in a postings cache's
+// state; a write begun adds writeBegun, one ended writeEnded.
+const (
+	writesUnderWay = 1<<16 - 1
+	writeBegun     = 1<<16 + 1
+	writeEnded     = 1<<16 - 1
+)
 
 // selection is the series of a partition that a set of matchers selects,
 // in ref order, and their order by labels, made when first asked for.
@@ -97,45 +112,52 @@ type refLabels struct {
 // selections.
 const maxCachedPostingRefs = 1 << 20
 
-// postingsView is a read's use of a partition's postings cache: gen is
-// the cache's generation loaded before the read's transaction began, so
-// that what the read stores is never newer than the generation it is
-// stored under. A nil cache reads every posting from Badger.
+// postingsView is a read's use of a partition's postings cache: state is
+// the cache's state loaded before the read's transaction began, and the
+// only one the read gets entries of or stores entries under (none while a
+// write is under way). A nil cache reads every posting from Badger.
 type postingsView struct {
-	c   *postingsCache
-	gen uint64
+	c     *postingsCache
+	state uint64
 }
 
 // view returns the cache's view for a read about to begin.
-func (c *postingsCache) view() postingsView { return postingsView{c: c, gen: c.gen.Load()} }
+func (c *postingsCache) view() postingsView { return postingsView{c: c, state: c.state.Load()} }
 
-// written marks postings added to the partition (after they are
-// committed).
-func (c *postingsCache) written() { c.gen.Add(1) }
+// writing marks a write that adds postings to the partition as begun,
+// before any of its keys can be committed, and returns what marks it
+// ended, to call once every key is committed (or the write failed).
+func (c *postingsCache) writing() (ended func()) {
+	c.state.Add(writeBegun)
+	return func() { c.state.Add(writeEnded) }
+}
+
+// usable reports whether the view may get and put entries.
+func (v postingsView) usable() bool { return v.c != nil && v.state&writesUnderWay == 0 }
 
 func (v postingsView) get(key []byte) ([]uint64, bool) {
-	if v.c == nil {
+	if !v.usable() {
 		return nil, false
 	}
-	return v.c.refs.get(string(key), v.c.gen.Load())
+	return v.c.refs.get(string(key), v.state)
 }
 
 func (v postingsView) put(key []byte, refs []uint64) {
-	if v.c != nil && v.gen == v.c.gen.Load() { // else postings were added since the read began
-		v.c.refs.put(string(key), v.gen, refs, len(refs))
+	if v.usable() && v.state == v.c.state.Load() { // else a write began since the read did
+		v.c.refs.put(string(key), v.state, refs, len(refs))
 	}
 }
 
 func (v postingsView) getSelection(key string) (*selection, bool) {
-	if v.c == nil {
+	if !v.usable() {
 		return nil, false
 	}
-	return v.c.selected.get(key, v.c.gen.Load())
+	return v.c.selected.get(key, v.state)
 }
 
 func (v postingsView) putSelection(key string, sel *selection) {
-	if v.c != nil && v.gen == v.c.gen.Load() {
-		v.c.selected.put(key, v.gen, sel, len(sel.series))
+	if v.usable() && v.state == v.c.state.Load() {
+		v.c.selected.put(key, v.state, sel, len(sel.series))
 	}
 }
 

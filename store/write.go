@@ -289,22 +289,20 @@ func (db *DB) writeHead(fill func(p *partition, set func(k, v []byte))) (string,
 
 // writeBatch writes key-value pairs (k0, v0, k1, v1, …) to p in one batch.
 func writeBatch(p *partition, kvs [][]byte) error {
+	// A batch with postings marks the partition's cached postings as
+	// being written before any of its keys can be committed (a large
+	// batch commits parts of itself as it is filled) and again once it is
+	// committed (or failed, part of it perhaps): see postingsCache.
+	for i := 0; i < len(kvs); i += 2 {
+		if k := kvs[i]; len(k) > 0 && (k[0] == nsPosting || k[0] == nsStreamPosting) {
+			defer p.postings.writing()()
+			break
+		}
+	}
 	wb := p.db.NewWriteBatch()
 	defer wb.Cancel()
-	postings := false
-	defer func() {
-		// Once a batch with postings is committed (or failed, part of
-		// it perhaps), cached postings are read again.
-		if postings {
-			p.postings.written()
-		}
-	}()
 	for i := 0; i < len(kvs); i += 2 {
-		switch k := kvs[i]; {
-		case len(k) == 0:
-		case k[0] == nsPosting || k[0] == nsStreamPosting:
-			postings = true
-		case k[0] == nsChunkOOO:
+		if k := kvs[i]; len(k) > 0 && k[0] == nsChunkOOO {
 			// Before the commit: a read that can see the chunk sees this.
 			p.outOfOrder.Store(true)
 		}
