@@ -47,12 +47,12 @@ func (h *metricsHead) removeIdle() {
 }
 
 // empty reports whether the series holds nothing that is not in a
-// partition (no open chunk, nothing cut but unwritten, no out-of-order
-// samples).
+// partition (no open chunk, no held chunk, nothing cut but unwritten, no
+// out-of-order samples).
 func (s *memSeries) empty() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return (s.open.chunk == nil || s.open.chunk.NumSamples() == 0) && len(s.pending) == 0 && len(s.ooo) == 0
+	return (s.open.chunk == nil || s.open.chunk.NumSamples() == 0) && s.held.n == 0 && len(s.pending) == 0 && len(s.ooo) == 0
 }
 
 // unindex drops the gone series from the postings, each list filtered

@@ -77,9 +77,12 @@ func FuzzWALRecord(f *testing.F) {
 	for i := range 4 {
 		xapp.Append(0, int64(60_000+i*15_000), 20+float64(i)/10)
 	}
-	f.Add(encodeWALChunks([]walChunk{{ref: 3, data: xor.Bytes()}, {ref: 4, data: xor.Bytes()}}, 0))
-	f.Add(encodeWALChunks([]walChunk{{ref: 4, data: xor.Bytes()[:5]}}, 0))
+	f.Add(encodeWALChunks([]walChunk{{ref: 3, kind: walXORChunk, data: xor.Bytes()}, {ref: 4, kind: walXORChunk, data: xor.Bytes()}}, 0))
+	f.Add(encodeWALChunks([]walChunk{{ref: 4, kind: walXORChunk, data: xor.Bytes()[:5]}}, 0))
 	f.Add([]byte{walRecordSamples, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	held, _ := encodeDecimalChunk([]int64{60_000, 75_000, 90_000, 105_000}, []float64{20, 20.1, 20.3, 20.3})
+	f.Add(encodeWALChunks([]walChunk{{ref: 3, kind: walDecimalChunk, data: held}, {ref: 3, kind: walXORChunk, data: xor.Bytes()}}, 0))
+	f.Add(encodeWALChunks([]walChunk{{ref: 5, kind: walDecimalChunk, data: held[:len(held)-1]}}, 0))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var sb labels.ScratchBuilder
 		series, samples, err := decodeWALRecord(b, &sb)
@@ -212,8 +215,9 @@ func TestCheckpointsCarryOpenChunks(t *testing.T) {
 	requireSamples(t, db, start, 110)
 
 	appendSeries(t, db, 110, 125, start)
-	require.Equal(t, 3, chunkKeys(t, db), "a chunk a series, cut at 120 samples")
+	require.Zero(t, chunkKeys(t, db), "a chunk a series, cut at 120 samples and held (metrics_held.go)")
 	for _, s := range db.metrics.byRef {
+		require.Equal(t, 120, s.held.n)
 		require.Equal(t, 5, s.open.chunk.NumSamples())
 	}
 
@@ -251,7 +255,7 @@ func TestWALChunkSamples(t *testing.T) {
 	for i := range 5 {
 		app.Append(0, int64(1000+i*15), float64(i)/10)
 	}
-	rec := encodeWALChunks([]walChunk{{ref: 7, data: c.Bytes()}}, 0)
+	rec := encodeWALChunks([]walChunk{{ref: 7, kind: walXORChunk, data: c.Bytes()}}, 0)
 	var sb labels.ScratchBuilder
 	series, samples, err := decodeWALRecord(rec, &sb)
 	require.NoError(t, err)
@@ -265,9 +269,9 @@ func TestWALChunkSamples(t *testing.T) {
 
 	short := slices.Clone(c.Bytes())
 	short[1] = 9 // says 9 samples, holds 5
-	_, _, err = decodeWALRecord(encodeWALChunks([]walChunk{{ref: 7, data: short}}, 0), &sb)
+	_, _, err = decodeWALRecord(encodeWALChunks([]walChunk{{ref: 7, kind: walXORChunk, data: short}}, 0), &sb)
 	require.ErrorIs(t, err, ErrCorrupt)
-	_, _, err = decodeWALRecord(encodeWALChunks([]walChunk{{ref: 7, data: []byte{0}}}, 0), &sb)
+	_, _, err = decodeWALRecord(encodeWALChunks([]walChunk{{ref: 7, kind: walXORChunk, data: []byte{0}}}, 0), &sb)
 	require.ErrorIs(t, err, ErrCorrupt)
 
 	back := chunkenc.NewXORChunk()
@@ -275,7 +279,7 @@ func TestWALChunkSamples(t *testing.T) {
 	require.NoError(t, err)
 	bapp.Append(0, 2000, 1)
 	bapp.Append(0, 1000, 2) // a chunk's times must increase
-	_, _, err = decodeWALRecord(encodeWALChunks([]walChunk{{ref: 7, data: back.Bytes()}}, 0), &sb)
+	_, _, err = decodeWALRecord(encodeWALChunks([]walChunk{{ref: 7, kind: walXORChunk, data: back.Bytes()}}, 0), &sb)
 	require.ErrorIs(t, err, ErrCorrupt)
 }
 

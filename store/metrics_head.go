@@ -82,6 +82,9 @@ type metricsHead struct {
 	// carried counts the samples of the chunks the checkpoint being made
 	// carried into its new generation (state.mu held exclusively).
 	carried int64
+	// heldBytes counts the bytes of the series' held chunks, within
+	// maxHeldBytes.
+	heldBytes atomic.Int64
 
 	// storedOnce sets stored when this head makes its first appender: the
 	// time (unix ms) no sample stored before is newer than (see
@@ -108,6 +111,10 @@ type memSeries struct {
 	// pending holds chunks cut but not yet written to a partition: queries
 	// read them from here until they are.
 	pending []*cutChunk
+	// held is the finished float samples kept as one small decimal chunk
+	// until it is worth a key of its own (see metrics_held.go): older than
+	// the open chunk's, newer than pending's in-order ones.
+	held heldChunk
 	// ooo holds out-of-order samples (older than last, within the
 	// window), sorted by time, until they make a chunk of their own.
 	ooo []point
@@ -274,14 +281,14 @@ func (h *metricsHead) sortByLabelsWith(ss []*memSeries, with []int) {
 // add appends a sample to the series' open chunk, cutting chunks as they
 // fill. It returns the cut chunks and whether the sample was taken (one not
 // newer than the newest is kept only within the out-of-order window).
-func (s *memSeries) add(p point, oooWindow int64) (cut []*cutChunk, ok bool) {
+func (s *memSeries) add(p point, oooWindow int64, held *atomic.Int64) (cut []*cutChunk, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if p.t <= s.last.t {
 		return s.addOutOfOrderLocked(p, oooWindow)
 	}
-	for _, c := range s.open.add(p) {
-		cut = append(cut, s.pendLocked(c, false))
+	if finished := s.open.add(p); len(finished) > 0 {
+		cut = s.finishLocked(finished, held)
 	}
 	s.last = p
 	s.fresh = true
@@ -342,13 +349,14 @@ type cutChunk struct {
 	failed bool
 }
 
-// cutLocked closes the open chunk and returns it; it stays in pending until
-// written.
-func (s *memSeries) cutLocked() *cutChunk {
+// cutLocked closes the open chunk and returns it after the held chunk, each
+// in pending until written.
+func (s *memSeries) cutLocked(held *atomic.Int64) []*cutChunk {
+	var cut []*cutChunk
 	if c := s.open.finish(); c != nil {
-		return s.pendLocked(c, false)
+		cut = s.finishLocked([]*builtChunk{c}, held)
 	}
-	return nil
+	return append(cut, s.releaseHeldLocked(held)...)
 }
 
 // written drops c from pending: it is in a partition now.
@@ -381,6 +389,9 @@ func (s *memSeries) headChunks(mint, maxt int64, out []chunkenc.Chunk) []chunken
 	for _, c := range s.pending {
 		out = appendChunk(out, c.enc, c.data, c.mint, c.maxt, mint, maxt)
 	}
+	if c := &s.held; c.n > 0 {
+		out = appendChunk(out, c.enc, c.data, c.mint, c.maxt, mint, maxt)
+	}
 	if b := &s.open; b.chunk != nil && b.chunk.NumSamples() > 0 {
 		out = appendChunk(out, b.chunk.Encoding(), b.chunk.Bytes(), b.mint, b.maxt, mint, maxt)
 	}
@@ -396,6 +407,12 @@ func (s *memSeries) headChunks(mint, maxt int64, out []chunkenc.Chunk) []chunken
 // it overlaps [mint, maxt].
 func appendChunk(out []chunkenc.Chunk, enc chunkenc.Encoding, data []byte, cmint, cmaxt, mint, maxt int64) []chunkenc.Chunk {
 	if cmaxt < mint || cmint > maxt {
+		return out
+	}
+	if enc == encDecimal {
+		if l, err := parseDecimalChunk(data); err == nil {
+			out = append(out, &decimalChunk{data: slices.Clone(data), n: l.n})
+		}
 		return out
 	}
 	if c, err := chunkenc.FromData(enc, slices.Clone(data)); err == nil {
@@ -723,7 +740,7 @@ func (a *appender) Commit() error {
 	var cut []*cutChunk
 	window := a.db.opts.MetricsOutOfOrderWindow.Milliseconds()
 	for i, s := range a.series {
-		c, _ := s.add(a.samples[i].point, window)
+		c, _ := s.add(a.samples[i].point, window, &h.heldBytes)
 		cut = append(cut, c...)
 	}
 	exemplars, meta := a.exemplars, a.meta

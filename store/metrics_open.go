@@ -66,7 +66,7 @@ func (h *metricsHead) replay(g wlog.Gen) error {
 				c.Skip(wlog.SkipUnknownSeries, 1)
 				continue
 			}
-			c, _ := s.add(smp.point, h.db.opts.MetricsOutOfOrderWindow.Milliseconds())
+			c, _ := s.add(smp.point, h.db.opts.MetricsOutOfOrderWindow.Milliseconds(), &h.heldBytes)
 			cut = append(cut, c...)
 		}
 		samples += len(smpls)
@@ -112,9 +112,7 @@ func (h *metricsHead) cut(keepCarried bool) []*cutChunk {
 		s.mu.Lock()
 		cut = append(cut, s.failedLocked()...)
 		if !keepCarried || !s.carry {
-			if c := s.cutLocked(); c != nil {
-				cut = append(cut, c)
-			}
+			cut = append(cut, s.cutLocked(&h.heldBytes)...)
 		}
 		s.carry = false
 		cut = append(cut, s.cutOOOLocked()...)
@@ -127,28 +125,36 @@ func (h *metricsHead) cut(keepCarried bool) []*cutChunk {
 // carries open chunks in.
 const carryRecordBytes = 8 << 20
 
-// encodeWALChunksOf is encodeWALChunks of the series' open chunks, size
-// bytes in all, read in place.
+// encodeWALChunksOf is encodeWALChunks of the series' held chunks and open
+// float chunks, size bytes in all, read in place.
 func encodeWALChunksOf(series []*memSeries, size int) []byte {
-	chunks := make([]walChunk, len(series))
-	for i, s := range series {
+	chunks := make([]walChunk, 0, len(series))
+	for _, s := range series {
 		s.mu.Lock()
-		chunks[i] = walChunk{ref: s.ref, data: s.open.chunk.Bytes()}
+		if s.held.n > 0 {
+			chunks = append(chunks, walChunk{ref: s.ref, kind: walDecimalChunk, data: s.held.data})
+		}
+		if c := s.open.chunk; c != nil && c.Encoding() == chunkenc.EncXOR && c.NumSamples() > 0 {
+			chunks = append(chunks, walChunk{ref: s.ref, kind: walXORChunk, data: c.Bytes()})
+		}
 		s.mu.Unlock()
 	}
 	return encodeWALChunks(chunks, size)
 }
 
 // checkpointFirst is what a checkpoint's new generation starts with: the
-// record that defines every series of the head, then the open float chunks
-// that took samples since the last checkpoint, as records of chunk samples
-// (kind 0x02). Those chunks stay open — their samples are durable in the
-// new generation, which the old one can be deleted without — and fill up
-// to chunkSamples: at a 15-s scrape a checkpoint every 15 minutes would
-// otherwise cut chunks of 60 samples, at 1 minute of 15, each a key of its
-// own. A chunk that took nothing since the last checkpoint is cut, so that
-// an idle series can leave the head. Runs with commits stopped, as does
-// the cut after it (cutUncarried).
+// record that defines every series of the head, then the held chunks and
+// open float chunks of the series that took samples since the last
+// checkpoint, as records of chunk samples (kinds 0x03 and 0x02). Those
+// chunks stay in the head — their samples are durable in the new
+// generation, which the old one can be deleted without — and fill up to
+// chunkSamples (heldSamples): at a 15-s scrape a checkpoint every 15
+// minutes would otherwise cut chunks of 60 samples, at 1 minute of 15,
+// each a key of its own. The chunks of a series that took nothing since
+// the last checkpoint are cut and written, so that an idle series can
+// leave the head, as are those of a series whose open chunk is a
+// histogram's. Runs with commits stopped, as does the cut after it
+// (cutUncarried).
 func (h *metricsHead) checkpointFirst() walFirst {
 	all := h.allSeries()
 	first := seriesRecordOf(all)
@@ -168,13 +174,19 @@ func (h *metricsHead) checkpointFirst() walFirst {
 	for _, s := range all {
 		s.mu.Lock()
 		c := s.open.chunk
+		open := c != nil && c.NumSamples() > 0
+		openFloat := open && c.Encoding() == chunkenc.EncXOR
 		// Set or cleared for every series: a rotation that failed after
 		// this leaves no stale mark for the next checkpoint.
-		s.carry = s.fresh && c != nil && c.Encoding() == chunkenc.EncXOR && c.NumSamples() > 0
+		s.carry = s.fresh && (openFloat || (!open && s.held.n > 0))
 		s.fresh = false
 		if s.carry {
-			h.carried += int64(c.NumSamples())
-			size += len(c.Bytes())
+			h.carried += int64(s.held.n)
+			size += len(s.held.data)
+			if openFloat {
+				h.carried += int64(c.NumSamples())
+				size += len(c.Bytes())
+			}
 			batch = append(batch, s)
 		}
 		s.mu.Unlock()

@@ -20,6 +20,7 @@ import (
 //	sample := 0x00 varint(t) float64bits[8]
 //	        | 0x01 uvarint(len) prompb.Histogram
 //	        | 0x02 uvarint(len) xorChunk
+//	        | 0x03 uvarint(len) decimalChunk
 //
 // A record defines (new series) every series its samples refer to that
 // the generation has not defined yet; a generation's first record defines
@@ -27,7 +28,9 @@ import (
 // protobuf message (prompb.Histogram, timestamp inside), integer or float.
 // A sample of kind 0x02 is many: the float samples of an open head chunk
 // (Prometheus' XOR chunk bytes), carried into a new generation by a
-// checkpoint (checkpointFirst); it reads as its samples, in order.
+// checkpoint (checkpointFirst); it reads as its samples, in order. A sample
+// of kind 0x03 is a held chunk's samples, carried the same way (a decimal
+// chunk, as store/FORMAT.md describes for partitions; at most heldSamples).
 // Type 0x01, written before native histograms were kept, has float samples
 // only and no kind byte.
 const (
@@ -47,26 +50,29 @@ type walSeries struct {
 }
 
 const (
-	walFloat     byte = 0x00
-	walHistogram byte = 0x01
-	walXORChunk  byte = 0x02
+	walFloat        byte = 0x00
+	walHistogram    byte = 0x01
+	walXORChunk     byte = 0x02
+	walDecimalChunk byte = 0x03
 )
 
-// walChunk is an open head chunk's float samples, as XOR chunk bytes.
+// walChunk is a head chunk's float samples: an open one's XOR chunk bytes
+// (kind walXORChunk) or a held one's decimal chunk (walDecimalChunk).
 type walChunk struct {
 	ref  uint64
+	kind byte
 	data []byte
 }
 
 // encodeWALChunks is a record of no series and the chunks (dataBytes of
-// chunk bytes in all, a hint), each a sample of kind 0x02.
+// chunk bytes in all, a hint), each a sample of its kind (0x02 or 0x03).
 func encodeWALChunks(chunks []walChunk, dataBytes int) []byte {
 	size := 16 + dataBytes + len(chunks)*(2*binary.MaxVarintLen64+1)
 	b := append(make([]byte, 0, size), walRecordV2, 0)
 	b = binary.AppendUvarint(b, uint64(len(chunks)))
 	for _, c := range chunks {
 		b = binary.AppendUvarint(b, c.ref)
-		b = append(b, walXORChunk)
+		b = append(b, c.kind)
 		b = binary.AppendUvarint(b, uint64(len(c.data)))
 		b = append(b, c.data...)
 	}
@@ -87,9 +93,15 @@ func appendXORSamples(out []walSample, ref uint64, data []byte) ([]walSample, er
 	if n > chunkSamples {
 		return nil, fmt.Errorf("chunk of %d samples, more than a head chunk holds (%d)", n, chunkSamples)
 	}
+	return appendChunkSamples(out, ref, c)
+}
+
+// appendChunkSamples appends the float samples of c to out, refusing a
+// chunk that holds fewer than it says or whose times do not increase.
+func appendChunkSamples(out []walSample, ref uint64, c chunkenc.Chunk) ([]walSample, error) {
 	it := c.Iterator(nil)
 	last := int64(math.MinInt64)
-	for i := 0; i < n; i++ {
+	for i := range c.NumSamples() {
 		if it.Next() != chunkenc.ValFloat {
 			return nil, errors.New("chunk holds fewer samples than it says")
 		}
@@ -195,13 +207,17 @@ func decodeWALRecord(b []byte, sb *labels.ScratchBuilder) ([]walSeries, []walSam
 			v := math.Float64frombits(binary.BigEndian.Uint64(b[w:]))
 			samples = append(samples, walSample{ref: ref, point: point{t: t, v: v}})
 			b = b[w+8:]
-		case walXORChunk:
+		case walXORChunk, walDecimalChunk:
 			l, w := binary.Uvarint(b)
 			if w <= 0 || l > uint64(len(b)-w) {
 				return nil, nil, bad("chunk length")
 			}
+			read := appendXORSamples
+			if kind == walDecimalChunk {
+				read = appendDecimalSamples
+			}
 			var err error
-			if samples, err = appendXORSamples(samples, ref, b[w:w+int(l)]); err != nil {
+			if samples, err = read(samples, ref, b[w:w+int(l)]); err != nil {
 				return nil, nil, bad(err.Error())
 			}
 			b = b[w+int(l):]
