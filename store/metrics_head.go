@@ -302,7 +302,7 @@ func (s *memSeries) addOutOfOrderLocked(p point, window int64) ([]*cutChunk, boo
 		return nil, false
 	}
 	i, found := slices.BinarySearchFunc(s.ooo, p.t, func(x point, t int64) int { return cmpInt64(x.t, t) })
-	if found || s.open.has(p.t) {
+	if found || s.open.has(p.t) || s.held.has(p.t) {
 		return nil, false
 	}
 	s.ooo = slices.Insert(s.ooo, i, p)

@@ -126,6 +126,14 @@ func (s *memSeries) releaseHeldLocked(budget *atomic.Int64) []*cutChunk {
 	return []*cutChunk{s.pendLocked(&c, false)}
 }
 
+// has reports whether the held chunk holds a sample at t: a replay of
+// two generations (a crash between a checkpoint's rotation and its
+// deletion of the old one) reads the held samples again, older than the
+// newest, and they must not come back as out-of-order ones.
+func (c *heldChunk) has(t int64) bool {
+	return c.n > 0 && t >= c.mint && t <= c.maxt && chunkHas(&decimalChunk{data: c.data, n: c.n}, t)
+}
+
 // appendDecimalSamples appends the samples of decimal chunk bytes data (a
 // held chunk carried in the WAL) to out, refusing bytes that are not a
 // decimal chunk of at most heldSamples increasing times.

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"testing"
 	"time"
 
@@ -172,4 +173,64 @@ func TestWALHeldChunkSamples(t *testing.T) {
 	require.True(t, ok)
 	_, _, err = decodeWALRecord(encodeWALChunks([]walChunk{{ref: 7, kind: walDecimalChunk, data: data}}, 0), &sb)
 	require.ErrorIs(t, err, ErrCorrupt)
+}
+
+// A replay of two generations (a crash between a checkpoint's rotation and
+// its deletion of the old one) reads the held samples twice: the second
+// time they are older than the newest and within the out-of-order window,
+// and must not come back as out-of-order samples. A late sample the held
+// chunk does not have is still taken.
+func TestHeldSamplesAreNotTakenAgainOutOfOrder(t *testing.T) {
+	db, _ := openMetricsStore(t, t.TempDir())
+	defer db.Close()
+	start := time.Now().Add(-time.Hour).UnixMilli()
+	lset := labels.FromStrings("__name__", "up", "pod", "a")
+	for i := range 250 {
+		a := db.Appender(context.Background())
+		_, err := a.Append(0, lset, start+int64(i)*1000, float64(i))
+		require.NoError(t, err)
+		require.NoError(t, a.Commit())
+	}
+	s := db.metrics.get(lset, lset.Hash())
+	require.Equal(t, 240, s.held.n)
+	window := db.opts.MetricsOutOfOrderWindow.Milliseconds()
+	for i := 100; i < 240; i++ {
+		_, ok := s.add(point{t: start + int64(i)*1000, v: float64(i)}, window, &db.metrics.heldBytes)
+		require.False(t, ok, "sample %d is held", i)
+	}
+	require.Empty(t, s.ooo)
+	_, ok := s.add(point{t: start + 200*1000 + 500, v: 1}, window, &db.metrics.heldBytes)
+	require.True(t, ok, "a late sample between two held ones")
+	require.Len(t, s.ooo, 1)
+}
+
+// A checkpoint's records of carried chunks hold at most about
+// carryRecordSamples samples each, however few bytes they take: a replay
+// decodes a record's samples at once.
+func TestCarryRecordsBoundedBySamples(t *testing.T) {
+	db, _ := openMetricsStore(t, t.TempDir())
+	defer db.Close()
+	start := time.Now().Add(-2 * time.Hour).UnixMilli()
+	const series, samples = 1000, 300
+	for i := range samples {
+		a := db.Appender(context.Background())
+		for k := range series {
+			_, err := a.Append(0, labels.FromStrings("__name__", "up", "pod", strconv.Itoa(k)), start+int64(i)*15_000, 1)
+			require.NoError(t, err)
+		}
+		require.NoError(t, a.Commit())
+	}
+	db.metrics.state.mu.Lock() // as a checkpoint: commits stopped
+	first := db.metrics.checkpointFirst()
+	db.metrics.state.mu.Unlock()
+	require.Len(t, first.more, 2, "300k samples carried, in two records")
+	var sb labels.ScratchBuilder
+	total := 0
+	for _, rec := range first.more {
+		_, smp, err := decodeWALRecord(rec, &sb)
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(smp), carryRecordSamples+heldSamples+chunkSamples)
+		total += len(smp)
+	}
+	require.Equal(t, series*samples, total)
 }

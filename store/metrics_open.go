@@ -125,6 +125,11 @@ func (h *metricsHead) cut(keepCarried bool) []*cutChunk {
 // carries open chunks in.
 const carryRecordBytes = 8 << 20
 
+// carryRecordSamples bounds the samples of one such record: a replay
+// decodes a record's samples at once (40 bytes each), and a held chunk of
+// a steady counter holds hundreds of samples in a few dozen bytes.
+const carryRecordSamples = 256 << 10
+
 // encodeWALChunksOf is encodeWALChunks of the series' held chunks and open
 // float chunks, size bytes in all, read in place.
 func encodeWALChunksOf(series []*memSeries, size int) []byte {
@@ -162,35 +167,34 @@ func (h *metricsHead) checkpointFirst() walFirst {
 	// Commits are stopped: open chunks do not change until the cut. A
 	// record's chunk bytes are copied once, into the record.
 	var (
-		batch []*memSeries
-		size  int
+		batch   []*memSeries
+		size    int
+		samples int
 	)
 	flush := func() {
 		if len(batch) > 0 {
 			first.more = append(first.more, encodeWALChunksOf(batch, size))
 		}
-		batch, size = batch[:0], 0
+		batch, size, samples = batch[:0], 0, 0
 	}
 	for _, s := range all {
 		s.mu.Lock()
 		c := s.open.chunk
-		open := c != nil && c.NumSamples() > 0
-		openFloat := open && c.Encoding() == chunkenc.EncXOR
 		// Set or cleared for every series: a rotation that failed after
-		// this leaves no stale mark for the next checkpoint.
-		s.carry = s.fresh && (openFloat || (!open && s.held.n > 0))
+		// this leaves no stale mark for the next checkpoint. (A series
+		// with a held chunk has an open one: the sample that finished a
+		// chunk started the next.)
+		s.carry = s.fresh && c != nil && c.Encoding() == chunkenc.EncXOR && c.NumSamples() > 0
 		s.fresh = false
 		if s.carry {
-			h.carried += int64(s.held.n)
-			size += len(s.held.data)
-			if openFloat {
-				h.carried += int64(c.NumSamples())
-				size += len(c.Bytes())
-			}
+			n := s.held.n + c.NumSamples()
+			h.carried += int64(n)
+			samples += n
+			size += len(s.held.data) + len(c.Bytes())
 			batch = append(batch, s)
 		}
 		s.mu.Unlock()
-		if size >= carryRecordBytes {
+		if size >= carryRecordBytes || samples >= carryRecordSamples {
 			flush()
 		}
 	}

@@ -145,10 +145,12 @@ func (b *chunkBuilder) finish() *builtChunk {
 
 // has reports whether the open chunk holds a sample at t.
 func (b *chunkBuilder) has(t int64) bool {
-	if b.chunk == nil || t < b.mint || t > b.maxt {
-		return false
-	}
-	it := b.chunk.Iterator(nil)
+	return b.chunk != nil && t >= b.mint && t <= b.maxt && chunkHas(b.chunk, t)
+}
+
+// chunkHas reports whether c holds a sample at t.
+func chunkHas(c chunkenc.Chunk, t int64) bool {
+	it := c.Iterator(nil)
 	for it.Next() != chunkenc.ValNone {
 		switch ct := it.AtT(); {
 		case ct == t:
