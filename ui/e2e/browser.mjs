@@ -108,7 +108,11 @@ try {
     await shot('trace-metrics');
     const target = await dots.last().getAttribute('data-trace-id');
     expect(/^[0-9a-f]{32}$/.test(target), `an exemplar has no trace id: ${target}`);
-    await dots.last().click();
+    // The dot of that trace, found again by its id (a chart redraws its
+    // dots when its data comes in) and clicked itself: dots of exemplars
+    // close in time and value overlap, and a click at a point lands on
+    // the one on top.
+    await page.locator(`[data-testid=trace-metrics] a.exemplar[data-trace-id="${target}"]`).first().evaluate((a) => a.click());
     await page.waitForFunction((id) => location.hash.startsWith(`#/trace/${id}`), target);
     await page.waitForFunction((id) => document.querySelector('[data-testid=trace-id]')?.textContent === id, target);
     await page.locator('[data-testid=waterfall] .row').first().waitFor();
