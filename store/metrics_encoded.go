@@ -32,9 +32,11 @@ func appendLabelSize(b []byte, n int) []byte {
 // holds whose labels are key (built with AppendLabelKey). found is false,
 // and nothing is appended, when the head holds no such series (a new
 // series, one idle long enough to leave the head, labels not in sorted
-// order): the caller then builds the labels and calls Append, which checks
-// and creates it. A key found is the same label set as a series created
-// through Append, so it needs none of Append's checks of the labels.
+// order) or holds one whose labels fail remote write's checks of a series
+// (no metric name, an empty name, a name or value not in UTF-8: it may
+// have come another way): the caller then builds the labels, checks them
+// and calls Append. So a key found needs no check of its labels: they are
+// those of a series that passed them.
 func (a *appender) AppendEncoded(key []byte, t int64, v float64) (found bool, err error) {
 	h := a.db.metrics
 	hash := xxhash.Sum64(key)
@@ -48,7 +50,7 @@ func (a *appender) AppendEncoded(key []byte, t int64, v float64) (found bool, er
 		}
 	}
 	h.mu.RUnlock()
-	if s == nil {
+	if s == nil || !s.plain {
 		return false, nil
 	}
 	if err := a.window.CheckMillis(t); err != nil {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/exemplar"
@@ -132,10 +133,24 @@ type memSeries struct {
 	// (h.valuesMu).
 	gone bool
 	rank uint32
+	// plain is set when the labels pass remote write's checks of a series
+	// (a metric name, no empty name, names and values in UTF-8), so that
+	// AppendEncoded needs not check them again.
+	plain bool
 }
 
 func newMemSeries(ref uint64, lset labels.Labels) *memSeries {
-	return &memSeries{ref: ref, lset: lset, last: point{t: noTime}}
+	return &memSeries{ref: ref, lset: lset, last: point{t: noTime}, plain: plainLabels(lset)}
+}
+
+// plainLabels reports whether lset has a metric name, no empty name, and
+// names and values in UTF-8.
+func plainLabels(lset labels.Labels) bool {
+	plain := lset.Get(labels.MetricName) != ""
+	lset.Range(func(l labels.Label) {
+		plain = plain && l.Name != "" && utf8.ValidString(l.Name) && utf8.ValidString(l.Value)
+	})
+	return plain
 }
 
 func (h *metricsHead) get(lset labels.Labels, hash uint64) *memSeries {

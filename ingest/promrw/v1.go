@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
@@ -219,7 +218,7 @@ func (w *v1Writer) series(b []byte) error {
 			b = b[n:]
 		}
 	}
-	if w.enc != nil && len(w.samples) > 0 && w.validPairs() {
+	if w.enc != nil && len(w.samples) > 0 {
 		done, err := w.appendEncoded()
 		if done || err != nil {
 			return err
@@ -329,25 +328,6 @@ func decodeSample(b []byte) (prompb.Sample, error) {
 		}
 	}
 	return s, nil
-}
-
-// validPairs reports whether the series' labels pass Prometheus' handler's
-// checks that a label set the store already holds could fail: a metric
-// name, names and values in UTF-8, no empty name. (Order and duplicates
-// need no check: a key in another order, or with a name twice, matches no
-// series the head holds.) A series that fails goes the way of a new one,
-// whose labels are built and checked whole.
-func (w *v1Writer) validPairs() bool {
-	named := false
-	for _, p := range w.pairs {
-		if len(p.name) == 0 || !utf8.Valid(p.name) || !utf8.Valid(p.value) {
-			return false
-		}
-		if string(p.name) == labels.MetricName {
-			named = len(p.value) > 0
-		}
-	}
-	return named
 }
 
 // labels builds the series' labels as Prometheus' handler does (sorted).

@@ -278,3 +278,39 @@ func TestV1SeedsWritten(t *testing.T) {
 		require.NoError(t, os.WriteFile(file, fmt.Appendf(nil, "go test fuzz v1\n[]byte(%q)\n", pb), 0o644))
 	}
 }
+
+// A series the store already holds that remote write 1.0 must refuse — no
+// metric name, a value not in UTF-8, put there another way — is refused
+// all the same when it is found by its label bytes: the same status, data
+// and count of skipped samples as Prometheus' handler.
+func TestV1RefusesInvalidSeriesTheStoreHolds(t *testing.T) {
+	now := time.Now().Add(-time.Minute).UnixMilli()
+	held := []labels.Labels{
+		labels.FromStrings("job", "nameless"),
+		labels.FromStrings("__name__", "bad_utf8", "v", "a\xffb"),
+		labels.FromStrings("__name__", "fine", "v", "ok"),
+	}
+	p := newPair(t)
+	for _, db := range []*store.DB{p.lumenDB, p.promDB} {
+		a := db.Appender(context.Background())
+		for _, ls := range held {
+			_, err := a.Append(0, ls, now-1000, 1)
+			require.NoError(t, err)
+		}
+		require.NoError(t, a.Commit())
+	}
+	var req prompb.WriteRequest
+	for _, ls := range held {
+		ts := prompb.TimeSeries{Samples: []prompb.Sample{{Timestamp: now, Value: 2}}}
+		ls.Range(func(l labels.Label) { ts.Labels = append(ts.Labels, prompb.Label{Name: l.Name, Value: l.Value}) })
+		req.Timeseries = append(req.Timeseries, ts)
+	}
+	pb, err := req.Marshal()
+	require.NoError(t, err)
+	l, r, body := p.send(pb)
+	require.Equal(t, r, l, body)
+	require.Equal(t, dump(t, p.promDB), dump(t, p.lumenDB))
+	require.Equal(t, invalidSamples(t, p.promReg), invalidSamples(t, p.lumenReg))
+	require.Equal(t, 2.0, invalidSamples(t, p.lumenReg), "the nameless series and the one not in UTF-8")
+	require.Contains(t, dump(t, p.lumenDB), `{__name__="fine", v="ok"}:`)
+}
