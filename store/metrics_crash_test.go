@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -297,4 +298,34 @@ func TestChunksSpanAtMostTwoHours(t *testing.T) {
 		require.Less(t, c.maxt-c.mint, chunkSpan)
 	}
 	require.Equal(t, []int64{0, 150 * 60_000, 300 * 60_000}, []int64{chunks[0].mint, chunks[1].mint, chunks[2].mint})
+}
+
+// A metrics WAL generation written by builds whose records were zstd
+// frames, followed by S2 frames: both replay; what this build writes is
+// S2.
+func TestMetricsWALReplaysZstdAndS2Frames(t *testing.T) {
+	dir := t.TempDir()
+	c, err := newCodec(LogCompressionFast)
+	require.NoError(t, err)
+	defer c.close()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, metricsWALDir), 0o750))
+	lset := labels.FromStrings("__name__", "up", "job", "a")
+	first := encodeWALRecord([]walSeries{{ref: 1, lset: lset}}, []walSample{{ref: 1, point: point{t: walT0.UnixMilli(), v: 1}}})
+	second := encodeWALRecord(nil, []walSample{{ref: 1, point: point{t: walT0.UnixMilli() + 15_000, v: 2}}})
+	seg := append([]byte(wlog.Magic), wlog.Version)
+	seg = append(seg, walFrame(c.encodeFast(codecZstdOTLP, first))...)
+	seg = append(seg, walFrame(appendS2(nil, second))...)
+	require.NoError(t, os.WriteFile(wlog.SegmentPath(filepath.Join(dir, metricsWALDir), 1), seg, 0o640))
+	db, _ := openMetricsStore(t, dir)
+	defer db.Close()
+	require.Equal(t, []float64{1, 2}, floats(t, db, "up")[lset.String()])
+	require.Empty(t, db.WALReplaySkipped())
+
+	a := db.Appender(context.Background())
+	_, err = a.Append(0, lset, walT0.UnixMilli()+30_000, 3)
+	require.NoError(t, err)
+	require.NoError(t, a.Commit())
+	b, err := os.ReadFile(newestSegment(t, dir, metricsWALDir))
+	require.NoError(t, err)
+	require.Equal(t, codecS2, b[len(wlog.Magic)+1+wlog.FrameHeader], "the first frame's codec")
 }
