@@ -542,6 +542,16 @@ func (it *decimalIterator) AtT() int64  { return it.t }
 func (it *decimalIterator) AtST() int64 { return 0 }
 func (it *decimalIterator) Err() error  { return nil }
 
+// readFloats appends the float samples of c to the scratch's ts and vs.
+func (sc *decimalScratch) readFloats(c chunkenc.Chunk) error {
+	sc.it = c.Iterator(sc.it)
+	for sc.it.Next() == chunkenc.ValFloat {
+		t, v := sc.it.At()
+		sc.ts, sc.vs = append(sc.ts, t), append(sc.vs, v)
+	}
+	return sc.it.Err()
+}
+
 // compactChunk returns a finished chunk's encoding and bytes as written
 // to a partition: a float chunk becomes a decimal chunk when that is
 // smaller; other chunks are written as they are. The decimal bytes live in
@@ -554,17 +564,11 @@ func (sc *decimalScratch) compactChunk(c builtChunk) (chunkenc.Encoding, []byte)
 	if err != nil {
 		return c.enc, c.data
 	}
-	ts, vs := sc.ts[:0], sc.vs[:0]
-	sc.it = xc.Iterator(sc.it)
-	for sc.it.Next() == chunkenc.ValFloat {
-		t, v := sc.it.At()
-		ts, vs = append(ts, t), append(vs, v)
-	}
-	sc.ts, sc.vs = ts, vs
-	if sc.it.Err() != nil {
+	sc.ts, sc.vs = sc.ts[:0], sc.vs[:0]
+	if sc.readFloats(xc) != nil {
 		return c.enc, c.data
 	}
-	d, ok := sc.appendDecimalChunk(sc.out[:0], ts, vs)
+	d, ok := sc.appendDecimalChunk(sc.out[:0], sc.ts, sc.vs)
 	if ok {
 		sc.out = d
 	}

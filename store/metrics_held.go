@@ -67,7 +67,7 @@ func (s *memSeries) finishLocked(cs []*builtChunk, budget *atomic.Int64) []*cutC
 
 // holdLocked folds c into the held chunk and reports whether it did.
 func (s *memSeries) holdLocked(c *builtChunk, budget *atomic.Int64) bool {
-	if c.enc != chunkenc.EncXOR || budget == nil {
+	if c.enc != chunkenc.EncXOR {
 		return false
 	}
 	xc, err := chunkenc.FromData(chunkenc.EncXOR, c.data)
@@ -79,25 +79,14 @@ func (s *memSeries) holdLocked(c *builtChunk, budget *atomic.Int64) bool {
 	}
 	sc := heldScratch.Get().(*decimalScratch)
 	defer heldScratch.Put(sc)
-	ts, vs := sc.ts[:0], sc.vs[:0]
+	sc.ts, sc.vs = sc.ts[:0], sc.vs[:0]
 	if s.held.n > 0 {
-		dc := decimalChunk{data: s.held.data, n: s.held.n}
-		sc.it = dc.Iterator(sc.it)
-		for sc.it.Next() == chunkenc.ValFloat {
-			t, v := sc.it.At()
-			ts, vs = append(ts, t), append(vs, v)
-		}
+		_ = sc.readFloats(&decimalChunk{data: s.held.data, n: s.held.n}) // never fails
 	}
-	sc.it = xc.Iterator(sc.it)
-	for sc.it.Next() == chunkenc.ValFloat {
-		t, v := sc.it.At()
-		ts, vs = append(ts, t), append(vs, v)
-	}
-	sc.ts, sc.vs = ts, vs
-	if sc.it.Err() != nil || len(ts) != s.held.n+xc.NumSamples() {
+	if sc.readFloats(xc) != nil || len(sc.ts) != s.held.n+xc.NumSamples() {
 		return false
 	}
-	d, ok := sc.appendDecimalChunk(sc.out[:0], ts, vs)
+	d, ok := sc.appendDecimalChunk(sc.out[:0], sc.ts, sc.vs)
 	if ok {
 		sc.out = d
 	}
@@ -110,7 +99,7 @@ func (s *memSeries) holdLocked(c *builtChunk, budget *atomic.Int64) bool {
 	if s.held.n > 0 {
 		mint = s.held.mint
 	}
-	s.held = heldChunk{n: len(ts), builtChunk: builtChunk{enc: encDecimal, mint: mint, maxt: c.maxt, data: slices.Clone(d)}}
+	s.held = heldChunk{n: len(sc.ts), builtChunk: builtChunk{enc: encDecimal, mint: mint, maxt: c.maxt, data: slices.Clone(d)}}
 	return true
 }
 

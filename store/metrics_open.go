@@ -133,8 +133,8 @@ const carryRecordBytes = 8 << 20
 // a steady counter holds hundreds of samples in a few dozen bytes.
 const carryRecordSamples = 256 << 10
 
-// encodeWALChunksOf is encodeWALChunks of the series' held chunks and open
-// float chunks, size bytes in all, read in place.
+// encodeWALChunksOf is encodeWALChunks of the carried series' held chunks
+// and open float chunks, size bytes in all, read in place.
 func encodeWALChunksOf(series []*memSeries, size int) []byte {
 	chunks := make([]walChunk, 0, len(series))
 	for _, s := range series {
@@ -142,9 +142,7 @@ func encodeWALChunksOf(series []*memSeries, size int) []byte {
 		if s.held.n > 0 {
 			chunks = append(chunks, walChunk{ref: s.ref, kind: walDecimalChunk, data: s.held.data})
 		}
-		if c := s.open.chunk; c != nil && c.Encoding() == chunkenc.EncXOR && c.NumSamples() > 0 {
-			chunks = append(chunks, walChunk{ref: s.ref, kind: walXORChunk, data: c.Bytes()})
-		}
+		chunks = append(chunks, walChunk{ref: s.ref, kind: walXORChunk, data: s.open.chunk.Bytes()})
 		s.mu.Unlock()
 	}
 	return encodeWALChunks(chunks, size)

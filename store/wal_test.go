@@ -154,10 +154,6 @@ func TestLogWALFailedAppendThenCrash(t *testing.T) {
 // its trace id and metadata.
 func TestLogWALReplaysZstdAndS2Frames(t *testing.T) {
 	dir := t.TempDir()
-	c, err := newCodec(LogCompressionFast)
-	require.NoError(t, err)
-	defer c.close()
-	require.NoError(t, os.MkdirAll(filepath.Join(dir, logsWALDir), 0o750))
 	ls := labels.FromStrings("app", "cart")
 	tid := model.TraceID{1, 2, 3}
 	rec := func(streams []walStream, line string, sec int) []byte {
@@ -165,10 +161,7 @@ func TestLogWALReplaysZstdAndS2Frames(t *testing.T) {
 			add(1, &LogEntry{T: walT0.Add(time.Duration(sec) * time.Second).UnixNano(), Line: line, TraceID: tid, Metadata: labels.FromStrings("k", line)})
 		})
 	}
-	seg := append([]byte(wlog.Magic), wlog.Version)
-	seg = append(seg, walFrame(c.encodeFast(codecZstdOTLP, rec([]walStream{{ref: 1, lset: ls}}, "zstd", 0)))...)
-	seg = append(seg, walFrame(appendS2(nil, rec(nil, "s2", 1)))...)
-	require.NoError(t, os.WriteFile(wlog.SegmentPath(filepath.Join(dir, logsWALDir), 1), seg, 0o640))
+	writeZstdThenS2Generation(t, filepath.Join(dir, logsWALDir), rec([]walStream{{ref: 1, lset: ls}}, "zstd", 0), rec(nil, "s2", 1))
 	o := DefaultOptions(dir)
 	o.Retention = 0
 	db, err := Open(o)
@@ -400,6 +393,21 @@ func walHourLogs(t *testing.T, db *DB, app string) []LogStream {
 		Matchers: []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "app", app)}})
 	require.NoError(t, err)
 	return got
+}
+
+// writeZstdThenS2Generation writes generation 1 of a WAL in dir: the
+// record first in a zstd frame, as builds before the WAL's S2 frames wrote
+// it, then second in an S2 frame.
+func writeZstdThenS2Generation(t *testing.T, dir string, first, second []byte) {
+	t.Helper()
+	c, err := newCodec(LogCompressionFast)
+	require.NoError(t, err)
+	defer c.close()
+	require.NoError(t, os.MkdirAll(dir, 0o750))
+	seg := append([]byte(wlog.Magic), wlog.Version)
+	seg = append(seg, walFrame(c.encodeFast(codecZstdOTLP, first))...)
+	seg = append(seg, walFrame(appendS2(nil, second))...)
+	require.NoError(t, os.WriteFile(wlog.SegmentPath(dir, 1), seg, 0o640))
 }
 
 // walFrame is body framed as a WAL segment frames it (store/wlog).
