@@ -147,17 +147,21 @@ func serviceOf(res pcommon.Resource) string {
 // search of a busy moment decodes few postings it does not need.
 const nsPerBucket = uint64(1e9)
 
-// searchEntries computes a request's search index, before its spans are
-// moved into frames. Terms are interned and entries aggregated by sorting,
-// so the cost is a few map lookups per span and no allocation per entry.
-func (db *DB) searchEntries(td ptrace.Traces) *searchBatch {
+// searchEntries computes a request's search index. Terms are interned and
+// entries aggregated by sorting, so the cost is a few map lookups per span
+// and no allocation per entry. An attribute that is not a KeyValue makes
+// the request ErrInvalid.
+func (db *DB) searchEntries(req *spanRequest) (*searchBatch, error) {
 	indexed := db.searchAttrs
-	sb := &searchBatch{entries: getEntries(td.SpanCount() * 8)}
+	sb := &searchBatch{entries: getEntries(req.spanCount() * 8)}
 	termIDs := map[Term]int32{}
 	traceIDs := map[model.TraceID]uint32{}
+	// intern looks t up as it is (its strings may share the request's
+	// bytes) and keeps a copy of a new one.
 	intern := func(t Term) int32 {
 		id, ok := termIDs[t]
 		if !ok {
+			t = Term{t.Kind, strings.Clone(t.A), strings.Clone(t.B)}
 			id = int32(len(sb.terms))
 			termIDs[t] = id
 			sb.terms = append(sb.terms, t)
@@ -165,59 +169,74 @@ func (db *DB) searchEntries(td ptrace.Traces) *searchBatch {
 		return id
 	}
 	var resTerms []int32
-	for _, rs := range td.ResourceSpans().All() {
-		svc := serviceOf(rs.Resource())
-		resTerms = resTerms[:0]
-		for k, v := range rs.Resource().Attributes().All() {
-			if _, ok := indexed[k]; ok {
-				if s := v.AsString(); len(s) <= maxIndexedValue {
-					resTerms = append(resTerms, intern(Term{TermResAttr, k, s}))
+	var all, service int32
+	res := int32(-1)
+	for i := range req.spans {
+		sp := &req.spans[i]
+		if r := req.scopes[sp.scope].res; r != res {
+			res = r
+			resTerms = resTerms[:0]
+			err := eachAttribute(req.res[r].resource, fieldResourceAttrs, func(key, value []byte) error {
+				if _, ok := indexed[unsafeString(key)]; !ok {
+					return nil
 				}
+				s, err := anyValueString(value)
+				if err == nil && len(s) <= maxIndexedValue {
+					resTerms = append(resTerms, intern(Term{TermResAttr, unsafeString(key), s}))
+				}
+				return err
+			})
+			if err != nil {
+				putEntries(sb.entries)
+				return nil, fmt.Errorf("%w: resource_spans[%d].resource: %w", ErrInvalid, r, err)
 			}
+			all, service = intern(Term{Kind: TermAll}), intern(Term{TermService, req.res[r].service, ""})
 		}
-		all, service := intern(Term{Kind: TermAll}), intern(Term{TermService, svc, ""})
-		for _, ss := range rs.ScopeSpans().All() {
-			for _, sp := range ss.Spans().All() {
-				id := model.TraceID(sp.TraceID())
-				ord, ok := traceIDs[id]
-				start, end := uint64(sp.StartTimestamp()), uint64(sp.EndTimestamp())
-				if !ok {
-					ord = uint32(len(sb.traces))
-					traceIDs[id] = ord
-					sb.traces = append(sb.traces, id)
-					sb.starts = append(sb.starts, start)
-				}
-				sb.starts[ord] = min(sb.starts[ord], start)
-				dur := end - min(end, start)
-				e := searchEntry{bucket: uint32(min(start/nsPerBucket, math.MaxUint32)), trace: ord, start: start, minDur: dur, maxDur: dur}
-				add := func(t int32) {
-					e.term = t
-					sb.entries = append(sb.entries, e)
-				}
-				add(all)
-				add(service)
-				add(intern(Term{TermName, svc, sp.Name()}))
-				if sp.ParentSpanID().IsEmpty() {
-					add(intern(Term{TermRoot, svc, sp.Name()}))
-				}
-				if sp.Status().Code() == ptrace.StatusCodeError {
-					add(intern(Term{Kind: TermError}))
-				}
-				for _, t := range resTerms {
-					add(t)
-				}
-				for k, v := range sp.Attributes().All() {
-					if _, ok := indexed[k]; ok {
-						if s := v.AsString(); len(s) <= maxIndexedValue {
-							add(intern(Term{TermSpanAttr, k, s}))
-						}
-					}
-				}
+		svc := req.res[res].service
+		ord, ok := traceIDs[sp.trace]
+		start, end := sp.start, sp.end
+		if !ok {
+			ord = uint32(len(sb.traces))
+			traceIDs[sp.trace] = ord
+			sb.traces = append(sb.traces, sp.trace)
+			sb.starts = append(sb.starts, start)
+		}
+		sb.starts[ord] = min(sb.starts[ord], start)
+		dur := end - min(end, start)
+		e := searchEntry{bucket: uint32(min(start/nsPerBucket, math.MaxUint32)), trace: ord, start: start, minDur: dur, maxDur: dur}
+		add := func(t int32) {
+			e.term = t
+			sb.entries = append(sb.entries, e)
+		}
+		add(all)
+		add(service)
+		add(intern(Term{TermName, svc, unsafeString(sp.name)}))
+		if sp.parent == [8]byte{} {
+			add(intern(Term{TermRoot, svc, unsafeString(sp.name)}))
+		}
+		if sp.err {
+			add(intern(Term{Kind: TermError}))
+		}
+		for _, t := range resTerms {
+			add(t)
+		}
+		err := eachAttribute(sp.body, fieldSpanAttributes, func(key, value []byte) error {
+			if _, ok := indexed[unsafeString(key)]; !ok {
+				return nil
 			}
+			s, err := anyValueString(value)
+			if err == nil && len(s) <= maxIndexedValue {
+				add(intern(Term{TermSpanAttr, unsafeString(key), s}))
+			}
+			return err
+		})
+		if err != nil {
+			putEntries(sb.entries)
+			return nil, fmt.Errorf("%w: span %d of the request: %w", ErrInvalid, i, err)
 		}
 	}
 	sb.entries = aggregateEntries(sb.entries, len(sb.terms))
-	return sb
+	return sb, nil
 }
 
 // aggregateEntries merges the entries of one (term, bucket, trace) and

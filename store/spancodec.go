@@ -12,6 +12,8 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/lumenobs/lumen/internal/model"
 )
 
 // Span frames (codec 0x02) keep a span's ids and times apart from the rest of
@@ -48,15 +50,25 @@ func encodeSpanFrame(codec byte, td ptrace.Traces) ([]byte, error) {
 // frame's spans, their index by id, the payload (valid until the next
 // encode).
 type spanFrameScratch struct {
-	spans  []ptrace.Span
-	index  map[pcommon.SpanID]int
+	spans  []int32 // the frame's spans, in its order
+	index  map[[8]byte]int
 	buf    []byte
 	raw    []byte
+	proto  []byte // the frame's ExportTraceServiceRequest
 	fields spanSplitter
+	// group is each scope's group in the frame being built (-1: none),
+	// groups the frame's, next where each group's next span goes; sizes
+	// the frame's spans' sizes in its protobuf.
+	group  []int32
+	groups []frameGroup
+	next   []int32
+	sizes  []int
+	runs   [][2]int
+	whole  []int32
 	// traces numbers a frame's trace ids (codec 0x06), traceIDs in that
 	// order; runTraces is each run's.
-	traces    map[pcommon.TraceID]int
-	traceIDs  []pcommon.TraceID
+	traces    map[model.TraceID]int
+	traceIDs  []model.TraceID
 	runTraces []int
 	// durs are the frame's spans' durations (codec 0x06).
 	durs []uint64
@@ -70,8 +82,10 @@ var spanFrameScratchPool = sync.Pool{New: func() any { return new(spanFrameScrat
 // release forgets the spans (so that they can be collected) and returns s
 // to the pool.
 func (s *spanFrameScratch) release() {
-	clear(s.spans)
 	s.spans = s.spans[:0]
+	if cap(s.proto) > 4<<20 {
+		s.proto = nil
+	}
 	if cap(s.buf) > 4<<20 {
 		s.buf = nil
 	}
@@ -87,26 +101,44 @@ func (s *spanFrameScratch) release() {
 
 // encode encodes td as a span frame of s.codec, in s.raw and s.buf (valid
 // until the next encode): raw, the part stored as it is (codec 0x06 only),
-// and rest, the part compressed. It zeroes the columnar fields in td.
+// and rest, the part compressed.
 func (s *spanFrameScratch) encode(td ptrace.Traces) (raw, rest []byte, err error) {
-	n := td.SpanCount()
-	spans := s.spans[:0]
-	for _, rs := range td.ResourceSpans().All() {
-		for _, ss := range rs.ScopeSpans().All() {
-			for _, sp := range ss.Spans().All() {
-				spans = append(spans, sp)
-			}
-		}
+	proto, err := tracesMarshaler.MarshalTraces(td)
+	if err != nil {
+		return nil, nil, err
 	}
-	s.spans = spans
+	req := spanRequestPool.Get().(*spanRequest)
+	defer req.release()
+	if err := req.parse(proto); err != nil {
+		return nil, nil, err
+	}
+	return s.encodeSpans(req, nil)
+}
+
+// encodeSpans encodes the spans of req at order as a span frame of
+// s.codec, in s.raw and s.buf (valid until the next encode). The frame
+// holds them grouped by scope, the groups in the order of their first span
+// in order, each group's spans in order. With order nil it holds the whole
+// request as it is, resources and scopes without spans included.
+func (s *spanFrameScratch) encodeSpans(req *spanRequest, order []int32) (raw, rest []byte, err error) {
+	whole := order == nil
+	if whole {
+		order = slices.Grow(s.whole[:0], req.spanCount())
+		for i := range req.spanCount() {
+			order = append(order, int32(i))
+		}
+		s.whole = order
+	}
+	n := len(order)
+	spans := s.frameOrder(req, order)
 	if s.index == nil {
-		s.index = make(map[pcommon.SpanID]int, n)
+		s.index = make(map[[8]byte]int, n)
 	}
 	index := s.index
 	clear(index)
-	for i, sp := range spans {
-		if _, dup := index[sp.SpanID()]; !dup {
-			index[sp.SpanID()] = i
+	for i, k := range spans {
+		if _, dup := index[req.spans[k].id]; !dup {
+			index[req.spans[k].id] = i
 		}
 	}
 	split := s.codec == codecSpanRaw
@@ -118,25 +150,26 @@ func (s *spanFrameScratch) encode(td ptrace.Traces) (raw, rest []byte, err error
 	a = binary.AppendUvarint(a, uint64(n))
 
 	// Trace ids, run-length encoded.
-	var runs [][2]int // first span, length
-	for i, sp := range spans {
-		if i > 0 && sp.TraceID() == spans[runs[len(runs)-1][0]].TraceID() {
+	runs := s.runs[:0] // first span, length
+	for i, k := range spans {
+		if i > 0 && req.spans[k].trace == req.spans[spans[runs[len(runs)-1][0]]].trace {
 			runs[len(runs)-1][1]++
 			continue
 		}
 		runs = append(runs, [2]int{i, 1})
 	}
+	s.runs = runs
 	if split {
 		// Each trace id once, in the order first seen; the runs name
 		// them by their place (a frame's spans are grouped by resource,
 		// so a trace's spans make a run in each).
 		if s.traces == nil {
-			s.traces = make(map[pcommon.TraceID]int, len(runs))
+			s.traces = make(map[model.TraceID]int, len(runs))
 		}
 		clear(s.traces)
 		s.runTraces, s.traceIDs = s.runTraces[:0], s.traceIDs[:0]
 		for _, r := range runs {
-			id := spans[r[0]].TraceID()
+			id := req.spans[spans[r[0]]].trace
 			k, ok := s.traces[id]
 			if !ok {
 				k = len(s.traceIDs)
@@ -152,31 +185,27 @@ func (s *spanFrameScratch) encode(td ptrace.Traces) (raw, rest []byte, err error
 	} else {
 		a = binary.AppendUvarint(a, uint64(len(runs)))
 		for _, r := range runs {
-			id := spans[r[0]].TraceID()
+			id := req.spans[spans[r[0]]].trace
 			a = append(a, id[:]...)
 			a = binary.AppendUvarint(a, uint64(r[1]))
 		}
 	}
-	for _, sp := range spans {
-		id := sp.SpanID()
-		a = append(a, id[:]...)
+	for _, k := range spans {
+		a = append(a, req.spans[k].id[:]...)
 	}
 	var tail []byte
 	if split {
 		// Link ids and durations join the raw part; run lengths start
 		// the compressed one.
 		links := 0
-		for _, sp := range spans {
-			links += sp.Links().Len()
+		for _, k := range spans {
+			links += int(req.spans[k].links)
 		}
 		a = binary.AppendUvarint(a, uint64(links))
-		for _, sp := range spans {
-			for _, l := range sp.Links().All() {
-				tid, sid := l.TraceID(), l.SpanID()
-				a = append(append(a, tid[:]...), sid[:]...)
-			}
+		for _, k := range spans {
+			a = appendLinkIDs(a, &req.spans[k])
 		}
-		a = s.appendDurations(a, spans)
+		a = s.appendDurations(a, req, spans)
 		b = binary.AppendUvarint(b, uint64(len(runs)))
 		for i, r := range runs {
 			b = binary.AppendUvarint(binary.AppendUvarint(b, uint64(s.runTraces[i])), uint64(r[1]))
@@ -184,10 +213,10 @@ func (s *spanFrameScratch) encode(td ptrace.Traces) (raw, rest []byte, err error
 	} else {
 		b = a
 	}
-	for _, sp := range spans {
-		p := sp.ParentSpanID()
+	for _, k := range spans {
+		p := req.spans[k].parent
 		switch i, ok := index[p]; {
-		case p.IsEmpty():
+		case p == [8]byte{}:
 			b = append(b, 0)
 		case ok:
 			b = binary.AppendUvarint(b, uint64(i)+2)
@@ -197,54 +226,35 @@ func (s *spanFrameScratch) encode(td ptrace.Traces) (raw, rest []byte, err error
 		}
 	}
 	var prev uint64
-	for _, sp := range spans {
-		start := uint64(sp.StartTimestamp())
+	for _, k := range spans {
+		start := req.spans[k].start
 		b = binary.AppendVarint(b, int64(start-prev))
 		prev = start
 	}
 	if !split {
-		for _, sp := range spans {
-			b = binary.AppendVarint(b, int64(uint64(sp.EndTimestamp())-uint64(sp.StartTimestamp())))
+		for _, k := range spans {
+			sp := &req.spans[k]
+			b = binary.AppendVarint(b, int64(sp.end-sp.start))
 		}
 	}
-	// Event times and link ids are read before the spans are cleared.
-	for _, sp := range spans {
-		for _, ev := range sp.Events().All() {
-			tail = binary.AppendVarint(tail, int64(uint64(ev.Timestamp())-uint64(sp.StartTimestamp())))
-		}
+	for _, k := range spans {
+		tail = appendEventTimes(tail, &req.spans[k])
 	}
 	if !split {
-		for _, sp := range spans {
-			for _, l := range sp.Links().All() {
-				tid, sid := l.TraceID(), l.SpanID()
-				tail = append(tail, tid[:]...)
-				tail = append(tail, sid[:]...)
-			}
+		for _, k := range spans {
+			tail = appendLinkIDs(tail, &req.spans[k])
 		}
 	}
 
-	for _, sp := range spans {
-		sp.SetTraceID(pcommon.TraceID{})
-		sp.SetSpanID(pcommon.SpanID{})
-		sp.SetParentSpanID(pcommon.SpanID{})
-		sp.SetStartTimestamp(0)
-		sp.SetEndTimestamp(0)
-		for _, ev := range sp.Events().All() {
-			ev.SetTimestamp(0)
-		}
-		for _, l := range sp.Links().All() {
-			l.SetTraceID(pcommon.TraceID{})
-			l.SetSpanID(pcommon.SpanID{})
-		}
-	}
-	proto, err := tracesMarshaler.MarshalTraces(td)
-	if err != nil {
-		return nil, nil, err
+	if whole {
+		s.proto = s.appendRequestProto(s.proto[:0], req)
+	} else {
+		s.proto = s.appendFrameProto(s.proto[:0], req, spans)
 	}
 	if s.codec == codecZstdColumns {
-		b = binary.AppendUvarint(b, uint64(len(proto)))
-		b = append(b, proto...)
-	} else if b, err = s.fields.appendSplit(b, proto); err != nil {
+		b = binary.AppendUvarint(b, uint64(len(s.proto)))
+		b = append(b, s.proto...)
+	} else if b, err = s.fields.appendSplit(b, s.proto); err != nil {
 		return nil, nil, fmt.Errorf("span frame columns: %w", err)
 	}
 	s.buf = append(b, tail...)
@@ -253,6 +263,242 @@ func (s *spanFrameScratch) encode(td ptrace.Traces) (raw, rest []byte, err error
 	}
 	s.raw = a
 	return s.raw, s.buf, nil
+}
+
+// frameOrder puts order's spans in frame order (see encodeSpans), in
+// s.spans.
+func (s *spanFrameScratch) frameOrder(req *spanRequest, order []int32) []int32 {
+	if cap(s.group) < len(req.scopes) {
+		s.group = make([]int32, len(req.scopes))
+	}
+	group := s.group[:len(req.scopes)]
+	for i := range group {
+		group[i] = -1
+	}
+	// Each scope's spans count, then each its first place.
+	s.groups = s.groups[:0]
+	for _, k := range order {
+		sc := req.spans[k].scope
+		if group[sc] < 0 {
+			group[sc] = int32(len(s.groups))
+			s.groups = append(s.groups, frameGroup{scope: sc})
+		}
+		s.groups[group[sc]].n++
+	}
+	at := int32(0)
+	for i := range s.groups {
+		s.groups[i].at, at = at, at+s.groups[i].n
+	}
+	spans := slices.Grow(s.spans[:0], len(order))[:len(order)]
+	next := s.next[:0]
+	for _, g := range s.groups {
+		next = append(next, g.at)
+	}
+	for _, k := range order {
+		g := group[req.spans[k].scope]
+		spans[next[g]] = k
+		next[g]++
+	}
+	s.next, s.spans = next, spans
+	return spans
+}
+
+// frameGroup is the spans of one scope in a frame: n of them from at.
+type frameGroup struct {
+	scope int32
+	at, n int32
+}
+
+// appendFrameProto appends the frame's ExportTraceServiceRequest: its
+// groups, those of one resource in a row under one ResourceSpans, each
+// span without the fields the columns hold (ids, times, event times and
+// link ids) and without fields OTLP does not have.
+func (s *spanFrameScratch) appendFrameProto(b []byte, req *spanRequest, spans []int32) []byte {
+	sizes := slices.Grow(s.sizes[:0], len(spans))[:len(spans)]
+	for i, k := range spans {
+		sizes[i] = int(req.spans[k].size)
+	}
+	s.sizes = sizes
+	groups := s.groups
+	for g := 0; g < len(groups); {
+		res := req.scopes[groups[g].scope].res
+		e := g + 1
+		for e < len(groups) && req.scopes[groups[e].scope].res == res {
+			e++
+		}
+		rh := req.res[res].hdr
+		rsSize := rh[1] - rh[0]
+		for _, gr := range groups[g:e] {
+			rsSize += protowire.SizeTag(fieldScopeSpans) + protowire.SizeBytes(scopeSize(req, gr, sizes))
+		}
+		b = protowire.AppendTag(b, fieldResourceSpans, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(rsSize))
+		b = append(b, req.hdr[rh[0]:rh[1]]...)
+		for _, gr := range groups[g:e] {
+			b = protowire.AppendTag(b, fieldScopeSpans, protowire.BytesType)
+			b = protowire.AppendVarint(b, uint64(scopeSize(req, gr, sizes)))
+			sh := req.scopes[gr.scope].hdr
+			b = append(b, req.hdr[sh[0]:sh[1]]...)
+			for i := gr.at; i < gr.at+gr.n; i++ {
+				b = protowire.AppendTag(b, fieldSpans, protowire.BytesType)
+				b = protowire.AppendVarint(b, uint64(sizes[i]))
+				b = appendStrippedSpan(b, &req.spans[spans[i]])
+			}
+		}
+		g = e
+	}
+	return b
+}
+
+// appendRequestProto appends the whole request, its spans without the
+// fields the columns hold.
+func (s *spanFrameScratch) appendRequestProto(b []byte, req *spanRequest) []byte {
+	sizes := slices.Grow(s.sizes[:0], len(req.spans))[:len(req.spans)]
+	for i := range req.spans {
+		sizes[i] = int(req.spans[i].size)
+	}
+	s.sizes = sizes
+	sc := 0
+	for r := range req.res {
+		rh := req.res[r].hdr
+		e := sc
+		rsSize := rh[1] - rh[0]
+		for ; e < len(req.scopes) && req.scopes[e].res == int32(r); e++ {
+			rsSize += protowire.SizeTag(fieldScopeSpans) + protowire.SizeBytes(scopeSize(req, frameGroup{scope: int32(e), at: req.scopes[e].first, n: req.scopes[e].n}, sizes))
+		}
+		b = protowire.AppendTag(b, fieldResourceSpans, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(rsSize))
+		b = append(b, req.hdr[rh[0]:rh[1]]...)
+		for ; sc < e; sc++ {
+			g := frameGroup{scope: int32(sc), at: req.scopes[sc].first, n: req.scopes[sc].n}
+			b = protowire.AppendTag(b, fieldScopeSpans, protowire.BytesType)
+			b = protowire.AppendVarint(b, uint64(scopeSize(req, g, sizes)))
+			sh := req.scopes[sc].hdr
+			b = append(b, req.hdr[sh[0]:sh[1]]...)
+			for i := g.at; i < g.at+g.n; i++ {
+				b = protowire.AppendTag(b, fieldSpans, protowire.BytesType)
+				b = protowire.AppendVarint(b, uint64(sizes[i]))
+				b = appendStrippedSpan(b, &req.spans[i])
+			}
+		}
+	}
+	return b
+}
+
+// scopeSize is the size of a group's ScopeSpans in the frame.
+func scopeSize(req *spanRequest, g frameGroup, sizes []int) int {
+	sh := req.scopes[g.scope].hdr
+	n := sh[1] - sh[0]
+	for _, sz := range sizes[g.at : g.at+g.n] {
+		n += protowire.SizeTag(fieldSpans) + protowire.SizeBytes(sz)
+	}
+	return n
+}
+
+// spanFieldKept reports whether a span's field stays in the frame's
+// protobuf: every OTLP field but the ids and times.
+func spanFieldKept(num protowire.Number) bool {
+	switch num {
+	case fieldSpanTraceID, fieldSpanID, fieldSpanParent, fieldSpanStart, fieldSpanEnd:
+		return false
+	}
+	return num >= fieldSpanTraceState && num <= fieldSpanFlags
+}
+
+// appendStrippedSpan appends sp's body without the fields spanFieldKept
+// drops, its events without their times and its links without their ids:
+// sp.size bytes.
+func appendStrippedSpan(b []byte, sp *reqSpan) []byte {
+	body := sp.body
+	for len(body) > 0 {
+		num, _, v, n := readField(body)
+		field := body[:n]
+		body = body[n:]
+		switch {
+		case num == fieldEvents:
+			b = appendStripped(b, num, v, fieldEventTime, 0)
+		case num == fieldLinks:
+			b = appendStripped(b, num, v, fieldLinkTraceID, fieldLinkSpanID)
+		case spanFieldKept(num):
+			b = append(b, field...)
+		}
+	}
+	return b
+}
+
+// strippedSize is the size of msg without its fields x and y (0: none).
+func strippedSize(msg []byte, x, y protowire.Number) int {
+	n := len(msg)
+	for len(msg) > 0 {
+		num, _, _, l := readField(msg)
+		if l < 0 {
+			return n
+		}
+		if num == x || num == y {
+			n -= l
+		}
+		msg = msg[l:]
+	}
+	return n
+}
+
+// appendStripped appends field num holding msg without its fields x and y.
+func appendStripped(b []byte, num protowire.Number, msg []byte, x, y protowire.Number) []byte {
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(strippedSize(msg, x, y)))
+	for len(msg) > 0 {
+		n, _, _, l := readField(msg)
+		if l < 0 {
+			return b
+		}
+		if n != x && n != y {
+			b = append(b, msg[:l]...)
+		}
+		msg = msg[l:]
+	}
+	return b
+}
+
+// eachNested calls fn with the value of each field num of a message.
+func eachNested(msg []byte, num protowire.Number, fn func(v []byte)) {
+	for len(msg) > 0 {
+		n, _, v, l := readField(msg)
+		if l < 0 {
+			return
+		}
+		msg = msg[l:]
+		if n == num {
+			fn(v)
+		}
+	}
+}
+
+// appendLinkIDs appends the trace and span id of each link of a span.
+func appendLinkIDs(b []byte, sp *reqSpan) []byte {
+	if sp.links == 0 {
+		return b
+	}
+	eachNested(sp.body, fieldLinks, func(link []byte) {
+		var tid [16]byte
+		var sid [8]byte
+		eachNested(link, fieldLinkTraceID, func(id []byte) { _ = readID(tid[:], id, "") })
+		eachNested(link, fieldLinkSpanID, func(id []byte) { _ = readID(sid[:], id, "") })
+		b = append(append(b, tid[:]...), sid[:]...)
+	})
+	return b
+}
+
+// appendEventTimes appends each event's time less the span's start.
+func appendEventTimes(b []byte, sp *reqSpan) []byte {
+	if sp.events == 0 {
+		return b
+	}
+	eachNested(sp.body, fieldEvents, func(ev []byte) {
+		var t uint64
+		eachNested(ev, fieldEventTime, func(x []byte) { t = binary.LittleEndian.Uint64(x) })
+		b = binary.AppendVarint(b, int64(t-sp.start))
+	})
+	return b
 }
 
 // maxDurationUnit is the largest power of ten a frame's durations are
@@ -267,11 +513,11 @@ var powersOfTen = [maxDurationUnit + 1]uint64{1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e
 // shortest, bit-packed at the width the longest less the shortest needs.
 //
 //	durations := unit[1] uvarint(shortest) width[1] n × (duration/10^unit − shortest)[width bits]
-func (s *spanFrameScratch) appendDurations(b []byte, spans []ptrace.Span) []byte {
+func (s *spanFrameScratch) appendDurations(b []byte, req *spanRequest, spans []int32) []byte {
 	durs := s.durs[:0]
 	unit := maxDurationUnit
-	for _, sp := range spans {
-		d := uint64(sp.EndTimestamp()) - uint64(sp.StartTimestamp())
+	for _, k := range spans {
+		d := req.spans[k].end - req.spans[k].start
 		for unit > 0 && d%powersOfTen[unit] != 0 {
 			unit--
 		}
@@ -673,18 +919,60 @@ func scanSpans(proto []byte, n int, keep func(int) bool, cols *spanColumns, whol
 // and whole encoding (tag included).
 func eachField(b []byte, fn func(protowire.Number, protowire.Type, []byte) error) error {
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+		num, typ, _, n := readField(b)
 		if n < 0 {
 			return protowire.ParseError(n)
 		}
-		m := protowire.ConsumeFieldValue(num, typ, b[n:])
-		if m < 0 {
-			return protowire.ParseError(m)
-		}
-		if err := fn(num, typ, b[:n+m]); err != nil {
+		if err := fn(num, typ, b[:n]); err != nil {
 			return err
 		}
-		b = b[n+m:]
+		b = b[n:]
 	}
 	return nil
+}
+
+// readField reads the first field of b: its number, wire type, value (a
+// length-delimited field's payload, any other field's encoded value) and
+// whole length, tag included; a negative length is protowire's error
+// code. Tags and lengths under 128 take the short way.
+func readField(b []byte) (num protowire.Number, typ protowire.Type, val []byte, n int) {
+	if len(b) > 1 && b[0] < 0x80 && b[0] >= 8 {
+		num, typ, n = protowire.Number(b[0]>>3), protowire.Type(b[0]&7), 1
+	} else {
+		num, typ, n = protowire.ConsumeTag(b)
+		if n < 0 {
+			return 0, 0, nil, n
+		}
+	}
+	rest := b[n:]
+	switch typ {
+	case protowire.BytesType:
+		if len(rest) > 0 && rest[0] < 0x80 {
+			l := int(rest[0])
+			if l+1 > len(rest) {
+				return 0, 0, nil, -1 // io.ErrUnexpectedEOF
+			}
+			return num, typ, rest[1 : 1+l], n + 1 + l
+		}
+		v, m := protowire.ConsumeBytes(rest)
+		if m < 0 {
+			return 0, 0, nil, m
+		}
+		return num, typ, v, n + m
+	case protowire.Fixed64Type:
+		if len(rest) < 8 {
+			return 0, 0, nil, -1
+		}
+		return num, typ, rest[:8], n + 8
+	case protowire.Fixed32Type:
+		if len(rest) < 4 {
+			return 0, 0, nil, -1
+		}
+		return num, typ, rest[:4], n + 4
+	}
+	m := protowire.ConsumeFieldValue(num, typ, rest)
+	if m < 0 {
+		return 0, 0, nil, m
+	}
+	return num, typ, rest[:m], n + m
 }

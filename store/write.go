@@ -63,14 +63,31 @@ func (b *batch) endFrame(val []byte) {
 
 var tracesMarshaler ptrace.ProtoMarshaler
 
-// WriteTraces stores the spans of td and returns once they are durable. It
-// takes ownership of td: spans are moved out of it. A span whose trace id is
-// all zeros makes the whole request invalid and nothing is written.
+// WriteTraces stores the spans of td and returns once they are durable. A
+// span whose trace id or span id is all zeros makes the whole request
+// invalid and nothing is written. td is not changed.
 func (db *DB) WriteTraces(ctx context.Context, td ptrace.Traces) error {
-	if err := validateTraces(td); err != nil {
+	if td.SpanCount() == 0 {
+		return nil
+	}
+	body, err := tracesMarshaler.MarshalTraces(td)
+	if err != nil {
+		return fmt.Errorf("write traces: %w", err)
+	}
+	req, err := ParseTraceRequest(body)
+	if err != nil {
 		return err
 	}
-	if td.SpanCount() == 0 {
+	defer req.Release()
+	return db.WriteTraceRequest(ctx, req)
+}
+
+// WriteTraceRequest stores the spans of an OTLP ExportTraceServiceRequest
+// read in place (ParseTraceRequest), as WriteTraces: never decoded into
+// pdata. Nothing of it is kept after it returns.
+func (db *DB) WriteTraceRequest(ctx context.Context, t *TraceRequest) error {
+	req := t.r
+	if req.spanCount() == 0 {
 		return nil
 	}
 	if err := db.admitWrite(); err != nil {
@@ -79,33 +96,21 @@ func (db *DB) WriteTraces(ctx context.Context, td ptrace.Traces) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("write traces: %w", err)
 	}
-	facts := db.searchEntries(td)
-	src := &spanSource{td: td}
+	facts, err := db.searchEntries(req)
+	if err != nil {
+		return err
+	}
+	src := &spanSource{req: req}
 	b, err := db.buildBatch(KindSpans, db.nextSeq(), src)
 	src.release()
 	if err != nil {
+		putEntries(facts.entries)
 		return err
 	}
 	b.search = facts
 	err = db.commit(b)
 	putEntries(facts.entries)
 	return err
-}
-
-func validateTraces(td ptrace.Traces) error {
-	for i, rs := range td.ResourceSpans().All() {
-		for j, ss := range rs.ScopeSpans().All() {
-			for k, sp := range ss.Spans().All() {
-				if sp.TraceID().IsEmpty() {
-					return fmt.Errorf("%w: resource_spans[%d].scope_spans[%d].spans[%d] has an all-zero trace_id", ErrInvalid, i, j, k)
-				}
-				if sp.SpanID().IsEmpty() {
-					return fmt.Errorf("%w: resource_spans[%d].scope_spans[%d].spans[%d] has an all-zero span_id", ErrInvalid, i, j, k)
-				}
-			}
-		}
-	}
-	return nil
 }
 
 // itemRef locates one span or log record of a request: its trace, its
@@ -182,13 +187,11 @@ func (db *DB) frameFull(n int, sameTrace bool) bool {
 	return n >= db.opts.FrameItems && !sameTrace
 }
 
-// spanSource cuts ptrace.Traces into frames.
+// spanSource cuts a request read in place into frames.
 type spanSource struct {
-	td      ptrace.Traces
-	cur     ptrace.Traces
-	open    bool
-	groups  map[[2]int]ptrace.SpanSlice // (resource, scope) -> spans of the open frame
-	scratch *spanFrameScratch           // a payload is compressed before the next frame is encoded
+	req     *spanRequest
+	cur     []int32           // the open frame's spans
+	scratch *spanFrameScratch // a payload is compressed before the next frame is encoded
 }
 
 // release returns what the frames were encoded with.
@@ -200,44 +203,21 @@ func (s *spanSource) release() {
 }
 
 func (s *spanSource) refs() []itemRef {
-	out := make([]itemRef, 0, s.td.SpanCount())
-	for i, rs := range s.td.ResourceSpans().All() {
-		for j, ss := range rs.ScopeSpans().All() {
-			for k, sp := range ss.Spans().All() {
-				out = append(out, itemRef{id: model.TraceID(sp.TraceID()), start: uint64(sp.StartTimestamp()), end: uint64(sp.EndTimestamp()), rs: i, ss: j, i: k})
-			}
-		}
+	out := make([]itemRef, len(s.req.spans))
+	for i := range s.req.spans {
+		sp := &s.req.spans[i]
+		out[i] = itemRef{id: sp.trace, start: sp.start, end: sp.end, i: i}
 	}
 	return out
 }
 
-func (s *spanSource) move(r itemRef) {
-	if !s.open {
-		s.cur, s.open = ptrace.NewTraces(), true
-		s.groups = map[[2]int]ptrace.SpanSlice{}
-	}
-	rs := s.td.ResourceSpans().At(r.rs)
-	ss := rs.ScopeSpans().At(r.ss)
-	dst, ok := s.groups[[2]int{r.rs, r.ss}]
-	if !ok {
-		nrs := s.cur.ResourceSpans().AppendEmpty()
-		rs.Resource().CopyTo(nrs.Resource())
-		nrs.SetSchemaUrl(rs.SchemaUrl())
-		nss := nrs.ScopeSpans().AppendEmpty()
-		ss.Scope().CopyTo(nss.Scope())
-		nss.SetSchemaUrl(ss.SchemaUrl())
-		dst = nss.Spans()
-		s.groups[[2]int{r.rs, r.ss}] = dst
-	}
-	ss.Spans().At(r.i).MoveTo(dst.AppendEmpty())
-}
+func (s *spanSource) move(r itemRef) { s.cur = append(s.cur, int32(r.i)) }
 
 // writeSpanCodec, when set, makes span frames of that codec (0x02 or 0x05)
 // as earlier builds wrote them (tests of reading them).
 var writeSpanCodec atomic.Uint32
 
 func (s *spanSource) marshal() (byte, []byte, []byte, error) {
-	s.open = false
 	if s.scratch == nil {
 		s.scratch = spanFrameScratchPool.Get().(*spanFrameScratch)
 	}
@@ -246,7 +226,8 @@ func (s *spanSource) marshal() (byte, []byte, []byte, error) {
 		codec = codecSpanRaw
 	}
 	s.scratch.codec = codec
-	raw, rest, err := s.scratch.encode(s.cur)
+	raw, rest, err := s.scratch.encodeSpans(s.req, s.cur)
+	s.cur = s.cur[:0]
 	return codec, raw, rest, err
 }
 

@@ -7,6 +7,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	stdgzip "compress/gzip"
 	"context"
 	"errors"
 	"flag"
@@ -60,12 +61,14 @@ type options struct {
 	rules              int
 	rulesFile          string
 	disk               string
+	otlpHTTP           string
 }
 
 func main() {
 	var o options
 	flag.StringVar(&o.grpcAddr, "grpc", "127.0.0.1:4317", "OTLP gRPC address of the server (loopback only)")
 	flag.StringVar(&o.httpAddr, "http", "127.0.0.1:4320", "HTTP API address of the server")
+	flag.StringVar(&o.otlpHTTP, "otlp-http", "", "traces: send OTLP/HTTP protobuf to this address's /v1/traces instead of OTLP gRPC to -grpc")
 	flag.IntVar(&o.batch, "batch", 1000, "spans per request")
 	flag.IntVar(&o.perTrace, "spans-per-trace", 10, "spans per trace")
 	flag.IntVar(&o.concurrency, "concurrency", 4, "concurrent senders")
@@ -147,6 +150,16 @@ func run(o options, out io.Writer) error {
 	if o.compress {
 		callOpts = append(callOpts, grpc.UseCompressor(gzip.Name))
 	}
+	export := func(ctx context.Context, td ptrace.Traces) error {
+		_, err := client.Export(ctx, ptraceotlp.NewExportRequestFromTraces(td), callOpts...)
+		return err
+	}
+	if o.otlpHTTP != "" {
+		if err := loopbackOnly(o.otlpHTTP); err != nil {
+			return err
+		}
+		export = otlpHTTPExporter(httpURL(o.otlpHTTP, "/v1/traces"), o.compress)
+	}
 
 	// Payloads are built before the clock starts: the generator's work is
 	// not the server's.
@@ -185,7 +198,7 @@ func run(o options, out io.Writer) error {
 				// And times of now, as live traffic has: traces spread
 				// over the run, not all in the minute the templates were made.
 				shift(td, pcommon.Timestamp(time.Since(g.Start)))
-				if _, err := client.Export(ctx, ptraceotlp.NewExportRequestFromTraces(td), callOpts...); err != nil {
+				if err := export(ctx, td); err != nil {
 					if ctx.Err() != nil {
 						return
 					}
@@ -458,4 +471,44 @@ func scrape(addr string) (map[string]float64, error) {
 		}
 	}
 	return m, sc.Err()
+}
+
+// otlpHTTPExporter posts each request to url as OTLP/HTTP protobuf,
+// gzipped when compress is set, as the Collector's otlphttp exporter does.
+func otlpHTTPExporter(url string, compress bool) func(context.Context, ptrace.Traces) error {
+	client := httpClient(time.Minute)
+	return func(ctx context.Context, td ptrace.Traces) error {
+		body, err := ptraceotlp.NewExportRequestFromTraces(td).MarshalProto()
+		if err != nil {
+			return err
+		}
+		if compress {
+			var buf bytes.Buffer
+			zw := stdgzip.NewWriter(&buf)
+			_, _ = zw.Write(body)
+			if err := zw.Close(); err != nil {
+				return err
+			}
+			body = buf.Bytes()
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/x-protobuf")
+		if compress {
+			req.Header.Set("Content-Encoding", "gzip")
+		}
+		authorize(req)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("post %s: %s: %q", url, resp.Status, msg)
+		}
+		return nil
+	}
 }

@@ -259,6 +259,15 @@ func (w observingWriter) WriteTraces(ctx context.Context, td ptrace.Traces) erro
 	return nil
 }
 
+func (w observingWriter) WriteTraceRequest(ctx context.Context, req *store.TraceRequest) error {
+	spans := spanmetrics.FromRequest(req)
+	if err := w.DB.WriteTraceRequest(ctx, req); err != nil {
+		return err
+	}
+	w.gen.Observe(spans)
+	return nil
+}
+
 // muxExtras are what a tenant's routes share with the rest of its stack.
 type muxExtras struct {
 	engine      *promql.Engine

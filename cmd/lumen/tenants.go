@@ -494,6 +494,14 @@ func (w tenantWriter) WriteTraces(ctx context.Context, td ptrace.Traces) error {
 	return st.writer.WriteTraces(ctx, td)
 }
 
+func (w tenantWriter) WriteTraceRequest(ctx context.Context, req *store.TraceRequest) error {
+	st, err := w.stack(ctx)
+	if err != nil {
+		return tenantUnavailable(err)
+	}
+	return st.writer.WriteTraceRequest(ctx, req)
+}
+
 func (w tenantWriter) WriteLogs(ctx context.Context, ld plog.Logs) error {
 	st, err := w.stack(ctx)
 	if err != nil {

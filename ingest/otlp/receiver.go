@@ -27,12 +27,16 @@ import (
 	"github.com/lumenobs/lumen/internal/otlprecv"
 	"github.com/lumenobs/lumen/internal/telemetry"
 	"github.com/lumenobs/lumen/internal/tlsconf"
+	"github.com/lumenobs/lumen/store"
 )
 
 // Writer is the part of the store the receiver writes to. Metrics go
 // through Prometheus' OTLP translator into an AppenderV2.
 type Writer interface {
 	WriteTraces(ctx context.Context, td ptrace.Traces) error
+	// WriteTraceRequest writes a trace request that came as protobuf,
+	// read in place.
+	WriteTraceRequest(ctx context.Context, req *store.TraceRequest) error
 	WriteLogs(ctx context.Context, ld plog.Logs) error
 	AppenderV2(ctx context.Context) storage.AppenderV2
 }
@@ -134,7 +138,7 @@ func New(cfg Config, w Writer, log *zap.Logger, m *telemetry.Ingest, version str
 	r, err := otlprecv.New(otlprecv.Config{GRPCAddr: cfg.GRPCAddr, HTTPAddr: cfg.HTTPAddr, MaxRequestBytes: cfg.MaxRequestBytes,
 		MaxInFlightBytes: cfg.MaxInFlightBytes, MaxInFlightRequests: cfg.MaxInFlightRequests, QueueWait: cfg.QueueWait,
 		Auth: cfg.Auth, DefaultTenant: cfg.DefaultTenant, GRPCTLS: cfg.GRPCTLS.Or(tlsconf.Server{}), HTTPTLS: cfg.HTTPTLS.Or(tlsconf.Server{})},
-		otlprecv.Consumers{Traces: tc, Logs: lc, Metrics: mc}, log, "lumen", version)
+		otlprecv.Consumers{Traces: tc, Logs: lc, Metrics: mc, TraceRequests: c.consumeTraceRequest}, log, "lumen", version)
 	if err != nil {
 		return nil, err
 	}
@@ -155,6 +159,19 @@ type sink struct {
 func (s *sink) consumeTraces(ctx context.Context, td ptrace.Traces) error {
 	n := td.SpanCount()
 	return s.consume(ctx, "traces", n, func(ctx context.Context) error { return s.w.WriteTraces(ctx, td) })
+}
+
+// consumeTraceRequest writes a trace request that came as protobuf
+// without decoding it into pdata (store.ParseTraceRequest).
+func (s *sink) consumeTraceRequest(ctx context.Context, body []byte) error {
+	req, err := store.ParseTraceRequest(body)
+	if err != nil {
+		c := fault.Classify(err)
+		s.log.Debug("request refused", zap.String("signal", "traces"), zap.String("reason", c.Reason), zap.Error(err))
+		return grpcStatus(c, err.Error())
+	}
+	defer req.Release()
+	return s.consume(ctx, "traces", req.SpanCount(), func(ctx context.Context) error { return s.w.WriteTraceRequest(ctx, req) })
 }
 
 func (s *sink) consumeLogs(ctx context.Context, ld plog.Logs) error {

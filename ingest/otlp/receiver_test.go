@@ -44,6 +44,12 @@ func (g *gatedStore) WriteTraces(ctx context.Context, td ptrace.Traces) error {
 	return g.DB.WriteTraces(ctx, td)
 }
 
+func (g *gatedStore) WriteTraceRequest(ctx context.Context, req *store.TraceRequest) error {
+	g.entered <- struct{}{}
+	<-g.gate
+	return g.DB.WriteTraceRequest(ctx, req)
+}
+
 func (g *gatedStore) WriteLogs(ctx context.Context, ld plog.Logs) error {
 	<-g.gate
 	return g.DB.WriteLogs(ctx, ld)

@@ -32,6 +32,8 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.uber.org/zap"
+
+	"github.com/lumenobs/lumen/store"
 )
 
 // Config tunes the generator.
@@ -111,6 +113,16 @@ func Extract(td ptrace.Traces) []Span {
 			}
 		}
 	}
+	return out
+}
+
+// FromRequest lists the spans of a trace request read in place.
+func FromRequest(req *store.TraceRequest) []Span {
+	out := make([]Span, 0, req.SpanCount())
+	req.EachSpan(func(s *store.RequestSpan) {
+		out = append(out, Span{TraceID: s.TraceID, SpanID: s.SpanID, ParentID: s.ParentID, Service: s.Service, Name: s.Name,
+			Kind: ptrace.SpanKind(s.Kind), Error: s.Error, Start: s.Start, End: s.End})
+	})
 	return out
 }
 

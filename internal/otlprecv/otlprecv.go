@@ -7,6 +7,7 @@ package otlprecv
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.opentelemetry.io/collector/component"
@@ -75,14 +76,22 @@ type Consumers struct {
 	Traces  consumer.Traces
 	Logs    consumer.Logs
 	Metrics consumer.Metrics
+	// TraceRequests, when set, takes trace requests that arrive as
+	// protobuf (gRPC) as their bytes, an ExportTraceServiceRequest,
+	// instead of Traces; it must not keep body. Its error is answered as
+	// a consumer's.
+	TraceRequests func(ctx context.Context, body []byte) error
 }
 
 // Receiver is the embedded OTLP receiver.
 type Receiver struct {
-	traces     receiver.Traces
+	traces     receiver.Traces // HTTP; nil when off
+	grpc       *grpcServer     // nil when off
+	telemetry  component.TelemetrySettings
 	admission  *admission
 	middleware component.Component
 	auth       *authn
+	traceBytes *traceBytes
 }
 
 // New builds the receiver. The factory shares one receiver per config, so
@@ -106,8 +115,11 @@ func New(cfg Config, c Consumers, log *zap.Logger, command, version string) (*Re
 		// First on HTTP: credentials are checked before anything is read.
 		httpMiddlewares = append([]configmiddleware.Config{{ID: authID}}, middlewares...)
 	}
+	rc.Protocols.GRPC = configoptional.None[configgrpc.ServerConfig]()
 	if cfg.GRPCAddr != "" {
-		g := rc.Protocols.GRPC.GetOrInsertDefault()
+		// The Collector's OTLP receiver's defaults.
+		g := configgrpc.NewDefaultServerConfig()
+		g.ReadBufferSize = 512 * 1024
 		g.NetAddr.Endpoint = cfg.GRPCAddr
 		g.MaxRecvMsgSizeMiB = int((cfg.MaxRequestBytes + 1<<20 - 1) >> 20)
 		g.MaxConcurrentStreams = maxConcurrentStreams
@@ -122,8 +134,15 @@ func New(cfg Config, c Consumers, log *zap.Logger, command, version string) (*Re
 		if cfg.GRPCTLS.Enabled() {
 			g.TLS = configoptional.Some(cfg.GRPCTLS.Collector())
 		}
-	} else {
-		rc.Protocols.GRPC = configoptional.None[configgrpc.ServerConfig]()
+		if err := g.Validate(); err != nil {
+			return nil, fmt.Errorf("otlp grpc config: %w", err)
+		}
+		r.grpc = &grpcServer{cfg: g, c: c, log: log}
+	}
+	if cfg.HTTPAddr != "" && c.TraceRequests != nil {
+		// Innermost: it sees the request as the receiver would.
+		r.traceBytes = &traceBytes{consume: c.TraceRequests}
+		httpMiddlewares = append(slices.Clip(httpMiddlewares), configmiddleware.Config{ID: traceBytesID})
 	}
 	if cfg.HTTPAddr != "" {
 		h := rc.Protocols.HTTP.GetOrInsertDefault()
@@ -139,9 +158,6 @@ func New(cfg Config, c Consumers, log *zap.Logger, command, version string) (*Re
 	} else {
 		rc.Protocols.HTTP = configoptional.None[otlpreceiver.HTTPConfig]()
 	}
-	if err := rc.Validate(); err != nil {
-		return nil, fmt.Errorf("otlp receiver config: %w", err)
-	}
 	set := receiver.Settings{
 		ID: component.NewID(f.Type()),
 		TelemetrySettings: component.TelemetrySettings{
@@ -151,6 +167,13 @@ func New(cfg Config, c Consumers, log *zap.Logger, command, version string) (*Re
 			Resource:       pcommon.NewResource(),
 		},
 		BuildInfo: component.BuildInfo{Command: command, Description: "Lumen", Version: version},
+	}
+	r.telemetry = set.TelemetrySettings
+	if cfg.HTTPAddr == "" {
+		return r, nil
+	}
+	if err := rc.Validate(); err != nil {
+		return nil, fmt.Errorf("otlp receiver config: %w", err)
 	}
 	ctx := context.Background()
 	var err error
@@ -168,8 +191,19 @@ func New(cfg Config, c Consumers, log *zap.Logger, command, version string) (*Re
 
 // Start opens the listeners. It fails if an address cannot be bound.
 func (r *Receiver) Start(ctx context.Context) error {
-	if err := r.traces.Start(ctx, host{admission: r.admission, middleware: r.middleware, auth: r.auth}); err != nil {
-		return fmt.Errorf("start otlp receiver: %w", err)
+	h := host{admission: r.admission, middleware: r.middleware, auth: r.auth, traceBytes: r.traceBytes}
+	if r.grpc != nil {
+		if err := r.grpc.start(ctx, h, r.telemetry); err != nil {
+			return fmt.Errorf("start otlp receiver: %w", err)
+		}
+	}
+	if r.traces != nil {
+		if err := r.traces.Start(ctx, h); err != nil {
+			if r.grpc != nil {
+				r.grpc.shutdown()
+			}
+			return fmt.Errorf("start otlp receiver: %w", err)
+		}
 	}
 	return nil
 }
@@ -177,7 +211,14 @@ func (r *Receiver) Start(ctx context.Context) error {
 // Shutdown stops accepting requests and waits for those in progress. Safe
 // without Start.
 func (r *Receiver) Shutdown(ctx context.Context) error {
-	if err := r.traces.Shutdown(ctx); err != nil {
+	var err error
+	if r.traces != nil {
+		err = r.traces.Shutdown(ctx)
+	}
+	if r.grpc != nil {
+		r.grpc.shutdown()
+	}
+	if err != nil {
 		return fmt.Errorf("stop otlp receiver: %w", err)
 	}
 	return nil
@@ -189,6 +230,7 @@ type host struct {
 	admission  *admission
 	middleware component.Component
 	auth       *authn
+	traceBytes *traceBytes
 }
 
 var middlewareID = component.MustNewID("lumen_middleware")
@@ -203,6 +245,9 @@ func (h host) GetExtensions() map[component.ID]component.Component {
 	}
 	if h.auth != nil {
 		ext[authID] = *h.auth
+	}
+	if h.traceBytes != nil {
+		ext[traceBytesID] = h.traceBytes
 	}
 	if len(ext) == 0 {
 		return nil

@@ -186,6 +186,13 @@ func TraceIDs(td ptrace.Traces) []pcommon.TraceID {
 // whatever their grouping.
 func SpansByID(td ptrace.Traces) map[pcommon.SpanID]ptrace.Traces {
 	out := map[pcommon.SpanID]ptrace.Traces{}
+	EachSpanAlone(td, func(id pcommon.SpanID, one ptrace.Traces) { out[id] = one })
+	return out
+}
+
+// EachSpanAlone calls fn with each span of td, in order, as a Traces holding
+// only that span with its resource and scope.
+func EachSpanAlone(td ptrace.Traces, fn func(pcommon.SpanID, ptrace.Traces)) {
 	for _, rs := range td.ResourceSpans().All() {
 		for _, ss := range rs.ScopeSpans().All() {
 			for _, sp := range ss.Spans().All() {
@@ -197,11 +204,10 @@ func SpansByID(td ptrace.Traces) map[pcommon.SpanID]ptrace.Traces {
 				ss.Scope().CopyTo(nss.Scope())
 				nss.SetSchemaUrl(ss.SchemaUrl())
 				sp.CopyTo(nss.Spans().AppendEmpty())
-				out[sp.SpanID()] = one
+				fn(sp.SpanID(), one)
 			}
 		}
 	}
-	return out
 }
 
 // FilterTrace returns a copy of td with only the spans of trace id.
