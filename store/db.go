@@ -48,8 +48,11 @@ type DB struct {
 	enforce       chan struct{}
 
 	searchAttrs map[string]struct{}
-	catalog     searchCatalog
-	metadata    metadataStore
+	// searchAttrHint passes every indexed key (keyHint), most others not:
+	// the map is asked only when it does.
+	searchAttrHint keyHint
+	catalog        searchCatalog
+	metadata       metadataStore
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -84,6 +87,7 @@ func Open(o Options) (*DB, error) {
 	}
 	for _, a := range o.SearchAttributes {
 		db.searchAttrs[a] = struct{}{}
+		db.searchAttrHint.add(a)
 	}
 	if err := os.MkdirAll(db.root, 0o750); err != nil {
 		return nil, fmt.Errorf("create data dir %q: %w", db.root, err)

@@ -104,6 +104,31 @@ var DefaultSearchAttributes = []string{
 	"k8s.namespace.name", "k8s.pod.name", "k8s.deployment.name", "k8s.cluster.name", "host.name", "cloud.region",
 }
 
+// keyHint is a 256-bit set of (length, first byte, last byte) hashes of
+// the indexed attribute keys: a key not in it is not indexed, without
+// hashing it whole.
+type keyHint [4]uint64
+
+func keyHash(k string) byte {
+	if k == "" {
+		return 0
+	}
+	return byte(len(k)*31) ^ k[0]*7 ^ k[len(k)-1]
+}
+
+func (h *keyHint) add(k string) { x := keyHash(k); h[x>>6] |= 1 << (x & 63) }
+
+func (h *keyHint) mayHave(k string) bool { x := keyHash(k); return h[x>>6]&(1<<(x&63)) != 0 }
+
+// indexedKey reports whether attribute key k is indexed for search.
+func (db *DB) indexedKey(k string) bool {
+	if !db.searchAttrHint.mayHave(k) {
+		return false
+	}
+	_, ok := db.searchAttrs[k]
+	return ok
+}
+
 // maxIndexedValue bounds the attribute values that are indexed.
 const maxIndexedValue = 256
 
@@ -152,7 +177,7 @@ const nsPerBucket = uint64(1e9)
 // and no allocation per entry. An attribute that is not a KeyValue makes
 // the request ErrInvalid.
 func (db *DB) searchEntries(req *spanRequest) (*searchBatch, error) {
-	indexed := db.searchAttrs
+	var scratch []byte // an attribute value made text
 	sb := &searchBatch{entries: getEntries(req.spanCount() * 8)}
 	termIDs := map[Term]int32{}
 	traceIDs := map[model.TraceID]uint32{}
@@ -177,10 +202,12 @@ func (db *DB) searchEntries(req *spanRequest) (*searchBatch, error) {
 			res = r
 			resTerms = resTerms[:0]
 			err := eachAttribute(req.res[r].resource, fieldResourceAttrs, func(key, value []byte) error {
-				if _, ok := indexed[unsafeString(key)]; !ok {
+				if !db.indexedKey(unsafeString(key)) {
 					return nil
 				}
-				s, err := anyValueString(value)
+				var s string
+				var err error
+				s, scratch, err = anyValueText(value, scratch)
 				if err == nil && len(s) <= maxIndexedValue {
 					resTerms = append(resTerms, intern(Term{TermResAttr, unsafeString(key), s}))
 				}
@@ -221,10 +248,12 @@ func (db *DB) searchEntries(req *spanRequest) (*searchBatch, error) {
 			add(t)
 		}
 		err := eachAttribute(sp.body, fieldSpanAttributes, func(key, value []byte) error {
-			if _, ok := indexed[unsafeString(key)]; !ok {
+			if !db.indexedKey(unsafeString(key)) {
 				return nil
 			}
-			s, err := anyValueString(value)
+			var s string
+			var err error
+			s, scratch, err = anyValueText(value, scratch)
 			if err == nil && len(s) <= maxIndexedValue {
 				add(intern(Term{TermSpanAttr, unsafeString(key), s}))
 			}

@@ -93,7 +93,7 @@ func (s *spanFrameScratch) release() {
 		s.raw = nil
 	}
 	s.fields.forget()
-	if cap(s.fields.proto) > 4<<20 {
+	if cap(s.fields.side) > 4<<20 {
 		s.fields = spanSplitter{}
 	}
 	spanFrameScratchPool.Put(s)
@@ -246,16 +246,23 @@ func (s *spanFrameScratch) encodeSpans(req *spanRequest, order []int32) (raw, re
 		}
 	}
 
+	// The frame's protobuf: with field columns, its spans empty and their
+	// fields split into the columns straight from the request's bytes.
+	columns := s.codec != codecZstdColumns
 	if whole {
-		s.proto = s.appendRequestProto(s.proto[:0], req)
+		s.proto = s.appendRequestProto(s.proto[:0], req, columns)
 	} else {
-		s.proto = s.appendFrameProto(s.proto[:0], req, spans)
+		s.proto = s.appendFrameProto(s.proto[:0], req, spans, columns)
 	}
-	if s.codec == codecZstdColumns {
+	if columns {
+		s.fields.reset()
+		for _, k := range spans {
+			s.fields.splitRawSpan(&req.spans[k])
+		}
+		b = s.fields.appendColumns(b, s.proto)
+	} else {
 		b = binary.AppendUvarint(b, uint64(len(s.proto)))
 		b = append(b, s.proto...)
-	} else if b, err = s.fields.appendSplit(b, s.proto); err != nil {
-		return nil, nil, fmt.Errorf("span frame columns: %w", err)
 	}
 	s.buf = append(b, tail...)
 	if !split {
@@ -312,11 +319,15 @@ type frameGroup struct {
 // appendFrameProto appends the frame's ExportTraceServiceRequest: its
 // groups, those of one resource in a row under one ResourceSpans, each
 // span without the fields the columns hold (ids, times, event times and
-// link ids) and without fields OTLP does not have.
-func (s *spanFrameScratch) appendFrameProto(b []byte, req *spanRequest, spans []int32) []byte {
+// link ids) and without fields OTLP does not have — or, when empty, each
+// span an empty message.
+func (s *spanFrameScratch) appendFrameProto(b []byte, req *spanRequest, spans []int32, empty bool) []byte {
 	sizes := slices.Grow(s.sizes[:0], len(spans))[:len(spans)]
 	for i, k := range spans {
-		sizes[i] = int(req.spans[k].size)
+		sizes[i] = 0
+		if !empty {
+			sizes[i] = int(req.spans[k].size)
+		}
 	}
 	s.sizes = sizes
 	groups := s.groups
@@ -342,7 +353,9 @@ func (s *spanFrameScratch) appendFrameProto(b []byte, req *spanRequest, spans []
 			for i := gr.at; i < gr.at+gr.n; i++ {
 				b = protowire.AppendTag(b, fieldSpans, protowire.BytesType)
 				b = protowire.AppendVarint(b, uint64(sizes[i]))
-				b = appendStrippedSpan(b, &req.spans[spans[i]])
+				if !empty {
+					b = appendStrippedSpan(b, &req.spans[spans[i]])
+				}
 			}
 		}
 		g = e
@@ -351,11 +364,14 @@ func (s *spanFrameScratch) appendFrameProto(b []byte, req *spanRequest, spans []
 }
 
 // appendRequestProto appends the whole request, its spans without the
-// fields the columns hold.
-func (s *spanFrameScratch) appendRequestProto(b []byte, req *spanRequest) []byte {
+// fields the columns hold, or empty.
+func (s *spanFrameScratch) appendRequestProto(b []byte, req *spanRequest, empty bool) []byte {
 	sizes := slices.Grow(s.sizes[:0], len(req.spans))[:len(req.spans)]
 	for i := range req.spans {
-		sizes[i] = int(req.spans[i].size)
+		sizes[i] = 0
+		if !empty {
+			sizes[i] = int(req.spans[i].size)
+		}
 	}
 	s.sizes = sizes
 	sc := 0
@@ -378,7 +394,9 @@ func (s *spanFrameScratch) appendRequestProto(b []byte, req *spanRequest) []byte
 			for i := g.at; i < g.at+g.n; i++ {
 				b = protowire.AppendTag(b, fieldSpans, protowire.BytesType)
 				b = protowire.AppendVarint(b, uint64(sizes[i]))
-				b = appendStrippedSpan(b, &req.spans[i])
+				if !empty {
+					b = appendStrippedSpan(b, &req.spans[i])
+				}
 			}
 		}
 	}

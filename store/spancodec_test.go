@@ -268,15 +268,15 @@ func TestSpanColumnsKeepFieldsAsTheyAre(t *testing.T) {
 		span("key first or last", keyValue(key("a"), value("5")), keyValue(value("6"), key("c"))),
 		span("empty key", keyValue(value("7")), keyValue(key("a"), value("8"))),
 	}
-	var ss []byte
-	for _, sp := range spans {
-		ss = field(ss, fieldSpans, sp)
-	}
-	proto := field(nil, fieldResourceSpans, field(nil, fieldScopeSpans, ss))
-
+	var ss, full []byte
 	var a spanSplitter
-	b, err := a.appendSplit(nil, proto)
-	require.NoError(t, err)
+	a.reset()
+	for _, sp := range spans {
+		ss = field(ss, fieldSpans, nil)
+		full = field(full, fieldSpans, sp)
+		a.splitRawSpan(&reqSpan{body: sp})
+	}
+	b := a.appendColumns(nil, field(nil, fieldResourceSpans, field(nil, fieldScopeSpans, ss)))
 	r := &columnReader{b: b}
 	rest := r.bytes(int(r.uvarint("length")), "protobuf")
 	attrs := &spanColumns{}
@@ -301,7 +301,7 @@ func TestSpanColumnsKeepFieldsAsTheyAre(t *testing.T) {
 	_, back, err := scanSpans(rest, 0, func(int) bool { return true }, attrs, true)
 	require.NoError(t, err)
 	require.NoError(t, attrs.finish())
-	want, err := tracesUnmarshaler.UnmarshalTraces(proto)
+	want, err := tracesUnmarshaler.UnmarshalTraces(field(nil, fieldResourceSpans, field(nil, fieldScopeSpans, full)))
 	require.NoError(t, err)
 	got, err := tracesUnmarshaler.UnmarshalTraces(back)
 	require.NoError(t, err)

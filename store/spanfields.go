@@ -79,8 +79,7 @@ type spanSplitter struct {
 	first     int    // the column the last span began with, or -1
 	prevShape []byte // its shape's number, as written
 	cur       []int
-	ss, rs    []byte // the scope and resource spans being rebuilt
-	proto     []byte
+	side      []byte // events and links without their ids and times
 	// A column's distinct values by their hash, numbered as first seen,
 	// and each value's number.
 	distinct map[uint64]int
@@ -108,7 +107,7 @@ func (a *spanSplitter) reset() {
 		a.columns[i].values = a.columns[i].values[:0]
 	}
 	a.columns = a.columns[:0]
-	a.shapes, a.nShapes, a.spans, a.proto = a.shapes[:0], 0, a.spans[:0], a.proto[:0]
+	a.shapes, a.nShapes, a.spans, a.side = a.shapes[:0], 0, a.spans[:0], a.side[:0]
 }
 
 // forget drops what refers to the last request's bytes, so that they can
@@ -120,56 +119,11 @@ func (a *spanSplitter) forget() {
 	clear(a.entries)
 }
 
-// appendSplit appends uvarint(len(proto')) proto' fields to b, where
-// proto' is proto (an ExportTraceServiceRequest) with every span emptied.
-func (a *spanSplitter) appendSplit(b, proto []byte) ([]byte, error) {
-	a.reset()
-	err := eachField(proto, func(num protowire.Number, typ protowire.Type, field []byte) error {
-		if num != fieldResourceSpans || typ != protowire.BytesType {
-			a.proto = append(a.proto, field...)
-			return nil
-		}
-		rs, _ := protowire.ConsumeBytes(field[protowire.SizeTag(num):])
-		a.rs = a.rs[:0]
-		err := eachField(rs, func(num protowire.Number, typ protowire.Type, field []byte) error {
-			if num != fieldScopeSpans || typ != protowire.BytesType {
-				a.rs = append(a.rs, field...)
-				return nil
-			}
-			ss, _ := protowire.ConsumeBytes(field[protowire.SizeTag(num):])
-			a.ss = a.ss[:0]
-			err := eachField(ss, func(num protowire.Number, typ protowire.Type, field []byte) error {
-				if num != fieldSpans || typ != protowire.BytesType {
-					a.ss = append(a.ss, field...)
-					return nil
-				}
-				span, _ := protowire.ConsumeBytes(field[protowire.SizeTag(num):])
-				if err := a.splitSpan(span); err != nil {
-					return err
-				}
-				a.ss = protowire.AppendTag(a.ss, fieldSpans, protowire.BytesType)
-				a.ss = protowire.AppendVarint(a.ss, 0)
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-			a.rs = protowire.AppendTag(a.rs, fieldScopeSpans, protowire.BytesType)
-			a.rs = protowire.AppendBytes(a.rs, a.ss)
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		a.proto = protowire.AppendTag(a.proto, fieldResourceSpans, protowire.BytesType)
-		a.proto = protowire.AppendBytes(a.proto, a.rs)
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	b = binary.AppendUvarint(b, uint64(len(a.proto)))
-	b = append(b, a.proto...)
+// appendColumns appends uvarint(len(proto)) proto and the columns of the
+// spans split since the last reset.
+func (a *spanSplitter) appendColumns(b, proto []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(proto)))
+	b = append(b, proto...)
 	b = binary.AppendUvarint(b, uint64(len(a.columns)))
 	for _, c := range a.columns {
 		b = binary.AppendUvarint(b, uint64(c.key.field))
@@ -183,7 +137,7 @@ func (a *spanSplitter) appendSplit(b, proto []byte) ([]byte, error) {
 	for i := range a.columns {
 		b = a.appendColumn(b, a.columns[i].values)
 	}
-	return b, nil
+	return b
 }
 
 // appendColumn appends uvarint(len(values)) values: dictionary-coded
@@ -268,32 +222,51 @@ func (a *spanSplitter) dictionary(values [][]byte) (int, bool) {
 // one before they are hashed.
 const fewEntries = 8
 
-// splitSpan puts each of span's fields in its column and the span's
-// shape in a.spans.
-func (a *spanSplitter) splitSpan(span []byte) error {
+// put puts a span's field in its column.
+func (a *spanSplitter) put(fnum protowire.Number, key, value []byte, attr bool) {
+	id := a.column(fnum, key, attr)
+	a.columns[id].values = append(a.columns[id].values, value)
+	a.cur = append(a.cur, id)
+	a.shape = binary.AppendUvarint(a.shape, uint64(id))
+}
+
+// splitRawSpan is splitSpan for a span of a request read in place: its
+// fields but those the id and time columns hold, its events without their
+// times and its links without their ids (copied, in a.side).
+func (a *spanSplitter) splitRawSpan(sp *reqSpan) {
 	a.shape, a.cur = a.shape[:0], a.cur[:0]
-	for rest := span; len(rest) > 0; {
-		num, typ, field, err := nextField(rest)
-		if err != nil {
-			return err
+	for rest := sp.body; len(rest) > 0; {
+		num, _, v, n := readField(rest)
+		field := rest[:n]
+		rest = rest[n:]
+		if !spanFieldKept(num) {
+			continue
 		}
-		rest = rest[len(field):]
-		fnum, key, value, attr := num, []byte(nil), field, false
-		if num == fieldSpanAttributes && typ == protowire.BytesType {
-			_, _, n := protowire.ConsumeTag(field)
-			kv, _ := protowire.ConsumeBytes(field[n:])
-			if k, rest, ok := splitKeyValue(kv); ok {
-				fnum, key, value, attr = 0, k, rest, true
+		switch num {
+		case fieldSpanAttributes:
+			if k, r, ok := splitKeyValue(v); ok {
+				a.put(0, k, r, true)
+				continue
 			}
+		case fieldEvents, fieldLinks:
+			x, y := protowire.Number(fieldEventTime), protowire.Number(0)
+			if num == fieldLinks {
+				x, y = fieldLinkTraceID, fieldLinkSpanID
+			}
+			n := len(a.side)
+			a.side = appendStripped(a.side, num, v, x, y)
+			field = a.side[n:len(a.side):len(a.side)]
 		}
-		id := a.column(fnum, key, attr)
-		a.columns[id].values = append(a.columns[id].values, value)
-		a.cur = append(a.cur, id)
-		a.shape = binary.AppendUvarint(a.shape, uint64(id))
+		a.put(num, nil, field, false)
 	}
+	a.endSpan()
+}
+
+// endSpan records the shape of the span just split.
+func (a *spanSplitter) endSpan() {
 	if slices.Equal(a.cur, a.prev) && a.nShapes > 0 { // the previous span's shape
 		a.spans = append(a.spans, a.prevShape...)
-		return nil
+		return
 	}
 	a.prev, a.cur = a.cur, a.prev
 	id, ok := a.shapeIDs[string(a.shape)]
@@ -306,7 +279,6 @@ func (a *spanSplitter) splitSpan(span []byte) error {
 	n := len(a.spans)
 	a.spans = binary.AppendUvarint(a.spans, uint64(id))
 	a.prevShape = append(a.prevShape[:0], a.spans[n:]...)
-	return nil
 }
 
 // nextField returns the first field of b: its number, wire type and

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"unsafe"
@@ -386,6 +387,9 @@ const (
 	anyArray  = 5
 	anyKVList = 6
 	anyBytes  = 7
+	// anyValueStrindex (8) is a string's index in a profile's dictionary:
+	// pdata reads it; as text it is empty.
+	anyValueStrindex = 8
 )
 
 // anyValueString is an AnyValue message as pcommon's AsString gives it: a
@@ -411,6 +415,39 @@ func anyValueString(b []byte) (string, error) {
 		return "", err
 	}
 	return v.AsString(), nil
+}
+
+// anyValueText is anyValueString without an allocation for a string, an
+// int or a bool: the text may share b or scratch (returned for reuse), so
+// it is valid until either changes.
+func anyValueText(b, scratch []byte) (string, []byte, error) {
+	var last protowire.Number
+	var val []byte
+	for rest := b; len(rest) > 0; {
+		num, _, v, n := readField(rest)
+		if n < 0 {
+			return "", scratch, protowire.ParseError(n)
+		}
+		rest = rest[n:]
+		if num >= anyString && num <= anyValueStrindex {
+			last, val = num, v
+		}
+	}
+	switch last {
+	case 0:
+		return "", scratch, nil
+	case anyString:
+		return unsafeString(val), scratch, nil
+	case anyInt:
+		x, _ := protowire.ConsumeVarint(val)
+		scratch = strconv.AppendInt(scratch[:0], int64(x), 10)
+		return unsafeString(scratch), scratch, nil
+	case anyBool:
+		x, _ := protowire.ConsumeVarint(val)
+		return strconv.FormatBool(x != 0), scratch, nil
+	}
+	s, err := anyValueString(b)
+	return s, scratch, err
 }
 
 // maxValueDepth bounds the nesting of arrays and maps in an AnyValue read

@@ -266,3 +266,50 @@ func hasZeroID(td ptrace.Traces) bool {
 	}
 	return false
 }
+
+// TestAttributeTextAsPdata: an attribute value read in place as text is
+// what pcommon's AsString gives for it, whatever its type.
+func TestAttributeTextAsPdata(t *testing.T) {
+	td := ptrace.NewTraces()
+	sp := td.ResourceSpans().AppendEmpty().ScopeSpans().AppendEmpty().Spans().AppendEmpty()
+	sp.SetTraceID([16]byte{1})
+	sp.SetSpanID([8]byte{1})
+	a := sp.Attributes()
+	a.PutStr("s", "shop")
+	a.PutStr("empty", "")
+	a.PutInt("i", -42)
+	a.PutInt("big", 1<<62)
+	a.PutBool("t", true)
+	a.PutBool("f", false)
+	a.PutDouble("d", 0.000001)
+	a.PutDouble("e", 1e21)
+	a.PutEmptyBytes("b").FromRaw([]byte{0, 1, 2, 250})
+	sl := a.PutEmptySlice("sl")
+	sl.AppendEmpty().SetStr("<a>")
+	sl.AppendEmpty().SetInt(3)
+	m := a.PutEmptyMap("m")
+	m.PutStr("k", "v")
+	m.PutEmptyMap("nested").PutBool("x", true)
+	a.PutEmpty("none")
+	body, err := tracesMarshaler.MarshalTraces(td)
+	require.NoError(t, err)
+	req, err := ParseTraceRequest(body)
+	require.NoError(t, err)
+	defer req.Release()
+	var scratch []byte
+	n := 0
+	require.NoError(t, eachAttribute(req.r.spans[0].body, fieldSpanAttributes, func(key, value []byte) error {
+		want, ok := a.Get(string(key))
+		require.True(t, ok)
+		var got string
+		got, scratch, err = anyValueText(value, scratch)
+		require.NoError(t, err)
+		require.Equal(t, want.AsString(), got, "%s", key)
+		slow, err := anyValueString(value)
+		require.NoError(t, err)
+		require.Equal(t, want.AsString(), slow, "%s", key)
+		n++
+		return nil
+	}))
+	require.Equal(t, a.Len(), n)
+}
