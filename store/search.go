@@ -193,14 +193,29 @@ func (db *DB) searchEntries(req *spanRequest) (*searchBatch, error) {
 		}
 		return id
 	}
+	// The resource's terms (all spans, its service, its indexed
+	// attributes) hold the same posting for a run of spans of one trace in
+	// one second, as aggregateEntries would merge them: one entry each per
+	// run.
 	var resTerms []int32
-	var all, service int32
+	var run searchEntry
+	inRun := false
+	flush := func() {
+		if inRun {
+			for _, t := range resTerms {
+				run.term = t
+				sb.entries = append(sb.entries, run)
+			}
+			inRun = false
+		}
+	}
 	res := int32(-1)
 	for i := range req.spans {
 		sp := &req.spans[i]
 		if r := req.scopes[sp.scope].res; r != res {
+			flush()
 			res = r
-			resTerms = resTerms[:0]
+			resTerms = append(resTerms[:0], intern(Term{Kind: TermAll}), intern(Term{TermService, req.res[r].service, ""}))
 			err := eachAttribute(req.res[r].resource, fieldResourceAttrs, func(key, value []byte) error {
 				if !db.indexedKey(unsafeString(key)) {
 					return nil
@@ -217,7 +232,6 @@ func (db *DB) searchEntries(req *spanRequest) (*searchBatch, error) {
 				putEntries(sb.entries)
 				return nil, fmt.Errorf("%w: resource_spans[%d].resource: %w", ErrInvalid, r, err)
 			}
-			all, service = intern(Term{Kind: TermAll}), intern(Term{TermService, req.res[r].service, ""})
 		}
 		svc := req.res[res].service
 		ord, ok := traceIDs[sp.trace]
@@ -231,21 +245,22 @@ func (db *DB) searchEntries(req *spanRequest) (*searchBatch, error) {
 		sb.starts[ord] = min(sb.starts[ord], start)
 		dur := end - min(end, start)
 		e := searchEntry{bucket: uint32(min(start/nsPerBucket, math.MaxUint32)), trace: ord, start: start, minDur: dur, maxDur: dur}
+		if inRun && run.trace == e.trace && run.bucket == e.bucket {
+			run.start, run.minDur, run.maxDur = min(run.start, start), min(run.minDur, dur), max(run.maxDur, dur)
+		} else {
+			flush()
+			run, inRun = e, true
+		}
 		add := func(t int32) {
 			e.term = t
 			sb.entries = append(sb.entries, e)
 		}
-		add(all)
-		add(service)
 		add(intern(Term{TermName, svc, unsafeString(sp.name)}))
 		if sp.parent == [8]byte{} {
 			add(intern(Term{TermRoot, svc, unsafeString(sp.name)}))
 		}
 		if sp.err {
 			add(intern(Term{Kind: TermError}))
-		}
-		for _, t := range resTerms {
-			add(t)
 		}
 		err := eachAttribute(sp.body, fieldSpanAttributes, func(key, value []byte) error {
 			if !db.indexedKey(unsafeString(key)) {
@@ -264,6 +279,7 @@ func (db *DB) searchEntries(req *spanRequest) (*searchBatch, error) {
 			return nil, fmt.Errorf("%w: span %d of the request: %w", ErrInvalid, i, err)
 		}
 	}
+	flush()
 	sb.entries = aggregateEntries(sb.entries, len(sb.terms))
 	return sb, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -71,19 +72,11 @@ func checkRequestAsPdata(t *testing.T, body []byte) {
 	defer req.Release()
 	require.Equal(t, td.SpanCount(), req.SpanCount())
 	var want []RequestSpan
-	for _, rs := range td.ResourceSpans().All() {
-		svc := ""
-		if v, ok := rs.Resource().Attributes().Get("service.name"); ok {
-			svc = v.AsString()
-		}
-		for _, ss := range rs.ScopeSpans().All() {
-			for _, sp := range ss.Spans().All() {
-				want = append(want, RequestSpan{TraceID: sp.TraceID(), SpanID: sp.SpanID(), ParentID: sp.ParentSpanID(), Service: svc,
-					Name: sp.Name(), Kind: int32(sp.Kind()), Error: sp.Status().Code() == ptrace.StatusCodeError,
-					Start: uint64(sp.StartTimestamp()), End: uint64(sp.EndTimestamp())})
-			}
-		}
-	}
+	eachServiceSpan(td, func(svc string, _ pcommon.Resource, sp ptrace.Span) {
+		want = append(want, RequestSpan{TraceID: sp.TraceID(), SpanID: sp.SpanID(), ParentID: sp.ParentSpanID(), Service: svc,
+			Name: sp.Name(), Kind: int32(sp.Kind()), Error: sp.Status().Code() == ptrace.StatusCodeError,
+			Start: uint64(sp.StartTimestamp()), End: uint64(sp.EndTimestamp())})
+	})
 	var got []RequestSpan
 	req.EachSpan(func(s *RequestSpan) { got = append(got, *s) })
 	require.Equal(t, want, got)
@@ -312,4 +305,103 @@ func TestAttributeTextAsPdata(t *testing.T) {
 		return nil
 	}))
 	require.Equal(t, a.Len(), n)
+}
+
+// TestSearchEntriesAsFromPdata: the search index read from a request's
+// bytes is the one its spans give decoded by pdata, one entry per span
+// and term, merged.
+func TestSearchEntriesAsFromPdata(t *testing.T) {
+	db, err := Open(DefaultOptions(t.TempDir()))
+	require.NoError(t, err)
+	defer db.Close()
+	shuffled := otlptest.New(3).Traces(40, 5)
+	rnd := rand.New(rand.NewPCG(3, 4))
+	for _, rs := range shuffled.ResourceSpans().All() {
+		for _, ss := range rs.ScopeSpans().All() {
+			sp := ss.Spans()
+			for i := range sp.Len() {
+				j := rnd.IntN(sp.Len())
+				a, b := ptrace.NewSpan(), ptrace.NewSpan()
+				sp.At(i).CopyTo(a)
+				sp.At(j).CopyTo(b)
+				b.CopyTo(sp.At(i))
+				a.CopyTo(sp.At(j))
+			}
+		}
+	}
+	cases := requestTraces()
+	cases["spans of traces interleaved"] = shuffled
+	for name, td := range cases {
+		t.Run(name, func(t *testing.T) {
+			body, err := tracesMarshaler.MarshalTraces(td)
+			require.NoError(t, err)
+			req, err := ParseTraceRequest(body)
+			require.NoError(t, err)
+			defer req.Release()
+			sb, err := db.searchEntries(req.r)
+			require.NoError(t, err)
+			got := map[string]bool{}
+			for _, e := range sb.entries {
+				got[fmt.Sprintf("%v %d %x %d %d %d", sb.terms[e.term], e.bucket, sb.traces[e.trace], e.start, e.minDur, e.maxDur)] = true
+			}
+			require.Len(t, got, len(sb.entries), "one entry per term, second and trace")
+
+			type key struct {
+				term   Term
+				bucket uint64
+				trace  pcommon.TraceID
+			}
+			want := map[key]*[3]uint64{}
+			eachServiceSpan(td, func(svc string, res pcommon.Resource, sp ptrace.Span) {
+				terms := []Term{{Kind: TermAll}, {TermService, svc, ""}, {TermName, svc, sp.Name()}}
+				if sp.ParentSpanID().IsEmpty() {
+					terms = append(terms, Term{TermRoot, svc, sp.Name()})
+				}
+				if sp.Status().Code() == ptrace.StatusCodeError {
+					terms = append(terms, Term{Kind: TermError})
+				}
+				for k, v := range res.Attributes().All() {
+					if _, ok := db.searchAttrs[k]; ok && len(v.AsString()) <= maxIndexedValue {
+						terms = append(terms, Term{TermResAttr, k, v.AsString()})
+					}
+				}
+				for k, v := range sp.Attributes().All() {
+					if _, ok := db.searchAttrs[k]; ok && len(v.AsString()) <= maxIndexedValue {
+						terms = append(terms, Term{TermSpanAttr, k, v.AsString()})
+					}
+				}
+				start, end := uint64(sp.StartTimestamp()), uint64(sp.EndTimestamp())
+				dur := end - min(end, start)
+				for _, term := range terms {
+					k := key{term, min(start/nsPerBucket, math.MaxUint32), sp.TraceID()}
+					if w, ok := want[k]; ok {
+						w[0], w[1], w[2] = min(w[0], start), min(w[1], dur), max(w[2], dur)
+					} else {
+						want[k] = &[3]uint64{start, dur, dur}
+					}
+				}
+			})
+			wantSet := map[string]bool{}
+			for k, w := range want {
+				wantSet[fmt.Sprintf("%v %d %x %d %d %d", k.term, k.bucket, k.trace, w[0], w[1], w[2])] = true
+			}
+			require.Equal(t, wantSet, got)
+		})
+	}
+}
+
+// eachServiceSpan calls fn with each span of td, its resource and the
+// resource's service.name.
+func eachServiceSpan(td ptrace.Traces, fn func(svc string, res pcommon.Resource, sp ptrace.Span)) {
+	for _, rs := range td.ResourceSpans().All() {
+		svc := ""
+		if v, ok := rs.Resource().Attributes().Get("service.name"); ok {
+			svc = v.AsString()
+		}
+		for _, ss := range rs.ScopeSpans().All() {
+			for _, sp := range ss.Spans().All() {
+				fn(svc, rs.Resource(), sp)
+			}
+		}
+	}
 }
