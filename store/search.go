@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/lumenobs/lumen/internal/model"
 )
@@ -193,6 +194,22 @@ func (db *DB) searchEntries(req *spanRequest) (*searchBatch, error) {
 		}
 		return id
 	}
+	// attrTerms calls use with the term of each indexed attribute of msg
+	// (its KeyValues in field num), of kind TermResAttr or TermSpanAttr.
+	attrTerms := func(msg []byte, num protowire.Number, kind byte, use func(int32)) error {
+		return eachAttribute(msg, num, func(key, value []byte) error {
+			if !db.indexedKey(unsafeString(key)) {
+				return nil
+			}
+			var s string
+			var err error
+			s, scratch, err = anyValueText(value, scratch)
+			if err == nil && len(s) <= maxIndexedValue {
+				use(intern(Term{kind, unsafeString(key), s}))
+			}
+			return err
+		})
+	}
 	// The resource's terms (all spans, its service, its indexed
 	// attributes) hold the same posting for a run of spans of one trace in
 	// one second, as aggregateEntries would merge them: one entry each per
@@ -216,18 +233,7 @@ func (db *DB) searchEntries(req *spanRequest) (*searchBatch, error) {
 			flush()
 			res = r
 			resTerms = append(resTerms[:0], intern(Term{Kind: TermAll}), intern(Term{TermService, req.res[r].service, ""}))
-			err := eachAttribute(req.res[r].resource, fieldResourceAttrs, func(key, value []byte) error {
-				if !db.indexedKey(unsafeString(key)) {
-					return nil
-				}
-				var s string
-				var err error
-				s, scratch, err = anyValueText(value, scratch)
-				if err == nil && len(s) <= maxIndexedValue {
-					resTerms = append(resTerms, intern(Term{TermResAttr, unsafeString(key), s}))
-				}
-				return err
-			})
+			err := attrTerms(req.res[r].resource, fieldResourceAttrs, TermResAttr, func(t int32) { resTerms = append(resTerms, t) })
 			if err != nil {
 				putEntries(sb.entries)
 				return nil, fmt.Errorf("%w: resource_spans[%d].resource: %w", ErrInvalid, r, err)
@@ -262,18 +268,7 @@ func (db *DB) searchEntries(req *spanRequest) (*searchBatch, error) {
 		if sp.err {
 			add(intern(Term{Kind: TermError}))
 		}
-		err := eachAttribute(sp.body, fieldSpanAttributes, func(key, value []byte) error {
-			if !db.indexedKey(unsafeString(key)) {
-				return nil
-			}
-			var s string
-			var err error
-			s, scratch, err = anyValueText(value, scratch)
-			if err == nil && len(s) <= maxIndexedValue {
-				add(intern(Term{TermSpanAttr, unsafeString(key), s}))
-			}
-			return err
-		})
+		err := attrTerms(sp.body, fieldSpanAttributes, TermSpanAttr, add)
 		if err != nil {
 			putEntries(sb.entries)
 			return nil, fmt.Errorf("%w: span %d of the request: %w", ErrInvalid, i, err)

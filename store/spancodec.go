@@ -103,16 +103,12 @@ func (s *spanFrameScratch) release() {
 // until the next encode): raw, the part stored as it is (codec 0x06 only),
 // and rest, the part compressed.
 func (s *spanFrameScratch) encode(td ptrace.Traces) (raw, rest []byte, err error) {
-	proto, err := tracesMarshaler.MarshalTraces(td)
+	req, err := traceRequestOf(td)
 	if err != nil {
 		return nil, nil, err
 	}
-	req := spanRequestPool.Get().(*spanRequest)
-	defer req.release()
-	if err := req.parse(proto); err != nil {
-		return nil, nil, err
-	}
-	return s.encodeSpans(req, nil)
+	defer req.Release()
+	return s.encodeSpans(req.r, nil)
 }
 
 // encodeSpans encodes the spans of req at order as a span frame of
@@ -249,11 +245,7 @@ func (s *spanFrameScratch) encodeSpans(req *spanRequest, order []int32) (raw, re
 	// The frame's protobuf: with field columns, its spans empty and their
 	// fields split into the columns straight from the request's bytes.
 	columns := s.codec != codecZstdColumns
-	if whole {
-		s.proto = s.appendRequestProto(s.proto[:0], req, columns)
-	} else {
-		s.proto = s.appendFrameProto(s.proto[:0], req, spans, columns)
-	}
+	s.proto = s.appendFrameProto(s.proto[:0], req, spans, whole, columns)
 	if columns {
 		s.fields.reset()
 		for _, k := range spans {
@@ -317,11 +309,12 @@ type frameGroup struct {
 }
 
 // appendFrameProto appends the frame's ExportTraceServiceRequest: its
-// groups, those of one resource in a row under one ResourceSpans, each
-// span without the fields the columns hold (ids, times, event times and
-// link ids) and without fields OTLP does not have — or, when empty, each
-// span an empty message.
-func (s *spanFrameScratch) appendFrameProto(b []byte, req *spanRequest, spans []int32, empty bool) []byte {
+// groups, those of one resource in a row under one ResourceSpans — with
+// whole, every resource and scope of the request, those without spans
+// too — each span without the fields the columns hold (ids, times, event
+// times and link ids) and without fields OTLP does not have, or, when
+// empty, each span an empty message.
+func (s *spanFrameScratch) appendFrameProto(b []byte, req *spanRequest, spans []int32, whole, empty bool) []byte {
 	sizes := slices.Grow(s.sizes[:0], len(spans))[:len(spans)]
 	for i, k := range spans {
 		sizes[i] = 0
@@ -331,21 +324,25 @@ func (s *spanFrameScratch) appendFrameProto(b []byte, req *spanRequest, spans []
 	}
 	s.sizes = sizes
 	groups := s.groups
-	for g := 0; g < len(groups); {
-		res := req.scopes[groups[g].scope].res
-		e := g + 1
-		for e < len(groups) && req.scopes[groups[e].scope].res == res {
-			e++
+	if whole {
+		// The whole request's spans are in its order: a scope's are
+		// where the request has them.
+		groups = groups[:0]
+		for sc := range req.scopes {
+			groups = append(groups, frameGroup{scope: int32(sc), at: req.scopes[sc].first, n: req.scopes[sc].n})
 		}
+		s.groups = groups
+	}
+	appendResource := func(res int32, gs []frameGroup) {
 		rh := req.res[res].hdr
 		rsSize := rh[1] - rh[0]
-		for _, gr := range groups[g:e] {
+		for _, gr := range gs {
 			rsSize += protowire.SizeTag(fieldScopeSpans) + protowire.SizeBytes(scopeSize(req, gr, sizes))
 		}
 		b = protowire.AppendTag(b, fieldResourceSpans, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(rsSize))
 		b = append(b, req.hdr[rh[0]:rh[1]]...)
-		for _, gr := range groups[g:e] {
+		for _, gr := range gs {
 			b = protowire.AppendTag(b, fieldScopeSpans, protowire.BytesType)
 			b = protowire.AppendVarint(b, uint64(scopeSize(req, gr, sizes)))
 			sh := req.scopes[gr.scope].hdr
@@ -358,47 +355,28 @@ func (s *spanFrameScratch) appendFrameProto(b []byte, req *spanRequest, spans []
 				}
 			}
 		}
+	}
+	// ofResource is the end of the run of groups from g of resource res.
+	ofResource := func(g int, res int32) int {
+		for g < len(groups) && req.scopes[groups[g].scope].res == res {
+			g++
+		}
+		return g
+	}
+	if whole {
+		g := 0
+		for r := range req.res {
+			e := ofResource(g, int32(r))
+			appendResource(int32(r), groups[g:e])
+			g = e
+		}
+		return b
+	}
+	for g := 0; g < len(groups); {
+		res := req.scopes[groups[g].scope].res
+		e := ofResource(g, res)
+		appendResource(res, groups[g:e])
 		g = e
-	}
-	return b
-}
-
-// appendRequestProto appends the whole request, its spans without the
-// fields the columns hold, or empty.
-func (s *spanFrameScratch) appendRequestProto(b []byte, req *spanRequest, empty bool) []byte {
-	sizes := slices.Grow(s.sizes[:0], len(req.spans))[:len(req.spans)]
-	for i := range req.spans {
-		sizes[i] = 0
-		if !empty {
-			sizes[i] = int(req.spans[i].size)
-		}
-	}
-	s.sizes = sizes
-	sc := 0
-	for r := range req.res {
-		rh := req.res[r].hdr
-		e := sc
-		rsSize := rh[1] - rh[0]
-		for ; e < len(req.scopes) && req.scopes[e].res == int32(r); e++ {
-			rsSize += protowire.SizeTag(fieldScopeSpans) + protowire.SizeBytes(scopeSize(req, frameGroup{scope: int32(e), at: req.scopes[e].first, n: req.scopes[e].n}, sizes))
-		}
-		b = protowire.AppendTag(b, fieldResourceSpans, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(rsSize))
-		b = append(b, req.hdr[rh[0]:rh[1]]...)
-		for ; sc < e; sc++ {
-			g := frameGroup{scope: int32(sc), at: req.scopes[sc].first, n: req.scopes[sc].n}
-			b = protowire.AppendTag(b, fieldScopeSpans, protowire.BytesType)
-			b = protowire.AppendVarint(b, uint64(scopeSize(req, g, sizes)))
-			sh := req.scopes[sc].hdr
-			b = append(b, req.hdr[sh[0]:sh[1]]...)
-			for i := g.at; i < g.at+g.n; i++ {
-				b = protowire.AppendTag(b, fieldSpans, protowire.BytesType)
-				b = protowire.AppendVarint(b, uint64(sizes[i]))
-				if !empty {
-					b = appendStrippedSpan(b, &req.spans[i])
-				}
-			}
-		}
 	}
 	return b
 }

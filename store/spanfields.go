@@ -230,9 +230,10 @@ func (a *spanSplitter) put(fnum protowire.Number, key, value []byte, attr bool) 
 	a.shape = binary.AppendUvarint(a.shape, uint64(id))
 }
 
-// splitRawSpan is splitSpan for a span of a request read in place: its
-// fields but those the id and time columns hold, its events without their
-// times and its links without their ids (copied, in a.side).
+// splitRawSpan puts each field of a span of a request read in place in its
+// column and the span's shape in a.spans: its fields but those the id and
+// time columns hold, its events without their times and its links without
+// their ids (copied, in a.side).
 func (a *spanSplitter) splitRawSpan(sp *reqSpan) {
 	a.shape, a.cur = a.shape[:0], a.cur[:0]
 	for rest := sp.body; len(rest) > 0; {

@@ -99,21 +99,19 @@ func (r *spanRequest) spanCount() int { return len(r.spans) }
 
 // parse reads b, which must stay unchanged while r is used. A request that
 // is not an ExportTraceServiceRequest, or whose span has an all-zero trace
-// or span id, is ErrInvalid, naming where.
+// or span id, is ErrInvalid, naming where. Once checkWire has taken b, its
+// fields are of the wire types and ids of the lengths the reading below
+// takes them for.
 func (r *spanRequest) parse(b []byte) error {
 	r.hdr, r.res, r.scopes, r.spans = r.hdr[:0], r.res[:0], r.scopes[:0], r.spans[:0]
 	if err := checkWire(b, &wTraceRequest, 0); err != nil {
 		return fmt.Errorf("%w: not an OTLP trace request: %w", ErrInvalid, err)
 	}
-	err := eachField(b, func(num protowire.Number, typ protowire.Type, field []byte) error {
+	err := eachField(b, func(num protowire.Number, _ protowire.Type, field []byte) error {
 		if num != fieldResourceSpans {
 			return nil
 		}
-		i := len(r.res)
-		if typ != protowire.BytesType {
-			return fmt.Errorf("%w: resource_spans[%d]: wire type %d, not a message", ErrInvalid, i, typ)
-		}
-		return r.parseResource(payload(num, field), i)
+		return r.parseResource(payload(num, field), len(r.res))
 	})
 	if err != nil {
 		return wrapInvalid(err, "not an OTLP trace request")
@@ -132,17 +130,11 @@ func (r *spanRequest) parseResource(b []byte, i int) error {
 	start := len(r.hdr)
 	// Its own fields first, so that they sit together in hdr, then its
 	// scopes.
-	err := eachField(b, func(num protowire.Number, typ protowire.Type, field []byte) error {
+	err := eachField(b, func(num protowire.Number, _ protowire.Type, field []byte) error {
 		switch num {
 		case fieldScopeSpans:
-			if typ != protowire.BytesType {
-				return fmt.Errorf("%w: resource_spans[%d].scope_spans: wire type %d, not a message", ErrInvalid, i, typ)
-			}
 			return nil
 		case fieldRSResource:
-			if typ != protowire.BytesType {
-				return fmt.Errorf("%w: resource_spans[%d].resource: wire type %d, not a message", ErrInvalid, i, typ)
-			}
 			r.res[i].resource = payload(num, field)
 		}
 		r.hdr = append(r.hdr, field...)
@@ -173,13 +165,10 @@ func (r *spanRequest) parseScope(b []byte, i, j int) error {
 	r.scopes = append(r.scopes, reqScope{res: int32(i), first: int32(len(r.spans))})
 	start := len(r.hdr)
 	k := 0
-	err := eachField(b, func(num protowire.Number, typ protowire.Type, field []byte) error {
+	err := eachField(b, func(num protowire.Number, _ protowire.Type, field []byte) error {
 		if num != fieldSpans {
 			r.hdr = append(r.hdr, field...)
 			return nil
-		}
-		if typ != protowire.BytesType {
-			return fmt.Errorf("%w: resource_spans[%d].scope_spans[%d].spans[%d]: wire type %d, not a message", ErrInvalid, i, j, k, typ)
 		}
 		sp := reqSpan{scope: s, body: payload(num, field)}
 		if err := sp.parse(); err != nil {
@@ -217,24 +206,12 @@ func (sp *reqSpan) parse() error {
 	b := sp.body
 	size := 0
 	for len(b) > 0 {
-		num, typ, v, n := readField(b)
+		num, _, v, n := readField(b)
 		if n < 0 {
 			return protowire.ParseError(n)
 		}
 		field := b[:n]
 		b = b[n:]
-		want := protowire.BytesType
-		switch num {
-		case fieldSpanKind, 10, 12, 14: // kind, dropped counts
-			want = protowire.VarintType
-		case fieldSpanStart, fieldSpanEnd:
-			want = protowire.Fixed64Type
-		case fieldSpanFlags:
-			want = protowire.Fixed32Type
-		}
-		if num <= fieldSpanFlags && typ != want {
-			return fmt.Errorf("field %d: wire type %d, not %d", num, typ, want)
-		}
 		switch num {
 		case fieldSpanTraceID:
 			if err := readID(sp.trace[:], v, "trace_id"); err != nil {
@@ -267,20 +244,10 @@ func (sp *reqSpan) parse() error {
 			size += strippedFieldSize(num, v, fieldLinkTraceID, fieldLinkSpanID)
 		case fieldSpanStatus:
 			sp.err = false
-			for st := v; len(st) > 0; {
-				num, typ, v, n := readField(st)
-				if n < 0 {
-					return fmt.Errorf("status: %w", protowire.ParseError(n))
-				}
-				st = st[n:]
-				if num == fieldStatusCode {
-					if typ != protowire.VarintType {
-						return fmt.Errorf("status.code: wire type %d, not a varint", typ)
-					}
-					c, _ := protowire.ConsumeVarint(v)
-					sp.err = int32(c) == statusCodeError
-				}
-			}
+			eachNested(v, fieldStatusCode, func(c []byte) {
+				code, _ := protowire.ConsumeVarint(c)
+				sp.err = int32(code) == statusCodeError
+			})
 			size += len(field)
 		default:
 			if spanFieldKept(num) {
@@ -321,7 +288,7 @@ func resourceService(resource []byte) (string, error) {
 			return nil
 		}
 		found = true
-		s, err := anyValueString(value)
+		s, _, err := anyValueText(value, nil)
 		svc = s
 		return err
 	})
@@ -332,7 +299,7 @@ func resourceService(resource []byte) (string, error) {
 // in field num, in order.
 func eachAttribute(msg []byte, num protowire.Number, fn func(key, value []byte) error) error {
 	for len(msg) > 0 {
-		n, typ, kv, l := readField(msg)
+		n, _, kv, l := readField(msg)
 		if l < 0 {
 			return protowire.ParseError(l)
 		}
@@ -340,25 +307,17 @@ func eachAttribute(msg []byte, num protowire.Number, fn func(key, value []byte) 
 		if n != num {
 			continue
 		}
-		if typ != protowire.BytesType {
-			return fmt.Errorf("attribute: wire type %d, not a message", typ)
-		}
 		var key, value []byte
 		for len(kv) > 0 {
-			n, typ, v, l := readField(kv)
+			n, _, v, l := readField(kv)
 			if l < 0 {
 				return protowire.ParseError(l)
 			}
 			kv = kv[l:]
-			if n != 1 && n != 2 {
-				continue
-			}
-			if typ != protowire.BytesType {
-				return fmt.Errorf("attribute field %d: wire type %d", n, typ)
-			}
-			if n == 1 {
+			switch n {
+			case 1:
 				key = v
-			} else {
+			case 2:
 				value = v
 			}
 		}
@@ -392,34 +351,19 @@ const (
 	anyValueStrindex = 8
 )
 
-// anyValueString is an AnyValue message as pcommon's AsString gives it: a
-// string as it is (sharing b), anything else through a pcommon.Value.
+// anyValueString is an AnyValue message as pcommon's AsString gives it,
+// through a pcommon.Value.
 func anyValueString(b []byte) (string, error) {
-	str, plain := []byte(nil), true
-	err := eachField(b, func(num protowire.Number, typ protowire.Type, field []byte) error {
-		if num == anyString && typ == protowire.BytesType {
-			str, plain = payload(num, field), true
-		} else if num >= anyString && num <= anyBytes {
-			plain = false
-		}
-		return nil
-	})
-	if err != nil {
-		return "", err
-	}
-	if plain {
-		return unsafeString(str), nil
-	}
 	v := pcommon.NewValueEmpty()
-	if err := fillValue(v, b, 0); err != nil {
+	if err := fillValue(v, b); err != nil {
 		return "", err
 	}
 	return v.AsString(), nil
 }
 
 // anyValueText is anyValueString without an allocation for a string, an
-// int or a bool: the text may share b or scratch (returned for reuse), so
-// it is valid until either changes.
+// int or a bool: the text may share b or scratch (returned for reuse; nil
+// for a text the caller keeps), so it is valid until either changes.
 func anyValueText(b, scratch []byte) (string, []byte, error) {
 	var last protowire.Number
 	var val []byte
@@ -450,31 +394,15 @@ func anyValueText(b, scratch []byte) (string, []byte, error) {
 	return s, scratch, err
 }
 
-// maxValueDepth bounds the nesting of arrays and maps in an AnyValue read
-// in place.
+// maxValueDepth bounds the nesting of the messages of a request read in
+// place (checkWire), arrays and maps of values included.
 const maxValueDepth = 100
 
-// fillValue sets v to the AnyValue message b (the last of its oneof fields
-// wins, as protobuf has it).
-func fillValue(v pcommon.Value, b []byte, depth int) error {
-	if depth > maxValueDepth {
-		return errors.New("attribute value nested too deep")
-	}
-	return eachField(b, func(num protowire.Number, typ protowire.Type, field []byte) error {
+// fillValue sets v to the AnyValue message b, which checkWire took (the
+// last of its oneof fields wins, as protobuf has it).
+func fillValue(v pcommon.Value, b []byte) error {
+	return eachField(b, func(num protowire.Number, _ protowire.Type, field []byte) error {
 		val := field[protowire.SizeTag(num):]
-		want := protowire.BytesType
-		switch num {
-		case anyBool, anyInt:
-			want = protowire.VarintType
-		case anyDouble:
-			want = protowire.Fixed64Type
-		case anyString, anyArray, anyKVList, anyBytes:
-		default:
-			return nil
-		}
-		if typ != want {
-			return fmt.Errorf("attribute value field %d: wire type %d", num, typ)
-		}
 		switch num {
 		case anyString:
 			s, _ := protowire.ConsumeBytes(val)
@@ -494,20 +422,17 @@ func fillValue(v pcommon.Value, b []byte, depth int) error {
 		case anyArray:
 			s, _ := protowire.ConsumeBytes(val)
 			arr := v.SetEmptySlice()
-			return eachField(s, func(num protowire.Number, typ protowire.Type, field []byte) error {
+			return eachField(s, func(num protowire.Number, _ protowire.Type, field []byte) error {
 				if num != 1 {
 					return nil
 				}
-				if typ != protowire.BytesType {
-					return fmt.Errorf("array value: wire type %d", typ)
-				}
-				return fillValue(arr.AppendEmpty(), payload(num, field), depth+1)
+				return fillValue(arr.AppendEmpty(), payload(num, field))
 			})
 		case anyKVList:
 			s, _ := protowire.ConsumeBytes(val)
 			m := v.SetEmptyMap()
 			return eachAttribute(s, 1, func(key, value []byte) error {
-				return fillValue(m.PutEmpty(string(key)), value, depth+1)
+				return fillValue(m.PutEmpty(string(key)), value)
 			})
 		}
 		return nil

@@ -70,16 +70,21 @@ func (db *DB) WriteTraces(ctx context.Context, td ptrace.Traces) error {
 	if td.SpanCount() == 0 {
 		return nil
 	}
-	body, err := tracesMarshaler.MarshalTraces(td)
-	if err != nil {
-		return fmt.Errorf("write traces: %w", err)
-	}
-	req, err := ParseTraceRequest(body)
+	req, err := traceRequestOf(td)
 	if err != nil {
 		return err
 	}
 	defer req.Release()
 	return db.WriteTraceRequest(ctx, req)
+}
+
+// traceRequestOf is td marshalled and read in place.
+func traceRequestOf(td ptrace.Traces) (*TraceRequest, error) {
+	body, err := tracesMarshaler.MarshalTraces(td)
+	if err != nil {
+		return nil, fmt.Errorf("write traces: %w", err)
+	}
+	return ParseTraceRequest(body)
 }
 
 // WriteTraceRequest stores the spans of an OTLP ExportTraceServiceRequest

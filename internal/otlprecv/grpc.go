@@ -143,10 +143,7 @@ func (s *traceService) export(ctx context.Context, body []byte) error {
 		return status.Error(codes.InvalidArgument, "decode OTLP trace request: "+err.Error())
 	}
 	td := req.Traces()
-	if td.SpanCount() == 0 {
-		return nil
-	}
-	return statusOf(s.c.Traces.ConsumeTraces(ctx, td))
+	return consume(td.SpanCount(), func() error { return s.c.Traces.ConsumeTraces(ctx, td) })
 }
 
 type metricsService struct {
@@ -156,10 +153,7 @@ type metricsService struct {
 
 func (s *metricsService) Export(ctx context.Context, req pmetricotlp.ExportRequest) (pmetricotlp.ExportResponse, error) {
 	md := req.Metrics()
-	if md.DataPointCount() == 0 {
-		return pmetricotlp.NewExportResponse(), nil
-	}
-	return pmetricotlp.NewExportResponse(), statusOf(s.next.ConsumeMetrics(ctx, md))
+	return pmetricotlp.NewExportResponse(), consume(md.DataPointCount(), func() error { return s.next.ConsumeMetrics(ctx, md) })
 }
 
 type logsService struct {
@@ -169,10 +163,17 @@ type logsService struct {
 
 func (s *logsService) Export(ctx context.Context, req plogotlp.ExportRequest) (plogotlp.ExportResponse, error) {
 	ld := req.Logs()
-	if ld.LogRecordCount() == 0 {
-		return plogotlp.NewExportResponse(), nil
+	return plogotlp.NewExportResponse(), consume(ld.LogRecordCount(), func() error { return s.next.ConsumeLogs(ctx, ld) })
+}
+
+// consume hands a decoded request of n items to its consumer, as the
+// Collector's receiver does: an empty one is taken without it, an error
+// answered with statusOf.
+func consume(n int, next func() error) error {
+	if n == 0 {
+		return nil
 	}
-	return plogotlp.NewExportResponse(), statusOf(s.next.ConsumeLogs(ctx, ld))
+	return statusOf(next())
 }
 
 // statusOf is a consumer's error as the Collector's receiver answers it: a
