@@ -47,12 +47,9 @@ type DB struct {
 	budgetWritten atomic.Int64
 	enforce       chan struct{}
 
-	searchAttrs map[string]struct{}
-	// searchAttrHint passes every indexed key (keyHint), most others not:
-	// the map is asked only when it does.
-	searchAttrHint keyHint
-	catalog        searchCatalog
-	metadata       metadataStore
+	searchAttrs keySet // the attribute keys indexed for search
+	catalog     searchCatalog
+	metadata    metadataStore
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -82,12 +79,9 @@ func Open(o Options) (*DB, error) {
 		stop:  make(chan struct{}),
 
 		enforce: make(chan struct{}, 1),
-
-		searchAttrs: map[string]struct{}{},
 	}
 	for _, a := range o.SearchAttributes {
-		db.searchAttrs[a] = struct{}{}
-		db.searchAttrHint.add(a)
+		db.searchAttrs.add(a)
 	}
 	if err := os.MkdirAll(db.root, 0o750); err != nil {
 		return nil, fmt.Errorf("create data dir %q: %w", db.root, err)

@@ -105,10 +105,11 @@ var DefaultSearchAttributes = []string{
 	"k8s.namespace.name", "k8s.pod.name", "k8s.deployment.name", "k8s.cluster.name", "host.name", "cloud.region",
 }
 
-// keyHint is a 256-bit set of (length, first byte, last byte) hashes of
-// the indexed attribute keys: a key not in it is not indexed, without
-// hashing it whole.
-type keyHint [4]uint64
+// keySet is a set of attribute keys looked up without hashing a key
+// whole: by a hash of its length and its first and last bytes, then compared
+// with the few keys of that hash. A key is asked for every attribute of
+// every span; most are not in the set and are told so by that hash alone.
+type keySet [256][]string
 
 func keyHash(k string) byte {
 	if k == "" {
@@ -117,18 +118,24 @@ func keyHash(k string) byte {
 	return byte(len(k)*31) ^ k[0]*7 ^ k[len(k)-1]
 }
 
-func (h *keyHint) add(k string) { x := keyHash(k); h[x>>6] |= 1 << (x & 63) }
+func (s *keySet) add(k string) {
+	if !s.has(k) {
+		h := keyHash(k)
+		s[h] = append(s[h], k)
+	}
+}
 
-func (h *keyHint) mayHave(k string) bool { x := keyHash(k); return h[x>>6]&(1<<(x&63)) != 0 }
+func (s *keySet) has(k string) bool {
+	for _, x := range s[keyHash(k)] {
+		if x == k {
+			return true
+		}
+	}
+	return false
+}
 
 // indexedKey reports whether attribute key k is indexed for search.
-func (db *DB) indexedKey(k string) bool {
-	if !db.searchAttrHint.mayHave(k) {
-		return false
-	}
-	_, ok := db.searchAttrs[k]
-	return ok
-}
+func (db *DB) indexedKey(k string) bool { return db.searchAttrs.has(k) }
 
 // maxIndexedValue bounds the attribute values that are indexed.
 const maxIndexedValue = 256
@@ -181,10 +188,15 @@ func (db *DB) searchEntries(req *spanRequest) (*searchBatch, error) {
 	var scratch []byte // an attribute value made text
 	sb := &searchBatch{entries: getEntries(req.spanCount() * 8)}
 	termIDs := map[Term]int32{}
+	cache := new(termCache)
 	traceIDs := map[model.TraceID]uint32{}
 	// intern looks t up as it is (its strings may share the request's
-	// bytes) and keeps a copy of a new one.
+	// bytes), in the cache first, and keeps a copy of a new one.
 	intern := func(t Term) int32 {
+		c := &cache[termSlot(t)]
+		if c.ok && c.t == t {
+			return c.id
+		}
 		id, ok := termIDs[t]
 		if !ok {
 			t = Term{t.Kind, strings.Clone(t.A), strings.Clone(t.B)}
@@ -192,6 +204,7 @@ func (db *DB) searchEntries(req *spanRequest) (*searchBatch, error) {
 			termIDs[t] = id
 			sb.terms = append(sb.terms, t)
 		}
+		c.t, c.id, c.ok = sb.terms[id], id, true
 		return id
 	}
 	// attrTerms calls use with the term of each indexed attribute of msg
@@ -277,6 +290,27 @@ func (db *DB) searchEntries(req *spanRequest) (*searchBatch, error) {
 	flush()
 	sb.entries = aggregateEntries(sb.entries, len(sb.terms))
 	return sb, nil
+}
+
+// termCache is a direct-mapped cache in front of a request's map of terms:
+// a request's spans mostly repeat a few names and attribute values, found by
+// a hash of a few of their bytes and one compare instead of a map's hash of
+// both strings whole.
+type termCache [256]struct {
+	t  Term
+	id int32
+	ok bool
+}
+
+func termSlot(t Term) byte {
+	h := t.Kind ^ byte(len(t.A)*7) ^ byte(len(t.B)*31)
+	if n := len(t.A); n > 0 {
+		h ^= t.A[n-1] * 13
+	}
+	if n := len(t.B); n > 0 {
+		h ^= t.B[0]*3 ^ t.B[n-1]*5 ^ t.B[n/2]*11
+	}
+	return h
 }
 
 // aggregateEntries merges the entries of one (term, bucket, trace) and

@@ -331,6 +331,20 @@ func TestSearchEntriesAsFromPdata(t *testing.T) {
 	}
 	cases := requestTraces()
 	cases["spans of traces interleaved"] = shuffled
+	// More distinct terms than the intern cache has slots: colliding terms
+	// must each keep their own id.
+	distinct := otlptest.New(5).Traces(300, 3)
+	for _, rs := range distinct.ResourceSpans().All() {
+		for _, ss := range rs.ScopeSpans().All() {
+			for i, sp := range ss.Spans().All() {
+				sp.SetName(fmt.Sprintf("op-%d", i%700))
+				sp.Attributes().PutStr("http.route", fmt.Sprintf("/r/%d", i))
+				sp.Attributes().PutInt("http.response.status_code", int64(100+i%400))
+				sp.Attributes().PutStr("server.address", strings.Repeat("h", 1+i%300))
+			}
+		}
+	}
+	cases["more distinct terms than the cache holds"] = distinct
 	for name, td := range cases {
 		t.Run(name, func(t *testing.T) {
 			body, err := tracesMarshaler.MarshalTraces(td)
@@ -361,12 +375,12 @@ func TestSearchEntriesAsFromPdata(t *testing.T) {
 					terms = append(terms, Term{Kind: TermError})
 				}
 				for k, v := range res.Attributes().All() {
-					if _, ok := db.searchAttrs[k]; ok && len(v.AsString()) <= maxIndexedValue {
+					if slices.Contains(db.opts.SearchAttributes, k) && len(v.AsString()) <= maxIndexedValue {
 						terms = append(terms, Term{TermResAttr, k, v.AsString()})
 					}
 				}
 				for k, v := range sp.Attributes().All() {
-					if _, ok := db.searchAttrs[k]; ok && len(v.AsString()) <= maxIndexedValue {
+					if slices.Contains(db.opts.SearchAttributes, k) && len(v.AsString()) <= maxIndexedValue {
 						terms = append(terms, Term{TermSpanAttr, k, v.AsString()})
 					}
 				}
@@ -403,5 +417,33 @@ func eachServiceSpan(td ptrace.Traces, fn func(svc string, res pcommon.Resource,
 				fn(svc, rs.Resource(), sp)
 			}
 		}
+	}
+}
+
+// TestKeySet: every key added is found, keys of the same hash included, and
+// no other.
+func TestKeySet(t *testing.T) {
+	var s keySet
+	var in, out []string
+	for i := range 2000 {
+		k := fmt.Sprintf("k%d.%s", i, strings.Repeat("x", i%7))
+		if i%3 == 0 {
+			s.add(k)
+			in = append(in, k)
+		} else {
+			out = append(out, k)
+		}
+	}
+	s.add(in[0]) // twice is once
+	n := 0
+	for _, b := range s {
+		n += len(b)
+	}
+	require.Equal(t, len(in), n)
+	for _, k := range in {
+		require.True(t, s.has(k), k)
+	}
+	for _, k := range append(out, "", "k", "x") {
+		require.False(t, s.has(k), k)
 	}
 }

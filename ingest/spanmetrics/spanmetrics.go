@@ -272,6 +272,7 @@ func (g *Generator) Observe(spans []Span) {
 	if len(spans) == 0 {
 		return
 	}
+	parents := parentsWithin(spans)
 	now := g.now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -294,8 +295,34 @@ func (g *Generator) Observe(spans []Span) {
 		e := exemplarOf(s)
 		r.duration.observe(s.seconds(), e)
 		r.last = e
-		g.link(s, now)
+		var parent *Span
+		if p := parents[i]; p >= 0 {
+			parent = &spans[p]
+		}
+		g.link(s, parent, now)
 	}
+}
+
+// parentsWithin gives each span the index of its parent among spans, or -1
+// when its parent is not among them. A request's spans are paired among
+// themselves first (outside the generator's lock, in a map of the request's
+// size): only the others look for a partner in the generations, which are
+// large and bounded by MaxPending.
+func parentsWithin(spans []Span) []int32 {
+	byID := make(map[pendKey]int32, len(spans))
+	for i := range spans {
+		byID[pendKey{spans[i].TraceID, spans[i].SpanID}] = int32(i)
+	}
+	out := make([]int32, len(spans))
+	for i := range spans {
+		out[i] = -1
+		if s := &spans[i]; s.ParentID != [8]byte{} {
+			if p, ok := byID[pendKey{s.TraceID, s.ParentID}]; ok && int(p) != i {
+				out[i] = p
+			}
+		}
+	}
+	return out
 }
 
 func (g *Generator) pendingCount() int {
@@ -304,15 +331,18 @@ func (g *Generator) pendingCount() int {
 
 // link pairs a span with its parent or its waiting children when they are
 // in different services: client/server and producer/consumer pairs, and
-// any other parent/child that crosses services.
-func (g *Generator) link(s *Span, now time.Time) {
+// any other parent/child that crosses services. parent is the span's parent
+// when it came in the same request, nil when it is to be looked for.
+func (g *Generator) link(s, parent *Span, now time.Time) {
 	if now.Sub(g.rotated) > g.cfg.EdgeWait {
 		g.old, g.cur, g.rotated = g.cur, newGeneration(), now
 	}
 	side := sideOf(s)
 	self := pendKey{s.TraceID, s.SpanID}
 	full := g.pendingCount() >= g.cfg.MaxPending
-	if s.ParentID != [8]byte{} {
+	if parent != nil {
+		g.edge(sideOf(parent), side)
+	} else if s.ParentID != [8]byte{} {
 		pk := pendKey{s.TraceID, s.ParentID}
 		if p, ok := g.cur.recent[pk]; ok {
 			g.edge(p, side)
@@ -325,10 +355,12 @@ func (g *Generator) link(s *Span, now time.Time) {
 		}
 	}
 	for _, gen := range []*generation{&g.cur, &g.old} {
-		for _, c := range gen.waiting[self] {
-			g.edge(side, c)
+		if cs, ok := gen.waiting[self]; ok {
+			for _, c := range cs {
+				g.edge(side, c)
+			}
+			delete(gen.waiting, self)
 		}
-		delete(gen.waiting, self)
 	}
 	if !full {
 		g.cur.recent[self] = side

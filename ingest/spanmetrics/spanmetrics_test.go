@@ -113,3 +113,37 @@ func requests(g *Generator) map[edgeKey]uint64 {
 	}
 	return out
 }
+
+// A request's spans pair among themselves whatever the generations hold:
+// with MaxPending reached, a client and its server in one request still
+// make their edge, in either order; spans whose partner is in another
+// request wait as before, and are dropped when nothing may wait.
+func TestSpansOfOneRequestPairAmongThemselves(t *testing.T) {
+	o := store.DefaultOptions(t.TempDir())
+	db, err := store.Open(o)
+	require.NoError(t, err)
+	defer db.Close()
+	cfg := DefaultConfig()
+	cfg.MaxPending = 2
+	g := New(cfg, db, nil)
+	now := time.Now().Add(-time.Minute)
+	g.now = func() time.Time { return now }
+
+	// Two spans that fill the generations and will never pair.
+	g.Observe([]Span{sp(9, 1, 7, "x", ptrace.SpanKindServer, false), sp(9, 2, 8, "y", ptrace.SpanKindServer, false)})
+	require.Equal(t, 2, g.pendingCount())
+	g.Observe([]Span{
+		sp(1, 2, 1, "api", ptrace.SpanKindServer, false), // its client comes after it
+		{TraceID: [16]byte{1}, SpanID: [8]byte{1}, Service: "web", Name: "call", Kind: ptrace.SpanKindClient, Start: 1e9, End: 1e9 + 9e6},
+		sp(2, 1, 0, "orders", ptrace.SpanKindProducer, false),
+		sp(2, 2, 1, "mailer", ptrace.SpanKindConsumer, false),
+		sp(3, 3, 3, "self", ptrace.SpanKindServer, false), // its own parent: no edge
+	})
+	require.Equal(t, map[edgeKey]uint64{{client: "web", server: "api"}: 1, {client: "orders", server: "mailer", conn: "messaging_system"}: 1}, requests(g))
+	// A child whose parent is in no request seen, with nothing allowed to
+	// wait: dropped and counted.
+	dropped := g.Stats().Dropped
+	g.Observe([]Span{sp(4, 2, 1, "api", ptrace.SpanKindServer, false)})
+	require.Greater(t, g.Stats().Dropped, dropped)
+	require.Len(t, requests(g), 2)
+}
