@@ -3,6 +3,7 @@ package query
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -31,6 +32,7 @@ type limitedAPIs struct {
 	tempo  *TempoAPI
 	jaeger *JaegerAPI
 	traces *API
+	reg    *prometheus.Registry
 }
 
 func startLimitedAPIs(t *testing.T, concurrent, queued int) *limitedAPIs {
@@ -44,7 +46,7 @@ func startLimitedAPIs(t *testing.T, concurrent, queued int) *limitedAPIs {
 	lokiCfg.MaxConcurrent, lokiCfg.MaxQueued = concurrent, queued
 	traceCfg.MaxConcurrent, traceCfg.MaxQueued = concurrent, queued
 	reg := prometheus.NewRegistry()
-	a := &limitedAPIs{db: db, m: NewMetrics(reg)}
+	a := &limitedAPIs{db: db, m: NewMetrics(reg), reg: reg}
 	a.traces = New(db, traceCfg, a.m, nil)
 	a.loki = NewLoki(db, lokiCfg, a.m, nil)
 	a.tempo = NewTempo(db, store.DefaultSearchAttributes, "test", traceCfg, a.m, nil)
@@ -184,4 +186,36 @@ func TestLogQLSeriesPerQueryIsBounded(t *testing.T) {
 			require.Contains(t, body, "maximum number of series (3) reached for a single query")
 		}
 	}
+}
+
+// TestPromRangeQueriesFromTheResultsCache: the API answers a range query
+// asked again from its results cache (internal/promcache), the same answer.
+func TestPromRangeQueriesFromTheResultsCache(t *testing.T) {
+	a := startLimitedAPIs(t, 4, 10)
+	app := a.db.Appender(context.Background())
+	start := time.Now().Add(-3 * time.Hour).Truncate(time.Minute)
+	for i := range 120 {
+		_, err := app.Append(0, labels.FromStrings("__name__", "up", "job", "a"), start.Add(time.Duration(i)*15*time.Second).UnixMilli(), float64(i%2))
+		require.NoError(t, err)
+	}
+	require.NoError(t, app.Commit())
+	u := a.srv.URL + "/api/v1/query_range?" + url.Values{"query": {"sum(up)"}, "start": {fmt.Sprint(start.Unix())},
+		"end": {fmt.Sprint(start.Add(30 * time.Minute).Unix())}, "step": {"60"}}.Encode()
+	_, first := get(t, u)
+	_, again := get(t, u)
+	require.Contains(t, first, `"values":[[`)
+	require.Equal(t, first, again)
+	hits := 0.0
+	mfs, err := a.reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == "lumen_promql_results_cache_steps_total" {
+			for _, m := range mf.GetMetric() {
+				if m.GetLabel()[0].GetValue() == "hit" {
+					hits = m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	require.Equal(t, 31.0, hits, "every step of the second answer from the cache")
 }

@@ -27,6 +27,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lumenobs/lumen/internal/limits"
+	"github.com/lumenobs/lumen/internal/promcache"
 	"github.com/lumenobs/lumen/internal/promsplit"
 	"github.com/lumenobs/lumen/internal/telemetry"
 )
@@ -67,6 +68,12 @@ type PromConfig struct {
 	// The answer is the same; each part holds one of the max_concurrent
 	// slots' worth of engine work on a core of its own.
 	RangeQueryParts int `yaml:"range_query_parts"`
+	// ResultsCacheBytes bounds the range-query answers kept to answer the
+	// same query again (internal/promcache): only steps older than
+	// ResultsCacheHorizon, dropped when the store's data before the horizon
+	// changes. 0 keeps none.
+	ResultsCacheBytes   int64         `yaml:"results_cache_bytes"`
+	ResultsCacheHorizon time.Duration `yaml:"results_cache_horizon"`
 }
 
 // DefaultPromConfig returns Prometheus' own defaults, but for
@@ -74,7 +81,7 @@ type PromConfig struct {
 // queries share the process with ingest and the other APIs.
 func DefaultPromConfig() PromConfig {
 	return PromConfig{Timeout: 2 * time.Minute, MaxSamples: 50_000_000, LookbackDelta: 5 * time.Minute, MaxConcurrent: 4, MaxQueued: 100,
-		RemoteReadConcurrency: 10, RemoteReadSampleLimit: 50_000_000}
+		RemoteReadConcurrency: 10, RemoteReadSampleLimit: 50_000_000, ResultsCacheBytes: 32 << 20, ResultsCacheHorizon: 5 * time.Minute}
 }
 
 // Validate reports the first setting that cannot work.
@@ -83,8 +90,12 @@ func (c PromConfig) Validate() error {
 		return fmt.Errorf("promql: timeout %s, max_samples %d, lookback_delta %s, max_concurrent %d, remote_read_concurrency %d and remote_read_sample_limit %d must be positive",
 			c.Timeout, c.MaxSamples, c.LookbackDelta, c.MaxConcurrent, c.RemoteReadConcurrency, c.RemoteReadSampleLimit)
 	}
-	if c.MaxQueued < 0 || c.MaxQueryLength < 0 || c.RangeQueryParts < 0 {
-		return fmt.Errorf("promql: max_queued %d, max_query_length %s and range_query_parts %d must not be negative", c.MaxQueued, c.MaxQueryLength, c.RangeQueryParts)
+	if c.MaxQueued < 0 || c.MaxQueryLength < 0 || c.RangeQueryParts < 0 || c.ResultsCacheBytes < 0 {
+		return fmt.Errorf("promql: max_queued %d, max_query_length %s, range_query_parts %d and results_cache_bytes %d must not be negative",
+			c.MaxQueued, c.MaxQueryLength, c.RangeQueryParts, c.ResultsCacheBytes)
+	}
+	if c.ResultsCacheBytes > 0 && c.ResultsCacheHorizon <= 0 {
+		return fmt.Errorf("promql: results_cache_horizon %s must be positive when results_cache_bytes is set", c.ResultsCacheHorizon)
 	}
 	return nil
 }
@@ -175,6 +186,9 @@ func NewPromAPI(cfg PromConfig, engine promql.QueryEngine, q storage.SampleAndCh
 	started := time.Now()
 	if cfg.RangeQueryParts != 1 {
 		engine = &promsplit.Engine{QueryEngine: engine, Parts: cfg.RangeQueryParts}
+	}
+	if src, ok := q.(promcache.Source); ok && cfg.ResultsCacheBytes > 0 {
+		engine = promcache.New(engine, src, cfg.ResultsCacheHorizon, cfg.ResultsCacheBytes, nil, reg)
 	}
 	api := v1.NewAPI(
 		engine,

@@ -48,6 +48,7 @@ type DB struct {
 	enforce       chan struct{}
 
 	searchAttrs keySet // the attribute keys indexed for search
+	past        metricsPast
 	catalog     searchCatalog
 	metadata    metadataStore
 

@@ -754,9 +754,14 @@ func (a *appender) Commit() error {
 	h.unwritten.Add(int64(len(a.samples)))
 	var cut []*cutChunk
 	window := a.db.opts.MetricsOutOfOrderWindow.Milliseconds()
+	minT := int64(math.MaxInt64)
 	for i, s := range a.series {
 		c, _ := s.add(a.samples[i].point, window, &h.heldBytes)
 		cut = append(cut, c...)
+		minT = min(minT, a.samples[i].point.t)
+	}
+	if len(a.samples) > 0 {
+		a.db.pastWritten(minT)
 	}
 	exemplars, meta := a.exemplars, a.meta
 	a.giveBack()

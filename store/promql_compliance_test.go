@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
@@ -22,6 +23,7 @@ import (
 	"github.com/prometheus/prometheus/util/teststorage"
 	"github.com/stretchr/testify/require"
 
+	"github.com/lumenobs/lumen/internal/promcache"
 	"github.com/lumenobs/lumen/internal/promsplit"
 	"github.com/lumenobs/lumen/store"
 )
@@ -855,6 +857,8 @@ func TestPromQLCompliance(t *testing.T) {
 	})
 	counted := &countingEngine{Engine: engine}
 	inParts := &promsplit.Engine{QueryEngine: counted, Parser: promqlParser, Parts: 3}
+	cacheMetrics := prometheus.NewRegistry()
+	cached := promcache.New(inParts, db, 5*time.Minute, 256<<20, promqlParser, cacheMetrics)
 	cases := demoCases(demoStart)
 	evals := demoEvaluations(demoStart)
 	seen := map[string]bool{}
@@ -876,10 +880,15 @@ func TestPromQLCompliance(t *testing.T) {
 					t.Fatalf("%s: Prometheus' TSDB and Lumen differ:\n%s", ev.name, firstDifference(want.String(), got.String()))
 				}
 				if !ev.instant() {
-					// Asked in parts as Lumen's API asks a range query
-					// (internal/promsplit): the same answer, to the bit.
-					if parts := evaluate(inParts, db, c.expr, ev); !parts.equal(got) {
-						t.Fatalf("%s: the query asked in 3 parts and whole differ:\n%s", ev.name, firstDifference(got.String(), parts.String()))
+					// Asked as Lumen's API asks a range query: in parts
+					// (internal/promsplit) through the results cache
+					// (internal/promcache), which the first ask fills and
+					// the second is answered from: the same answer, to the
+					// bit.
+					for _, ask := range []string{"in 3 parts", "again, from the results cache"} {
+						if parts := evaluate(cached, db, c.expr, ev); !parts.equal(got) {
+							t.Fatalf("%s: the query asked %s and whole differ:\n%s", ev.name, ask, firstDifference(got.String(), parts.String()))
+						}
 					}
 				}
 				answers[i] = got
@@ -912,6 +921,17 @@ func TestPromQLCompliance(t *testing.T) {
 		}
 	}
 	require.Greater(t, counted.ranges, 2*len(cases)*rangeEvals, "range queries asked in parts")
+	hits, err := cacheMetrics.Gather()
+	require.NoError(t, err)
+	steps := map[string]float64{}
+	for _, mf := range hits {
+		if mf.GetName() == "lumen_promql_results_cache_steps_total" {
+			for _, m := range mf.GetMetric() {
+				steps[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	require.Greater(t, steps["hit"], steps["miss"]/2, "answers asked again came from the results cache")
 	line := fmt.Sprintf("PromQL agreement: %d expressions × %d evaluations, all equal to Prometheus' TSDB", len(cases), len(evals))
 	t.Log(line)
 	t.Logf("PromQL agreement: %d of %d range answers compared as the compliance tester does differ from Prometheus' head, each only in how topk, bottomk or limitk broke a tie: %s",

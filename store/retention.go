@@ -52,6 +52,9 @@ func (db *DB) EnforceRetention() []string {
 		db.log.Info("partition dropped", zap.String("partition", p.name))
 		dropped = append(dropped, p.name)
 	}
+	if len(victims) > 0 {
+		db.pastDropped()
+	}
 	return dropped
 }
 

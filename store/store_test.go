@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -277,7 +278,10 @@ func TestRetentionDropsOldPartitionsAndFreesDisk(t *testing.T) {
 	oldest := filepath.Join(dir, "partitions", before.Partitions[0].Name)
 	require.DirExists(t, oldest)
 
+	gen, _ := db.MetricsPast(10 * time.Minute)
 	dropped := db.EnforceRetention()
+	moved, _ := db.MetricsPast(10 * time.Minute)
+	require.NotEqual(t, gen, moved, "data dropped: answers kept from before are stale")
 	// Now is Nov 6 12:00, so the cutoff is Nov 3 12:00: the partitions of
 	// Nov 1 and Nov 2 end before it, Nov 3's does not.
 	require.Equal(t, []string{"20261101T000000Z", "20261102T000000Z"}, dropped)
@@ -293,6 +297,30 @@ func TestRetentionDropsOldPartitionsAndFreesDisk(t *testing.T) {
 	got, err := db.Trace(context.Background(), model.TraceID(dayIDs[4][0]))
 	require.NoError(t, err)
 	require.Equal(t, 5, got.Spans.SpanCount())
+}
+
+// TestMetricsPastMovesOnOldWrites: the generation of the metric data
+// before the horizon moves when a sample older than the horizon is written,
+// not for newer ones; the horizon is the first one asked.
+func TestMetricsPastMovesOnOldWrites(t *testing.T) {
+	clk := &clock{t: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
+	db := openStore(t, t.TempDir(), func(o *store.Options) { o.Now = clk.Now })
+	defer db.Close()
+	write := func(lset labels.Labels, at time.Duration) {
+		app := db.Appender(context.Background())
+		_, err := app.Append(0, lset, clk.Now().Add(-at).UnixMilli(), 1)
+		require.NoError(t, err)
+		require.NoError(t, app.Commit())
+	}
+	gen, before := db.MetricsPast(10 * time.Minute)
+	require.Equal(t, clk.Now().Add(-10*time.Minute).UnixMilli(), before)
+	write(labels.FromStrings("__name__", "up"), 9*time.Minute)
+	now, _ := db.MetricsPast(time.Hour) // the first horizon stays
+	require.Equal(t, gen, now, "newer than the horizon")
+	write(labels.FromStrings("__name__", "up", "job", "backfilled"), 11*time.Minute)
+	now, before = db.MetricsPast(time.Hour)
+	require.NotEqual(t, gen, now, "older than the horizon")
+	require.Equal(t, clk.Now().Add(-10*time.Minute).UnixMilli(), before)
 }
 
 func TestDiskBudgetDropsOldestThenCutsTheHead(t *testing.T) {

@@ -398,6 +398,14 @@ func settings() []setting[Config] {
 		{"http-max-connections", "LUMEN_HTTP_MAX_CONNECTIONS", "connections open at once on the HTTP port", integer(func(c *Config) *int { return &c.HTTP.MaxConnections }), false},
 		{"promql-max-concurrent", "LUMEN_PROMQL_MAX_CONCURRENT", "PromQL queries evaluated at once", integer(func(c *Config) *int { return &c.PromQL.MaxConcurrent }), false},
 		{"promql-max-query-length", "LUMEN_PROMQL_MAX_QUERY_LENGTH", "longest PromQL range query, e.g. 30d (0: the retention plus an hour)", duration(func(c *Config) *time.Duration { return &c.PromQL.MaxQueryLength }), false},
+		{"promql-results-cache-bytes", "LUMEN_PROMQL_RESULTS_CACHE_BYTES", "PromQL range-query answers kept to answer the same query again, steps older than promql.results_cache_horizon only, e.g. 64MiB (default 32MiB; 0: none)", func(c *Config, v string) error {
+			var b ByteSize
+			if err := b.parse(v); err != nil {
+				return err
+			}
+			c.PromQL.ResultsCacheBytes = int64(b)
+			return nil
+		}, false},
 		{"logql-max-concurrent", "LUMEN_LOGQL_MAX_CONCURRENT", "LogQL queries evaluated at once", integer(func(c *Config) *int { return &c.LogQL.MaxConcurrent }), false},
 		{"logql-max-query-length", "LUMEN_LOGQL_MAX_QUERY_LENGTH", "longest LogQL range query, e.g. 30d (0: the retention plus an hour)", duration(func(c *Config) *time.Duration { return &c.LogQL.MaxQueryLength }), false},
 		{"logql-max-tails", "LUMEN_LOGQL_MAX_TAILS", "live tails at once", integer(func(c *Config) *int { return &c.LogQL.MaxTails }), false},

@@ -105,15 +105,24 @@ func (e *Engine) splittable(qs string) bool {
 	if err != nil {
 		return false
 	}
+	return StepsOnly(expr, false)
+}
+
+// StepsOnly reports whether an expression's value at a step depends on no
+// time but the step's: no `@ start()` or `@ end()`, none of the functions
+// start(), end(), step() and range(), no duration expression. With
+// pastOnly, also no `@` at a fixed time and no negative offset: its value
+// at a step then depends only on samples at or before the step.
+func StepsOnly(expr parser.Expr, pastOnly bool) bool {
 	ok := true
 	parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
 		switch n := n.(type) {
 		case *parser.VectorSelector:
-			ok = ok && n.StartOrEnd == 0 && n.OriginalOffsetExpr == nil
+			ok = ok && n.StartOrEnd == 0 && n.OriginalOffsetExpr == nil && (!pastOnly || n.Timestamp == nil && n.OriginalOffset >= 0)
 		case *parser.MatrixSelector:
 			ok = ok && n.RangeExpr == nil
 		case *parser.SubqueryExpr:
-			ok = ok && n.StartOrEnd == 0 && n.RangeExpr == nil && n.StepExpr == nil && n.OriginalOffsetExpr == nil
+			ok = ok && n.StartOrEnd == 0 && n.RangeExpr == nil && n.StepExpr == nil && n.OriginalOffsetExpr == nil && (!pastOnly || n.Timestamp == nil && n.OriginalOffset >= 0)
 		case *parser.DurationExpr:
 			ok = false
 		case *parser.Call:
@@ -153,9 +162,7 @@ func (s *splitQuery) Exec(ctx context.Context) *promql.Result {
 			return &promql.Result{Err: r.Err, Warnings: warnings}
 		}
 	}
-	index := map[string]int{}
-	var out promql.Matrix
-	var key []byte
+	var j Joiner
 	for _, r := range results {
 		m, ok := r.Value.(promql.Matrix)
 		if !ok {
@@ -164,28 +171,50 @@ func (s *splitQuery) Exec(ctx context.Context) *promql.Result {
 			return results[0]
 		}
 		for _, sr := range m {
-			key = sr.Metric.Bytes(key[:0])
-			i, seen := index[string(key)]
-			if !seen {
-				i = len(out)
-				index[string(key)] = i
-				out = append(out, promql.Series{Metric: sr.Metric, DropName: sr.DropName})
-			}
+			out := j.Of(sr)
 			// Copied: the parts' points go back to the engine's pools when
 			// the parts are closed.
-			out[i].Floats = append(out[i].Floats, sr.Floats...)
+			out.Floats = append(out.Floats, sr.Floats...)
 			for _, h := range sr.Histograms {
-				out[i].Histograms = append(out[i].Histograms, promql.HPoint{T: h.T, H: h.H.Copy()})
+				out.Histograms = append(out.Histograms, promql.HPoint{T: h.T, H: h.H.Copy()})
 			}
 		}
 	}
-	for i := range out {
-		slices.SortFunc(out[i].Floats, func(a, b promql.FPoint) int { return cmp.Compare(a.T, b.T) })
-		slices.SortFunc(out[i].Histograms, func(a, b promql.HPoint) int { return cmp.Compare(a.T, b.T) })
+	for i := range j.out {
+		slices.SortFunc(j.out[i].Floats, func(a, b promql.FPoint) int { return cmp.Compare(a.T, b.T) })
+		slices.SortFunc(j.out[i].Histograms, func(a, b promql.HPoint) int { return cmp.Compare(a.T, b.T) })
 	}
-	// In label order, as promql.Matrix sorts a range query's answer.
-	slices.SortFunc(out, func(a, b promql.Series) int { return labels.Compare(a.Metric, b.Metric) })
-	return &promql.Result{Value: out, Warnings: warnings}
+	return &promql.Result{Value: j.Matrix(), Warnings: warnings}
+}
+
+// Joiner joins the series of several answers by their labels.
+type Joiner struct {
+	index map[string]int
+	out   promql.Matrix
+	key   []byte
+}
+
+// Of returns the joined series with sr's labels, made (without points)
+// when it is the first.
+func (j *Joiner) Of(sr promql.Series) *promql.Series {
+	if j.index == nil {
+		j.index = map[string]int{}
+	}
+	j.key = sr.Metric.Bytes(j.key[:0])
+	i, seen := j.index[string(j.key)]
+	if !seen {
+		i = len(j.out)
+		j.index[string(j.key)] = i
+		j.out = append(j.out, promql.Series{Metric: sr.Metric, DropName: sr.DropName})
+	}
+	return &j.out[i]
+}
+
+// Matrix returns the joined series in label order, as promql.Matrix sorts a
+// range query's answer.
+func (j *Joiner) Matrix() promql.Matrix {
+	slices.SortFunc(j.out, func(a, b promql.Series) int { return labels.Compare(a.Metric, b.Metric) })
+	return j.out
 }
 
 // Close closes every part.
