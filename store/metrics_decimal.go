@@ -257,7 +257,13 @@ var errDecimalChunk = errors.New("decimal chunk")
 type decimalChunk struct {
 	data []byte
 	n    int
+	// mint and maxt are its first and last samples' times when bounded
+	// (a chunk read for a query: its key or the head says them).
+	mint, maxt int64
+	bounded    bool
 }
+
+func (c *decimalChunk) timeBounds() (int64, int64, bool) { return c.mint, c.maxt, c.bounded }
 
 // decimalLayout is where a decimal chunk's parts are.
 type decimalLayout struct {
@@ -487,27 +493,87 @@ func (it *decimalIterator) Next() chunkenc.ValueType {
 		it.i = c.n
 		return chunkenc.ValNone
 	}
+	if it.i >= 1 {
+		it.advance(math.MinInt64)
+		return chunkenc.ValFloat
+	}
 	it.i++
-	switch it.i {
-	case 0:
+	if it.i == 0 {
 		it.t, it.m = c.t0, c.m0
 		return chunkenc.ValFloat
-	case 1:
-		it.dt = c.d0
-	default:
-		it.dt += it.tr.read()
 	}
+	// The second sample: its time delta and (mode 1) mantissa delta are
+	// the chunk's header's.
+	it.dt = c.d0
 	it.t += it.dt
-	switch {
-	case c.mode == decimalModeDelta:
+	if c.mode == decimalModeDelta {
 		it.dm = it.vr.read()
-	case it.i == 1:
+	} else {
 		it.dm = c.e0
-	default:
-		it.dm += it.vr.read()
 	}
 	it.m += it.dm
 	return chunkenc.ValFloat
+}
+
+// advance moves from the second sample or later to the next one, and on
+// while its time is before t, or to the last: one loop over both packed
+// runs with the readers' state in locals and the bits read inline, so that
+// a Seek into a long chunk costs a few nanoseconds a sample passed.
+func (it *decimalIterator) advance(t int64) {
+	c := &it.c
+	tr, vr := &it.tr, &it.vr
+	tb, tw, vb, vw := c.times.bits, c.times.w, c.values.bits, c.values.w
+	tpos, ti, tnext := tr.pos, tr.i, tr.next
+	vpos, vi, vnext := vr.pos, vr.i, vr.next
+	doubleDelta := c.mode == decimalModeDoubleD
+	i, tt, dt, m, dm := it.i, it.t, it.dt, it.m, it.dm
+	last := c.n - 1
+	for i < last {
+		var d int64
+		if tw != 0 {
+			if k, bit := tpos>>3, tpos&7; k+8 <= len(tb) && tw <= 64-bit {
+				d = unzigzag(binary.BigEndian.Uint64(tb[k:]) << uint(bit) >> uint(64-tw))
+			} else {
+				d = unzigzag(readUint(tb, tpos, tw))
+			}
+		}
+		if ti == tnext {
+			d = tr.val
+			tr.advance(ti)
+			tnext = tr.next
+		}
+		tpos += tw
+		ti++
+		var v int64
+		if vw != 0 {
+			if k, bit := vpos>>3, vpos&7; k+8 <= len(vb) && vw <= 64-bit {
+				v = unzigzag(binary.BigEndian.Uint64(vb[k:]) << uint(bit) >> uint(64-vw))
+			} else {
+				v = unzigzag(readUint(vb, vpos, vw))
+			}
+		}
+		if vi == vnext {
+			v = vr.val
+			vr.advance(vi)
+			vnext = vr.next
+		}
+		vpos += vw
+		vi++
+		dt += d
+		tt += dt
+		if doubleDelta {
+			dm += v
+		} else {
+			dm = v
+		}
+		m += dm
+		i++
+		if tt >= t {
+			break
+		}
+	}
+	tr.pos, tr.i, vr.pos, vr.i = tpos, ti, vpos, vi
+	it.i, it.t, it.dt, it.m, it.dm = i, tt, dt, m, dm
 }
 
 // Seek moves to the first sample at or after t; a current sample that is
@@ -519,11 +585,21 @@ func (it *decimalIterator) Seek(t int64) chunkenc.ValueType {
 	if it.i >= 0 && it.t >= t {
 		return chunkenc.ValFloat
 	}
-	for it.Next() == chunkenc.ValFloat {
+	for it.i < 1 {
+		if it.Next() == chunkenc.ValNone {
+			return chunkenc.ValNone
+		}
 		if it.t >= t {
 			return chunkenc.ValFloat
 		}
 	}
+	if it.i < it.c.n-1 {
+		it.advance(t)
+		if it.t >= t {
+			return chunkenc.ValFloat
+		}
+	}
+	it.i = it.c.n
 	return chunkenc.ValNone
 }
 

@@ -389,3 +389,64 @@ func FuzzDecimalChunk(f *testing.F) {
 		}
 	})
 }
+
+// TestDecimalSeekAsXOR: any sequence of Next and Seek over a decimal chunk
+// reads what it reads over the XOR chunk of the same samples — values of
+// both modes, with exceptions (resets, missed scrapes, jitter).
+func TestDecimalSeekAsXOR(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	values := []func(i int) float64{
+		func(i int) float64 { return float64(1000 + 37*i) },             // steady: mode 1, width 0
+		func(i int) float64 { return float64(1000 + 37*i + r.IntN(8)) }, // counter
+		func(i int) float64 { return float64(37 * (i % 25)) },           // resets: exceptions
+		func(i int) float64 { return float64(r.IntN(2000)) / 10 },       // gauge
+		func(i int) float64 { return float64(r.Int64N(1 << 40)) },       // wide
+	}
+	for round := range 400 {
+		n := 1 + r.IntN(480)
+		ts, vs := make([]int64, n), make([]float64, n)
+		at := int64(r.IntN(1 << 20))
+		f := values[round%len(values)]
+		for i := range n {
+			at += 15_000 + int64(r.IntN(5)) - 2
+			if r.IntN(40) == 0 {
+				at += 30_000 // a missed scrape
+			}
+			ts[i], vs[i] = at, f(i)
+		}
+		data, ok := encodeDecimalChunk(ts, vs)
+		require.True(t, ok)
+		l, err := parseDecimalChunk(data)
+		require.NoError(t, err)
+		dc := &decimalChunk{data: data, n: l.n}
+		xc := chunkenc.NewXORChunk()
+		app, err := xc.Appender()
+		require.NoError(t, err)
+		for i := range ts {
+			app.Append(0, ts[i], vs[i])
+		}
+		want, got := xc.Iterator(nil), dc.Iterator(nil)
+		for op := 0; ; op++ {
+			var w, g chunkenc.ValueType
+			if r.IntN(3) == 0 {
+				target := ts[0] - 5 + r.Int64N(ts[n-1]-ts[0]+20)
+				if r.IntN(2) == 0 {
+					target = ts[r.IntN(n)] + int64(r.IntN(3)) - 1
+				}
+				w, g = want.Seek(target), got.Seek(target)
+			} else {
+				w, g = want.Next(), got.Next()
+			}
+			require.Equal(t, w, g, "round %d op %d", round, op)
+			if w == chunkenc.ValNone {
+				break
+			}
+			wt, wv := want.At()
+			gt, gv := got.At()
+			require.Equal(t, wt, gt, "round %d op %d", round, op)
+			require.Equal(t, math.Float64bits(wv), math.Float64bits(gv), "round %d op %d", round, op)
+		}
+		require.Equal(t, chunkenc.ValNone, got.Seek(ts[n-1]+1))
+		require.Equal(t, chunkenc.ValNone, got.Next())
+	}
+}

@@ -426,12 +426,12 @@ func appendChunk(out []chunkenc.Chunk, enc chunkenc.Encoding, data []byte, cmint
 	}
 	if enc == encDecimal {
 		if l, err := parseDecimalChunk(data); err == nil {
-			out = append(out, &decimalChunk{data: slices.Clone(data), n: l.n})
+			out = append(out, &decimalChunk{data: slices.Clone(data), n: l.n, mint: cmint, maxt: cmaxt, bounded: true})
 		}
 		return out
 	}
 	if c, err := chunkenc.FromData(enc, slices.Clone(data)); err == nil {
-		out = append(out, c)
+		out = append(out, &boundedChunk{Chunk: c, mint: cmint, maxt: cmaxt})
 	}
 	return out
 }

@@ -516,10 +516,10 @@ func (q *querier) chunkAt(cr *chunkReader, item *badger.Item) (chunkenc.Chunk, i
 		if enc := chunkenc.Encoding(val[0]); enc == encDecimal {
 			var l decimalLayout
 			if l, err = parseDecimalChunk(data); err == nil {
-				c = cr.decimal(decimalChunk{data: data, n: l.n})
+				c = cr.decimal(decimalChunk{data: data, n: l.n, mint: cmint, maxt: end, bounded: true})
 			}
-		} else {
-			c, err = chunkenc.FromData(enc, data)
+		} else if c, err = chunkenc.FromData(enc, data); err == nil {
+			c = &boundedChunk{Chunk: c, mint: cmint, maxt: end}
 		}
 		if err != nil {
 			return fmt.Errorf("%w: chunk: %w", ErrCorrupt, err)
@@ -800,6 +800,9 @@ func (s *chunkSeries) Iterator(it chunkenc.Iterator) chunkenc.Iterator {
 	if len(s.chunks) == 1 {
 		// One chunk: its own iterator, reused when it is one already.
 		return s.chunks[0].Iterator(it)
+	}
+	if seq, ok := newSeqIterator(it, s.chunks); ok {
+		return seq
 	}
 	its := make([]chunkenc.Iterator, len(s.chunks))
 	for i, c := range s.chunks {
