@@ -239,6 +239,7 @@ func TestDiskGroupSharesOneBudget(t *testing.T) {
 		write(a, i)
 	}
 	aFirst := first(a)
+	aGen, _ := a.MetricsPast(time.Minute)
 	for i := range 30 {
 		write(b, 100+i)
 	}
@@ -248,6 +249,8 @@ func TestDiskGroupSharesOneBudget(t *testing.T) {
 	require.Eventually(t, func() bool { b.EnforceRetention(); return g.DiskBytes() <= budget }, 10*time.Second, 50*time.Millisecond,
 		"the group within its budget once enforced: %d bytes", g.DiskBytes())
 	require.NotEqual(t, aFirst, first(a), "the older store's oldest partition went")
+	gen, _ := a.MetricsPast(time.Minute)
+	require.NotEqual(t, aGen, gen, "answers kept over the older store's data are stale: its generation moved")
 	require.Equal(t, bFirst, first(b), "the newer store's oldest partition stays while the older one has older partitions")
 	require.LessOrEqual(t, a.budgetBytes(), dirDiskBytes(dir)-dirDiskBytes(filepath.Join(dir, "tenants")), "the outer store does not count the inner one")
 	for _, db := range []*DB{a, b} {

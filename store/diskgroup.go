@@ -45,11 +45,11 @@ func (g *DiskGroup) DiskBytes() int64 {
 
 // victims takes partitions out of the members' lists, oldest first
 // across them, until their sum is under the budget or none can go.
-func (g *DiskGroup) victims() []*partition {
+func (g *DiskGroup) victims() ([]*partition, []*DB) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if len(g.members) == 0 {
-		return nil
+		return nil, nil
 	}
 	limit := g.members[0].opts.MaxDiskBytes
 	var total int64
@@ -57,6 +57,7 @@ func (g *DiskGroup) victims() []*partition {
 		total += m.budgetBytes()
 	}
 	var victims []*partition
+	var owners []*DB
 	tried := map[*DB]bool{}
 	for total > limit {
 		var pick *DB
@@ -78,7 +79,7 @@ func (g *DiskGroup) victims() []*partition {
 			continue
 		}
 		total -= p.diskBytes()
-		victims = append(victims, p)
+		victims, owners = append(victims, p), append(owners, pick)
 	}
-	return victims
+	return victims, owners
 }

@@ -37,9 +37,13 @@ func (db *DB) every(interval time.Duration, kick <-chan struct{}, f func()) {
 // it dropped.
 func (db *DB) EnforceRetention() []string {
 	victims := db.retentionVictims()
+	// owners are the stores whose partitions go: a disk group's budget
+	// may take another tenant's.
+	owners := []*DB{db}
 	switch {
 	case db.opts.DiskGroup != nil && db.opts.MaxDiskBytes > 0:
-		victims = append(victims, db.opts.DiskGroup.victims()...)
+		ps, of := db.opts.DiskGroup.victims()
+		victims, owners = append(victims, ps...), append(owners, of...)
 	case db.opts.MaxDiskBytes > 0:
 		victims = append(victims, db.budgetVictims()...)
 	}
@@ -53,7 +57,9 @@ func (db *DB) EnforceRetention() []string {
 		dropped = append(dropped, p.name)
 	}
 	if len(victims) > 0 {
-		db.pastDropped()
+		for _, o := range owners { // twice is harmless: a count that moves
+			o.pastDropped()
+		}
 	}
 	return dropped
 }

@@ -295,7 +295,9 @@ func (q *query) keep(out promql.Matrix) {
 		if len(floats) == 0 && len(hists) == 0 {
 			continue
 		}
-		kept.series = append(kept.series, promql.Series{Metric: sr.Metric, DropName: sr.DropName, Floats: floats[:len(floats):len(floats)], Histograms: hists[:len(hists):len(hists)]})
+		// Copied: a slice of the answer's points would keep its newer
+		// steps' (and append's spare room) alive beyond what is counted.
+		kept.series = append(kept.series, promql.Series{Metric: sr.Metric, DropName: sr.DropName, Floats: slices.Clone(floats), Histograms: slices.Clone(hists)})
 		kept.bytes += 64 + int64(sr.Metric.ByteSize()) + 16*int64(len(floats))
 		for _, h := range hists {
 			kept.bytes += 16 + int64(h.H.Size())
