@@ -118,7 +118,8 @@ func New(e promql.QueryEngine, src Source, horizon time.Duration, maxBytes int64
 // others, the engine's range query over them.
 func (e *Engine) NewRangeQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, start, end time.Time, interval time.Duration) (promql.Query, error) {
 	step := interval.Milliseconds()
-	if step <= 0 || interval%time.Millisecond != 0 || end.Before(start) || !e.cacheable(qs) {
+	expr, cacheable := e.cacheable(qs)
+	if step <= 0 || interval%time.Millisecond != 0 || end.Before(start) || !cacheable {
 		e.m.uncached.Inc()
 		return e.QueryEngine.NewRangeQuery(ctx, q, opts, qs, start, end, interval)
 	}
@@ -140,23 +141,19 @@ func (e *Engine) NewRangeQuery(ctx context.Context, q storage.Queryable, opts pr
 		}
 		cq.inner = inner
 	} else {
-		expr, err := e.parser.ParseExpr(qs)
-		if err != nil {
-			return nil, err
-		}
 		cq.stmt = &parser.EvalStmt{Expr: expr, Start: start, End: end, Interval: interval, LookbackDelta: lookback}
 	}
 	return cq, nil
 }
 
-// cacheable reports whether a step's answer depends on nothing but the
-// step's time and the samples at or before it.
-func (e *Engine) cacheable(qs string) bool {
+// cacheable parses qs and reports whether a step's answer depends on
+// nothing but the step's time and the samples at or before it.
+func (e *Engine) cacheable(qs string) (parser.Expr, bool) {
 	expr, err := e.parser.ParseExpr(qs)
 	if err != nil {
-		return false
+		return nil, false
 	}
-	return promsplit.StepsOnly(expr, true)
+	return expr, promsplit.StepsOnly(expr, true)
 }
 
 // get returns the entry kept under key if it is of generation gen; an
@@ -289,15 +286,15 @@ func (q *query) keep(out promql.Matrix) {
 		return
 	}
 	last = q.start + (last-q.start)/q.step*q.step
+	if q.kept != nil && q.kept.first == q.start && q.kept.last >= last {
+		return // the entry it was answered from holds these steps already
+	}
 	kept := &entry{key: q.key, gen: q.gen, first: q.start, last: last, bytes: 200 + int64(len(q.key))}
 	for _, sr := range out {
 		floats, hists := floatsIn(sr.Floats, q.start, last), histogramsIn(sr.Histograms, q.start, last)
 		if len(floats) == 0 && len(hists) == 0 {
 			continue
 		}
-		// Copied: a slice of the answer's points would keep its newer
-		// steps' (and append's spare room) alive beyond what is counted.
-		kept.series = append(kept.series, promql.Series{Metric: sr.Metric, DropName: sr.DropName, Floats: slices.Clone(floats), Histograms: slices.Clone(hists)})
 		kept.bytes += 64 + int64(sr.Metric.ByteSize()) + 16*int64(len(floats))
 		for _, h := range hists {
 			kept.bytes += 16 + int64(h.H.Size())
@@ -305,6 +302,9 @@ func (q *query) keep(out promql.Matrix) {
 		if kept.bytes > q.e.maxBytes/4 {
 			return
 		}
+		// Copied: a slice of the answer's points would keep its newer
+		// steps' (and append's spare room) alive beyond what is counted.
+		kept.series = append(kept.series, promql.Series{Metric: sr.Metric, DropName: sr.DropName, Floats: slices.Clone(floats), Histograms: slices.Clone(hists)})
 	}
 	q.e.put(kept)
 }
