@@ -7,7 +7,7 @@ FUZZTIME  ?= 20s
 BENCHTIME ?= 1x
 PKGS      := ./...
 
-.PHONY: loki-peer bench-logs-peers jaeger-peer bench-traces-peers logql-goldens jaeger-goldens promtool-peer prometheus-peer bench-rules rules-goldens vm-peer bench-metrics-peers all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
+.PHONY: loki-peer bench-logs-peers jaeger-peer bench-traces-peers logql-goldens jaeger-goldens promtool-peer prometheus-peer bench-rules rules-goldens vm-peer bench-metrics-peers bench-promql-peers all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
 
 all: build
 
@@ -207,6 +207,13 @@ bench-logs-peers: loki-peer
 ## idle (cmd/lumen-load/peers-metrics.sh; ROUNDS, NAMES, IDLE, RUNS)
 bench-metrics-peers: vm-peer prometheus-peer
 	cmd/lumen-load/peers-metrics.sh
+
+## bench-promql-peers: PromQL answers evaluated afresh (no results cache)
+## in Lumen with promql.direct_evaluation on and off, and in
+## VictoriaMetrics, over the same remote-write load
+## (cmd/lumen-load/promql-direct.sh; SERIES, TOTAL, ROUNDS, RUNS)
+bench-promql-peers: vm-peer
+	cmd/lumen-load/promql-direct.sh
 
 ## prometheus-peer: Prometheus v0.315.0 built from its Go module into
 ## $(PEERS) (a test and benchmark reference, never imported)

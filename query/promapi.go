@@ -28,6 +28,7 @@ import (
 
 	"github.com/lumenobs/lumen/internal/limits"
 	"github.com/lumenobs/lumen/internal/promcache"
+	"github.com/lumenobs/lumen/internal/promdirect"
 	"github.com/lumenobs/lumen/internal/promsplit"
 	"github.com/lumenobs/lumen/internal/telemetry"
 )
@@ -74,6 +75,13 @@ type PromConfig struct {
 	// changes. 0 keeps none.
 	ResultsCacheBytes   int64         `yaml:"results_cache_bytes"`
 	ResultsCacheHorizon time.Duration `yaml:"results_cache_horizon"`
+	// DirectEvaluation evaluates a range query that aggregates (sum,
+	// count, min, max, avg, by or without) rate() or increase() over one
+	// selector series by series on range_query_parts cores, with the
+	// engine's arithmetic, instead of through the engine
+	// (internal/promdirect). The answer is the same, to the bit; false
+	// leaves every query to the engine.
+	DirectEvaluation bool `yaml:"direct_evaluation"`
 }
 
 // DefaultPromConfig returns Prometheus' own defaults, but for
@@ -81,7 +89,7 @@ type PromConfig struct {
 // queries share the process with ingest and the other APIs.
 func DefaultPromConfig() PromConfig {
 	return PromConfig{Timeout: 2 * time.Minute, MaxSamples: 50_000_000, LookbackDelta: 5 * time.Minute, MaxConcurrent: 4, MaxQueued: 100,
-		RemoteReadConcurrency: 10, RemoteReadSampleLimit: 50_000_000, ResultsCacheBytes: 32 << 20, ResultsCacheHorizon: 5 * time.Minute}
+		RemoteReadConcurrency: 10, RemoteReadSampleLimit: 50_000_000, ResultsCacheBytes: 32 << 20, ResultsCacheHorizon: 5 * time.Minute, DirectEvaluation: true}
 }
 
 // Validate reports the first setting that cannot work.
@@ -186,6 +194,9 @@ func NewPromAPI(cfg PromConfig, engine promql.QueryEngine, q storage.SampleAndCh
 	started := time.Now()
 	if cfg.RangeQueryParts != 1 {
 		engine = &promsplit.Engine{QueryEngine: engine, Parts: cfg.RangeQueryParts}
+	}
+	if cfg.DirectEvaluation {
+		engine = promdirect.New(engine, nil, cfg.MaxSamples, cfg.Timeout, cfg.RangeQueryParts, reg)
 	}
 	if src, ok := q.(promcache.Source); ok && cfg.ResultsCacheBytes > 0 {
 		engine = promcache.New(engine, src, cfg.ResultsCacheHorizon, cfg.ResultsCacheBytes, nil, reg)

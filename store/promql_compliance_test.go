@@ -24,6 +24,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/lumenobs/lumen/internal/promcache"
+	"github.com/lumenobs/lumen/internal/promdirect"
 	"github.com/lumenobs/lumen/internal/promsplit"
 	"github.com/lumenobs/lumen/store"
 )
@@ -475,6 +476,14 @@ func demoCases(start time.Time) []demoCase {
 		}
 		add(wantNoData, "%s(nonexistent_metric_name)", op)
 	}
+	// Aggregations of rate and increase, the shape evaluated directly
+	// (internal/promdirect).
+	for _, op := range []string{"sum", "avg", "max", "min", "count"} {
+		for _, g := range []string{"", " by (instance)", " without (mode)", " by (nonexistent)"} {
+			add(wantData, "%s%s (rate(%s[5m]))", op, g, demoCPU)
+		}
+		add(wantData, "%s by (mode) (increase(%s[1m] offset 3m))", op, demoCPU)
+	}
 	for _, op := range []string{"topk", "bottomk"} {
 		add(wantData, "%s(3, %s)", op, demoMem)
 		add(wantData, "%s by (instance) (2, %s)", op, demoMem)
@@ -858,7 +867,8 @@ func TestPromQLCompliance(t *testing.T) {
 	counted := &countingEngine{Engine: engine}
 	inParts := &promsplit.Engine{QueryEngine: counted, Parser: promqlParser, Parts: 3}
 	cacheMetrics := prometheus.NewRegistry()
-	cached := promcache.New(inParts, db, 5*time.Minute, 256<<20, promqlParser, cacheMetrics)
+	direct := promdirect.New(inParts, promqlParser, 5e7, time.Minute, 2, cacheMetrics)
+	cached := promcache.New(direct, db, 5*time.Minute, 256<<20, promqlParser, cacheMetrics)
 	cases := demoCases(demoStart)
 	evals := demoEvaluations(demoStart)
 	seen := map[string]bool{}
@@ -879,9 +889,16 @@ func TestPromQLCompliance(t *testing.T) {
 				if !want.equal(got) {
 					t.Fatalf("%s: Prometheus' TSDB and Lumen differ:\n%s", ev.name, firstDifference(want.String(), got.String()))
 				}
-				if !ev.instant() {
-					// Asked as Lumen's API asks a range query: in parts
-					// (internal/promsplit) through the results cache
+				if ev.instant() {
+					// Asked as Lumen's API asks an instant query: evaluated
+					// directly (internal/promdirect) or by the engine.
+					if direct := evaluate(cached, db, c.expr, ev); !direct.equal(got) {
+						t.Fatalf("%s: the query asked as the API asks it and of the engine differ:\n%s", ev.name, firstDifference(got.String(), direct.String()))
+					}
+				} else {
+					// Asked as Lumen's API asks a range query: evaluated
+					// directly (internal/promdirect) or in parts
+					// (internal/promsplit), through the results cache
 					// (internal/promcache), which the first ask fills and
 					// the second is answered from: the same answer, to the
 					// bit.
@@ -920,17 +937,21 @@ func TestPromQLCompliance(t *testing.T) {
 			rangeEvals++
 		}
 	}
-	require.Greater(t, counted.ranges, 2*len(cases)*rangeEvals, "range queries asked in parts")
 	hits, err := cacheMetrics.Gather()
 	require.NoError(t, err)
-	steps := map[string]float64{}
+	steps, evaluated := map[string]float64{}, map[string]float64{}
 	for _, mf := range hits {
-		if mf.GetName() == "lumen_promql_results_cache_steps_total" {
-			for _, m := range mf.GetMetric() {
+		for _, m := range mf.GetMetric() {
+			switch mf.GetName() {
+			case "lumen_promql_results_cache_steps_total":
 				steps[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+			case "lumen_promql_direct_queries_total":
+				evaluated[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
 			}
 		}
 	}
+	require.Greater(t, counted.ranges+int(evaluated["direct"]), 2*len(cases)*rangeEvals, "range queries asked in parts or evaluated directly")
+	require.Greater(t, evaluated["direct"], 0.0, "range queries evaluated directly")
 	require.Greater(t, steps["hit"], steps["miss"]/2, "answers asked again came from the results cache")
 	line := fmt.Sprintf("PromQL agreement: %d expressions × %d evaluations, all equal to Prometheus' TSDB", len(cases), len(evals))
 	t.Log(line)

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/storage"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -28,6 +29,7 @@ import (
 	"github.com/lumenobs/lumen/ingest/spanmetrics"
 	"github.com/lumenobs/lumen/internal/auth"
 	"github.com/lumenobs/lumen/internal/fault"
+	"github.com/lumenobs/lumen/internal/promdirect"
 	"github.com/lumenobs/lumen/internal/telemetry"
 	"github.com/lumenobs/lumen/internal/tenant"
 	"github.com/lumenobs/lumen/query"
@@ -335,12 +337,17 @@ func (s *tenantSet) open(id string) (*tenantStack, error) {
 		st.stopGen = goUntilStopped(gen.Run)
 	}
 	engine := query.NewPromEngine(cfg.PromQL, log, reg)
+	var ruleEngine promql.QueryEngine = engine
+	if cfg.PromQL.DirectEvaluation {
+		// A recording rule's sum by (…) (rate(…)) over many series too.
+		ruleEngine = promdirect.New(engine, nil, cfg.PromQL.MaxSamples, cfg.PromQL.Timeout, cfg.PromQL.RangeQueryParts, reg)
+	}
 	rs := s.cfg.ruleSets()[id]
 	if id != emptyDir && (len(rs.RuleFiles) > 0 || len(rs.LogQLRuleFiles) > 0 || len(rs.Builtin) > 0) {
 		rc := cfg.Rules
 		rc.Builtin = rs.Builtin
 		o := ruler.Options{PromFiles: rs.RuleFiles, LogQLFiles: rs.LogQLRuleFiles, Config: rc, ExternalURL: s.externalURL,
-			Engine: engine, Queryable: db, Appendable: db, Logs: db, LogQLMaxLines: cfg.LogQL.MaxLines,
+			Engine: ruleEngine, Queryable: db, Appendable: db, Logs: db, LogQLMaxLines: cfg.LogQL.MaxLines,
 			Notifier: s.notifier, Log: log, Reg: reg}
 		if cfg.Tenants.Enabled {
 			o.Tenant = id

@@ -6,18 +6,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
-	"github.com/prometheus/prometheus/tsdb/chunkenc"
-	"github.com/prometheus/prometheus/tsdb/chunks"
-	"github.com/prometheus/prometheus/util/annotations"
 	"github.com/prometheus/prometheus/util/teststorage"
 	"github.com/stretchr/testify/require"
 
 	"github.com/lumenobs/lumen/internal/promsplit"
+	"github.com/lumenobs/lumen/internal/promtest"
 )
 
 var t0 = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
@@ -54,62 +51,6 @@ func (c *counting) NewRangeQuery(ctx context.Context, q storage.Queryable, opts 
 	c.ranges++
 	return c.Engine.NewRangeQuery(ctx, q, opts, qs, start, end, interval)
 }
-
-// concurrent is a Queryable whose series the parts may share: the TSDB's
-// series copied into lists of samples, which any number of iterators read.
-type concurrent struct{ storage.Queryable }
-
-func (concurrent) ConcurrentSeries() bool { return true }
-
-func (c concurrent) Querier(mint, maxt int64) (storage.Querier, error) {
-	q, err := c.Queryable.Querier(mint, maxt)
-	return listQuerier{q}, err
-}
-
-type listQuerier struct{ storage.Querier }
-
-func (l listQuerier) Select(ctx context.Context, sortSeries bool, hints *storage.SelectHints, ms ...*labels.Matcher) storage.SeriesSet {
-	set := l.Querier.Select(ctx, sortSeries, hints, ms...)
-	var out []storage.Series
-	var it chunkenc.Iterator
-	for set.Next() {
-		s := set.At()
-		var samples []chunks.Sample
-		it = s.Iterator(it)
-		for it.Next() == chunkenc.ValFloat {
-			ts, v := it.At()
-			samples = append(samples, fSample{ts, v})
-		}
-		out = append(out, storage.NewListSeries(s.Labels(), samples))
-	}
-	if set.Err() != nil {
-		return storage.ErrSeriesSet(set.Err())
-	}
-	return &listSet{series: out, i: -1}
-}
-
-type fSample struct {
-	t int64
-	f float64
-}
-
-func (s fSample) T() int64                      { return s.t }
-func (s fSample) F() float64                    { return s.f }
-func (s fSample) H() *histogram.Histogram       { return nil }
-func (s fSample) FH() *histogram.FloatHistogram { return nil }
-func (s fSample) ST() int64                     { return 0 }
-func (s fSample) Type() chunkenc.ValueType      { return chunkenc.ValFloat }
-func (s fSample) Copy() chunks.Sample           { return s }
-
-type listSet struct {
-	series []storage.Series
-	i      int
-}
-
-func (s *listSet) Next() bool                        { s.i++; return s.i < len(s.series) }
-func (s *listSet) At() storage.Series                { return s.series[s.i] }
-func (s *listSet) Err() error                        { return nil }
-func (s *listSet) Warnings() annotations.Annotations { return nil }
 
 var testParser = parser.NewParser(parser.Options{EnableExperimentalFunctions: true, ExperimentalDurationExpr: true})
 
@@ -163,7 +104,7 @@ func TestSplitEqualsWhole(t *testing.T) {
 		for _, shared := range []bool{false, true} {
 			var q storage.Queryable = st
 			if shared {
-				q = concurrent{st}
+				q = promtest.Concurrent{Queryable: st}
 			}
 			c := &counting{Engine: whole}
 			split := &promsplit.Engine{QueryEngine: c, Parts: parts, Parser: testParser}

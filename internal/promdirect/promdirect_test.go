@@ -1,0 +1,345 @@
+package promdirect
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/value"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/util/teststorage"
+	"github.com/stretchr/testify/require"
+
+	"github.com/lumenobs/lumen/internal/promtest"
+)
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func newEngine(maxSamples int) *promql.Engine {
+	return promql.NewEngine(promql.EngineOpts{
+		MaxSamples: maxSamples, Timeout: time.Minute, LookbackDelta: 5 * time.Minute,
+		EnableAtModifier: true, EnableNegativeOffset: true,
+		NoStepSubqueryIntervalFn: func(int64) int64 { return time.Minute.Milliseconds() },
+	})
+}
+
+// counters writes n series of counters over an hour: regular and irregular
+// scrapes, resets, gaps, series that start or end inside the hour, NaN
+// values, staleness markers, lone samples, and a name that is not a
+// counter's.
+func counters(t *testing.T, st storage.Appendable, n int, seed uint64) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	app := st.Appender(context.Background())
+	for i := range n {
+		name := "http_requests_total"
+		if i%7 == 3 {
+			name = "queue_depth"
+		}
+		lset := labels.FromStrings(labels.MetricName, name, "job", fmt.Sprintf("job%d", i%3),
+			"instance", fmt.Sprintf("i%d", i), "zone", fmt.Sprintf("z%d", i%2))
+		interval := int64(15_000)
+		if i%5 == 1 {
+			interval = 10_000 + r.Int64N(20_000)
+		}
+		from := t0.UnixMilli()
+		to := t0.Add(time.Hour).UnixMilli()
+		switch i % 6 {
+		case 2:
+			from += r.Int64N(30 * 60_000)
+		case 4:
+			to -= r.Int64N(30 * 60_000)
+		}
+		v := r.Float64() * 100
+		if i%11 == 5 {
+			// One sample alone.
+			_, err := app.Append(0, lset, from+r.Int64N(3_600_000), v)
+			require.NoError(t, err)
+			continue
+		}
+		for ts := from; ts <= to; ts += interval {
+			if i%5 == 1 {
+				ts += r.Int64N(3_000)
+			}
+			switch p := r.IntN(100); {
+			case p < 3:
+				v = r.Float64() * 5 // a reset
+			case p < 5:
+				continue // a missed scrape
+			case p < 6 && i%4 == 0:
+				_, err := app.Append(0, lset, ts, math.Float64frombits(value.StaleNaN))
+				require.NoError(t, err)
+				continue
+			case p < 7 && i%9 == 0:
+				_, err := app.Append(0, lset, ts, math.NaN())
+				require.NoError(t, err)
+				continue
+			case p < 9:
+				ts += 5 * 60_000 // a gap
+			default:
+				v += r.Float64() * 10
+			}
+			if ts > to {
+				break
+			}
+			_, err := app.Append(0, lset, ts, v)
+			require.NoError(t, err)
+		}
+	}
+	require.NoError(t, app.Commit())
+}
+
+// answer is a query's result, points bit for bit, in the order given; a
+// step of 0 asks an instant query at start.
+func answer(t *testing.T, e promql.QueryEngine, q storage.Queryable, qs string, start, end time.Time, step time.Duration) string {
+	t.Helper()
+	var (
+		qry promql.Query
+		err error
+	)
+	if step == 0 {
+		qry, err = e.NewInstantQuery(context.Background(), q, nil, qs, start)
+	} else {
+		qry, err = e.NewRangeQuery(context.Background(), q, nil, qs, start, end, step)
+	}
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	defer qry.Close()
+	res := qry.Exec(context.Background())
+	if res.Err != nil {
+		return "error: " + res.Err.Error()
+	}
+	var b strings.Builder
+	warnings, infos := res.Warnings.AsStrings(qs, 0, 0)
+	notes := append(warnings, infos...)
+	slices.Sort(notes)
+	fmt.Fprintf(&b, "annotations %q\n", notes)
+	if v, ok := res.Value.(promql.Vector); ok {
+		for _, s := range v {
+			fmt.Fprintf(&b, "%s dropname=%v: %d=%x %v\n", s.Metric, s.DropName, s.T, math.Float64bits(s.F), s.H)
+		}
+		return b.String()
+	}
+	m, ok := res.Value.(promql.Matrix)
+	require.True(t, ok, "%s: %T", qs, res.Value)
+	for _, s := range m {
+		fmt.Fprintf(&b, "%s dropname=%v:", s.Metric, s.DropName)
+		for _, p := range s.Floats {
+			fmt.Fprintf(&b, " %d=%x", p.T, math.Float64bits(p.F))
+		}
+		for _, p := range s.Histograms {
+			fmt.Fprintf(&b, " %d=%s", p.T, p.H)
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+func evaluations(t *testing.T, reg *prometheus.Registry, which string) float64 {
+	t.Helper()
+	n, err := testutil.GatherAndCount(reg, "lumen_promql_direct_queries_total")
+	require.NoError(t, err)
+	require.Positive(t, n)
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			if m.GetLabel()[0].GetValue() == which {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+// TestAnswersAreTheEngines asks every shape evaluated here, over many
+// windows, steps, offsets and groupings, as range and instant queries (a
+// vector's order too), of the engine and of the direct
+// evaluation, with one worker and with several: the same answers, every
+// point's bits, the same annotations.
+func TestAnswersAreTheEngines(t *testing.T) {
+	st := teststorage.New(t)
+	defer st.Close()
+	counters(t, st, 300, 1)
+	engine := newEngine(50_000_000)
+	r := rand.New(rand.NewPCG(2, 3))
+	ops := []string{"sum", "count", "min", "max", "avg"}
+	groupings := []string{"", "by (job)", "by (job, zone)", "without (instance)", "by (nothing)", "without (zone, instance)", "by (__name__)", "by ()"}
+	selectors := []string{`http_requests_total`, `{__name__=~"http_requests_total|queue_depth"}`, `http_requests_total{job="job1"}`, `queue_depth`, `absent_metric`}
+	ranges := []string{"30s", "1m", "2m30s", "5m", "20m"}
+	offsets := []string{"", " offset 1m", " offset -2m"}
+	steps := []time.Duration{0, 7 * time.Second, 15 * time.Second, time.Minute, 4 * time.Minute, 10 * time.Minute} // 0: an instant query
+	for _, workers := range []int{1, 4} {
+		reg := prometheus.NewRegistry()
+		direct := New(engine, nil, 50_000_000, time.Minute, workers, reg)
+		var q storage.Queryable = st
+		if workers > 1 {
+			q = promtest.Concurrent{Queryable: st}
+		}
+		asked := 0
+		for range 150 {
+			qs := fmt.Sprintf("%s %s (%s(%s[%s]%s))", ops[r.IntN(len(ops))], groupings[r.IntN(len(groupings))],
+				[]string{"rate", "increase"}[r.IntN(2)], selectors[r.IntN(len(selectors))], ranges[r.IntN(len(ranges))], offsets[r.IntN(len(offsets))])
+			start := t0.Add(time.Duration(r.Int64N(int64(70*time.Minute))) - 5*time.Minute).Add(time.Duration(r.IntN(1000)) * time.Millisecond)
+			end := start.Add(time.Duration(r.Int64N(int64(50 * time.Minute))))
+			step := steps[r.IntN(len(steps))]
+			want := answer(t, engine, st, qs, start, end, step)
+			got := answer(t, direct, q, qs, start, end, step)
+			require.Equal(t, want, got, "%s from %s to %s step %s, %d workers", qs, start, end, step, workers)
+			asked++
+		}
+		require.Equal(t, float64(asked), evaluations(t, reg, "direct"), "every query was evaluated directly")
+	}
+}
+
+// TestOtherQueriesGoToTheEngine: what is not an aggregation of rate or
+// increase over a selector, or uses what is not evaluated here, is the
+// engine's, and so is a query that finds a histogram.
+func TestOtherQueriesGoToTheEngine(t *testing.T) {
+	st := teststorage.New(t)
+	defer st.Close()
+	counters(t, st, 40, 4)
+	app := st.Appender(context.Background())
+	h := &histogram.Histogram{Count: 5, Sum: 10, Schema: 0, PositiveSpans: []histogram.Span{{Offset: 0, Length: 1}}, PositiveBuckets: []int64{5}}
+	for ts := t0.UnixMilli(); ts < t0.Add(time.Hour).UnixMilli(); ts += 15_000 {
+		h = h.Copy()
+		h.Count += 2
+		h.Sum += 3
+		h.PositiveBuckets[0] += 2
+		_, err := app.AppendHistogram(0, labels.FromStrings(labels.MetricName, "http_requests_total", "job", "job0", "instance", "h"), ts, h, nil)
+		require.NoError(t, err)
+	}
+	require.NoError(t, app.Commit())
+	engine := newEngine(50_000_000)
+	reg := prometheus.NewRegistry()
+	direct := New(engine, nil, 50_000_000, time.Minute, 2, reg)
+	q := promtest.Concurrent{Queryable: st}
+	start, end := t0.Add(10*time.Minute), t0.Add(50*time.Minute)
+	for _, qs := range []string{
+		`sum(rate(http_requests_total[1m] @ 600))`,
+		`sum(rate(http_requests_total[1m] @ end()))`,
+		`sum(rate(http_requests_total[1m+1m]))`,
+		`sum(irate(http_requests_total[1m]))`,
+		`topk(2, rate(http_requests_total[1m]))`,
+		`sum(rate(http_requests_total[1m])) by (job) * 2`,
+		`rate(http_requests_total[1m])`,
+		`sum(rate(http_requests_total[5m:1m]))`,
+		`sum(rate(http_requests_total[1m]) > 0)`,
+		`sum(rate(http_requests_total[`, // a parse error: the engine's to say
+	} {
+		want := answer(t, engine, st, qs, start, end, time.Minute)
+		require.Equal(t, want, answer(t, direct, q, qs, start, end, time.Minute), qs)
+	}
+	require.Equal(t, 10.0, evaluations(t, reg, "engine"))
+	require.Zero(t, evaluations(t, reg, "direct"))
+
+	// The histogram series: taken, then handed to the engine.
+	qs := `sum by (job) (rate(http_requests_total[2m]))`
+	want := answer(t, engine, st, qs, start, end, time.Minute)
+	require.Contains(t, want, "mix of histograms and floats", "the engine warns of job0's sum (a histogram and floats)")
+	require.Equal(t, want, answer(t, direct, q, qs, start, end, time.Minute))
+	require.Equal(t, 1.0, evaluations(t, reg, "fallback"))
+	// Without it, evaluated here.
+	qs = `sum by (job) (rate(http_requests_total{instance!="h"}[2m]))`
+	require.Equal(t, answer(t, engine, st, qs, start, end, time.Minute), answer(t, direct, q, qs, start, end, time.Minute))
+	require.Equal(t, 1.0, evaluations(t, reg, "direct"))
+}
+
+// TestSampleLimit: a query that could come near the engine's sample limit
+// is the engine's, which refuses it as it would.
+func TestSampleLimit(t *testing.T) {
+	st := teststorage.New(t)
+	defer st.Close()
+	counters(t, st, 40, 5)
+	engine := newEngine(1000)
+	reg := prometheus.NewRegistry()
+	direct := New(engine, nil, 1000, time.Minute, 2, reg)
+	qs := `sum without (instance) (rate(http_requests_total[5m]))`
+	start, end := t0.Add(10*time.Minute), t0.Add(50*time.Minute)
+	want := answer(t, engine, st, qs, start, end, 15*time.Second)
+	require.Contains(t, want, "query processing would load too many samples")
+	require.Equal(t, want, answer(t, direct, st, qs, start, end, 15*time.Second))
+	require.Equal(t, 1.0, evaluations(t, reg, "fallback"))
+}
+
+// TestCancelAndTimeout: a canceled query and one past the timeout end with
+// the engine's errors.
+func TestCancelAndTimeout(t *testing.T) {
+	st := teststorage.New(t)
+	defer st.Close()
+	counters(t, st, 40, 6)
+	engine := newEngine(50_000_000)
+	qs := `sum(rate(http_requests_total[5m]))`
+	start, end := t0, t0.Add(time.Hour)
+
+	direct := New(engine, nil, 50_000_000, time.Minute, 2, nil)
+	qry, err := direct.NewRangeQuery(context.Background(), st, nil, qs, start, end, time.Second)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	res := qry.Exec(ctx)
+	require.ErrorAs(t, res.Err, new(promql.ErrQueryCanceled))
+	qry.Close()
+
+	direct = New(engine, nil, 50_000_000, time.Nanosecond, 2, nil)
+	qry, err = direct.NewRangeQuery(context.Background(), st, nil, qs, start, end, time.Second)
+	require.NoError(t, err)
+	res = qry.Exec(context.Background())
+	require.ErrorAs(t, res.Err, new(promql.ErrQueryTimeout))
+	qry.Close()
+}
+
+// BenchmarkSumRate: sum by (job) (rate(x[1m])) over 10k series of an hour
+// at 15 s, 30 minutes at a 60-s step, of the engine and evaluated here (one
+// worker: the engine evaluates on one core too).
+//
+//	go test -run '^$' -bench SumRate -benchtime 20x ./internal/promdirect
+func BenchmarkSumRate(b *testing.B) {
+	st := teststorage.New(b)
+	defer st.Close()
+	app := st.Appender(context.Background())
+	for i := range 10_000 {
+		lset := labels.FromStrings(labels.MetricName, "http_requests_total", "job", fmt.Sprintf("job%d", i%10), "instance", fmt.Sprintf("i%d", i))
+		v := 0.0
+		for ts := t0.UnixMilli(); ts < t0.Add(time.Hour).UnixMilli(); ts += 15_000 {
+			v += float64(i%13 + 1)
+			if _, err := app.Append(0, lset, ts, v); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if err := app.Commit(); err != nil {
+		b.Fatal(err)
+	}
+	engine := newEngine(50_000_000)
+	qs := `sum by (job) (rate(http_requests_total[1m]))`
+	start, end := t0.Add(29*time.Minute), t0.Add(59*time.Minute)
+	for _, c := range []struct {
+		name string
+		e    promql.QueryEngine
+	}{{"engine", engine}, {"direct", New(engine, nil, 50_000_000, time.Minute, 1, nil)}} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				qry, err := c.e.NewRangeQuery(context.Background(), st, nil, qs, start, end, time.Minute)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if res := qry.Exec(context.Background()); res.Err != nil || len(res.Value.(promql.Matrix)) != 10 {
+					b.Fatal(res.Err, res.Value)
+				}
+				qry.Close()
+			}
+		})
+	}
+}
