@@ -25,6 +25,7 @@ package promdirect
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"runtime"
 	"slices"
@@ -36,6 +37,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/timestamp"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
@@ -85,10 +87,14 @@ func New(e promql.QueryEngine, p parser.Parser, maxSamples int, timeout time.Dur
 		Help: "Range and instant queries by how they were evaluated: direct (an aggregation of rate or increase read series by series), fallback (taken for it, then found to need the engine: native histograms, a read error, near the sample limit) or engine (any other shape).",
 	}, []string{"evaluation"})
 	if reg != nil {
+		// Another engine of the same process (the API's and the rules')
+		// counts into the same counters.
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {
-				c = are.ExistingCollector.(*prometheus.CounterVec)
+				if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+					c = existing
+				}
 			}
 		}
 	}
@@ -122,11 +128,14 @@ func match(expr parser.Expr) (*shape, bool) {
 		return nil, false
 	}
 	ms, ok := call.Args[0].(*parser.MatrixSelector)
-	if !ok || ms.RangeExpr != nil || ms.Range <= 0 {
+	if !ok || ms.RangeExpr != nil || ms.Range <= 0 || ms.Range%time.Millisecond != 0 {
 		return nil, false
 	}
+	// Whole milliseconds only: the engine truncates the sum of range and
+	// offset, not each.
 	vs, ok := ms.VectorSelector.(*parser.VectorSelector)
-	if !ok || vs.Timestamp != nil || vs.StartOrEnd != 0 || vs.Anchored || vs.Smoothed || vs.OriginalOffsetExpr != nil {
+	if !ok || vs.Timestamp != nil || vs.StartOrEnd != 0 || vs.Anchored || vs.Smoothed || vs.OriginalOffsetExpr != nil ||
+		vs.OriginalOffset%time.Millisecond != 0 {
 		return nil, false
 	}
 	g := slices.Clone(agg.Grouping)
@@ -199,25 +208,38 @@ type query struct {
 
 	start, end, step int64
 
-	mu     sync.Mutex
-	cancel context.CancelFunc
-	inner  promql.Query // the engine's, when it answers
-	total  int64        // samples in the steps' windows, as the engine counts them
+	mu       sync.Mutex
+	cancel   context.CancelFunc
+	canceled bool
+	inner    promql.Query // the engine's, when it answers
+	stats    stats.QuerySamples
 }
 
 // errFallback says the engine must answer.
 var errFallback = errors.New("the engine evaluates this query")
 
-// Exec evaluates the query, or has the engine evaluate it.
+// Exec evaluates the query, or has the engine evaluate it (within the same
+// timeout: the engine's own applies too).
 func (q *query) Exec(ctx context.Context) *promql.Result {
-	ectx, cancel := context.WithCancel(ctx)
+	if err := ctx.Err(); err != nil {
+		return &promql.Result{Err: contextErr(err, "query execution")}
+	}
+	var (
+		ectx   context.Context
+		cancel context.CancelFunc
+	)
 	if q.e.timeout > 0 {
 		ectx, cancel = context.WithTimeout(ctx, q.e.timeout)
+	} else {
+		ectx, cancel = context.WithCancel(ctx)
 	}
+	defer cancel()
 	q.mu.Lock()
+	if q.canceled {
+		cancel()
+	}
 	q.cancel = cancel
 	q.mu.Unlock()
-	defer cancel()
 	res, err := q.eval(ectx)
 	if err == nil {
 		q.e.direct.Inc()
@@ -225,6 +247,9 @@ func (q *query) Exec(ctx context.Context) *promql.Result {
 	}
 	if !errors.Is(err, errFallback) {
 		return &promql.Result{Err: err}
+	}
+	if err := ectx.Err(); err != nil {
+		return &promql.Result{Err: contextErr(err, "expression evaluation")}
 	}
 	q.e.fallback.Inc()
 	var inner promql.Query
@@ -238,17 +263,20 @@ func (q *query) Exec(ctx context.Context) *promql.Result {
 	}
 	q.mu.Lock()
 	q.inner = inner
+	if q.canceled {
+		inner.Cancel()
+	}
 	q.mu.Unlock()
-	return inner.Exec(ctx)
+	return inner.Exec(ectx)
 }
 
-// contextErr is the engine's error for a context ended during evaluation.
-func contextErr(err error) error {
+// contextErr is the engine's error for a context ended in env.
+func contextErr(err error, env string) error {
 	switch {
 	case errors.Is(err, context.Canceled):
-		return promql.ErrQueryCanceled("expression evaluation")
+		return promql.ErrQueryCanceled(env)
 	case errors.Is(err, context.DeadlineExceeded):
-		return promql.ErrQueryTimeout("expression evaluation")
+		return promql.ErrQueryTimeout(env)
 	}
 	return err
 }
@@ -271,8 +299,8 @@ func (q *query) eval(ctx context.Context) (*promql.Result, error) {
 	rng := sh.ms.Range.Milliseconds()
 	off := sh.vs.OriginalOffset.Milliseconds()
 	// The engine's selection: the first window's start (exclusive) to the
-	// last window's end.
-	mint, maxt := q.start-off-rng+1, q.end-off
+	// last window's end (timestamp.FromTime, as the engine's).
+	mint, maxt := timestamp.FromTime(q.stmt.Start)-off-rng+1, timestamp.FromTime(q.stmt.End)-off
 	querier, err := q.q.Querier(mint, maxt)
 	if err != nil {
 		return nil, errFallback
@@ -282,22 +310,21 @@ func (q *query) eval(ctx context.Context) (*promql.Result, error) {
 	if q.instant {
 		hintStep = 0 // the engine's hint for an instant query
 	}
-	hints := &storage.SelectHints{Start: mint, End: maxt, Step: hintStep, Range: rng, Func: sh.fn, By: !sh.agg.Without, Grouping: sh.agg.Grouping}
+	// The engine's hints: its grouping is only its selector's parent's,
+	// the matrix selector's (none).
+	hints := &storage.SelectHints{Start: mint, End: maxt, Step: hintStep, Range: rng, Func: sh.fn}
 	set := querier.Select(ctx, false, hints, sh.vs.LabelMatchers...)
 	var series []storage.Series
 	for set.Next() {
 		series = append(series, set.At())
 	}
-	if set.Err() != nil {
-		if err := ctx.Err(); err != nil {
-			return nil, contextErr(err)
-		}
-		return nil, errFallback
+	if err := set.Err(); err != nil {
+		return nil, fmt.Errorf("expanding series: %w", err) // the engine's words
 	}
 	var annos annotations.Annotations
 	annos.Merge(set.Warnings())
 	if err := ctx.Err(); err != nil {
-		return nil, contextErr(err)
+		return nil, contextErr(err, "expression evaluation")
 	}
 
 	nSteps := int((q.end-q.start)/q.step) + 1
@@ -331,7 +358,7 @@ func (q *query) eval(ctx context.Context) (*promql.Result, error) {
 	order := make([]int32, 0, nGroups) // groups as they were first seen, the engine's order
 	cells := make([]cell, nGroups*nSteps)
 
-	block := max(64, min(4096, blockBytes/(9*nSteps)))
+	block := max(1, min(4096, blockBytes/(9*nSteps)))
 	vals := make([]float64, min(block, len(series))*nSteps)
 	has := make([]bool, len(vals))
 	workers := 1
@@ -349,16 +376,25 @@ func (q *query) eval(ctx context.Context) (*promql.Result, error) {
 	checkName := sh.fn == "rate" || sh.fn == "increase"
 	for b := 0; b < len(series); b += block {
 		if err := ctx.Err(); err != nil {
-			return nil, contextErr(err)
+			return nil, contextErr(err, "expression evaluation")
 		}
 		blk := series[b:min(b+block, len(series))]
 		clear(has[:len(blk)*nSteps])
 		var next atomic.Int64
 		var failed atomic.Bool
+		var panicked atomic.Value
 		run := func(w *worker) {
+			defer func() {
+				// A panic reading a series is the query's error, as the
+				// engine makes it, not the process's end.
+				if r := recover(); r != nil {
+					panicked.CompareAndSwap(nil, fmt.Errorf("unexpected error: %v", r))
+					failed.Store(true)
+				}
+			}()
 			for !failed.Load() {
 				i := int(next.Add(1) - 1)
-				if i >= len(blk) {
+				if i >= len(blk) || ctx.Err() != nil {
 					return
 				}
 				if !w.series(blk[i], vals[i*nSteps:(i+1)*nSteps], has[i*nSteps:(i+1)*nSteps]) {
@@ -375,6 +411,12 @@ func (q *query) eval(ctx context.Context) (*promql.Result, error) {
 				go func() { defer wg.Done(); run(w) }()
 			}
 			wg.Wait()
+		}
+		if err, ok := panicked.Load().(error); ok {
+			return nil, err
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, contextErr(err, "expression evaluation")
 		}
 		if failed.Load() {
 			return nil, errFallback
@@ -412,16 +454,21 @@ func (q *query) eval(ctx context.Context) (*promql.Result, error) {
 			return nil, errFallback
 		}
 	}
+	var total, read int64
 	for _, w := range wks {
-		q.total += w.total
+		total += w.total
+		read += w.read
 		maxWindow = max(maxWindow, int64(w.maxWindow))
 	}
+	q.mu.Lock()
+	q.stats = stats.QuerySamples{TotalSamples: total, SamplesRead: read, PeakSamples: int(points + maxWindow)}
+	q.mu.Unlock()
 	if points+maxWindow+int64(nGroups) > int64(q.e.maxSamples)/2 {
 		return nil, errFallback
 	}
 
 	if err := ctx.Err(); err != nil {
-		return nil, contextErr(err)
+		return nil, contextErr(err, "expression evaluation")
 	}
 	if q.instant {
 		// One point a group, in the order the groups were first seen, as
@@ -537,7 +584,8 @@ type worker struct {
 	it           chunkenc.Iterator
 	ts           []int64
 	fs           []float64
-	total        int64
+	total        int64 // samples in the steps' windows
+	read         int64 // samples read: a step's window's newer than the step before's end
 	maxWindow    int
 }
 
@@ -614,6 +662,13 @@ func (w *worker) series(s storage.Series, vals []float64, has []bool) bool {
 		}
 		w.total += int64(len(ts))
 		w.maxWindow = max(w.maxWindow, len(ts))
+		if s == 0 {
+			w.read += int64(len(ts))
+		} else {
+			for j := len(ts) - 1; j >= 0 && ts[j] > maxt-q.step; j-- {
+				w.read++
+			}
+		}
 		if len(ts) < 2 {
 			continue
 		}
@@ -678,22 +733,23 @@ func (q *query) Close() {
 func (q *query) Statement() parser.Statement { return q.stmt }
 
 // Stats are the engine's when it answered; else the samples in the steps'
-// windows, as the engine counts them.
+// windows and those read, as the engine counts them, and a peak of the
+// rates held and the largest window (the engine's is about that).
 func (q *query) Stats() *stats.Statistics {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.inner != nil {
 		return q.inner.Stats()
 	}
-	s := stats.NewQuerySamples(false)
-	s.TotalSamples = q.total
-	return &stats.Statistics{Timers: stats.NewQueryTimers(), Samples: s}
+	s := q.stats
+	return &stats.Statistics{Timers: stats.NewQueryTimers(), Samples: &s}
 }
 
 // Cancel stops the evaluation.
 func (q *query) Cancel() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.canceled = true
 	if q.cancel != nil {
 		q.cancel()
 	}

@@ -2,6 +2,7 @@ package promdirect
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -17,6 +18,8 @@ import (
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
+	"github.com/prometheus/prometheus/util/annotations"
 	"github.com/prometheus/prometheus/util/teststorage"
 	"github.com/stretchr/testify/require"
 
@@ -236,12 +239,14 @@ func TestOtherQueriesGoToTheEngine(t *testing.T) {
 		`rate(http_requests_total[1m])`,
 		`sum(rate(http_requests_total[5m:1m]))`,
 		`sum(rate(http_requests_total[1m]) > 0)`,
+		`sum(rate(http_requests_total[1m] offset -0.0005))`, // not whole milliseconds
+		`sum(rate(http_requests_total[60.0006]))`,
 		`sum(rate(http_requests_total[`, // a parse error: the engine's to say
 	} {
 		want := answer(t, engine, st, qs, start, end, time.Minute)
 		require.Equal(t, want, answer(t, direct, q, qs, start, end, time.Minute), qs)
 	}
-	require.Equal(t, 10.0, evaluations(t, reg, "engine"))
+	require.Equal(t, 12.0, evaluations(t, reg, "engine"))
 	require.Zero(t, evaluations(t, reg, "direct"))
 
 	// The histogram series: taken, then handed to the engine.
@@ -254,6 +259,40 @@ func TestOtherQueriesGoToTheEngine(t *testing.T) {
 	qs = `sum by (job) (rate(http_requests_total{instance!="h"}[2m]))`
 	require.Equal(t, answer(t, engine, st, qs, start, end, time.Minute), answer(t, direct, q, qs, start, end, time.Minute))
 	require.Equal(t, 1.0, evaluations(t, reg, "direct"))
+}
+
+// TestStats: the samples counted are the engine's.
+func TestStats(t *testing.T) {
+	st := teststorage.New(t)
+	defer st.Close()
+	counters(t, st, 40, 7)
+	engine := newEngine(50_000_000)
+	direct := New(engine, nil, 50_000_000, time.Minute, 2, nil)
+	for _, qs := range []string{`sum(rate(http_requests_total[5m]))`, `max by (job) (increase(http_requests_total[30s] offset 1m))`} {
+		for _, step := range []time.Duration{0, 15 * time.Second, 2 * time.Minute} {
+			samples := func(e promql.QueryEngine) (int64, int64) {
+				var (
+					qry promql.Query
+					err error
+				)
+				if step == 0 {
+					qry, err = e.NewInstantQuery(context.Background(), st, nil, qs, t0.Add(30*time.Minute))
+				} else {
+					qry, err = e.NewRangeQuery(context.Background(), st, nil, qs, t0.Add(10*time.Minute), t0.Add(50*time.Minute), step)
+				}
+				require.NoError(t, err)
+				defer qry.Close()
+				require.NoError(t, qry.Exec(context.Background()).Err)
+				s := qry.Stats().Samples
+				return s.TotalSamples, s.SamplesRead
+			}
+			wantTotal, wantRead := samples(engine)
+			gotTotal, gotRead := samples(direct)
+			require.Positive(t, wantTotal)
+			require.Equal(t, wantTotal, gotTotal, "%s, step %s: samples in windows", qs, step)
+			require.Equal(t, wantRead, gotRead, "%s, step %s: samples read", qs, step)
+		}
+	}
 }
 
 // TestSampleLimit: a query that could come near the engine's sample limit
@@ -296,7 +335,18 @@ func TestCancelAndTimeout(t *testing.T) {
 	qry, err = direct.NewRangeQuery(context.Background(), st, nil, qs, start, end, time.Second)
 	require.NoError(t, err)
 	res = qry.Exec(context.Background())
-	require.ErrorAs(t, res.Err, new(promql.ErrQueryTimeout))
+	// Past the deadline while selecting ("expanding series: context
+	// deadline exceeded", as the engine says then) or while evaluating.
+	require.True(t, errors.Is(res.Err, context.DeadlineExceeded) || errors.As(res.Err, new(promql.ErrQueryTimeout)), "%v", res.Err)
+	qry.Close()
+
+	// Canceled before it runs: it does not.
+	direct = New(engine, nil, 50_000_000, time.Minute, 2, nil)
+	qry, err = direct.NewRangeQuery(context.Background(), st, nil, qs, start, end, time.Second)
+	require.NoError(t, err)
+	qry.Cancel()
+	res = qry.Exec(context.Background())
+	require.True(t, errors.Is(res.Err, context.Canceled) || errors.As(res.Err, new(promql.ErrQueryCanceled)), "%v", res.Err)
 	qry.Close()
 }
 
@@ -341,5 +391,53 @@ func BenchmarkSumRate(b *testing.B) {
 				qry.Close()
 			}
 		})
+	}
+}
+
+// panicky selects series whose iterators panic.
+type panicky struct{ storage.Queryable }
+
+func (p panicky) ConcurrentSeries() bool { return true }
+
+func (p panicky) Querier(mint, maxt int64) (storage.Querier, error) {
+	q, err := p.Queryable.Querier(mint, maxt)
+	return panickyQuerier{q}, err
+}
+
+type panickyQuerier struct{ storage.Querier }
+
+func (p panickyQuerier) Select(context.Context, bool, *storage.SelectHints, ...*labels.Matcher) storage.SeriesSet {
+	var ss []storage.Series
+	for i := range 300 {
+		ss = append(ss, panickySeries{labels.FromStrings(labels.MetricName, "x_total", "i", fmt.Sprint(i))})
+	}
+	return &seriesList{series: ss, i: -1}
+}
+
+type panickySeries struct{ lset labels.Labels }
+
+func (p panickySeries) Labels() labels.Labels                        { return p.lset }
+func (p panickySeries) Iterator(chunkenc.Iterator) chunkenc.Iterator { panic("a broken chunk") }
+
+type seriesList struct {
+	series []storage.Series
+	i      int
+}
+
+func (s *seriesList) Next() bool                        { s.i++; return s.i < len(s.series) }
+func (s *seriesList) At() storage.Series                { return s.series[s.i] }
+func (s *seriesList) Err() error                        { return nil }
+func (s *seriesList) Warnings() annotations.Annotations { return nil }
+
+// TestPanicIsTheQuerysError: a panic while reading series (on the workers
+// or not) ends the query with an error, as the engine's recovery does, not
+// the process.
+func TestPanicIsTheQuerysError(t *testing.T) {
+	st := teststorage.New(t)
+	defer st.Close()
+	for _, workers := range []int{1, 2} {
+		direct := New(newEngine(50_000_000), nil, 50_000_000, time.Minute, workers, nil)
+		got := answer(t, direct, panicky{st}, `sum(rate(x_total[1m]))`, t0, t0.Add(time.Hour), time.Minute)
+		require.Equal(t, "error: unexpected error: a broken chunk", got)
 	}
 }
