@@ -6,7 +6,8 @@
 # protobuf) (TOTAL spans at most, for at most DURATION: 100
 # traces of 10 spans per request, 4 senders), alternated ROUNDS times; each
 # prints spans/s, the server's CPU-seconds per million spans, its peak RSS,
-# its bytes on disk per span, then LOOKUPS trace-by-id requests right after
+# its bytes on disk per span right after the load (and its bytes after a
+# clean stop, Badger's memtables and logs settled), then LOOKUPS trace-by-id requests right after
 # the load through the Jaeger API (Lumen's /jaeger/api/traces/{id},
 # Jaeger's /api/traces/{id}) and, for Lumen, its correlated answer, and
 # again after IDLE (default 20s) with the server idle. Peer:
@@ -83,6 +84,12 @@ exporters:
 YAML
 }
 
+after() { # dir
+  local b
+  b=$(du -sB1 "$1" | cut -f1)
+  echo "after a clean stop: $b bytes on disk"
+}
+
 for r in $(seq "$ROUNDS"); do
   rm -rf "$work/d" && mkdir -p "$work/d"
   "$work/lumen" serve --data-dir "$work/d" --http-addr 127.0.0.1:14320 --otlp-grpc-addr 127.0.0.1:14317 \
@@ -90,6 +97,7 @@ for r in $(seq "$ROUNDS"); do
   pid=$!
   load "lumen (round $r)" 127.0.0.1:14317 127.0.0.1:14320 $pid "$work/d" http://127.0.0.1:14320/jaeger/api/traces/ http://127.0.0.1:14320/-/ready true 127.0.0.1:14318
   kill $pid; wait $pid 2>/dev/null || true
+  after "$work/d"
 
   rm -rf "$work/d" && mkdir -p "$work/d/keys" "$work/d/values"
   jaeger_config "$work/d" > "$work/jaeger.yaml"
@@ -98,4 +106,5 @@ for r in $(seq "$ROUNDS"); do
   load "jaeger (round $r, Badger)" 127.0.0.1:24317 127.0.0.1:26686 $pid "$work/d" http://127.0.0.1:26686/api/traces/ http://127.0.0.1:23133/status false 127.0.0.1:24318 \
     || { tail -20 "$work/jaeger.log"; exit 1; }
   kill $pid; wait $pid 2>/dev/null || true
+  after "$work/d"
 done
