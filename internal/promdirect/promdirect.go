@@ -213,6 +213,7 @@ type query struct {
 	canceled bool
 	inner    promql.Query // the engine's, when it answers
 	stats    stats.QuerySamples
+	timers   *stats.QueryTimers
 }
 
 // errFallback says the engine must answer.
@@ -240,8 +241,16 @@ func (q *query) Exec(ctx context.Context) *promql.Result {
 	}
 	q.cancel = cancel
 	q.mu.Unlock()
-	res, err := q.eval(ectx)
+	timers := stats.NewQueryTimers()
+	total := timers.GetTimer(stats.ExecTotalTime).Start()
+	eval := timers.GetTimer(stats.EvalTotalTime).Start()
+	res, err := q.eval(ectx, timers)
+	eval.Stop()
+	total.Stop()
 	if err == nil {
+		q.mu.Lock()
+		q.timers = timers
+		q.mu.Unlock()
 		q.e.direct.Inc()
 		return res
 	}
@@ -294,8 +303,9 @@ type cell struct {
 	seen, incMean bool
 }
 
-func (q *query) eval(ctx context.Context) (*promql.Result, error) {
+func (q *query) eval(ctx context.Context, timers *stats.QueryTimers) (*promql.Result, error) {
 	sh := q.sh
+	prepare := timers.GetTimer(stats.QueryPreparationTime).Start()
 	rng := sh.ms.Range.Milliseconds()
 	off := sh.vs.OriginalOffset.Milliseconds()
 	// The engine's selection: the first window's start (exclusive) to the
@@ -321,6 +331,9 @@ func (q *query) eval(ctx context.Context) (*promql.Result, error) {
 	if err := set.Err(); err != nil {
 		return nil, fmt.Errorf("expanding series: %w", err) // the engine's words
 	}
+	prepare.Stop()
+	inner := timers.GetTimer(stats.InnerEvalTime).Start()
+	defer inner.Stop()
 	var annos annotations.Annotations
 	annos.Merge(set.Warnings())
 	if err := ctx.Err(); err != nil {
@@ -496,7 +509,9 @@ func (q *query) eval(ctx context.Context) (*promql.Result, error) {
 		}
 		out = append(out, promql.Series{Metric: groups[g].lset, Floats: fs, DropName: true})
 	}
+	sorting := timers.GetTimer(stats.ResultSortTime).Start()
 	sort.Sort(out)
+	sorting.Stop()
 	return &promql.Result{Value: out, Warnings: annos}, nil
 }
 
@@ -732,17 +747,21 @@ func (q *query) Close() {
 // Statement is the query's.
 func (q *query) Statement() parser.Statement { return q.stmt }
 
-// Stats are the engine's when it answered; else the samples in the steps'
-// windows and those read, as the engine counts them, and a peak of the
-// rates held and the largest window (the engine's is about that).
+// Stats are the engine's when it answered; else the times taken, as the
+// engine times them (no queue here), the samples in the steps' windows and
+// those read, as the engine counts them, and a peak of the rates held and
+// the largest window (the engine's is about that).
 func (q *query) Stats() *stats.Statistics {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.inner != nil {
 		return q.inner.Stats()
 	}
-	s := q.stats
-	return &stats.Statistics{Timers: stats.NewQueryTimers(), Samples: &s}
+	s, timers := q.stats, q.timers
+	if timers == nil {
+		timers = stats.NewQueryTimers()
+	}
+	return &stats.Statistics{Timers: timers, Samples: &s}
 }
 
 // Cancel stops the evaluation.
