@@ -75,12 +75,12 @@ type PromConfig struct {
 	// changes. 0 keeps none.
 	ResultsCacheBytes   int64         `yaml:"results_cache_bytes"`
 	ResultsCacheHorizon time.Duration `yaml:"results_cache_horizon"`
-	// DirectEvaluation evaluates a range query that aggregates (sum,
-	// count, min, max, avg, by or without) rate() or increase() over one
-	// selector series by series on range_query_parts cores, with the
-	// engine's arithmetic, instead of through the engine
-	// (internal/promdirect). The answer is the same, to the bit; false
-	// leaves every query to the engine.
+	// DirectEvaluation evaluates a query or rule that aggregates (sum,
+	// count, min, max, avg, by or without) rate(), increase(), irate() or
+	// sum/count/max/min_over_time() over one selector series by series on
+	// range_query_parts cores, with the engine's arithmetic, instead of
+	// through the engine (internal/promdirect). The answer is the same, to
+	// the bit; false leaves every query to the engine.
 	DirectEvaluation bool `yaml:"direct_evaluation"`
 }
 

@@ -483,6 +483,11 @@ func demoCases(start time.Time) []demoCase {
 			add(wantData, "%s%s (rate(%s[5m]))", op, g, demoCPU)
 		}
 		add(wantData, "%s by (mode) (increase(%s[1m] offset 3m))", op, demoCPU)
+		add(wantData, "%s by (instance) (irate(%s[2m]))", op, demoCPU)
+		add(wantData, "%s without (instance) (max_over_time(%s[3m]))", op, demoMem)
+		add(wantData, "%s (min_over_time(%s[1m] offset 1m))", op, demoMem)
+		add(wantData, "%s by (type) (sum_over_time(%s[2m]))", op, demoMem)
+		add(wantData, "%s by (job) (count_over_time(%s[5m]))", op, demoIntermittent)
 	}
 	for _, op := range []string{"topk", "bottomk"} {
 		add(wantData, "%s(3, %s)", op, demoMem)

@@ -1,6 +1,7 @@
 // Package promdirect evaluates the commonest dashboard query — an
 // aggregation (sum, count, min, max, avg), by or without labels, of rate()
-// or increase() over one selector, over a range or at an instant — series
+// or increase() (or irate(), sum/count/max/min_over_time()) over one
+// selector, over a range or at an instant — series
 // by series on every core, in one pass over each series' samples, instead
 // of through Prometheus' engine.
 //
@@ -84,7 +85,7 @@ func New(e promql.QueryEngine, p parser.Parser, maxSamples int, timeout time.Dur
 	}
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "lumen_promql_direct_queries_total",
-		Help: "Range and instant queries by how they were evaluated: direct (an aggregation of rate or increase read series by series), fallback (taken for it, then found to need the engine: native histograms, a read error, near the sample limit) or engine (any other shape).",
+		Help: "Range and instant queries by how they were evaluated: direct (an aggregation of rate, increase, irate or sum/count/max/min_over_time read series by series), fallback (taken for it, then found to need the engine: native histograms, a read error, near the sample limit) or engine (any other shape).",
 	}, []string{"evaluation"})
 	if reg != nil {
 		// Another engine of the same process (the API's and the rules')
@@ -100,6 +101,13 @@ func New(e promql.QueryEngine, p parser.Parser, maxSamples int, timeout time.Dur
 	}
 	return &Engine{QueryEngine: e, parser: p, maxSamples: maxSamples, timeout: timeout, workers: workers,
 		direct: c.WithLabelValues("direct"), fallback: c.WithLabelValues("fallback"), engine: c.WithLabelValues("engine")}
+}
+
+// functions are the range functions evaluated here: each drops the
+// series' name, and each is a function of the window's floats alone.
+var functions = map[string]bool{
+	"rate": true, "increase": true, "irate": true,
+	"sum_over_time": true, "count_over_time": true, "max_over_time": true, "min_over_time": true,
 }
 
 // shape is a query the engine need not evaluate.
@@ -124,7 +132,7 @@ func match(expr parser.Expr) (*shape, bool) {
 		return nil, false
 	}
 	call, ok := agg.Expr.(*parser.Call)
-	if !ok || len(call.Args) != 1 || (call.Func.Name != "rate" && call.Func.Name != "increase") {
+	if !ok || len(call.Args) != 1 || !functions[call.Func.Name] {
 		return nil, false
 	}
 	ms, ok := call.Args[0].(*parser.MatrixSelector)
@@ -382,7 +390,7 @@ func (q *query) eval(ctx context.Context, timers *stats.QueryTimers) (*promql.Re
 	}
 	wks := make([]*worker, workers)
 	for i := range wks {
-		wks[i] = &worker{q: q, rng: rng, off: off, isRate: sh.fn == "rate", rangeSeconds: sh.ms.Range.Seconds()}
+		wks[i] = &worker{q: q, rng: rng, off: off, fn: sh.fn, rangeSeconds: sh.ms.Range.Seconds()}
 	}
 	var points, maxWindow int64
 	var lb labels.Builder
@@ -594,7 +602,7 @@ func result(op parser.ItemType, c *cell) float64 {
 type worker struct {
 	q            *query
 	rng, off     int64
-	isRate       bool
+	fn           string
 	rangeSeconds float64
 	it           chunkenc.Iterator
 	ts           []int64
@@ -684,14 +692,61 @@ func (w *worker) series(s storage.Series, vals []float64, has []bool) bool {
 				w.read++
 			}
 		}
-		if len(ts) < 2 {
-			continue
-		}
-		vals[s] = w.rate(ts, fs, step)
-		has[s] = true
+		vals[s], has[s] = w.value(ts, fs, step)
 	}
 	w.ts, w.fs = ts, fs
 	return true
+}
+
+// value is the function's value over the window's floats (not empty),
+// and whether it has one, as the engine's functions compute it.
+func (w *worker) value(ts []int64, fs []float64, step int64) (float64, bool) {
+	switch w.fn {
+	case "rate", "increase":
+		if len(ts) < 2 {
+			return 0, false
+		}
+		return w.rate(ts, fs, step), true
+	case "irate":
+		// instantValue: the last two samples; a reset leaves the last.
+		n := len(ts)
+		if n < 2 || ts[n-1] == ts[n-2] {
+			return 0, false
+		}
+		v := fs[n-1]
+		if !(fs[n-1] < fs[n-2]) {
+			v = fs[n-1] - fs[n-2]
+		}
+		return v / (float64(ts[n-1]-ts[n-2]) / 1000), true
+	case "count_over_time":
+		return float64(len(fs)), true
+	case "sum_over_time":
+		var sum, c float64
+		for _, f := range fs {
+			sum, c = kahansum.Inc(f, sum, c)
+		}
+		if math.IsInf(sum, 0) {
+			return sum, true
+		}
+		return sum + c, true
+	case "max_over_time":
+		v := fs[0]
+		for _, f := range fs {
+			if f > v || math.IsNaN(v) {
+				v = f
+			}
+		}
+		return v, true
+	case "min_over_time":
+		v := fs[0]
+		for _, f := range fs {
+			if f < v || math.IsNaN(v) {
+				v = f
+			}
+		}
+		return v, true
+	}
+	return 0, false
 }
 
 // rate is the engine's extrapolatedRate of a counter's floats (no start
@@ -729,7 +784,7 @@ func (w *worker) rate(ts []int64, fs []float64, step int64) float64 {
 	if sampledInterval != 0 {
 		factor = (sampledInterval + durationToStart + durationToEnd) / sampledInterval
 	}
-	if w.isRate {
+	if w.fn == "rate" {
 		factor /= w.rangeSeconds
 	}
 	return result * factor

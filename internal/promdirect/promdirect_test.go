@@ -181,6 +181,7 @@ func TestAnswersAreTheEngines(t *testing.T) {
 	groupings := []string{"", "by (job)", "by (job, zone)", "without (instance)", "by (nothing)", "without (zone, instance)", "by (__name__)", "by ()"}
 	selectors := []string{`http_requests_total`, `{__name__=~"http_requests_total|queue_depth"}`, `http_requests_total{job="job1"}`, `queue_depth`, `absent_metric`}
 	ranges := []string{"30s", "1m", "2m30s", "5m", "20m"}
+	fns := []string{"rate", "increase", "irate", "sum_over_time", "count_over_time", "max_over_time", "min_over_time"}
 	offsets := []string{"", " offset 1m", " offset -2m"}
 	steps := []time.Duration{0, 7 * time.Second, 15 * time.Second, time.Minute, 4 * time.Minute, 10 * time.Minute} // 0: an instant query
 	for _, workers := range []int{1, 4} {
@@ -191,9 +192,9 @@ func TestAnswersAreTheEngines(t *testing.T) {
 			q = promtest.Concurrent{Queryable: st}
 		}
 		asked := 0
-		for range 150 {
+		for range 300 {
 			qs := fmt.Sprintf("%s %s (%s(%s[%s]%s))", ops[r.IntN(len(ops))], groupings[r.IntN(len(groupings))],
-				[]string{"rate", "increase"}[r.IntN(2)], selectors[r.IntN(len(selectors))], ranges[r.IntN(len(ranges))], offsets[r.IntN(len(offsets))])
+				fns[r.IntN(len(fns))], selectors[r.IntN(len(selectors))], ranges[r.IntN(len(ranges))], offsets[r.IntN(len(offsets))])
 			start := t0.Add(time.Duration(r.Int64N(int64(70*time.Minute))) - 5*time.Minute).Add(time.Duration(r.IntN(1000)) * time.Millisecond)
 			end := start.Add(time.Duration(r.Int64N(int64(50 * time.Minute))))
 			step := steps[r.IntN(len(steps))]
@@ -233,7 +234,7 @@ func TestOtherQueriesGoToTheEngine(t *testing.T) {
 		`sum(rate(http_requests_total[1m] @ 600))`,
 		`sum(rate(http_requests_total[1m] @ end()))`,
 		`sum(rate(http_requests_total[1m+1m]))`,
-		`sum(irate(http_requests_total[1m]))`,
+		`sum(idelta(http_requests_total[1m]))`,
 		`topk(2, rate(http_requests_total[1m]))`,
 		`sum(rate(http_requests_total[1m])) by (job) * 2`,
 		`rate(http_requests_total[1m])`,
