@@ -442,3 +442,46 @@ func TestPanicIsTheQuerysError(t *testing.T) {
 		require.Equal(t, "error: unexpected error: a broken chunk", got)
 	}
 }
+
+// TestOverflowAsTheEngine: sums and averages past float64's range (the
+// engine's incremental mean once a sum would overflow, Inf in a sum over
+// time), and NaN everywhere in some windows, are the engine's.
+func TestOverflowAsTheEngine(t *testing.T) {
+	st := teststorage.New(t)
+	defer st.Close()
+	app := st.Appender(context.Background())
+	for i := range 40 {
+		lset := labels.FromStrings(labels.MetricName, "huge_total", "job", fmt.Sprintf("job%d", i%2), "instance", fmt.Sprintf("i%d", i))
+		for k := range 240 {
+			v := math.MaxFloat64 / float64(1+i%5) * (0.5 + float64(k%7)/14)
+			switch {
+			case i%13 == 4 && k%9 == 0:
+				v = math.NaN()
+			case i%11 == 3 && k%17 == 0:
+				v = math.Inf(1)
+			case i%7 == 6:
+				v = -v
+			}
+			_, err := app.Append(0, lset, t0.Add(time.Duration(k)*15*time.Second).UnixMilli(), v)
+			require.NoError(t, err)
+		}
+	}
+	require.NoError(t, app.Commit())
+	engine := newEngine(50_000_000)
+	reg := prometheus.NewRegistry()
+	direct := New(engine, nil, 50_000_000, time.Minute, 1, reg)
+	asked := 0
+	for _, op := range []string{"sum", "avg", "min", "max"} {
+		for _, fn := range []string{"rate", "increase", "irate", "sum_over_time", "max_over_time"} {
+			for _, g := range []string{"", "by (job)"} {
+				qs := fmt.Sprintf("%s %s (%s(huge_total[2m]))", op, g, fn)
+				for _, step := range []time.Duration{0, 45 * time.Second} {
+					want := answer(t, engine, st, qs, t0.Add(10*time.Minute), t0.Add(50*time.Minute), step)
+					require.Equal(t, want, answer(t, direct, st, qs, t0.Add(10*time.Minute), t0.Add(50*time.Minute), step), "%s, step %s", qs, step)
+					asked++
+				}
+			}
+		}
+	}
+	require.Equal(t, float64(asked), evaluations(t, reg, "direct"))
+}
