@@ -696,6 +696,10 @@ func demoCases(start time.Time) []demoCase {
 	add(wantNoData, "histogram_quantile(0.9, %s)", demoMem)
 	add(wantData, `histogram_quantile(0.9, {__name__=~"demo_api_request_duration_seconds_.+"})`)
 	add(wantData, "histogram_quantile(0.9, sum by (le) (rate(%s[5m])))", demoClassic)
+	for _, q := range []string{"0", "0.5", "0.99", "1"} {
+		add(wantData, "histogram_quantile(%s, sum by (le, instance) (rate(%s[1m])))", q, demoClassic)
+		add(wantData, "histogram_quantile(%s, sum by (path, le) (increase(%s[5m] offset 2m)))", q, demoClassic)
+	}
 	add(wantData, "histogram_fraction(0, 0.1, rate(%s[5m]))", demoClassic)
 	for _, q := range []string{"0.1", "0.5", "0.9", "0.99"} {
 		add(wantData, "histogram_quantile(%s, rate(%s[5m]))", q, demoNative)

@@ -1,7 +1,8 @@
 // Package promdirect evaluates the commonest dashboard query — an
 // aggregation (sum, count, min, max, avg), by or without labels, of rate()
 // or increase() (or irate(), sum/count/max/min_over_time()) over one
-// selector, over a range or at an instant — series
+// selector, and histogram_quantile() of such a sum by le, over a range or
+// at an instant — series
 // by series on every core, in one pass over each series' samples, instead
 // of through Prometheus' engine.
 //
@@ -31,6 +32,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -118,10 +120,37 @@ type shape struct {
 	fn       string
 	ms       *parser.MatrixSelector
 	vs       *parser.VectorSelector
+	// histogram_quantile(quantile, agg): the aggregation is a sum by le
+	// (and other labels) of classic buckets.
+	quantile *float64
+	buckets  parser.Expr // the aggregation, histogram_quantile's argument
 }
 
 // match reports the shape of expr when it is one evaluated here.
 func match(expr parser.Expr) (*shape, bool) {
+	call, ok := expr.(*parser.Call)
+	if !ok || call.Func.Name != "histogram_quantile" || len(call.Args) != 2 {
+		return matchAggregation(expr)
+	}
+	// histogram_quantile(φ, sum by (le, …) (f(selector[range]))): a valid
+	// φ (else the engine warns at each step it has buckets), no __name__
+	// in the grouping (else two names could make one output series).
+	num, ok := call.Args[0].(*parser.NumberLiteral)
+	if !ok || math.IsNaN(num.Val) || num.Val < 0 || num.Val > 1 {
+		return nil, false
+	}
+	sh, ok := matchAggregation(call.Args[1])
+	if !ok || sh.agg.Op != parser.SUM || sh.agg.Without || !slices.Contains(sh.grouping, labels.BucketLabel) ||
+		slices.Contains(sh.grouping, labels.MetricName) {
+		return nil, false
+	}
+	q := num.Val
+	sh.expr, sh.quantile, sh.buckets = expr, &q, call.Args[1]
+	return sh, true
+}
+
+// matchAggregation reports the shape of an aggregation evaluated here.
+func matchAggregation(expr parser.Expr) (*shape, bool) {
 	agg, ok := expr.(*parser.AggregateExpr)
 	if !ok || agg.Param != nil {
 		return nil, false
@@ -491,6 +520,9 @@ func (q *query) eval(ctx context.Context, timers *stats.QueryTimers) (*promql.Re
 	if err := ctx.Err(); err != nil {
 		return nil, contextErr(err, "expression evaluation")
 	}
+	if sh.quantile != nil {
+		return q.quantiles(groups, order, cells, nSteps, annos, timers)
+	}
 	if q.instant {
 		// One point a group, in the order the groups were first seen, as
 		// the engine turns its one-step matrix into a vector.
@@ -521,6 +553,92 @@ func (q *query) eval(ctx context.Context, timers *stats.QueryTimers) (*promql.Re
 	sort.Sort(out)
 	sorting.Stop()
 	return &promql.Result{Value: out, Warnings: annos}, nil
+}
+
+// bucketSet is one classic histogram of histogram_quantile's input: its
+// labels but le, and its buckets at the step at hand.
+type bucketSet struct {
+	metric  labels.Labels
+	buckets promql.Buckets
+	out     int // its series in the answer, or -1
+}
+
+// quantiles is histogram_quantile of the groups (a sum by le and other
+// labels) at every step, as the engine computes it: the groups with a
+// value at a step, in the order they were first seen (the engine's
+// order), made buckets of their histograms (resetHistograms), each
+// histogram's quantile from Prometheus' own BucketQuantile. Buckets that
+// are not monotonic are the engine's to answer.
+func (q *query) quantiles(groups []group, order []int32, cells []cell, nSteps int, annos annotations.Annotations, timers *stats.QueryTimers) (*promql.Result, error) {
+	sh := q.sh
+	pos := sh.buckets.PositionRange()
+	byKey := map[string]*bucketSet{}
+	var (
+		sets []*bucketSet // as first seen
+		out  []promql.Series
+		buf  []byte
+		lb   labels.Builder
+	)
+	for s := range nSteps {
+		ts := q.start + int64(s)*q.step
+		for _, b := range sets {
+			b.buckets = b.buckets[:0]
+		}
+		for _, g := range order {
+			c := &cells[int(g)*nSteps+s]
+			if !c.seen {
+				continue
+			}
+			lset := groups[g].lset
+			le := lset.Get(labels.BucketLabel)
+			ub, err := strconv.ParseFloat(le, 64)
+			if err != nil {
+				annos.Add(annotations.NewBadBucketLabelWarning("", le, pos))
+				continue
+			}
+			buf = lset.BytesWithoutLabels(buf, labels.BucketLabel)
+			b := byKey[string(buf)]
+			if b == nil {
+				lb.Reset(lset)
+				lb.Del(labels.BucketLabel)
+				b = &bucketSet{metric: lb.Labels(), out: -1}
+				byKey[string(buf)] = b
+				sets = append(sets, b)
+			}
+			b.buckets = append(b.buckets, promql.Bucket{UpperBound: ub, Count: result(parser.SUM, c)})
+		}
+		for _, b := range sets {
+			if len(b.buckets) == 0 {
+				continue
+			}
+			v, forced, _, _, _, _ := promql.BucketQuantile(*sh.quantile, b.buckets)
+			if forced {
+				// Buckets that had to be made monotonic: the engine's
+				// info annotation counts them through its merges of
+				// annotations step by step and level by level, which
+				// only the engine itself repeats.
+				return nil, errFallback
+			}
+			if b.out < 0 {
+				b.out = len(out)
+				out = append(out, promql.Series{Metric: b.metric.DropReserved(schema.IsMetadataLabel), DropName: true})
+			}
+			out[b.out].Floats = append(out[b.out].Floats, promql.FPoint{T: ts, F: v})
+		}
+	}
+	if q.instant {
+		// The engine's order is its map's, which is none; here the
+		// histograms' as first seen.
+		vec := make(promql.Vector, 0, len(out))
+		for _, sr := range out {
+			vec = append(vec, promql.Sample{Metric: sr.Metric, T: q.start, F: sr.Floats[0].F, DropName: true})
+		}
+		return &promql.Result{Value: vec, Warnings: annos}, nil
+	}
+	sorting := timers.GetTimer(stats.ResultSortTime).Start()
+	sort.Sort(promql.Matrix(out))
+	sorting.Stop()
+	return &promql.Result{Value: promql.Matrix(out), Warnings: annos}, nil
 }
 
 // counterName is the engine's test of a name that rate() may be asked of

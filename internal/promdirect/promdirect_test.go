@@ -485,3 +485,145 @@ func TestOverflowAsTheEngine(t *testing.T) {
 	}
 	require.Equal(t, float64(asked), evaluations(t, reg, "direct"))
 }
+
+// buckets writes classic histograms: n series of cumulative buckets (le
+// 0.1, 0.5, 1, 5, +Inf) over an hour, with resets, missed scrapes, buckets
+// that are not monotonic at times (the engine then forces them, and says
+// so), a bucket whose le is not a number, and one histogram without +Inf.
+func buckets(t *testing.T, st storage.Appendable, n int, seed uint64) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(seed, seed+1))
+	app := st.Appender(context.Background())
+	les := []string{"0.1", "0.5", "1", "5", "+Inf"}
+	for i := range n {
+		counts := make([]float64, len(les))
+		for ts := t0.UnixMilli(); ts <= t0.Add(time.Hour).UnixMilli(); ts += 15_000 {
+			if r.IntN(50) == 0 {
+				continue
+			}
+			if r.IntN(100) == 0 {
+				clear(counts)
+			}
+			add := 0.0
+			for j := range les {
+				add += r.Float64() * 3
+				counts[j] += add
+			}
+			for j, le := range les {
+				if i%9 == 8 && le == "+Inf" {
+					continue
+				}
+				v := counts[j]
+				if i%5 == 2 && j == 2 && r.IntN(4) == 0 {
+					v -= 2 // a bucket below the one before it
+				}
+				name := "req_duration_seconds_bucket"
+				if i%17 == 16 && j == 1 {
+					le = "0.5x"
+				}
+				lset := labels.FromStrings(labels.MetricName, name, "le", le, "job", fmt.Sprintf("job%d", i%3), "instance", fmt.Sprintf("i%d", i))
+				_, err := app.Append(0, lset, ts+int64(j), v)
+				require.NoError(t, err)
+			}
+		}
+	}
+	require.NoError(t, app.Commit())
+}
+
+// sortedLines sorts an instant answer's lines: the engine's order of
+// histogram_quantile's series is its map's.
+func sortedLines(a string) string {
+	lines := strings.Split(a, "\n")
+	slices.Sort(lines[1:])
+	return strings.Join(lines, "\n")
+}
+
+// TestHistogramQuantileAsTheEngine: histogram_quantile of a sum by le of
+// rate or increase of classic buckets, range and instant, as the engine
+// answers it (an instant vector's order aside: the engine's is none).
+func TestHistogramQuantileAsTheEngine(t *testing.T) {
+	st := teststorage.New(t)
+	defer st.Close()
+	buckets(t, st, 60, 8)
+	engine := newEngine(50_000_000)
+	reg := prometheus.NewRegistry()
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, workers := range []int{1, 3} {
+		direct := New(engine, nil, 50_000_000, time.Minute, workers, reg)
+		var q storage.Queryable = st
+		if workers > 1 {
+			q = promtest.Concurrent{Queryable: st}
+		}
+		for range 80 {
+			qs := fmt.Sprintf("histogram_quantile(%s, sum by (%s) (%s(req_duration_seconds_bucket%s[%s])))",
+				[]string{"0", "0.5", "0.9", "0.99", "1"}[r.IntN(5)],
+				[]string{"le", "le, job", "job, le", "instance, le"}[r.IntN(4)],
+				[]string{"rate", "increase"}[r.IntN(2)],
+				[]string{"", `{job="job1"}`, `{instance=~"i1.*"}`}[r.IntN(3)],
+				[]string{"1m", "5m", "30s"}[r.IntN(3)])
+			start := t0.Add(time.Duration(r.Int64N(int64(60 * time.Minute))))
+			end := start.Add(time.Duration(r.Int64N(int64(30 * time.Minute))))
+			step := []time.Duration{0, 15 * time.Second, time.Minute, 7 * time.Minute}[r.IntN(4)]
+			want := answer(t, engine, st, qs, start, end, step)
+			got := answer(t, direct, q, qs, start, end, step)
+			if step == 0 {
+				want, got = sortedLines(want), sortedLines(got)
+			}
+			require.Equal(t, want, got, "%s from %s to %s step %s, %d workers", qs, start, end, step, workers)
+		}
+	}
+	// Those whose buckets had to be made monotonic at some step went to
+	// the engine.
+	direct, fallback := evaluations(t, reg, "direct"), evaluations(t, reg, "fallback")
+	require.Equal(t, 160.0, direct+fallback)
+	require.Greater(t, direct, 40.0)
+	require.Positive(t, fallback)
+	require.Zero(t, evaluations(t, reg, "engine"))
+}
+
+// BenchmarkHistogramQuantile: the 99th percentile by job of 1,000
+// histograms of 10 buckets (10k series of an hour at 15 s), 30 minutes at a
+// 60-s step, of the engine and evaluated here (one worker).
+//
+//	go test -run '^$' -bench HistogramQuantile -benchtime 20x ./internal/promdirect
+func BenchmarkHistogramQuantile(b *testing.B) {
+	st := teststorage.New(b)
+	defer st.Close()
+	app := st.Appender(context.Background())
+	les := []string{"0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf"}
+	for i := range 1_000 {
+		for j, le := range les {
+			lset := labels.FromStrings(labels.MetricName, "http_request_duration_seconds_bucket", "job", fmt.Sprintf("job%d", i%10), "instance", fmt.Sprintf("i%d", i), "le", le)
+			v := 0.0
+			for ts := t0.UnixMilli(); ts < t0.Add(time.Hour).UnixMilli(); ts += 15_000 {
+				v += float64(j + i%3 + 1)
+				if _, err := app.Append(0, lset, ts, v); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	if err := app.Commit(); err != nil {
+		b.Fatal(err)
+	}
+	engine := newEngine(50_000_000)
+	qs := `histogram_quantile(0.99, sum by (job, le) (rate(http_request_duration_seconds_bucket[5m])))`
+	start, end := t0.Add(29*time.Minute), t0.Add(59*time.Minute)
+	for _, c := range []struct {
+		name string
+		e    promql.QueryEngine
+	}{{"engine", engine}, {"direct", New(engine, nil, 50_000_000, time.Minute, 1, nil)}} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				qry, err := c.e.NewRangeQuery(context.Background(), st, nil, qs, start, end, time.Minute)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if res := qry.Exec(context.Background()); res.Err != nil || len(res.Value.(promql.Matrix)) != 10 {
+					b.Fatal(res.Err, res.Value)
+				}
+				qry.Close()
+			}
+		})
+	}
+}
