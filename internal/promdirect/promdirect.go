@@ -281,7 +281,7 @@ func (q *query) Exec(ctx context.Context) *promql.Result {
 	timers := stats.NewQueryTimers()
 	total := timers.GetTimer(stats.ExecTotalTime).Start()
 	eval := timers.GetTimer(stats.EvalTotalTime).Start()
-	res, err := q.eval(ectx, timers)
+	res, err := q.evalRecovered(ectx, timers)
 	eval.Stop()
 	total.Stop()
 	if err == nil {
@@ -338,6 +338,17 @@ type group struct {
 type cell struct {
 	v, c, mean, n float64
 	seen, incMean bool
+}
+
+// evalRecovered is eval, a panic in it the query's error (as the engine's
+// recovery makes it), not the process's end.
+func (q *query) evalRecovered(ctx context.Context, timers *stats.QueryTimers) (res *promql.Result, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			res, err = nil, fmt.Errorf("unexpected error: %v", r)
+		}
+	}()
+	return q.eval(ctx, timers)
 }
 
 func (q *query) eval(ctx context.Context, timers *stats.QueryTimers) (*promql.Result, error) {
@@ -579,6 +590,15 @@ func (q *query) quantiles(groups []group, order []int32, cells []cell, nSteps in
 		buf  []byte
 		lb   labels.Builder
 	)
+	// The engine evaluates histogram_quantile over the sum's whole answer
+	// and φ at every step, holding its own answer meanwhile: near half
+	// its sample limit, it answers (or refuses).
+	held := nSteps + 1 + len(groups)
+	for _, c := range cells {
+		if c.seen {
+			held++
+		}
+	}
 	for s := range nSteps {
 		ts := q.start + int64(s)*q.step
 		for _, b := range sets {
@@ -624,6 +644,9 @@ func (q *query) quantiles(groups []group, order []int32, cells []cell, nSteps in
 				out = append(out, promql.Series{Metric: b.metric.DropReserved(schema.IsMetadataLabel), DropName: true})
 			}
 			out[b.out].Floats = append(out[b.out].Floats, promql.FPoint{T: ts, F: v})
+			if held++; held > q.e.maxSamples/2 {
+				return nil, errFallback
+			}
 		}
 	}
 	if q.instant {

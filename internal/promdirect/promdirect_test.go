@@ -627,3 +627,27 @@ func BenchmarkHistogramQuantile(b *testing.B) {
 		})
 	}
 }
+
+// TestHistogramQuantileSampleLimit: histogram_quantile holds more at once
+// in the engine than the sum under it; near the limit the engine answers,
+// here refusing as it would.
+func TestHistogramQuantileSampleLimit(t *testing.T) {
+	st := teststorage.New(t)
+	defer st.Close()
+	app := st.Appender(context.Background())
+	for k := range 500 {
+		_, err := app.Append(0, labels.FromStrings(labels.MetricName, "one_bucket", "le", "+Inf"), t0.Add(time.Duration(k)*10*time.Second).UnixMilli(), float64(k))
+		require.NoError(t, err)
+	}
+	require.NoError(t, app.Commit())
+	engine := newEngine(1000)
+	reg := prometheus.NewRegistry()
+	direct := New(engine, nil, 1000, time.Minute, 1, reg)
+	qs := `histogram_quantile(0.5, sum by (le) (rate(one_bucket[20s])))`
+	start := t0.Add(time.Minute)
+	end := start.Add(399 * 10 * time.Second)
+	want := answer(t, engine, st, qs, start, end, 10*time.Second)
+	require.Contains(t, want, "too many samples")
+	require.Equal(t, want, answer(t, direct, st, qs, start, end, 10*time.Second))
+	require.Equal(t, 1.0, evaluations(t, reg, "fallback"))
+}
