@@ -192,13 +192,7 @@ func (e *Engine) NewRangeQuery(ctx context.Context, q storage.Queryable, opts pr
 		e.engine.Inc()
 		return e.QueryEngine.NewRangeQuery(ctx, q, opts, qs, start, end, interval)
 	}
-	var lookback time.Duration
-	if opts != nil {
-		lookback = opts.LookbackDelta()
-	}
-	return &query{e: e, ctx: ctx, q: q, opts: opts, qs: qs, sh: sh,
-		start: millis(start), end: millis(end), step: interval.Milliseconds(),
-		stmt: &parser.EvalStmt{Expr: sh.expr, Start: start, End: end, Interval: interval, LookbackDelta: lookback}}, nil
+	return e.newQuery(ctx, q, opts, qs, sh, start, end, interval), nil
 }
 
 // NewInstantQuery returns a query evaluated here when its shape is one of
@@ -209,13 +203,24 @@ func (e *Engine) NewInstantQuery(ctx context.Context, q storage.Queryable, opts 
 		e.engine.Inc()
 		return e.QueryEngine.NewInstantQuery(ctx, q, opts, qs, ts)
 	}
+	return e.newQuery(ctx, q, opts, qs, sh, ts, ts, 0), nil
+}
+
+// newQuery is the query of shape sh from start to end at interval; an
+// interval of 0 is an instant query, a range query of one step (the
+// engine's interval of 1 ms).
+func (e *Engine) newQuery(ctx context.Context, q storage.Queryable, opts promql.QueryOpts, qs string, sh *shape, start, end time.Time, interval time.Duration) *query {
 	var lookback time.Duration
 	if opts != nil {
 		lookback = opts.LookbackDelta()
 	}
-	return &query{e: e, ctx: ctx, q: q, opts: opts, qs: qs, sh: sh, instant: true,
-		start: millis(ts), end: millis(ts), step: 1,
-		stmt: &parser.EvalStmt{Expr: sh.expr, Start: ts, End: ts, LookbackDelta: lookback}}, nil
+	step := interval.Milliseconds()
+	if interval == 0 {
+		step = 1
+	}
+	return &query{e: e, ctx: ctx, q: q, opts: opts, qs: qs, sh: sh, instant: interval == 0,
+		start: millis(start), end: millis(end), step: step,
+		stmt: &parser.EvalStmt{Expr: sh.expr, Start: start, End: end, Interval: interval, LookbackDelta: lookback}}
 }
 
 // shapeOf parses qs and reports its shape when it is evaluated here.

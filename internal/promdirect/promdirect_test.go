@@ -19,7 +19,6 @@ import (
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
-	"github.com/prometheus/prometheus/util/annotations"
 	"github.com/prometheus/prometheus/util/teststorage"
 	"github.com/stretchr/testify/require"
 
@@ -102,19 +101,20 @@ func counters(t *testing.T, st storage.Appendable, n int, seed uint64) {
 	require.NoError(t, app.Commit())
 }
 
+// ask makes the query: a range query, or with a step of 0 an instant
+// query at start.
+func ask(e promql.QueryEngine, q storage.Queryable, qs string, start, end time.Time, step time.Duration) (promql.Query, error) {
+	if step == 0 {
+		return e.NewInstantQuery(context.Background(), q, nil, qs, start)
+	}
+	return e.NewRangeQuery(context.Background(), q, nil, qs, start, end, step)
+}
+
 // answer is a query's result, points bit for bit, in the order given; a
 // step of 0 asks an instant query at start.
 func answer(t *testing.T, e promql.QueryEngine, q storage.Queryable, qs string, start, end time.Time, step time.Duration) string {
 	t.Helper()
-	var (
-		qry promql.Query
-		err error
-	)
-	if step == 0 {
-		qry, err = e.NewInstantQuery(context.Background(), q, nil, qs, start)
-	} else {
-		qry, err = e.NewRangeQuery(context.Background(), q, nil, qs, start, end, step)
-	}
+	qry, err := ask(e, q, qs, start, end, step)
 	if err != nil {
 		return "error: " + err.Error()
 	}
@@ -272,15 +272,11 @@ func TestStats(t *testing.T) {
 	for _, qs := range []string{`sum(rate(http_requests_total[5m]))`, `max by (job) (increase(http_requests_total[30s] offset 1m))`} {
 		for _, step := range []time.Duration{0, 15 * time.Second, 2 * time.Minute} {
 			samples := func(e promql.QueryEngine) (int64, int64) {
-				var (
-					qry promql.Query
-					err error
-				)
+				start := t0.Add(10 * time.Minute)
 				if step == 0 {
-					qry, err = e.NewInstantQuery(context.Background(), st, nil, qs, t0.Add(30*time.Minute))
-				} else {
-					qry, err = e.NewRangeQuery(context.Background(), st, nil, qs, t0.Add(10*time.Minute), t0.Add(50*time.Minute), step)
+					start = t0.Add(30 * time.Minute)
 				}
+				qry, err := ask(e, st, qs, start, t0.Add(50*time.Minute), step)
 				require.NoError(t, err)
 				defer qry.Close()
 				require.NoError(t, qry.Exec(context.Background()).Err)
@@ -373,26 +369,7 @@ func BenchmarkSumRate(b *testing.B) {
 	if err := app.Commit(); err != nil {
 		b.Fatal(err)
 	}
-	engine := newEngine(50_000_000)
-	qs := `sum by (job) (rate(http_requests_total[1m]))`
-	start, end := t0.Add(29*time.Minute), t0.Add(59*time.Minute)
-	for _, c := range []struct {
-		name string
-		e    promql.QueryEngine
-	}{{"engine", engine}, {"direct", New(engine, nil, 50_000_000, time.Minute, 1, nil)}} {
-		b.Run(c.name, func(b *testing.B) {
-			for b.Loop() {
-				qry, err := c.e.NewRangeQuery(context.Background(), st, nil, qs, start, end, time.Minute)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if res := qry.Exec(context.Background()); res.Err != nil || len(res.Value.(promql.Matrix)) != 10 {
-					b.Fatal(res.Err, res.Value)
-				}
-				qry.Close()
-			}
-		})
-	}
+	benchEngines(b, st, `sum by (job) (rate(http_requests_total[1m]))`)
 }
 
 // panicky selects series whose iterators panic.
@@ -412,23 +389,13 @@ func (p panickyQuerier) Select(context.Context, bool, *storage.SelectHints, ...*
 	for i := range 300 {
 		ss = append(ss, panickySeries{labels.FromStrings(labels.MetricName, "x_total", "i", fmt.Sprint(i))})
 	}
-	return &seriesList{series: ss, i: -1}
+	return promtest.SeriesSet(ss)
 }
 
 type panickySeries struct{ lset labels.Labels }
 
 func (p panickySeries) Labels() labels.Labels                        { return p.lset }
 func (p panickySeries) Iterator(chunkenc.Iterator) chunkenc.Iterator { panic("a broken chunk") }
-
-type seriesList struct {
-	series []storage.Series
-	i      int
-}
-
-func (s *seriesList) Next() bool                        { s.i++; return s.i < len(s.series) }
-func (s *seriesList) At() storage.Series                { return s.series[s.i] }
-func (s *seriesList) Err() error                        { return nil }
-func (s *seriesList) Warnings() annotations.Annotations { return nil }
 
 // TestPanicIsTheQuerysError: a panic while reading series (on the workers
 // or not) ends the query with an error, as the engine's recovery does, not
@@ -606,26 +573,7 @@ func BenchmarkHistogramQuantile(b *testing.B) {
 	if err := app.Commit(); err != nil {
 		b.Fatal(err)
 	}
-	engine := newEngine(50_000_000)
-	qs := `histogram_quantile(0.99, sum by (job, le) (rate(http_request_duration_seconds_bucket[5m])))`
-	start, end := t0.Add(29*time.Minute), t0.Add(59*time.Minute)
-	for _, c := range []struct {
-		name string
-		e    promql.QueryEngine
-	}{{"engine", engine}, {"direct", New(engine, nil, 50_000_000, time.Minute, 1, nil)}} {
-		b.Run(c.name, func(b *testing.B) {
-			for b.Loop() {
-				qry, err := c.e.NewRangeQuery(context.Background(), st, nil, qs, start, end, time.Minute)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if res := qry.Exec(context.Background()); res.Err != nil || len(res.Value.(promql.Matrix)) != 10 {
-					b.Fatal(res.Err, res.Value)
-				}
-				qry.Close()
-			}
-		})
-	}
+	benchEngines(b, st, `histogram_quantile(0.99, sum by (job, le) (rate(http_request_duration_seconds_bucket[5m])))`)
 }
 
 // TestHistogramQuantileSampleLimit: histogram_quantile holds more at once
@@ -650,4 +598,29 @@ func TestHistogramQuantileSampleLimit(t *testing.T) {
 	require.Contains(t, want, "too many samples")
 	require.Equal(t, want, answer(t, direct, st, qs, start, end, 10*time.Second))
 	require.Equal(t, 1.0, evaluations(t, reg, "fallback"))
+}
+
+// benchEngines times qs over st's hour, 30 minutes at a 60-s step, of the
+// engine and evaluated here (one worker: the engine evaluates on one core
+// too); its answer must be 10 series.
+func benchEngines(b *testing.B, st storage.Queryable, qs string) {
+	engine := newEngine(50_000_000)
+	start, end := t0.Add(29*time.Minute), t0.Add(59*time.Minute)
+	for _, c := range []struct {
+		name string
+		e    promql.QueryEngine
+	}{{"engine", engine}, {"direct", New(engine, nil, 50_000_000, time.Minute, 1, nil)}} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				qry, err := c.e.NewRangeQuery(context.Background(), st, nil, qs, start, end, time.Minute)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if res := qry.Exec(context.Background()); res.Err != nil || len(res.Value.(promql.Matrix)) != 10 {
+					b.Fatal(res.Err, res.Value)
+				}
+				qry.Close()
+			}
+		})
+	}
 }

@@ -58,6 +58,9 @@ func (l listQuerier) Select(ctx context.Context, sortSeries bool, hints *storage
 	return &listSet{series: out, i: -1, warnings: set.Warnings()}
 }
 
+// SeriesSet is a set of the given series, in their order.
+func SeriesSet(series []storage.Series) storage.SeriesSet { return &listSet{series: series, i: -1} }
+
 type listSet struct {
 	series   []storage.Series
 	i        int
