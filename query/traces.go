@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -118,39 +117,6 @@ var notGenerated = labels.MustNewMatcher(labels.MatchNotRegexp, "__name__", "tra
 var redSeries = labels.MustNewMatcher(labels.MatchRegexp, "__name__",
 	"traces_spanmetrics_calls_total|traces_spanmetrics_duration_seconds_count|traces_spanmetrics_duration_seconds_sum")
 
-// spanNameMatchers keeps the span_name matchers of recent answers by their
-// expression: a service's spans in one trace are named as in the next, and
-// compiling the expression was a fifth of the time its series took. It is
-// cleared when full, so it holds at most maxCachedMatchers.
-var spanNameMatchers = struct {
-	sync.Mutex
-	m map[string]*labels.Matcher
-}{m: map[string]*labels.Matcher{}}
-
-const maxCachedMatchers = 512
-
-// spanNameMatcher returns the matcher of span_name =~ re.
-func spanNameMatcher(re string) (*labels.Matcher, error) {
-	c := &spanNameMatchers
-	c.Lock()
-	m := c.m[re]
-	c.Unlock()
-	if m != nil {
-		return m, nil
-	}
-	m, err := labels.NewMatcher(labels.MatchRegexp, "span_name", re)
-	if err != nil {
-		return nil, err
-	}
-	c.Lock()
-	if len(c.m) >= maxCachedMatchers {
-		clear(c.m)
-	}
-	c.m[re] = m
-	c.Unlock()
-	return m, nil
-}
-
 // maxREDNames is how many span names of a service in a trace restrict its
 // RED series to those names; a trace with more takes the service's RED
 // series in label order, as for a trace without spans there.
@@ -220,36 +186,39 @@ func serviceSeriesOf(ctx context.Context, q storage.Querier, svc string, names [
 	out := []ServiceSeries{}
 	seen := map[uint64][]labels.Labels{} // by hash; a collision is told apart by the labels
 	n := 0
+	// A limit, so the store reads the chunks of the series returned, not of
+	// every one that matches (a service can have thousands of span-metric
+	// series).
+	hints := &storage.SelectHints{Start: from.UnixMilli(), End: to.UnixMilli(), Limit: maxSeriesPerService}
+	service := labels.MustNewMatcher(labels.MatchEqual, "service", svc)
 	// The RED series from span metrics of the service's operations in the
 	// trace first, then what else names the service, up to the bound.
-	red := []*labels.Matcher{redSeries, labels.MustNewMatcher(labels.MatchEqual, "service", svc)}
-	if len(names) > 0 && len(names) <= maxREDNames {
-		quoted := make([]string, len(names))
-		for i, n := range names {
-			quoted[i] = regexp.QuoteMeta(n)
+	selects := []func() storage.SeriesSet{func() storage.SeriesSet {
+		if len(names) == 0 || len(names) > maxREDNames {
+			return q.Select(ctx, true, hints, redSeries, service)
 		}
-		m, err := spanNameMatcher(strings.Join(quoted, "|"))
-		if err != nil {
-			return nil, fmt.Errorf("span names of %s: %w", svc, err)
+		// One selection per name, merged in label order: the series of
+		// span_name =~ "a|b|…" without compiling an expression for each
+		// trace's set of names (a third of this function's time).
+		sets := make([]storage.SeriesSet, len(names))
+		for i, name := range names {
+			sets[i] = q.Select(ctx, true, hints, redSeries, service, labels.MustNewMatcher(labels.MatchEqual, "span_name", name))
 		}
-		red = append(red, m)
+		return storage.NewMergeSeriesSet(sets, maxSeriesPerService, storage.ChainedSeriesMerge)
+	}}
+	for _, name := range serviceLabels {
+		selects = append(selects, func() storage.SeriesSet {
+			return q.Select(ctx, true, hints, labels.MustNewMatcher(labels.MatchEqual, name, svc), notGenerated)
+		})
 	}
-	selects := [][]*labels.Matcher{red}
 	// The series' samples share one backing array, each series a capped
 	// part of it: far fewer allocations than a slice grown per series.
 	var samples []Sample
-	for _, name := range serviceLabels {
-		selects = append(selects, []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, name, svc), notGenerated})
-	}
-	for _, ms := range selects {
+	for _, sel := range selects {
 		if n >= maxSeriesPerService {
 			break
 		}
-		// A limit, so the store reads the chunks of the series returned,
-		// not of every one that matches (a service can have thousands of
-		// span-metric series).
-		hints := &storage.SelectHints{Start: from.UnixMilli(), End: to.UnixMilli(), Limit: maxSeriesPerService}
-		set := q.Select(ctx, true, hints, ms...)
+		set := sel()
 		for set.Next() && n < maxSeriesPerService {
 			series := set.At()
 			lset := series.Labels()

@@ -156,10 +156,24 @@ func (q *querier) selectLimited(ctx context.Context, ms []*labels.Matcher, limit
 	}
 	// The head first, its chunks copied, as in collect (a chunk
 	// written from the head to a partition meanwhile is in one or both).
+	// Only the first head series in label order can be among the first
+	// limit: past limit of them with chunks in the range, the rest are not
+	// copied (a service's selection can match thousands).
 	head := q.db.metrics.selectSeries(ms)
+	if len(head) > limit {
+		slices.SortFunc(head, func(a, b *memSeries) int { return labels.Compare(a.lset, b.lset) })
+	}
 	headChunks := make([][]chunkenc.Chunk, len(head))
+	withChunks := 0
 	for i, s := range head {
+		if withChunks == limit {
+			head, headChunks = head[:i], headChunks[:i]
+			break
+		}
 		headChunks[i] = s.headChunks(q.mint, q.maxt, nil)
+		if len(headChunks[i]) > 0 {
+			withChunks++
+		}
 	}
 	parts, err := q.partitions()
 	if err != nil {

@@ -98,7 +98,11 @@ type Config struct {
 	// environment variable is not set: how far the heap may grow past
 	// what the last collection left live before the next (Go's default is
 	// 100, Prometheus' 75, VictoriaMetrics' 30). docs/memory.md.
-	GOGC            int      `yaml:"gogc"`
+	GOGC int `yaml:"gogc"`
+	// GCMinHeap is the heap the collector lets grow to before collecting
+	// however little is live (0: none): fewer collections while a small
+	// heap answers queries. docs/memory.md.
+	GCMinHeap       ByteSize `yaml:"gc_min_heap"`
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 }
 
@@ -245,6 +249,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout:     Duration(30 * time.Second),
 		AutoGoMemLimitRatio: 0.9,
 		GOGC:                defaultGOGC,
+		GCMinHeap:           defaultGCMinHeap,
 	}
 }
 
@@ -391,6 +396,9 @@ func settings() []setting[Config] {
 			}
 			c.GOGC = n
 			return nil
+		}, false},
+		{"gc-min-heap", "LUMEN_GC_MIN_HEAP", "the heap the garbage collector lets grow to before collecting however little is live, when GOGC is not set, e.g. 256MiB (default 128MiB; 0: none; at most half of GOMEMLIMIT)", func(c *Config, v string) error {
+			return c.GCMinHeap.parse(v)
 		}, false},
 		{"http-read-timeout", "LUMEN_HTTP_READ_TIMEOUT", "time to read a request, headers and body", func(c *Config, v string) error { return c.HTTP.ReadTimeout.parse(v) }, false},
 		{"http-write-timeout", "LUMEN_HTTP_WRITE_TIMEOUT", "time to answer a request (0: the longest query timeout plus a minute)", func(c *Config, v string) error { return c.HTTP.WriteTimeout.parse(v) }, false},

@@ -117,7 +117,9 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer, started func()) er
 		zap.String("http_addr", cfg.HTTPAddr), zap.String("otlp_grpc_addr", cfg.OTLP.GRPCAddr), zap.String("otlp_http_addr", cfg.OTLP.HTTPAddr))
 
 	setMemoryLimit(log, cfg.AutoGoMemLimitRatio, memoryLimit)
-	setGCPercent(log, cfg.GOGC)
+	if percent, ours := setGCPercent(log, cfg.GOGC); ours {
+		defer startGCMinHeap(log, int64(cfg.GCMinHeap), percent, debug.SetMemoryLimit(-1)).stop()
+	}
 	cfg = cfg.withListeners()
 	warnExposed(log, cfg)
 
