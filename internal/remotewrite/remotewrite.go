@@ -1,0 +1,200 @@
+// Package remotewrite writes metrics to a Prometheus remote-write receiver
+// (Mimir, Thanos Receive, Cortex, VictoriaMetrics, Prometheus) through a
+// durable queue: an appender's commit becomes remote write 1.0 requests —
+// samples, native histograms, exemplars and the metric families' metadata
+// — that are on disk when Commit returns and are sent by Prometheus' own
+// remote-write client, retried until the receiver takes them.
+package remotewrite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/gogo/protobuf/proto"
+	"github.com/golang/snappy"
+	remoteapi "github.com/prometheus/client_golang/exp/api/remote"
+	config_util "github.com/prometheus/common/config"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/exemplar"
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/metadata"
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/storage/remote"
+
+	"github.com/lumenobs/lumen/internal/sendq"
+)
+
+// Config is where and how requests are sent.
+type Config struct {
+	// URL is the receiver's remote-write endpoint, e.g.
+	// http://mimir:8080/api/v1/push.
+	URL string
+	// HTTP is the client's auth and TLS, as Prometheus' remote_write
+	// takes them.
+	HTTP config_util.HTTPClientConfig
+	// Headers are sent with every request (e.g. X-Scope-OrgID).
+	Headers map[string]string
+	// Timeout bounds one request.
+	Timeout time.Duration
+	// MaxSamplesPerRequest splits a commit into requests of at most so
+	// many samples and histograms (Prometheus' max_samples_per_send).
+	MaxSamplesPerRequest int
+}
+
+// NewSend is the queue's send function for cfg: Prometheus' remote-write
+// client; a 5xx, a 429 or a network error is retried, any other refusal
+// drops the request (the receiver will never take it).
+func NewSend(cfg Config) (sendq.Send, error) {
+	u, err := url.Parse(cfg.URL)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return nil, fmt.Errorf("remote write URL %q: want http(s)://host/path", cfg.URL)
+	}
+	c, err := remote.NewWriteClient("lumen", &remote.ClientConfig{
+		URL:              &config_util.URL{URL: u},
+		Timeout:          model.Duration(cfg.Timeout),
+		HTTPClientConfig: cfg.HTTP,
+		Headers:          cfg.Headers,
+		RetryOnRateLimit: true,
+		WriteProtoMsg:    remoteapi.WriteV1MessageType,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("remote write to %s: %w", cfg.URL, err)
+	}
+	return func(ctx context.Context, body []byte) error {
+		_, err := c.Store(ctx, body, 0)
+		if err == nil {
+			return nil
+		}
+		err = fmt.Errorf("remote write to %s: %w", cfg.URL, err)
+		var rec remote.RecoverableError
+		if errors.As(err, &rec) {
+			return err
+		}
+		return sendq.Permanent(err)
+	}, nil
+}
+
+// Appendable makes appenders whose commits go to q as remote write 1.0.
+type Appendable struct {
+	q   *sendq.Queue
+	max int
+}
+
+// New returns the appendable over q; a commit is cut into requests of at
+// most maxPerRequest samples and histograms.
+func New(q *sendq.Queue, maxPerRequest int) *Appendable {
+	return &Appendable{q: q, max: max(maxPerRequest, 1)}
+}
+
+// AppenderV2 implements storage.AppendableV2.
+func (a *Appendable) AppenderV2(ctx context.Context) storage.AppenderV2 {
+	return &appender{a: a, ctx: ctx, series: map[string]int{}, families: map[string]bool{}}
+}
+
+// appender buffers one commit.
+type appender struct {
+	a        *Appendable
+	ctx      context.Context
+	series   map[string]int // labels' bytes → index in ts
+	ts       []prompb.TimeSeries
+	meta     []prompb.MetricMetadata
+	families map[string]bool
+	key      []byte
+}
+
+// Append implements storage.AppenderV2. The start timestamp is not sent
+// (remote write 1.0 has no place for it).
+func (a *appender) Append(ref storage.SeriesRef, ls labels.Labels, _, t int64, v float64, h *histogram.Histogram, fh *histogram.FloatHistogram, opts storage.AppendV2Options) (storage.SeriesRef, error) {
+	if ls.IsEmpty() {
+		return 0, fmt.Errorf("%w: a series without labels", storage.ErrOutOfBounds)
+	}
+	a.key = ls.Bytes(a.key[:0])
+	i, ok := a.series[string(a.key)]
+	if !ok {
+		i = len(a.ts)
+		a.series[string(a.key)] = i
+		a.ts = append(a.ts, prompb.TimeSeries{Labels: prompb.FromLabels(ls, nil)})
+	}
+	s := &a.ts[i]
+	switch {
+	case h != nil:
+		s.Histograms = append(s.Histograms, prompb.FromIntHistogram(t, h))
+	case fh != nil:
+		s.Histograms = append(s.Histograms, prompb.FromFloatHistogram(t, fh))
+	default:
+		s.Samples = append(s.Samples, prompb.Sample{Timestamp: t, Value: v})
+	}
+	for _, e := range opts.Exemplars {
+		s.Exemplars = append(s.Exemplars, exemplarOf(e))
+	}
+	if family := familyOf(ls, opts); family != "" && !opts.Metadata.IsEmpty() && !a.families[family] {
+		a.families[family] = true
+		a.meta = append(a.meta, metadataOf(family, opts.Metadata))
+	}
+	return ref, nil
+}
+
+func familyOf(ls labels.Labels, opts storage.AppendV2Options) string {
+	if opts.MetricFamilyName != "" {
+		return opts.MetricFamilyName
+	}
+	return ls.Get(labels.MetricName)
+}
+
+func exemplarOf(e exemplar.Exemplar) prompb.Exemplar {
+	return prompb.Exemplar{Labels: prompb.FromLabels(e.Labels, nil), Value: e.Value, Timestamp: e.Ts}
+}
+
+func metadataOf(family string, m metadata.Metadata) prompb.MetricMetadata {
+	return prompb.MetricMetadata{Type: prompb.FromMetadataType(m.Type), MetricFamilyName: family, Help: m.Help, Unit: m.Unit}
+}
+
+// Commit queues the commit's requests: when it returns nil they are on
+// disk. sendq.ErrFull when the queue has no room (what was queued before
+// the full one stays queued: a retried commit sends those samples twice,
+// which receivers take as duplicates).
+func (a *appender) Commit() error {
+	defer a.reset()
+	var req prompb.WriteRequest
+	flush := func(ts []prompb.TimeSeries, meta []prompb.MetricMetadata, items int) error {
+		req.Timeseries, req.Metadata = ts, meta
+		b, err := proto.Marshal(&req)
+		if err != nil {
+			return fmt.Errorf("remote write request: %w", err)
+		}
+		return a.a.q.Offer(a.ctx, snappy.Encode(nil, b), items)
+	}
+	meta := a.meta
+	from, items := 0, 0
+	for i := range a.ts {
+		n := len(a.ts[i].Samples) + len(a.ts[i].Histograms)
+		if items > 0 && items+n > a.a.max {
+			if err := flush(a.ts[from:i], meta, items); err != nil {
+				return err
+			}
+			from, items, meta = i, 0, nil
+		}
+		items += n
+	}
+	if from < len(a.ts) || len(meta) > 0 {
+		return flush(a.ts[from:], meta, items)
+	}
+	return nil
+}
+
+// Rollback drops the commit.
+func (a *appender) Rollback() error {
+	a.reset()
+	return nil
+}
+
+func (a *appender) reset() {
+	clear(a.series)
+	clear(a.families)
+	a.ts, a.meta = nil, nil
+}

@@ -1,0 +1,205 @@
+package remotewrite
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/exemplar"
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/metadata"
+	"github.com/prometheus/prometheus/prompb"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/storage/remote"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+
+	"github.com/prometheus/common/model"
+
+	"github.com/lumenobs/lumen/internal/sendq"
+)
+
+func openQueue(t *testing.T, dir, url string) *sendq.Queue {
+	t.Helper()
+	send, err := NewSend(Config{URL: url, Timeout: 5 * time.Second})
+	require.NoError(t, err)
+	mp, err := sendq.MeterProvider(prometheus.NewRegistry())
+	require.NoError(t, err)
+	q, err := sendq.Open(context.Background(), "metrics", sendq.Metrics, sendq.Config{Dir: dir, MaxBytes: 64 << 20, Senders: 2,
+		Timeout: 5 * time.Second, InitialInterval: 20 * time.Millisecond, MaxInterval: 200 * time.Millisecond}, send, zap.NewNop(), mp)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, q.Close(context.Background())) })
+	return q
+}
+
+// TestRequestsAsPrometheusDecodesThem: what a commit sends, decoded by
+// Prometheus' own remote-write decoder, is every series with its samples,
+// histograms and exemplars, the families' metadata once, in requests of
+// at most the set number of samples.
+func TestRequestsAsPrometheusDecodesThem(t *testing.T) {
+	var mu sync.Mutex
+	var reqs []*prompb.WriteRequest
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		require.Equal(t, "snappy", r.Header.Get("Content-Encoding"))
+		require.Equal(t, "0.1.0", r.Header.Get("X-Prometheus-Remote-Write-Version"))
+		req, err := remote.DecodeWriteRequest(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		reqs = append(reqs, req)
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	a := New(openQueue(t, t.TempDir(), srv.URL), 25)
+	app := a.AppenderV2(context.Background())
+	meta := storage.AppendV2Options{Metadata: metadata.Metadata{Type: model.MetricTypeCounter, Help: "Requests.", Unit: "requests"}}
+	for s := range 10 {
+		ls := labels.FromStrings("__name__", "http_requests_total", "instance", fmt.Sprint(s))
+		for i := range 10 {
+			opts := meta
+			if i == 9 {
+				opts.Exemplars = []exemplar.Exemplar{{Labels: labels.FromStrings("trace_id", "0af7651916cd43dd8448eb211c80319c"), Value: 1, Ts: int64(i * 1000), HasTs: true}}
+			}
+			_, err := app.Append(0, ls, 0, int64(i*1000), float64(s*100+i), nil, nil, opts)
+			require.NoError(t, err)
+		}
+	}
+	h := &histogram.Histogram{Count: 3, Sum: 4.5, Schema: 0, ZeroThreshold: 0.001, PositiveSpans: []histogram.Span{{Offset: 0, Length: 2}}, PositiveBuckets: []int64{1, 1}}
+	_, err := app.Append(0, labels.FromStrings("__name__", "latency_seconds"), 0, 5000, 0, h, nil, storage.AppendV2Options{Metadata: metadata.Metadata{Type: model.MetricTypeHistogram}})
+	require.NoError(t, err)
+	require.NoError(t, app.Commit())
+
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, r := range reqs {
+			for _, ts := range r.Timeseries {
+				n += len(ts.Samples) + len(ts.Histograms)
+			}
+		}
+		return n == 101
+	}, 10*time.Second, 10*time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	samples := map[string][]prompb.Sample{}
+	var metas []prompb.MetricMetadata
+	exemplars := 0
+	for _, r := range reqs {
+		n := 0
+		for _, ts := range r.Timeseries {
+			n += len(ts.Samples) + len(ts.Histograms)
+			ls := ts.ToLabels(&labels.ScratchBuilder{}, nil)
+			samples[ls.String()] = append(samples[ls.String()], ts.Samples...)
+			exemplars += len(ts.Exemplars)
+			if len(ts.Histograms) > 0 {
+				require.True(t, h.Equals(ts.Histograms[0].ToIntHistogram()), "%v", ts.Histograms[0].ToIntHistogram())
+			}
+		}
+		require.LessOrEqual(t, n, 25, "a request holds at most the set number of samples")
+		metas = append(metas, r.Metadata...)
+	}
+	require.Len(t, samples, 11)
+	got := samples[`{__name__="http_requests_total", instance="3"}`]
+	require.Len(t, got, 10)
+	require.Equal(t, prompb.Sample{Timestamp: 9000, Value: 309}, got[9])
+	require.Equal(t, 10, exemplars)
+	sort.Slice(metas, func(i, j int) bool { return metas[i].MetricFamilyName < metas[j].MetricFamilyName })
+	require.Equal(t, []prompb.MetricMetadata{
+		{Type: prompb.MetricMetadata_COUNTER, MetricFamilyName: "http_requests_total", Help: "Requests.", Unit: "requests"},
+		{Type: prompb.MetricMetadata_HISTOGRAM, MetricFamilyName: "latency_seconds"},
+	}, metas)
+}
+
+// TestRealPrometheusAfterItWasDown: samples and a native histogram
+// committed while the receiver — a real Prometheus — is not running are
+// sent once it is, and it answers them; a rolled-back commit is not sent.
+func TestRealPrometheusAfterItWasDown(t *testing.T) {
+	bin, err := exec.LookPath("prometheus")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("prometheus is not installed: .ci/run must install it (%v)", err)
+		}
+		t.Skip("prometheus not on PATH: apt-get install prometheus")
+	}
+	addr := freeAddr(t)
+	a := New(openQueue(t, t.TempDir(), "http://"+addr+"/api/v1/write"), 2000)
+	now := time.Now().Truncate(time.Second).Add(-time.Minute)
+	app := a.AppenderV2(context.Background())
+	for i := range 5 {
+		_, err := app.Append(0, labels.FromStrings("__name__", "queued_total", "job", "lumen"), 0, now.Add(time.Duration(i)*time.Second).UnixMilli(), float64(i), nil, nil, storage.AppendV2Options{})
+		require.NoError(t, err)
+	}
+	h := &histogram.Histogram{Count: 3, Sum: 4.5, Schema: 0, ZeroThreshold: 0.001, PositiveSpans: []histogram.Span{{Offset: 0, Length: 2}}, PositiveBuckets: []int64{1, 1}}
+	_, err = app.Append(0, labels.FromStrings("__name__", "queued_seconds", "job", "lumen"), 0, now.UnixMilli(), 0, h, nil, storage.AppendV2Options{})
+	require.NoError(t, err)
+	require.NoError(t, app.Commit())
+	rolled := a.AppenderV2(context.Background())
+	_, err = rolled.Append(0, labels.FromStrings("__name__", "rolled_back_total"), 0, now.UnixMilli(), 1, nil, nil, storage.AppendV2Options{})
+	require.NoError(t, err)
+	require.NoError(t, rolled.Rollback())
+	time.Sleep(300 * time.Millisecond) // sends refused: nothing listens
+
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte("global: {}\n"), 0o644))
+	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "tsdb"),
+		"--web.listen-address="+addr, "--web.enable-remote-write-receiver", "--enable-feature=native-histograms", "--log.level=warn")
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("prometheus:\n%s", logs.String())
+		}
+	})
+	query := func(q string) []any {
+		resp, err := http.Get("http://" + addr + "/api/v1/query?query=" + url.QueryEscape(q) + fmt.Sprintf("&time=%d", now.Add(10*time.Second).Unix()))
+		if err != nil {
+			return nil
+		}
+		defer resp.Body.Close()
+		var out struct {
+			Data struct {
+				Result []any `json:"result"`
+			} `json:"data"`
+		}
+		body, _ := io.ReadAll(resp.Body)
+		_ = json.Unmarshal(body, &out)
+		return out.Data.Result
+	}
+	require.Eventually(t, func() bool { return len(query("queued_total[1m]")) == 1 }, 30*time.Second, 50*time.Millisecond)
+	res := query("queued_total[1m]")[0].(map[string]any)
+	require.Len(t, res["values"], 5)
+	require.Equal(t, []any{float64(now.Add(4 * time.Second).Unix()), "4"}, res["values"].([]any)[4])
+	hist := query("histogram_count(queued_seconds)")
+	require.Len(t, hist, 1)
+	require.Equal(t, "3", hist[0].(map[string]any)["value"].([]any)[1])
+	require.Empty(t, query("rolled_back_total"), "a rolled-back commit is not sent")
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
