@@ -108,11 +108,12 @@ ui-test: ui
 test-race:
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)
 
-## vet: go vet; in store/ without the stdmethods check, which takes Prometheus'
-## chunkenc.Iterator method Seek(int64) ValueType for a malformed io.Seeker
+## vet: go vet; in store/ and internal/promremote/ (which implement Prometheus'
+## chunkenc.Iterator) without the stdmethods check, which takes its method
+## Seek(int64) ValueType for a malformed io.Seeker
 vet:
-	$(GO) vet $$($(GO) list $(PKGS) | grep -v '/store$$')
-	$(GO) vet -stdmethods=false ./store/
+	$(GO) vet $$($(GO) list $(PKGS) | grep -v -e '/store$$' -e '/internal/promremote$$')
+	$(GO) vet -stdmethods=false ./store/ ./internal/promremote/
 
 fmt:
 	gofmt -w $$(find . -name '*.go' -not -path './ui/node_modules/*')

@@ -113,14 +113,7 @@ func (a *appender) Append(ref storage.SeriesRef, ls labels.Labels, _, t int64, v
 	if ls.IsEmpty() {
 		return 0, fmt.Errorf("%w: a series without labels", storage.ErrOutOfBounds)
 	}
-	a.key = ls.Bytes(a.key[:0])
-	i, ok := a.series[string(a.key)]
-	if !ok {
-		i = len(a.ts)
-		a.series[string(a.key)] = i
-		a.ts = append(a.ts, prompb.TimeSeries{Labels: prompb.FromLabels(ls, nil)})
-	}
-	s := &a.ts[i]
+	s := a.seriesOf(ls)
 	switch {
 	case h != nil:
 		s.Histograms = append(s.Histograms, prompb.FromIntHistogram(t, h))
@@ -137,6 +130,18 @@ func (a *appender) Append(ref storage.SeriesRef, ls labels.Labels, _, t int64, v
 		a.meta = append(a.meta, metadataOf(family, opts.Metadata))
 	}
 	return ref, nil
+}
+
+// seriesOf is the commit's series of labels ls, added if new.
+func (a *appender) seriesOf(ls labels.Labels) *prompb.TimeSeries {
+	a.key = ls.Bytes(a.key[:0])
+	i, ok := a.series[string(a.key)]
+	if !ok {
+		i = len(a.ts)
+		a.series[string(a.key)] = i
+		a.ts = append(a.ts, prompb.TimeSeries{Labels: prompb.FromLabels(ls, nil)})
+	}
+	return &a.ts[i]
 }
 
 func familyOf(ls labels.Labels, opts storage.AppendV2Options) string {
@@ -198,3 +203,59 @@ func (a *appender) reset() {
 	clear(a.families)
 	a.ts, a.meta = nil, nil
 }
+
+// Appender implements storage.Appendable: Prometheus' first appender
+// interface, which the remote-write handler and recording rules use, over
+// the same commits.
+func (a *Appendable) Appender(ctx context.Context) storage.Appender {
+	return &appenderV1{appender: a.AppenderV2(ctx).(*appender)}
+}
+
+// appenderV1 is Prometheus' first appender interface over one commit.
+type appenderV1 struct{ *appender }
+
+func (a *appenderV1) Append(ref storage.SeriesRef, l labels.Labels, t int64, v float64) (storage.SeriesRef, error) {
+	return a.appender.Append(ref, l, 0, t, v, nil, nil, storage.AppendV2Options{})
+}
+
+func (a *appenderV1) AppendHistogram(ref storage.SeriesRef, l labels.Labels, t int64, h *histogram.Histogram, fh *histogram.FloatHistogram) (storage.SeriesRef, error) {
+	return a.appender.Append(ref, l, 0, t, 0, h, fh, storage.AppendV2Options{})
+}
+
+// AppendSTZeroSample and AppendHistogramSTZeroSample add the zero sample
+// at the start timestamp, as Prometheus' TSDB does.
+func (a *appenderV1) AppendSTZeroSample(ref storage.SeriesRef, l labels.Labels, t, st int64) (storage.SeriesRef, error) {
+	if st >= t {
+		return ref, storage.ErrOutOfOrderST
+	}
+	return a.appender.Append(ref, l, 0, st, 0, nil, nil, storage.AppendV2Options{})
+}
+
+func (a *appenderV1) AppendHistogramSTZeroSample(ref storage.SeriesRef, l labels.Labels, t, st int64, h *histogram.Histogram, fh *histogram.FloatHistogram) (storage.SeriesRef, error) {
+	if st >= t {
+		return ref, storage.ErrOutOfOrderST
+	}
+	if h != nil {
+		return a.appender.Append(ref, l, 0, st, 0, &histogram.Histogram{CounterResetHint: histogram.CounterReset, Schema: h.Schema, ZeroThreshold: h.ZeroThreshold, CustomValues: h.CustomValues}, nil, storage.AppendV2Options{})
+	}
+	return a.appender.Append(ref, l, 0, st, 0, nil, &histogram.FloatHistogram{CounterResetHint: histogram.CounterReset, Schema: fh.Schema, ZeroThreshold: fh.ZeroThreshold, CustomValues: fh.CustomValues}, storage.AppendV2Options{})
+}
+
+func (a *appenderV1) AppendExemplar(ref storage.SeriesRef, l labels.Labels, e exemplar.Exemplar) (storage.SeriesRef, error) {
+	if l.IsEmpty() {
+		return 0, fmt.Errorf("%w: an exemplar of a series without labels", storage.ErrOutOfBounds)
+	}
+	s := a.seriesOf(l)
+	s.Exemplars = append(s.Exemplars, exemplarOf(e))
+	return ref, nil
+}
+
+func (a *appenderV1) UpdateMetadata(ref storage.SeriesRef, l labels.Labels, m metadata.Metadata) (storage.SeriesRef, error) {
+	if family := l.Get(labels.MetricName); family != "" && !m.IsEmpty() && !a.families[family] {
+		a.families[family] = true
+		a.meta = append(a.meta, metadataOf(family, m))
+	}
+	return ref, nil
+}
+
+func (a *appenderV1) SetOptions(*storage.AppendOptions) {}

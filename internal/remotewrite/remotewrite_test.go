@@ -1,24 +1,21 @@
 package remotewrite
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
@@ -29,8 +26,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
-	"github.com/prometheus/common/model"
-
+	"github.com/lumenobs/lumen/internal/promtest"
 	"github.com/lumenobs/lumen/internal/sendq"
 )
 
@@ -52,23 +48,8 @@ func openQueue(t *testing.T, dir, url string) *sendq.Queue {
 // histograms and exemplars, the families' metadata once, in requests of
 // at most the set number of samples.
 func TestRequestsAsPrometheusDecodesThem(t *testing.T) {
-	var mu sync.Mutex
-	var reqs []*prompb.WriteRequest
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		require.Equal(t, "snappy", r.Header.Get("Content-Encoding"))
-		require.Equal(t, "0.1.0", r.Header.Get("X-Prometheus-Remote-Write-Version"))
-		req, err := remote.DecodeWriteRequest(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		mu.Lock()
-		reqs = append(reqs, req)
-		mu.Unlock()
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	defer srv.Close()
-	a := New(openQueue(t, t.TempDir(), srv.URL), 25)
+	url, received := decodingReceiver(t)
+	a := New(openQueue(t, t.TempDir(), url), 25)
 	app := a.AppenderV2(context.Background())
 	meta := storage.AppendV2Options{Metadata: metadata.Metadata{Type: model.MetricTypeCounter, Help: "Requests.", Unit: "requests"}}
 	for s := range 10 {
@@ -87,19 +68,7 @@ func TestRequestsAsPrometheusDecodesThem(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, app.Commit())
 
-	require.Eventually(t, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		n := 0
-		for _, r := range reqs {
-			for _, ts := range r.Timeseries {
-				n += len(ts.Samples) + len(ts.Histograms)
-			}
-		}
-		return n == 101
-	}, 10*time.Second, 10*time.Millisecond)
-	mu.Lock()
-	defer mu.Unlock()
+	reqs := received(101)
 	samples := map[string][]prompb.Sample{}
 	var metas []prompb.MetricMetadata
 	exemplars := 0
@@ -129,18 +98,87 @@ func TestRequestsAsPrometheusDecodesThem(t *testing.T) {
 	}, metas)
 }
 
+// decodingReceiver is a remote-write receiver on loopback that decodes
+// requests with Prometheus' own decoder; received waits for n samples and
+// histograms and returns the requests.
+func decodingReceiver(t *testing.T) (url string, received func(n int) []*prompb.WriteRequest) {
+	var mu sync.Mutex
+	var reqs []*prompb.WriteRequest
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Content-Encoding") != "snappy" || r.Header.Get("X-Prometheus-Remote-Write-Version") != "0.1.0" {
+			http.Error(w, "not remote write 1.0", http.StatusBadRequest)
+			return
+		}
+		req, err := remote.DecodeWriteRequest(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		reqs = append(reqs, req)
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, func(n int) []*prompb.WriteRequest {
+		var out []*prompb.WriteRequest
+		require.Eventually(t, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			got := 0
+			for _, r := range reqs {
+				for _, ts := range r.Timeseries {
+					got += len(ts.Samples) + len(ts.Histograms)
+				}
+			}
+			out = slices.Clone(reqs)
+			return got == n
+		}, 10*time.Second, 10*time.Millisecond)
+		return out
+	}
+}
+
+// TestV1AppenderAsPrometheusDecodes: Prometheus' first appender interface
+// (the remote-write handler's, the rules') sends the same: samples,
+// histograms, exemplars, metadata, and the zero sample at a start
+// timestamp.
+func TestV1AppenderAsPrometheusDecodes(t *testing.T) {
+	url, received := decodingReceiver(t)
+	a := New(openQueue(t, t.TempDir(), url), 2000)
+	app := a.Appender(context.Background())
+	ls := labels.FromStrings("__name__", "jobs_total", "queue", "mail")
+	_, err := app.AppendSTZeroSample(0, ls, 2000, 1000)
+	require.NoError(t, err)
+	_, err = app.AppendSTZeroSample(0, ls, 1000, 2000)
+	require.ErrorIs(t, err, storage.ErrOutOfOrderST)
+	_, err = app.Append(0, ls, 2000, 7)
+	require.NoError(t, err)
+	_, err = app.AppendExemplar(0, ls, exemplar.Exemplar{Labels: labels.FromStrings("trace_id", "abc"), Value: 7, Ts: 2000, HasTs: true})
+	require.NoError(t, err)
+	_, err = app.UpdateMetadata(0, ls, metadata.Metadata{Type: model.MetricTypeCounter, Help: "Jobs done."})
+	require.NoError(t, err)
+	fh := &histogram.FloatHistogram{Count: 2, Sum: 1, Schema: 1, PositiveSpans: []histogram.Span{{Offset: 0, Length: 1}}, PositiveBuckets: []float64{2}}
+	_, err = app.AppendHistogram(0, labels.FromStrings("__name__", "wait_seconds"), 2000, nil, fh)
+	require.NoError(t, err)
+	_, err = app.Append(0, labels.EmptyLabels(), 2000, 1)
+	require.ErrorIs(t, err, storage.ErrOutOfBounds)
+	require.NoError(t, app.Commit())
+
+	reqs := received(3)
+	require.Len(t, reqs, 1)
+	r := reqs[0]
+	require.Len(t, r.Timeseries, 2)
+	require.Equal(t, []prompb.Sample{{Timestamp: 1000, Value: 0}, {Timestamp: 2000, Value: 7}}, r.Timeseries[0].Samples)
+	require.Equal(t, []prompb.Exemplar{{Labels: []prompb.Label{{Name: "trace_id", Value: "abc"}}, Value: 7, Timestamp: 2000}}, r.Timeseries[0].Exemplars)
+	require.True(t, fh.Equals(r.Timeseries[1].Histograms[0].ToFloatHistogram()))
+	require.Equal(t, []prompb.MetricMetadata{{Type: prompb.MetricMetadata_COUNTER, MetricFamilyName: "jobs_total", Help: "Jobs done."}}, r.Metadata)
+}
+
 // TestRealPrometheusAfterItWasDown: samples and a native histogram
 // committed while the receiver — a real Prometheus — is not running are
 // sent once it is, and it answers them; a rolled-back commit is not sent.
 func TestRealPrometheusAfterItWasDown(t *testing.T) {
-	bin, err := exec.LookPath("prometheus")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("prometheus is not installed: .ci/run must install it (%v)", err)
-		}
-		t.Skip("prometheus not on PATH: apt-get install prometheus")
-	}
-	addr := freeAddr(t)
+	addr := promtest.FreeAddr(t)
 	a := New(openQueue(t, t.TempDir(), "http://"+addr+"/api/v1/write"), 2000)
 	now := time.Now().Truncate(time.Second).Add(-time.Minute)
 	app := a.AppenderV2(context.Background())
@@ -149,7 +187,7 @@ func TestRealPrometheusAfterItWasDown(t *testing.T) {
 		require.NoError(t, err)
 	}
 	h := &histogram.Histogram{Count: 3, Sum: 4.5, Schema: 0, ZeroThreshold: 0.001, PositiveSpans: []histogram.Span{{Offset: 0, Length: 2}}, PositiveBuckets: []int64{1, 1}}
-	_, err = app.Append(0, labels.FromStrings("__name__", "queued_seconds", "job", "lumen"), 0, now.UnixMilli(), 0, h, nil, storage.AppendV2Options{})
+	_, err := app.Append(0, labels.FromStrings("__name__", "queued_seconds", "job", "lumen"), 0, now.UnixMilli(), 0, h, nil, storage.AppendV2Options{})
 	require.NoError(t, err)
 	require.NoError(t, app.Commit())
 	rolled := a.AppenderV2(context.Background())
@@ -158,20 +196,7 @@ func TestRealPrometheusAfterItWasDown(t *testing.T) {
 	require.NoError(t, rolled.Rollback())
 	time.Sleep(300 * time.Millisecond) // sends refused: nothing listens
 
-	dir := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte("global: {}\n"), 0o644))
-	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "tsdb"),
-		"--web.listen-address="+addr, "--web.enable-remote-write-receiver", "--enable-feature=native-histograms", "--log.level=warn")
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("prometheus:\n%s", logs.String())
-		}
-	})
+	promtest.StartPrometheus(t, addr, false)
 	query := func(q string) []any {
 		resp, err := http.Get("http://" + addr + "/api/v1/query?query=" + url.QueryEscape(q) + fmt.Sprintf("&time=%d", now.Add(10*time.Second).Unix()))
 		if err != nil {
@@ -195,11 +220,4 @@ func TestRealPrometheusAfterItWasDown(t *testing.T) {
 	require.Len(t, hist, 1)
 	require.Equal(t, "3", hist[0].(map[string]any)["value"].([]any)[1])
 	require.Empty(t, query("rolled_back_total"), "a rolled-back commit is not sent")
-}
-
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
 }
