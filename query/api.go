@@ -87,11 +87,17 @@ func New(r Reader, cfg TraceConfig, m *Metrics, log *zap.Logger) *API {
 // Register adds the API's routes to mux. wrap, if not nil, instruments each
 // handler under its route name.
 func (a *API) Register(mux Mux, wrap Wrap) {
-	wrap = orPlain(wrap)
-	mux.Handle("GET /api/v1/traces/{trace_id}", wrap("/api/v1/traces/{trace_id}", http.HandlerFunc(a.trace)))
+	a.RegisterTraces(mux, wrap)
 	// Prometheus answers metadata from its scrape targets; Lumen from what
 	// remote write and OTLP sent.
-	mux.Handle("GET /api/v1/metadata", wrap("/api/v1/metadata", http.HandlerFunc(a.metadata)))
+	mux.Handle("GET /api/v1/metadata", orPlain(wrap)("/api/v1/metadata", http.HandlerFunc(a.metadata)))
+}
+
+// RegisterTraces adds the correlated trace route alone (a remote metrics
+// backend answers metadata).
+func (a *API) RegisterTraces(mux Mux, wrap Wrap) {
+	wrap = orPlain(wrap)
+	mux.Handle("GET /api/v1/traces/{trace_id}", wrap("/api/v1/traces/{trace_id}", http.HandlerFunc(a.trace)))
 }
 
 type metadataEntry struct {

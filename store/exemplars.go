@@ -176,6 +176,9 @@ func (db *DB) TraceExemplars(ctx context.Context, id model.TraceID) ([]exemplar.
 // ExemplarQuerier answers Prometheus' query_exemplars. It implements
 // storage.ExemplarQueryable.
 func (db *DB) ExemplarQuerier(ctx context.Context) (storage.ExemplarQuerier, error) {
+	if r := db.remoteMetrics(); r != nil {
+		return r.Exemplars.ExemplarQuerier(ctx)
+	}
 	return exemplarQuerier{db: db, ctx: ctx}, nil
 }
 

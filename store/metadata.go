@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/metadata"
+	"go.uber.org/zap"
 )
 
 // Metric metadata (type, unit, help) by metric name, as Prometheus'
@@ -71,6 +73,9 @@ func (db *DB) headName() string {
 // SetMetadata records metric metadata by metric name and writes what changed
 // to the head partition.
 func (db *DB) SetMetadata(byName map[string]metadata.Metadata) error {
+	if r := db.remoteMetrics(); r != nil {
+		return db.setRemoteMetadata(r, byName)
+	}
 	var changed []pendingMetadata
 	head := db.headName()
 	for name, m := range byName {
@@ -128,6 +133,13 @@ func (db *DB) loadMetadata() error {
 // Metadata returns the metadata of metric (all metrics when empty), at most
 // limit names (0: no limit), sorted by name.
 func (db *DB) Metadata(metric string, limit int) map[string][]metadata.Metadata {
+	if r := db.remoteMetrics(); r != nil {
+		m, err := r.Metadata(context.Background(), metric, limit)
+		if err != nil {
+			db.log.Warn("metadata from the metrics backend", zap.Error(err))
+		}
+		return m
+	}
 	db.metadata.mu.RLock()
 	defer db.metadata.mu.RUnlock()
 	names := make([]string, 0, len(db.metadata.byName))

@@ -527,6 +527,9 @@ func msToNanos(ms int64) uint64 {
 // Appender returns an appender for one request: samples are checked as they
 // are added and written, durably, on Commit. It implements storage.Appendable.
 func (db *DB) Appender(ctx context.Context) storage.Appender {
+	if r := db.remoteMetrics(); r != nil {
+		return r.Appendable.Appender(ctx)
+	}
 	w := db.TimeWindow()
 	if h := db.metrics; h != nil {
 		h.storedOnce.Do(func() { h.stored = db.storedUntil(w.now) })
@@ -907,6 +910,9 @@ func (h *metricsHead) unknownSince(now time.Time) int64 {
 // form, which the OTLP translator writes to. It implements
 // storage.AppendableV2.
 func (db *DB) AppenderV2(ctx context.Context) storage.AppenderV2 {
+	if r := db.remoteMetrics(); r != nil {
+		return r.Appendable.AppenderV2(ctx)
+	}
 	return appenderV2{db.Appender(ctx).(*appender)}
 }
 

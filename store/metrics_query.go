@@ -19,6 +19,9 @@ import (
 // Querier returns a querier over the samples in [mint, maxt] (ms). It
 // implements storage.Queryable.
 func (db *DB) Querier(mint, maxt int64) (storage.Querier, error) {
+	if r := db.remoteMetrics(); r != nil {
+		return r.Queryable.Querier(mint, maxt)
+	}
 	if db.metrics == nil {
 		return nil, ErrClosed
 	}
@@ -831,6 +834,9 @@ func (db *DB) ChunkQuerier(mint, maxt int64) (storage.ChunkQuerier, error) {
 	q, err := db.Querier(mint, maxt)
 	if err != nil {
 		return nil, err
+	}
+	if db.remoteMetrics() != nil {
+		return remoteChunkQuerier{q}, nil
 	}
 	return chunkQuerier{q: q.(*querier)}, nil
 }

@@ -18,6 +18,9 @@ const (
 type Options struct {
 	// Dir is the data directory; partitions live under Dir/partitions.
 	Dir string
+	// RemoteMetrics, when set, keeps metrics in a remote backend instead
+	// of the store's partitions.
+	RemoteMetrics *RemoteMetrics
 	// ExcludeDir is a directory under Dir that holds other stores (the
 	// other tenants'): not counted in this store's disk bytes.
 	ExcludeDir string

@@ -99,6 +99,9 @@ type Config struct {
 	// what the last collection left live before the next (Go's default is
 	// 100, Prometheus' 75, VictoriaMetrics' 30). docs/memory.md.
 	GOGC int `yaml:"gogc"`
+	// Storage is where each signal is kept: locally or in a remote
+	// backend (docs/scale-out.md).
+	Storage StorageConfig `yaml:"storage"`
 	// GCMinHeap is the heap the collector lets grow to before collecting
 	// however little is live (0: none): fewer collections while a small
 	// heap answers queries. docs/memory.md.
@@ -250,6 +253,7 @@ func DefaultConfig() Config {
 		AutoGoMemLimitRatio: 0.9,
 		GOGC:                defaultGOGC,
 		GCMinHeap:           defaultGCMinHeap,
+		Storage:             DefaultStorageConfig(),
 	}
 }
 
@@ -273,7 +277,7 @@ func (c Config) Validate() error {
 	if c.HeadIdleTimeout <= 0 || c.CheckpointInterval <= 0 {
 		return fmt.Errorf("head_idle_timeout %s and checkpoint_interval %s must be positive", c.HeadIdleTimeout, c.CheckpointInterval)
 	}
-	for _, v := range []interface{ Validate() error }{c.PromQL, c.LogQL, c.Traces, c.HTTP, c.RemoteWrite, c.Limits} {
+	for _, v := range []interface{ Validate() error }{c.PromQL, c.LogQL, c.Traces, c.HTTP, c.RemoteWrite, c.Limits, c.Storage} {
 		if err := v.Validate(); err != nil {
 			return err
 		}
@@ -397,6 +401,9 @@ func settings() []setting[Config] {
 			c.GOGC = n
 			return nil
 		}, false},
+		{"metrics-backend", "LUMEN_METRICS_BACKEND", "where metrics are kept: local (this store) or remote (storage.metrics.remote: a remote-write receiver with a Prometheus API)", str(func(c *Config) *string { return &c.Storage.Metrics.Backend }), false},
+		{"metrics-remote-write-url", "LUMEN_METRICS_REMOTE_WRITE_URL", "the remote metrics backend's remote-write endpoint, e.g. http://mimir:8080/api/v1/push", str(func(c *Config) *string { return &c.Storage.Metrics.Remote.WriteURL }), false},
+		{"metrics-remote-query-url", "LUMEN_METRICS_REMOTE_QUERY_URL", "the base of the remote metrics backend's Prometheus API, e.g. http://mimir:8080/prometheus", str(func(c *Config) *string { return &c.Storage.Metrics.Remote.QueryURL }), false},
 		{"gc-min-heap", "LUMEN_GC_MIN_HEAP", "the heap the garbage collector lets grow to before collecting however little is live, when GOGC is not set, e.g. 256MiB (default 128MiB; 0: none; at most half of GOMEMLIMIT)", func(c *Config, v string) error {
 			return c.GCMinHeap.parse(v)
 		}, false},

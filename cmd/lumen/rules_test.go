@@ -510,13 +510,20 @@ func TestRuleFileErrors(t *testing.T) {
 
 func get(t *testing.T, u string) string {
 	t.Helper()
+	code, body := fetch(t, u)
+	require.Equal(t, http.StatusOK, code, body)
+	return body
+}
+
+// fetch is the status and body of a GET of u.
+func fetch(t *testing.T, u string) (int, string) {
+	t.Helper()
 	resp, err := http.Get(u)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, resp.StatusCode, string(b))
-	return string(b)
+	return resp.StatusCode, string(b)
 }
 
 // TestBuiltinRules: the ready-made sets load and evaluate without error

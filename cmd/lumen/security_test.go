@@ -221,7 +221,10 @@ func checkRouteList(t *testing.T, routes *routeTable) {
 		"another scope (403) and served with its own; `LUMEN_UPDATE_ROUTES=1 go test -run\n" +
 		"TestEveryRouteNeedsItsScope ./cmd/lumen/` rewrites this file. `public` needs no credential.\n" +
 		"`/debug/pprof` routes exist with `--pprof`.\n" +
-		"OTLP (gRPC :4317, HTTP :4318 `/v1/traces`, `/v1/logs`, `/v1/metrics`) needs `write`.\n\n" +
+		"OTLP (gRPC :4317, HTTP :4318 `/v1/traces`, `/v1/logs`, `/v1/metrics`) needs `write`.\n" +
+		"With a remote metrics backend (docs/scale-out.md), `GET` and `POST` of `/api/v1/` `query`, `query_range`,\n" +
+		"`series`, `labels`, `label/{name}/values`, `query_exemplars`, `format_query`, `parse_query` (and `GET`\n" +
+		"`metadata`) are the backend's answers, and need `read`.\n\n" +
 		"| route | scope |\n|---|---|\n")
 	for _, p := range patterns {
 		scope := string(routes.scopes[p])

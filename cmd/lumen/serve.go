@@ -29,6 +29,7 @@ import (
 	"github.com/lumenobs/lumen/ingest/spanmetrics"
 	"github.com/lumenobs/lumen/internal/auth"
 	"github.com/lumenobs/lumen/internal/model"
+	"github.com/lumenobs/lumen/internal/promremote"
 	"github.com/lumenobs/lumen/internal/telemetry"
 	"github.com/lumenobs/lumen/query"
 	"github.com/lumenobs/lumen/query/ruler"
@@ -276,6 +277,9 @@ type muxExtras struct {
 	ruler       *ruler.Ruler // nil: no rules
 	notifier    *ruler.Notifier
 	reloadRules func() error
+	// metricsBackend, when metrics are kept remotely, answers the
+	// Prometheus API's queries.
+	metricsBackend *promremote.Backend
 }
 
 // newMux is the routes of one tenant's store; its metrics are registered
@@ -348,6 +352,10 @@ func newMux(cfg Config, db *store.DB, reg prometheus.Registerer, gatherer promet
 	return routes, nil
 }
 
+// remoteMetricsRoutes are the Prometheus API's routes a remote metrics
+// backend answers.
+var remoteMetricsRoutes = []string{"query", "query_range", "series", "labels", "label/{name}/values", "query_exemplars", "metadata", "format_query", "parse_query"}
+
 // registerQueryAPIs adds the query APIs to routes (the read scope),
 // sharing one counter of the queries their limits refuse.
 func registerQueryAPIs(routes *routeTable, cfg Config, db *store.DB, reg prometheus.Registerer, gatherer prometheus.Gatherer, log *zap.Logger, wrap query.Wrap, x muxExtras) {
@@ -357,7 +365,11 @@ func registerQueryAPIs(routes *routeTable, cfg Config, db *store.DB, reg prometh
 	logql.TrustedOrigins = cfg.HTTP.TrustedOrigins
 	logql.MaxQueryLength, promql.MaxQueryLength = cfg.queryLength(logql.MaxQueryLength), cfg.queryLength(promql.MaxQueryLength)
 	read := routes.scoped(auth.Read)
-	query.New(db, cfg.Traces, qm, log).Register(read, wrap)
+	if x.metricsBackend != nil {
+		query.New(db, cfg.Traces, qm, log).RegisterTraces(read, wrap)
+	} else {
+		query.New(db, cfg.Traces, qm, log).Register(read, wrap)
+	}
 	loki := query.NewLoki(db, logql, qm, log)
 	loki.Register(read, wrap)
 	query.NewTempo(db, store.DefaultSearchAttributes, version, cfg.Traces, qm, log).Register(read, wrap)
@@ -382,6 +394,17 @@ func registerQueryAPIs(routes *routeTable, cfg Config, db *store.DB, reg prometh
 	promAPI := wrap("/api/v1 (prometheus)", prom)
 	routes.handle(auth.Read, "GET /api/v1/", promAPI)
 	routes.handle(auth.Read, "POST /api/v1/", promAPI)
+	if b := x.metricsBackend; b != nil {
+		// The backend's own answers: PromQL, series, labels, exemplars and
+		// metadata (Lumen's rules, alerts and status stay Lumen's).
+		proxy := wrap("/api/v1 (metrics backend)", b.Proxy("/api/v1"))
+		for _, path := range remoteMetricsRoutes {
+			routes.handle(auth.Read, "GET /api/v1/"+path, proxy)
+			if path != "metadata" {
+				routes.handle(auth.Read, "POST /api/v1/"+path, proxy)
+			}
+		}
+	}
 	routes.handle(auth.Admin, "POST /api/v1/admin/", promAPI)
 	// Loki's ruler: its Prometheus-shaped rules and alerts of the LogQL
 	// rules (what Grafana lists for a Loki), and its YAML read API.

@@ -140,7 +140,8 @@ func (c TenantsConfig) Validate(base store.Limits) error {
 type tenantStack struct {
 	id       string
 	db       *store.DB
-	writer   otlp.Writer // adds log fields; counts span metrics
+	remote   *remoteMetrics // nil: metrics are kept locally
+	writer   otlp.Writer    // adds log fields; counts span metrics
 	routes   *routeTable
 	stopGen  func()
 	ruler    *ruler.Ruler // nil: the tenant has no rules
@@ -270,7 +271,7 @@ func (st *tenantStack) close() error {
 	}
 	st.stopSelf()
 	st.stopGen()
-	if err := st.db.Close(); err != nil {
+	if err := errors.Join(st.db.Close(), st.remote.close()); err != nil {
 		return fmt.Errorf("close store of tenant %q: %w", st.id, err)
 	}
 	return nil
@@ -315,21 +316,32 @@ func (s *tenantSet) open(id string) (*tenantStack, error) {
 	so.LogCompression = cfg.LogCompression
 	so.MetricsOutOfOrderWindow = time.Duration(cfg.OutOfOrderWindow)
 	so.Logger = log.Named("store")
+	remote, err := openRemoteMetrics(context.Background(), cfg, id, so.Dir, log, reg)
+	if err != nil {
+		return nil, fmt.Errorf("metrics backend of tenant %q: %w", id, err)
+	}
+	if remote != nil {
+		so.RemoteMetrics = remote.store
+	}
 	db, err := store.Open(so)
 	if err != nil {
-		return nil, fmt.Errorf("open store of tenant %q: %w", id, err)
+		return nil, errors.Join(fmt.Errorf("open store of tenant %q: %w", id, err), remote.close())
+	}
+	closeStore := func() {
+		_ = db.Close()
+		_ = remote.close()
 	}
 	if err := registerStoreMetrics(reg, db); err != nil {
-		_ = db.Close()
+		closeStore()
 		return nil, err
 	}
-	st := &tenantStack{id: id, db: db, stopGen: func() {}, stopSelf: func() {}}
+	st := &tenantStack{id: id, db: db, remote: remote, stopGen: func() {}, stopSelf: func() {}}
 	fields := fieldWriter{DB: db, det: logfields.New(cfg.LogFields)}
 	st.writer = fields
 	if cfg.SpanMetrics.Enabled {
 		gen := spanmetrics.New(cfg.SpanMetrics, db, log)
 		if err := telemetry.Register(reg, spanMetricsMetrics(gen)...); err != nil {
-			_ = db.Close()
+			closeStore()
 			return nil, err
 		}
 		st.writer = observingWriter{fieldWriter: fields, gen: gen}
@@ -354,17 +366,20 @@ func (s *tenantSet) open(id string) (*tenantStack, error) {
 		}
 		if st.ruler, err = ruler.New(o); err != nil {
 			st.stopGen()
-			_ = db.Close()
+			closeStore()
 			return nil, fmt.Errorf("rules of tenant %q: %w", id, err)
 		}
 	}
 	x := muxExtras{engine: engine, ruler: st.ruler, notifier: s.notifier, reloadRules: s.reloadRules}
+	if remote != nil {
+		x.metricsBackend = remote.backend
+	}
 	if st.routes, err = newMux(cfg, db, reg, s.reg, log, s.im, s.ready, x); err != nil {
 		if st.ruler != nil {
 			st.ruler.Stop()
 		}
 		st.stopGen()
-		_ = db.Close()
+		closeStore()
 		return nil, err
 	}
 	if st.ruler != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/stretchr/testify/require"
 
+	"github.com/lumenobs/lumen/internal/loopback"
 	"github.com/lumenobs/lumen/internal/promtest"
 )
 
@@ -46,7 +47,7 @@ func write(t *testing.T, addr string, ts []prompb.TimeSeries) {
 // samples in the window (both ends in), series in label order, at most
 // the limit; label names and values are its own.
 func TestSelectFromRealPrometheus(t *testing.T) {
-	addr := promtest.FreeAddr(t)
+	addr := loopback.FreeAddr(t)
 	promtest.StartPrometheus(t, addr, true)
 	t0 := time.Now().Add(-10 * time.Minute).Truncate(time.Minute).UnixMilli()
 	var ts []prompb.TimeSeries
@@ -101,7 +102,7 @@ func TestSelectFromRealPrometheus(t *testing.T) {
 // backend answers, byte for byte; Lumen's own credentials are not passed
 // on; a path outside the API prefix is not asked.
 func TestProxyAnswersAsTheBackend(t *testing.T) {
-	addr := promtest.FreeAddr(t)
+	addr := loopback.FreeAddr(t)
 	promtest.StartPrometheus(t, addr, true)
 	now := time.Now().UnixMilli()
 	write(t, addr, []prompb.TimeSeries{{Labels: []prompb.Label{{Name: "__name__", Value: "up"}, {Name: "job", Value: "lumen"}},
@@ -141,7 +142,7 @@ func get(t *testing.T, url, auth string) string {
 // past the cap 502; reads past MaxConcurrent wait within their timeout;
 // the configured headers are sent and Lumen's credentials are not.
 func TestBudget(t *testing.T) {
-	down := "http://" + promtest.FreeAddr(t)
+	down := "http://" + loopback.FreeAddr(t)
 	b, err := New(testConfig(down))
 	require.NoError(t, err)
 	srv := httptest.NewServer(b.Proxy("/api/v1"))

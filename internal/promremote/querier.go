@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/metadata"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/util/annotations"
@@ -62,18 +65,13 @@ func (q *querier) Select(ctx context.Context, _ bool, hints *storage.SelectHints
 	out := make([]storage.Series, 0, len(m))
 	histograms := false
 	for _, ss := range m {
-		b := labels.NewScratchBuilder(len(ss.Metric))
-		for name, value := range ss.Metric {
-			b.Add(string(name), string(value))
-		}
-		b.Sort()
 		samples := make([]sample, len(ss.Values))
 		for i, p := range ss.Values {
 			samples[i] = sample{t: int64(p.Timestamp), v: float64(p.Value)}
 		}
 		histograms = histograms || len(ss.Histograms) > 0
 		if len(samples) > 0 {
-			out = append(out, &series{lset: b.Labels(), samples: samples})
+			out = append(out, &series{lset: labelsOf(model.LabelSet(ss.Metric)), samples: samples})
 		}
 	}
 	if histograms {
@@ -204,3 +202,63 @@ func (s *seriesSet) Next() bool {
 func (s *seriesSet) At() storage.Series                { return s.series[s.i-1] }
 func (s *seriesSet) Err() error                        { return nil }
 func (s *seriesSet) Warnings() annotations.Annotations { return s.annos }
+
+// ExemplarQuerier implements storage.ExemplarQueryable with the backend's
+// query_exemplars.
+func (b *Backend) ExemplarQuerier(ctx context.Context) (storage.ExemplarQuerier, error) {
+	return exemplarQuerier{b: b, ctx: ctx}, nil
+}
+
+type exemplarQuerier struct {
+	b   *Backend
+	ctx context.Context
+}
+
+// Select asks for the exemplars of each selector (the union, as
+// Prometheus' API answers several match[]), over [start, end] ms.
+func (q exemplarQuerier) Select(start, end int64, matchers ...[]*labels.Matcher) ([]exemplar.QueryResult, error) {
+	var out []exemplar.QueryResult
+	for _, ms := range matchers {
+		res, err := q.b.api.QueryExemplars(q.ctx, selector(ms), time.UnixMilli(start), time.UnixMilli(end))
+		if err != nil {
+			return nil, fmt.Errorf("metrics backend %s: exemplars of %s: %w", q.b.cfg.URL, selector(ms), err)
+		}
+		for _, r := range res {
+			qr := exemplar.QueryResult{SeriesLabels: labelsOf(r.SeriesLabels)}
+			for _, e := range r.Exemplars {
+				qr.Exemplars = append(qr.Exemplars, exemplar.Exemplar{Labels: labelsOf(e.Labels), Value: float64(e.Value), Ts: int64(e.Timestamp), HasTs: true})
+			}
+			out = append(out, qr)
+		}
+	}
+	return out, nil
+}
+
+func labelsOf(ls model.LabelSet) labels.Labels {
+	b := labels.NewScratchBuilder(len(ls))
+	for name, value := range ls {
+		b.Add(string(name), string(value))
+	}
+	b.Sort()
+	return b.Labels()
+}
+
+// Metadata is the backend's metadata of metric (every metric when empty),
+// at most limit names (0: no limit).
+func (b *Backend) Metadata(ctx context.Context, metric string, limit int) (map[string][]metadata.Metadata, error) {
+	l := ""
+	if limit > 0 {
+		l = strconv.Itoa(limit)
+	}
+	res, err := b.api.Metadata(ctx, metric, l)
+	if err != nil {
+		return nil, fmt.Errorf("metrics backend %s: metadata: %w", b.cfg.URL, err)
+	}
+	out := make(map[string][]metadata.Metadata, len(res))
+	for name, ms := range res {
+		for _, m := range ms {
+			out[name] = append(out[name], metadata.Metadata{Type: model.MetricType(m.Type), Help: m.Help, Unit: m.Unit})
+		}
+	}
+	return out, nil
+}

@@ -2,7 +2,6 @@ package promtest
 
 import (
 	"bytes"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -12,15 +11,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 )
-
-// FreeAddr is a loopback address nothing listens on (yet).
-func FreeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // StartPrometheus runs a real Prometheus (Debian's, which .ci/run
 // installs; outside CI the test is skipped without it) on addr with an

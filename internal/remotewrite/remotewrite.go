@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/storage/remote"
 
+	"github.com/lumenobs/lumen/internal/fault"
 	"github.com/lumenobs/lumen/internal/sendq"
 )
 
@@ -172,7 +173,12 @@ func (a *appender) Commit() error {
 		if err != nil {
 			return fmt.Errorf("remote write request: %w", err)
 		}
-		return a.a.q.Offer(a.ctx, snappy.Encode(nil, b), items)
+		err = a.a.q.Offer(a.ctx, snappy.Encode(nil, b), items)
+		if errors.Is(err, sendq.ErrFull) {
+			// The store's overload: 429 / RESOURCE_EXHAUSTED with a hint.
+			return fmt.Errorf("%w: %w", fault.ErrOverloaded, err)
+		}
+		return err
 	}
 	meta := a.meta
 	from, items := 0, 0

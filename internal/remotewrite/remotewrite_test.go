@@ -26,6 +26,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
+	"github.com/lumenobs/lumen/internal/loopback"
 	"github.com/lumenobs/lumen/internal/promtest"
 	"github.com/lumenobs/lumen/internal/sendq"
 )
@@ -178,7 +179,7 @@ func TestV1AppenderAsPrometheusDecodes(t *testing.T) {
 // committed while the receiver — a real Prometheus — is not running are
 // sent once it is, and it answers them; a rolled-back commit is not sent.
 func TestRealPrometheusAfterItWasDown(t *testing.T) {
-	addr := promtest.FreeAddr(t)
+	addr := loopback.FreeAddr(t)
 	a := New(openQueue(t, t.TempDir(), "http://"+addr+"/api/v1/write"), 2000)
 	now := time.Now().Truncate(time.Second).Add(-time.Minute)
 	app := a.AppenderV2(context.Background())

@@ -16,6 +16,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/storage/filestorage"
@@ -37,6 +39,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	nooptrace "go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // Signal is what a queue carries: it names the queue's metrics as the
@@ -103,6 +106,7 @@ func Open(ctx context.Context, name string, signal Signal, cfg Config, send Send
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("queue %s: %w", name, err)
 	}
+	log = log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core { return keptAtShutdown{c} }))
 	tel := component.TelemetrySettings{Logger: log, TracerProvider: nooptrace.NewTracerProvider(), MeterProvider: mp, Resource: pcommon.NewResource()}
 
 	storageID := component.MustNewIDWithName("file_storage", name)
@@ -257,4 +261,31 @@ func MeterProvider(reg prometheus.Registerer) (metric.MeterProvider, error) {
 		return nil, fmt.Errorf("queue metrics: %w", err)
 	}
 	return sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp)), nil
+}
+
+// keptAtShutdown rewrites the exporter helper's "Exporting failed.
+// Dropping data." for a send the shutdown interrupted: the persistent queue
+// keeps that request for the next start, so it is said as such, at info.
+type keptAtShutdown struct{ zapcore.Core }
+
+func (c keptAtShutdown) With(fs []zapcore.Field) zapcore.Core { return keptAtShutdown{c.Core.With(fs)} }
+
+func (c keptAtShutdown) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if c.Enabled(e.Level) {
+		return ce.AddCore(e, c)
+	}
+	return ce
+}
+
+func (c keptAtShutdown) Write(e zapcore.Entry, fs []zapcore.Field) error {
+	if strings.HasPrefix(e.Message, "Exporting failed. Dropping data.") {
+		for _, f := range fs {
+			if err, ok := f.Interface.(error); ok && f.Key == "error" && strings.Contains(err.Error(), "interrupted due to shutdown") {
+				e.Level, e.Message = zapcore.InfoLevel, "sending interrupted by the shutdown: the request stays queued for the next start"
+				fs = slices.DeleteFunc(slices.Clone(fs), func(f zapcore.Field) bool { return f.Key == "dropped_items" })
+				break
+			}
+		}
+	}
+	return c.Core.Write(e, fs)
 }

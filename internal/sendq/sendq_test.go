@@ -22,6 +22,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // backend is an HTTP server on loopback that answers with status until
@@ -101,7 +103,11 @@ func open(t *testing.T, cfg Config, send Send, reg prometheus.Registerer) *Queue
 func TestQueuedWhileDownSentAfterRestart(t *testing.T) {
 	dir := t.TempDir()
 	be := newBackend(t, http.StatusServiceUnavailable)
-	q := open(t, testConfig(dir), post(be.srv.URL), prometheus.NewRegistry())
+	core, logs := observer.New(zapcore.InfoLevel)
+	mp, err := MeterProvider(prometheus.NewRegistry())
+	require.NoError(t, err)
+	q, err := Open(context.Background(), "test", Metrics, testConfig(dir), post(be.srv.URL), zap.New(core), mp)
+	require.NoError(t, err)
 	var want []string
 	for i := range 20 {
 		body := fmt.Sprintf("request %02d %s", i, strings.Repeat("x", i*100))
@@ -111,6 +117,8 @@ func TestQueuedWhileDownSentAfterRestart(t *testing.T) {
 	require.Eventually(t, func() bool { return be.calls.Load() >= 20 }, 10*time.Second, 10*time.Millisecond, "retried while down")
 	require.NoError(t, q.Close(context.Background()))
 	require.Empty(t, be.got())
+	require.Zero(t, logs.FilterMessageSnippet("Dropping data").Len(), "nothing is dropped at shutdown: %v", logs.All())
+	require.NotZero(t, logs.FilterMessageSnippet("stays queued for the next start").Len())
 
 	be.status.Store(http.StatusOK)
 	reg := prometheus.NewRegistry()
@@ -174,7 +182,7 @@ func TestKill9(t *testing.T) {
 	down := newBackend(t, http.StatusServiceUnavailable)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestKill9$")
 	cmd.Env = append(os.Environ(), "SENDQ_CHILD_DIR="+dir, "SENDQ_CHILD_URL="+down.srv.URL)
-	var out bytes.Buffer
+	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	require.NoError(t, cmd.Start())
 	// The child prints each request once Offer returned; it is killed
@@ -199,6 +207,25 @@ func TestKill9(t *testing.T) {
 	for i := range acked {
 		require.True(t, got["request "+strconv.Itoa(i)], "request %d acknowledged before the kill", i)
 	}
+}
+
+// syncBuffer is the child's output, written by exec's goroutine while the
+// test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func child() {
