@@ -7,7 +7,7 @@ FUZZTIME  ?= 20s
 BENCHTIME ?= 1x
 PKGS      := ./...
 
-.PHONY: loki-peer bench-logs-peers jaeger-peer bench-traces-peers logql-goldens jaeger-goldens promtool-peer prometheus-peer bench-rules rules-goldens vm-peer bench-metrics-peers bench-promql-peers all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
+.PHONY: loki-peer bench-logs-peers jaeger-peer bench-traces-peers logql-goldens jaeger-goldens promtool-peer prometheus-peer bench-rules rules-goldens vm-peer bench-metrics-peers bench-promql-peers bench-remote-metrics all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
 
 all: build
 
@@ -215,6 +215,11 @@ bench-metrics-peers: vm-peer prometheus-peer
 ## (cmd/lumen-load/promql-direct.sh; SERIES, TOTAL, ROUNDS, RUNS)
 bench-promql-peers: vm-peer
 	cmd/lumen-load/promql-direct.sh
+
+## bench-remote-metrics: metrics ingest with metrics kept locally and in a
+## remote backend (VictoriaMetrics), every acknowledged sample counted there
+bench-remote-metrics: vm-peer
+	cmd/lumen-load/remote-metrics.sh
 
 ## prometheus-peer: Prometheus v0.315.0 built from its Go module into
 ## $(PEERS) (a test and benchmark reference, never imported)

@@ -51,6 +51,9 @@ type TraceResponse struct {
 	Logs []TraceLog `json:"logs,omitempty"`
 	// Metrics holds what the metrics store links to the trace.
 	Metrics *TraceMetrics `json:"metrics,omitempty"`
+	// Warnings say what part of the answer is missing and why (a metrics
+	// backend that could not be read): the rest is answered.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // TraceLog is one log line of a trace.
@@ -399,13 +402,16 @@ func (a *API) trace(w http.ResponseWriter, r *http.Request) {
 		wg.Go(func() { series, serr = a.serviceSeries(r.Context(), resp.Services, spanNames(t.Spans), from, to) })
 		wg.Go(func() { graph, gerr = serviceGraph(r.Context(), a.r, from, to) })
 		wg.Wait()
+		// A metrics store that cannot be read (a remote backend down)
+		// leaves its part out, said in the warnings: the spans and the
+		// lines are answered.
 		if serr != nil {
-			writeError(w, fmt.Errorf("%w: series of the trace's services: %w", store.ErrUnavailable, serr))
-			return
+			resp.Warnings = append(resp.Warnings, fmt.Sprintf("series of the trace's services left out: %v", serr))
+			a.log.Warn("trace's service series", zap.Stringer("trace_id", id), zap.Error(serr))
 		}
 		if gerr != nil {
-			writeError(w, fmt.Errorf("%w: service graph around the trace: %w", store.ErrUnavailable, gerr))
-			return
+			resp.Warnings = append(resp.Warnings, fmt.Sprintf("service graph around the trace left out: %v", gerr))
+			a.log.Warn("service graph around a trace", zap.Stringer("trace_id", id), zap.Error(gerr))
 		}
 		graph = slices.DeleteFunc(graph, func(d Dependency) bool {
 			return !slices.Contains(resp.Services, d.Parent) && !slices.Contains(resp.Services, d.Child)

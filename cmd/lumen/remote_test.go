@@ -43,6 +43,12 @@ func TestMetricsInRemoteBackend(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.Equal(t, "unavailable", resp.ErrorType)
 	require.Contains(t, resp.Error, "metrics backend http://"+promAddr)
+	// The correlated answer without its metrics backend: the spans, and a
+	// warning naming the backend.
+	down := getTrace(t, s, sendTrace(t, s, "billing", "GET /invoice"))
+	require.Equal(t, 1, down.SpanCount)
+	require.Len(t, down.Warnings, 2, "%v", down.Warnings)
+	require.Contains(t, down.Warnings[0], "metrics backend http://"+promAddr)
 	s.stop()
 
 	s = startServer(t, cfg) // what the first acknowledged is still queued
@@ -70,14 +76,7 @@ func TestMetricsInRemoteBackend(t *testing.T) {
 
 	// The correlated answer's metrics are read from the backend: the span
 	// metrics of a trace, written there, come back with it.
-	ctx := context.Background()
-	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpoint(s.cfg.OTLP.HTTPAddr), otlptracehttp.WithInsecure())
-	require.NoError(t, err)
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp), sdktrace.WithResource(resource.NewSchemaless(attribute.String("service.name", "billing"))))
-	_, span := tp.Tracer("billing").Start(ctx, "GET /invoice", trace.WithSpanKind(trace.SpanKindServer))
-	span.End()
-	require.NoError(t, tp.Shutdown(ctx))
-	id := span.SpanContext().TraceID().String()
+	id := sendTrace(t, s, "billing", "GET /invoice")
 	require.Eventually(t, func() bool {
 		got := getTrace(t, s, id)
 		if got.Metrics == nil {
@@ -93,6 +92,20 @@ func TestMetricsInRemoteBackend(t *testing.T) {
 	code, resp = promGet(t, s, "/api/v1/query", url.Values{"query": {`traces_spanmetrics_calls_total{service="billing"}`}})
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, string(resp.Data), "GET /invoice", "span metrics are in the backend")
+}
+
+// sendTrace sends a trace of one server span with the OTel SDK's OTLP/HTTP
+// exporter and returns its id.
+func sendTrace(t *testing.T, s *server, service, name string) string {
+	t.Helper()
+	ctx := context.Background()
+	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpoint(s.cfg.OTLP.HTTPAddr), otlptracehttp.WithInsecure())
+	require.NoError(t, err)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp), sdktrace.WithResource(resource.NewSchemaless(attribute.String("service.name", service))))
+	_, span := tp.Tracer(service).Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer))
+	span.End()
+	require.NoError(t, tp.Shutdown(ctx))
+	return span.SpanContext().TraceID().String()
 }
 
 func httpGet(t *testing.T, u string) string {

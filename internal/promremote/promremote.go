@@ -89,7 +89,7 @@ func (t *budgeted) RoundTrip(req *http.Request) (*http.Response, error) {
 	case t.b.sem <- struct{}{}:
 	case <-ctx.Done():
 		cancel()
-		return nil, fmt.Errorf("metrics backend %s: waiting for one of its %d reads at once: %w", t.b.cfg.URL, t.b.cfg.MaxConcurrent, ctx.Err())
+		return nil, fmt.Errorf("waiting for one of its %d reads at once: %w", t.b.cfg.MaxConcurrent, ctx.Err())
 	}
 	release := func() { <-t.b.sem; cancel() }
 	req = req.Clone(ctx)
@@ -99,14 +99,14 @@ func (t *budgeted) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.next.RoundTrip(req)
 	if err != nil {
 		release()
-		return nil, fmt.Errorf("metrics backend %s: %w", t.b.cfg.URL, err)
+		return nil, err
 	}
 	if resp.ContentLength > t.b.cfg.MaxResponseBytes {
 		_ = resp.Body.Close()
 		release()
-		return nil, fmt.Errorf("metrics backend %s: %w (%d bytes, at most %d)", t.b.cfg.URL, ErrTooLarge, resp.ContentLength, t.b.cfg.MaxResponseBytes)
+		return nil, fmt.Errorf("%w (%d bytes, at most %d)", ErrTooLarge, resp.ContentLength, t.b.cfg.MaxResponseBytes)
 	}
-	resp.Body = &capped{r: resp.Body, left: t.b.cfg.MaxResponseBytes, release: release, url: t.b.cfg.URL, max: t.b.cfg.MaxResponseBytes}
+	resp.Body = &capped{r: resp.Body, left: t.b.cfg.MaxResponseBytes, release: release, max: t.b.cfg.MaxResponseBytes}
 	return resp, nil
 }
 
@@ -116,13 +116,12 @@ type capped struct {
 	left    int64
 	release func()
 	done    bool
-	url     string
 	max     int64
 }
 
 func (c *capped) Read(p []byte) (int, error) {
 	if c.left <= 0 {
-		return 0, fmt.Errorf("metrics backend %s: %w (at most %d)", c.url, ErrTooLarge, c.max)
+		return 0, fmt.Errorf("%w (at most %d)", ErrTooLarge, c.max)
 	}
 	if int64(len(p)) > c.left {
 		p = p[:c.left]
@@ -133,7 +132,7 @@ func (c *capped) Read(p []byte) (int, error) {
 		// One more byte would be past the cap: see whether there is one.
 		var one [1]byte
 		if m, _ := c.r.Read(one[:]); m > 0 {
-			return n, fmt.Errorf("metrics backend %s: %w (at most %d)", c.url, ErrTooLarge, c.max)
+			return n, fmt.Errorf("%w (at most %d)", ErrTooLarge, c.max)
 		}
 		c.left = 1 // at the end: the next read says io.EOF
 	}
@@ -188,7 +187,7 @@ func (b *Backend) Proxy(prefix string) http.Handler {
 			}
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(code)
-			_, _ = fmt.Fprintf(w, `{"status":"error","errorType":%q,"error":%q}`, typ, err.Error())
+			_, _ = fmt.Fprintf(w, `{"status":"error","errorType":%q,"error":%q}`, typ, "metrics backend "+b.cfg.URL+": "+err.Error())
 		},
 	}
 }

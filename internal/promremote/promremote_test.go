@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -153,9 +154,10 @@ func TestBudget(t *testing.T) {
 	require.Contains(t, got, "metrics backend "+down)
 
 	release := make(chan struct{})
-	var seen http.Header
+	var seen atomic.Pointer[http.Header]
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		seen = r.Header.Clone()
+		h := r.Header.Clone()
+		seen.Store(&h)
 		if r.URL.Query().Get("query") == "big" {
 			_, _ = w.Write([]byte(`{"status":"success","data":{"resultType":"vector","result":[]},"padding":"` + strings.Repeat("x", 2000) + `"}`))
 			return
@@ -177,8 +179,8 @@ func TestBudget(t *testing.T) {
 	got = get(t, proxy.URL+"/api/v1/query?query=wait", "Bearer lumen-token")
 	require.True(t, strings.HasPrefix(got, "504 "), got)
 	require.Contains(t, got, `"errorType":"timeout"`)
-	require.Equal(t, "team-a", seen.Get("X-Scope-OrgID"))
-	require.Empty(t, seen.Get("Authorization"), "Lumen's credentials stay in Lumen")
+	require.Equal(t, "team-a", seen.Load().Get("X-Scope-OrgID"))
+	require.Empty(t, seen.Load().Get("Authorization"), "Lumen's credentials stay in Lumen")
 	got = get(t, proxy.URL+"/api/v1/query?query=big", "")
 	require.True(t, strings.HasPrefix(got, "502 "), got)
 	require.Contains(t, got, "max response bytes")

@@ -283,6 +283,9 @@ func (c keptAtShutdown) Write(e zapcore.Entry, fs []zapcore.Field) error {
 			if err, ok := f.Interface.(error); ok && f.Key == "error" && strings.Contains(err.Error(), "interrupted due to shutdown") {
 				e.Level, e.Message = zapcore.InfoLevel, "sending interrupted by the shutdown: the request stays queued for the next start"
 				fs = slices.DeleteFunc(slices.Clone(fs), func(f zapcore.Field) bool { return f.Key == "dropped_items" })
+				if !c.Core.Enabled(e.Level) {
+					return nil
+				}
 				break
 			}
 		}

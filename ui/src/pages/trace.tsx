@@ -19,6 +19,8 @@ interface TraceMetrics {
 interface TraceResponse {
   traceId: string; startTimeUnixNano: string; durationNanos: number; spanCount: number; logCount: number; services: string[];
   trace?: any; logs?: LogLine[]; metrics?: TraceMetrics;
+  // What part is missing and why (a metrics backend that could not be read).
+  warnings?: string[];
 }
 
 type Tab = 'spans' | 'logs' | 'metrics';
@@ -64,6 +66,7 @@ export function TracePage({ id, params }: { id: string; params: URLSearchParams 
           {d.services.map((s) => <a class="chip" href={href('services', { service: s })}>{s}</a>)}
         </div>
       </header>
+      {d.warnings?.map((w) => <div class="error" role="alert" data-testid="trace-warning">{w}</div>)}
       <Tabs<Tab> active={tab} onSelect={(t) => setParam('tab', t === 'spans' ? '' : t)} tabs={[
         { id: 'spans', label: `Spans (${d.spanCount})` }, { id: 'logs', label: `Logs (${logs.length})` }, { id: 'metrics', label: 'Metrics' },
       ]} />
