@@ -1,13 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,13 +31,9 @@ import (
 // Lumen acknowledged while the backend — a real Prometheus — was not
 // running, across a restart of Lumen, is in the backend once it runs;
 // Lumen's Prometheus API answers as the backend does, byte for byte, and a
-// backend down is a 503 naming it; Lumen's own data dir holds no samples.
+// backend down is a 503 naming it.
 func TestMetricsInRemoteBackend(t *testing.T) {
-	promAddr := freeAddr(t)
-	cfg := testConfig(t, t.TempDir())
-	cfg.Storage.Metrics.Backend = backendRemote
-	cfg.Storage.Metrics.Remote.WriteURL = "http://" + promAddr + "/api/v1/write"
-	cfg.Storage.Metrics.Remote.QueryURL = "http://" + promAddr
+	cfg, promAddr := remoteConfig(t)
 	cfg.Storage.Metrics.Remote.QueryTimeout = Duration(5 * time.Second)
 	cfg.SpanMetrics.Interval = time.Second
 	start := time.Now().Add(-10 * time.Minute).Truncate(time.Minute)
@@ -94,6 +96,17 @@ func TestMetricsInRemoteBackend(t *testing.T) {
 	require.Contains(t, string(resp.Data), "GET /invoice", "span metrics are in the backend")
 }
 
+// remoteConfig is a test server's configuration with its metrics in a
+// remote backend at promAddr (a Prometheus the test starts when it wants).
+func remoteConfig(t *testing.T) (cfg Config, promAddr string) {
+	promAddr = freeAddr(t)
+	cfg = testConfig(t, t.TempDir())
+	cfg.Storage.Metrics.Backend = backendRemote
+	cfg.Storage.Metrics.Remote.WriteURL = "http://" + promAddr + "/api/v1/write"
+	cfg.Storage.Metrics.Remote.QueryURL = "http://" + promAddr
+	return cfg, promAddr
+}
+
 // sendTrace sends a trace of one server span with the OTel SDK's OTLP/HTTP
 // exporter and returns its id.
 func sendTrace(t *testing.T, s *server, service, name string) string {
@@ -152,4 +165,95 @@ func TestStorageConfig(t *testing.T) {
 	require.ErrorContains(t, err, "write_url and query_url are needed")
 	_, err = loadConfig([]string{"--metrics-backend", "mimir"}, none, "serve")
 	require.ErrorContains(t, err, `storage.metrics.backend "mimir": local or remote`)
+}
+
+// TestRemoteMetricsSurviveSIGKILL: remote writes Lumen acknowledged while
+// its metrics backend was down, the process then killed with SIGKILL, are
+// in the backend — a real Prometheus — once Lumen runs again and the
+// backend is up; every one, none twice.
+func TestRemoteMetricsSurviveSIGKILL(t *testing.T) {
+	cfg, promAddr := remoteConfig(t)
+	args := fmt.Sprintf("serve --data-dir %s --http-addr %s --otlp-grpc-addr %s --otlp-http-addr %s --log-level warn --retention 0 "+
+		"--metrics-backend remote --metrics-remote-write-url %s --metrics-remote-query-url %s",
+		cfg.DataDir, cfg.HTTPAddr, cfg.OTLP.GRPCAddr, cfg.OTLP.HTTPAddr, cfg.Storage.Metrics.Remote.WriteURL, cfg.Storage.Metrics.Remote.QueryURL)
+	child := startLumenChild(t, args, cfg.HTTPAddr, io.Discard)
+	s := &server{cfg: cfg}
+	start := time.Now().Add(-20 * time.Minute).Truncate(time.Minute)
+	const requests = 30
+	for i := range requests {
+		body := v1Request(t, map[string]string{"jobs_queued": "w:" + strconv.Itoa(i)}, "kill", start, 10, 15*time.Second)
+		code, _, msg := remoteWrite(t, s, body, 1)
+		require.Equal(t, http.StatusNoContent, code, msg)
+	}
+	require.NoError(t, child.Process.Signal(syscall.SIGKILL))
+	_, _ = child.Process.Wait()
+
+	promtest.StartPrometheus(t, promAddr, true)
+	s = startServer(t, cfg)
+	at := strconv.FormatInt(start.Add(3*time.Minute).Unix(), 10)
+	var got string
+	require.Eventually(t, func() bool {
+		code, resp := promGet(t, s, "/api/v1/query", url.Values{"query": {`count_over_time(jobs_queued{job="kill"}[5m])`}, "time": {at}})
+		got = string(resp.Data)
+		return code == http.StatusOK && strings.Count(got, `"instance"`) == requests
+	}, 60*time.Second, 200*time.Millisecond, "every acknowledged request in the backend")
+	require.Equal(t, requests, strings.Count(got, `"10"]`), "ten samples of each series, none twice: %s", got)
+}
+
+// TestRemoteMetricsPerTenant: with tenants, each tenant's writes and reads
+// carry its id in tenant_header, in a queue of its own.
+func TestRemoteMetricsPerTenant(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]int{}
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.URL.Path+" "+r.Header.Get("X-Scope-OrgID")]++
+		mu.Unlock()
+		if r.URL.Path == "/api/v1/write" {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[]}}`)
+	}))
+	defer backend.Close()
+	cfg := testConfig(t, t.TempDir())
+	cfg.Tenants.Enabled = true
+	cfg.Storage.Metrics.Backend = backendRemote
+	cfg.Storage.Metrics.Remote.WriteURL = backend.URL + "/api/v1/write"
+	cfg.Storage.Metrics.Remote.QueryURL = backend.URL
+	cfg.Storage.Metrics.Remote.TenantHeader = "X-Scope-OrgID"
+	s := startServer(t, cfg)
+	for _, tenant := range []string{"team-a", "team-b"} {
+		req, err := http.NewRequest(http.MethodPost, s.api("/api/v1/write"), bytes.NewReader(v1Request(t, map[string]string{"up": "x:1"}, "t", time.Now(), 1, time.Second)))
+		require.NoError(t, err)
+		req.Header.Set("Content-Encoding", "snappy")
+		req.Header.Set("Content-Type", "application/x-protobuf")
+		req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+		req.Header.Set("X-Scope-OrgID", tenant)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		require.Equal(t, http.StatusNoContent, resp.StatusCode)
+		req, err = http.NewRequest(http.MethodGet, s.api("/api/v1/query?query=up"), nil)
+		require.NoError(t, err)
+		req.Header.Set("X-Scope-OrgID", tenant)
+		resp, err = http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		require.DirExists(t, filepath.Join(cfg.DataDir, tenantsDir, tenant, "queue", "metrics"))
+	}
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen["/api/v1/write team-a"] > 0 && seen["/api/v1/write team-b"] > 0
+	}, 10*time.Second, 20*time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, 1, seen["/api/v1/query team-a"])
+	require.Equal(t, 1, seen["/api/v1/query team-b"])
+	for k := range seen {
+		require.NotContains(t, k, "/api/v1/write  ", "no write without its tenant: %v", seen)
+	}
 }

@@ -148,6 +148,9 @@ func (c *capped) Close() error {
 	return err
 }
 
+// forwarded are the request headers the proxy passes on.
+var forwarded = []string{"Accept", "Accept-Encoding", "Content-Type", "Content-Length", "User-Agent"}
+
 // Proxy serves Lumen's Prometheus read routes (prefix, e.g. /api/v1, is
 // stripped and the rest asked of the backend's API) within the budget. A
 // backend that cannot be reached, or answers too much, is a Prometheus API
@@ -159,8 +162,16 @@ func (b *Backend) Proxy(prefix string) http.Handler {
 			r.Out.URL.Path = b.base.Path + "/api/v1" + strings.TrimPrefix(r.In.URL.Path, prefix)
 			r.Out.URL.RawPath = ""
 			r.Out.Host = b.base.Host
-			r.Out.Header.Del("Authorization") // Lumen's own credentials stay here
-			r.Out.Header.Del("Cookie")
+			// Only what describes the request goes on: Lumen's own
+			// credentials and a client's tenant header (X-Scope-OrgID)
+			// stay here — the backend's are the configured ones.
+			h := http.Header{}
+			for _, k := range forwarded {
+				if v := r.In.Header.Values(k); len(v) > 0 {
+					h[k] = v
+				}
+			}
+			r.Out.Header = h
 		},
 		Transport: b.rt,
 		// The answer is read whole (within the cap) before it is passed
