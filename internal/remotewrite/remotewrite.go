@@ -94,18 +94,18 @@ func New(q *sendq.Queue, maxPerRequest int) *Appendable {
 
 // AppenderV2 implements storage.AppendableV2.
 func (a *Appendable) AppenderV2(ctx context.Context) storage.AppenderV2 {
-	return &appender{a: a, ctx: ctx, series: map[string]int{}, families: map[string]bool{}}
+	return &appender{a: a, ctx: ctx, series: map[uint64][]int{}, families: map[string]bool{}}
 }
 
 // appender buffers one commit.
 type appender struct {
 	a        *Appendable
 	ctx      context.Context
-	series   map[string]int // labels' bytes → index in ts
+	series   map[uint64][]int // labels' hash → indexes in ts (a collision told apart by the labels)
+	lsets    []labels.Labels  // of ts, by index
 	ts       []prompb.TimeSeries
 	meta     []prompb.MetricMetadata
 	families map[string]bool
-	key      []byte
 }
 
 // Append implements storage.AppenderV2. The start timestamp is not sent
@@ -135,13 +135,16 @@ func (a *appender) Append(ref storage.SeriesRef, ls labels.Labels, _, t int64, v
 
 // seriesOf is the commit's series of labels ls, added if new.
 func (a *appender) seriesOf(ls labels.Labels) *prompb.TimeSeries {
-	a.key = ls.Bytes(a.key[:0])
-	i, ok := a.series[string(a.key)]
-	if !ok {
-		i = len(a.ts)
-		a.series[string(a.key)] = i
-		a.ts = append(a.ts, prompb.TimeSeries{Labels: prompb.FromLabels(ls, nil)})
+	h := ls.Hash()
+	for _, i := range a.series[h] {
+		if labels.Equal(a.lsets[i], ls) {
+			return &a.ts[i]
+		}
 	}
+	i := len(a.ts)
+	a.series[h] = append(a.series[h], i)
+	a.lsets = append(a.lsets, ls)
+	a.ts = append(a.ts, prompb.TimeSeries{Labels: prompb.FromLabels(ls, make([]prompb.Label, 0, ls.Len()))})
 	return &a.ts[i]
 }
 
@@ -207,7 +210,7 @@ func (a *appender) Rollback() error {
 func (a *appender) reset() {
 	clear(a.series)
 	clear(a.families)
-	a.ts, a.meta = nil, nil
+	a.ts, a.meta, a.lsets = nil, nil, nil
 }
 
 // Appender implements storage.Appendable: Prometheus' first appender
