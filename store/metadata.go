@@ -74,7 +74,7 @@ func (db *DB) headName() string {
 // to the head partition.
 func (db *DB) SetMetadata(byName map[string]metadata.Metadata) error {
 	if r := db.remoteMetrics(); r != nil {
-		return db.setRemoteMetadata(r, byName)
+		return r.setMetadata(byName)
 	}
 	var changed []pendingMetadata
 	head := db.headName()

@@ -28,9 +28,9 @@ type RemoteMetrics struct {
 // remoteMetrics is the store's remote backend of metrics, or nil.
 func (db *DB) remoteMetrics() *RemoteMetrics { return db.opts.RemoteMetrics }
 
-// setRemoteMetadata sends metadata by metric name to the remote backend:
-// a commit of metadata alone.
-func (db *DB) setRemoteMetadata(r *RemoteMetrics, byName map[string]metadata.Metadata) error {
+// setMetadata sends metadata by metric name to the remote backend: a
+// commit of metadata alone.
+func (r *RemoteMetrics) setMetadata(byName map[string]metadata.Metadata) error {
 	app := r.Appendable.Appender(context.Background())
 	for name, m := range byName {
 		if _, err := app.UpdateMetadata(0, labels.FromStrings(labels.MetricName, name), m); err != nil {

@@ -2,18 +2,18 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/lumenobs/lumen/internal/promtest"
 )
 
 // lookTool finds a program that .ci/run installs; outside CI the test is
@@ -28,28 +28,6 @@ func lookTool(t *testing.T, name, install string) string {
 		t.Skipf("%s not on PATH: %s", name, install)
 	}
 	return path
-}
-
-// runPrometheus runs a real Prometheus with dir/prometheus.yml on addr;
-// stop ends it (then its output is all in logs), and it is shown when the
-// test fails.
-func runPrometheus(t *testing.T, bin, dir, addr string, extra ...string) (stop func(), logs *bytes.Buffer) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	logs = &bytes.Buffer{}
-	cmd := exec.CommandContext(ctx, bin, append([]string{"--config.file=" + filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path=" + filepath.Join(dir, "tsdb"), "--web.listen-address=" + addr, "--log.level=warn"}, extra...)...)
-	cmd.Stderr, cmd.Stdout = logs, logs
-	require.NoError(t, cmd.Start())
-	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); _ = cmd.Wait() }) }
-	t.Cleanup(func() {
-		stop()
-		if t.Failed() {
-			t.Logf("prometheus output:\n%s", logs.String())
-		}
-	})
-	return stop, logs
 }
 
 // TestRealPrometheusRemoteWrite runs a real Prometheus that scrapes itself
@@ -77,7 +55,7 @@ remote_write:
     metadata_config: {send_interval: 1s}
 `, s.cfg.HTTPAddr, promAddr, s.cfg.HTTPAddr)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o600))
-	stop, logs := runPrometheus(t, prom, dir, promAddr, "--enable-feature=native-histograms,exemplar-storage")
+	stop, logs := promtest.RunPrometheus(t, prom, dir, promAddr, "--enable-feature=native-histograms,exemplar-storage")
 
 	query := func(server string, args ...string) string {
 		out, err := exec.Command(promtool, append([]string{"query"}, append(args[:1:1], append([]string{"http://" + server}, args[1:]...)...)...)...).CombinedOutput()

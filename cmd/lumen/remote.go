@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -152,8 +151,9 @@ func openRemoteMetrics(ctx context.Context, cfg Config, id, dir string, log *zap
 	if err != nil {
 		return nil, err
 	}
+	queueDir := sendq.Dir(dir, "metrics")
 	q, err := sendq.Open(ctx, "metrics", sendq.Metrics, sendq.Config{
-		Dir: sendq.Dir(dir, "metrics"), MaxBytes: int64(r.Queue.MaxBytes), Senders: r.Queue.Senders, Timeout: time.Duration(r.WriteTimeout),
+		Dir: queueDir, MaxBytes: int64(r.Queue.MaxBytes), Senders: r.Queue.Senders, Timeout: time.Duration(r.WriteTimeout),
 		InitialInterval: time.Duration(r.Queue.MinBackoff), MaxInterval: time.Duration(r.Queue.MaxBackoff),
 	}, send, log.Named("metrics-queue"), mp)
 	if err != nil {
@@ -167,7 +167,7 @@ func openRemoteMetrics(ctx context.Context, cfg Config, id, dir string, log *zap
 	}
 	app := remotewrite.New(q, r.Queue.MaxSamplesPerRequest)
 	log.Info("metrics kept in a remote backend", zap.String("write_url", r.WriteURL), zap.String("query_url", r.QueryURL),
-		zap.String("queue", filepath.Join(dir, "queue", "metrics")))
+		zap.String("queue", queueDir))
 	return &remoteMetrics{
 		store:   &store.RemoteMetrics{Appendable: app, Queryable: b, Exemplars: b, Metadata: b.Metadata},
 		backend: b,

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/lumenobs/lumen/internal/promtest"
 )
 
 // The rules both servers evaluate in TestRulesAPIMatchesPrometheus: a
@@ -92,7 +94,7 @@ remote_write:
     queue_config: {batch_send_deadline: 100ms, max_shards: 1}
 `, rules, strings.TrimPrefix(target.URL, "http://"), s.cfg.HTTPAddr)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(pcfg), 0o600))
-	stop, _ := runPrometheus(t, prom, dir, promAddr)
+	stop, _ := promtest.RunPrometheus(t, prom, dir, promAddr)
 
 	require.Eventually(t, func() bool {
 		resp, err := http.Get("http://" + promAddr + "/-/ready")
