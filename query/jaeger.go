@@ -348,7 +348,7 @@ func (a *JaegerAPI) find(r *http.Request, ts store.TraceSearch) ([]jaegerTrace, 
 	}
 	out := []jaegerTrace{}
 	for _, s := range res.Traces {
-		t, err := a.r.Trace(ctx, s.TraceID)
+		t, err := a.r.TraceSpans(ctx, s.TraceID)
 		if err != nil {
 			return nil, err
 		}
@@ -387,7 +387,7 @@ func (a *JaegerAPI) trace(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, err)
 		return
 	}
-	t, err := a.r.Trace(r.Context(), id)
+	t, err := a.r.TraceSpans(r.Context(), id)
 	if err == nil && t.Spans.SpanCount() == 0 {
 		err = fmt.Errorf("trace %s: %w", id, store.ErrNotFound)
 	}

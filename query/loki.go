@@ -63,30 +63,33 @@ func (a *LokiAPI) Admit(r *http.Request) (ctx context.Context, done func(), err 
 	return ctx, done, err
 }
 
+// LokiReadRoutes are the Loki API's read routes (GET and POST each), the
+// live tail aside.
+var LokiReadRoutes = []string{
+	"/loki/api/v1/labels",
+	"/loki/api/v1/label",
+	"/loki/api/v1/label/{name}/values",
+	"/loki/api/v1/series",
+	"/loki/api/v1/query",
+	"/loki/api/v1/query_range",
+	"/loki/api/v1/index/stats",
+	"/loki/api/v1/index/volume",
+	"/loki/api/v1/index/volume_range",
+	"/loki/api/v1/detected_labels",
+	"/loki/api/v1/detected_fields",
+	"/loki/api/v1/detected_field/{name}/values",
+	"/loki/api/v1/patterns",
+}
+
 // Register adds the Loki routes to mux; wrap instruments each handler.
 func (a *LokiAPI) Register(mux Mux, wrap Wrap) {
 	wrap = orPlain(wrap)
-	for _, rt := range []struct {
-		path string
-		h    http.HandlerFunc
-	}{
-		{"/loki/api/v1/labels", a.labels},
-		{"/loki/api/v1/label", a.labels},
-		{"/loki/api/v1/label/{name}/values", a.labelValues},
-		{"/loki/api/v1/series", a.series},
-		{"/loki/api/v1/query", a.query},
-		{"/loki/api/v1/query_range", a.queryRange},
-		{"/loki/api/v1/index/stats", a.indexStats},
-		{"/loki/api/v1/index/volume", a.indexVolume},
-		{"/loki/api/v1/index/volume_range", a.indexVolumeRange},
-		{"/loki/api/v1/detected_labels", a.detectedLabels},
-		{"/loki/api/v1/detected_fields", a.detectedFields},
-		{"/loki/api/v1/detected_field/{name}/values", a.detectedFieldValues},
-		{"/loki/api/v1/patterns", a.patterns},
-	} {
-		h := wrap(rt.path, rt.h)
-		mux.Handle("GET "+rt.path, h)
-		mux.Handle("POST "+rt.path, h)
+	handlers := []http.HandlerFunc{a.labels, a.labels, a.labelValues, a.series, a.query, a.queryRange,
+		a.indexStats, a.indexVolume, a.indexVolumeRange, a.detectedLabels, a.detectedFields, a.detectedFieldValues, a.patterns}
+	for i, path := range LokiReadRoutes {
+		h := wrap(path, handlers[i])
+		mux.Handle("GET "+path, h)
+		mux.Handle("POST "+path, h)
 	}
 	mux.Handle("GET /loki/api/v1/tail", wrap("/loki/api/v1/tail", http.HandlerFunc(a.tail)))
 }

@@ -23,7 +23,9 @@ import (
 
 // TraceReader is the part of the store the Tempo API reads.
 type TraceReader interface {
-	Trace(ctx context.Context, id model.TraceID) (store.Trace, error)
+	// TraceSpans is the trace's spans (its lines only when they are in
+	// the store itself).
+	TraceSpans(ctx context.Context, id model.TraceID) (store.Trace, error)
 	SearchTraces(ctx context.Context, q store.TraceSearch) (store.SearchResult, error)
 	SearchCatalog(ctx context.Context, kind byte, a string, start, end uint64) ([]store.Term, error)
 }
@@ -98,7 +100,7 @@ func (a *TempoAPI) readTrace(w http.ResponseWriter, r *http.Request) (ptrace.Tra
 		a.fail(w, err)
 		return ptrace.Traces{}, false
 	}
-	t, err := a.r.Trace(r.Context(), id)
+	t, err := a.r.TraceSpans(r.Context(), id)
 	if err == nil && t.Spans.SpanCount() == 0 {
 		err = fmt.Errorf("trace %s: %w", id, store.ErrNotFound)
 	}
@@ -403,7 +405,7 @@ func (a *TempoAPI) valuesWhere(r *http.Request, attr *traceql.Attr, q *traceql.Q
 	seen := map[traceql.Value]bool{}
 	var buf [4]traceql.Value
 	for _, t := range res.Traces {
-		st, err := a.r.Trace(ctx, t.TraceID)
+		st, err := a.r.TraceSpans(ctx, t.TraceID)
 		if err != nil {
 			return nil, err
 		}

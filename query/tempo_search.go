@@ -187,7 +187,7 @@ func (a *TempoAPI) search(w http.ResponseWriter, r *http.Request) {
 // evalTrace reads a candidate trace and runs the query on it: its search
 // result, or false when the query returns nothing for it.
 func (a *TempoAPI) evalTrace(ctx context.Context, q *traceql.Query, t store.TraceSummary, spss int) (tempoTrace, bool, error) {
-	st, err := a.r.Trace(ctx, t.TraceID)
+	st, err := a.r.TraceSpans(ctx, t.TraceID)
 	if err != nil {
 		return tempoTrace{}, false, err
 	}

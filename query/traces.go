@@ -372,6 +372,7 @@ func (a *API) trace(w http.ResponseWriter, r *http.Request) {
 		LogCount:  len(logs),
 		Services:  services(t.Spans, t.Logs),
 		Truncated: t.Truncated,
+		Warnings:  t.Warnings,
 	}
 	lo, hi := timeRange(t.Spans, logs)
 	if lo == 0 {

@@ -21,6 +21,9 @@ type Options struct {
 	// RemoteMetrics, when set, keeps metrics in a remote backend instead
 	// of the store's partitions.
 	RemoteMetrics *RemoteMetrics
+	// RemoteLogs, when set, keeps log lines in a remote backend instead of
+	// the store's partitions (docs/scale-out.md).
+	RemoteLogs *RemoteLogs
 	// ExcludeDir is a directory under Dir that holds other stores (the
 	// other tenants'): not counted in this store's disk bytes.
 	ExcludeDir string

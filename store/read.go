@@ -26,6 +26,8 @@ type Trace struct {
 	// Truncated, when not empty, says what was left out because the trace
 	// is over MaxTraceBytes of spans or MaxTraceLogLines of lines.
 	Truncated string
+	// Warnings say what a remote backend that could not be read left out.
+	Warnings []string
 }
 
 var (
@@ -34,8 +36,19 @@ var (
 )
 
 // Trace returns the spans and log records stored for id, from every
-// partition. It returns ErrNotFound when there are none.
+// partition (the lines from the remote logs backend when there is one). It
+// returns ErrNotFound when there are none.
 func (db *DB) Trace(ctx context.Context, id model.TraceID) (Trace, error) {
+	return db.trace(ctx, id, true)
+}
+
+// TraceSpans is Trace for the APIs that answer spans: lines kept in a
+// remote backend are not read.
+func (db *DB) TraceSpans(ctx context.Context, id model.TraceID) (Trace, error) {
+	return db.trace(ctx, id, false)
+}
+
+func (db *DB) trace(ctx context.Context, id model.TraceID, remoteLogs bool) (Trace, error) {
 	parts, err := db.snapshot()
 	if err != nil {
 		return Trace{}, err
@@ -55,8 +68,21 @@ func (db *DB) Trace(ctx context.Context, id model.TraceID) (Trace, error) {
 		out.Truncated = fmt.Sprintf("spans over %d bytes (max_trace_bytes) were left out: %d spans shown", db.opts.Limits.MaxTraceBytes, out.Spans.SpanCount())
 	}
 	var cut bool
-	if out.Logs, cut, err = db.traceLogs(ctx, parts, id); err != nil {
-		return Trace{}, err
+	switch r := db.opts.RemoteLogs; {
+	case r == nil:
+		if out.Logs, cut, err = db.traceLogs(ctx, parts, id); err != nil {
+			return Trace{}, err
+		}
+	case remoteLogs:
+		// A logs backend that cannot be read leaves the lines out, said
+		// in the warnings: the spans are answered.
+		var rerr error
+		if out.Logs, cut, rerr = db.remoteTraceLogs(ctx, r, id, out.Spans); rerr != nil {
+			if out.Spans.ResourceSpans().Len() == 0 {
+				return Trace{}, fmt.Errorf("logs of trace %s: %w", id, rerr)
+			}
+			out.Warnings = append(out.Warnings, fmt.Sprintf("log lines left out: %v", rerr))
+		}
 	}
 	if cut {
 		out.Truncated = strings.TrimPrefix(out.Truncated+"; ", "; ") + fmt.Sprintf("log lines past %d (max_trace_log_lines) were left out", db.opts.Limits.MaxTraceLogLines)

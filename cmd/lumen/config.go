@@ -404,6 +404,9 @@ func settings() []setting[Config] {
 		{"metrics-backend", "LUMEN_METRICS_BACKEND", "where metrics are kept: local (this store) or remote (storage.metrics.remote: a remote-write receiver with a Prometheus API)", str(func(c *Config) *string { return &c.Storage.Metrics.Backend }), false},
 		{"metrics-remote-write-url", "LUMEN_METRICS_REMOTE_WRITE_URL", "the remote metrics backend's remote-write endpoint, e.g. http://mimir:8080/api/v1/push", str(func(c *Config) *string { return &c.Storage.Metrics.Remote.WriteURL }), false},
 		{"metrics-remote-query-url", "LUMEN_METRICS_REMOTE_QUERY_URL", "the base of the remote metrics backend's Prometheus API, e.g. http://mimir:8080/prometheus", str(func(c *Config) *string { return &c.Storage.Metrics.Remote.QueryURL }), false},
+		{"logs-backend", "LUMEN_LOGS_BACKEND", "where log lines are kept: local (this store) or remote (storage.logs.remote: Loki)", str(func(c *Config) *string { return &c.Storage.Logs.Backend }), false},
+		{"logs-remote-push-url", "LUMEN_LOGS_REMOTE_PUSH_URL", "the remote logs backend's push endpoint, e.g. http://loki-gateway/loki/api/v1/push", str(func(c *Config) *string { return &c.Storage.Logs.Remote.PushURL }), false},
+		{"logs-remote-query-url", "LUMEN_LOGS_REMOTE_QUERY_URL", "the base of the remote logs backend's Loki API, e.g. http://loki-gateway", str(func(c *Config) *string { return &c.Storage.Logs.Remote.QueryURL }), false},
 		{"gc-min-heap", "LUMEN_GC_MIN_HEAP", "the heap the garbage collector lets grow to before collecting however little is live, when GOGC is not set, e.g. 256MiB (default 128MiB; 0: none; at most half of GOMEMLIMIT)", func(c *Config, v string) error {
 			return c.GCMinHeap.parse(v)
 		}, false},

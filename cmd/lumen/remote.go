@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,12 +15,15 @@ import (
 	"github.com/lumenobs/lumen/internal/promremote"
 	"github.com/lumenobs/lumen/internal/remotewrite"
 	"github.com/lumenobs/lumen/internal/sendq"
+	"github.com/lumenobs/lumen/query/lokiremote"
 	"github.com/lumenobs/lumen/store"
+	"github.com/lumenobs/lumen/store/lokipush"
 )
 
 // StorageConfig chooses where each signal is kept (docs/scale-out.md).
 type StorageConfig struct {
 	Metrics MetricsStorage `yaml:"metrics"`
+	Logs    LogsStorage    `yaml:"logs"`
 }
 
 // The backends a signal may be kept in.
@@ -42,17 +46,23 @@ type RemoteMetricsConfig struct {
 	// WriteURL is its remote-write endpoint (e.g.
 	// http://mimir:8080/api/v1/push); QueryURL the base of its Prometheus
 	// API (e.g. http://mimir:8080/prometheus).
-	WriteURL string `yaml:"write_url"`
-	QueryURL string `yaml:"query_url"`
-	// HTTPClient is the auth and TLS of both, as Prometheus' remote_write
-	// takes them (basic_auth, authorization, oauth2, tls_config, proxy_url…).
+	WriteURL      string `yaml:"write_url"`
+	QueryURL      string `yaml:"query_url"`
+	RemoteBackend `yaml:",inline"`
+}
+
+// RemoteBackend is what every remote backend's settings share.
+type RemoteBackend struct {
+	// HTTPClient is the auth and TLS of its writes and reads, as
+	// Prometheus' configuration takes them (basic_auth, authorization,
+	// oauth2, tls_config, proxy_url…).
 	HTTPClient config_util.HTTPClientConfig `yaml:"http_client"`
 	// Headers are sent with every write and read; with tenants,
-	// TenantHeader carries the tenant's id (Mimir's and Cortex's
+	// TenantHeader carries the tenant's id (Mimir's, Cortex's and Loki's
 	// X-Scope-OrgID).
 	Headers      map[string]string `yaml:"headers"`
 	TenantHeader string            `yaml:"tenant_header"`
-	// WriteTimeout bounds one remote-write request.
+	// WriteTimeout bounds one write request.
 	WriteTimeout Duration `yaml:"write_timeout"`
 	// QueryTimeout bounds one read; MaxConcurrentQueries run at once;
 	// MaxResponseBytes caps one answer.
@@ -61,6 +71,39 @@ type RemoteMetricsConfig struct {
 	MaxResponseBytes     ByteSize `yaml:"max_response_bytes"`
 	// Queue is the durable queue of writes.
 	Queue QueueConfig `yaml:"queue"`
+}
+
+// openQueue opens the durable queue of signal's writes under
+// dir/queue/<signal>, sending with send.
+func (r RemoteBackend) openQueue(ctx context.Context, signal sendq.Signal, dir string, send sendq.Send, log *zap.Logger, reg prometheus.Registerer) (*sendq.Queue, string, error) {
+	mp, err := sendq.MeterProvider(reg)
+	if err != nil {
+		return nil, "", err
+	}
+	name := string(signal)
+	queueDir := sendq.Dir(dir, name)
+	q, err := sendq.Open(ctx, name, signal, sendq.Config{
+		Dir: queueDir, MaxBytes: int64(r.Queue.MaxBytes), Senders: r.Queue.Senders, Timeout: time.Duration(r.WriteTimeout),
+		InitialInterval: time.Duration(r.Queue.MinBackoff), MaxInterval: time.Duration(r.Queue.MaxBackoff),
+	}, send, log.Named(name+"-queue"), mp)
+	return q, queueDir, err
+}
+
+// validate reports the first setting at path that cannot work.
+func (r RemoteBackend) validate(path string) error {
+	switch {
+	case r.WriteTimeout <= 0 || r.QueryTimeout <= 0:
+		return fmt.Errorf("%s: write_timeout and query_timeout must be positive", path)
+	case r.MaxConcurrentQueries < 1 || r.MaxResponseBytes < 1:
+		return fmt.Errorf("%s: max_concurrent_queries and max_response_bytes must be positive", path)
+	}
+	if err := r.Queue.validate(path + ".queue"); err != nil {
+		return err
+	}
+	if err := r.HTTPClient.Validate(); err != nil {
+		return fmt.Errorf("%s.http_client: %w", path, err)
+	}
+	return nil
 }
 
 // QueueConfig is a durable queue to a remote backend: what a client was
@@ -72,53 +115,133 @@ type QueueConfig struct {
 	// Senders is how many requests are sent at once.
 	Senders int `yaml:"senders"`
 	// MaxSamplesPerRequest cuts a write into requests of at most so many
-	// samples (Prometheus' max_samples_per_send).
-	MaxSamplesPerRequest int `yaml:"max_samples_per_request"`
+	// samples (Prometheus' max_samples_per_send); metrics only.
+	MaxSamplesPerRequest int `yaml:"max_samples_per_request,omitempty"`
+	// MaxRequestBytes cuts a write into requests of about so many bytes
+	// before compression (Promtail's batchsize; Loki refuses a push past
+	// its tenant's burst size); logs only.
+	MaxRequestBytes ByteSize `yaml:"max_request_bytes,omitempty"`
 	// MinBackoff and MaxBackoff bound the wait between retries of a
 	// request, which is retried until the backend takes it.
 	MinBackoff Duration `yaml:"min_backoff"`
 	MaxBackoff Duration `yaml:"max_backoff"`
 }
 
+// validate reports the first setting of the queue at path that cannot work.
+func (q QueueConfig) validate(path string) error {
+	switch {
+	case q.MaxBytes < 1<<20 || q.Senders < 1:
+		return fmt.Errorf("%s: max_bytes (at least 1MiB) and senders must be positive", path)
+	case q.MinBackoff <= 0 || q.MaxBackoff < q.MinBackoff:
+		return fmt.Errorf("%s: min_backoff must be positive and at most max_backoff", path)
+	}
+	return nil
+}
+
+// LogsStorage is where log lines are kept: local (the store's own
+// partitions, the default) or remote (Loki).
+type LogsStorage struct {
+	Backend string           `yaml:"backend"`
+	Remote  RemoteLogsConfig `yaml:"remote"`
+}
+
+// RemoteLogsConfig is the remote logs backend: Loki.
+type RemoteLogsConfig struct {
+	// PushURL is its push endpoint (e.g.
+	// http://loki-gateway/loki/api/v1/push); QueryURL the base of its API
+	// (e.g. http://loki-gateway).
+	PushURL       string `yaml:"push_url"`
+	QueryURL      string `yaml:"query_url"`
+	RemoteBackend `yaml:",inline"`
+	// TraceSelector is the stream selector a trace's lines are looked for
+	// in (`| trace_id="…"` follows it); $services stands for a regexp of
+	// the trace's services.
+	TraceSelector string `yaml:"trace_selector"`
+	// TraceMargin widens a trace's time range on each side when its lines
+	// are looked for; a trace without spans is looked for over
+	// TraceLookback before now.
+	TraceMargin   Duration `yaml:"trace_margin"`
+	TraceLookback Duration `yaml:"trace_lookback"`
+	// MaxEntriesPerQuery is the most lines asked for at once: Loki's
+	// max_entries_limit_per_query.
+	MaxEntriesPerQuery int `yaml:"max_entries_per_query"`
+}
+
 // DefaultStorageConfig keeps every signal locally.
 func DefaultStorageConfig() StorageConfig {
-	return StorageConfig{Metrics: MetricsStorage{Backend: backendLocal, Remote: RemoteMetricsConfig{
-		WriteTimeout:         Duration(30 * time.Second),
-		QueryTimeout:         Duration(2 * time.Minute),
-		MaxConcurrentQueries: 20,
-		MaxResponseBytes:     256 << 20,
-		Queue: QueueConfig{MaxBytes: 1 << 30, Senders: 4, MaxSamplesPerRequest: 2000,
-			MinBackoff: Duration(30 * time.Millisecond), MaxBackoff: Duration(5 * time.Second)},
-	}}}
+	backend := func(q QueueConfig) RemoteBackend {
+		q.MaxBytes, q.Senders = 1<<30, 4
+		q.MinBackoff, q.MaxBackoff = Duration(30*time.Millisecond), Duration(5*time.Second)
+		return RemoteBackend{WriteTimeout: Duration(30 * time.Second), QueryTimeout: Duration(2 * time.Minute),
+			MaxConcurrentQueries: 20, MaxResponseBytes: 256 << 20, Queue: q}
+	}
+	return StorageConfig{
+		Metrics: MetricsStorage{Backend: backendLocal, Remote: RemoteMetricsConfig{
+			RemoteBackend: backend(QueueConfig{MaxSamplesPerRequest: 2000}),
+		}},
+		Logs: LogsStorage{Backend: backendLocal, Remote: RemoteLogsConfig{
+			RemoteBackend:      backend(QueueConfig{MaxRequestBytes: 1 << 20}),
+			TraceSelector:      `{service_name=~".+"}`,
+			TraceMargin:        Duration(10 * time.Minute),
+			TraceLookback:      Duration(24 * time.Hour),
+			MaxEntriesPerQuery: 5000,
+		}},
+	}
+}
+
+// checkBackend reports a backend that is neither local nor remote; remote
+// says whether it is remote.
+func checkBackend(path, backend string) (remote bool, err error) {
+	switch backend {
+	case backendLocal:
+		return false, nil
+	case backendRemote:
+		return true, nil
+	}
+	return false, fmt.Errorf("%s.backend %q: %s or %s", path, backend, backendLocal, backendRemote)
 }
 
 // Validate reports the first setting that cannot work.
 func (c StorageConfig) Validate() error {
-	m := c.Metrics
-	switch m.Backend {
-	case backendLocal:
-		return nil
-	case backendRemote:
-	default:
-		return fmt.Errorf("storage.metrics.backend %q: %s or %s", m.Backend, backendLocal, backendRemote)
+	if remote, err := checkBackend("storage.metrics", c.Metrics.Backend); err != nil {
+		return err
+	} else if remote {
+		if err := c.Metrics.Remote.validate(); err != nil {
+			return err
+		}
 	}
-	r := m.Remote
+	if remote, err := checkBackend("storage.logs", c.Logs.Backend); err != nil {
+		return err
+	} else if remote {
+		return c.Logs.Remote.validate()
+	}
+	return nil
+}
+
+func (r RemoteMetricsConfig) validate() error {
 	switch {
 	case r.WriteURL == "" || r.QueryURL == "":
 		return errors.New("storage.metrics.remote: write_url and query_url are needed with the remote backend")
-	case r.WriteTimeout <= 0 || r.QueryTimeout <= 0:
-		return errors.New("storage.metrics.remote: write_timeout and query_timeout must be positive")
-	case r.MaxConcurrentQueries < 1 || r.MaxResponseBytes < 1:
-		return errors.New("storage.metrics.remote: max_concurrent_queries and max_response_bytes must be positive")
-	case r.Queue.MaxBytes < 1<<20 || r.Queue.Senders < 1 || r.Queue.MaxSamplesPerRequest < 1:
-		return errors.New("storage.metrics.remote.queue: max_bytes (at least 1MiB), senders and max_samples_per_request must be positive")
-	case r.Queue.MinBackoff <= 0 || r.Queue.MaxBackoff < r.Queue.MinBackoff:
-		return errors.New("storage.metrics.remote.queue: min_backoff must be positive and at most max_backoff")
+	case r.Queue.MaxSamplesPerRequest < 1:
+		return errors.New("storage.metrics.remote.queue: max_samples_per_request must be positive")
 	}
-	if err := r.HTTPClient.Validate(); err != nil {
-		return fmt.Errorf("storage.metrics.remote.http_client: %w", err)
+	return r.RemoteBackend.validate("storage.metrics.remote")
+}
+
+func (r RemoteLogsConfig) validate() error {
+	switch {
+	case r.PushURL == "" || r.QueryURL == "":
+		return errors.New("storage.logs.remote: push_url and query_url are needed with the remote backend")
+	case r.MaxEntriesPerQuery < 1:
+		return errors.New("storage.logs.remote: max_entries_per_query must be positive")
+	case !strings.HasPrefix(strings.TrimSpace(r.TraceSelector), "{"):
+		return fmt.Errorf("storage.logs.remote.trace_selector %q: a stream selector, e.g. {service_name=~\"$services\"}", r.TraceSelector)
+	case r.TraceMargin < 0 || r.TraceLookback <= 0:
+		return errors.New("storage.logs.remote: trace_margin must not be negative, trace_lookback must be positive")
+	case r.Queue.MaxRequestBytes < 1<<10:
+		return errors.New("storage.logs.remote.queue: max_request_bytes must be at least 1KiB")
 	}
-	return nil
+	return r.RemoteBackend.validate("storage.logs.remote")
 }
 
 // remoteMetrics is a tenant's remote metrics backend: the store's side,
@@ -136,26 +259,12 @@ func openRemoteMetrics(ctx context.Context, cfg Config, id, dir string, log *zap
 		return nil, nil
 	}
 	r := cfg.Storage.Metrics.Remote
-	headers := maps.Clone(r.Headers)
-	if cfg.Tenants.Enabled && r.TenantHeader != "" {
-		if headers == nil {
-			headers = map[string]string{}
-		}
-		headers[r.TenantHeader] = id
-	}
+	headers := tenantHeaders(cfg, r.Headers, r.TenantHeader, id)
 	send, err := remotewrite.NewSend(remotewrite.Config{URL: r.WriteURL, HTTP: r.HTTPClient, Headers: headers, Timeout: time.Duration(r.WriteTimeout)})
 	if err != nil {
 		return nil, err
 	}
-	mp, err := sendq.MeterProvider(reg)
-	if err != nil {
-		return nil, err
-	}
-	queueDir := sendq.Dir(dir, "metrics")
-	q, err := sendq.Open(ctx, "metrics", sendq.Metrics, sendq.Config{
-		Dir: queueDir, MaxBytes: int64(r.Queue.MaxBytes), Senders: r.Queue.Senders, Timeout: time.Duration(r.WriteTimeout),
-		InitialInterval: time.Duration(r.Queue.MinBackoff), MaxInterval: time.Duration(r.Queue.MaxBackoff),
-	}, send, log.Named("metrics-queue"), mp)
+	q, queueDir, err := r.openQueue(ctx, sendq.Metrics, dir, send, log, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -178,6 +287,69 @@ func openRemoteMetrics(ctx context.Context, cfg Config, id, dir string, log *zap
 // close closes the queue (what it holds stays on disk for the next
 // start); nil-safe.
 func (r *remoteMetrics) close() error {
+	if r == nil {
+		return nil
+	}
+	return r.queue.Close(context.Background())
+}
+
+// tenantHeaders are the headers sent to a backend: the configured ones,
+// and with tenants the tenant's id in tenantHeader.
+func tenantHeaders(cfg Config, configured map[string]string, tenantHeader, id string) map[string]string {
+	headers := maps.Clone(configured)
+	if cfg.Tenants.Enabled && tenantHeader != "" {
+		if headers == nil {
+			headers = map[string]string{}
+		}
+		headers[tenantHeader] = id
+	}
+	return headers
+}
+
+// remoteLogs is a tenant's remote logs backend: the store's side, the
+// API's proxy, and what closes its queue.
+type remoteLogs struct {
+	store   *store.RemoteLogs
+	backend *lokiremote.Backend
+	queue   *sendq.Queue
+}
+
+// openRemoteLogs opens tenant id's remote logs backend (nil when lines are
+// kept locally): its durable queue under dir/queue/logs.
+func openRemoteLogs(ctx context.Context, cfg Config, id, dir string, log *zap.Logger, reg prometheus.Registerer) (*remoteLogs, error) {
+	if cfg.Storage.Logs.Backend != backendRemote {
+		return nil, nil
+	}
+	r := cfg.Storage.Logs.Remote
+	headers := tenantHeaders(cfg, r.Headers, r.TenantHeader, id)
+	send, err := lokipush.NewSend(lokipush.Config{URL: r.PushURL, HTTP: r.HTTPClient, Headers: headers, Timeout: time.Duration(r.WriteTimeout)})
+	if err != nil {
+		return nil, err
+	}
+	b, err := lokiremote.New(lokiremote.Config{URL: r.QueryURL, HTTP: r.HTTPClient, Headers: headers, Timeout: time.Duration(r.QueryTimeout),
+		MaxConcurrent: r.MaxConcurrentQueries, MaxResponseBytes: int64(r.MaxResponseBytes),
+		TraceSelector: r.TraceSelector, MaxEntries: r.MaxEntriesPerQuery})
+	if err != nil {
+		return nil, err
+	}
+	q, queueDir, err := r.openQueue(ctx, sendq.Logs, dir, send, log, reg)
+	if err != nil {
+		return nil, err
+	}
+	w := lokipush.New(q, int(r.Queue.MaxRequestBytes))
+	log.Info("log lines kept in a remote backend", zap.String("push_url", r.PushURL), zap.String("query_url", r.QueryURL),
+		zap.String("queue", queueDir))
+	return &remoteLogs{
+		store: &store.RemoteLogs{Write: w.Write, TraceLogs: b.TraceLogs,
+			Margin: time.Duration(r.TraceMargin), Lookback: time.Duration(r.TraceLookback)},
+		backend: b,
+		queue:   q,
+	}, nil
+}
+
+// close closes the queue (what it holds stays on disk for the next
+// start); nil-safe.
+func (r *remoteLogs) close() error {
 	if r == nil {
 		return nil
 	}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grafana/loki/pkg/push"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
@@ -165,6 +166,42 @@ func TestStorageConfig(t *testing.T) {
 	require.ErrorContains(t, err, "write_url and query_url are needed")
 	_, err = loadConfig([]string{"--metrics-backend", "mimir"}, none, "serve")
 	require.ErrorContains(t, err, `storage.metrics.backend "mimir": local or remote`)
+
+	require.Equal(t, backendLocal, def.Storage.Logs.Backend)
+	require.NoError(t, os.WriteFile(file, []byte(`storage:
+  logs:
+    backend: remote
+    remote:
+      push_url: http://loki-gateway/loki/api/v1/push
+      query_url: http://loki-gateway
+      tenant_header: X-Scope-OrgID
+      trace_selector: '{service_name=~"$services"}'
+      http_client:
+        authorization: {credentials: token}
+      queue: {max_request_bytes: 512KiB}
+`), 0o600))
+	cfg, err = loadConfig([]string{"--config", file}, none, "serve")
+	require.NoError(t, err)
+	l := cfg.Storage.Logs.Remote
+	require.Equal(t, backendRemote, cfg.Storage.Logs.Backend)
+	require.Equal(t, backendLocal, cfg.Storage.Metrics.Backend, "each signal on its own")
+	require.Equal(t, "http://loki-gateway", l.QueryURL)
+	require.Equal(t, `{service_name=~"$services"}`, l.TraceSelector)
+	require.EqualValues(t, 512<<10, l.Queue.MaxRequestBytes)
+	require.EqualValues(t, 1<<30, l.Queue.MaxBytes, "defaults kept where not set")
+	require.Equal(t, 5000, l.MaxEntriesPerQuery)
+	cfg, err = loadConfig([]string{"--logs-backend", "remote", "--logs-remote-push-url", "http://loki:3100/loki/api/v1/push",
+		"--logs-remote-query-url", "http://loki:3100"}, none, "serve")
+	require.NoError(t, err)
+	require.Equal(t, "http://loki:3100", cfg.Storage.Logs.Remote.QueryURL)
+	_, err = loadConfig([]string{"--logs-backend", "remote"}, none, "serve")
+	require.ErrorContains(t, err, "storage.logs.remote: push_url and query_url are needed")
+	_, err = loadConfig([]string{"--logs-backend", "loki"}, none, "serve")
+	require.ErrorContains(t, err, `storage.logs.backend "loki": local or remote`)
+	bad := DefaultStorageConfig()
+	bad.Logs.Backend, bad.Logs.Remote.PushURL, bad.Logs.Remote.QueryURL = backendRemote, "http://l/loki/api/v1/push", "http://l"
+	bad.Logs.Remote.TraceSelector = `trace_id="x"`
+	require.ErrorContains(t, bad.Validate(), "trace_selector")
 }
 
 // TestRemoteMetricsSurviveSIGKILL: remote writes Lumen acknowledged while
@@ -201,7 +238,8 @@ func TestRemoteMetricsSurviveSIGKILL(t *testing.T) {
 }
 
 // TestRemoteMetricsPerTenant: with tenants, each tenant's writes and reads
-// carry its id in tenant_header, in a queue of its own.
+// of metrics and of lines carry its id in tenant_header, in queues of its
+// own.
 func TestRemoteMetricsPerTenant(t *testing.T) {
 	var mu sync.Mutex
 	seen := map[string]int{}
@@ -209,7 +247,7 @@ func TestRemoteMetricsPerTenant(t *testing.T) {
 		mu.Lock()
 		seen[r.URL.Path+" "+r.Header.Get("X-Scope-OrgID")]++
 		mu.Unlock()
-		if r.URL.Path == "/api/v1/write" {
+		if r.URL.Path == "/api/v1/write" || r.URL.Path == "/loki/api/v1/push" {
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
@@ -223,6 +261,10 @@ func TestRemoteMetricsPerTenant(t *testing.T) {
 	cfg.Storage.Metrics.Remote.WriteURL = backend.URL + "/api/v1/write"
 	cfg.Storage.Metrics.Remote.QueryURL = backend.URL
 	cfg.Storage.Metrics.Remote.TenantHeader = "X-Scope-OrgID"
+	cfg.Storage.Logs.Backend = backendRemote
+	cfg.Storage.Logs.Remote.PushURL = backend.URL + "/loki/api/v1/push"
+	cfg.Storage.Logs.Remote.QueryURL = backend.URL
+	cfg.Storage.Logs.Remote.TenantHeader = "X-Scope-OrgID"
 	s := startServer(t, cfg)
 	for _, tenant := range []string{"team-a", "team-b"} {
 		req, err := http.NewRequest(http.MethodPost, s.api("/api/v1/write"), bytes.NewReader(v1Request(t, map[string]string{"up": "x:1"}, "t", time.Now(), 1, time.Second)))
@@ -243,17 +285,37 @@ func TestRemoteMetricsPerTenant(t *testing.T) {
 		_ = resp.Body.Close()
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		require.DirExists(t, filepath.Join(cfg.DataDir, tenantsDir, tenant, "queue", "metrics"))
+		code, body := lokiPush(t, s, "application/x-protobuf", promtailBody(t, push.Stream{Labels: `{app="x"}`, Entries: []push.Entry{{Timestamp: time.Now(), Line: "hello"}}}), "X-Scope-OrgID", tenant)
+		require.Equal(t, http.StatusNoContent, code, body)
+		req, err = http.NewRequest(http.MethodGet, s.api("/loki/api/v1/labels"), nil)
+		require.NoError(t, err)
+		req.Header.Set("X-Scope-OrgID", tenant)
+		resp, err = http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		require.DirExists(t, filepath.Join(cfg.DataDir, tenantsDir, tenant, "queue", "logs"))
 	}
 	require.Eventually(t, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return seen["/api/v1/write team-a"] > 0 && seen["/api/v1/write team-b"] > 0
+		return seen["/api/v1/write team-a"] > 0 && seen["/api/v1/write team-b"] > 0 &&
+			seen["/loki/api/v1/push team-a"] > 0 && seen["/loki/api/v1/push team-b"] > 0
 	}, 10*time.Second, 20*time.Millisecond)
 	mu.Lock()
 	defer mu.Unlock()
 	require.Equal(t, 1, seen["/api/v1/query team-a"])
 	require.Equal(t, 1, seen["/api/v1/query team-b"])
+	require.Equal(t, 1, seen["/loki/api/v1/labels team-a"])
+	require.Equal(t, 1, seen["/loki/api/v1/labels team-b"])
+	// Both queues' metrics, as the Collector's exporters name them.
+	code, body := fetch(t, s.api("/metrics"))
+	require.Equal(t, http.StatusOK, code)
+	for _, want := range []string{`otelcol_exporter_sent_metric_points_total{exporter="lumen/metrics"`, `otelcol_exporter_sent_log_records_total{exporter="lumen/logs"`,
+		`otelcol_exporter_queue_capacity{data_type="logs",exporter="lumen/logs",tenant="team-a"}`} {
+		require.Contains(t, body, want)
+	}
 	for k := range seen {
-		require.NotContains(t, k, "/api/v1/write  ", "no write without its tenant: %v", seen)
+		require.False(t, strings.HasSuffix(k, " "), "nothing sent without its tenant: %v", seen)
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/lumenobs/lumen/internal/promremote"
 	"github.com/lumenobs/lumen/internal/telemetry"
 	"github.com/lumenobs/lumen/query"
+	"github.com/lumenobs/lumen/query/lokiremote"
 	"github.com/lumenobs/lumen/query/ruler"
 	"github.com/lumenobs/lumen/store"
 	"github.com/lumenobs/lumen/ui"
@@ -280,6 +281,9 @@ type muxExtras struct {
 	// metricsBackend, when metrics are kept remotely, answers the
 	// Prometheus API's queries.
 	metricsBackend *promremote.Backend
+	// logsBackend, when lines are kept remotely, answers the Loki API's
+	// queries and finds an alert's lines.
+	logsBackend *lokiremote.Backend
 }
 
 // newMux is the routes of one tenant's store; its metrics are registered
@@ -371,7 +375,18 @@ func registerQueryAPIs(routes *routeTable, cfg Config, db *store.DB, reg prometh
 		query.New(db, cfg.Traces, qm, log).Register(read, wrap)
 	}
 	loki := query.NewLoki(db, logql, qm, log)
-	loki.Register(read, wrap)
+	if b := x.logsBackend; b != nil {
+		// The backend's own answers to every Loki read route.
+		proxy := b.Proxy()
+		for _, path := range query.LokiReadRoutes {
+			h := wrap(path+" (logs backend)", proxy)
+			read.Handle("GET "+path, h)
+			read.Handle("POST "+path, h)
+		}
+		read.Handle("GET /loki/api/v1/tail", wrap("/loki/api/v1/tail (logs backend)", b.Tail()))
+	} else {
+		loki.Register(read, wrap)
+	}
 	query.NewTempo(db, store.DefaultSearchAttributes, version, cfg.Traces, qm, log).Register(read, wrap)
 	query.NewJaeger(db, cfg.Traces, qm, log).Register(read, wrap)
 	// Every other /api/v1 route is Prometheus' own API; the more specific
@@ -419,11 +434,15 @@ func registerQueryAPIs(routes *routeTable, cfg Config, db *store.DB, reg prometh
 	routes.handle(auth.Read, "GET /loki/api/v1/rules/{namespace}/{group}", lokiRules)
 	routes.handle(auth.Read, "GET /api/prom/rules", lokiRules) // Loki's older path
 	routes.handle(auth.Read, "GET /api/v1/alert_evidence", wrap("/api/v1/alert_evidence", ruler.EvidenceHandler(func(*http.Request) ruler.EvidenceSource {
-		return ruler.EvidenceSource{Exemplars: db, Logs: db, LogQLMaxLines: cfg.LogQL.MaxLines,
+		src := ruler.EvidenceSource{Exemplars: db, Logs: db, LogQLMaxLines: cfg.LogQL.MaxLines,
 			Trace: func(ctx context.Context, id model.TraceID) (ptrace.Traces, error) {
-				t, err := db.Trace(ctx, id)
+				t, err := db.TraceSpans(ctx, id)
 				return t.Spans, err
 			}}
+		if x.logsBackend != nil {
+			src.LogQL = x.logsBackend
+		}
+		return src
 	}, loki.Admit)))
 }
 

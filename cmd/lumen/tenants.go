@@ -141,6 +141,7 @@ type tenantStack struct {
 	id       string
 	db       *store.DB
 	remote   *remoteMetrics // nil: metrics are kept locally
+	logs     *remoteLogs    // nil: lines are kept locally
 	writer   otlp.Writer    // adds log fields; counts span metrics
 	routes   *routeTable
 	stopGen  func()
@@ -271,7 +272,7 @@ func (st *tenantStack) close() error {
 	}
 	st.stopSelf()
 	st.stopGen()
-	if err := errors.Join(st.db.Close(), st.remote.close()); err != nil {
+	if err := errors.Join(st.db.Close(), st.remote.close(), st.logs.close()); err != nil {
 		return fmt.Errorf("close store of tenant %q: %w", st.id, err)
 	}
 	return nil
@@ -323,19 +324,27 @@ func (s *tenantSet) open(id string) (*tenantStack, error) {
 	if remote != nil {
 		so.RemoteMetrics = remote.store
 	}
+	rlogs, err := openRemoteLogs(context.Background(), cfg, id, so.Dir, log, reg)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("logs backend of tenant %q: %w", id, err), remote.close())
+	}
+	if rlogs != nil {
+		so.RemoteLogs = rlogs.store
+	}
 	db, err := store.Open(so)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("open store of tenant %q: %w", id, err), remote.close())
+		return nil, errors.Join(fmt.Errorf("open store of tenant %q: %w", id, err), remote.close(), rlogs.close())
 	}
 	closeStore := func() {
 		_ = db.Close()
 		_ = remote.close()
+		_ = rlogs.close()
 	}
 	if err := registerStoreMetrics(reg, db); err != nil {
 		closeStore()
 		return nil, err
 	}
-	st := &tenantStack{id: id, db: db, remote: remote, stopGen: func() {}, stopSelf: func() {}}
+	st := &tenantStack{id: id, db: db, remote: remote, logs: rlogs, stopGen: func() {}, stopSelf: func() {}}
 	fields := fieldWriter{DB: db, det: logfields.New(cfg.LogFields)}
 	st.writer = fields
 	if cfg.SpanMetrics.Enabled {
@@ -361,6 +370,9 @@ func (s *tenantSet) open(id string) (*tenantStack, error) {
 		o := ruler.Options{PromFiles: rs.RuleFiles, LogQLFiles: rs.LogQLRuleFiles, Config: rc, ExternalURL: s.externalURL,
 			Engine: ruleEngine, Queryable: db, Appendable: db, Logs: db, LogQLMaxLines: cfg.LogQL.MaxLines,
 			Notifier: s.notifier, Log: log, Reg: reg}
+		if rlogs != nil {
+			o.LogQL = rlogs.backend
+		}
 		if cfg.Tenants.Enabled {
 			o.Tenant = id
 		}
@@ -373,6 +385,9 @@ func (s *tenantSet) open(id string) (*tenantStack, error) {
 	x := muxExtras{engine: engine, ruler: st.ruler, notifier: s.notifier, reloadRules: s.reloadRules}
 	if remote != nil {
 		x.metricsBackend = remote.backend
+	}
+	if rlogs != nil {
+		x.logsBackend = rlogs.backend
 	}
 	if st.routes, err = newMux(cfg, db, reg, s.reg, log, s.im, s.ready, x); err != nil {
 		if st.ruler != nil {

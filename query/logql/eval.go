@@ -16,6 +16,12 @@ type Reader interface {
 	SelectLogs(ctx context.Context, q store.LogSelect) ([]store.LogStream, error)
 }
 
+// Executor evaluates a query somewhere other than over a Reader: a
+// remote Loki (query/lokiremote).
+type Executor interface {
+	Exec(ctx context.Context, e Expr, p Params) (Result, error)
+}
+
 // Params are a query's time range, step and log limits.
 type Params struct {
 	Start, End time.Time

@@ -38,6 +38,9 @@ type EvidenceSource struct {
 	// duration and status).
 	Trace         func(ctx context.Context, id model.TraceID) (ptrace.Traces, error)
 	LogQLMaxLines int
+	// LogQL, when set, finds the lines instead of Logs (the remote logs
+	// backend).
+	LogQL logql.Executor
 }
 
 // EvidenceTrace is one exemplar's trace.
@@ -329,7 +332,13 @@ func matchingLines(ctx context.Context, src EvidenceSource, expr string, alert l
 	}
 	out := []EvidenceLine{}
 	for _, le := range logExprs(e, nil) {
-		res, err := logql.Exec(ctx, src.Logs, le, logql.Params{Start: start, End: end, Limit: maxEvidenceLimit, MaxLines: src.LogQLMaxLines})
+		p := logql.Params{Start: start, End: end, Limit: maxEvidenceLimit, MaxLines: src.LogQLMaxLines}
+		var res logql.Result
+		if src.LogQL != nil {
+			res, err = src.LogQL.Exec(ctx, le, p)
+		} else {
+			res, err = logql.Exec(ctx, src.Logs, le, p)
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -50,6 +50,9 @@ type Options struct {
 	Appendable    storage.Appendable
 	Logs          logql.Reader
 	LogQLMaxLines int
+	// LogQL, when set, evaluates the LogQL rules instead of Logs (the
+	// remote logs backend: Loki's ruler evaluating remotely).
+	LogQL logql.Executor
 	// Notifier, if not nil, sends the alerts.
 	Notifier *Notifier
 	Log      *zap.Logger
@@ -259,7 +262,13 @@ func (r *Ruler) logqlQuery(ctx context.Context, qs string, t time.Time) (promql.
 	if err != nil {
 		return nil, err
 	}
-	res, err := logql.Exec(ctx, r.o.Logs, e, logql.Params{Start: t, End: t, MaxLines: r.o.LogQLMaxLines})
+	p := logql.Params{Start: t, End: t, MaxLines: r.o.LogQLMaxLines}
+	var res logql.Result
+	if r.o.LogQL != nil {
+		res, err = r.o.LogQL.Exec(ctx, e, p)
+	} else {
+		res, err = logql.Exec(ctx, r.o.Logs, e, p)
+	}
 	if err != nil {
 		return nil, err
 	}

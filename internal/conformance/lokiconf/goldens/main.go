@@ -18,63 +18,8 @@ import (
 
 	"github.com/lumenobs/lumen/internal/conformance/golden"
 	"github.com/lumenobs/lumen/internal/conformance/lokiconf"
+	"github.com/lumenobs/lumen/internal/lokitest"
 )
-
-const config = `auth_enabled: false
-server:
-  http_listen_address: 127.0.0.1
-  http_listen_port: %d
-  grpc_listen_address: 127.0.0.1
-  grpc_listen_port: %d
-  log_level: warn
-common:
-  instance_addr: 127.0.0.1
-  path_prefix: %[3]s
-  storage:
-    filesystem:
-      chunks_directory: %[3]s/chunks
-      rules_directory: %[3]s/rules
-  replication_factor: 1
-  ring:
-    kvstore:
-      store: inmemory
-ingester:
-  lifecycler:
-    min_ready_duration: 0s
-    final_sleep: 0s
-memberlist:
-  bind_addr: [127.0.0.1]
-  bind_port: %[4]d
-  join_members: []
-schema_config:
-  configs:
-    - from: 2020-10-24
-      store: tsdb
-      object_store: filesystem
-      schema: v13
-      index:
-        prefix: index_
-        period: 24h
-limits_config:
-  allow_structured_metadata: true
-  volume_enabled: true
-  max_query_length: 0
-  ingestion_rate_mb: 64
-  ingestion_burst_size_mb: 128
-querier:
-  # The corpus is hours old and still in the ingester: always ask it.
-  query_ingesters_within: 0
-query_range:
-  cache_results: false
-  results_cache:
-    cache:
-      embedded_cache:
-        enabled: false
-pattern_ingester:
-  enabled: true
-analytics:
-  reporting_enabled: false
-`
 
 func main() {
 	lokiBin := flag.String("loki", "", "the loki binary")
@@ -104,7 +49,7 @@ func run(log *zap.Logger, lokiBin, queriesPath, out, version string, hold time.D
 		return err
 	}
 	cfgPath := filepath.Join(dir, "loki.yaml")
-	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, config, ports[0], ports[1], dir, ports[2]), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, lokitest.Config(ports[0], ports[1], dir, ports[2], true), 0o644); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
