@@ -159,11 +159,11 @@ func (a *LokiAPI) backfill(ctx context.Context, conn *websocket.Conn, le *logql.
 	return sent, nil
 }
 
-// follow sends the new lines until the client leaves, falls behind, or
-// the tail has run for tail_max_duration.
-func (a *LokiAPI) follow(ctx context.Context, conn *websocket.Conn, le *logql.LogExpr, sub *store.LogTail, sent map[string]bool) {
+// clientGone is closed when the tail's client leaves: its connection is
+// read only to see that.
+func clientGone(conn *websocket.Conn) <-chan struct{} {
 	gone := make(chan struct{})
-	go func() { // reads only to see the client leave
+	go func() {
 		defer close(gone)
 		for {
 			if _, _, err := conn.ReadMessage(); err != nil {
@@ -171,6 +171,13 @@ func (a *LokiAPI) follow(ctx context.Context, conn *websocket.Conn, le *logql.Lo
 			}
 		}
 	}()
+	return gone
+}
+
+// follow sends the new lines until the client leaves, falls behind, or
+// the tail has run for tail_max_duration.
+func (a *LokiAPI) follow(ctx context.Context, conn *websocket.Conn, le *logql.LogExpr, sub *store.LogTail, sent map[string]bool) {
+	gone := clientGone(conn)
 	ping := time.NewTicker(tailPing)
 	defer ping.Stop()
 	expire := time.NewTimer(a.cfg.TailMaxDuration)

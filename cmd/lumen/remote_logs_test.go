@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/grafana/loki/pkg/push"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
@@ -157,6 +159,52 @@ func TestLogsInRemoteBackend(t *testing.T) {
 	} {
 		require.Equal(t, lokiAnswer(t, loki.URL+q), lokiAnswer(t, remote.api(q)), q)
 	}
+
+	// The live tail: Loki's, behind Lumen's handshake checks.
+	tail := "ws://" + cfg.HTTPAddr + "/loki/api/v1/tail?" + url.Values{"query": {`{app="tailed"}`}}.Encode()
+	_, resp, err := websocket.DefaultDialer.Dial(tail, http.Header{"Origin": {"https://evil.example"}})
+	require.Error(t, err)
+	require.Equal(t, http.StatusForbidden, resp.StatusCode, "a foreign page's handshake")
+	_, resp, err = websocket.DefaultDialer.Dial("ws://"+cfg.HTTPAddr+"/loki/api/v1/tail?query="+url.QueryEscape(`{app=`), nil)
+	require.Error(t, err)
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode, "a query that does not parse")
+	conn, _, err := websocket.DefaultDialer.Dial(tail, nil)
+	require.NoError(t, err)
+	defer conn.Close()
+	var msg struct {
+		Streams []struct {
+			Stream map[string]string `json:"stream"`
+			Values [][]string        `json:"values"`
+		} `json:"streams"`
+	}
+	// Lines are pushed until one is tailed: Loki's tail may start after the
+	// first reaches it.
+	pushed := promtailBody(t, push.Stream{Labels: `{app="tailed"}`, Entries: []push.Entry{{Timestamp: time.Now(), Line: "followed"}}})
+	done, exited := make(chan struct{}), make(chan struct{})
+	defer func() { close(done); <-exited }()
+	go func() {
+		defer close(exited)
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(300 * time.Millisecond):
+			}
+			if resp, err := http.Post(remote.api("/loki/api/v1/push"), "application/x-protobuf", bytes.NewReader(pushed)); err == nil {
+				_ = resp.Body.Close()
+			}
+		}
+	}()
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(30*time.Second)))
+	require.NoError(t, conn.ReadJSON(&msg))
+	var lines []string
+	for _, st := range msg.Streams {
+		require.Equal(t, "tailed", st.Stream["app"])
+		for _, v := range st.Values {
+			lines = append(lines, v[1])
+		}
+	}
+	require.Contains(t, lines, "followed", "a line pushed to Lumen, tailed from Loki")
 }
 
 // lokiAnswer is u's status and body, comparable with another answer.

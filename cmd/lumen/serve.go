@@ -383,7 +383,7 @@ func registerQueryAPIs(routes *routeTable, cfg Config, db *store.DB, reg prometh
 			read.Handle("GET "+path, h)
 			read.Handle("POST "+path, h)
 		}
-		read.Handle("GET /loki/api/v1/tail", wrap("/loki/api/v1/tail (logs backend)", b.Tail()))
+		read.Handle("GET /loki/api/v1/tail", wrap("/loki/api/v1/tail (logs backend)", loki.RemoteTail(b.DialTail)))
 	} else {
 		loki.Register(read, wrap)
 	}

@@ -42,10 +42,9 @@ type Config struct {
 type Client struct {
 	cfg  Config
 	base *url.URL
-	// rt sends within the budget; plain only adds the headers (for
-	// streams that last: a tail).
-	rt, plain http.RoundTripper
-	sem       chan struct{}
+	// rt sends within the budget.
+	rt  http.RoundTripper
+	sem chan struct{}
 }
 
 // New returns the client of cfg.
@@ -63,7 +62,6 @@ func New(cfg Config) (*Client, error) {
 	}
 	c := &Client{cfg: cfg, base: u, sem: make(chan struct{}, cfg.MaxConcurrent)}
 	c.rt = &budgeted{c: c, next: rt}
-	c.plain = headers{h: cfg.Headers, next: rt}
 	return c, nil
 }
 
@@ -81,20 +79,6 @@ func (c *Client) RoundTripper() http.RoundTripper { return c.rt }
 
 // ErrTooLarge is a read whose answer passes MaxResponseBytes.
 var ErrTooLarge = errors.New("answer larger than the backend's max response bytes")
-
-// headers adds the configured headers.
-type headers struct {
-	h    map[string]string
-	next http.RoundTripper
-}
-
-func (t headers) RoundTrip(req *http.Request) (*http.Response, error) {
-	req = req.Clone(req.Context())
-	for k, v := range t.h {
-		req.Header.Set(k, v)
-	}
-	return t.next.RoundTrip(req)
-}
 
 // budgeted sends a read within the backend's budget: a slot among
 // MaxConcurrent, the timeout, the configured headers and the size cap.
@@ -243,18 +227,6 @@ func (c *Client) Proxy(path func(string) string, fail Fail) http.Handler {
 			resp.Header.Del("Transfer-Encoding")
 			return nil
 		},
-		ErrorHandler: c.errorHandler(fail),
-	}
-}
-
-// StreamProxy passes on a request whose answer lasts (a WebSocket tail):
-// the configured headers, no timeout, slot or cap; the upgrade headers go
-// on with the others that describe the request.
-func (c *Client) StreamProxy(path func(string) string, fail Fail) http.Handler {
-	return &httputil.ReverseProxy{
-		Rewrite: c.rewrite(path, append(forwarded[:len(forwarded):len(forwarded)],
-			"Connection", "Upgrade", "Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Extensions", "Sec-Websocket-Protocol")),
-		Transport:    c.plain,
 		ErrorHandler: c.errorHandler(fail),
 	}
 }

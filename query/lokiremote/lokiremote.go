@@ -11,15 +11,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/url"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/gorilla/websocket"
 	config_util "github.com/prometheus/common/config"
 	"github.com/prometheus/prometheus/model/labels"
 
@@ -90,9 +93,80 @@ func (b *Backend) Proxy() http.Handler {
 	return b.c.Proxy(func(p string) string { return p }, fail)
 }
 
-// Tail passes a live tail (a WebSocket) on to the backend's.
-func (b *Backend) Tail() http.Handler {
-	return b.c.StreamProxy(func(p string) string { return p }, fail)
+// DialTail opens the backend's live tail for a query string: the
+// configured headers, basic auth or authorization credentials, TLS and
+// proxy go with it (not OAuth 2.0, which a WebSocket handshake is not
+// given here). A refusal of the query is fault.ErrInvalid, the rest
+// fault.ErrUnavailable, each naming the backend.
+func (b *Backend) DialTail(ctx context.Context, rawQuery string) (*websocket.Conn, error) {
+	u := *b.c.Base()
+	u.Scheme = map[string]string{"https": "wss"}[u.Scheme]
+	if u.Scheme == "" {
+		u.Scheme = "ws"
+	}
+	u.Path += "/loki/api/v1/tail"
+	u.RawQuery = rawQuery
+	h, err := tailHeaders(b.cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: logs backend %s: tail: %w", fault.ErrUnavailable, b.cfg.URL, err)
+	}
+	d := websocket.Dialer{HandshakeTimeout: b.cfg.Timeout}
+	if d.TLSClientConfig, err = config_util.NewTLSConfig(&b.cfg.HTTP.TLSConfig); err != nil {
+		return nil, fmt.Errorf("%w: logs backend %s: tail: %w", fault.ErrUnavailable, b.cfg.URL, err)
+	}
+	if p := b.cfg.HTTP.ProxyURL.URL; p != nil {
+		d.Proxy = http.ProxyURL(p)
+	}
+	conn, resp, err := d.DialContext(ctx, u.String(), h)
+	if err != nil {
+		if resp != nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+			_ = resp.Body.Close()
+			return nil, b.readErr(&remoteapi.HTTPError{Backend: "logs backend " + b.cfg.URL, Status: resp.StatusCode, Body: strings.TrimSpace(string(body))})
+		}
+		return nil, fmt.Errorf("%w: logs backend %s: tail: %w", fault.ErrUnavailable, b.cfg.URL, err)
+	}
+	return conn, nil
+}
+
+// tailHeaders are the handshake's headers: the configured ones and the
+// client's credentials.
+func tailHeaders(cfg Config) (http.Header, error) {
+	h := http.Header{}
+	for k, v := range cfg.Headers {
+		h.Set(k, v)
+	}
+	c := cfg.HTTP
+	switch {
+	case c.OAuth2 != nil:
+		return nil, errors.New("a tail is not opened with oauth2 credentials")
+	case c.BasicAuth != nil:
+		pw := string(c.BasicAuth.Password)
+		if c.BasicAuth.PasswordFile != "" {
+			b, err := os.ReadFile(c.BasicAuth.PasswordFile)
+			if err != nil {
+				return nil, fmt.Errorf("basic auth password file: %w", err)
+			}
+			pw = strings.TrimSpace(string(b))
+		}
+		req := &http.Request{Header: h}
+		req.SetBasicAuth(c.BasicAuth.Username, pw)
+	case c.Authorization != nil:
+		cred := string(c.Authorization.Credentials)
+		if c.Authorization.CredentialsFile != "" {
+			b, err := os.ReadFile(c.Authorization.CredentialsFile)
+			if err != nil {
+				return nil, fmt.Errorf("authorization credentials file: %w", err)
+			}
+			cred = strings.TrimSpace(string(b))
+		}
+		typ := c.Authorization.Type
+		if typ == "" {
+			typ = "Bearer"
+		}
+		h.Set("Authorization", typ+" "+cred)
+	}
+	return h, nil
 }
 
 // categorized asks Loki to answer a line's structured metadata apart from
