@@ -7,7 +7,7 @@ FUZZTIME  ?= 20s
 BENCHTIME ?= 1x
 PKGS      := ./...
 
-.PHONY: loki-peer bench-logs-peers jaeger-peer bench-traces-peers logql-goldens jaeger-goldens promtool-peer prometheus-peer bench-rules rules-goldens vm-peer bench-metrics-peers bench-promql-peers bench-remote-metrics all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
+.PHONY: loki-peer bench-logs-peers jaeger-peer bench-traces-peers logql-goldens jaeger-goldens promtool-peer prometheus-peer bench-rules rules-goldens vm-peer bench-metrics-peers bench-promql-peers bench-remote-metrics bench-remote-logs all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
 
 all: build
 
@@ -223,6 +223,12 @@ bench-promql-peers: vm-peer
 ## remote backend (VictoriaMetrics), every acknowledged sample counted there
 bench-remote-metrics: vm-peer
 	cmd/lumen-load/remote-metrics.sh
+
+## bench-remote-logs: logs ingest with lines kept locally and in Loki,
+## every acknowledged line counted there; the correlated answer's lines
+## from the store's index and from Loki
+bench-remote-logs: loki-peer
+	cmd/lumen-load/remote-logs.sh
 
 ## prometheus-peer: Prometheus v0.315.0 built from its Go module into
 ## $(PEERS) (a test and benchmark reference, never imported)

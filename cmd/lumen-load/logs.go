@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -118,6 +120,11 @@ func runLogs(o options, out io.Writer) error {
 		}
 		fmt.Fprintf(out, "on disk right after the load: %d bytes in %s, %.1f bytes per line\n", b, o.disk, float64(b)/float64(n))
 	}
+	if o.drainQueues {
+		if err := drainQueues(o, n, t0, cpu0, out); err != nil {
+			return err
+		}
+	}
 	if o.correlated {
 		if err := traceLookups(o, ids, out); err != nil {
 			return err
@@ -158,6 +165,51 @@ func logqlTraceLookups(o options, ids []string, from, to time.Time, out io.Write
 		return fmt.Errorf("trace id by LogQL: %w", err)
 	}
 	fmt.Fprintf(out, "a trace's lines by LogQL {namespace=\"shop\"} |= \"<id>\" (%d ids): %s\n", len(lat), quantiles(lat))
+	return nil
+}
+
+// drainQueues waits until every queue to a remote backend is empty (what
+// the load sent is in the backend) and reports when, and the server's CPU
+// up to then per million lines.
+func drainQueues(o options, n int64, t0 time.Time, cpu0 float64, out io.Writer) error {
+	loadEnd := time.Now()
+	deadline := loadEnd.Add(10 * time.Minute)
+	for {
+		resp, err := http.Get("http://" + o.httpAddr + "/metrics")
+		if err != nil {
+			return fmt.Errorf("drain: %w", err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("drain: %w", err)
+		}
+		queued, seen := 0.0, false
+		for _, line := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(line, "otelcol_exporter_queue_size{") {
+				seen = true
+				if f := strings.Fields(line); len(f) == 2 {
+					v, _ := strconv.ParseFloat(f[1], 64)
+					queued += v
+				}
+			}
+		}
+		if !seen {
+			return errors.New("drain: no otelcol_exporter_queue_size on /metrics: no remote backend")
+		}
+		if queued == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("drain: %.0f bytes still queued after 10 minutes", queued)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	done := time.Now()
+	fmt.Fprintf(out, "queues empty %.1f s after the load: %.0f lines/s end to end\n", done.Sub(loadEnd).Seconds(), float64(n)/done.Sub(t0).Seconds())
+	if cpu, err := procCPUSeconds(o.pid); err == nil && n > 0 {
+		fmt.Fprintf(out, "server CPU until sent: %.1f s, %.2f CPU-seconds per million lines\n", cpu-cpu0, (cpu-cpu0)/float64(n)*1e6)
+	}
 	return nil
 }
 

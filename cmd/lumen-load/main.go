@@ -49,6 +49,7 @@ type options struct {
 	jaegerURL          string
 	correlated         bool
 	readyURL           string
+	drainQueues        bool
 	logqlLookups       int
 	names              int
 	series             int
@@ -96,6 +97,7 @@ func main() {
 	flag.BoolVar(&o.correlated, "correlated", true, "traces and logs: also time Lumen's correlated trace by id (/api/v1/traces/{id})")
 	flag.IntVar(&o.logqlLookups, "logql-lookups", 5, "logs: trace ids to look for with LogQL ({namespace=\"shop\"} |= \"<id>\") after the load, as a Loki user does")
 	flag.StringVar(&o.readyURL, "ready-url", "", "traces and logs: the URL that answers 200 once the server is ready (default: --http's /-/ready)")
+	flag.BoolVar(&o.drainQueues, "drain-queues", false, "logs: before the lookups, wait until Lumen's queues to its remote backends are empty (otelcol_exporter_queue_size 0 on --http's /metrics) and report how long that took")
 	flag.IntVar(&o.names, "names", 100, "metrics: metric names the series are spread over (app_metric_N; 1: all are http_requests_total)")
 	flag.IntVar(&o.queryRuns, "query-runs", 20, "promql: runs of each query, instant and range")
 	flag.IntVar(&o.rules, "rules", 1000, "rulefile: recording rules to write")

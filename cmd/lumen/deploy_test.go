@@ -232,6 +232,7 @@ func newMounts(t *testing.T, o objects) secretMounts {
 	m.write(t, "etc/lumen/auth/auth.yml", string(auth))
 	m.write(t, "etc/lumen/relay/auth.yml", string(auth))
 	m.write(t, "var/run/lumen/token", writeSecret)
+	m.write(t, "etc/lumen/backends/mimir-password", "backend secret")
 	for _, cm := range o.configMaps {
 		for name, data := range cm.Data {
 			m.write(t, "etc/lumen/config/"+name, strings.ReplaceAll(data, "/etc/lumen/", m.root+"/etc/lumen/"))
@@ -476,6 +477,62 @@ func TestHelmChart(t *testing.T) {
 	for _, want := range []string{"port-forward svc/{{ include \"lumen.fullname\" . }} 4320:4320", "http://$(NODE_IP):{{ .Values.agent.hostPorts.otlpHttp }}", ".svc:4317"} {
 		assert.Contains(t, string(notes), want)
 	}
+}
+
+// TestHelmRemoteBackends: the chart's storage values become the server's
+// storage configuration (each signal on its own), read by Lumen's own
+// loader, with the backends' credentials mounted from their Secret.
+func TestHelmRemoteBackends(t *testing.T) {
+	helm := lookTool(t, "helm", "go install helm.sh/helm/v3/cmd/helm@v3.22.0")
+	chart := "../../deploy/helm/lumen"
+	o := decodeManifests(t, render(t, helm, "template", "obs", chart, "--namespace", "observability",
+		"--set", "storage.metrics.backend=remote",
+		"--set", "storage.metrics.remote.write_url=http://mimir-gateway/api/v1/push",
+		"--set", "storage.metrics.remote.query_url=http://mimir-gateway/prometheus",
+		"--set", "storage.metrics.remote.tenant_header=X-Scope-OrgID",
+		"--set", "storage.metrics.remote.http_client.basic_auth.username=lumen",
+		"--set", "storage.metrics.remote.http_client.basic_auth.password_file=/etc/lumen/backends/mimir-password",
+		"--set", "storage.metrics.remote.queue.max_bytes=4GiB",
+		"--set", "storage.logs.backend=remote",
+		"--set", "storage.logs.remote.push_url=http://loki-gateway/loki/api/v1/push",
+		"--set", "storage.logs.remote.query_url=http://loki-gateway",
+		"--set", "storage.credentialsSecret=lumen-backends"))
+	cfg := checkServer(t, o, "50Gi")
+	m := cfg.Storage.Metrics
+	require.Equal(t, backendRemote, m.Backend)
+	assert.Equal(t, "http://mimir-gateway/api/v1/push", m.Remote.WriteURL)
+	assert.Equal(t, "X-Scope-OrgID", m.Remote.TenantHeader)
+	assert.EqualValues(t, 4<<30, m.Remote.Queue.MaxBytes)
+	assert.Equal(t, 2000, m.Remote.Queue.MaxSamplesPerRequest, "defaults where the values say nothing")
+	pw, err := os.ReadFile(m.Remote.HTTPClient.BasicAuth.PasswordFile)
+	require.NoError(t, err, "the password file is in the mounted Secret")
+	assert.Equal(t, "backend secret", string(pw))
+	l := cfg.Storage.Logs
+	require.Equal(t, backendRemote, l.Backend)
+	assert.Equal(t, "http://loki-gateway", l.Remote.QueryURL)
+	c := o.statefulSets[0].Spec.Template.Spec.Containers[0]
+	assert.Equal(t, "backends", mountOf(c, "/etc/lumen/backends"))
+	var secret string
+	for _, v := range o.statefulSets[0].Spec.Template.Spec.Volumes {
+		if v.Name == "backends" {
+			secret = v.Secret.SecretName
+		}
+	}
+	assert.Equal(t, "lumen-backends", secret)
+
+	// One signal remote, the other local.
+	o = decodeManifests(t, render(t, helm, "template", "obs", chart,
+		"--set", "storage.logs.backend=remote", "--set", "storage.logs.remote.push_url=http://loki:3100/loki/api/v1/push",
+		"--set", "storage.logs.remote.query_url=http://loki:3100"))
+	cfg = checkServer(t, o, "50Gi")
+	assert.Equal(t, backendLocal, cfg.Storage.Metrics.Backend)
+	assert.Equal(t, backendRemote, cfg.Storage.Logs.Backend)
+	// A remote backend without its URLs does not start: said by Lumen's
+	// own loader.
+	o = decodeManifests(t, render(t, helm, "template", "obs", chart, "--set", "storage.logs.backend=remote"))
+	c = o.statefulSets[0].Spec.Template.Spec.Containers[0]
+	_, err = loadConfig(newMounts(t, o).args(t, c, c.Args[1:]), func(string) string { return "" }, "serve")
+	require.ErrorContains(t, err, "push_url and query_url are needed")
 }
 
 // TestReleaseBinaryIsStatic: `make build` links no C library: no program

@@ -32,3 +32,9 @@ app.kubernetes.io/name: lumen-agent
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: agent
 {{- end -}}
+
+{{/* "true" when the server reads a configuration file: client
+certificates on OTLP, or a signal kept in a remote backend. */}}
+{{- define "lumen.configFile" -}}
+{{- or (and .Values.tls.enabled .Values.tls.clientCA) (ne .Values.storage.metrics.backend "local") (ne .Values.storage.logs.backend "local") -}}
+{{- end -}}
