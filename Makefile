@@ -23,14 +23,15 @@ run: build
 ## build, the remote-write receiver compliance suite, and every Go test (fuzz
 ## seeds included; the browser test drives the embedded UI; the release
 ## binary is checked to be static; the conformance tests compare Lumen with
-## goldens recorded from real Loki and Jaeger servers; the remote logs
-## backend's tests run a real Loki, built once per machine by loki-peer,
-## ~8 min the first time); the conformance scores are printed at the end
+## goldens recorded from real Loki and Jaeger servers; the remote
+## backends' tests run a real Loki and a real Jaeger, built once per
+## machine by loki-peer and jaeger-peer, ~15 min the first time); the
+## conformance scores are printed at the end
 ## (docs/compatibility.md)
-test: vet lint ui-test build loki-peer
+test: vet lint ui-test build loki-peer jaeger-peer
 	rm -rf bin/reports
 	LUMEN_REPORT_DIR=$(CURDIR)/bin/reports $(MAKE) --no-print-directory compliance-rw
-	LUMEN_LOKI=$(PEERS)/loki-$(LOKI_VERSION) LUMEN_REPORT_DIR=$(CURDIR)/bin/reports $(GO) test -race -count=1 -timeout 20m $(PKGS)
+	LUMEN_LOKI=$(PEERS)/loki-$(LOKI_VERSION) LUMEN_JAEGER=$(PEERS)/jaeger-$(JAEGER_VERSION) LUMEN_REPORT_DIR=$(CURDIR)/bin/reports $(GO) test -race -count=1 -timeout 20m $(PKGS)
 	@echo "== conformance =="; cat bin/reports/*.txt 2>/dev/null || true
 
 ## chaos: the long chaos suite on the real server (RELIABILITY.md): 200
@@ -151,6 +152,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePushMatchesLoki$$' -fuzztime $(FUZZTIME) ./ingest/loki/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime $(FUZZTIME) ./ingest/loki/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeResult$$' -fuzztime $(FUZZTIME) ./query/lokiremote/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJaeger$$' -fuzztime $(FUZZTIME) ./query/traceremote/
 	$(GO) test -run '^$$' -fuzz '^FuzzFromLine$$' -fuzztime $(FUZZTIME) ./internal/logids/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./query/logql/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./query/traceql/

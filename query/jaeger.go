@@ -58,18 +58,16 @@ func NewJaeger(r JaegerReader, cfg TraceConfig, m *Metrics, log *zap.Logger) *Ja
 // JaegerPrefix is where the Jaeger API lives.
 const JaegerPrefix = "/jaeger"
 
+// JaegerRoutes are the Jaeger API's routes, under JaegerPrefix.
+var JaegerRoutes = []string{"/api/services", "/api/services/{service}/operations", "/api/operations",
+	"/api/traces", "/api/traces/{trace_id}", "/api/dependencies"}
+
 // Register adds the Jaeger routes to mux.
 func (a *JaegerAPI) Register(mux Mux, wrap Wrap) {
 	wrap = orPlain(wrap)
-	for path, h := range map[string]http.HandlerFunc{
-		"/api/services":                      a.services,
-		"/api/services/{service}/operations": a.serviceOperations,
-		"/api/operations":                    a.operations,
-		"/api/traces":                        a.findTraces,
-		"/api/traces/{trace_id}":             a.trace,
-		"/api/dependencies":                  a.dependencies,
-	} {
-		mux.Handle("GET "+JaegerPrefix+path, wrap(JaegerPrefix+path, h))
+	handlers := []http.HandlerFunc{a.services, a.serviceOperations, a.operations, a.findTraces, a.trace, a.dependencies}
+	for i, path := range JaegerRoutes {
+		mux.Handle("GET "+JaegerPrefix+path, wrap(JaegerPrefix+path, handlers[i]))
 	}
 }
 

@@ -24,6 +24,9 @@ type Options struct {
 	// RemoteLogs, when set, keeps log lines in a remote backend instead of
 	// the store's partitions (docs/scale-out.md).
 	RemoteLogs *RemoteLogs
+	// RemoteTraces, when set, keeps spans in a remote backend instead of
+	// the store's partitions (docs/scale-out.md).
+	RemoteTraces *RemoteTraces
 	// ExcludeDir is a directory under Dir that holds other stores (the
 	// other tenants'): not counted in this store's disk bytes.
 	ExcludeDir string

@@ -56,12 +56,19 @@ func (db *DB) trace(ctx context.Context, id model.TraceID, remoteLogs bool) (Tra
 	out := Trace{Spans: ptrace.NewTraces()}
 	legacy := plog.NewLogs()
 	budget := db.traceBudget()
-	for _, p := range parts {
-		if err := ctx.Err(); err != nil {
-			return Trace{}, fmt.Errorf("read trace %s: %w", id, err)
+	var spansErr error // the remote traces backend could not be read
+	if r := db.opts.RemoteTraces; r != nil {
+		if out.Spans, spansErr = remoteTraceSpans(ctx, r, id); spansErr != nil {
+			out.Spans = ptrace.NewTraces()
 		}
-		if err := db.readTrace(p, id, out.Spans, legacy, &budget); err != nil {
-			return Trace{}, err
+	} else {
+		for _, p := range parts {
+			if err := ctx.Err(); err != nil {
+				return Trace{}, fmt.Errorf("read trace %s: %w", id, err)
+			}
+			if err := db.readTrace(p, id, out.Spans, legacy, &budget); err != nil {
+				return Trace{}, err
+			}
 		}
 	}
 	if budget < 0 {
@@ -96,6 +103,14 @@ func (db *DB) trace(ctx context.Context, id model.TraceID, remoteLogs bool) (Tra
 			}
 		}
 		out.Logs = g.result()
+	}
+	if spansErr != nil {
+		// A traces backend that cannot be read leaves the spans out, said
+		// in the warnings, when the lines are an answer.
+		if len(out.Logs) == 0 {
+			return Trace{}, fmt.Errorf("spans of trace %s: %w", id, spansErr)
+		}
+		out.Warnings = append(out.Warnings, fmt.Sprintf("spans left out: %v", spansErr))
 	}
 	if out.Spans.ResourceSpans().Len() == 0 && len(out.Logs) == 0 {
 		return Trace{}, fmt.Errorf("trace %s: %w", id, ErrNotFound)

@@ -852,6 +852,9 @@ type SearchResult struct {
 // every partition that may hold them, prunes by duration, and checks Match
 // on the spans of each candidate; summaries come from the spans.
 func (db *DB) SearchTraces(ctx context.Context, q TraceSearch) (SearchResult, error) {
+	if db.opts.RemoteTraces != nil {
+		return SearchResult{}, ErrRemoteTraces
+	}
 	parts, err := db.snapshot()
 	if err != nil {
 		return SearchResult{}, err
@@ -1127,6 +1130,9 @@ func (db *DB) traceSpans(ctx context.Context, parts []*partition, id model.Trace
 // and without duplicates: services, span names of a service, values of an
 // indexed attribute.
 func (db *DB) SearchCatalog(ctx context.Context, kind byte, a string, start, end uint64) ([]Term, error) {
+	if db.opts.RemoteTraces != nil {
+		return nil, ErrRemoteTraces
+	}
 	parts, err := db.snapshot()
 	if err != nil {
 		return nil, err

@@ -23,6 +23,8 @@ import (
 // search index read from them, without decoding the request into pdata
 // and marshalling each frame again (docs/decisions.md).
 type spanRequest struct {
+	// body is the request as it came.
+	body []byte
 	// hdr holds each resource's and scope's own fields (all but their
 	// scope_spans or spans), one after the other.
 	hdr    []byte
@@ -86,6 +88,7 @@ var spanRequestPool = sync.Pool{New: func() any { return new(spanRequest) }}
 
 // release forgets the request's bytes and returns r to the pool.
 func (r *spanRequest) release() {
+	r.body = nil
 	clear(r.res)
 	clear(r.spans)
 	if cap(r.spans) > 1<<16 {
@@ -103,7 +106,7 @@ func (r *spanRequest) spanCount() int { return len(r.spans) }
 // fields are of the wire types and ids of the lengths the reading below
 // takes them for.
 func (r *spanRequest) parse(b []byte) error {
-	r.hdr, r.res, r.scopes, r.spans = r.hdr[:0], r.res[:0], r.scopes[:0], r.spans[:0]
+	r.body, r.hdr, r.res, r.scopes, r.spans = b, r.hdr[:0], r.res[:0], r.scopes[:0], r.spans[:0]
 	if err := checkWire(b, &wTraceRequest, 0); err != nil {
 		return fmt.Errorf("%w: not an OTLP trace request: %w", ErrInvalid, err)
 	}

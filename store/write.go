@@ -95,6 +95,13 @@ func (db *DB) WriteTraceRequest(ctx context.Context, t *TraceRequest) error {
 	if req.spanCount() == 0 {
 		return nil
 	}
+	if r := db.opts.RemoteTraces; r != nil {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("write traces: %w", err)
+		}
+		// The request as it came: the backend takes OTLP.
+		return r.Write(ctx, req.body, req.spanCount())
+	}
 	if err := db.admitWrite(); err != nil {
 		return err
 	}

@@ -496,6 +496,9 @@ func TestHelmRemoteBackends(t *testing.T) {
 		"--set", "storage.logs.backend=remote",
 		"--set", "storage.logs.remote.push_url=http://loki-gateway/loki/api/v1/push",
 		"--set", "storage.logs.remote.query_url=http://loki-gateway",
+		"--set", "storage.traces.backend=remote",
+		"--set", "storage.traces.remote.otlp_url=http://jaeger-collector:4318/v1/traces",
+		"--set", "storage.traces.remote.query_url=http://jaeger-query:16686",
 		"--set", "storage.credentialsSecret=lumen-backends"))
 	cfg := checkServer(t, o, "50Gi")
 	m := cfg.Storage.Metrics
@@ -510,6 +513,9 @@ func TestHelmRemoteBackends(t *testing.T) {
 	l := cfg.Storage.Logs
 	require.Equal(t, backendRemote, l.Backend)
 	assert.Equal(t, "http://loki-gateway", l.Remote.QueryURL)
+	require.Equal(t, backendRemote, cfg.Storage.Traces.Backend)
+	assert.Equal(t, "http://jaeger-collector:4318/v1/traces", cfg.Storage.Traces.Remote.OTLPURL)
+	assert.Equal(t, "jaeger", cfg.Storage.Traces.Remote.API, "the default api")
 	c := o.statefulSets[0].Spec.Template.Spec.Containers[0]
 	assert.Equal(t, "backends", mountOf(c, "/etc/lumen/backends"))
 	var secret string
@@ -527,6 +533,7 @@ func TestHelmRemoteBackends(t *testing.T) {
 	cfg = checkServer(t, o, "50Gi")
 	assert.Equal(t, backendLocal, cfg.Storage.Metrics.Backend)
 	assert.Equal(t, backendRemote, cfg.Storage.Logs.Backend)
+	assert.Equal(t, backendLocal, cfg.Storage.Traces.Backend)
 	// A remote backend without its URLs does not start: said by Lumen's
 	// own loader.
 	o = decodeManifests(t, render(t, helm, "template", "obs", chart, "--set", "storage.logs.backend=remote"))

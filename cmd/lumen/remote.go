@@ -12,10 +12,13 @@ import (
 	config_util "github.com/prometheus/common/config"
 	"go.uber.org/zap"
 
+	"github.com/lumenobs/lumen/internal/fault"
+	"github.com/lumenobs/lumen/internal/httpsend"
 	"github.com/lumenobs/lumen/internal/promremote"
 	"github.com/lumenobs/lumen/internal/remotewrite"
 	"github.com/lumenobs/lumen/internal/sendq"
 	"github.com/lumenobs/lumen/query/lokiremote"
+	"github.com/lumenobs/lumen/query/traceremote"
 	"github.com/lumenobs/lumen/store"
 	"github.com/lumenobs/lumen/store/lokipush"
 )
@@ -24,6 +27,26 @@ import (
 type StorageConfig struct {
 	Metrics MetricsStorage `yaml:"metrics"`
 	Logs    LogsStorage    `yaml:"logs"`
+	Traces  TracesStorage  `yaml:"traces"`
+}
+
+// TracesStorage is where spans are kept: local (the store's own
+// partitions, the default) or remote (a backend that takes OTLP and
+// answers Jaeger's query API: Jaeger v2 on its distributed storages).
+type TracesStorage struct {
+	Backend string             `yaml:"backend"`
+	Remote  RemoteTracesConfig `yaml:"remote"`
+}
+
+// RemoteTracesConfig is the remote traces backend.
+type RemoteTracesConfig struct {
+	// OTLPURL is its OTLP/HTTP traces endpoint (e.g.
+	// http://jaeger-collector:4318/v1/traces); QueryURL the base of its
+	// query API (e.g. http://jaeger-query:16686), which speaks API.
+	OTLPURL       string `yaml:"otlp_url"`
+	QueryURL      string `yaml:"query_url"`
+	API           string `yaml:"api"`
+	RemoteBackend `yaml:",inline"`
 }
 
 // The backends a signal may be kept in.
@@ -179,6 +202,10 @@ func DefaultStorageConfig() StorageConfig {
 		Metrics: MetricsStorage{Backend: backendLocal, Remote: RemoteMetricsConfig{
 			RemoteBackend: backend(QueueConfig{MaxSamplesPerRequest: 2000}),
 		}},
+		Traces: TracesStorage{Backend: backendLocal, Remote: RemoteTracesConfig{
+			API:           traceremote.APIJaeger,
+			RemoteBackend: backend(QueueConfig{}),
+		}},
 		Logs: LogsStorage{Backend: backendLocal, Remote: RemoteLogsConfig{
 			RemoteBackend:      backend(QueueConfig{MaxRequestBytes: 1 << 20}),
 			TraceSelector:      `{service_name=~".+"}`,
@@ -213,9 +240,26 @@ func (c StorageConfig) Validate() error {
 	if remote, err := checkBackend("storage.logs", c.Logs.Backend); err != nil {
 		return err
 	} else if remote {
-		return c.Logs.Remote.validate()
+		if err := c.Logs.Remote.validate(); err != nil {
+			return err
+		}
+	}
+	if remote, err := checkBackend("storage.traces", c.Traces.Backend); err != nil {
+		return err
+	} else if remote {
+		return c.Traces.Remote.validate()
 	}
 	return nil
+}
+
+func (r RemoteTracesConfig) validate() error {
+	switch {
+	case r.OTLPURL == "" || r.QueryURL == "":
+		return errors.New("storage.traces.remote: otlp_url and query_url are needed with the remote backend")
+	case r.API != traceremote.APIJaeger:
+		return fmt.Errorf("storage.traces.remote.api %q: %s (Jaeger v2's query API)", r.API, traceremote.APIJaeger)
+	}
+	return r.RemoteBackend.validate("storage.traces.remote")
 }
 
 func (r RemoteMetricsConfig) validate() error {
@@ -350,6 +394,67 @@ func openRemoteLogs(ctx context.Context, cfg Config, id, dir string, log *zap.Lo
 // close closes the queue (what it holds stays on disk for the next
 // start); nil-safe.
 func (r *remoteLogs) close() error {
+	if r == nil {
+		return nil
+	}
+	return r.queue.Close(context.Background())
+}
+
+// remoteTraces is a tenant's remote traces backend: the store's side, the
+// API's reads, and what closes its queue.
+type remoteTraces struct {
+	store   *store.RemoteTraces
+	backend *traceremote.Backend
+	queue   *sendq.Queue
+}
+
+// openRemoteTraces opens tenant id's remote traces backend (nil when spans
+// are kept locally): its durable queue under dir/queue/traces.
+func openRemoteTraces(ctx context.Context, cfg Config, id, dir string, log *zap.Logger, reg prometheus.Registerer) (*remoteTraces, error) {
+	if cfg.Storage.Traces.Backend != backendRemote {
+		return nil, nil
+	}
+	r := cfg.Storage.Traces.Remote
+	headers := tenantHeaders(cfg, r.Headers, r.TenantHeader, id)
+	// As the Collector's otlphttp exporter sends: the specification's
+	// retryable statuses.
+	send, err := httpsend.New(httpsend.Config{What: "OTLP", URL: r.OTLPURL, ContentType: "application/x-protobuf", HTTP: r.HTTPClient,
+		Headers: headers, Timeout: time.Duration(r.WriteTimeout), Retryable: httpsend.OTLPRetryable})
+	if err != nil {
+		return nil, err
+	}
+	b, err := traceremote.New(traceremote.Config{URL: r.QueryURL, API: r.API, HTTP: r.HTTPClient, Headers: headers,
+		Timeout: time.Duration(r.QueryTimeout), MaxConcurrent: r.MaxConcurrentQueries, MaxResponseBytes: int64(r.MaxResponseBytes)})
+	if err != nil {
+		return nil, err
+	}
+	q, queueDir, err := r.openQueue(ctx, sendq.Traces, dir, send, log, reg)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("spans kept in a remote backend", zap.String("otlp_url", r.OTLPURL), zap.String("query_url", r.QueryURL),
+		zap.String("queue", queueDir))
+	return &remoteTraces{
+		store: &store.RemoteTraces{
+			Write: func(ctx context.Context, body []byte, spans int) error {
+				if err := q.Offer(ctx, body, spans); err != nil {
+					if errors.Is(err, sendq.ErrFull) {
+						return fmt.Errorf("%w: traces backend queue: %w", fault.ErrOverloaded, err)
+					}
+					return fmt.Errorf("traces backend queue: %w", err)
+				}
+				return nil
+			},
+			Trace: b.Trace,
+		},
+		backend: b,
+		queue:   q,
+	}, nil
+}
+
+// close closes the queue (what it holds stays on disk for the next
+// start); nil-safe.
+func (r *remoteTraces) close() error {
 	if r == nil {
 		return nil
 	}

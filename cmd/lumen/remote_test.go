@@ -198,7 +198,17 @@ func TestStorageConfig(t *testing.T) {
 	require.ErrorContains(t, err, "storage.logs.remote: push_url and query_url are needed")
 	_, err = loadConfig([]string{"--logs-backend", "loki"}, none, "serve")
 	require.ErrorContains(t, err, `storage.logs.backend "loki": local or remote`)
+	cfg, err = loadConfig([]string{"--traces-backend", "remote", "--traces-remote-otlp-url", "http://jaeger:4318/v1/traces",
+		"--traces-remote-query-url", "http://jaeger:16686"}, none, "serve")
+	require.NoError(t, err)
+	require.Equal(t, "http://jaeger:4318/v1/traces", cfg.Storage.Traces.Remote.OTLPURL)
+	require.Equal(t, "jaeger", cfg.Storage.Traces.Remote.API)
+	_, err = loadConfig([]string{"--traces-backend", "remote"}, none, "serve")
+	require.ErrorContains(t, err, "storage.traces.remote: otlp_url and query_url are needed")
 	bad := DefaultStorageConfig()
+	bad.Traces.Backend, bad.Traces.Remote.OTLPURL, bad.Traces.Remote.QueryURL, bad.Traces.Remote.API = backendRemote, "http://t/v1/traces", "http://t", "zipkin"
+	require.ErrorContains(t, bad.Validate(), `storage.traces.remote.api "zipkin"`)
+	bad = DefaultStorageConfig()
 	bad.Logs.Backend, bad.Logs.Remote.PushURL, bad.Logs.Remote.QueryURL = backendRemote, "http://l/loki/api/v1/push", "http://l"
 	bad.Logs.Remote.TraceSelector = `trace_id="x"`
 	require.ErrorContains(t, bad.Validate(), "trace_selector")

@@ -10,6 +10,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"runtime/debug"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +35,7 @@ import (
 	"github.com/lumenobs/lumen/query"
 	"github.com/lumenobs/lumen/query/lokiremote"
 	"github.com/lumenobs/lumen/query/ruler"
+	"github.com/lumenobs/lumen/query/traceremote"
 	"github.com/lumenobs/lumen/store"
 	"github.com/lumenobs/lumen/ui"
 )
@@ -284,6 +286,9 @@ type muxExtras struct {
 	// logsBackend, when lines are kept remotely, answers the Loki API's
 	// queries and finds an alert's lines.
 	logsBackend *lokiremote.Backend
+	// tracesBackend, when spans are kept remotely, answers the Jaeger
+	// API's searches.
+	tracesBackend *traceremote.Backend
 }
 
 // newMux is the routes of one tenant's store; its metrics are registered
@@ -388,7 +393,16 @@ func registerQueryAPIs(routes *routeTable, cfg Config, db *store.DB, reg prometh
 		loki.Register(read, wrap)
 	}
 	query.NewTempo(db, store.DefaultSearchAttributes, version, cfg.Traces, qm, log).Register(read, wrap)
-	query.NewJaeger(db, cfg.Traces, qm, log).Register(read, wrap)
+	if b := x.tracesBackend; b != nil {
+		// Jaeger's own answers to its API (Lumen's /jaeger/api/… is its
+		// /api/…); the other searches answer 501 naming it.
+		proxy := b.Proxy(func(p string) string { return strings.TrimPrefix(p, query.JaegerPrefix) })
+		for _, path := range query.JaegerRoutes {
+			read.Handle("GET "+query.JaegerPrefix+path, wrap(query.JaegerPrefix+path+" (traces backend)", proxy))
+		}
+	} else {
+		query.NewJaeger(db, cfg.Traces, qm, log).Register(read, wrap)
+	}
 	// Every other /api/v1 route is Prometheus' own API; the more specific
 	// routes take precedence. Its admin routes (off: they answer that
 	// they are disabled) need the admin scope.

@@ -142,6 +142,7 @@ type tenantStack struct {
 	db       *store.DB
 	remote   *remoteMetrics // nil: metrics are kept locally
 	logs     *remoteLogs    // nil: lines are kept locally
+	traces   *remoteTraces  // nil: spans are kept locally
 	writer   otlp.Writer    // adds log fields; counts span metrics
 	routes   *routeTable
 	stopGen  func()
@@ -272,7 +273,7 @@ func (st *tenantStack) close() error {
 	}
 	st.stopSelf()
 	st.stopGen()
-	if err := errors.Join(st.db.Close(), st.remote.close(), st.logs.close()); err != nil {
+	if err := errors.Join(st.db.Close(), st.remote.close(), st.logs.close(), st.traces.close()); err != nil {
 		return fmt.Errorf("close store of tenant %q: %w", st.id, err)
 	}
 	return nil
@@ -331,20 +332,28 @@ func (s *tenantSet) open(id string) (*tenantStack, error) {
 	if rlogs != nil {
 		so.RemoteLogs = rlogs.store
 	}
+	rtraces, err := openRemoteTraces(context.Background(), cfg, id, so.Dir, log, reg)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("traces backend of tenant %q: %w", id, err), remote.close(), rlogs.close())
+	}
+	if rtraces != nil {
+		so.RemoteTraces = rtraces.store
+	}
 	db, err := store.Open(so)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("open store of tenant %q: %w", id, err), remote.close(), rlogs.close())
+		return nil, errors.Join(fmt.Errorf("open store of tenant %q: %w", id, err), remote.close(), rlogs.close(), rtraces.close())
 	}
 	closeStore := func() {
 		_ = db.Close()
 		_ = remote.close()
 		_ = rlogs.close()
+		_ = rtraces.close()
 	}
 	if err := registerStoreMetrics(reg, db); err != nil {
 		closeStore()
 		return nil, err
 	}
-	st := &tenantStack{id: id, db: db, remote: remote, logs: rlogs, stopGen: func() {}, stopSelf: func() {}}
+	st := &tenantStack{id: id, db: db, remote: remote, logs: rlogs, traces: rtraces, stopGen: func() {}, stopSelf: func() {}}
 	fields := fieldWriter{DB: db, det: logfields.New(cfg.LogFields)}
 	st.writer = fields
 	if cfg.SpanMetrics.Enabled {
@@ -388,6 +397,9 @@ func (s *tenantSet) open(id string) (*tenantStack, error) {
 	}
 	if rlogs != nil {
 		x.logsBackend = rlogs.backend
+	}
+	if rtraces != nil {
+		x.tracesBackend = rtraces.backend
 	}
 	if st.routes, err = newMux(cfg, db, reg, s.reg, log, s.im, s.ready, x); err != nil {
 		if st.ruler != nil {

@@ -42,13 +42,16 @@ var (
 	ErrClosed = errors.New("store closed")
 	// ErrTimeout: the client did not send its request in time.
 	ErrTimeout = errors.New("timed out")
+	// ErrNotImplemented: this server does not answer the request in its
+	// configuration (a search of spans kept in a remote backend).
+	ErrNotImplemented = errors.New("not implemented here")
 )
 
 // Class is how one kind of failure is answered.
 type Class struct {
 	// Reason is a short label value for metrics: invalid, too_large,
 	// not_found, limit, overload, disk_full, unavailable, canceled,
-	// timeout, internal.
+	// timeout, not_implemented, internal.
 	Reason string
 	HTTP   int
 	GRPC   codes.Code
@@ -76,6 +79,7 @@ var (
 	timeout     = Class{"timeout", http.StatusGatewayTimeout, codes.DeadlineExceeded, 0}
 	slowClient  = Class{"slow_client", http.StatusRequestTimeout, codes.DeadlineExceeded, 0}
 	internal    = Class{"internal", http.StatusInternalServerError, codes.Internal, 0}
+	notImpl     = Class{"not_implemented", http.StatusNotImplemented, codes.Unimplemented, 0}
 )
 
 // Classify returns the class of err; an error of no known kind is
@@ -102,6 +106,8 @@ func Classify(err error) Class {
 		return canceled
 	case errors.Is(err, context.DeadlineExceeded):
 		return timeout
+	case errors.Is(err, ErrNotImplemented):
+		return notImpl
 	}
 	return internal
 }

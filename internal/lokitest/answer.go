@@ -6,10 +6,10 @@ import (
 	"strings"
 )
 
-// Comparable is a Loki API answer made comparable with another: a
-// query's statistics (timings) left out, objects' keys in order, and a
-// list answer (series, which Loki answers in no set order) sorted. A body
-// that is not JSON is returned trimmed.
+// Comparable is a Loki (or Jaeger) API answer made comparable with
+// another: a query's statistics (timings) left out, objects' keys in
+// order, and a list answer (series, operations, which both answer in no
+// set order) sorted. A body that is not JSON is returned trimmed.
 func Comparable(body string) string {
 	var a map[string]any
 	if json.Unmarshal([]byte(body), &a) != nil {

@@ -36,5 +36,5 @@ app.kubernetes.io/component: agent
 {{/* "true" when the server reads a configuration file: client
 certificates on OTLP, or a signal kept in a remote backend. */}}
 {{- define "lumen.configFile" -}}
-{{- or (and .Values.tls.enabled .Values.tls.clientCA) (ne .Values.storage.metrics.backend "local") (ne .Values.storage.logs.backend "local") -}}
+{{- or (and .Values.tls.enabled .Values.tls.clientCA) (ne .Values.storage.metrics.backend "local") (ne .Values.storage.logs.backend "local") (ne .Values.storage.traces.backend "local") -}}
 {{- end -}}

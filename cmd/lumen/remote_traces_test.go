@@ -1,0 +1,188 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/lumenobs/lumen/internal/jaegertest"
+)
+
+// remoteTracesConfig is a test server's configuration with its spans in a
+// remote Jaeger (which the test starts when it wants).
+func remoteTracesConfig(t *testing.T, j *jaegertest.Jaeger) Config {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Storage.Traces.Backend = backendRemote
+	cfg.Storage.Traces.Remote.OTLPURL = j.OTLP
+	cfg.Storage.Traces.Remote.QueryURL = j.Query
+	cfg.Storage.Traces.Remote.QueryTimeout = Duration(5 * time.Second)
+	return cfg
+}
+
+// comparableSpans is a trace's spans as lines of what both modes keep:
+// ids, name, kind, times, status, attributes, events, links, and the
+// resource's and scope's names.
+func comparableSpans(td ptrace.Traces) []string {
+	var out []string
+	attrs := func(m pcommon.Map) string {
+		var kv []string
+		for k, v := range m.All() {
+			kv = append(kv, k+"="+v.AsString())
+		}
+		slices.Sort(kv)
+		return strings.Join(kv, ",")
+	}
+	for _, rs := range td.ResourceSpans().All() {
+		for _, ss := range rs.ScopeSpans().All() {
+			for _, sp := range ss.Spans().All() {
+				var events []string
+				for _, e := range sp.Events().All() {
+					events = append(events, fmt.Sprintf("%s@%d{%s}", e.Name(), e.Timestamp(), attrs(e.Attributes())))
+				}
+				var links []string
+				for _, l := range sp.Links().All() {
+					links = append(links, l.TraceID().String()+"/"+l.SpanID().String())
+				}
+				out = append(out, fmt.Sprintf("%s %s parent=%s %q kind=%s %d-%d status=%s:%q attrs={%s} events=%v links=%v resource={%s} scope=%s",
+					sp.TraceID(), sp.SpanID(), sp.ParentSpanID(), sp.Name(), sp.Kind(), sp.StartTimestamp(), sp.EndTimestamp(),
+					sp.Status().Code(), sp.Status().Message(), attrs(sp.Attributes()), events, links, attrs(rs.Resource().Attributes()), ss.Scope().Name()))
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestTracesInRemoteBackend: with storage.traces.backend remote (metrics
+// and lines local), spans Lumen acknowledged while the backend — a real
+// Jaeger v2 — was not running, across a restart of Lumen, are in it once
+// it runs; the correlated answer then holds the spans a local Lumen fed
+// the same data answers, with the lines and span metrics kept locally;
+// Lumen's Jaeger API answers as Jaeger does; while Jaeger is down the
+// correlated answer gives the lines and says the spans were left out, the
+// Jaeger API is a 503 naming the backend, and searches Lumen cannot make
+// are a 501.
+func TestTracesInRemoteBackend(t *testing.T) {
+	jaeger := jaegertest.New(t, freeAddr(t))
+	cfg := remoteTracesConfig(t, jaeger)
+	local := startServer(t, testConfig(t, t.TempDir()))
+	remote := startServer(t, cfg)
+	id := sendTraceAndLog(t, []*server{local, remote}, "payments")
+
+	down := getTrace(t, remote, id)
+	require.Zero(t, down.SpanCount)
+	require.Equal(t, 1, down.LogCount, "the lines are kept locally")
+	require.NotEmpty(t, down.Warnings)
+	require.Contains(t, down.Warnings[0], "spans left out")
+	require.Contains(t, down.Warnings[0], "traces backend "+jaeger.Query)
+	code, body := fetch(t, remote.api("/jaeger/api/services"))
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Contains(t, body, "traces backend "+jaeger.Query)
+	code, body = fetch(t, remote.api("/api/search?tags=service.name%3Dpayments"))
+	require.Equal(t, http.StatusNotImplemented, code, body)
+	require.Contains(t, body, "remote traces backend")
+
+	remote.stop()
+	remote = startServer(t, cfg) // what the first acknowledged is still queued
+	jaeger.Start()
+
+	want := getTrace(t, local, id)
+	require.Equal(t, 2, want.SpanCount)
+	var got traceResponse
+	require.Eventually(t, func() bool {
+		got = getTrace(t, remote, id)
+		return got.SpanCount == want.SpanCount
+	}, time.Minute, 200*time.Millisecond, "the trace's spans in jaeger")
+	require.Empty(t, got.Warnings)
+	require.Equal(t, comparableSpans(want.Spans), comparableSpans(got.Spans))
+	require.Equal(t, want.Services, got.Services)
+	require.Equal(t, comparableLogs(want.Logs), comparableLogs(got.Logs))
+	require.Equal(t, want.StartTime, got.StartTime)
+	require.Equal(t, want.EndTime, got.EndTime)
+
+	start := strconv.FormatInt(time.Now().Add(-time.Hour).UnixMicro(), 10)
+	for _, q := range []string{
+		"/api/services",
+		"/api/services/payments/operations",
+		"/api/traces/" + id,
+		"/api/traces?" + url.Values{"service": {"payments"}, "start": {start}, "limit": {"20"}}.Encode(),
+		"/api/traces/00000000000000000000000000000abc",
+	} {
+		require.Equal(t, jaegerAnswer(t, jaeger.Query+q), jaegerAnswer(t, remote.api("/jaeger"+q)), q)
+	}
+	// Tempo's trace by id reads the spans through the store, from Jaeger.
+	code, body = fetch(t, remote.api("/api/traces/"+id))
+	require.Equal(t, http.StatusOK, code, body)
+}
+
+// TestRemoteTracesSurviveSIGKILL: spans Lumen acknowledged while its
+// traces backend was down, the process then killed with SIGKILL, are in
+// the backend — a real Jaeger v2 — once Lumen runs again and Jaeger is up.
+func TestRemoteTracesSurviveSIGKILL(t *testing.T) {
+	jaeger := jaegertest.New(t, freeAddr(t))
+	cfg := remoteTracesConfig(t, jaeger)
+	args := fmt.Sprintf("serve --data-dir %s --http-addr %s --otlp-grpc-addr %s --otlp-http-addr %s --log-level warn --retention 0 "+
+		"--traces-backend remote --traces-remote-otlp-url %s --traces-remote-query-url %s",
+		cfg.DataDir, cfg.HTTPAddr, cfg.OTLP.GRPCAddr, cfg.OTLP.HTTPAddr, cfg.Storage.Traces.Remote.OTLPURL, cfg.Storage.Traces.Remote.QueryURL)
+	child := startLumenChild(t, args, cfg.HTTPAddr, io.Discard)
+	s := &server{cfg: cfg}
+	var ids []string
+	for i := range 20 {
+		ids = append(ids, sendTrace(t, s, "kill", "op-"+strconv.Itoa(i)))
+	}
+	require.NoError(t, child.Process.Signal(syscall.SIGKILL))
+	_, _ = child.Process.Wait()
+
+	jaeger.Start()
+	s = startServer(t, cfg)
+	for _, id := range ids {
+		require.Eventually(t, func() bool {
+			code, _ := fetch(t, jaeger.Query+"/api/traces/"+id)
+			return code == http.StatusOK
+		}, time.Minute, 100*time.Millisecond, "acknowledged trace %s in jaeger", id)
+		require.Equal(t, 1, getTrace(t, s, id).SpanCount)
+	}
+}
+
+// jaegerAnswer is u's status and body with what Jaeger answers in no set
+// order sorted: the data list (operations, traces) and each trace's spans.
+func jaegerAnswer(t *testing.T, u string) string {
+	t.Helper()
+	code, body := fetch(t, u)
+	var a map[string]any
+	if json.Unmarshal([]byte(body), &a) != nil {
+		return strconv.Itoa(code) + " " + strings.TrimSpace(body)
+	}
+	byJSON := func(list []any) {
+		slices.SortFunc(list, func(x, y any) int {
+			bx, _ := json.Marshal(x)
+			by, _ := json.Marshal(y)
+			return strings.Compare(string(bx), string(by))
+		})
+	}
+	if data, ok := a["data"].([]any); ok {
+		for _, d := range data {
+			if tr, ok := d.(map[string]any); ok {
+				if spans, ok := tr["spans"].([]any); ok {
+					byJSON(spans)
+				}
+			}
+		}
+		byJSON(data)
+	}
+	b, err := json.Marshal(a)
+	require.NoError(t, err)
+	return strconv.Itoa(code) + " " + string(b)
+}

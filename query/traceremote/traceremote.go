@@ -1,0 +1,114 @@
+// Package traceremote reads spans from a remote traces backend's query API
+// within a budget (internal/remoteapi): a trace by id — Jaeger v2's
+// /api/v3/traces/{id} (OTLP JSON) — and a proxy for the backend's own API
+// (its searches).
+package traceremote
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	config_util "github.com/prometheus/common/config"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/lumenobs/lumen/internal/fault"
+	"github.com/lumenobs/lumen/internal/model"
+	"github.com/lumenobs/lumen/internal/remoteapi"
+)
+
+// APIJaeger is the query API of Jaeger v2 (its query service's HTTP
+// port): /api/v3/traces/{id}, /api/traces, /api/services…
+const APIJaeger = "jaeger"
+
+// Config is the backend and the budget of each read.
+type Config struct {
+	// URL is the base of the backend's query API (Jaeger's query port,
+	// e.g. http://jaeger-query:16686).
+	URL string
+	// API is the API it speaks: APIJaeger.
+	API string
+	// HTTP is the client's auth and TLS; Headers are sent with every read.
+	HTTP    config_util.HTTPClientConfig
+	Headers map[string]string
+	// Timeout bounds one read; MaxConcurrent reads run at once;
+	// MaxResponseBytes caps an answer's bytes.
+	Timeout          time.Duration
+	MaxConcurrent    int
+	MaxResponseBytes int64
+}
+
+// Backend is one remote traces backend.
+type Backend struct {
+	cfg Config
+	c   *remoteapi.Client
+}
+
+// New returns the backend of cfg.
+func New(cfg Config) (*Backend, error) {
+	if cfg.API != APIJaeger {
+		return nil, fmt.Errorf("traces backend %s: api %q: %s", cfg.URL, cfg.API, APIJaeger)
+	}
+	c, err := remoteapi.New(remoteapi.Config{Name: "traces backend", URL: cfg.URL, HTTP: cfg.HTTP, Headers: cfg.Headers,
+		Timeout: cfg.Timeout, MaxConcurrent: cfg.MaxConcurrent, MaxResponseBytes: cfg.MaxResponseBytes})
+	if err != nil {
+		return nil, err
+	}
+	return &Backend{cfg: cfg, c: c}, nil
+}
+
+// API is the query API the backend speaks.
+func (b *Backend) API() string { return b.cfg.API }
+
+var jsonTraces ptrace.JSONUnmarshaler
+
+// Trace reads the spans of trace id: fault.ErrNotFound when the backend
+// has none, fault.ErrUnavailable (naming the backend) when it cannot be
+// read.
+func (b *Backend) Trace(ctx context.Context, id model.TraceID) (ptrace.Traces, error) {
+	body, err := b.c.Get(ctx, "/api/v3/traces/"+id.String(), nil, http.Header{"Accept": {"application/json"}})
+	if err != nil {
+		var he *remoteapi.HTTPError
+		if errors.As(err, &he) && he.Status == http.StatusNotFound {
+			return ptrace.Traces{}, fmt.Errorf("trace %s in the traces backend: %w", id, fault.ErrNotFound)
+		}
+		return ptrace.Traces{}, fmt.Errorf("%w: %w", fault.ErrUnavailable, err)
+	}
+	return decodeJaeger(body, b.cfg.URL, id)
+}
+
+// decodeJaeger reads Jaeger's /api/v3 answer: {"result": TracesData in
+// OTLP JSON}; an answer without spans is not found.
+func decodeJaeger(body []byte, url string, id model.TraceID) (ptrace.Traces, error) {
+	var a struct {
+		Result json.RawMessage `json:"result"`
+	}
+	if err := json.Unmarshal(body, &a); err != nil {
+		return ptrace.Traces{}, fmt.Errorf("%w: traces backend %s: trace %s: %w", fault.ErrUnavailable, url, id, err)
+	}
+	if len(a.Result) == 0 {
+		return ptrace.Traces{}, fmt.Errorf("trace %s in the traces backend: %w", id, fault.ErrNotFound)
+	}
+	td, err := jsonTraces.UnmarshalTraces(a.Result)
+	if err != nil {
+		return ptrace.Traces{}, fmt.Errorf("%w: traces backend %s: trace %s: %w", fault.ErrUnavailable, url, id, err)
+	}
+	if td.SpanCount() == 0 {
+		return ptrace.Traces{}, fmt.Errorf("trace %s in the traces backend: %w", id, fault.ErrNotFound)
+	}
+	return td, nil
+}
+
+// Proxy passes a request on to the backend's own API: path maps the
+// request's path to the backend's. Errors are the backend's answer, or,
+// when it cannot be read, 503 / 504 / 502 as JSON naming it.
+func (b *Backend) Proxy(path func(string) string) http.Handler {
+	return b.c.Proxy(path, func(w http.ResponseWriter, code int, _, msg string) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(map[string]any{"errors": []map[string]any{{"code": code, "msg": msg}}})
+	})
+}
