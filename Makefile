@@ -7,7 +7,7 @@ FUZZTIME  ?= 20s
 BENCHTIME ?= 1x
 PKGS      := ./...
 
-.PHONY: loki-peer bench-logs-peers jaeger-peer bench-traces-peers logql-goldens jaeger-goldens promtool-peer prometheus-peer bench-rules rules-goldens vm-peer bench-metrics-peers bench-promql-peers bench-remote-metrics bench-remote-logs all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
+.PHONY: loki-peer bench-logs-peers jaeger-peer bench-traces-peers logql-goldens jaeger-goldens promtool-peer prometheus-peer bench-rules rules-goldens vm-peer bench-metrics-peers bench-promql-peers bench-remote-metrics bench-remote-logs bench-remote-traces all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
 
 all: build
 
@@ -231,6 +231,11 @@ bench-remote-metrics: vm-peer
 ## from the store's index and from Loki
 bench-remote-logs: loki-peer
 	cmd/lumen-load/remote-logs.sh
+
+## bench-remote-traces: trace ingest with spans kept locally and in Jaeger
+## v2; traces by id and the correlated answer from each
+bench-remote-traces: jaeger-peer
+	cmd/lumen-load/remote-traces.sh
 
 ## prometheus-peer: Prometheus v0.315.0 built from its Go module into
 ## $(PEERS) (a test and benchmark reference, never imported)

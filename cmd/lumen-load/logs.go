@@ -41,6 +41,7 @@ func runLogs(o options, out io.Writer) error {
 	}
 	requests := int64(o.total / o.batch)
 	cpu0, _ := procCPUSeconds(o.pid)
+	backend0, _ := procCPUSeconds(o.backendPID)
 	client := &http.Client{Timeout: 30 * time.Second}
 	var (
 		next, sent, rawBytes atomic.Int64
@@ -121,7 +122,7 @@ func runLogs(o options, out io.Writer) error {
 		fmt.Fprintf(out, "on disk right after the load: %d bytes in %s, %.1f bytes per line\n", b, o.disk, float64(b)/float64(n))
 	}
 	if o.drainQueues {
-		if err := drainQueues(o, n, t0, cpu0, out); err != nil {
+		if err := drainQueues(o, n, "lines", t0, cpu0, backend0, out); err != nil {
 			return err
 		}
 	}
@@ -171,7 +172,7 @@ func logqlTraceLookups(o options, ids []string, from, to time.Time, out io.Write
 // drainQueues waits until every queue to a remote backend is empty (what
 // the load sent is in the backend) and reports when, and the server's CPU
 // up to then per million lines.
-func drainQueues(o options, n int64, t0 time.Time, cpu0 float64, out io.Writer) error {
+func drainQueues(o options, n int64, unit string, t0 time.Time, cpu0, backend0 float64, out io.Writer) error {
 	loadEnd := time.Now()
 	deadline := loadEnd.Add(10 * time.Minute)
 	for {
@@ -206,9 +207,14 @@ func drainQueues(o options, n int64, t0 time.Time, cpu0 float64, out io.Writer) 
 		time.Sleep(100 * time.Millisecond)
 	}
 	done := time.Now()
-	fmt.Fprintf(out, "queues empty %.1f s after the load: %.0f lines/s end to end\n", done.Sub(loadEnd).Seconds(), float64(n)/done.Sub(t0).Seconds())
+	fmt.Fprintf(out, "queues empty %.1f s after the load: %.0f %s/s end to end\n", done.Sub(loadEnd).Seconds(), float64(n)/done.Sub(t0).Seconds(), unit)
 	if cpu, err := procCPUSeconds(o.pid); err == nil && n > 0 {
-		fmt.Fprintf(out, "server CPU until sent: %.1f s, %.2f CPU-seconds per million lines\n", cpu-cpu0, (cpu-cpu0)/float64(n)*1e6)
+		fmt.Fprintf(out, "server CPU until sent: %.1f s, %.2f CPU-seconds per million %s\n", cpu-cpu0, (cpu-cpu0)/float64(n)*1e6, unit)
+	}
+	if o.backendPID > 0 && n > 0 {
+		if cpu, err := procCPUSeconds(o.backendPID); err == nil {
+			fmt.Fprintf(out, "backend CPU until sent: %.1f s, %.2f CPU-seconds per million %s\n", cpu-backend0, (cpu-backend0)/float64(n)*1e6, unit)
+		}
 	}
 	return nil
 }

@@ -50,6 +50,7 @@ type options struct {
 	correlated         bool
 	readyURL           string
 	drainQueues        bool
+	backendPID         int
 	logqlLookups       int
 	names              int
 	series             int
@@ -97,7 +98,8 @@ func main() {
 	flag.BoolVar(&o.correlated, "correlated", true, "traces and logs: also time Lumen's correlated trace by id (/api/v1/traces/{id})")
 	flag.IntVar(&o.logqlLookups, "logql-lookups", 5, "logs: trace ids to look for with LogQL ({namespace=\"shop\"} |= \"<id>\") after the load, as a Loki user does")
 	flag.StringVar(&o.readyURL, "ready-url", "", "traces and logs: the URL that answers 200 once the server is ready (default: --http's /-/ready)")
-	flag.BoolVar(&o.drainQueues, "drain-queues", false, "logs: before the lookups, wait until Lumen's queues to its remote backends are empty (otelcol_exporter_queue_size 0 on --http's /metrics) and report how long that took")
+	flag.IntVar(&o.backendPID, "backend-pid", 0, "traces and logs: with -drain-queues, the remote backend's process id, to report its CPU time from the start of the load until the queues are empty")
+	flag.BoolVar(&o.drainQueues, "drain-queues", false, "traces and logs: before the lookups, wait until Lumen's queues to its remote backends are empty (otelcol_exporter_queue_size 0 on --http's /metrics) and report how long that took")
 	flag.IntVar(&o.names, "names", 100, "metrics: metric names the series are spread over (app_metric_N; 1: all are http_requests_total)")
 	flag.IntVar(&o.queryRuns, "query-runs", 20, "promql: runs of each query, instant and range")
 	flag.IntVar(&o.rules, "rules", 1000, "rulefile: recording rules to write")
@@ -172,6 +174,7 @@ func run(o options, out io.Writer) error {
 		reqs[i] = g.Traces(o.batch/o.perTrace, o.perTrace)
 	}
 	cpu0, _ := procCPUSeconds(o.pid)
+	backend0, _ := procCPUSeconds(o.backendPID)
 	ctx, cancel := context.WithTimeout(context.Background(), o.duration)
 	defer cancel()
 	var (
@@ -248,6 +251,11 @@ func run(o options, out io.Writer) error {
 			fmt.Fprintf(out, ", %.1f bytes per stored span (%.0f spans stored in all)", disk/s, s)
 		}
 		fmt.Fprintln(out)
+	}
+	if o.drainQueues {
+		if err := drainQueues(o, sent.Load(), "spans", start, cpu0, backend0, out); err != nil {
+			return err
+		}
 	}
 	if err := lookups(o, ids, out); err != nil {
 		return err

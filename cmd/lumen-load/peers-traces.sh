@@ -36,53 +36,9 @@ load() { # name grpc http pid dir jaeger-url ready-url correlated otlp-http
     -pid "$4" -disk "$5" -lookups "$LOOKUPS" -idle "$IDLE" -jaeger-url "$6" -ready-url "$7" -correlated="$8" | grep -v '^$'
 }
 
-jaeger_config() { # dir
-  cat <<YAML
-service:
-  extensions: [jaeger_storage, jaeger_query, healthcheckv2]
-  pipelines:
-    traces:
-      receivers: [otlp]
-      exporters: [jaeger_storage_exporter]
-  telemetry:
-    metrics:
-      level: none
-    logs:
-      level: warn
-extensions:
-  healthcheckv2:
-    use_v2: true
-    http:
-      endpoint: 127.0.0.1:23133
-  jaeger_query:
-    storage:
-      traces: badger_store
-    http:
-      endpoint: 127.0.0.1:26686
-    grpc:
-      endpoint: 127.0.0.1:26685
-  jaeger_storage:
-    backends:
-      badger_store:
-        badger:
-          directories:
-            keys: $1/keys
-            values: $1/values
-          ephemeral: false
-          ttl:
-            spans: 48h
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:24317
-      http:
-        endpoint: 127.0.0.1:24318
-exporters:
-  jaeger_storage_exporter:
-    trace_storage: badger_store
-YAML
-}
+# jaeger_config DIR: Jaeger v2 with Badger in DIR, OTLP on 127.0.0.1:24317
+# (gRPC) and :24318 (HTTP), its query API on :26686.
+. cmd/lumen-load/jaeger-config.sh
 
 after() { # dir
   local b

@@ -6,8 +6,8 @@
 # store, then at Lumen with storage.logs.backend remote in front of Loki
 # (single binary, this machine, as in peers-logs.sh). Each prints lines/s
 # and Lumen's CPU-seconds per million lines; the remote run also the time
-# its queue took to empty after the load, Lumen's CPU up to then, Loki's
-# CPU, and checks that Loki holds every line. Then, in both, LOOKUPS
+# its queue took to empty after the load, Lumen's and Loki's CPU up to
+# then, and checks that Loki holds every line. Then, in both, LOOKUPS
 # correlated answers of traces known from their lines
 # (/api/v1/traces/{id}?include=logs: the store's trace-id index locally,
 # `{service_name=~".+"} | trace_id="…"` over trace_lookback in Loki — these
@@ -27,9 +27,6 @@ go build -o "$work/lumen-load" ./cmd/lumen-load
 . cmd/lumen-load/loki-config.sh
 echo "machine: $(nproc) cores; load: at most $TOTAL lines or $DURATION, realistic mix, 1000 per push over 10 of 100 streams, 4 senders"
 
-cpu() { # pid -> CPU-seconds so far
-  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"
-}
 ready() { for _ in $(seq 600); do curl -fs "$1" > /dev/null 2>&1 && return 0; sleep 0.1; done; echo "not ready: $1"; exit 1; }
 serve() { # data-dir extra-args...
   local dir=$1; shift
@@ -57,11 +54,8 @@ loki=$!
 ready http://127.0.0.1:13100/ready
 serve "$work/remote" --logs-backend remote --logs-remote-push-url http://127.0.0.1:13100/loki/api/v1/push \
   --logs-remote-query-url http://127.0.0.1:13100
-k0=$(cpu $loki)
-load $lumen -drain-queues | tee "$work/out"
-k1=$(cpu $loki)
+load $lumen -drain-queues -backend-pid $loki | tee "$work/out"
 sent=$(awk '/^sent /{print $2}' "$work/out")
-awk -v k="$(echo "$k1 - $k0" | bc)" -v n="$sent" 'BEGIN { printf "loki CPU (load, drain and lookups): %.1f s, %.2f CPU-seconds per million lines\n", k, k / n * 1e6 }'
 stored=$(curl -fs http://127.0.0.1:13100/loki/api/v1/query --data-urlencode 'query=sum(count_over_time({service_name=~".+"}[24h]))' \
   | sed -E 's/.*"value":\[[^,]*,"([0-9.e+]*)".*/\1/')
 echo "lines in loki: $stored of $sent sent"

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Trace ingest with spans kept locally and in Jaeger v2, in one run: the
+# same OTLP gRPC load (TOTAL spans at most, for at most DURATION: 100
+# traces of 10 spans a request, 4 senders) at Lumen with its own store,
+# then at Lumen with storage.traces.backend remote in front of Jaeger v2
+# (Badger, this machine, as in peers-traces.sh). Each prints spans/s and
+# Lumen's CPU-seconds per million spans; the remote run also the time its
+# queue took to empty after the load and Lumen's and Jaeger's CPU up to
+# then, and what Lumen's queue sent and failed to send. Then, in both,
+# LOOKUPS traces by id (spans only) and correlated answers. Peer: `make
+# jaeger-peer`. Loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PEERS=${PEERS:-$HOME/.cache/lumen-peers}
+JAEGER=${JAEGER:-$PEERS/jaeger-v1.76.0}
+TOTAL=${TOTAL:-1000000}
+DURATION=${DURATION:-3m}
+LOOKUPS=${LOOKUPS:-200}
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+go build -o "$work/lumen" ./cmd/lumen
+go build -o "$work/lumen-load" ./cmd/lumen-load
+. cmd/lumen-load/jaeger-config.sh
+echo "machine: $(nproc) cores; load: OTLP gRPC, at most $TOTAL spans or $DURATION, 1000 per request (100 traces x 10), 4 senders; $LOOKUPS lookups after"
+
+ready() { for _ in $(seq 600); do curl -fs "$1" > /dev/null 2>&1 && return 0; sleep 0.1; done; echo "not ready: $1"; exit 1; }
+serve() { # data-dir extra-args...
+  local dir=$1; shift
+  "$work/lumen" serve --data-dir "$dir" --http-addr 127.0.0.1:14320 --otlp-grpc-addr 127.0.0.1:14317 \
+    --otlp-http-addr 127.0.0.1:14318 --log-level warn --retention 0 --disk-reserve-bytes 0 "$@" &
+  lumen=$!
+  ready http://127.0.0.1:14320/-/ready
+}
+load() { # pid extra-flags...
+  local pid=$1; shift
+  "$work/lumen-load" -grpc 127.0.0.1:14317 -http 127.0.0.1:14320 -batch 1000 -spans-per-trace 10 -concurrency 4 \
+    -total "$TOTAL" -duration "$DURATION" -pid "$pid" -lookups "$LOOKUPS" "$@" | grep -v '^$'
+}
+
+echo "== lumen, traces local"
+serve "$work/local"
+load $lumen
+kill $lumen; wait $lumen 2>/dev/null || true
+
+echo "== lumen, traces remote (jaeger behind it)"
+mkdir -p "$work/jaeger/keys" "$work/jaeger/values"
+jaeger_config "$work/jaeger" > "$work/jaeger.yaml"
+"$JAEGER" --config "$work/jaeger.yaml" > "$work/jaeger.log" 2>&1 &
+jaeger=$!
+ready http://127.0.0.1:23133/status
+serve "$work/remote" --traces-backend remote --traces-remote-otlp-url http://127.0.0.1:24318/v1/traces \
+  --traces-remote-query-url http://127.0.0.1:26686
+load $lumen -drain-queues -backend-pid $jaeger || { tail -20 "$work/jaeger.log"; exit 1; }
+curl -fs http://127.0.0.1:14320/metrics | grep -E '^otelcol_exporter_(sent|send_failed)_spans_total' || true
