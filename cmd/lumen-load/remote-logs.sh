@@ -27,14 +27,7 @@ go build -o "$work/lumen-load" ./cmd/lumen-load
 . cmd/lumen-load/loki-config.sh
 echo "machine: $(nproc) cores; load: at most $TOTAL lines or $DURATION, realistic mix, 1000 per push over 10 of 100 streams, 4 senders"
 
-ready() { for _ in $(seq 600); do curl -fs "$1" > /dev/null 2>&1 && return 0; sleep 0.1; done; echo "not ready: $1"; exit 1; }
-serve() { # data-dir extra-args...
-  local dir=$1; shift
-  "$work/lumen" serve --data-dir "$dir" --http-addr 127.0.0.1:14320 --otlp-grpc-addr 127.0.0.1:14317 \
-    --otlp-http-addr 127.0.0.1:14318 --log-level warn --retention 0 --disk-reserve-bytes 0 "$@" &
-  lumen=$!
-  ready http://127.0.0.1:14320/-/ready
-}
+. cmd/lumen-load/serve-lumen.sh
 load() { # pid extra-flags...
   local pid=$1; shift
   "$work/lumen-load" -signal logs -mix realistic -http 127.0.0.1:14320 -streams 100 -batch 1000 -concurrency 4 \

@@ -23,17 +23,10 @@ echo "machine: $(nproc) cores; load: remote write 1.0, $SERIES series, $TOTAL sa
 cpu() { # pid -> CPU-seconds so far
   awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"
 }
-ready() { for _ in $(seq 300); do curl -fs "$1" > /dev/null 2>&1 && return 0; sleep 0.1; done; echo "not ready: $1"; exit 1; }
+. cmd/lumen-load/serve-lumen.sh
 load() { # addr pid
   "$work/lumen-load" -signal metrics -names 1 -http "$1" -series "$SERIES" -total "$TOTAL" -batch 2000 -concurrency 4 \
     -duration 10m -pid "$2" | grep -v '^$'
-}
-serve() { # data-dir extra-args...
-  local dir=$1; shift
-  "$work/lumen" serve --data-dir "$dir" --http-addr 127.0.0.1:14320 --otlp-grpc-addr 127.0.0.1:14317 \
-    --otlp-http-addr 127.0.0.1:14318 --log-level warn --retention 0 --disk-reserve-bytes 0 "$@" &
-  lumen=$!
-  ready http://127.0.0.1:14320/-/ready
 }
 
 echo "== lumen, metrics local"
