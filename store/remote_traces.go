@@ -1,9 +1,12 @@
 package store
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
@@ -21,11 +24,105 @@ type RemoteTraces struct {
 	Write func(ctx context.Context, body []byte, spans int) error
 	// Trace reads the trace's spans; none is ErrNotFound.
 	Trace func(ctx context.Context, id model.TraceID) (ptrace.Traces, error)
+	// Find reads the spans of the newest traces that have a span meeting
+	// q, at most q.Limit traces, in one answer (nil: searches are not
+	// made).
+	Find func(ctx context.Context, q RemoteFind) (ptrace.Traces, error)
+}
+
+// RemoteFind is a search the remote backend makes: traces with a span of
+// Service (and Operation, and every one of Attributes) that starts in
+// [Start, End] (unix ns).
+type RemoteFind struct {
+	Service, Operation string
+	Attributes         map[string]string
+	Start, End         uint64
+	Limit              int
 }
 
 // ErrRemoteTraces is a search of a store whose spans are kept in a remote
 // backend: its own API answers searches.
 var ErrRemoteTraces = fmt.Errorf("%w: spans are kept in the remote traces backend, whose own API answers searches", fault.ErrNotImplemented)
+
+// remoteSearch answers a search from the remote backend: the candidates
+// it finds for the search's service, span name and attributes (Lumen's
+// index terms), each checked against the search's conditions on its
+// spans and summarized as a local search does, newest first. A search
+// without a service is not made (the backend's finds need one).
+func remoteSearch(ctx context.Context, r *RemoteTraces, q TraceSearch) (SearchResult, error) {
+	if r.Find == nil {
+		return SearchResult{}, ErrRemoteTraces
+	}
+	f := RemoteFind{Start: q.Start, End: q.End, Limit: q.Limit}
+	for _, t := range append([]Term{q.Drive}, q.Also...) {
+		switch t.Kind {
+		case TermService:
+			f.Service = t.A
+		case TermName, TermRoot:
+			f.Service, f.Operation = t.A, t.B
+		case TermSpanAttr, TermResAttr:
+			if f.Attributes == nil {
+				f.Attributes = map[string]string{}
+			}
+			f.Attributes[t.A] = t.B
+		}
+	}
+	if f.Service == "" {
+		return SearchResult{}, fmt.Errorf("%w: a search of spans kept in the remote traces backend needs a service (resource.service.name or service=)", fault.ErrInvalid)
+	}
+	if q.Match != nil && q.MaxInspect > 0 {
+		// Candidates are checked here: ask for more than the limit, as a
+		// local search inspects more than it answers.
+		f.Limit = min(max(q.Limit*5, q.Limit), q.MaxInspect)
+	}
+	td, err := r.Find(ctx, f)
+	if err != nil {
+		return SearchResult{}, err
+	}
+	var res SearchResult
+	for id, spans := range splitTraces(td) {
+		res.Inspected++
+		if s, ok := summarize(id, spans, q.Match, q.MaxMatched); ok {
+			res.Traces = append(res.Traces, s)
+		}
+	}
+	slices.SortFunc(res.Traces, func(a, b TraceSummary) int {
+		if c := cmp.Compare(b.Start, a.Start); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.TraceID[:], b.TraceID[:])
+	})
+	if len(res.Traces) > q.Limit {
+		res.Traces = res.Traces[:q.Limit]
+	}
+	return res, nil
+}
+
+// splitTraces groups td's spans by trace, each with its resource and
+// scope.
+func splitTraces(td ptrace.Traces) map[model.TraceID]ptrace.Traces {
+	out := map[model.TraceID]ptrace.Traces{}
+	for _, rs := range td.ResourceSpans().All() {
+		for _, ss := range rs.ScopeSpans().All() {
+			for _, sp := range ss.Spans().All() {
+				id := model.TraceID(sp.TraceID())
+				t, ok := out[id]
+				if !ok {
+					t = ptrace.NewTraces()
+					out[id] = t
+				}
+				drs := t.ResourceSpans().AppendEmpty()
+				rs.Resource().CopyTo(drs.Resource())
+				drs.SetSchemaUrl(rs.SchemaUrl())
+				dss := drs.ScopeSpans().AppendEmpty()
+				ss.Scope().CopyTo(dss.Scope())
+				dss.SetSchemaUrl(ss.SchemaUrl())
+				sp.CopyTo(dss.Spans().AppendEmpty())
+			}
+		}
+	}
+	return out
+}
 
 // remoteTraceSpans reads a trace's spans from the remote backend: none
 // found is an empty answer, not an error.

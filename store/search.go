@@ -852,15 +852,15 @@ type SearchResult struct {
 // every partition that may hold them, prunes by duration, and checks Match
 // on the spans of each candidate; summaries come from the spans.
 func (db *DB) SearchTraces(ctx context.Context, q TraceSearch) (SearchResult, error) {
-	if db.opts.RemoteTraces != nil {
-		return SearchResult{}, ErrRemoteTraces
+	if q.Limit <= 0 {
+		q.Limit = 20
+	}
+	if r := db.opts.RemoteTraces; r != nil {
+		return remoteSearch(ctx, r, q)
 	}
 	parts, err := db.snapshot()
 	if err != nil {
 		return SearchResult{}, err
-	}
-	if q.Limit <= 0 {
-		q.Limit = 20
 	}
 	if q.MaxMatched <= 0 {
 		q.MaxMatched = 3
@@ -1099,14 +1099,23 @@ func summarize(id model.TraceID, td ptrace.Traces, match func(pcommon.Resource, 
 				}
 				if match != nil && match(rs.Resource(), sp) {
 					s.MatchedCount++
-					if len(s.Matched) < maxMatched {
-						s.Matched = append(s.Matched, MatchedSpan{SpanID: model.SpanID(sp.SpanID()), Service: svc, Name: sp.Name(), Start: start, End: end})
-					}
+					s.Matched = append(s.Matched, MatchedSpan{SpanID: model.SpanID(sp.SpanID()), Service: svc, Name: sp.Name(), Start: start, End: end})
 				}
 			}
 		}
 	}
 	slices.Sort(s.Services)
+	// The first maxMatched by start time (then id), whatever order the
+	// spans were stored or answered in.
+	slices.SortFunc(s.Matched, func(a, b MatchedSpan) int {
+		if c := cmp.Compare(a.Start, b.Start); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.SpanID[:], b.SpanID[:])
+	})
+	if len(s.Matched) > maxMatched {
+		s.Matched = s.Matched[:maxMatched:maxMatched]
+	}
 	return s, s.SpanCount > 0 && (match == nil || s.MatchedCount > 0)
 }
 

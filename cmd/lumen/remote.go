@@ -446,6 +446,7 @@ func openRemoteTraces(ctx context.Context, cfg Config, id, dir string, log *zap.
 				return nil
 			},
 			Trace: b.Trace,
+			Find:  b.Find,
 		},
 		backend: b,
 		queue:   q,

@@ -91,7 +91,10 @@ func TestTracesInRemoteBackend(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.Contains(t, body, "traces backend "+jaeger.Query)
 	code, body = fetch(t, remote.api("/api/search?tags=service.name%3Dpayments"))
-	require.Equal(t, http.StatusNotImplemented, code, body)
+	require.Equal(t, http.StatusServiceUnavailable, code, "a search is the backend's: %s", body)
+	require.Contains(t, body, "traces backend "+jaeger.Query)
+	code, body = fetch(t, remote.api("/api/search/tags"))
+	require.Equal(t, http.StatusNotImplemented, code, "the catalog of tags is Lumen's index: %s", body)
 	require.Contains(t, body, "remote traces backend")
 
 	remote.stop()
@@ -125,6 +128,42 @@ func TestTracesInRemoteBackend(t *testing.T) {
 	// Tempo's trace by id reads the spans through the store, from Jaeger.
 	code, body = fetch(t, remote.api("/api/traces/"+id))
 	require.Equal(t, http.StatusOK, code, body)
+
+	// Searches: the backend finds the candidates, Lumen checks and
+	// summarizes them as it does its own: the same traces and matched
+	// spans as the local Lumen's.
+	now := time.Now()
+	window := "&start=" + strconv.FormatInt(now.Add(-time.Hour).UnixNano(), 10) + "&end=" + strconv.FormatInt(now.Add(time.Minute).UnixNano(), 10)
+	for _, q := range []string{
+		"/api/v1/search?service=payments" + window,
+		"/api/v1/search?service=payments&name=charge" + window,
+		"/api/v1/search?service=payments&root=true" + window,
+		"/api/v1/search?service=payments&minDuration=1h" + window,
+		"/api/search?" + url.Values{"q": {`{ resource.service.name = "payments" && kind = client }`}}.Encode() +
+			"&start=" + strconv.FormatInt(now.Add(-time.Hour).Unix(), 10) + "&end=" + strconv.FormatInt(now.Add(time.Minute).Unix(), 10),
+	} {
+		want, got := searchTraces(t, local.api(q)), searchTraces(t, remote.api(q))
+		require.Equal(t, want, got, q)
+		if !strings.Contains(q, "minDuration") {
+			require.Contains(t, got, id, q)
+		}
+	}
+	code, body = fetch(t, remote.api("/api/v1/search?name=charge"))
+	require.Equal(t, http.StatusBadRequest, code, "a remote search needs a service: %s", body)
+	require.Contains(t, body, "needs a service")
+}
+
+// searchTraces is the traces part of a search's answer (Lumen's or
+// Tempo's), as JSON: what was inspected to find them is left out.
+func searchTraces(t *testing.T, u string) string {
+	t.Helper()
+	code, body := fetch(t, u)
+	require.Equal(t, http.StatusOK, code, "%s: %s", u, body)
+	var a struct {
+		Traces json.RawMessage `json:"traces"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &a), body)
+	return string(a.Traces)
 }
 
 // TestRemoteTracesSurviveSIGKILL: spans Lumen acknowledged while its

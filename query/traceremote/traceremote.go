@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strconv"
 	"time"
 
 	config_util "github.com/prometheus/common/config"
@@ -18,6 +20,7 @@ import (
 	"github.com/lumenobs/lumen/internal/fault"
 	"github.com/lumenobs/lumen/internal/model"
 	"github.com/lumenobs/lumen/internal/remoteapi"
+	"github.com/lumenobs/lumen/store"
 )
 
 // APIJaeger is the query API of Jaeger v2 (its query service's HTTP
@@ -78,6 +81,50 @@ func (b *Backend) Trace(ctx context.Context, id model.TraceID) (ptrace.Traces, e
 		return ptrace.Traces{}, fmt.Errorf("%w: %w", fault.ErrUnavailable, err)
 	}
 	return decodeJaeger(body, b.cfg.URL, id)
+}
+
+// Find asks the backend for the newest traces with a span meeting q
+// (Jaeger's /api/v3/traces search): their spans in one answer, none found
+// an empty one.
+func (b *Backend) Find(ctx context.Context, q store.RemoteFind) (ptrace.Traces, error) {
+	v := url.Values{
+		"query.service_name":   {q.Service},
+		"query.start_time_min": {time.Unix(0, int64(q.Start)).UTC().Format(time.RFC3339Nano)},
+		"query.start_time_max": {time.Unix(0, int64(q.End)).UTC().Format(time.RFC3339Nano)},
+		"query.num_traces":     {strconv.Itoa(max(q.Limit, 1))},
+	}
+	if q.Operation != "" {
+		v.Set("query.operation_name", q.Operation)
+	}
+	if len(q.Attributes) > 0 {
+		b, err := json.Marshal(q.Attributes)
+		if err != nil {
+			return ptrace.Traces{}, fmt.Errorf("traces backend search: %w", err)
+		}
+		v.Set("query.attributes", string(b))
+	}
+	body, err := b.c.Get(ctx, "/api/v3/traces", v, http.Header{"Accept": {"application/json"}})
+	if err != nil {
+		var he *remoteapi.HTTPError
+		if errors.As(err, &he) && he.Status == http.StatusNotFound {
+			return ptrace.NewTraces(), nil
+		}
+		if errors.As(err, &he) && he.Status/100 == 4 {
+			return ptrace.Traces{}, fmt.Errorf("%w: %w", fault.ErrInvalid, err)
+		}
+		return ptrace.Traces{}, fmt.Errorf("%w: %w", fault.ErrUnavailable, err)
+	}
+	var a struct {
+		Result json.RawMessage `json:"result"`
+	}
+	if err := json.Unmarshal(body, &a); err != nil || len(a.Result) == 0 {
+		return ptrace.Traces{}, fmt.Errorf("%w: traces backend %s: search: answer without a result: %.200s", fault.ErrUnavailable, b.cfg.URL, body)
+	}
+	td, err := jsonTraces.UnmarshalTraces(a.Result)
+	if err != nil {
+		return ptrace.Traces{}, fmt.Errorf("%w: traces backend %s: search: %w", fault.ErrUnavailable, b.cfg.URL, err)
+	}
+	return td, nil
 }
 
 // decodeJaeger reads Jaeger's /api/v3 answer: {"result": TracesData in
