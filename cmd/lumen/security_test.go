@@ -224,7 +224,9 @@ func checkRouteList(t *testing.T, routes *routeTable) {
 		"OTLP (gRPC :4317, HTTP :4318 `/v1/traces`, `/v1/logs`, `/v1/metrics`) needs `write`.\n" +
 		"With a remote metrics backend (docs/scale-out.md), `GET` and `POST` of `/api/v1/` `query`, `query_range`,\n" +
 		"`series`, `labels`, `label/{name}/values`, `query_exemplars`, `format_query`, `parse_query` (and `GET`\n" +
-		"`metadata`) are the backend's answers, and need `read`.\n\n" +
+		"`metadata`) are the backend's answers, and need `read`; with a remote logs backend, the Loki read routes\n" +
+		"above (and the tail) are Loki's answers, with a remote traces backend the `/jaeger/api/` routes are\n" +
+		"Jaeger's: the same routes, the same scope.\n\n" +
 		"| route | scope |\n|---|---|\n")
 	for _, p := range patterns {
 		scope := string(routes.scopes[p])
