@@ -288,13 +288,29 @@ func (r RemoteLogsConfig) validate() error {
 	return r.RemoteBackend.validate("storage.logs.remote")
 }
 
-// remoteMetrics is a tenant's remote metrics backend: the store's side,
-// the API's proxy, and what closes its queue.
-type remoteMetrics struct {
-	store   *store.RemoteMetrics
-	backend *promremote.Backend
+// remoteSignal is a tenant's remote backend of one signal: the store's
+// side (S), the APIs' reads (B), and the queue of its writes.
+type remoteSignal[S, B any] struct {
+	store   S
+	backend B
 	queue   *sendq.Queue
 }
+
+// close closes the queue (what it holds stays on disk for the next
+// start); nil-safe.
+func (r *remoteSignal[S, B]) close() error {
+	if r == nil {
+		return nil
+	}
+	return r.queue.Close(context.Background())
+}
+
+// The remote backends of each signal.
+type (
+	remoteMetrics = remoteSignal[*store.RemoteMetrics, *promremote.Backend]
+	remoteLogs    = remoteSignal[*store.RemoteLogs, *lokiremote.Backend]
+	remoteTraces  = remoteSignal[*store.RemoteTraces, *traceremote.Backend]
+)
 
 // openRemoteMetrics opens tenant id's remote metrics backend (nil when
 // metrics are local): its durable queue under dir/queue/metrics.
@@ -328,15 +344,6 @@ func openRemoteMetrics(ctx context.Context, cfg Config, id, dir string, log *zap
 	}, nil
 }
 
-// close closes the queue (what it holds stays on disk for the next
-// start); nil-safe.
-func (r *remoteMetrics) close() error {
-	if r == nil {
-		return nil
-	}
-	return r.queue.Close(context.Background())
-}
-
 // tenantHeaders are the headers sent to a backend: the configured ones,
 // and with tenants the tenant's id in tenantHeader.
 func tenantHeaders(cfg Config, configured map[string]string, tenantHeader, id string) map[string]string {
@@ -350,14 +357,6 @@ func tenantHeaders(cfg Config, configured map[string]string, tenantHeader, id st
 	return headers
 }
 
-// remoteLogs is a tenant's remote logs backend: the store's side, the
-// API's proxy, and what closes its queue.
-type remoteLogs struct {
-	store   *store.RemoteLogs
-	backend *lokiremote.Backend
-	queue   *sendq.Queue
-}
-
 // openRemoteLogs opens tenant id's remote logs backend (nil when lines are
 // kept locally): its durable queue under dir/queue/logs.
 func openRemoteLogs(ctx context.Context, cfg Config, id, dir string, log *zap.Logger, reg prometheus.Registerer) (*remoteLogs, error) {
@@ -366,7 +365,7 @@ func openRemoteLogs(ctx context.Context, cfg Config, id, dir string, log *zap.Lo
 	}
 	r := cfg.Storage.Logs.Remote
 	headers := tenantHeaders(cfg, r.Headers, r.TenantHeader, id)
-	send, err := lokipush.NewSend(lokipush.Config{URL: r.PushURL, HTTP: r.HTTPClient, Headers: headers, Timeout: time.Duration(r.WriteTimeout)})
+	send, err := lokipush.NewSend(httpsend.Config{URL: r.PushURL, HTTP: r.HTTPClient, Headers: headers, Timeout: time.Duration(r.WriteTimeout)})
 	if err != nil {
 		return nil, err
 	}
@@ -389,23 +388,6 @@ func openRemoteLogs(ctx context.Context, cfg Config, id, dir string, log *zap.Lo
 		backend: b,
 		queue:   q,
 	}, nil
-}
-
-// close closes the queue (what it holds stays on disk for the next
-// start); nil-safe.
-func (r *remoteLogs) close() error {
-	if r == nil {
-		return nil
-	}
-	return r.queue.Close(context.Background())
-}
-
-// remoteTraces is a tenant's remote traces backend: the store's side, the
-// API's reads, and what closes its queue.
-type remoteTraces struct {
-	store   *store.RemoteTraces
-	backend *traceremote.Backend
-	queue   *sendq.Queue
 }
 
 // openRemoteTraces opens tenant id's remote traces backend (nil when spans
@@ -451,13 +433,4 @@ func openRemoteTraces(ctx context.Context, cfg Config, id, dir string, log *zap.
 		backend: b,
 		queue:   q,
 	}, nil
-}
-
-// close closes the queue (what it holds stays on disk for the next
-// start); nil-safe.
-func (r *remoteTraces) close() error {
-	if r == nil {
-		return nil
-	}
-	return r.queue.Close(context.Background())
 }

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lumenobs/lumen/internal/fault"
+	"github.com/lumenobs/lumen/internal/httpsend"
 	"github.com/lumenobs/lumen/internal/lokitest"
 	"github.com/lumenobs/lumen/internal/loopback"
 	"github.com/lumenobs/lumen/internal/model"
@@ -28,7 +29,7 @@ import (
 
 func openWriter(t *testing.T, pushURL string, maxRequestBytes int) *lokipush.Writer {
 	t.Helper()
-	send, err := lokipush.NewSend(lokipush.Config{URL: pushURL, Timeout: 5 * time.Second})
+	send, err := lokipush.NewSend(httpsend.Config{URL: pushURL, Timeout: 5 * time.Second})
 	require.NoError(t, err)
 	mp, err := sendq.MeterProvider(prometheus.NewRegistry())
 	require.NoError(t, err)

@@ -7,80 +7,28 @@
 package lokipush
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/grafana/loki/pkg/push"
 	"github.com/klauspost/compress/snappy"
-	config_util "github.com/prometheus/common/config"
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/lumenobs/lumen/internal/fault"
+	"github.com/lumenobs/lumen/internal/httpsend"
 	"github.com/lumenobs/lumen/internal/sendq"
 	"github.com/lumenobs/lumen/store"
 )
 
-// Config is where and how requests are sent.
-type Config struct {
-	// URL is Loki's push endpoint, e.g. http://loki:3100/loki/api/v1/push.
-	URL string
-	// HTTP is the client's auth and TLS, as Prometheus' configuration
-	// takes them; Headers are sent with every request (X-Scope-OrgID).
-	HTTP    config_util.HTTPClientConfig
-	Headers map[string]string
-	// Timeout bounds one request.
-	Timeout time.Duration
-}
-
-// NewSend is the queue's send function for cfg: a 5xx, a 429 or a network
-// error is retried (after the Retry-After Loki gives, if any); any other
-// refusal drops the request, which Loki will never take.
-func NewSend(cfg Config) (sendq.Send, error) {
-	u, err := url.Parse(cfg.URL)
-	if err != nil || u.Scheme == "" || u.Host == "" {
-		return nil, fmt.Errorf("loki push URL %q: want http(s)://host/loki/api/v1/push", cfg.URL)
-	}
-	rt, err := config_util.NewRoundTripperFromConfig(cfg.HTTP, "lumen")
-	if err != nil {
-		return nil, fmt.Errorf("loki push to %s: %w", cfg.URL, err)
-	}
-	client := &http.Client{Transport: rt, Timeout: cfg.Timeout}
-	return func(ctx context.Context, body []byte) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
-		if err != nil {
-			return sendq.Permanent(fmt.Errorf("loki push to %s: %w", cfg.URL, err))
-		}
-		req.Header.Set("Content-Type", "application/x-protobuf")
-		req.Header.Set("User-Agent", "lumen")
-		for k, v := range cfg.Headers {
-			req.Header.Set(k, v)
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return fmt.Errorf("loki push to %s: %w", cfg.URL, err)
-		}
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		_ = resp.Body.Close()
-		if resp.StatusCode/100 == 2 {
-			return nil
-		}
-		err = fmt.Errorf("loki push to %s: %s: %s", cfg.URL, resp.Status, strings.TrimSpace(string(msg)))
-		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode/100 == 5 {
-			if s, perr := strconv.Atoi(resp.Header.Get("Retry-After")); perr == nil && s > 0 {
-				return sendq.RetryAfter(err, time.Duration(s)*time.Second)
-			}
-			return err
-		}
-		return sendq.Permanent(err)
-	}, nil
+// NewSend is the queue's send function to Loki's push endpoint cfg.URL
+// (e.g. http://loki:3100/loki/api/v1/push), snappy protobuf: a 5xx, a 429
+// or a network error is retried (after the Retry-After Loki gives, if
+// any); any other refusal drops the request, which Loki will never take.
+func NewSend(cfg httpsend.Config) (sendq.Send, error) {
+	cfg.What, cfg.ContentType, cfg.Retryable = "loki push", "application/x-protobuf", httpsend.LokiRetryable
+	return httpsend.New(cfg)
 }
 
 // Writer turns log streams into Loki push requests on a queue.
