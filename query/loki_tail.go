@@ -86,16 +86,11 @@ func (a *LokiAPI) tail(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
-	// The server's read and write timeouts bound requests, not a tail.
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Time{})
-	_ = rc.SetWriteDeadline(time.Time{})
-	conn, err := a.upgrader.Upgrade(w, r, nil)
+	conn, err := a.upgradeTail(w, r)
 	if err != nil {
 		return // the upgrader has answered
 	}
 	defer conn.Close()
-	conn.SetReadLimit(tailReadLimit)
 
 	// Subscribe before reading the past, so that no line falls between;
 	// lines in both are sent once.
@@ -177,6 +172,38 @@ func clientGone(conn *websocket.Conn) <-chan struct{} {
 // follow sends the new lines until the client leaves, falls behind, or
 // the tail has run for tail_max_duration.
 func (a *LokiAPI) follow(ctx context.Context, conn *websocket.Conn, le *logql.LogExpr, sub *store.LogTail, sent map[string]bool) {
+	pumpTail(ctx, a, conn, sub.C, func(st store.LogStream, open bool) bool {
+		if !open {
+			a.closeBehind(conn, sub)
+			return false
+		}
+		if streams := tailLines(le, st, sent); len(streams) > 0 {
+			return a.writeTail(conn, tailMessage{Streams: lokiStreams(streams)}) == nil
+		}
+		return true
+	})
+}
+
+// upgradeTail takes a tail's websocket handshake (checked by the
+// upgrader, which answers a refusal itself); the server's read and write
+// timeouts bound requests, not a tail.
+func (a *LokiAPI) upgradeTail(w http.ResponseWriter, r *http.Request) (*websocket.Conn, error) {
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Time{})
+	conn, err := a.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return nil, fmt.Errorf("tail handshake: %w", err)
+	}
+	conn.SetReadLimit(tailReadLimit)
+	return conn, nil
+}
+
+// pumpTail runs a tail until the client leaves, ctx ends, the tail has
+// run for tail_max_duration (closed saying so) or on returns false: it
+// pings the client, and hands on each value from src (open false once src
+// is closed).
+func pumpTail[T any](ctx context.Context, a *LokiAPI, conn *websocket.Conn, src <-chan T, on func(v T, open bool) bool) {
 	gone := clientGone(conn)
 	ping := time.NewTicker(tailPing)
 	defer ping.Stop()
@@ -195,15 +222,9 @@ func (a *LokiAPI) follow(ctx context.Context, conn *websocket.Conn, le *logql.Lo
 			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(tailWriteWait)); err != nil {
 				return
 			}
-		case st, open := <-sub.C:
-			if !open {
-				a.closeBehind(conn, sub)
+		case v, open := <-src:
+			if !on(v, open) {
 				return
-			}
-			if streams := tailLines(le, st, sent); len(streams) > 0 {
-				if err := a.writeTail(conn, tailMessage{Streams: lokiStreams(streams)}); err != nil {
-					return
-				}
 			}
 		}
 	}

@@ -3,7 +3,6 @@ package query
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"time"
 
@@ -13,6 +12,13 @@ import (
 // TailDialer opens a remote logs backend's live tail for the request's
 // query string.
 type TailDialer func(ctx context.Context, rawQuery string) (*websocket.Conn, error)
+
+// backendMessage is one message of a backend's tail, or the error that
+// ended it.
+type backendMessage struct {
+	msg []byte
+	err error
+}
 
 // RemoteTail serves /loki/api/v1/tail from a remote logs backend: the
 // client's handshake is checked as for a local tail (its origin, the UI's
@@ -42,66 +48,41 @@ func (a *LokiAPI) RemoteTail(dial TailDialer) http.Handler {
 			return
 		}
 		defer backend.Close()
-		rc := http.NewResponseController(w)
-		_ = rc.SetReadDeadline(time.Time{})
-		_ = rc.SetWriteDeadline(time.Time{})
-		conn, err := a.upgrader.Upgrade(w, r, nil)
+		conn, err := a.upgradeTail(w, r)
 		if err != nil {
 			return // the upgrader has answered
 		}
 		defer conn.Close()
-		conn.SetReadLimit(tailReadLimit)
-		gone := clientGone(conn)
-		msgs := make(chan []byte)
-		ended := make(chan error, 1)
+		// The backend's messages, and last the error that ended its tail.
+		msgs := make(chan backendMessage)
 		go func() {
 			for {
 				typ, msg, err := backend.ReadMessage()
-				if err != nil {
-					ended <- err
-					return
-				}
-				if typ != websocket.TextMessage {
+				if err == nil && typ != websocket.TextMessage {
 					continue
 				}
 				select {
-				case msgs <- msg:
+				case msgs <- backendMessage{msg, err}:
 				case <-ctx.Done():
+					return
+				}
+				if err != nil {
 					return
 				}
 			}
 		}()
-		ping := time.NewTicker(tailPing)
-		defer ping.Stop()
-		expire := time.NewTimer(a.cfg.TailMaxDuration)
-		defer expire.Stop()
-		for {
-			select {
-			case <-gone:
-				return
-			case <-ctx.Done():
-				return
-			case <-expire.C:
-				a.closeTail(conn, websocket.CloseNormalClosure, fmt.Sprintf("reached tail max duration limit (%s); reconnect to go on", a.cfg.TailMaxDuration))
-				return
-			case <-ping.C:
-				if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(tailWriteWait)); err != nil {
-					return
-				}
-			case err := <-ended:
-				code, text := websocket.CloseInternalServerErr, "logs backend: "+err.Error()
+		pumpTail(ctx, a, conn, msgs, func(m backendMessage, _ bool) bool {
+			if m.err != nil {
+				code, text := websocket.CloseInternalServerErr, "logs backend: "+m.err.Error()
 				var ce *websocket.CloseError
-				if errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure && ce.Code != websocket.CloseNoStatusReceived {
+				if errors.As(m.err, &ce) && ce.Code != websocket.CloseAbnormalClosure && ce.Code != websocket.CloseNoStatusReceived {
 					code, text = ce.Code, ce.Text // the backend's own end (its max duration)
 				}
 				a.closeTail(conn, code, text)
-				return
-			case msg := <-msgs:
-				_ = conn.SetWriteDeadline(time.Now().Add(tailWriteWait))
-				if err := conn.WriteMessage(websocket.TextMessage, msg); err != nil {
-					return
-				}
+				return false
 			}
-		}
+			_ = conn.SetWriteDeadline(time.Now().Add(tailWriteWait))
+			return conn.WriteMessage(websocket.TextMessage, m.msg) == nil
+		})
 	})
 }
