@@ -1,61 +1,32 @@
 package lokitest
 
 import (
-	"bytes"
-	"context"
 	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/lumenobs/lumen/internal/loopback"
+	"github.com/lumenobs/lumen/internal/peertest"
 )
 
-// Bin is the Loki binary: $LUMEN_LOKI, or where `make loki-peer` builds
-// it. Without it the test fails in CI (.ci/run's `make test` builds it)
-// and is skipped elsewhere.
-func Bin(t testing.TB) string {
-	t.Helper()
-	bin := os.Getenv("LUMEN_LOKI")
-	if bin == "" {
-		home, _ := os.UserHomeDir()
-		bin = filepath.Join(home, ".cache", "lumen-peers", "loki-"+Version)
-	}
-	if _, err := os.Stat(bin); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("loki is not built: `make test` builds it with `make loki-peer` (%v)", err)
-		}
-		t.Skipf("loki not built (%v): make loki-peer", err)
-	}
-	return bin
-}
-
-// Loki is a Loki the test runs.
+// Loki is a Loki the test runs: Start, Stop and Start again keep its data.
 type Loki struct {
 	// URL is its HTTP API's base, http://addr.
 	URL string
-	t   testing.TB
-	bin string
-	dir string
-	cfg string
-
-	mu   sync.Mutex
-	stop func()
-	logs *bytes.Buffer
+	*peertest.Process
 }
 
 // New prepares a Loki on addr (its HTTP API) with its data in a
-// directory of the test's; Start runs it.
+// directory of the test's; Start runs it. The binary is $LUMEN_LOKI or
+// what `make loki-peer` built.
 func New(t testing.TB, addr string) *Loki {
 	t.Helper()
-	bin := Bin(t)
+	bin := peertest.Bin(t, "loki", "LUMEN_LOKI", Version)
 	_, port, err := net.SplitHostPort(addr)
 	require.NoError(t, err)
 	httpPort, err := strconv.Atoi(port)
@@ -69,48 +40,13 @@ func New(t testing.TB, addr string) *Loki {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "loki.yaml")
 	require.NoError(t, os.WriteFile(cfg, Config(httpPort, ports[0], filepath.Join(dir, "data"), ports[1], false), 0o644))
-	l := &Loki{URL: "http://" + addr, t: t, bin: bin, dir: dir, cfg: cfg}
-	t.Cleanup(func() {
-		l.Stop()
-		if t.Failed() && l.logs != nil {
-			t.Logf("loki output:\n%s", l.logs.String())
-		}
-	})
-	return l
+	return &Loki{URL: "http://" + addr, Process: peertest.New(t, "loki", bin, "-config.file="+cfg)}
 }
 
 // Start runs Loki and waits until it is ready (its ring joined); again
 // after Stop, on the same data.
 func (l *Loki) Start() {
-	l.t.Helper()
-	l.mu.Lock()
-	ctx, cancel := context.WithCancel(context.Background())
-	logs := &bytes.Buffer{}
-	cmd := exec.CommandContext(ctx, l.bin, "-config.file="+l.cfg)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	require.NoError(l.t, cmd.Start())
-	var once sync.Once
-	l.stop = func() { once.Do(func() { cancel(); _ = cmd.Wait() }) }
-	l.logs = logs
-	l.mu.Unlock()
-	require.Eventually(l.t, func() bool {
-		resp, err := http.Get(l.URL + "/ready")
-		if err != nil {
-			return false
-		}
-		_ = resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 2*time.Minute, 200*time.Millisecond, "loki ready")
-}
-
-// Stop ends Loki (SIGKILL: what it had not flushed is in its WAL).
-func (l *Loki) Stop() {
-	l.mu.Lock()
-	stop := l.stop
-	l.mu.Unlock()
-	if stop != nil {
-		stop()
-	}
+	l.Process.Start(func() bool { return peertest.OK(l.URL + "/ready") }, 2*time.Minute)
 }
 
 // Start runs a Loki on a free address until the test ends.
