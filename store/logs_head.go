@@ -171,13 +171,13 @@ func (db *DB) WriteLogStreams(ctx context.Context, streams []LogStream) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("write logs: %w", err)
 	}
-	if r := db.opts.RemoteLogs; r != nil {
-		return db.writeRemoteLogs(ctx, r, streams)
-	}
 	for i := range streams {
 		if err := db.ValidateStream(streams[i].Labels); err != nil {
 			return fmt.Errorf("stream %d: %w", i, err)
 		}
+	}
+	if r := db.opts.RemoteLogs; r != nil {
+		return r.Write(ctx, streams)
 	}
 	streams, refused, first := db.keepInTime(streams)
 	notMade, firstNotMade, err := db.writeLogStreams(streams)

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"time"
 
@@ -25,16 +24,6 @@ type RemoteLogs struct {
 	// its lines are looked for; a trace without spans is looked for over
 	// Lookback before now.
 	Margin, Lookback time.Duration
-}
-
-// writeRemoteLogs checks the streams as a local write does and queues them.
-func (db *DB) writeRemoteLogs(ctx context.Context, r *RemoteLogs, streams []LogStream) error {
-	for i := range streams {
-		if err := db.ValidateStream(streams[i].Labels); err != nil {
-			return fmt.Errorf("stream %d: %w", i, err)
-		}
-	}
-	return r.Write(ctx, streams)
 }
 
 // remoteTraceLogs reads trace id's lines from the remote backend, in the

@@ -73,7 +73,7 @@ func remoteSearch(ctx context.Context, r *RemoteTraces, q TraceSearch) (SearchRe
 	if q.Match != nil && q.MaxInspect > 0 {
 		// Candidates are checked here: ask for more than the limit, as a
 		// local search inspects more than it answers.
-		f.Limit = min(max(q.Limit*5, q.Limit), q.MaxInspect)
+		f.Limit = min(q.Limit*5, q.MaxInspect)
 	}
 	td, err := r.Find(ctx, f)
 	if err != nil {
