@@ -34,12 +34,23 @@ type ShipConfig struct {
 	// UnreadyAfter is how long shipping may fail (the server unreachable
 	// or refusing, the buffer unreadable) before /-/ready says so.
 	UnreadyAfter time.Duration `yaml:"unready_after"`
+	// ShardByTraceID sends each span to one replica of the server chosen
+	// by its trace id, among the addresses the server URL's host name
+	// resolves to (a headless Service: one address per replica), as the
+	// Collector's load-balancing exporter does: every span of a trace
+	// reaches the same replica, whose service graph then sees both ends
+	// of each call. Logs and metrics go to any replica.
+	ShardByTraceID bool `yaml:"shard_by_trace_id"`
+	// ResolveInterval is how often the host name is looked up again when
+	// sharding.
+	ResolveInterval time.Duration `yaml:"resolve_interval"`
 }
 
 // DefaultShipConfig retries from half a second up to half a minute apart,
 // and is not ready after two minutes without shipping.
 func DefaultShipConfig() ShipConfig {
-	return ShipConfig{Timeout: 10 * time.Second, MinBackoff: 500 * time.Millisecond, MaxBackoff: 30 * time.Second, UnreadyAfter: 2 * time.Minute}
+	return ShipConfig{Timeout: 10 * time.Second, MinBackoff: 500 * time.Millisecond, MaxBackoff: 30 * time.Second, UnreadyAfter: 2 * time.Minute,
+		ResolveInterval: 5 * time.Second}
 }
 
 // Config is what the agent runs with.
@@ -75,6 +86,10 @@ type Config struct {
 	// Tenant, when set, is sent as X-Scope-OrgID: the tenant of everything
 	// the agent ships (a token bound to a tenant needs none).
 	Tenant string
+
+	// LookupHost, when set, replaces the DNS lookup of the server's
+	// replicas (tests: two replicas on the loopback addresses).
+	LookupHost func(ctx context.Context, host string) ([]string, error)
 }
 
 // Validate reports the first setting that cannot work.
@@ -91,6 +106,8 @@ func (c Config) Validate() error {
 	case c.Ship.Timeout <= 0 || c.Ship.MinBackoff <= 0 || c.Ship.MaxBackoff < c.Ship.MinBackoff || c.Ship.UnreadyAfter <= 0:
 		return fmt.Errorf("ship: timeout %s, min_backoff %s and unready_after %s must be positive, max_backoff %s at least min_backoff",
 			c.Ship.Timeout, c.Ship.MinBackoff, c.Ship.UnreadyAfter, c.Ship.MaxBackoff)
+	case c.Ship.ShardByTraceID && c.Ship.ResolveInterval <= 0:
+		return fmt.Errorf("ship: resolve_interval %s is not positive", c.Ship.ResolveInterval)
 	case c.Node.Interval < 0:
 		return fmt.Errorf("node_metrics: interval %s is negative", c.Node.Interval)
 	case c.Kubernetes.Enabled && c.Kubernetes.Resync <= 0:
@@ -158,6 +175,13 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger, reg *prometheus.Regis
 		s.token = &tokenFile{path: cfg.TokenFile}
 	}
 	s.tenant = cfg.Tenant
+	if cfg.Ship.ShardByTraceID {
+		if s.shards, err = newEndpoints(s.server, cfg.Ship.ResolveInterval, cfg.Ship.Timeout, client.Transport.(*http.Transport),
+			cfg.LookupHost, log.Named("ship"), m); err != nil {
+			_ = ln.Close()
+			return err
+		}
+	}
 	isReady := make(chan struct{})
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))

@@ -25,6 +25,7 @@ type Metrics struct {
 	readErrors     prometheus.Counter
 	relayRefused   *prometheus.CounterVec
 	relayInFlight  prometheus.Gauge
+	shipEndpoints  prometheus.Gauge
 }
 
 // NewMetrics registers the agent's metrics with reg (nil: unregistered).
@@ -50,11 +51,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		relayRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lumen_agent_relay_refused_total",
 			Help: "OTLP requests from pods the relay refused: too_large, in_flight (the node's bytes in flight), pod_in_flight and pod_buffer (a pod's share of them and of the buffer), buffer (the buffer failed)."}, []string{"reason"}),
 		relayInFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "lumen_agent_relay_in_flight_bytes", Help: "Bytes of relayed requests being read, decoded and buffered."}),
+		shipEndpoints: prometheus.NewGauge(prometheus.GaugeOpts{Name: "lumen_agent_ship_replicas", Help: "Server replicas the agent shards spans among (ship.shard_by_trace_id; the addresses the server's host name resolves to)."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.linesRead, m.bytesRead, m.malformed, m.truncations, m.filesTailed, m.fileLag, m.itemsBuffered,
 			m.itemsShipped, m.itemsDropped, m.bufferBytes, m.requests, m.retries, m.relayed,
-			m.corruptRecords, m.corruptBytes, m.readErrors, m.relayRefused, m.relayInFlight)
+			m.corruptRecords, m.corruptBytes, m.readErrors, m.relayRefused, m.relayInFlight, m.shipEndpoints)
 	}
 	return m
 }

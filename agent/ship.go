@@ -37,6 +37,9 @@ type shipper struct {
 	health                 shipHealth
 	token                  *tokenFile // nil: no Authorization header
 	tenant                 string     // X-Scope-OrgID when set
+	// shards, when not nil, are the server's replicas: spans go to their
+	// trace's replica (ship.shard_by_trace_id).
+	shards *endpoints
 }
 
 func (s *shipper) run(ctx context.Context) {
@@ -82,6 +85,9 @@ func (s *shipper) readFailed(ctx context.Context, err error, bo *backoff) bool {
 // ship sends one record until the server takes it (or refuses it for
 // good). It returns false when ctx ended first.
 func (s *shipper) ship(ctx context.Context, rec Record) bool {
+	if s.shards != nil {
+		return s.shipSharded(ctx, rec)
+	}
 	bo := backoff{min: s.minBackoff, max: s.maxBackoff}
 	for {
 		if bo.attempts > 0 {
@@ -199,17 +205,24 @@ func (h *shipHealth) check(now time.Time, after time.Duration) error {
 
 var paths = map[Signal]string{SignalLogs: "/v1/logs", SignalTraces: "/v1/traces", SignalMetrics: "/v1/metrics"}
 
-// send posts one record. It returns the server's Retry-After (0 when it
-// gave none), whether a failure is permanent, and the failure.
+// send posts one record to the server. It returns the server's
+// Retry-After (0 when it gave none), whether a failure is permanent, and
+// the failure.
 func (s *shipper) send(ctx context.Context, rec Record) (time.Duration, bool, error) {
-	path, ok := paths[rec.Signal]
+	return s.post(ctx, s.client, s.server, rec.Signal, rec.Body)
+}
+
+// post posts one compressed OTLP request of signal sig to base (the
+// server, or one of its replicas) with client.
+func (s *shipper) post(ctx context.Context, client *http.Client, base string, sig Signal, body []byte) (time.Duration, bool, error) {
+	path, ok := paths[sig]
 	if !ok {
-		return 0, true, fmt.Errorf("record of unknown signal %d", rec.Signal)
+		return 0, true, fmt.Errorf("record of unknown signal %d", sig)
 	}
 	// A request under way is finished when the agent stops (bounded by the
 	// client's timeout): cut off, the server may have stored it and a
 	// restarted agent would send it twice.
-	req, err := http.NewRequestWithContext(context.WithoutCancel(ctx), http.MethodPost, s.server+path, bytes.NewReader(rec.Body))
+	req, err := http.NewRequestWithContext(context.WithoutCancel(ctx), http.MethodPost, base+path, bytes.NewReader(body))
 	if err != nil {
 		return 0, true, fmt.Errorf("request: %w", err)
 	}
@@ -225,14 +238,14 @@ func (s *shipper) send(ctx context.Context, rec Record) (time.Duration, bool, er
 		}
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
-	resp, err := s.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
-		s.m.requests.WithLabelValues(rec.Signal.String(), "error").Inc()
+		s.m.requests.WithLabelValues(sig.String(), "error").Inc()
 		return 0, false, fmt.Errorf("post %s: %w", path, err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	s.m.requests.WithLabelValues(rec.Signal.String(), strconv.Itoa(resp.StatusCode)).Inc()
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	s.m.requests.WithLabelValues(sig.String(), strconv.Itoa(resp.StatusCode)).Inc()
 	switch {
 	case resp.StatusCode/100 == 2:
 		return 0, false, nil
@@ -245,9 +258,9 @@ func (s *shipper) send(ctx context.Context, rec Record) (time.Duration, bool, er
 		if s.token != nil {
 			s.token.reread()
 		}
-		return 0, false, fmt.Errorf("post %s: %s: %s (check token_file and the server's auth file)", path, resp.Status, strings.TrimSpace(string(body)))
+		return 0, false, fmt.Errorf("post %s: %s: %s (check token_file and the server's auth file)", path, resp.Status, strings.TrimSpace(string(answer)))
 	case resp.StatusCode/100 == 4 && resp.StatusCode != http.StatusRequestTimeout:
-		return 0, true, fmt.Errorf("post %s: %s: %s", path, resp.Status, strings.TrimSpace(string(body)))
+		return 0, true, fmt.Errorf("post %s: %s: %s", path, resp.Status, strings.TrimSpace(string(answer)))
 	default:
 		return 0, false, fmt.Errorf("post %s: %s", path, resp.Status)
 	}

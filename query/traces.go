@@ -170,6 +170,7 @@ func (a *API) serviceSeries(ctx context.Context, services []string, names map[st
 		wg.Go(func() {
 			defer func() { <-sem }()
 			perService[i], errs[i] = serviceSeriesOf(ctx, q, svc, names[svc], from, to)
+			perService[i] = mergeReplicas(perService[i])
 		})
 	}
 	wg.Wait()
@@ -417,7 +418,7 @@ func (a *API) trace(w http.ResponseWriter, r *http.Request) {
 		graph = slices.DeleteFunc(graph, func(d Dependency) bool {
 			return !slices.Contains(resp.Services, d.Parent) && !slices.Contains(resp.Services, d.Child)
 		})
-		resp.Metrics = &TraceMetrics{Exemplars: exemplarSeries(exemplars), Series: series, ServiceGraph: graph, From: from, To: to}
+		resp.Metrics = &TraceMetrics{Exemplars: exemplarSeries(mergeReplicaExemplars(exemplars)), Series: series, ServiceGraph: graph, From: from, To: to}
 	}
 	buf := responseBuffers.Get().(*[]byte)
 	body, err := encodeTraceResponseTo((*buf)[:0], resp)

@@ -56,6 +56,9 @@ type AgentConfig struct {
 	// (and what it holds) to that user, then exits: the DaemonSet's init
 	// container, so that the agent itself runs as that user (flag only).
 	PrepareState string `yaml:"-"`
+
+	// lookupHost replaces the DNS lookup of the server's replicas (tests).
+	lookupHost func(ctx context.Context, host string) ([]string, error)
 }
 
 // AgentRelayConfig bounds the agent's OTLP relay (agent.RelayConfig, with
@@ -107,6 +110,7 @@ func (c AgentConfig) agent() agent.Config {
 		Relay: agent.RelayConfig{MaxRequestBytes: int64(c.Relay.MaxRequestBytes), MaxInFlightBytes: int64(c.Relay.MaxInFlightBytes), PodShare: c.Relay.PodShare},
 		Logs:  c.Logs, Node: c.NodeMetrics, Kubernetes: c.Kubernetes, Ship: c.Ship, Version: version,
 		ServerTLS: c.ServerTLS, TokenFile: c.TokenFile, TLS: c.TLS, RelayAuthFile: c.Relay.AuthFile, Tenant: c.Tenant,
+		LookupHost: c.lookupHost,
 	}
 }
 
@@ -162,6 +166,7 @@ func agentSettings() []setting[AgentConfig] {
 		{"proc-path", "LUMEN_PROC_PATH", "where the host's /proc is mounted", str(func(c *AgentConfig) *string { return &c.NodeMetrics.ProcPath }), false},
 		{"sys-path", "LUMEN_SYS_PATH", "where the host's /sys is mounted", str(func(c *AgentConfig) *string { return &c.NodeMetrics.SysPath }), false},
 		{"root-path", "LUMEN_ROOT_PATH", "where the host's / is mounted (for file system sizes)", str(func(c *AgentConfig) *string { return &c.NodeMetrics.RootPath }), false},
+		{"shard-by-trace-id", "LUMEN_SHARD_BY_TRACE_ID", "send each span to the server replica its trace id picks among the addresses the server's host name resolves to (a headless Service), as the Collector's load-balancing exporter does", boolean(func(c *AgentConfig) *bool { return &c.Ship.ShardByTraceID }), true},
 		{"kubernetes", "LUMEN_KUBERNETES", "look pods up in the Kubernetes API (labels, workloads, pod IPs for the relay)", boolean(func(c *AgentConfig) *bool { return &c.Kubernetes.Enabled }), true},
 		{"kubernetes-api-url", "LUMEN_KUBERNETES_API_URL", "the API server (default: in-cluster)", str(func(c *AgentConfig) *string { return &c.Kubernetes.APIURL }), false},
 		{"log-format", "LUMEN_LOG_FORMAT", "console or json", str(func(c *AgentConfig) *string { return &c.Log.Format }), false},

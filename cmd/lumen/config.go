@@ -102,6 +102,12 @@ type Config struct {
 	// Storage is where each signal is kept: locally or in a remote
 	// backend (docs/scale-out.md).
 	Storage StorageConfig `yaml:"storage"`
+	// Replica, when set, names this server among replicas that share
+	// remote backends: the series it makes itself (span metrics, the
+	// service graph, recording rules, ALERTS, its own health) carry the
+	// label lumen_replica with this value, so no two replicas write the
+	// same series (docs/scale-out.md); empty: one server, no label.
+	Replica string `yaml:"replica"`
 	// GCMinHeap is the heap the collector lets grow to before collecting
 	// however little is live (0: none): fewer collections while a small
 	// heap answers queries. docs/memory.md.
@@ -357,6 +363,7 @@ func boolean[C any](f func(*C) *bool) func(*C, string) error {
 func settings() []setting[Config] {
 	return []setting[Config]{
 		{"data-dir", "LUMEN_DATA_DIR", "directory of the store", str(func(c *Config) *string { return &c.DataDir }), false},
+		{"replica", "LUMEN_REPLICA", "this server's name among replicas sharing remote backends: the series it makes itself carry lumen_replica=<name> (docs/scale-out.md)", str(func(c *Config) *string { return &c.Replica }), false},
 		{"http-addr", "LUMEN_HTTP_ADDR", "address of the UI and the query APIs", str(func(c *Config) *string { return &c.HTTPAddr }), false},
 		{"otlp-grpc-addr", "LUMEN_OTLP_GRPC_ADDR", "OTLP gRPC address (empty disables)", str(func(c *Config) *string { return &c.OTLP.GRPCAddr }), false},
 		{"otlp-http-addr", "LUMEN_OTLP_HTTP_ADDR", "OTLP HTTP address (empty disables)", str(func(c *Config) *string { return &c.OTLP.HTTPAddr }), false},

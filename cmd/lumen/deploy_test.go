@@ -23,6 +23,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 
 	"github.com/lumenobs/lumen/internal/tlsconf/tlstest"
@@ -39,6 +40,7 @@ type objects struct {
 	bindings     []rbacv1.ClusterRoleBinding
 	policies     []networkingv1.NetworkPolicy
 	configMaps   []corev1.ConfigMap
+	budgets      []policyv1.PodDisruptionBudget
 }
 
 // decodeManifests reads a stream of YAML documents; a field the API type
@@ -79,6 +81,8 @@ func decodeManifests(t *testing.T, manifests []byte) objects {
 			appendStrict(t, js, &out.policies)
 		case "ConfigMap":
 			appendStrict(t, js, &out.configMaps)
+		case "PodDisruptionBudget":
+			appendStrict(t, js, &out.budgets)
 		default:
 			t.Fatalf("unexpected kind %v", kind)
 		}
@@ -540,6 +544,77 @@ func TestHelmRemoteBackends(t *testing.T) {
 	c = o.statefulSets[0].Spec.Template.Spec.Containers[0]
 	_, err = loadConfig(newMounts(t, o).args(t, c, c.Args[1:]), func(string) string { return "" }, "serve")
 	require.ErrorContains(t, err, "push_url and query_url are needed")
+}
+
+// TestHelmReplicas: server.replicas above 1 with every signal remote
+// runs that many server replicas, each naming its own series after its pod,
+// a headless Service of their OTLP ports that the agents resolve and shard
+// spans through by trace id, and a disruption budget of one; above 1 with
+// a signal kept locally is refused with the reason.
+func TestHelmReplicas(t *testing.T) {
+	helm := lookTool(t, "helm", "go install helm.sh/helm/v3/cmd/helm@v3.22.0")
+	chart := "../../deploy/helm/lumen"
+	remote := []string{"--set", "storage.metrics.backend=remote",
+		"--set", "storage.metrics.remote.write_url=http://mimir-gateway/api/v1/push",
+		"--set", "storage.metrics.remote.query_url=http://mimir-gateway/prometheus",
+		"--set", "storage.logs.backend=remote",
+		"--set", "storage.logs.remote.push_url=http://loki-gateway/loki/api/v1/push",
+		"--set", "storage.logs.remote.query_url=http://loki-gateway",
+		"--set", "storage.traces.backend=remote",
+		"--set", "storage.traces.remote.otlp_url=http://jaeger-collector:4318/v1/traces",
+		"--set", "storage.traces.remote.query_url=http://jaeger-query:16686"}
+	o := decodeManifests(t, render(t, helm, append([]string{"template", "obs", chart, "--namespace", "observability", "--set", "server.replicas=3"}, remote...)...))
+	require.Len(t, o.statefulSets, 1)
+	ss := o.statefulSets[0]
+	require.Equal(t, int32(3), *ss.Spec.Replicas)
+	c := ss.Spec.Template.Spec.Containers[0]
+	var replicaEnv *corev1.EnvVar
+	for i, e := range c.Env {
+		if e.Name == "LUMEN_REPLICA" {
+			replicaEnv = &c.Env[i]
+		}
+	}
+	require.NotNil(t, replicaEnv, "each replica is named")
+	require.Equal(t, "metadata.name", replicaEnv.ValueFrom.FieldRef.FieldPath)
+	cfg, err := loadConfig(newMounts(t, o).args(t, c, c.Args[1:]), func(k string) string {
+		if k == "LUMEN_REPLICA" {
+			return "obs-lumen-1"
+		}
+		return ""
+	}, "serve")
+	require.NoError(t, err)
+	assert.Equal(t, "obs-lumen-1", cfg.Replica)
+
+	require.Len(t, o.services, 2)
+	var headless *corev1.Service
+	for i, svc := range o.services {
+		if svc.Name == "obs-lumen-replicas" {
+			headless = &o.services[i]
+		}
+	}
+	require.NotNil(t, headless)
+	assert.Equal(t, corev1.ClusterIPNone, headless.Spec.ClusterIP)
+	assert.False(t, headless.Spec.PublishNotReadyAddresses, "only ready replicas take spans")
+	for k, v := range headless.Spec.Selector {
+		assert.Equal(t, v, ss.Spec.Template.Labels[k], "the headless Service selects the server's pods")
+	}
+	acfg := checkAgent(t, o, "observability", "http://obs-lumen-replicas.observability.svc:4318")
+	assert.True(t, acfg.Ship.ShardByTraceID)
+	require.Len(t, o.budgets, 1)
+	assert.Equal(t, 1, o.budgets[0].Spec.MaxUnavailable.IntValue())
+
+	// One replica: no sharding, no replica name, the one Service.
+	o = decodeManifests(t, render(t, helm, append([]string{"template", "obs", chart, "--namespace", "observability"}, remote...)...))
+	require.Len(t, o.services, 1)
+	require.Empty(t, o.budgets)
+	acfg = checkAgent(t, o, "observability", "http://obs-lumen.observability.svc:4318")
+	assert.False(t, acfg.Ship.ShardByTraceID)
+
+	// Replicas with a signal kept locally: refused, with the reason.
+	cmd := exec.Command(helm, "template", "obs", chart, "--set", "server.replicas=2", "--set", "storage.metrics.backend=remote")
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(out), "server.replicas above 1 needs every signal in a remote backend")
 }
 
 // TestReleaseBinaryIsStatic: `make build` links no C library: no program

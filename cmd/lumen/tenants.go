@@ -30,6 +30,7 @@ import (
 	"github.com/lumenobs/lumen/internal/auth"
 	"github.com/lumenobs/lumen/internal/fault"
 	"github.com/lumenobs/lumen/internal/promdirect"
+	"github.com/lumenobs/lumen/internal/replica"
 	"github.com/lumenobs/lumen/internal/telemetry"
 	"github.com/lumenobs/lumen/internal/tenant"
 	"github.com/lumenobs/lumen/query"
@@ -353,11 +354,13 @@ func (s *tenantSet) open(id string) (*tenantStack, error) {
 		closeStore()
 		return nil, err
 	}
+	// What this server makes itself is written as this replica's.
+	own := replica.Appendable(db, cfg.Replica)
 	st := &tenantStack{id: id, db: db, remote: remote, logs: rlogs, traces: rtraces, stopGen: func() {}, stopSelf: func() {}}
 	fields := fieldWriter{DB: db, det: logfields.New(cfg.LogFields)}
 	st.writer = fields
 	if cfg.SpanMetrics.Enabled {
-		gen := spanmetrics.New(cfg.SpanMetrics, db, log)
+		gen := spanmetrics.New(cfg.SpanMetrics, own, log)
 		if err := telemetry.Register(reg, spanMetricsMetrics(gen)...); err != nil {
 			closeStore()
 			return nil, err
@@ -377,7 +380,7 @@ func (s *tenantSet) open(id string) (*tenantStack, error) {
 		rc := cfg.Rules
 		rc.Builtin = rs.Builtin
 		o := ruler.Options{PromFiles: rs.RuleFiles, LogQLFiles: rs.LogQLRuleFiles, Config: rc, ExternalURL: s.externalURL,
-			Engine: ruleEngine, Queryable: db, Appendable: db, Logs: db, LogQLMaxLines: cfg.LogQL.MaxLines,
+			Engine: ruleEngine, Queryable: db, Appendable: own, Logs: db, LogQLMaxLines: cfg.LogQL.MaxLines,
 			Notifier: s.notifier, Log: log, Reg: reg}
 		if rlogs != nil {
 			o.LogQL = rlogs.backend
@@ -415,7 +418,7 @@ func (s *tenantSet) open(id string) (*tenantStack, error) {
 			// Lumen's own metrics, for the rules that watch it.
 			target := labels.FromStrings("job", "lumen", "instance", instanceOf(s.externalURL))
 			st.stopSelf = goUntilStopped(func(ctx context.Context) {
-				ruler.SelfMetrics(ctx, s.reg, db, cfg.Rules.EvaluationInterval, target, log)
+				ruler.SelfMetrics(ctx, s.reg, own, cfg.Rules.EvaluationInterval, target, log)
 			})
 		}
 	}
