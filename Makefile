@@ -7,7 +7,7 @@ FUZZTIME  ?= 20s
 BENCHTIME ?= 1x
 PKGS      := ./...
 
-.PHONY: loki-peer bench-logs-peers jaeger-peer bench-traces-peers logql-goldens jaeger-goldens promtool-peer prometheus-peer bench-rules rules-goldens vm-peer bench-metrics-peers bench-promql-peers bench-remote-metrics bench-remote-logs bench-remote-traces all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
+.PHONY: loki-peer bench-logs-peers jaeger-peer bench-traces-peers logql-goldens jaeger-goldens promtool-peer prometheus-peer bench-rules rules-goldens vm-peer bench-metrics-peers bench-promql-peers bench-remote-metrics bench-remote-logs bench-remote-traces bench-replicas all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
 
 all: build
 
@@ -236,6 +236,12 @@ bench-remote-logs: loki-peer
 ## v2; traces by id and the correlated answer from each
 bench-remote-traces: jaeger-peer
 	cmd/lumen-load/remote-traces.sh
+
+## bench-replicas: spans, samples and lines through two replicas with
+## every signal remote (VictoriaMetrics, Loki, Jaeger) against one local
+## Lumen; the correlated answer from each
+bench-replicas: vm-peer loki-peer jaeger-peer
+	cmd/lumen-load/replicas.sh
 
 ## prometheus-peer: Prometheus v0.315.0 built from its Go module into
 ## $(PEERS) (a test and benchmark reference, never imported)

@@ -44,7 +44,12 @@ type endpoints struct {
 // (over TLS, checked against the server URL's host name, not the address).
 type endpoint struct {
 	url    string
+	hash   uint64 // of url
 	client *http.Client
+}
+
+func newEndpoint(url string, c *http.Client) endpoint {
+	return endpoint{url: url, hash: xxhash.Sum64String(url), client: c}
 }
 
 func newEndpoints(server string, interval, timeout time.Duration, base *http.Transport, lookup func(context.Context, string) ([]string, error), log *zap.Logger, m *Metrics) (*endpoints, error) {
@@ -99,7 +104,7 @@ func (e *endpoints) current(ctx context.Context) ([]endpoint, error) {
 			c = &http.Client{Timeout: e.timeout, Transport: tr}
 			e.clients[base] = c
 		}
-		list[i] = endpoint{url: base, client: c}
+		list[i] = newEndpoint(base, c)
 	}
 	if !slices.EqualFunc(list, e.list, func(a, b endpoint) bool { return a.url == b.url }) {
 		e.log.Info("server replicas", zap.String("host", e.host), zap.Strings("addresses", addrs))
@@ -124,18 +129,27 @@ func (e *endpoints) any(ctx context.Context) (endpoint, error) {
 
 // owner is the replica a trace id belongs to: rendezvous hashing (the
 // replica whose hash with the id is highest), so that a replica joining or
-// leaving moves only the traces it takes or held.
+// leaving moves only the traces it takes or held. The hash of a replica
+// and an id is the id's hash mixed with the replica's (splitmix64's
+// finalizer), each computed once.
 func owner(list []endpoint, id pcommon.TraceID) int {
+	idh := xxhash.Sum64(id[:])
 	best, bestH := 0, uint64(0)
 	for i, ep := range list {
-		d := xxhash.New()
-		_, _ = d.WriteString(ep.url)
-		_, _ = d.Write(id[:])
-		if v := d.Sum64(); i == 0 || v > bestH {
+		if v := mix64(ep.hash ^ idh); i == 0 || v > bestH {
 			best, bestH = i, v
 		}
 	}
 	return best
+}
+
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
 }
 
 // splitByOwner splits td among list by the owner of each span's trace id:

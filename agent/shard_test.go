@@ -266,7 +266,7 @@ func TestShipperShardsSpansByTraceID(t *testing.T) {
 // either refused by decodeTraces or split among replicas with every span
 // in exactly one part, each trace in one part.
 func FuzzSplitTracesRecord(f *testing.F) {
-	list := []endpoint{{url: "http://127.0.0.1:4318"}, {url: "http://[::1]:4318"}}
+	list := []endpoint{newEndpoint("http://127.0.0.1:4318", nil), newEndpoint("http://[::1]:4318", nil)}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		td, err := decodeTraces(body)
 		if err != nil {
@@ -295,4 +295,49 @@ func FuzzSplitTracesRecord(f *testing.F) {
 			t.Fatalf("%d spans in the parts, %d in the record", n, td.SpanCount())
 		}
 	})
+}
+
+// BenchmarkShardTracesRecord: what sharding adds to shipping a traces
+// record: decompress, decode, split among three replicas by trace id,
+// encode and compress each part (a record of 100 traces of 10 spans, as
+// the relay buffers a pod's request). Reported per span.
+func BenchmarkShardTracesRecord(b *testing.B) {
+	td := ptrace.NewTraces()
+	rs := td.ResourceSpans().AppendEmpty()
+	rs.Resource().Attributes().PutStr("service.name", "checkout")
+	rs.Resource().Attributes().PutStr("k8s.pod.name", "checkout-7d9f-x2")
+	rs.Resource().Attributes().PutStr("k8s.namespace.name", "shop")
+	rs.Resource().Attributes().PutStr("k8s.node.name", "node-a")
+	ss := rs.ScopeSpans().AppendEmpty()
+	ss.Scope().SetName("shop")
+	for i := range 1000 {
+		sp := ss.Spans().AppendEmpty()
+		var id pcommon.TraceID
+		copy(id[:], fmt.Sprintf("trace-%010d", i/10))
+		sp.SetTraceID(id)
+		sp.SetSpanID(pcommon.SpanID{byte(i), byte(i >> 8), 1})
+		sp.SetName("GET /api/items/{id}")
+		sp.SetStartTimestamp(pcommon.Timestamp(1e18 + i*1000))
+		sp.SetEndTimestamp(pcommon.Timestamp(1e18 + i*1000 + 5e6))
+		sp.Attributes().PutStr("http.request.method", "GET")
+		sp.Attributes().PutInt("http.response.status_code", 200)
+		sp.Attributes().PutStr("url.path", "/api/items/"+strconv.Itoa(i))
+	}
+	body, err := encodeTraces(td)
+	require.NoError(b, err)
+	list := []endpoint{newEndpoint("http://10.0.0.1:4318", nil), newEndpoint("http://10.0.0.2:4318", nil), newEndpoint("http://10.0.0.3:4318", nil)}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		got, err := decodeTraces(body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, p := range splitByOwner(got, list) {
+			if _, err := encodeTraces(p); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1000, "ns/span")
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -169,34 +168,52 @@ func logqlTraceLookups(o options, ids []string, from, to time.Time, out io.Write
 	return nil
 }
 
+// queuedBytes is what the server at addr holds in its queues to remote
+// backends.
+func queuedBytes(addr string) (float64, error) {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0, fmt.Errorf("drain: %w", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil {
+		return 0, fmt.Errorf("drain: %w", err)
+	}
+	queued, seen := 0.0, false
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "otelcol_exporter_queue_size{") {
+			seen = true
+			if f := strings.Fields(line); len(f) == 2 {
+				v, _ := strconv.ParseFloat(f[1], 64)
+				queued += v
+			}
+		}
+	}
+	if !seen {
+		return 0, fmt.Errorf("drain: no otelcol_exporter_queue_size on %s/metrics: no remote backend", addr)
+	}
+	return queued, nil
+}
+
 // drainQueues waits until every queue to a remote backend is empty (what
 // the load sent is in the backend) and reports when, and the server's CPU
 // up to then per million lines.
 func drainQueues(o options, n int64, unit string, t0 time.Time, cpu0, backend0 float64, out io.Writer) error {
 	loadEnd := time.Now()
 	deadline := loadEnd.Add(10 * time.Minute)
+	addrs := []string{o.httpAddr}
+	if o.alsoQueues != "" {
+		addrs = append(addrs, strings.Split(o.alsoQueues, ",")...)
+	}
 	for {
-		resp, err := http.Get("http://" + o.httpAddr + "/metrics")
-		if err != nil {
-			return fmt.Errorf("drain: %w", err)
-		}
-		body, err := io.ReadAll(resp.Body)
-		_ = resp.Body.Close()
-		if err != nil {
-			return fmt.Errorf("drain: %w", err)
-		}
-		queued, seen := 0.0, false
-		for _, line := range strings.Split(string(body), "\n") {
-			if strings.HasPrefix(line, "otelcol_exporter_queue_size{") {
-				seen = true
-				if f := strings.Fields(line); len(f) == 2 {
-					v, _ := strconv.ParseFloat(f[1], 64)
-					queued += v
-				}
+		queued := 0.0
+		for _, addr := range addrs {
+			q, err := queuedBytes(addr)
+			if err != nil {
+				return err
 			}
-		}
-		if !seen {
-			return errors.New("drain: no otelcol_exporter_queue_size on /metrics: no remote backend")
+			queued += q
 		}
 		if queued == 0 {
 			break

@@ -51,6 +51,7 @@ type options struct {
 	readyURL           string
 	drainQueues        bool
 	backendPID         int
+	alsoQueues         string
 	logqlLookups       int
 	names              int
 	series             int
@@ -98,6 +99,7 @@ func main() {
 	flag.BoolVar(&o.correlated, "correlated", true, "traces and logs: also time Lumen's correlated trace by id (/api/v1/traces/{id})")
 	flag.IntVar(&o.logqlLookups, "logql-lookups", 5, "logs: trace ids to look for with LogQL ({namespace=\"shop\"} |= \"<id>\") after the load, as a Loki user does")
 	flag.StringVar(&o.readyURL, "ready-url", "", "traces and logs: the URL that answers 200 once the server is ready (default: --http's /-/ready)")
+	flag.StringVar(&o.alsoQueues, "also-queues", "", "with -drain-queues, other servers' HTTP addresses (comma-separated: the other replicas) whose queues must be empty too")
 	flag.IntVar(&o.backendPID, "backend-pid", 0, "traces and logs: with -drain-queues, the remote backend's process id, to report its CPU time from the start of the load until the queues are empty")
 	flag.BoolVar(&o.drainQueues, "drain-queues", false, "traces and logs: before the lookups, wait until Lumen's queues to its remote backends are empty (otelcol_exporter_queue_size 0 on --http's /metrics) and report how long that took")
 	flag.IntVar(&o.names, "names", 100, "metrics: metric names the series are spread over (app_metric_N; 1: all are http_requests_total)")

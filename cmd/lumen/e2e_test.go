@@ -112,18 +112,31 @@ type traceResponse struct {
 
 func getTrace(t *testing.T, s *server, id string) traceResponse {
 	t.Helper()
+	out, found := findTrace(t, s, id)
+	require.True(t, found, "trace %s: 404", id)
+	return out
+}
+
+// findTrace is getTrace, but a trace not found (yet) is false, not a
+// failure: for polling inside require.Eventually, whose condition must
+// not fail the test.
+func findTrace(t *testing.T, s *server, id string) (traceResponse, bool) {
+	t.Helper()
 	resp, err := http.Get(s.api("/api/v1/traces/" + id))
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
+	if resp.StatusCode == http.StatusNotFound {
+		return traceResponse{}, false
+	}
 	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
 	require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
 	var out traceResponse
 	require.NoError(t, json.Unmarshal(body, &out.TraceResponse))
 	out.Spans, err = (&ptrace.JSONUnmarshaler{}).UnmarshalTraces(out.Trace)
 	require.NoError(t, err)
-	return out
+	return out, true
 }
 
 func spansByName(td ptrace.Traces) map[string]struct {

@@ -79,6 +79,20 @@ func sendCalls(t *testing.T, otlp []string, n int) []string {
 	return ids
 }
 
+// allRemoteConfig is a test server's configuration with every signal in a
+// remote backend: metrics in the Prometheus at promAddr, lines in loki,
+// spans in jaeger.
+func allRemoteConfig(t *testing.T, promAddr string, loki *lokitest.Loki, jaeger *jaegertest.Jaeger) Config {
+	cfg := remoteTracesConfig(t, jaeger)
+	cfg.Storage.Metrics.Backend = backendRemote
+	cfg.Storage.Metrics.Remote.WriteURL = "http://" + promAddr + "/api/v1/write"
+	cfg.Storage.Metrics.Remote.QueryURL = "http://" + promAddr
+	cfg.Storage.Logs.Backend = backendRemote
+	cfg.Storage.Logs.Remote.PushURL = loki.URL + "/loki/api/v1/push"
+	cfg.Storage.Logs.Remote.QueryURL = loki.URL
+	return cfg
+}
+
 // redValues are the last values of a correlated answer's span-metric
 // series, by their labels.
 func redValues(got traceResponse) map[string]float64 {
@@ -148,13 +162,7 @@ func TestReplicasShareRemoteBackends(t *testing.T) {
 	hosts := []string{"127.0.0.1", "::1"}
 	var replicas []*server
 	for i, host := range hosts {
-		cfg := remoteTracesConfig(t, jaeger)
-		cfg.Storage.Metrics.Backend = backendRemote
-		cfg.Storage.Metrics.Remote.WriteURL = "http://" + promAddr + "/api/v1/write"
-		cfg.Storage.Metrics.Remote.QueryURL = "http://" + promAddr
-		cfg.Storage.Logs.Backend = backendRemote
-		cfg.Storage.Logs.Remote.PushURL = loki.URL + "/loki/api/v1/push"
-		cfg.Storage.Logs.Remote.QueryURL = loki.URL
+		cfg := allRemoteConfig(t, promAddr, loki, jaeger)
 		cfg.Replica = "lumen-" + string(rune('0'+i))
 		cfg.OTLP.HTTPAddr = net.JoinHostPort(host, port)
 		cfg.SpanMetrics.Interval = time.Second
@@ -181,7 +189,7 @@ func TestReplicasShareRemoteBackends(t *testing.T) {
 	want := map[string]traceResponse{}
 	for _, id := range ids {
 		require.Eventually(t, func() bool {
-			w := getTrace(t, local, id)
+			w, _ := findTrace(t, local, id)
 			want[id] = w
 			return w.SpanCount == 3 && w.LogCount == 1 && len(graphOf(w)) == 1 && graphOf(w)[0].CallCount == 8
 		}, time.Minute, 200*time.Millisecond, "the local Lumen's answer, with every call in its graph")
@@ -191,7 +199,7 @@ func TestReplicasShareRemoteBackends(t *testing.T) {
 			w := want[id]
 			var got traceResponse
 			require.Eventually(t, func() bool {
-				got = getTrace(t, r, id)
+				got, _ = findTrace(t, r, id)
 				return got.SpanCount == w.SpanCount && got.LogCount == w.LogCount && slices.Equal(graphOf(got), graphOf(w)) &&
 					len(redValues(got)) == len(redValues(w))
 			}, time.Minute, 200*time.Millisecond, "replica %d: trace %s whole, its lines, the graph of every call", ri, id)
@@ -251,7 +259,7 @@ func TestReplicasShareRemoteBackends(t *testing.T) {
 	more := sendCalls(t, []string{acfg.OTLPHTTPAddr}, 2)
 	for _, id := range more {
 		require.Eventually(t, func() bool {
-			got := getTrace(t, r, id)
+			got, _ := findTrace(t, r, id)
 			return got.SpanCount == 3 && got.LogCount == 1
 		}, time.Minute, 200*time.Millisecond, "a new trace whole on the replica left")
 	}

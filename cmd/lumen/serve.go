@@ -61,6 +61,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return helpOK(err, stdout)
 		}
 		return runAgent(ctx, cfg, stderr, nil)
+	case "migrate":
+		o, rest, err := parseMigrate(args, time.Now())
+		if err != nil {
+			return helpOK(err, stdout)
+		}
+		cfg, err := loadConfig(rest, os.Getenv, "migrate")
+		if err != nil {
+			return helpOK(err, stdout)
+		}
+		return migrate(ctx, o, cfg, stdout)
 	case "check-config":
 		cfg, err := loadConfig(args, os.Getenv, "check-config")
 		if err != nil {
@@ -87,6 +97,8 @@ Commands:
   serve          ingest, store and query traces, logs and metrics (the default)
   agent          the node agent: container logs, OTLP from the node's pods and node
                  metrics, shipped to lumen serve through an on-disk buffer
+  migrate        copy a local store's data into the remote backends the configuration
+                 names (docs/scale-out.md)
   check-config   load the configuration, report what is wrong, and exit
   version        print the version
 
