@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
@@ -28,6 +29,61 @@ type RemoteTraces struct {
 	// q, at most q.Limit traces, in one answer (nil: searches are not
 	// made).
 	Find func(ctx context.Context, q RemoteFind) (ptrace.Traces, error)
+	// Services and Operations list the backend's services and a service's
+	// span names: the search catalog over a remote backend (nil: none).
+	Services   func(ctx context.Context) ([]string, error)
+	Operations func(ctx context.Context, service string) ([]string, error)
+}
+
+// maxCatalogServices bounds the services whose span names are asked of a
+// remote backend for a catalog of every span name.
+const maxCatalogServices = 200
+
+// remoteCatalog is SearchCatalog over a remote backend: what its API
+// lists — services, and each service's span names. Attributes are listed
+// by no API Lumen reads: none (their values are looked for in searches).
+func remoteCatalog(ctx context.Context, r *RemoteTraces, kind byte, a string) ([]Term, error) {
+	if r.Services == nil || r.Operations == nil {
+		return nil, ErrRemoteTraces
+	}
+	switch kind {
+	case TermService:
+		svcs, err := r.Services(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]Term, 0, len(svcs))
+		for _, s := range svcs {
+			out = append(out, Term{Kind: TermService, A: s})
+		}
+		return sortTerms(out), nil
+	case TermName:
+		svcs := []string{a}
+		if a == "" {
+			var err error
+			if svcs, err = r.Services(ctx); err != nil {
+				return nil, err
+			}
+			svcs = svcs[:min(len(svcs), maxCatalogServices)]
+		}
+		var out []Term
+		for _, s := range svcs {
+			ops, err := r.Operations(ctx, s)
+			if err != nil {
+				return nil, err
+			}
+			for _, op := range ops {
+				out = append(out, Term{Kind: TermName, A: s, B: op})
+			}
+		}
+		return sortTerms(out), nil
+	}
+	return []Term{}, nil
+}
+
+func sortTerms(ts []Term) []Term {
+	slices.SortFunc(ts, func(x, y Term) int { return cmp.Or(strings.Compare(x.A, y.A), strings.Compare(x.B, y.B)) })
+	return slices.CompactFunc(ts, func(x, y Term) bool { return x == y })
 }
 
 // RemoteFind is a search the remote backend makes: traces with a span of

@@ -1140,7 +1140,7 @@ func (db *DB) traceSpans(ctx context.Context, parts []*partition, id model.Trace
 // indexed attribute.
 func (db *DB) SearchCatalog(ctx context.Context, kind byte, a string, start, end uint64) ([]Term, error) {
 	if db.opts.RemoteTraces != nil {
-		return nil, ErrRemoteTraces
+		return remoteCatalog(ctx, db.opts.RemoteTraces, kind, a)
 	}
 	parts, err := db.snapshot()
 	if err != nil {

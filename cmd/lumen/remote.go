@@ -427,8 +427,10 @@ func openRemoteTraces(ctx context.Context, cfg Config, id, dir string, log *zap.
 				}
 				return nil
 			},
-			Trace: b.Trace,
-			Find:  b.Find,
+			Trace:      b.Trace,
+			Find:       b.Find,
+			Services:   b.Services,
+			Operations: b.Operations,
 		},
 		backend: b,
 		queue:   q,

@@ -72,8 +72,8 @@ func comparableSpans(td ptrace.Traces) []string {
 // the same data answers, with the lines and span metrics kept locally;
 // Lumen's Jaeger API answers as Jaeger does; while Jaeger is down the
 // correlated answer gives the lines and says the spans were left out, the
-// Jaeger API is a 503 naming the backend, and searches Lumen cannot make
-// are a 501.
+// Jaeger API is a 503 naming the backend; the tag catalogs list the
+// backend's services and span names as the local Lumen lists them.
 func TestTracesInRemoteBackend(t *testing.T) {
 	jaeger := jaegertest.New(t, freeAddr(t))
 	cfg := remoteTracesConfig(t, jaeger)
@@ -93,9 +93,9 @@ func TestTracesInRemoteBackend(t *testing.T) {
 	code, body = fetch(t, remote.api("/api/search?tags=service.name%3Dpayments"))
 	require.Equal(t, http.StatusServiceUnavailable, code, "a search is the backend's: %s", body)
 	require.Contains(t, body, "traces backend "+jaeger.Query)
-	code, body = fetch(t, remote.api("/api/search/tags"))
-	require.Equal(t, http.StatusNotImplemented, code, "the catalog of tags is Lumen's index: %s", body)
-	require.Contains(t, body, "remote traces backend")
+	code, body = fetch(t, remote.api("/api/search/tag/service.name/values"))
+	require.Equal(t, http.StatusServiceUnavailable, code, "the services are the backend's: %s", body)
+	require.Contains(t, body, "traces backend "+jaeger.Query)
 
 	remote.stop()
 	remote = startServer(t, cfg) // what the first acknowledged is still queued
@@ -148,6 +148,21 @@ func TestTracesInRemoteBackend(t *testing.T) {
 			require.Contains(t, got, id, q)
 		}
 	}
+	// The tag catalogs: what the backend's API lists — its services and
+	// their span names — as the local Lumen lists them; attributes, which
+	// no backend API lists, are not.
+	for _, q := range []string{
+		"/api/search/tag/service.name/values",
+		"/api/v2/search/tag/resource.service.name/values",
+		"/api/v2/search/tag/name/values",
+		"/api/v2/search/tag/name/values?" + url.Values{"q": {`{ resource.service.name = "payments" }`}}.Encode(),
+		"/api/v2/search/tag/status/values",
+	} {
+		require.Equal(t, httpGet(t, local.api(q)), httpGet(t, remote.api(q)), q)
+	}
+	code, body = fetch(t, remote.api("/api/v2/search/tags?scope=resource"))
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, `"service.name"`)
 	code, body = fetch(t, remote.api("/api/v1/search?name=charge"))
 	require.Equal(t, http.StatusBadRequest, code, "a remote search needs a service: %s", body)
 	require.Contains(t, body, "needs a service")

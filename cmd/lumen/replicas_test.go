@@ -140,7 +140,8 @@ func graphOf(got traceResponse) []query.Dependency {
 // replica's partial series, summed); both replicas made span metrics,
 // each under its lumen_replica. With one replica stopped and gone from
 // the name, the other answers every query and takes the agent's new
-// traces whole.
+// traces whole. The UI's trace page, in Chromium, shows the same on a
+// replica as on the local Lumen.
 func TestReplicasShareRemoteBackends(t *testing.T) {
 	promAddr := freeAddr(t)
 	promtest.StartPrometheus(t, promAddr, true)
@@ -224,6 +225,13 @@ func TestReplicasShareRemoteBackends(t *testing.T) {
 			}
 		}
 	}
+	// The UI's trace page shows the same on a replica as on the local
+	// Lumen: waterfall, lines, metrics.
+	node, chromium := browserTools(t, remoteScript)
+	err = runBrowserScript(t, node, remoteScript, 3*time.Minute, "LUMEN_LOCAL_URL="+local.api(""), "LUMEN_REMOTE_URL="+replicas[1].api(""),
+		"LUMEN_TRACE_IDS="+strings.Join(ids[:3], ","), "LUMEN_CHROMIUM="+chromium)
+	require.NoError(t, err, "browser test of the trace page over remote backends failed: see the log above")
+
 	// Both replicas took traces and wrote their part of the span metrics.
 	code, resp := promGet(t, replicas[0], "/api/v1/query", url.Values{"query": {"count by (lumen_replica) (traces_spanmetrics_calls_total)"}})
 	require.Equal(t, http.StatusOK, code)

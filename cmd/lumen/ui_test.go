@@ -40,6 +40,7 @@ const (
 	tenantsScript = "../../ui/e2e/tenants.mjs"
 	// alertsScript drives the Alerts page.
 	alertsScript  = "../../ui/e2e/alerts.mjs"
+	remoteScript  = "../../ui/e2e/remote.mjs"
 	playwrightDir = "../../ui/node_modules/playwright-core"
 	uiNotBuilt    = "the UI is not built: run `make ui` before the tests"
 	// bigSpans is the size of the trace the render benchmark opens.

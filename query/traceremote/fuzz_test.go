@@ -62,3 +62,25 @@ func TestDecodeJaegerSeeds(t *testing.T) {
 		t.Fatalf("empty.json: %v", err)
 	}
 }
+
+// FuzzDecodeCatalog: Jaeger's services and operations answers, whatever
+// they hold, are read or refused as the backend unavailable, never a
+// panic. Seeds: testdata/answers/services.json, operations.json (Jaeger
+// v1.76.0's answers).
+func FuzzDecodeCatalog(f *testing.F) {
+	for _, name := range []string{"services.json", "operations.json"} {
+		b, err := os.ReadFile(filepath.Join("testdata", "answers", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if _, err := decodeServices(body, "http://jaeger"); err != nil && !errors.Is(err, fault.ErrUnavailable) {
+			t.Fatalf("an error of no kind: %v", err)
+		}
+		if _, err := decodeOperations(body, "http://jaeger"); err != nil && !errors.Is(err, fault.ErrUnavailable) {
+			t.Fatalf("an error of no kind: %v", err)
+		}
+	})
+}

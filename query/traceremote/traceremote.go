@@ -127,6 +127,53 @@ func (b *Backend) Find(ctx context.Context, q store.RemoteFind) (ptrace.Traces, 
 	return td, nil
 }
 
+// Services lists the services the backend knows (Jaeger's
+// /api/v3/services).
+func (b *Backend) Services(ctx context.Context) ([]string, error) {
+	body, err := b.c.Get(ctx, "/api/v3/services", nil, http.Header{"Accept": {"application/json"}})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", fault.ErrUnavailable, err)
+	}
+	return decodeServices(body, b.cfg.URL)
+}
+
+// Operations lists a service's span names (Jaeger's /api/v3/operations).
+func (b *Backend) Operations(ctx context.Context, service string) ([]string, error) {
+	body, err := b.c.Get(ctx, "/api/v3/operations", url.Values{"service": {service}}, http.Header{"Accept": {"application/json"}})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", fault.ErrUnavailable, err)
+	}
+	return decodeOperations(body, b.cfg.URL)
+}
+
+// decodeServices reads {"services": [name…]}.
+func decodeServices(body []byte, url string) ([]string, error) {
+	var a struct {
+		Services []string `json:"services"`
+	}
+	if err := json.Unmarshal(body, &a); err != nil {
+		return nil, fmt.Errorf("%w: traces backend %s: services: %w: %.200s", fault.ErrUnavailable, url, err, body)
+	}
+	return a.Services, nil
+}
+
+// decodeOperations reads {"operations": [{"name": …, "spanKind": …}…]}.
+func decodeOperations(body []byte, url string) ([]string, error) {
+	var a struct {
+		Operations []struct {
+			Name string `json:"name"`
+		} `json:"operations"`
+	}
+	if err := json.Unmarshal(body, &a); err != nil {
+		return nil, fmt.Errorf("%w: traces backend %s: operations: %w: %.200s", fault.ErrUnavailable, url, err, body)
+	}
+	out := make([]string, 0, len(a.Operations))
+	for _, o := range a.Operations {
+		out = append(out, o.Name)
+	}
+	return out, nil
+}
+
 // decodeJaeger reads Jaeger's /api/v3 answer: {"result": TracesData in
 // OTLP JSON}; an answer without spans is not found.
 func decodeJaeger(body []byte, url string, id model.TraceID) (ptrace.Traces, error) {
