@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 
 	"github.com/lumenobs/lumen/internal/jaegertest"
 )
@@ -239,4 +243,81 @@ func jaegerAnswer(t *testing.T, u string) string {
 	b, err := json.Marshal(a)
 	require.NoError(t, err)
 	return strconv.Itoa(code) + " " + string(b)
+}
+
+// TestRemoteTracesFullQueueThenSIGKILL: with Jaeger down and a queue of
+// 1 MiB, requests are taken until the queue is full, then refused with a
+// 429 and a retry hint; the real binary killed right after, every trace it
+// acknowledged is in Jaeger once both run again, and none it refused.
+func TestRemoteTracesFullQueueThenSIGKILL(t *testing.T) {
+	jaeger := jaegertest.New(t, freeAddr(t))
+	cfg := remoteTracesConfig(t, jaeger)
+	cfg.Storage.Traces.Remote.Queue.MaxBytes = 1 << 20
+	conf := filepath.Join(t.TempDir(), "lumen.yaml")
+	require.NoError(t, os.WriteFile(conf, []byte("storage:\n  traces:\n    remote:\n      queue:\n        max_bytes: 1MiB\n"), 0o600))
+	args := fmt.Sprintf("serve --config %s --data-dir %s --http-addr %s --otlp-grpc-addr %s --otlp-http-addr %s --log-level warn --retention 0 "+
+		"--traces-backend remote --traces-remote-otlp-url %s --traces-remote-query-url %s",
+		conf, cfg.DataDir, cfg.HTTPAddr, cfg.OTLP.GRPCAddr, cfg.OTLP.HTTPAddr, cfg.Storage.Traces.Remote.OTLPURL, cfg.Storage.Traces.Remote.QueryURL)
+	child := startLumenChild(t, args, cfg.HTTPAddr, io.Discard)
+	var taken, refused []string
+	for i := 0; i < 200 && len(refused) < 3; i++ {
+		id, body := fillerTrace(t, i, 500)
+		req, err := http.NewRequest(http.MethodPost, "http://"+cfg.OTLP.HTTPAddr+"/v1/traces", bytes.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/x-protobuf")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusOK:
+			taken = append(taken, id)
+		case http.StatusTooManyRequests:
+			require.NotEmpty(t, resp.Header.Get("Retry-After"), "a refusal says when to retry")
+			refused = append(refused, id)
+		default:
+			t.Fatalf("request %d: %s", i, resp.Status)
+		}
+	}
+	require.NotEmpty(t, taken)
+	require.Len(t, refused, 3, "the queue filled")
+	t.Logf("%d requests taken, then refused", len(taken))
+	require.NoError(t, child.Process.Signal(syscall.SIGKILL))
+	_, _ = child.Process.Wait()
+
+	jaeger.Start()
+	s := startServer(t, cfg)
+	for _, id := range taken {
+		require.Eventually(t, func() bool {
+			got, found := findTrace(t, s, id)
+			return found && got.SpanCount == 500
+		}, time.Minute, 100*time.Millisecond, "acknowledged trace %s whole in jaeger", id)
+	}
+	for _, id := range refused {
+		code, _ := fetch(t, jaeger.Query+"/api/traces/"+id)
+		require.Equal(t, http.StatusNotFound, code, "refused trace %s is not in jaeger", id)
+	}
+}
+
+// fillerTrace is an OTLP request of one trace of n spans, the i-th: its id
+// and its protobuf.
+func fillerTrace(t *testing.T, i, n int) (string, []byte) {
+	td := ptrace.NewTraces()
+	rs := td.ResourceSpans().AppendEmpty()
+	rs.Resource().Attributes().PutStr("service.name", "filler")
+	ss := rs.ScopeSpans().AppendEmpty()
+	var id pcommon.TraceID
+	copy(id[:], fmt.Sprintf("full-%011d", i))
+	now := time.Now()
+	for j := range n {
+		sp := ss.Spans().AppendEmpty()
+		sp.SetTraceID(id)
+		sp.SetSpanID(pcommon.SpanID{byte(j), byte(j >> 8), 7})
+		sp.SetName("step " + strconv.Itoa(j))
+		sp.SetStartTimestamp(pcommon.NewTimestampFromTime(now))
+		sp.SetEndTimestamp(pcommon.NewTimestampFromTime(now.Add(time.Millisecond)))
+		sp.Attributes().PutStr("payload", strings.Repeat("x", 200))
+	}
+	body, err := ptraceotlp.NewExportRequestFromTraces(td).MarshalProto()
+	require.NoError(t, err)
+	return id.String(), body
 }
