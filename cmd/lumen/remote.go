@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	config_util "github.com/prometheus/common/config"
+	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 
 	"github.com/lumenobs/lumen/internal/fault"
@@ -103,10 +105,17 @@ func (r RemoteBackend) openQueue(ctx context.Context, signal sendq.Signal, dir s
 	if err != nil {
 		return nil, "", err
 	}
-	name := string(signal)
+	return r.openQueueNamed(ctx, signal, string(signal), dir, r.Queue.Senders, int64(r.Queue.MaxBytes), send, log, mp)
+}
+
+// openQueueNamed opens the durable queue name (dir/queue/<name>) of
+// signal's writes, with senders requests sent at once and maxBytes queued
+// at most.
+func (r RemoteBackend) openQueueNamed(ctx context.Context, signal sendq.Signal, name, dir string, senders int, maxBytes int64, send sendq.Send,
+	log *zap.Logger, mp metric.MeterProvider) (*sendq.Queue, string, error) {
 	queueDir := sendq.Dir(dir, name)
 	q, err := sendq.Open(ctx, name, signal, sendq.Config{
-		Dir: queueDir, MaxBytes: int64(r.Queue.MaxBytes), Senders: r.Queue.Senders, Timeout: time.Duration(r.WriteTimeout),
+		Dir: queueDir, MaxBytes: maxBytes, Senders: senders, Timeout: time.Duration(r.WriteTimeout),
 		InitialInterval: time.Duration(r.Queue.MinBackoff), MaxInterval: time.Duration(r.Queue.MaxBackoff),
 	}, send, log.Named(name+"-queue"), mp)
 	return q, queueDir, err
@@ -293,7 +302,7 @@ func (r RemoteLogsConfig) validate() error {
 type remoteSignal[S, B any] struct {
 	store   S
 	backend B
-	queue   *sendq.Queue
+	queues  []*sendq.Queue
 }
 
 // close closes the queue (what it holds stays on disk for the next
@@ -302,7 +311,11 @@ func (r *remoteSignal[S, B]) close() error {
 	if r == nil {
 		return nil
 	}
-	return r.queue.Close(context.Background())
+	var errs []error
+	for _, q := range r.queues {
+		errs = append(errs, q.Close(context.Background()))
+	}
+	return errors.Join(errs...)
 }
 
 // The remote backends of each signal.
@@ -324,24 +337,41 @@ func openRemoteMetrics(ctx context.Context, cfg Config, id, dir string, log *zap
 	if err != nil {
 		return nil, err
 	}
-	q, queueDir, err := r.openQueue(ctx, sendq.Metrics, dir, send, log, reg)
+	// One queue per sender, each sending one request at a time, a series
+	// always in the same one (by its labels' hash), as Prometheus' shards
+	// do: a series' samples reach the backend in the order they came (a
+	// backend without an out-of-order window refuses an older sample after
+	// a newer one, the whole request with it). The first keeps the name
+	// of the single queue earlier versions had, so what it holds is sent.
+	mp, err := sendq.MeterProvider(reg)
 	if err != nil {
 		return nil, err
+	}
+	rm := &remoteMetrics{}
+	var dirs []string
+	for i := range r.Queue.Senders {
+		name := string(sendq.Metrics)
+		if i > 0 {
+			name += "-" + strconv.Itoa(i)
+		}
+		q, queueDir, err := r.openQueueNamed(ctx, sendq.Metrics, name, dir, 1, max(int64(r.Queue.MaxBytes)/int64(r.Queue.Senders), 1<<20), send, log, mp)
+		if err != nil {
+			return nil, errors.Join(err, rm.close())
+		}
+		rm.queues = append(rm.queues, q)
+		dirs = append(dirs, queueDir)
 	}
 	b, err := promremote.New(promremote.Config{URL: r.QueryURL, HTTP: r.HTTPClient, Headers: headers, Timeout: time.Duration(r.QueryTimeout),
 		MaxConcurrent: r.MaxConcurrentQueries, MaxResponseBytes: int64(r.MaxResponseBytes)})
 	if err != nil {
-		_ = q.Close(ctx)
-		return nil, err
+		return nil, errors.Join(err, rm.close())
 	}
-	app := remotewrite.New(q, r.Queue.MaxSamplesPerRequest)
+	app := remotewrite.New(rm.queues, r.Queue.MaxSamplesPerRequest)
 	log.Info("metrics kept in a remote backend", zap.String("write_url", r.WriteURL), zap.String("query_url", r.QueryURL),
-		zap.String("queue", queueDir))
-	return &remoteMetrics{
-		store:   &store.RemoteMetrics{Appendable: app, Queryable: b, Exemplars: b, Metadata: b.Metadata},
-		backend: b,
-		queue:   q,
-	}, nil
+		zap.Strings("queues", dirs))
+	rm.store = &store.RemoteMetrics{Appendable: app, Queryable: b, Exemplars: b, Metadata: b.Metadata}
+	rm.backend = b
+	return rm, nil
 }
 
 // tenantHeaders are the headers sent to a backend: the configured ones,
@@ -386,7 +416,7 @@ func openRemoteLogs(ctx context.Context, cfg Config, id, dir string, log *zap.Lo
 		store: &store.RemoteLogs{Write: w.Write, TraceLogs: b.TraceLogs,
 			Margin: time.Duration(r.TraceMargin), Lookback: time.Duration(r.TraceLookback)},
 		backend: b,
-		queue:   q,
+		queues:  []*sendq.Queue{q},
 	}, nil
 }
 
@@ -433,6 +463,6 @@ func openRemoteTraces(ctx context.Context, cfg Config, id, dir string, log *zap.
 			Operations: b.Operations,
 		},
 		backend: b,
-		queue:   q,
+		queues:  []*sendq.Queue{q},
 	}, nil
 }

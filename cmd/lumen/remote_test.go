@@ -321,11 +321,23 @@ func TestRemoteMetricsPerTenant(t *testing.T) {
 	// Both queues' metrics, as the Collector's exporters name them.
 	code, body := fetch(t, s.api("/metrics"))
 	require.Equal(t, http.StatusOK, code)
-	for _, want := range []string{`otelcol_exporter_sent_metric_points_total{exporter="lumen/metrics"`, `otelcol_exporter_sent_log_records_total{exporter="lumen/logs"`,
+	// (The metrics queue is one per sender: lumen/metrics, lumen/metrics-1…)
+	for _, want := range []string{`otelcol_exporter_sent_metric_points_total{exporter="lumen/metrics`, `otelcol_exporter_sent_log_records_total{exporter="lumen/logs"`,
 		`otelcol_exporter_queue_capacity{data_type="logs",exporter="lumen/logs",tenant="team-a"}`} {
-		require.Contains(t, body, want)
+		require.Contains(t, body, want, "%s", grepLines(body, "otelcol_exporter_"))
 	}
 	for k := range seen {
 		require.False(t, strings.HasSuffix(k, " "), "nothing sent without its tenant: %v", seen)
 	}
+}
+
+// grepLines are the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for l := range strings.SplitSeq(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -261,7 +262,7 @@ func TestRemoteTracesFullQueueThenSIGKILL(t *testing.T) {
 	child := startLumenChild(t, args, cfg.HTTPAddr, io.Discard)
 	var taken, refused []string
 	for i := 0; i < 200 && len(refused) < 3; i++ {
-		id, body := fillerTrace(t, i, 500)
+		id, body := traceRequest("filler", i, 500, 200)
 		req, err := http.NewRequest(http.MethodPost, "http://"+cfg.OTLP.HTTPAddr+"/v1/traces", bytes.NewReader(body))
 		require.NoError(t, err)
 		req.Header.Set("Content-Type", "application/x-protobuf")
@@ -298,15 +299,17 @@ func TestRemoteTracesFullQueueThenSIGKILL(t *testing.T) {
 	}
 }
 
-// fillerTrace is an OTLP request of one trace of n spans, the i-th: its id
-// and its protobuf.
-func fillerTrace(t *testing.T, i, n int) (string, []byte) {
+// traceRequest is an OTLP request of one trace of n spans of service
+// svc, the i-th (its id made of svc and i), each span with an attribute of
+// payload bytes: its id and its protobuf.
+func traceRequest(svc string, i, n, payload int) (string, []byte) {
 	td := ptrace.NewTraces()
 	rs := td.ResourceSpans().AppendEmpty()
-	rs.Resource().Attributes().PutStr("service.name", "filler")
+	rs.Resource().Attributes().PutStr("service.name", svc)
 	ss := rs.ScopeSpans().AppendEmpty()
-	var id pcommon.TraceID
-	copy(id[:], fmt.Sprintf("full-%011d", i))
+	var id pcommon.TraceID // svc's first 8 bytes, then i
+	copy(id[:8], svc)
+	binary.BigEndian.PutUint64(id[8:], uint64(i))
 	now := time.Now()
 	for j := range n {
 		sp := ss.Spans().AppendEmpty()
@@ -315,9 +318,10 @@ func fillerTrace(t *testing.T, i, n int) (string, []byte) {
 		sp.SetName("step " + strconv.Itoa(j))
 		sp.SetStartTimestamp(pcommon.NewTimestampFromTime(now))
 		sp.SetEndTimestamp(pcommon.NewTimestampFromTime(now.Add(time.Millisecond)))
-		sp.Attributes().PutStr("payload", strings.Repeat("x", 200))
+		if payload > 0 {
+			sp.Attributes().PutStr("payload", strings.Repeat("x", payload))
+		}
 	}
-	body, err := ptraceotlp.NewExportRequestFromTraces(td).MarshalProto()
-	require.NoError(t, err)
+	body, _ := ptraceotlp.NewExportRequestFromTraces(td).MarshalProto()
 	return id.String(), body
 }

@@ -80,16 +80,19 @@ func NewSend(cfg Config) (sendq.Send, error) {
 	}, nil
 }
 
-// Appendable makes appenders whose commits go to q as remote write 1.0.
+// Appendable makes appenders whose commits go to the queues as remote
+// write 1.0: each series always to the same queue (by its labels' hash),
+// so that with one sender a queue its samples reach the backend in the
+// order they were committed, as Prometheus' shards keep them.
 type Appendable struct {
-	q   *sendq.Queue
+	qs  []*sendq.Queue
 	max int
 }
 
-// New returns the appendable over q; a commit is cut into requests of at
-// most maxPerRequest samples and histograms.
-func New(q *sendq.Queue, maxPerRequest int) *Appendable {
-	return &Appendable{q: q, max: max(maxPerRequest, 1)}
+// New returns the appendable over qs (at least one); a commit is cut into
+// requests of at most maxPerRequest samples and histograms.
+func New(qs []*sendq.Queue, maxPerRequest int) *Appendable {
+	return &Appendable{qs: qs, max: max(maxPerRequest, 1)}
 }
 
 // AppenderV2 implements storage.AppendableV2.
@@ -103,6 +106,7 @@ type appender struct {
 	ctx      context.Context
 	series   map[uint64][]int // labels' hash → indexes in ts (a collision told apart by the labels)
 	lsets    []labels.Labels  // of ts, by index
+	hashes   []uint64         // of ts, by index
 	ts       []prompb.TimeSeries
 	meta     []prompb.MetricMetadata
 	families map[string]bool
@@ -144,6 +148,7 @@ func (a *appender) seriesOf(ls labels.Labels) *prompb.TimeSeries {
 	i := len(a.ts)
 	a.series[h] = append(a.series[h], i)
 	a.lsets = append(a.lsets, ls)
+	a.hashes = append(a.hashes, h)
 	a.ts = append(a.ts, prompb.TimeSeries{Labels: prompb.FromLabels(ls, make([]prompb.Label, 0, ls.Len()))})
 	return &a.ts[i]
 }
@@ -163,40 +168,56 @@ func metadataOf(family string, m metadata.Metadata) prompb.MetricMetadata {
 	return prompb.MetricMetadata{Type: prompb.FromMetadataType(m.Type), MetricFamilyName: family, Help: m.Help, Unit: m.Unit}
 }
 
-// Commit queues the commit's requests: when it returns nil they are on
-// disk. sendq.ErrFull when the queue has no room (what was queued before
-// the full one stays queued: a retried commit sends those samples twice,
-// which receivers take as duplicates).
+// Commit queues the commit's requests, each series' samples on its own
+// queue: when it returns nil they are on disk. The metric families'
+// metadata goes with the first queue's. sendq.ErrFull when a queue has no
+// room (what was queued before the full one stays queued: a retried
+// commit sends those samples twice, which receivers take as duplicates).
 func (a *appender) Commit() error {
 	defer a.reset()
+	n := len(a.a.qs)
+	byQueue := make([][]int, n) // indexes in ts
+	for i := range a.ts {
+		q := int(a.hashes[i] % uint64(n))
+		byQueue[q] = append(byQueue[q], i)
+	}
 	var req prompb.WriteRequest
-	flush := func(ts []prompb.TimeSeries, meta []prompb.MetricMetadata, items int) error {
+	flush := func(q int, ts []prompb.TimeSeries, meta []prompb.MetricMetadata, items int) error {
 		req.Timeseries, req.Metadata = ts, meta
 		b, err := proto.Marshal(&req)
 		if err != nil {
 			return fmt.Errorf("remote write request: %w", err)
 		}
-		err = a.a.q.Offer(a.ctx, snappy.Encode(nil, b), items)
+		err = a.a.qs[q].Offer(a.ctx, snappy.Encode(nil, b), items)
 		if errors.Is(err, sendq.ErrFull) {
 			// The store's overload: 429 / RESOURCE_EXHAUSTED with a hint.
 			return fmt.Errorf("%w: %w", fault.ErrOverloaded, err)
 		}
 		return err
 	}
-	meta := a.meta
-	from, items := 0, 0
-	for i := range a.ts {
-		n := len(a.ts[i].Samples) + len(a.ts[i].Histograms)
-		if items > 0 && items+n > a.a.max {
-			if err := flush(a.ts[from:i], meta, items); err != nil {
+	ts := make([]prompb.TimeSeries, 0, len(a.ts))
+	for q, idx := range byQueue {
+		var meta []prompb.MetricMetadata
+		if q == 0 {
+			meta = a.meta
+		}
+		ts, items := ts[:0], 0
+		for _, i := range idx {
+			n := len(a.ts[i].Samples) + len(a.ts[i].Histograms)
+			if items > 0 && items+n > a.a.max {
+				if err := flush(q, ts, meta, items); err != nil {
+					return err
+				}
+				ts, items, meta = ts[:0], 0, nil
+			}
+			ts = append(ts, a.ts[i])
+			items += n
+		}
+		if len(ts) > 0 || len(meta) > 0 {
+			if err := flush(q, ts, meta, items); err != nil {
 				return err
 			}
-			from, items, meta = i, 0, nil
 		}
-		items += n
-	}
-	if from < len(a.ts) || len(meta) > 0 {
-		return flush(a.ts[from:], meta, items)
 	}
 	return nil
 }
@@ -210,7 +231,7 @@ func (a *appender) Rollback() error {
 func (a *appender) reset() {
 	clear(a.series)
 	clear(a.families)
-	a.ts, a.meta, a.lsets = nil, nil, nil
+	a.ts, a.meta, a.lsets, a.hashes = nil, nil, nil, nil
 }
 
 // Appender implements storage.Appendable: Prometheus' first appender

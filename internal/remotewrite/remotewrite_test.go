@@ -33,11 +33,16 @@ import (
 
 func openQueue(t *testing.T, dir, url string) *sendq.Queue {
 	t.Helper()
+	return openQueueOf(t, "metrics", dir, url, 2)
+}
+
+func openQueueOf(t *testing.T, name, dir, url string, senders int) *sendq.Queue {
+	t.Helper()
 	send, err := NewSend(Config{URL: url, Timeout: 5 * time.Second})
 	require.NoError(t, err)
 	mp, err := sendq.MeterProvider(prometheus.NewRegistry())
 	require.NoError(t, err)
-	q, err := sendq.Open(context.Background(), "metrics", sendq.Metrics, sendq.Config{Dir: dir, MaxBytes: 64 << 20, Senders: 2,
+	q, err := sendq.Open(context.Background(), name, sendq.Metrics, sendq.Config{Dir: dir, MaxBytes: 64 << 20, Senders: senders,
 		Timeout: 5 * time.Second, InitialInterval: 20 * time.Millisecond, MaxInterval: 200 * time.Millisecond}, send, zap.NewNop(), mp)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, q.Close(context.Background())) })
@@ -50,7 +55,7 @@ func openQueue(t *testing.T, dir, url string) *sendq.Queue {
 // at most the set number of samples.
 func TestRequestsAsPrometheusDecodesThem(t *testing.T) {
 	url, received := decodingReceiver(t)
-	a := New(openQueue(t, t.TempDir(), url), 25)
+	a := New([]*sendq.Queue{openQueue(t, t.TempDir(), url)}, 25)
 	app := a.AppenderV2(context.Background())
 	meta := storage.AppendV2Options{Metadata: metadata.Metadata{Type: model.MetricTypeCounter, Help: "Requests.", Unit: "requests"}}
 	for s := range 10 {
@@ -145,7 +150,7 @@ func decodingReceiver(t *testing.T) (url string, received func(n int) []*prompb.
 // timestamp.
 func TestV1AppenderAsPrometheusDecodes(t *testing.T) {
 	url, received := decodingReceiver(t)
-	a := New(openQueue(t, t.TempDir(), url), 2000)
+	a := New([]*sendq.Queue{openQueue(t, t.TempDir(), url)}, 2000)
 	app := a.Appender(context.Background())
 	ls := labels.FromStrings("__name__", "jobs_total", "queue", "mail")
 	_, err := app.AppendSTZeroSample(0, ls, 2000, 1000)
@@ -180,7 +185,7 @@ func TestV1AppenderAsPrometheusDecodes(t *testing.T) {
 // sent once it is, and it answers them; a rolled-back commit is not sent.
 func TestRealPrometheusAfterItWasDown(t *testing.T) {
 	addr := loopback.FreeAddr(t)
-	a := New(openQueue(t, t.TempDir(), "http://"+addr+"/api/v1/write"), 2000)
+	a := New([]*sendq.Queue{openQueue(t, t.TempDir(), "http://"+addr+"/api/v1/write")}, 2000)
 	now := time.Now().Truncate(time.Second).Add(-time.Minute)
 	app := a.AppenderV2(context.Background())
 	for i := range 5 {
@@ -221,4 +226,72 @@ func TestRealPrometheusAfterItWasDown(t *testing.T) {
 	require.Len(t, hist, 1)
 	require.Equal(t, "3", hist[0].(map[string]any)["value"].([]any)[1])
 	require.Empty(t, query("rolled_back_total"), "a rolled-back commit is not sent")
+}
+
+// TestEachSeriesInOrder: over several queues, each sending one request at
+// a time, every series' samples reach the receiver in the order they were
+// committed — also after the receiver refused everything for a while and
+// the queues send what piled up — as a receiver without an out-of-order
+// window needs (Prometheus refuses an older sample, and its request, after
+// a newer one).
+func TestEachSeriesInOrder(t *testing.T) {
+	var mu sync.Mutex
+	down := true
+	last := map[string]int64{}
+	var disorder []string
+	n := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if down {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		req, err := remote.DecodeWriteRequest(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		for _, ts := range req.Timeseries {
+			key := fmt.Sprint(ts.Labels)
+			for _, smp := range ts.Samples {
+				if smp.Timestamp <= last[key] {
+					disorder = append(disorder, fmt.Sprintf("%s: %d after %d", key, smp.Timestamp, last[key]))
+				}
+				last[key] = smp.Timestamp
+				n++
+			}
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	var qs []*sendq.Queue
+	for i := range 3 {
+		qs = append(qs, openQueueOf(t, fmt.Sprintf("metrics-%d", i), t.TempDir(), srv.URL, 1))
+	}
+	a := New(qs, 7)
+	commit := func(from, to int) {
+		for c := from; c < to; c++ {
+			app := a.AppenderV2(context.Background())
+			for s := range 20 {
+				_, err := app.Append(0, labels.FromStrings("__name__", "ordered_total", "instance", fmt.Sprint(s)), 0, int64(1000+c), float64(c), nil, nil, storage.AppendV2Options{})
+				require.NoError(t, err)
+			}
+			require.NoError(t, app.Commit())
+		}
+	}
+	commit(0, 40) // queued while the receiver refuses
+	time.Sleep(100 * time.Millisecond)
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	commit(40, 80) // while the backlog is sent
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return n == 80*20
+	}, 20*time.Second, 10*time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Empty(t, disorder)
 }
