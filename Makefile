@@ -7,7 +7,7 @@ FUZZTIME  ?= 20s
 BENCHTIME ?= 1x
 PKGS      := ./...
 
-.PHONY: loki-peer bench-logs-peers jaeger-peer bench-traces-peers logql-goldens jaeger-goldens promtool-peer prometheus-peer bench-rules rules-goldens vm-peer bench-metrics-peers bench-promql-peers bench-remote-metrics bench-remote-logs bench-remote-traces bench-replicas all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
+.PHONY: tempo-peer loki-peer bench-logs-peers jaeger-peer bench-traces-peers logql-goldens jaeger-goldens promtool-peer prometheus-peer bench-rules rules-goldens vm-peer bench-metrics-peers bench-promql-peers bench-remote-metrics bench-remote-logs bench-remote-traces bench-remote-traces-tempo bench-replicas all build run test test-race vet fmt lint fuzz bench load clean ui ui-test image chaos
 
 all: build
 
@@ -24,14 +24,14 @@ run: build
 ## seeds included; the browser test drives the embedded UI; the release
 ## binary is checked to be static; the conformance tests compare Lumen with
 ## goldens recorded from real Loki and Jaeger servers; the remote
-## backends' tests run a real Loki and a real Jaeger, built once per
-## machine by loki-peer and jaeger-peer, ~15 min the first time); the
+## backends' tests run a real Loki, Jaeger, Tempo and VictoriaMetrics, built
+## once per machine by loki-peer, jaeger-peer, tempo-peer and vm-peer); the
 ## conformance scores are printed at the end
 ## (docs/compatibility.md)
-test: vet lint ui-test build loki-peer jaeger-peer
+test: vet lint ui-test build loki-peer jaeger-peer tempo-peer vm-peer
 	rm -rf bin/reports
 	LUMEN_REPORT_DIR=$(CURDIR)/bin/reports $(MAKE) --no-print-directory compliance-rw
-	LUMEN_LOKI=$(PEERS)/loki-$(LOKI_VERSION) LUMEN_JAEGER=$(PEERS)/jaeger-$(JAEGER_VERSION) LUMEN_REPORT_DIR=$(CURDIR)/bin/reports $(GO) test -race -count=1 -timeout 20m $(PKGS)
+	LUMEN_LOKI=$(PEERS)/loki-$(LOKI_VERSION) LUMEN_JAEGER=$(PEERS)/jaeger-$(JAEGER_VERSION) LUMEN_TEMPO=$(PEERS)/tempo-$(TEMPO_VERSION) LUMEN_VICTORIA_METRICS=$(PEERS)/victoria-metrics-$(VM_VERSION) LUMEN_REPORT_DIR=$(CURDIR)/bin/reports $(GO) test -race -count=1 -timeout 20m $(PKGS)
 	@echo "== conformance =="; cat bin/reports/*.txt 2>/dev/null || true
 
 ## chaos: the long chaos suite on the real server (RELIABILITY.md): 200
@@ -153,7 +153,13 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime $(FUZZTIME) ./ingest/loki/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeResult$$' -fuzztime $(FUZZTIME) ./query/lokiremote/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJaeger$$' -fuzztime $(FUZZTIME) ./query/traceremote/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCatalog$$' -fuzztime $(FUZZTIME) ./query/traceremote/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeTempo$$' -fuzztime $(FUZZTIME) ./query/traceremote/
 	$(GO) test -run '^$$' -fuzz '^FuzzFromLine$$' -fuzztime $(FUZZTIME) ./internal/logids/
+	$(GO) test -run '^$$' -fuzz '^FuzzTraceRequest$$' -fuzztime $(FUZZTIME) ./store/
+	$(GO) test -run '^$$' -fuzz '^FuzzUnmarshal$$' -fuzztime $(FUZZTIME) ./internal/sendq/
+	$(GO) test -run '^$$' -fuzz '^FuzzSplitTracesRecord$$' -fuzztime $(FUZZTIME) ./agent/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeProgress$$' -fuzztime $(FUZZTIME) ./cmd/lumen/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./query/logql/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./query/traceql/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseCRI$$' -fuzztime $(FUZZTIME) ./agent/
@@ -197,6 +203,13 @@ jaeger-peer:
 bench-traces-peers: jaeger-peer
 	cmd/lumen-load/peers-traces.sh
 
+## tempo-peer: Tempo built from its Go module into $(PEERS), for the tests
+## of a traces backend that speaks Tempo's API (a commit of 2025-05-29, the
+## newest the module proxy serves: its v2 tags are not served)
+TEMPO_VERSION := v1.5.1-0.20250529124718-87c2dc380cec
+tempo-peer:
+	.ci/build-peer github.com/grafana/tempo $(TEMPO_VERSION) ./cmd/tempo $(PEERS)/tempo-$(TEMPO_VERSION)
+
 ## loki-peer: Loki v3.7.8 built from its Go module into $(PEERS), for
 ## bench-logs-peers
 loki-peer:
@@ -236,6 +249,11 @@ bench-remote-logs: loki-peer
 ## v2; traces by id and the correlated answer from each
 bench-remote-traces: jaeger-peer
 	cmd/lumen-load/remote-traces.sh
+
+## bench-remote-traces-tempo: the same with a single-binary Tempo behind
+## Lumen
+bench-remote-traces-tempo: tempo-peer
+	BACKEND=tempo cmd/lumen-load/remote-traces.sh
 
 ## bench-replicas: spans, samples and lines through two replicas with
 ## every signal remote (VictoriaMetrics, Loki, Jaeger) against one local

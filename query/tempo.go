@@ -58,23 +58,25 @@ func NewTempo(r TraceReader, indexed []string, version string, cfg TraceConfig, 
 	return a
 }
 
-// Register adds the Tempo routes to mux.
+// TempoRoutes are the Tempo API's routes.
+var TempoRoutes = []string{"/api/traces/{trace_id}", "/api/v2/traces/{trace_id}", "/api/search", "/api/search/tags",
+	"/api/v2/search/tags", "/api/search/tag/{tag}/values", "/api/v2/search/tag/{tag}/values", "/api/echo", "/api/status/buildinfo"}
+
+// Register adds the Tempo routes and Lumen's own search to mux.
 func (a *TempoAPI) Register(mux Mux, wrap Wrap) {
 	wrap = orPlain(wrap)
-	for path, h := range map[string]http.HandlerFunc{
-		"/api/traces/{trace_id}":          a.traceV1,
-		"/api/v2/traces/{trace_id}":       a.traceV2,
-		"/api/search":                     a.search,
-		"/api/search/tags":                a.tags,
-		"/api/v2/search/tags":             a.tagsV2,
-		"/api/search/tag/{tag}/values":    a.tagValues,
-		"/api/v2/search/tag/{tag}/values": a.tagValuesV2,
-		"/api/echo":                       func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("echo")) },
-		"/api/status/buildinfo":           a.buildinfo,
-	} {
-		mux.Handle("GET "+path, wrap(path+" (tempo)", h))
+	handlers := []http.HandlerFunc{a.traceV1, a.traceV2, a.search, a.tags, a.tagsV2, a.tagValues, a.tagValuesV2,
+		func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("echo")) }, a.buildinfo}
+	for i, path := range TempoRoutes {
+		mux.Handle("GET "+path, wrap(path+" (tempo)", handlers[i]))
 	}
-	mux.Handle("GET /api/v1/search", wrap("/api/v1/search", http.HandlerFunc(a.lumenSearch)))
+	a.RegisterSearch(mux, wrap)
+}
+
+// RegisterSearch adds Lumen's own search (/api/v1/search, the UI's) to
+// mux.
+func (a *TempoAPI) RegisterSearch(mux Mux, wrap Wrap) {
+	mux.Handle("GET /api/v1/search", orPlain(wrap)("/api/v1/search", http.HandlerFunc(a.lumenSearch)))
 }
 
 // fail answers as Tempo does: the status, and the message as text.

@@ -258,6 +258,9 @@ func run(o options, out io.Writer) error {
 		if err := drainQueues(o, sent.Load(), "spans", start, cpu0, backend0, out); err != nil {
 			return err
 		}
+		if err := awaitReadable(o, ids, out); err != nil {
+			return err
+		}
 	}
 	if err := lookups(o, ids, out); err != nil {
 		return err
@@ -349,6 +352,38 @@ func waitURL(u string, limit time.Duration) error {
 // or, with -jaeger-url, the Jaeger API of Lumen or of Jaeger itself) and,
 // with -correlated, Lumen's correlated answer (spans, log lines and
 // metrics).
+// awaitReadable waits, once the queues to a remote backend are empty,
+// until every trace the lookups will ask for is read whole through Lumen
+// — a backend may answer a push before what it took can be read (Tempo
+// does) — and reports how long that took (at most two minutes).
+func awaitReadable(o options, ids []pcommon.TraceID, out io.Writer) error {
+	if o.lookups == 0 || len(ids) == 0 {
+		return nil
+	}
+	t0 := time.Now()
+	client := httpClient(10 * time.Second)
+	for _, id := range ids {
+		u := fmt.Sprintf(httpURL(o.httpAddr, "/api/v1/traces/%s?include=trace"), id.String())
+		for {
+			resp, err := client.Get(u)
+			if err != nil {
+				return fmt.Errorf("await readable: %w", err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+			if resp.StatusCode != http.StatusNotFound || time.Since(t0) > 2*time.Minute {
+				return fmt.Errorf("await readable: %s: HTTP %d after %s", u, resp.StatusCode, time.Since(t0).Round(time.Millisecond))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	fmt.Fprintf(out, "every looked-up trace readable %.1f s after the queues emptied (%d traces)\n", time.Since(t0).Seconds(), len(ids))
+	return nil
+}
+
 func lookups(o options, ids []pcommon.TraceID, out io.Writer) error {
 	if o.lookups == 0 || len(ids) == 0 {
 		return nil

@@ -414,9 +414,10 @@ func settings() []setting[Config] {
 		{"logs-backend", "LUMEN_LOGS_BACKEND", "where log lines are kept: local (this store) or remote (storage.logs.remote: Loki)", str(func(c *Config) *string { return &c.Storage.Logs.Backend }), false},
 		{"logs-remote-push-url", "LUMEN_LOGS_REMOTE_PUSH_URL", "the remote logs backend's push endpoint, e.g. http://loki-gateway/loki/api/v1/push", str(func(c *Config) *string { return &c.Storage.Logs.Remote.PushURL }), false},
 		{"logs-remote-query-url", "LUMEN_LOGS_REMOTE_QUERY_URL", "the base of the remote logs backend's Loki API, e.g. http://loki-gateway", str(func(c *Config) *string { return &c.Storage.Logs.Remote.QueryURL }), false},
-		{"traces-backend", "LUMEN_TRACES_BACKEND", "where spans are kept: local (this store) or remote (storage.traces.remote: OTLP in, Jaeger's query API out)", str(func(c *Config) *string { return &c.Storage.Traces.Backend }), false},
+		{"traces-backend", "LUMEN_TRACES_BACKEND", "where spans are kept: local (this store) or remote (storage.traces.remote: OTLP in, Jaeger's or Tempo's query API out)", str(func(c *Config) *string { return &c.Storage.Traces.Backend }), false},
 		{"traces-remote-otlp-url", "LUMEN_TRACES_REMOTE_OTLP_URL", "the remote traces backend's OTLP/HTTP traces endpoint, e.g. http://jaeger-collector:4318/v1/traces", str(func(c *Config) *string { return &c.Storage.Traces.Remote.OTLPURL }), false},
 		{"traces-remote-query-url", "LUMEN_TRACES_REMOTE_QUERY_URL", "the base of the remote traces backend's query API, e.g. http://jaeger-query:16686", str(func(c *Config) *string { return &c.Storage.Traces.Remote.QueryURL }), false},
+		{"traces-remote-api", "LUMEN_TRACES_REMOTE_API", "the query API the remote traces backend speaks: jaeger (Jaeger v2, default) or tempo", str(func(c *Config) *string { return &c.Storage.Traces.Remote.API }), false},
 		{"gc-min-heap", "LUMEN_GC_MIN_HEAP", "the heap the garbage collector lets grow to before collecting however little is live, when GOGC is not set, e.g. 256MiB (default 128MiB; 0: none; at most half of GOMEMLIMIT)", func(c *Config, v string) error {
 			return c.GCMinHeap.parse(v)
 		}, false},

@@ -44,7 +44,8 @@ type TracesStorage struct {
 type RemoteTracesConfig struct {
 	// OTLPURL is its OTLP/HTTP traces endpoint (e.g.
 	// http://jaeger-collector:4318/v1/traces); QueryURL the base of its
-	// query API (e.g. http://jaeger-query:16686), which speaks API.
+	// query API (e.g. http://jaeger-query:16686, http://tempo:3200), which
+	// speaks API: jaeger or tempo.
 	OTLPURL       string `yaml:"otlp_url"`
 	QueryURL      string `yaml:"query_url"`
 	API           string `yaml:"api"`
@@ -265,8 +266,8 @@ func (r RemoteTracesConfig) validate() error {
 	switch {
 	case r.OTLPURL == "" || r.QueryURL == "":
 		return errors.New("storage.traces.remote: otlp_url and query_url are needed with the remote backend")
-	case r.API != traceremote.APIJaeger:
-		return fmt.Errorf("storage.traces.remote.api %q: %s (Jaeger v2's query API)", r.API, traceremote.APIJaeger)
+	case r.API != traceremote.APIJaeger && r.API != traceremote.APITempo:
+		return fmt.Errorf("storage.traces.remote.api %q: %s (Jaeger v2's query API) or %s (Tempo's)", r.API, traceremote.APIJaeger, traceremote.APITempo)
 	}
 	return r.RemoteBackend.validate("storage.traces.remote")
 }

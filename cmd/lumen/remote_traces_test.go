@@ -86,12 +86,7 @@ func TestTracesInRemoteBackend(t *testing.T) {
 	remote := startServer(t, cfg)
 	id := sendTraceAndLog(t, []*server{local, remote}, "payments")
 
-	down := getTrace(t, remote, id)
-	require.Zero(t, down.SpanCount)
-	require.Equal(t, 1, down.LogCount, "the lines are kept locally")
-	require.NotEmpty(t, down.Warnings)
-	require.Contains(t, down.Warnings[0], "spans left out")
-	require.Contains(t, down.Warnings[0], "traces backend "+jaeger.Query)
+	requireSpansLeftOut(t, remote, id, jaeger.Query)
 	code, body := fetch(t, remote.api("/jaeger/api/services"))
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.Contains(t, body, "traces backend "+jaeger.Query)
@@ -106,19 +101,7 @@ func TestTracesInRemoteBackend(t *testing.T) {
 	remote = startServer(t, cfg) // what the first acknowledged is still queued
 	jaeger.Start()
 
-	want := getTrace(t, local, id)
-	require.Equal(t, 2, want.SpanCount)
-	var got traceResponse
-	require.Eventually(t, func() bool {
-		got = getTrace(t, remote, id)
-		return got.SpanCount == want.SpanCount
-	}, time.Minute, 200*time.Millisecond, "the trace's spans in jaeger")
-	require.Empty(t, got.Warnings)
-	require.Equal(t, comparableSpans(want.Spans), comparableSpans(got.Spans))
-	require.Equal(t, want.Services, got.Services)
-	require.Equal(t, comparableLogs(want.Logs), comparableLogs(got.Logs))
-	require.Equal(t, want.StartTime, got.StartTime)
-	require.Equal(t, want.EndTime, got.EndTime)
+	awaitSameTrace(t, local, remote, id, 2)
 
 	start := strconv.FormatInt(time.Now().Add(-time.Hour).UnixMicro(), 10)
 	for _, q := range []string{
@@ -139,20 +122,12 @@ func TestTracesInRemoteBackend(t *testing.T) {
 	// spans as the local Lumen's.
 	now := time.Now()
 	window := "&start=" + strconv.FormatInt(now.Add(-time.Hour).UnixNano(), 10) + "&end=" + strconv.FormatInt(now.Add(time.Minute).UnixNano(), 10)
-	for _, q := range []string{
-		"/api/v1/search?service=payments" + window,
-		"/api/v1/search?service=payments&name=charge" + window,
-		"/api/v1/search?service=payments&root=true" + window,
-		"/api/v1/search?service=payments&minDuration=1h" + window,
-		"/api/search?" + url.Values{"q": {`{ resource.service.name = "payments" && kind = client }`}}.Encode() +
-			"&start=" + strconv.FormatInt(now.Add(-time.Hour).Unix(), 10) + "&end=" + strconv.FormatInt(now.Add(time.Minute).Unix(), 10),
-	} {
-		want, got := searchTraces(t, local.api(q)), searchTraces(t, remote.api(q))
-		require.Equal(t, want, got, q)
-		if !strings.Contains(q, "minDuration") {
-			require.Contains(t, got, id, q)
-		}
-	}
+	requireSameSearches(t, local, remote, id, "/api/v1/search?service=payments"+window,
+		"/api/v1/search?service=payments&name=charge"+window,
+		"/api/v1/search?service=payments&root=true"+window,
+		"/api/v1/search?service=payments&minDuration=1h"+window,
+		"/api/search?"+url.Values{"q": {`{ resource.service.name = "payments" && kind = client }`}}.Encode()+
+			"&start="+strconv.FormatInt(now.Add(-time.Hour).Unix(), 10)+"&end="+strconv.FormatInt(now.Add(time.Minute).Unix(), 10))
 	// The tag catalogs: what the backend's API lists — its services and
 	// their span names — as the local Lumen lists them; attributes, which
 	// no backend API lists, are not.
@@ -171,6 +146,53 @@ func TestTracesInRemoteBackend(t *testing.T) {
 	code, body = fetch(t, remote.api("/api/v1/search?name=charge"))
 	require.Equal(t, http.StatusBadRequest, code, "a remote search needs a service: %s", body)
 	require.Contains(t, body, "needs a service")
+}
+
+// requireSpansLeftOut: with the traces backend at url down, the
+// correlated answer of trace id holds its line, kept locally, and says
+// the spans were left out, naming the backend.
+func requireSpansLeftOut(t *testing.T, remote *server, id, url string) {
+	t.Helper()
+	down := getTrace(t, remote, id)
+	require.Zero(t, down.SpanCount)
+	require.Equal(t, 1, down.LogCount, "the lines are kept locally")
+	require.NotEmpty(t, down.Warnings)
+	require.Contains(t, down.Warnings[0], "spans left out")
+	require.Contains(t, down.Warnings[0], "traces backend "+url)
+}
+
+// awaitSameTrace waits until remote answers trace id with spans spans,
+// then requires its correlated answer to be local's — spans, services,
+// lines, times — without a warning.
+func awaitSameTrace(t *testing.T, local, remote *server, id string, spans int) {
+	t.Helper()
+	want := getTrace(t, local, id)
+	require.Equal(t, spans, want.SpanCount)
+	var got traceResponse
+	require.Eventually(t, func() bool {
+		got = getTrace(t, remote, id)
+		return got.SpanCount == want.SpanCount
+	}, time.Minute, 200*time.Millisecond, "the trace's spans in the backend")
+	require.Empty(t, got.Warnings)
+	require.Equal(t, comparableSpans(want.Spans), comparableSpans(got.Spans))
+	require.Equal(t, want.Services, got.Services)
+	require.Equal(t, comparableLogs(want.Logs), comparableLogs(got.Logs))
+	require.Equal(t, want.StartTime, got.StartTime)
+	require.Equal(t, want.EndTime, got.EndTime)
+}
+
+// requireSameSearches: each search finds on remote the traces and
+// matched spans it finds on local, trace id among them unless the search
+// is for an hour-long span.
+func requireSameSearches(t *testing.T, local, remote *server, id string, queries ...string) {
+	t.Helper()
+	for _, q := range queries {
+		want, got := searchTraces(t, local.api(q)), searchTraces(t, remote.api(q))
+		require.Equal(t, want, got, q)
+		if !strings.Contains(q, "minDuration") {
+			require.Contains(t, got, id, q)
+		}
+	}
 }
 
 // searchTraces is the traces part of a search's answer (Lumen's or

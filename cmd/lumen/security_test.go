@@ -226,7 +226,9 @@ func checkRouteList(t *testing.T, routes *routeTable) {
 		"`series`, `labels`, `label/{name}/values`, `query_exemplars`, `format_query`, `parse_query` (and `GET`\n" +
 		"`metadata`) are the backend's answers, and need `read`; with a remote logs backend, the Loki read routes\n" +
 		"above (and the tail) are Loki's answers, with a remote traces backend the `/jaeger/api/` routes are\n" +
-		"Jaeger's: the same routes, the same scope.\n\n" +
+		"Jaeger's (`api: jaeger`) or Tempo's routes (`/api/traces/…`, `/api/v2/traces/…`, `/api/search`,\n" +
+		"the tag routes, `/api/echo`, `/api/status/buildinfo`) are Tempo's (`api: tempo`): the same routes,\n" +
+		"the same scope.\n\n" +
 		"| route | scope |\n|---|---|\n")
 	for _, p := range patterns {
 		scope := string(routes.scopes[p])

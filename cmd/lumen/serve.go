@@ -404,15 +404,28 @@ func registerQueryAPIs(routes *routeTable, cfg Config, db *store.DB, reg prometh
 	} else {
 		loki.Register(read, wrap)
 	}
-	query.NewTempo(db, store.DefaultSearchAttributes, version, cfg.Traces, qm, log).Register(read, wrap)
-	if b := x.tracesBackend; b != nil {
+	tempo := query.NewTempo(db, store.DefaultSearchAttributes, version, cfg.Traces, qm, log)
+	switch b := x.tracesBackend; {
+	case b != nil && b.API() == traceremote.APIJaeger:
 		// Jaeger's own answers to its API (Lumen's /jaeger/api/… is its
-		// /api/…); the other searches answer 501 naming it.
+		// /api/…); Tempo's API and Lumen's search are Lumen's, over
+		// Jaeger's reads.
 		proxy := b.Proxy(func(p string) string { return strings.TrimPrefix(p, query.JaegerPrefix) })
 		for _, path := range query.JaegerRoutes {
 			read.Handle("GET "+query.JaegerPrefix+path, wrap(query.JaegerPrefix+path+" (traces backend)", proxy))
 		}
-	} else {
+		tempo.Register(read, wrap)
+	case b != nil:
+		// Tempo's own answers to its API; Jaeger's API and Lumen's search
+		// are Lumen's, over Tempo's reads.
+		proxy := b.Proxy(func(p string) string { return p })
+		for _, path := range query.TempoRoutes {
+			read.Handle("GET "+path, wrap(path+" (traces backend)", proxy))
+		}
+		tempo.RegisterSearch(read, wrap)
+		query.NewJaeger(db, cfg.Traces, qm, log).Register(read, wrap)
+	default:
+		tempo.Register(read, wrap)
 		query.NewJaeger(db, cfg.Traces, qm, log).Register(read, wrap)
 	}
 	// Every other /api/v1 route is Prometheus' own API; the more specific

@@ -1,7 +1,8 @@
 // Package traceremote reads spans from a remote traces backend's query API
 // within a budget (internal/remoteapi): a trace by id — Jaeger v2's
-// /api/v3/traces/{id} (OTLP JSON) — and a proxy for the backend's own API
-// (its searches).
+// /api/v3/traces/{id} (OTLP JSON) or Tempo's /api/traces/{id} (protobuf) —,
+// the candidates of a search, the services and their span names, and a
+// proxy for the backend's own API.
 package traceremote
 
 import (
@@ -27,12 +28,21 @@ import (
 // port): /api/v3/traces/{id}, /api/traces, /api/services…
 const APIJaeger = "jaeger"
 
+// APITempo is the query API of Tempo (its query frontend's HTTP port):
+// /api/traces/{id}, /api/search (TraceQL), /api/v2/search/tag/…
+const APITempo = "tempo"
+
+// catalogLookback is how far back Tempo's tag values are asked for the
+// services and span names (Tempo answers only its recent data without a
+// window).
+const catalogLookback = 24 * time.Hour
+
 // Config is the backend and the budget of each read.
 type Config struct {
 	// URL is the base of the backend's query API (Jaeger's query port,
 	// e.g. http://jaeger-query:16686).
 	URL string
-	// API is the API it speaks: APIJaeger.
+	// API is the API it speaks: APIJaeger or APITempo.
 	API string
 	// HTTP is the client's auth and TLS; Headers are sent with every read.
 	HTTP    config_util.HTTPClientConfig
@@ -52,8 +62,8 @@ type Backend struct {
 
 // New returns the backend of cfg.
 func New(cfg Config) (*Backend, error) {
-	if cfg.API != APIJaeger {
-		return nil, fmt.Errorf("traces backend %s: api %q: %s", cfg.URL, cfg.API, APIJaeger)
+	if cfg.API != APIJaeger && cfg.API != APITempo {
+		return nil, fmt.Errorf("traces backend %s: api %q: %s or %s", cfg.URL, cfg.API, APIJaeger, APITempo)
 	}
 	c, err := remoteapi.New(remoteapi.Config{Name: "traces backend", URL: cfg.URL, HTTP: cfg.HTTP, Headers: cfg.Headers,
 		Timeout: cfg.Timeout, MaxConcurrent: cfg.MaxConcurrent, MaxResponseBytes: cfg.MaxResponseBytes})
@@ -72,21 +82,37 @@ var jsonTraces ptrace.JSONUnmarshaler
 // has none, fault.ErrUnavailable (naming the backend) when it cannot be
 // read.
 func (b *Backend) Trace(ctx context.Context, id model.TraceID) (ptrace.Traces, error) {
-	body, err := b.c.Get(ctx, "/api/v3/traces/"+id.String(), nil, http.Header{"Accept": {"application/json"}})
+	if b.cfg.API == APITempo {
+		return b.tempoTrace(ctx, id)
+	}
+	body, err := b.getTrace(ctx, id, "/api/v3/traces/", "application/json")
 	if err != nil {
-		var he *remoteapi.HTTPError
-		if errors.As(err, &he) && he.Status == http.StatusNotFound {
-			return ptrace.Traces{}, fmt.Errorf("trace %s in the traces backend: %w", id, fault.ErrNotFound)
-		}
-		return ptrace.Traces{}, fmt.Errorf("%w: %w", fault.ErrUnavailable, err)
+		return ptrace.Traces{}, err
 	}
 	return decodeJaeger(body, b.cfg.URL, id)
 }
 
+// getTrace reads path+id in the format accept names: a 404 is
+// fault.ErrNotFound, any other failure fault.ErrUnavailable.
+func (b *Backend) getTrace(ctx context.Context, id model.TraceID, path, accept string) ([]byte, error) {
+	body, err := b.c.Get(ctx, path+id.String(), nil, http.Header{"Accept": {accept}})
+	if err != nil {
+		var he *remoteapi.HTTPError
+		if errors.As(err, &he) && he.Status == http.StatusNotFound {
+			return nil, fmt.Errorf("trace %s in the traces backend: %w", id, fault.ErrNotFound)
+		}
+		return nil, fmt.Errorf("%w: %w", fault.ErrUnavailable, err)
+	}
+	return body, nil
+}
+
 // Find asks the backend for the newest traces with a span meeting q
-// (Jaeger's /api/v3/traces search): their spans in one answer, none found
-// an empty one.
+// (Jaeger's /api/v3/traces search; Tempo's TraceQL search, then each
+// trace by id): their spans in one answer, none found an empty one.
 func (b *Backend) Find(ctx context.Context, q store.RemoteFind) (ptrace.Traces, error) {
+	if b.cfg.API == APITempo {
+		return b.tempoFind(ctx, q)
+	}
 	v := url.Values{
 		"query.service_name":   {q.Service},
 		"query.start_time_min": {time.Unix(0, int64(q.Start)).UTC().Format(time.RFC3339Nano)},
@@ -128,8 +154,12 @@ func (b *Backend) Find(ctx context.Context, q store.RemoteFind) (ptrace.Traces, 
 }
 
 // Services lists the services the backend knows (Jaeger's
-// /api/v3/services).
+// /api/v3/services; Tempo's values of resource.service.name over the last
+// catalogLookback).
 func (b *Backend) Services(ctx context.Context) ([]string, error) {
+	if b.cfg.API == APITempo {
+		return b.tempoTagValues(ctx, "resource.service.name", "")
+	}
 	body, err := b.c.Get(ctx, "/api/v3/services", nil, http.Header{"Accept": {"application/json"}})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", fault.ErrUnavailable, err)
@@ -137,8 +167,12 @@ func (b *Backend) Services(ctx context.Context) ([]string, error) {
 	return decodeServices(body, b.cfg.URL)
 }
 
-// Operations lists a service's span names (Jaeger's /api/v3/operations).
+// Operations lists a service's span names (Jaeger's /api/v3/operations;
+// Tempo's values of name in the service's spans).
 func (b *Backend) Operations(ctx context.Context, service string) ([]string, error) {
+	if b.cfg.API == APITempo {
+		return b.tempoTagValues(ctx, "name", "{ resource.service.name = "+strconv.Quote(service)+" }")
+	}
 	body, err := b.c.Get(ctx, "/api/v3/operations", url.Values{"service": {service}}, http.Header{"Accept": {"application/json"}})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", fault.ErrUnavailable, err)
