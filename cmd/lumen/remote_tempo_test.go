@@ -22,7 +22,8 @@ import (
 // holds the spans a local Lumen fed the same data answers, with the lines
 // kept locally; Lumen's Tempo API answers as Tempo does; its Jaeger API
 // and its own searches, made over Tempo's reads, answer as the local
-// Lumen's; while Tempo is down each names it.
+// Lumen's; while Tempo is down each names it. The UI's trace page shows
+// the same on both.
 func TestTracesInTempo(t *testing.T) {
 	tempo := tempotest.New(t, freeAddr(t))
 	cfg := testConfig(t, t.TempDir())
@@ -31,7 +32,10 @@ func TestTracesInTempo(t *testing.T) {
 	cfg.Storage.Traces.Remote.OTLPURL = tempo.OTLP
 	cfg.Storage.Traces.Remote.QueryURL = tempo.URL
 	cfg.Storage.Traces.Remote.QueryTimeout = Duration(5 * time.Second)
-	local := startServer(t, testConfig(t, t.TempDir()))
+	cfg.SpanMetrics.Interval = time.Second
+	localCfg := testConfig(t, t.TempDir())
+	localCfg.SpanMetrics.Interval = time.Second
+	local := startServer(t, localCfg)
 	remote := startServer(t, cfg)
 	id := sendTraceAndLog(t, []*server{local, remote}, "payments")
 
@@ -86,6 +90,16 @@ func TestTracesInTempo(t *testing.T) {
 		"/api/v1/search?service=payments&name=charge"+window,
 		"/api/v1/search?service=payments&root=true"+window,
 		"/api/v1/search?service=payments&minDuration=1h"+window)
+
+	// The UI's trace page, in Chromium, shows the same on both: waterfall,
+	// lines, metrics.
+	require.Eventually(t, func() bool {
+		want := redValues(getTrace(t, local, id))
+		return len(want) > 0 && sameValues(want, redValues(getTrace(t, remote, id)))
+	}, time.Minute, 500*time.Millisecond, "the trace's span metrics written by both")
+	node, chromium := browserTools(t, remoteScript)
+	require.NoError(t, runBrowserScript(t, node, remoteScript, 2*time.Minute, "LUMEN_LOCAL_URL="+local.api(""), "LUMEN_REMOTE_URL="+remote.api(""),
+		"LUMEN_TRACE_IDS="+id, "LUMEN_CHROMIUM="+chromium), "browser test of the trace page over Tempo failed: see the log above")
 }
 
 // tempoAnswer is an answer of Tempo's (status and body) as two asks of

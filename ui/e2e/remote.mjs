@@ -1,8 +1,9 @@
 // Browser test of the trace page over remote backends
-// (cmd/lumen/replicas_test.go, TestReplicasShareRemoteBackends): the same
-// traces opened on a Lumen with its own store and on a replica whose
-// spans, lines and metrics are in Jaeger, Loki and Prometheus must show the
-// same page. It reads:
+// (cmd/lumen/replicas_test.go, TestReplicasShareRemoteBackends;
+// remote_tempo_test.go, TestTracesInTempo): the same traces opened on a
+// Lumen with its own store and on one whose spans (and, for the replicas,
+// lines and metrics) are in remote backends — Jaeger, Loki and Prometheus,
+// or Tempo — must show the same page. It reads:
 //   LUMEN_LOCAL_URL    the local Lumen's HTTP address
 //   LUMEN_REMOTE_URL   the replica's
 //   LUMEN_TRACE_IDS    trace ids, comma-separated
