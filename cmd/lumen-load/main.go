@@ -347,11 +347,6 @@ func waitURL(u string, limit time.Duration) error {
 	}
 }
 
-// lookups times trace-by-id requests: the spans alone (what a tracing
-// backend's trace-by-id answers: Lumen's /api/v1/traces/{id}?include=trace,
-// or, with -jaeger-url, the Jaeger API of Lumen or of Jaeger itself) and,
-// with -correlated, Lumen's correlated answer (spans, log lines and
-// metrics).
 // awaitReadable waits, once the queues to a remote backend are empty,
 // until every trace the lookups will ask for is read whole through Lumen
 // — a backend may answer a push before what it took can be read (Tempo
@@ -384,6 +379,11 @@ func awaitReadable(o options, ids []pcommon.TraceID, out io.Writer) error {
 	return nil
 }
 
+// lookups times trace-by-id requests: the spans alone (what a tracing
+// backend's trace-by-id answers: Lumen's /api/v1/traces/{id}?include=trace,
+// or, with -jaeger-url, the Jaeger API of Lumen or of Jaeger itself) and,
+// with -correlated, Lumen's correlated answer (spans, log lines and
+// metrics).
 func lookups(o options, ids []pcommon.TraceID, out io.Writer) error {
 	if o.lookups == 0 || len(ids) == 0 {
 		return nil

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -120,11 +119,7 @@ func tempoAnswer(t *testing.T, answer string) string {
 		case map[string]any:
 			for k, x := range v {
 				if list, ok := x.([]any); ok && k == "attributes" {
-					slices.SortFunc(list, func(x, y any) int {
-						bx, _ := json.Marshal(x)
-						by, _ := json.Marshal(y)
-						return strings.Compare(string(bx), string(by))
-					})
+					sortByJSON(list)
 				}
 				walk(x)
 			}

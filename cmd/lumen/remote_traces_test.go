@@ -246,26 +246,29 @@ func jaegerAnswer(t *testing.T, u string) string {
 	if json.Unmarshal([]byte(body), &a) != nil {
 		return strconv.Itoa(code) + " " + strings.TrimSpace(body)
 	}
-	byJSON := func(list []any) {
-		slices.SortFunc(list, func(x, y any) int {
-			bx, _ := json.Marshal(x)
-			by, _ := json.Marshal(y)
-			return strings.Compare(string(bx), string(by))
-		})
-	}
 	if data, ok := a["data"].([]any); ok {
 		for _, d := range data {
 			if tr, ok := d.(map[string]any); ok {
 				if spans, ok := tr["spans"].([]any); ok {
-					byJSON(spans)
+					sortByJSON(spans)
 				}
 			}
 		}
-		byJSON(data)
+		sortByJSON(data)
 	}
 	b, err := json.Marshal(a)
 	require.NoError(t, err)
 	return strconv.Itoa(code) + " " + string(b)
+}
+
+// sortByJSON orders a decoded JSON list by its elements' encodings: an
+// order for lists whose order an answer does not promise.
+func sortByJSON(list []any) {
+	slices.SortFunc(list, func(x, y any) int {
+		bx, _ := json.Marshal(x)
+		by, _ := json.Marshal(y)
+		return strings.Compare(string(bx), string(by))
+	})
 }
 
 // TestRemoteTracesFullQueueThenSIGKILL: with Jaeger down and a queue of

@@ -6,7 +6,6 @@ package jaegertest
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -93,14 +92,6 @@ func New(t testing.TB, otlpAddr string) *Jaeger {
 func (j *Jaeger) Start() {
 	otlp := strings.TrimSuffix(strings.TrimPrefix(j.OTLP, "http://"), "/v1/traces")
 	j.Process.Start(func() bool {
-		if !peertest.OK(j.health, j.Query+"/api/services") {
-			return false
-		}
-		c, err := net.Dial("tcp", otlp)
-		if err != nil {
-			return false
-		}
-		_ = c.Close()
-		return true
+		return peertest.OK(j.health, j.Query+"/api/services") && peertest.Dials(otlp)
 	}, time.Minute)
 }

@@ -7,6 +7,7 @@ package peertest
 import (
 	"bytes"
 	"context"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -102,5 +103,15 @@ func OK(urls ...string) bool {
 			return false
 		}
 	}
+	return true
+}
+
+// Dials reports whether addr takes a TCP connection.
+func Dials(addr string) bool {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return false
+	}
+	_ = c.Close()
 	return true
 }

@@ -111,14 +111,6 @@ func New(t testing.TB, otlpAddr string) *Tempo {
 func (p *Tempo) Start() {
 	otlp := strings.TrimSuffix(strings.TrimPrefix(p.OTLP, "http://"), "/v1/traces")
 	p.Process.Start(func() bool {
-		if !peertest.OK(p.URL + "/ready") {
-			return false
-		}
-		c, err := net.Dial("tcp", otlp)
-		if err != nil {
-			return false
-		}
-		_ = c.Close()
-		return true
+		return peertest.OK(p.URL+"/ready") && peertest.Dials(otlp)
 	}, time.Minute)
 }
